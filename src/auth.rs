@@ -1,0 +1,178 @@
+//! Client authentication: HS256 JWTs whose `sub` is the user id, and the room
+//! permissions that come with them.
+//!
+//! `exp` is enforced with no leeway when present; `nbf` likewise. The optional
+//! `rooms` claim lists patterns (`*` matches any run of characters) that
+//! replace the default rule, which lets a user join every room except other
+//! users' private `user:<id>` rooms.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+/// Why a token was refused. Clients only ever see "invalid token".
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no jwt secret is configured")]
+    NoSecret,
+    #[error("token rejected: {0}")]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+    #[error("token has an empty or over-long sub")]
+    BadSubject,
+}
+
+/// Who a connection is, and which rooms it may join.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub user: Arc<str>,
+    pub rooms: Rooms,
+}
+
+/// The rooms an identity may join.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rooms {
+    /// Every room but other users' `user:<id>` rooms.
+    Default,
+    /// Only rooms matching one of these patterns.
+    Patterns(Arc<[Box<str>]>),
+}
+
+impl Identity {
+    /// The anonymous identity of a connection when `auth.required = false`.
+    pub fn anonymous(conn: &str) -> Self {
+        Self { user: format!("anon:{conn}").into(), rooms: Rooms::Default }
+    }
+
+    /// Whether this identity may join `room` (already a valid room name).
+    pub fn may_join(&self, room: &str) -> bool {
+        match &self.rooms {
+            Rooms::Patterns(patterns) => patterns.iter().any(|p| glob_match(p, room)),
+            Rooms::Default => match room.strip_prefix("user:") {
+                Some(owner) => owner == &*self.user,
+                None => true,
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    rooms: Option<Vec<Box<str>>>,
+}
+
+/// Verifies client tokens against the configured secret.
+pub struct Authenticator {
+    key: Option<DecodingKey>,
+    validation: Validation,
+}
+
+impl Authenticator {
+    /// An authenticator for HS256 tokens signed with `secret`; an empty secret verifies nothing.
+    pub fn new(secret: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["sub"]);
+        let key = (!secret.is_empty()).then(|| DecodingKey::from_secret(secret.as_bytes()));
+        Self { key, validation }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let key = self.key.as_ref().ok_or(AuthError::NoSecret)?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)?.claims;
+        if claims.sub.is_empty() || claims.sub.len() > crate::protocol::MAX_USER_LEN {
+            return Err(AuthError::BadSubject);
+        }
+        let rooms = match claims.rooms {
+            Some(patterns) => Rooms::Patterns(patterns.into()),
+            None => Rooms::Default,
+        };
+        Ok(Identity { user: claims.sub.into(), rooms })
+    }
+}
+
+/// Matches `text` against `pattern`, where `*` stands for any run of characters
+/// (including none). Iterative with one backtrack point, so linear-ish and
+/// never recursive whatever the pattern.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    fn token(claims: serde_json::Value, secret: &str) -> String {
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    fn now() -> u64 {
+        crate::protocol::now_ms() / 1000
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("chat:*", "chat:"));
+        assert!(glob_match("chat:*", "chat:general"));
+        assert!(!glob_match("chat:*", "chatx"));
+        assert!(glob_match("lobby", "lobby"));
+        assert!(!glob_match("lobby", "lobby2"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+        assert!(glob_match("*:*", "x:y"));
+    }
+
+    #[test]
+    fn verifies_sub_exp_and_rooms() {
+        let auth = Authenticator::new("s3cret");
+        let id = auth.verify(&token(json!({"sub":"alice","exp":now()+60}), "s3cret")).unwrap();
+        assert_eq!(&*id.user, "alice");
+        assert_eq!(id.rooms, Rooms::Default);
+        let id = auth.verify(&token(json!({"sub":"bob","rooms":["chat:*","lobby"]}), "s3cret")).unwrap();
+        assert!(id.may_join("lobby") && id.may_join("chat:x") && !id.may_join("other"));
+        assert!(auth.verify(&token(json!({"sub":"alice","exp":now()-5}), "s3cret")).is_err());
+        assert!(auth.verify(&token(json!({"sub":"alice","nbf":now()+60}), "s3cret")).is_err());
+        assert!(auth.verify(&token(json!({"sub":"alice"}), "other")).is_err());
+        assert!(auth.verify(&token(json!({"exp":now()+60}), "s3cret")).is_err());
+        assert!(auth.verify(&token(json!({"sub":""}), "s3cret")).is_err());
+        assert!(auth.verify(&token(json!({"sub":"a","rooms":"lobby"}), "s3cret")).is_err());
+        assert!(auth.verify("garbage").is_err());
+        assert!(Authenticator::new("").verify(&token(json!({"sub":"a"}), "")).is_err());
+    }
+
+    #[test]
+    fn private_user_rooms() {
+        let alice = Identity { user: "alice".into(), rooms: Rooms::Default };
+        assert!(alice.may_join("user:alice"));
+        assert!(!alice.may_join("user:bob"));
+        assert!(alice.may_join("users"));
+        let anon = Identity::anonymous("n1-4");
+        assert_eq!(&*anon.user, "anon:n1-4");
+        assert!(anon.may_join("user:anon:n1-4") && !anon.may_join("user:alice"));
+    }
+}

@@ -1,0 +1,291 @@
+//! Configuration: one [`Config`] tree read from `config.toml`, then overridden
+//! by `HERALD_<SECTION>__<KEY>` environment variables.
+//!
+//! Every struct denies unknown fields, so a typo in a key stops start-up with
+//! a message naming the key instead of silently keeping a default. After
+//! deserialising, [`Config::validate`] rejects values that parse but cannot
+//! work (a zero queue, a heartbeat timeout shorter than its interval, ...).
+
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable holds an unknown key or a value of the wrong type.
+    #[error("{0}")]
+    Parse(Box<figment::Error>),
+    /// A value parsed but is out of range or inconsistent with another.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    /// `--config` named a file that does not exist.
+    #[error("config file {0} does not exist")]
+    Missing(String),
+}
+
+/// The whole configuration. Each section documents its keys with their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub heartbeat: HeartbeatConfig,
+    pub api: ApiConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// `[server]`: where Herald listens and how this node names itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind. Default `"127.0.0.1"`.
+    pub host: String,
+    /// TCP port; `0` picks a free one (logged at start-up). Default `8080`.
+    pub port: u16,
+    /// This node's id, sent in `welcome`; empty generates a random one. Default `""`.
+    pub node_id: String,
+    /// HTTP worker threads; `0` means one per CPU core. Default `0`.
+    pub workers: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { host: "127.0.0.1".into(), port: 8080, node_id: String::new(), workers: 0 }
+    }
+}
+
+/// `[auth]`: JWT authentication of connections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// When true, a connection must authenticate within `timeout_ms` or is closed
+    /// with 4001; when false, it starts as the anonymous user `anon:<conn>`. Default `false`.
+    pub required: bool,
+    /// HS256 secret that signs client tokens. Default `""` (no token can be verified).
+    pub jwt_secret: String,
+    /// How long an unauthenticated connection may wait before sending `auth`. Default `5000`.
+    pub timeout_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { required: false, jwt_secret: String::new(), timeout_ms: 5000 }
+    }
+}
+
+/// `[limits]`: per-connection limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest client frame in bytes; a larger one closes the connection with 1009. Default `65536`.
+    pub max_message_bytes: usize,
+    /// Sustained client frames per second per connection. Default `10`.
+    /// (Enforcement arrives with connection hardening; the key is validated now.)
+    pub rate_per_sec: u32,
+    /// Frames a connection may send in a burst above `rate_per_sec`. Default `20`.
+    /// (Enforcement arrives with connection hardening.)
+    pub rate_burst: u32,
+    /// Consecutive rate-limited frames before a close with 1008. Default `20`.
+    /// (Enforcement arrives with connection hardening.)
+    pub rate_strikes: u32,
+    /// Rooms one connection may be in at once; one more is `TOO_MANY_ROOMS`. Default `100`.
+    pub max_rooms_per_conn: usize,
+    /// Frames buffered for one connection before it counts as a slow consumer. Default `1024`.
+    pub outbound_queue: usize,
+    /// Open connections this node accepts; `0` means as many as the OS allows. Default `0`.
+    /// (Enforcement arrives with connection hardening.)
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 65536,
+            rate_per_sec: 10,
+            rate_burst: 20,
+            rate_strikes: 20,
+            max_rooms_per_conn: 100,
+            outbound_queue: 1024,
+            max_connections: 0,
+        }
+    }
+}
+
+/// `[heartbeat]`: WebSocket-level liveness.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// Interval between server pings; also sent to clients as `heartbeat_ms`. Default `25000`.
+    pub interval_ms: u64,
+    /// A connection silent (no frame, no pong) this long is terminated. Default `60000`.
+    pub timeout_ms: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self { interval_ms: 25000, timeout_ms: 60000 }
+    }
+}
+
+/// `[api]`: the server-side HTTP API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Bearer key for `/api/*`; empty answers 403 to every API call. Default `""`.
+    /// (The API itself arrives with the server API.)
+    pub key: String,
+}
+
+/// `[cluster]`: relaying between nodes through Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Relay rooms, direct messages and presence through Redis. Default `false`.
+    /// (Clustering arrives later; `true` is refused at start-up until then.)
+    pub enabled: bool,
+    /// Redis to relay through. Default `"redis://127.0.0.1:6379"`.
+    pub redis_url: String,
+    /// A node silent this long is dead and its presence dropped. Default `15000`.
+    pub node_ttl_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { enabled: false, redis_url: "redis://127.0.0.1:6379".into(), node_ttl_ms: 15000 }
+    }
+}
+
+/// Prefix of environment overrides: `HERALD_SERVER__PORT=9001` sets `server.port`.
+pub const ENV_PREFIX: &str = "HERALD_";
+
+impl Config {
+    /// Reads `path` (which may be absent only when `required` is false), applies
+    /// `HERALD_*` overrides from the process environment, and validates the result.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        if required && !path.exists() {
+            return Err(ConfigError::Missing(path.display().to_string()));
+        }
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document (no environment), then validates it.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that deserialise but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid { key, reason: reason.into() }
+        }
+        let node = &self.server.node_id;
+        if node.len() > 64 || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+            return Err(invalid("server.node_id", "use at most 64 characters of [A-Za-z0-9_.-]"));
+        }
+        if self.server.host.is_empty() {
+            return Err(invalid("server.host", "must not be empty"));
+        }
+        if self.auth.required && self.auth.jwt_secret.is_empty() {
+            return Err(invalid("auth.jwt_secret", "must be set when auth.required = true"));
+        }
+        if self.auth.timeout_ms == 0 {
+            return Err(invalid("auth.timeout_ms", "must be greater than 0"));
+        }
+        let limits = &self.limits;
+        if limits.max_message_bytes < 64 {
+            return Err(invalid("limits.max_message_bytes", "must be at least 64"));
+        }
+        if limits.rate_per_sec == 0 {
+            return Err(invalid("limits.rate_per_sec", "must be greater than 0"));
+        }
+        if limits.rate_burst == 0 {
+            return Err(invalid("limits.rate_burst", "must be greater than 0"));
+        }
+        if limits.rate_strikes == 0 {
+            return Err(invalid("limits.rate_strikes", "must be greater than 0"));
+        }
+        if limits.max_rooms_per_conn == 0 {
+            return Err(invalid("limits.max_rooms_per_conn", "must be greater than 0"));
+        }
+        if limits.outbound_queue == 0 {
+            return Err(invalid("limits.outbound_queue", "must be greater than 0"));
+        }
+        if self.heartbeat.interval_ms == 0 {
+            return Err(invalid("heartbeat.interval_ms", "must be greater than 0"));
+        }
+        if self.heartbeat.timeout_ms <= self.heartbeat.interval_ms {
+            return Err(invalid("heartbeat.timeout_ms", "must be greater than heartbeat.interval_ms"));
+        }
+        if !self.cluster.redis_url.starts_with("redis://") && !self.cluster.redis_url.starts_with("rediss://") {
+            return Err(invalid("cluster.redis_url", "must start with redis:// or rediss://"));
+        }
+        if self.cluster.node_ttl_ms < 1000 {
+            return Err(invalid("cluster.node_ttl_ms", "must be at least 1000"));
+        }
+        if self.cluster.enabled {
+            return Err(invalid("cluster.enabled", "clustering is not available in this build yet"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_gives_the_documented_defaults() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.server.port, 8080);
+        assert_eq!(config.limits.outbound_queue, 1024);
+        assert_eq!(config.heartbeat.timeout_ms, 60000);
+    }
+
+    #[test]
+    fn shipped_config_toml_parses() {
+        let text = include_str!("../config.toml");
+        Config::from_toml(text).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let err = Config::from_toml("[server]\nprot = 1\n").unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+        let err = Config::from_toml("[sever]\nport = 1\n").unwrap_err().to_string();
+        assert!(err.contains("sever"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named_in_the_error() {
+        let err = Config::from_toml("[server]\nport = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_values_are_rejected() {
+        let err = Config::from_toml("[auth]\nrequired = true\n").unwrap_err().to_string();
+        assert!(err.contains("auth.jwt_secret"), "{err}");
+        let err = Config::from_toml("[heartbeat]\ninterval_ms = 10\ntimeout_ms = 5\n").unwrap_err().to_string();
+        assert!(err.contains("heartbeat.timeout_ms"), "{err}");
+        let err = Config::from_toml("[limits]\noutbound_queue = 0\n").unwrap_err().to_string();
+        assert!(err.contains("limits.outbound_queue"), "{err}");
+        let err = Config::from_toml("[server]\nnode_id = \"a b\"\n").unwrap_err().to_string();
+        assert!(err.contains("server.node_id"), "{err}");
+    }
+}

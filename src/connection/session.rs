@@ -1,0 +1,123 @@
+//! The transport-independent state of one connection: who it is, and which
+//! rooms it is in. Transports (`transport::ws`) own a [`Session`] and drive it;
+//! everything a room or presence must hear about when a connection changes
+//! goes through here, so no transport can forget a cleanup.
+
+use std::sync::Arc;
+
+use crate::auth::Identity;
+use crate::connection::{ConnId, Member, Outbox};
+use crate::node::Node;
+use crate::rooms::RoomHandle;
+
+/// One connection's identity and rooms.
+pub struct Session {
+    pub id: ConnId,
+    identity: Option<Identity>,
+    anonymous: bool,
+    /// Joined rooms; `None` while the join is on its way.
+    rooms: Vec<(Arc<str>, Option<RoomHandle>)>,
+}
+
+/// Why a join is refused before it reaches the room.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JoinRefusal {
+    Forbidden,
+    TooManyRooms,
+}
+
+impl Session {
+    pub fn new(id: ConnId) -> Self {
+        Self { id, identity: None, anonymous: false, rooms: Vec::new() }
+    }
+
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.identity.as_ref().map(|i| &i.user)
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.anonymous
+    }
+
+    /// Becomes `identity` and comes online. An anonymous session that
+    /// authenticates leaves its rooms and presence as the anonymous user first.
+    pub fn authenticate(&mut self, node: &Node, identity: Identity, anonymous: bool, outbox: Outbox) {
+        if self.identity.is_some() {
+            self.leave_everything(node);
+        }
+        let member = Member { conn: self.id, user: identity.user.clone(), outbox };
+        node.presence.online(member);
+        self.identity = Some(identity);
+        self.anonymous = anonymous;
+    }
+
+    /// Replaces the claims of the current user (a token refresh).
+    pub fn refresh(&mut self, identity: Identity) {
+        self.identity = Some(identity);
+    }
+
+    /// Checks a join against the identity's permissions and the room limit.
+    pub fn check_join(&self, room: &str, max_rooms: usize) -> Result<(), JoinRefusal> {
+        let Some(identity) = &self.identity else { return Err(JoinRefusal::Forbidden) };
+        if !identity.may_join(room) {
+            return Err(JoinRefusal::Forbidden);
+        }
+        if !self.is_in(room) && self.rooms.len() >= max_rooms {
+            return Err(JoinRefusal::TooManyRooms);
+        }
+        Ok(())
+    }
+
+    pub fn is_in(&self, room: &str) -> bool {
+        self.rooms.iter().any(|(r, _)| &**r == room)
+    }
+
+    /// Records a join on its way; returns whether the room is new to this session.
+    pub fn joining(&mut self, room: &Arc<str>) -> bool {
+        if self.is_in(room) {
+            return false;
+        }
+        self.rooms.push((room.clone(), None));
+        true
+    }
+
+    /// Records a completed join.
+    pub fn joined(&mut self, room: &str, handle: RoomHandle) {
+        if let Some(slot) = self.rooms.iter_mut().find(|(r, _)| &**r == room) {
+            slot.1 = Some(handle);
+        }
+    }
+
+    /// Forgets a room whose join failed.
+    pub fn join_failed(&mut self, room: &str) {
+        self.rooms.retain(|(r, _)| &**r != room);
+    }
+
+    /// The handle of a joined room.
+    pub fn room(&self, room: &str) -> Option<&RoomHandle> {
+        self.rooms.iter().find(|(r, _)| &**r == room).and_then(|(_, h)| h.as_ref())
+    }
+
+    /// Leaves `room`; returns whether the session was in it.
+    pub fn leave(&mut self, node: &Node, room: &str) -> bool {
+        let Some(at) = self.rooms.iter().position(|(r, _)| &**r == room) else { return false };
+        let (room, _) = self.rooms.swap_remove(at);
+        node.rooms.leave(room, self.id);
+        true
+    }
+
+    /// Leaves every room (pending joins included: the registry keeps their
+    /// order) and goes offline. Called when the connection ends.
+    pub fn leave_everything(&mut self, node: &Node) {
+        for (room, _) in self.rooms.drain(..) {
+            node.rooms.leave(room, self.id);
+        }
+        if let Some(identity) = self.identity.take() {
+            node.presence.offline(identity.user, self.id);
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! # Herald
+//!
+//! A real-time engine for very many concurrent connections: rooms with
+//! per-room ordered messages, direct messages, typing and presence, over
+//! WebSocket. One binary, one port.
+//!
+//! # Layout
+//!
+//! - [`config`]: the `config.toml` tree, environment overrides and validation.
+//! - [`protocol`]: every frame, error code and close code of the wire protocol.
+//! - [`auth`]: JWT verification and room permissions.
+//! - [`connection`]: what every transport's connection shares (outbox, session).
+//! - [`transport`]: WebSocket connection actors and the plain HTTP routes.
+//! - [`rooms`]: the sharded room registry and the room actors.
+//! - [`presence`]: the presence registry actor (who is online, who is where).
+//! - [`supervisor`]: the supervision tree that owns rooms and presence.
+//! - [`node`]: the services one node shares between its connections.
+//! - [`server`]: runtimes, listening socket and HTTP server, put together.
+//! - [`metrics`]: the Prometheus registry and every metric.
+//! - [`rpc`]: request/reply to actors with a deadline.
+
+pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod metrics;
+pub mod node;
+pub mod presence;
+pub mod protocol;
+pub mod rooms;
+pub mod rpc;
+pub mod server;
+pub mod supervisor;
+pub mod transport;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,69 @@
+//! The `herald` binary: parses the command line, loads the config, sets up
+//! logging and runs a node.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use herald::{Config, Server};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const AFTER_HELP: &str = "\
+Configuration:
+  Settings are read from the TOML file given by --config (default ./config.toml;
+  when that default file is absent, built-in defaults are used). Every key can be
+  overridden by an environment variable HERALD_<SECTION>__<KEY>, for example
+  HERALD_SERVER__PORT=9001 or HERALD_AUTH__JWT_SECRET=s3cret. An unknown key or a
+  value of the wrong type stops start-up with a message naming it.
+
+  Sections: [server] host, port, node_id, workers; [auth] required, jwt_secret,
+  timeout_ms; [limits] max_message_bytes, rate_per_sec, rate_burst, rate_strikes,
+  max_rooms_per_conn, outbound_queue, max_connections; [heartbeat] interval_ms,
+  timeout_ms; [api] key; [cluster] enabled, redis_url, node_ttl_ms.
+  See README.md for what each key does and its default.
+
+Logging:
+  RUST_LOG sets the log filter (default: info), e.g. RUST_LOG=herald=debug.";
+
+/// Herald: a real-time WebSocket engine for very many concurrent connections.
+#[derive(Parser)]
+#[command(version, about, after_help = AFTER_HELP)]
+struct Cli {
+    /// Path of the TOML configuration file.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Load and validate the configuration, print it, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let (path, required) = match cli.config {
+        Some(path) => (path, true),
+        None => (PathBuf::from("config.toml"), false),
+    };
+    let config = Config::load(&path, required).with_context(|| format!("configuration {}", path.display()))?;
+    if cli.check_config {
+        println!("{}", toml_like(&config));
+        return Ok(());
+    }
+    let server = Server::bind(config)?;
+    actix_web::rt::System::new().block_on(server.run())?;
+    Ok(())
+}
+
+/// The effective configuration, for `--check-config`.
+fn toml_like(config: &Config) -> String {
+    let mut text = format!("{config:#?}");
+    text.push('\n');
+    text
+}

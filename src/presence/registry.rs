@@ -1,0 +1,165 @@
+//! The presence registry actor: one per node.
+//!
+//! State is two maps: user → the connections that are online as that user
+//! (their outboxes, for `direct`), and room → the users in it. Rooms keep
+//! their own per-user connection counts and tell this actor only about a
+//! user's first arrival and last departure, so its room sets hold users, not
+//! connections.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::connection::{deliver, ConnId, Member, Outbox};
+use crate::protocol::Encoded;
+
+/// Messages of the presence registry. Use [`super::Presence`] to send them.
+pub enum PresenceMsg {
+    Online(Member),
+    Offline { user: Arc<str>, conn: ConnId },
+    RoomJoined { room: Arc<str>, user: Arc<str> },
+    RoomLeft { room: Arc<str>, user: Arc<str> },
+    RoomUsers { room: Arc<str>, reply: RpcReplyPort<Vec<Arc<str>>> },
+    Status { users: Vec<String>, reply: RpcReplyPort<BTreeMap<String, bool>> },
+    Direct { to: Arc<str>, frame: Encoded },
+}
+
+/// The presence registry actor.
+pub struct PresenceRegistry;
+
+/// Who is online and who is in which room.
+#[derive(Default)]
+pub struct PresenceState {
+    online: HashMap<Arc<str>, Vec<(ConnId, Outbox)>>,
+    rooms: HashMap<Arc<str>, HashSet<Arc<str>>>,
+}
+
+impl PresenceState {
+    fn online(&mut self, member: Member) {
+        self.online.entry(member.user).or_default().push((member.conn, member.outbox));
+    }
+
+    fn offline(&mut self, user: &str, conn: ConnId) {
+        if let Some(conns) = self.online.get_mut(user) {
+            conns.retain(|(c, _)| *c != conn);
+            if conns.is_empty() {
+                self.online.remove(user);
+            }
+        }
+    }
+
+    fn room_joined(&mut self, room: Arc<str>, user: Arc<str>) {
+        self.rooms.entry(room).or_default().insert(user);
+    }
+
+    fn room_left(&mut self, room: &str, user: &str) {
+        if let Some(users) = self.rooms.get_mut(room) {
+            users.remove(user);
+            if users.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    fn room_users(&self, room: &str) -> Vec<Arc<str>> {
+        let mut users: Vec<_> = self.rooms.get(room).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        users.sort_unstable();
+        users
+    }
+
+    fn status(&self, users: Vec<String>) -> BTreeMap<String, bool> {
+        users
+            .into_iter()
+            .map(|u| {
+                let online = self.online.contains_key(u.as_str());
+                (u, online)
+            })
+            .collect()
+    }
+
+    fn direct(&self, to: &str, frame: Encoded) {
+        for (_, outbox) in self.online.get(to).into_iter().flatten() {
+            deliver(outbox, frame.clone());
+        }
+    }
+}
+
+impl Actor for PresenceRegistry {
+    type Msg = PresenceMsg;
+    type State = PresenceState;
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<PresenceMsg>, _: ()) -> Result<PresenceState, ActorProcessingErr> {
+        Ok(PresenceState::default())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<PresenceMsg>,
+        msg: PresenceMsg,
+        state: &mut PresenceState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            PresenceMsg::Online(member) => state.online(member),
+            PresenceMsg::Offline { user, conn } => state.offline(&user, conn),
+            PresenceMsg::RoomJoined { room, user } => state.room_joined(room, user),
+            PresenceMsg::RoomLeft { room, user } => state.room_left(&room, &user),
+            PresenceMsg::RoomUsers { room, reply } => {
+                let _ = reply.send(state.room_users(&room));
+            }
+            PresenceMsg::Status { users, reply } => {
+                let _ = reply.send(state.status(users));
+            }
+            PresenceMsg::Direct { to, frame } => state.direct(&to, frame),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presence::Presence;
+
+    async fn spawn() -> (Presence, ractor::ActorRef<PresenceMsg>) {
+        let (actor, _) = Actor::spawn(None, PresenceRegistry, ()).await.unwrap();
+        (Presence::new(actor.clone()), actor)
+    }
+
+    fn strs(v: Vec<Arc<str>>) -> Vec<String> {
+        v.into_iter().map(|s| s.to_string()).collect()
+    }
+
+    #[actix_web::test]
+    async fn rooms_hold_users_once_and_sorted() {
+        let (p, actor) = spawn().await;
+        p.room_joined("r".into(), "bob".into());
+        p.room_joined("r".into(), "alice".into());
+        p.room_joined("r".into(), "alice".into());
+        p.room_joined("s".into(), "carol".into());
+        assert_eq!(strs(p.room_users("r".into()).await.unwrap()), ["alice", "bob"]);
+        p.room_left("r".into(), "alice".into());
+        assert_eq!(strs(p.room_users("r".into()).await.unwrap()), ["bob"]);
+        p.room_left("r".into(), "bob".into());
+        assert!(p.room_users("r".into()).await.unwrap().is_empty());
+        assert_eq!(strs(p.room_users("s".into()).await.unwrap()), ["carol"]);
+        actor.stop(None);
+    }
+
+    #[actix_web::test]
+    async fn status_follows_the_last_connection() {
+        let (p, actor) = spawn().await;
+        let (outbox, _) = crate::connection::testing::collector(16);
+        p.online(Member { conn: ConnId(1), user: "alice".into(), outbox: outbox.clone() });
+        p.online(Member { conn: ConnId(2), user: "alice".into(), outbox });
+        let ask = || p.status(vec!["alice".into(), "bob".into()]);
+        let both = ask().await.unwrap();
+        assert_eq!((both["alice"], both["bob"]), (true, false));
+        p.offline("alice".into(), ConnId(1));
+        assert!(ask().await.unwrap()["alice"]);
+        p.offline("alice".into(), ConnId(2));
+        assert!(!ask().await.unwrap()["alice"]);
+        actor.stop(None);
+    }
+}

@@ -1,0 +1,32 @@
+//! Request/reply to ractor actors with a deadline, so a stuck actor turns into
+//! an `INTERNAL` error for one client instead of a connection that hangs.
+
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, Message, RpcReplyPort};
+
+/// How long a connection waits for a room or presence reply.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an actor did not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("the actor is not running")]
+    Unavailable,
+    #[error("the actor did not answer in time")]
+    Timeout,
+}
+
+/// Sends the message built by `build` and waits for its reply.
+pub async fn call<M, T>(actor: &ActorRef<M>, build: impl FnOnce(RpcReplyPort<T>) -> M) -> Result<T, CallError>
+where
+    M: Message,
+    T: Send + 'static,
+{
+    match actor.call(build, Some(CALL_TIMEOUT)).await {
+        Ok(CallResult::Success(reply)) => Ok(reply),
+        Ok(CallResult::Timeout) => Err(CallError::Timeout),
+        Ok(CallResult::SenderError) | Err(_) => Err(CallError::Unavailable),
+    }
+}

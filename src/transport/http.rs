@@ -1,0 +1,32 @@
+//! Plain HTTP routes: liveness, readiness and the Prometheus exposition.
+
+use actix_web::{web, HttpResponse};
+
+use crate::node::Node;
+
+/// Registers every route of the HTTP port.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ws", web::get().to(super::ws::upgrade))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// `GET /healthz`: 200 while the process runs.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// `GET /readyz`: 200 while accepting connections, 503 otherwise.
+async fn readyz(node: web::Data<Node>) -> HttpResponse {
+    if node.is_ready() {
+        HttpResponse::Ok().content_type("text/plain").body("ready\n")
+    } else {
+        HttpResponse::ServiceUnavailable().content_type("text/plain").body("not ready\n")
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+async fn metrics(node: web::Data<Node>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(node.metrics.render())
+}

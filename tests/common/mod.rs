@@ -1,0 +1,288 @@
+//! Shared helpers of the integration tests: a real server on port 0, real
+//! WebSocket clients over real sockets, token minting, and `eventually`.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use herald::{Config, Server};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &str = "test-secret";
+/// How long a test waits for a frame it expects.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A config for tests: port 0, short timers, a known JWT secret.
+pub fn config() -> Config {
+    let mut config = Config::default();
+    config.server.port = 0;
+    config.server.node_id = "test".into();
+    config.server.workers = 2;
+    config.auth.jwt_secret = SECRET.into();
+    config
+}
+
+/// A config with `auth.required = true`.
+pub fn config_auth_required() -> Config {
+    let mut config = config();
+    config.auth.required = true;
+    config.auth.timeout_ms = 300;
+    config
+}
+
+/// A running server. It lives until the test process ends.
+pub struct TestServer {
+    pub addr: SocketAddr,
+}
+
+impl TestServer {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+}
+
+/// Starts a real server with `config` on its own thread and actix system.
+pub fn start(config: Config) -> TestServer {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let server = Server::bind(config).expect("server binds");
+        tx.send(server.local_addr()).expect("test is waiting");
+        actix_web::rt::System::new().block_on(server.run()).expect("server runs");
+    });
+    TestServer { addr: rx.recv().expect("server started") }
+}
+
+/// Mints an HS256 token for `sub` signed with [`SECRET`], valid for an hour, plus `extra` claims.
+pub fn token(sub: &str, extra: Value) -> String {
+    token_with(json!({"sub": sub}), extra, SECRET)
+}
+
+/// Mints a token from `claims` merged with `extra` (and an `exp` an hour ahead unless given).
+pub fn token_with(claims: Value, extra: Value, secret: &str) -> String {
+    let mut claims = claims;
+    let exp = herald::protocol::now_ms() / 1000 + 3600;
+    claims.as_object_mut().unwrap().entry("exp").or_insert(json!(exp));
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            claims[k] = v;
+        }
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client.
+pub struct Client {
+    ws: Stream,
+}
+
+/// What a read ended with.
+#[derive(Debug)]
+pub enum Event {
+    Frame(Value),
+    Closed(Option<(u16, String)>),
+}
+
+impl Client {
+    /// Sends a JSON frame.
+    pub async fn send(&mut self, frame: Value) {
+        self.ws.send(Message::Text(frame.to_string().into())).await.expect("send");
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.to_owned().into())).await.expect("send");
+    }
+
+    /// Sends any WebSocket message.
+    pub async fn send_message(&mut self, msg: Message) {
+        self.ws.send(msg).await.expect("send");
+    }
+
+    /// The next JSON frame or the close, within [`WAIT`]. Panics on timeout.
+    pub async fn next_event(&mut self) -> Event {
+        self.next_event_within(WAIT).await.expect("a frame or a close within the wait")
+    }
+
+    /// The next JSON frame or close within `wait`, or `None` if nothing came.
+    pub async fn next_event_within(&mut self, wait: Duration) -> Option<Event> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(None) => return Some(Event::Closed(None)),
+                Ok(Some(Err(_))) => return Some(Event::Closed(None)),
+                Ok(Some(Ok(msg))) => msg,
+            };
+            match msg {
+                Message::Text(text) => {
+                    return Some(Event::Frame(serde_json::from_str(&text).expect("server frames are JSON")))
+                }
+                Message::Close(frame) => {
+                    return Some(Event::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string()))))
+                }
+                Message::Binary(_) => panic!("server sent a binary frame"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next JSON frame. Panics on close or timeout.
+    pub async fn recv(&mut self) -> Value {
+        match self.next_event().await {
+            Event::Frame(v) => v,
+            Event::Closed(c) => panic!("expected a frame, the connection closed: {c:?}"),
+        }
+    }
+
+    /// Skips frames until one of type `ty` arrives, and returns it.
+    pub async fn recv_type(&mut self, ty: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == ty {
+                return frame;
+            }
+        }
+    }
+
+    /// Asserts that no frame arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(event) = self.next_event_within(wait).await {
+            panic!("expected nothing, got {event:?}");
+        }
+    }
+
+    /// Reads until the connection closes, returning the close code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            match self.next_event().await {
+                Event::Closed(Some(close)) => return close,
+                Event::Closed(None) => panic!("connection ended without a close frame"),
+                Event::Frame(_) => continue,
+            }
+        }
+    }
+
+    /// Sends `frame` and returns the next frame.
+    pub async fn request(&mut self, frame: Value) -> Value {
+        self.send(frame).await;
+        self.recv().await
+    }
+
+    /// Joins `room`, returning the `joined` frame.
+    pub async fn join(&mut self, room: &str) -> Value {
+        let joined = self.request(json!({"type": "join", "room": room})).await;
+        assert_eq!(joined["type"], "joined", "{joined}");
+        joined
+    }
+
+    pub async fn close(mut self) {
+        let _ = self
+            .ws
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
+        // Wait for the server's answer so its cleanup has begun.
+        let _ = tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
+    }
+}
+
+/// Opens a WebSocket to `url` with optional extra headers; does not read `welcome`.
+pub async fn ws_connect_raw(url: &str, headers: &[(&str, &str)]) -> Client {
+    let mut request = url.into_client_request().expect("valid url");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("websocket upgrade");
+    Client { ws }
+}
+
+/// Connects as an anonymous client and reads `welcome`.
+pub async fn ws_connect(server: &TestServer) -> (Client, Value) {
+    let mut client = ws_connect_raw(&server.ws_url(), &[]).await;
+    let welcome = client.recv().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (client, welcome)
+}
+
+/// Connects as `user` (token in `?token=`) and reads `welcome`.
+pub async fn ws_connect_as(server: &TestServer, user: &str) -> Client {
+    ws_connect_token(server, &token(user, json!({}))).await
+}
+
+/// Connects with `token` in `?token=` and reads `welcome`.
+pub async fn ws_connect_token(server: &TestServer, token: &str) -> Client {
+    let mut client = ws_connect_raw(&format!("{}?token={token}", server.ws_url()), &[]).await;
+    let welcome = client.recv().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    client
+}
+
+/// Polls `cond` until it is true or `timeout` passes; returns whether it became true.
+pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a real socket: returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, &[], "").await
+}
+
+/// A minimal HTTP/1.1 request: returns (status, body).
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await.expect("response in time").expect("read");
+    let response = String::from_utf8_lossy(&response).to_string();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of an unlabelled (or exactly labelled) series in a `/metrics` text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
