@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file or an environment variable holds an unknown key or a value of the wrong type.
-    #[error("{0}")]
+    #[error("{}", describe(.0))]
     Parse(Box<figment::Error>),
     /// A value parsed but is out of range or inconsistent with another.
     #[error("invalid value for `{key}`: {reason}")]
@@ -43,10 +43,12 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to bind. Default `"127.0.0.1"`.
+    #[serde(deserialize_with = "scalar_string")]
     pub host: String,
     /// TCP port; `0` picks a free one (logged at start-up). Default `8080`.
     pub port: u16,
     /// This node's id, sent in `welcome`; empty generates a random one. Default `""`.
+    #[serde(deserialize_with = "scalar_string")]
     pub node_id: String,
     /// HTTP worker threads; `0` means one per CPU core. Default `0`.
     pub workers: usize,
@@ -66,6 +68,7 @@ pub struct AuthConfig {
     /// with 4001; when false, it starts as the anonymous user `anon:<conn>`. Default `false`.
     pub required: bool,
     /// HS256 secret that signs client tokens. Default `""` (no token can be verified).
+    #[serde(deserialize_with = "scalar_string")]
     pub jwt_secret: String,
     /// How long an unauthenticated connection may wait before sending `auth`. Default `5000`.
     pub timeout_ms: u64,
@@ -137,6 +140,7 @@ impl Default for HeartbeatConfig {
 pub struct ApiConfig {
     /// Bearer key for `/api/*`; empty answers 403 to every API call. Default `""`.
     /// (The API itself arrives with the server API.)
+    #[serde(deserialize_with = "scalar_string")]
     pub key: String,
 }
 
@@ -148,6 +152,7 @@ pub struct ClusterConfig {
     /// (Clustering arrives later; `true` is refused at start-up until then.)
     pub enabled: bool,
     /// Redis to relay through. Default `"redis://127.0.0.1:6379"`.
+    #[serde(deserialize_with = "scalar_string")]
     pub redis_url: String,
     /// A node silent this long is dead and its presence dropped. Default `15000`.
     pub node_ttl_ms: u64,
@@ -157,6 +162,44 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self { enabled: false, redis_url: "redis://127.0.0.1:6379".into(), node_ttl_ms: 15000 }
     }
+}
+
+/// Reads a string key leniently: an environment override such as
+/// `HERALD_AUTH__JWT_SECRET=12345` arrives as a number, and is still meant as text.
+fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i128),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::Text(s) => s,
+        Scalar::Integer(n) => n.to_string(),
+        Scalar::Float(n) => n.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    })
+}
+
+/// One line per problem, each naming the key (`server.port`) and where its
+/// value came from (the file or the environment variable).
+fn describe(error: &figment::Error) -> String {
+    let lines: Vec<String> = error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            // Figment prefixes paths with its profile name ("default").
+            let path: Vec<&str> = e.path.iter().map(String::as_str).skip_while(|p| *p == "default").collect();
+            let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            match path.is_empty() {
+                true => format!("{}{source}", e.kind),
+                false => format!("`{}`: {}{source}", path.join("."), e.kind),
+            }
+        })
+        .collect();
+    lines.join("; ")
 }
 
 /// Prefix of environment overrides: `HERALD_SERVER__PORT=9001` sets `server.port`.
@@ -169,8 +212,11 @@ impl Config {
         if required && !path.exists() {
             return Err(ConfigError::Missing(path.display().to_string()));
         }
-        let config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file_exact(path))
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if path.exists() {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Config = figment
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .extract()
             .map_err(|e| ConfigError::Parse(Box::new(e)))?;
@@ -275,6 +321,23 @@ mod tests {
     fn wrong_type_is_named_in_the_error() {
         let err = Config::from_toml("[server]\nport = \"x\"\n").unwrap_err().to_string();
         assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn string_keys_accept_numbers_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_SERVER__NODE_ID", "123");
+            jail.set_env("HERALD_AUTH__JWT_SECRET", "4567");
+            jail.set_env("HERALD_SERVER__PORT", "9001");
+            let config = Config::load(Path::new("absent.toml"), false).unwrap();
+            assert_eq!(config.server.node_id, "123");
+            assert_eq!(config.auth.jwt_secret, "4567");
+            assert_eq!(config.server.port, 9001);
+            jail.set_env("HERALD_SERVER__PROT", "1");
+            let err = Config::load(Path::new("absent.toml"), false).unwrap_err().to_string();
+            assert!(err.contains("server.prot"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! logging and runs a node.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -39,8 +40,18 @@ struct Cli {
     check_config: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("herald: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -53,7 +64,7 @@ fn main() -> anyhow::Result<()> {
     };
     let config = Config::load(&path, required).with_context(|| format!("configuration {}", path.display()))?;
     if cli.check_config {
-        println!("{}", toml_like(&config));
+        print!("{}", effective_toml(&config));
         return Ok(());
     }
     let server = Server::bind(config)?;
@@ -61,9 +72,13 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The effective configuration, for `--check-config`.
-fn toml_like(config: &Config) -> String {
-    let mut text = format!("{config:#?}");
-    text.push('\n');
-    text
+/// The effective configuration as TOML, secrets redacted, for `--check-config`.
+fn effective_toml(config: &Config) -> String {
+    let mut shown = config.clone();
+    for secret in [&mut shown.auth.jwt_secret, &mut shown.api.key] {
+        if !secret.is_empty() {
+            *secret = "<redacted>".into();
+        }
+    }
+    toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# could not print the configuration: {e}"))
 }

@@ -549,8 +549,9 @@ mod tests {
         assert_eq!(decode(r#"{"type":"fly","id":"x"}"#).unwrap_err().id.unwrap().get(), r#""x""#);
         assert_eq!(decode(r#"{"type":"join","id":-3}"#).unwrap_err().id.unwrap().get(), "-3");
         for bad in [r#"1.5"#, "true", "null", "[1]", r#"{"a":1}"#] {
-            let err = decode(&format!(r#"{{"type":"ping","id":{bad}}}"#)).unwrap_err();
-            assert_eq!((err.code, err.id), (ErrorCode::BadRequest, None), "{bad}");
+            let text = format!(r#"{{"type":"ping","id":{bad}}}"#);
+            let err = decode(&text).unwrap_err();
+            assert_eq!((err.code, err.id.is_none()), (ErrorCode::BadRequest, true), "{bad}");
         }
     }
 

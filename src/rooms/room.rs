@@ -200,3 +200,146 @@ impl Actor for Room {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use parking_lot::Mutex;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::connection::testing::collector;
+    use crate::rooms::RoomRegistry;
+    use crate::supervisor;
+
+    struct Fixture {
+        rooms: RoomRegistry,
+        metrics: Arc<Metrics>,
+    }
+
+    async fn fixture() -> Fixture {
+        let metrics = Arc::new(Metrics::new());
+        let tree = supervisor::start(4, metrics.clone()).await.unwrap();
+        Fixture { rooms: tree.rooms, metrics }
+    }
+
+    fn member(conn: u64, user: &str, capacity: usize) -> (Member, Arc<Mutex<Vec<String>>>) {
+        let (outbox, frames) = collector(capacity);
+        (Member { conn: ConnId(conn), user: user.into(), outbox }, frames)
+    }
+
+    /// Lets queued deliveries reach the collectors.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    fn taken(frames: &Mutex<Vec<String>>) -> Vec<Value> {
+        frames.lock().drain(..).map(|f| serde_json::from_str(&f).unwrap()).collect()
+    }
+
+    fn names(users: &[Arc<str>]) -> Vec<&str> {
+        users.iter().map(|u| &**u).collect()
+    }
+
+    fn data(json: &str) -> &RawValue {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[actix_web::test]
+    async fn fans_out_with_increasing_seq_and_acks_the_publisher() {
+        let f = fixture().await;
+        let (alice, alice_frames) = member(1, "alice", 16);
+        let (bob, bob_frames) = member(2, "bob", 16);
+        let (room, users) = f.rooms.join("r".into(), alice).await.unwrap();
+        assert_eq!(names(&users), ["alice"]);
+        let (_, users) = f.rooms.join("r".into(), bob).await.unwrap();
+        assert_eq!(names(&users), ["alice", "bob"]);
+        let id = data("\"p1\"");
+        room.publish(ConnId(1), "alice".into(), data(r#"{"n":1}"#), true, Some(id));
+        room.publish(ConnId(1), "alice".into(), data("null"), false, None);
+        settle().await;
+        let alice = taken(&alice_frames);
+        assert_eq!(alice[0]["type"], "user_joined");
+        assert_eq!((&alice[1]["type"], &alice[1]["seq"], &alice[1]["id"]), (&"ack".into(), &1.into(), &"p1".into()));
+        assert_eq!((&alice[2]["type"], &alice[2]["seq"]), (&"message".into(), &1.into()));
+        assert_eq!(alice.len(), 3, "echo:false keeps the second message from its publisher");
+        let bob = taken(&bob_frames);
+        let seqs: Vec<_> = bob.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, [1, 2]);
+        assert_eq!(bob[0]["data"], serde_json::json!({"n": 1}));
+        assert_eq!(bob[1]["from"], "alice");
+    }
+
+    #[actix_web::test]
+    async fn counts_users_not_connections() {
+        let f = fixture().await;
+        let (watcher, watcher_frames) = member(1, "watcher", 16);
+        f.rooms.join("r".into(), watcher).await.unwrap();
+        for conn in 2..5 {
+            let (tab, _) = member(conn, "alice", 16);
+            let (_, users) = f.rooms.join("r".into(), tab).await.unwrap();
+            assert_eq!(names(&users), ["alice", "watcher"]);
+        }
+        f.rooms.leave("r".into(), ConnId(2));
+        f.rooms.leave("r".into(), ConnId(3));
+        settle().await;
+        let kinds: Vec<_> = taken(&watcher_frames).iter().map(|m| m["type"].clone()).collect();
+        assert_eq!(kinds, ["user_joined"]);
+        f.rooms.leave("r".into(), ConnId(4));
+        settle().await;
+        let left = taken(&watcher_frames);
+        assert_eq!((&left[0]["type"], &left[0]["user"]), (&"user_left".into(), &"alice".into()));
+    }
+
+    #[actix_web::test]
+    async fn empty_rooms_retire_but_seq_lives_on() {
+        let f = fixture().await;
+        let (alice, _) = member(1, "alice", 16);
+        let (room, _) = f.rooms.join("r".into(), alice).await.unwrap();
+        room.publish(ConnId(1), "alice".into(), data("1"), true, None);
+        room.publish(ConnId(1), "alice".into(), data("2"), true, None);
+        f.rooms.leave("r".into(), ConnId(1));
+        settle().await;
+        assert_eq!(f.metrics.rooms.get(), 0, "the empty room stopped");
+        assert_eq!(f.rooms.last_seq("r".into()).await.unwrap(), 2);
+        let (bob, bob_frames) = member(2, "bob", 16);
+        let (room, _) = f.rooms.join("r".into(), bob).await.unwrap();
+        assert_eq!(f.metrics.rooms.get(), 1);
+        room.publish(ConnId(2), "bob".into(), data("3"), true, None);
+        settle().await;
+        assert_eq!(taken(&bob_frames)[0]["seq"], 3);
+    }
+
+    #[actix_web::test]
+    async fn a_join_racing_the_last_leave_is_not_lost() {
+        let f = fixture().await;
+        for round in 0..50u64 {
+            let (a, _) = member(round * 2, "a", 16);
+            let (b, _) = member(round * 2 + 1, "b", 16);
+            f.rooms.join("race".into(), a).await.unwrap();
+            f.rooms.leave("race".into(), ConnId(round * 2));
+            let (room, users) = f.rooms.join("race".into(), b).await.unwrap();
+            assert_eq!(names(&users), ["b"], "round {round}");
+            room.publish(ConnId(round * 2 + 1), "b".into(), data("0"), true, None);
+            f.rooms.leave("race".into(), ConnId(round * 2 + 1));
+        }
+        settle().await;
+        assert_eq!(f.rooms.last_seq("race".into()).await.unwrap(), 50, "every publish found a live room");
+    }
+
+    #[actix_web::test]
+    async fn a_full_queue_drops_only_for_that_member() {
+        let f = fixture().await;
+        let (slow, _) = member(1, "slow", 1);
+        let (fast, fast_frames) = member(2, "fast", 1000);
+        let (room, _) = f.rooms.join("r".into(), slow).await.unwrap();
+        f.rooms.join("r".into(), fast).await.unwrap();
+        for _ in 0..200 {
+            room.publish(ConnId(2), "fast".into(), data("0"), true, None);
+        }
+        settle().await;
+        assert_eq!(taken(&fast_frames).len(), 200);
+        assert!(f.metrics.deliveries_dropped.get() > 0);
+    }
+}
