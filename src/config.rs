@@ -324,6 +324,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
     fn string_keys_accept_numbers_from_the_environment() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("HERALD_SERVER__NODE_ID", "123");

@@ -162,4 +162,26 @@ mod tests {
         assert!(!ask().await.unwrap()["alice"]);
         actor.stop(None);
     }
+
+    #[actix_web::test]
+    async fn direct_reaches_every_connection_of_the_user_only() {
+        let (p, actor) = spawn().await;
+        let (tab1, frames1) = crate::connection::testing::collector(16);
+        let (tab2, frames2) = crate::connection::testing::collector(16);
+        let (other, other_frames) = crate::connection::testing::collector(16);
+        p.online(Member { conn: ConnId(1), user: "alice".into(), outbox: tab1 });
+        p.online(Member { conn: ConnId(2), user: "alice".into(), outbox: tab2 });
+        p.online(Member { conn: ConnId(3), user: "bob".into(), outbox: other });
+        let data = serde_json::value::RawValue::from_string("1".into()).unwrap();
+        let frame = crate::protocol::ServerFrame::Direct { from: "bob", data: &data, ts: 1 }.encode();
+        p.direct("alice".into(), frame.clone());
+        p.direct("nobody".into(), frame);
+        // A query is answered after the casts before it: deliveries are queued by then.
+        p.status(vec![]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(frames1.lock().len(), 1);
+        assert_eq!(frames2.lock().len(), 1);
+        assert!(other_frames.lock().is_empty());
+        actor.stop(None);
+    }
 }

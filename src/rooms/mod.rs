@@ -12,7 +12,7 @@ pub mod room;
 pub mod shard;
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use ractor::ActorRef;
@@ -42,9 +42,7 @@ impl RoomRegistry {
     }
 
     fn shard(&self, room: &str) -> &ActorRef<ShardMsg> {
-        let mut h = self.hasher.build_hasher();
-        room.hash(&mut h);
-        &self.shards[(h.finish() % self.shards.len() as u64) as usize]
+        &self.shards[(self.hasher.hash_one(room) % self.shards.len() as u64) as usize]
     }
 
     /// Adds `member` to `room`, creating the room if needed. Returns the room
