@@ -52,11 +52,25 @@ pub struct ServerConfig {
     pub node_id: String,
     /// HTTP worker threads; `0` means one per CPU core. Default `0`.
     pub workers: usize,
+    /// `Origin` values allowed to open WebSockets (exact match, e.g.
+    /// `"https://app.example.com"`); empty allows any. Requests without an
+    /// `Origin` header (non-browser clients) are always allowed. Default `[]`.
+    pub allowed_origins: Vec<String>,
+    /// After SIGTERM or SIGINT, how long open connections get to close before
+    /// the process exits anyway. Default `10000`.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { host: "127.0.0.1".into(), port: 8080, node_id: String::new(), workers: 0 }
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            node_id: String::new(),
+            workers: 0,
+            allowed_origins: Vec::new(),
+            shutdown_timeout_ms: 10000,
+        }
     }
 }
 
@@ -86,21 +100,21 @@ impl Default for AuthConfig {
 pub struct LimitsConfig {
     /// Largest client frame in bytes; a larger one closes the connection with 1009. Default `65536`.
     pub max_message_bytes: usize,
-    /// Sustained client frames per second per connection. Default `10`.
-    /// (Enforcement arrives with connection hardening; the key is validated now.)
+    /// Sustained client frames per second per connection; a frame over the
+    /// rate is dropped with `RATE_LIMITED`. Default `10`.
     pub rate_per_sec: u32,
-    /// Frames a connection may send in a burst above `rate_per_sec`. Default `20`.
-    /// (Enforcement arrives with connection hardening.)
+    /// Frames a connection may send at once before the rate applies (the
+    /// token bucket's size). Default `20`.
     pub rate_burst: u32,
     /// Consecutive rate-limited frames before a close with 1008. Default `20`.
-    /// (Enforcement arrives with connection hardening.)
     pub rate_strikes: u32,
     /// Rooms one connection may be in at once; one more is `TOO_MANY_ROOMS`. Default `100`.
     pub max_rooms_per_conn: usize,
-    /// Frames buffered for one connection before it counts as a slow consumer. Default `1024`.
+    /// Frames buffered for one connection; one more and it is a slow consumer,
+    /// closed with 4008. Default `1024`.
     pub outbound_queue: usize,
-    /// Open connections this node accepts; `0` means as many as the OS allows. Default `0`.
-    /// (Enforcement arrives with connection hardening.)
+    /// Open connections this node accepts; past it upgrades get 503. `0` means
+    /// as many as the file limit allows. Default `0`.
     pub max_connections: usize,
 }
 
@@ -245,6 +259,12 @@ impl Config {
         }
         if self.server.host.is_empty() {
             return Err(invalid("server.host", "must not be empty"));
+        }
+        if let Some(origin) = self.server.allowed_origins.iter().find(|o| o.is_empty() || o.ends_with('/')) {
+            return Err(invalid("server.allowed_origins", format!("{origin:?} is not an origin like \"https://example.com\"")));
+        }
+        if self.server.shutdown_timeout_ms == 0 {
+            return Err(invalid("server.shutdown_timeout_ms", "must be greater than 0"));
         }
         if self.auth.required && self.auth.jwt_secret.is_empty() {
             return Err(invalid("auth.jwt_secret", "must be set when auth.required = true"));

@@ -67,8 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", effective_toml(&config));
         return Ok(());
     }
-    let server = Server::bind(config)?;
-    actix_web::rt::System::new().block_on(server.run())?;
+    Server::bind(config)?.with_signal_handling().run()?;
     Ok(())
 }
 

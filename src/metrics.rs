@@ -10,6 +10,29 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, T
 
 use crate::protocol::{ClientKind, ServerKind};
 
+/// Why an upgrade was refused: the `reason` label of `herald_connections_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `limits.max_connections` reached (503).
+    MaxConnections,
+    /// `Origin` not in `server.allowed_origins` (403).
+    Origin,
+    /// The node is draining for shutdown (503).
+    Draining,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [Self::MaxConnections, Self::Origin, Self::Draining];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxConnections => "max_connections",
+            Self::Origin => "origin",
+            Self::Draining => "draining",
+        }
+    }
+}
+
 /// Every metric Herald exports.
 pub struct Metrics {
     registry: Registry,
@@ -19,8 +42,19 @@ pub struct Metrics {
     pub connections_accepted: IntCounter,
     /// `herald_rooms`: room actors alive on this node (rooms with local members).
     pub rooms: IntGauge,
-    /// `herald_deliveries_dropped_total`: frames not queued because a connection's queue was full.
-    pub deliveries_dropped: IntCounter,
+    /// `herald_slow_consumers_total`: connections closed (4008) because their queue was full.
+    pub slow_consumers: IntCounter,
+    /// `herald_rate_limited_frames_total`: client frames refused with `RATE_LIMITED`.
+    pub rate_limited: IntCounter,
+    /// `herald_rate_limit_closes_total`: connections closed (1008) after too many rate-limited frames.
+    pub rate_limit_closes: IntCounter,
+    /// `herald_oversized_frames_total`: client messages over `max_message_bytes` (close 1009).
+    pub oversized: IntCounter,
+    /// `herald_heartbeat_timeouts_total`: connections dropped for silence.
+    pub heartbeat_timeouts: IntCounter,
+    /// `herald_accept_errors_total`: failed `accept` calls (e.g. out of file descriptors).
+    pub accept_errors: IntCounter,
+    refused: Vec<IntCounter>,
     frames_in: Vec<IntCounter>,
     frames_out: Vec<IntCounter>,
 }
@@ -33,11 +67,21 @@ impl Metrics {
         let connections_accepted =
             IntCounter::new("herald_connections_accepted_total", "WebSocket upgrades accepted").unwrap();
         let rooms = IntGauge::new("herald_rooms", "Rooms with members on this node").unwrap();
-        let deliveries_dropped = IntCounter::new(
-            "herald_deliveries_dropped_total",
-            "Frames not queued because the connection's outbound queue was full",
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
+        let slow_consumers =
+            counter("herald_slow_consumers_total", "Connections closed because their outbound queue was full");
+        let rate_limited = counter("herald_rate_limited_frames_total", "Client frames refused with RATE_LIMITED");
+        let rate_limit_closes =
+            counter("herald_rate_limit_closes_total", "Connections closed after too many rate-limited frames");
+        let oversized = counter("herald_oversized_frames_total", "Client messages larger than max_message_bytes");
+        let heartbeat_timeouts = counter("herald_heartbeat_timeouts_total", "Connections dropped for silence");
+        let accept_errors = counter("herald_accept_errors_total", "Failed accept calls on the listening socket");
+        let refused_vec = IntCounterVec::new(
+            Opts::new("herald_connections_refused_total", "WebSocket upgrades refused, by reason"),
+            &["reason"],
         )
         .unwrap();
+        let refused = Refusal::ALL.iter().map(|r| refused_vec.with_label_values(&[r.as_str()])).collect();
         let frames_in_vec = IntCounterVec::new(
             Opts::new("herald_frames_received_total", "Client frames received, by frame type"),
             &["type"],
@@ -54,7 +98,13 @@ impl Metrics {
             Box::new(connections_open.clone()),
             Box::new(connections_accepted.clone()),
             Box::new(rooms.clone()),
-            Box::new(deliveries_dropped.clone()),
+            Box::new(slow_consumers.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(rate_limit_closes.clone()),
+            Box::new(oversized.clone()),
+            Box::new(heartbeat_timeouts.clone()),
+            Box::new(accept_errors.clone()),
+            Box::new(refused_vec),
             Box::new(frames_in_vec),
             Box::new(frames_out_vec),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
@@ -63,7 +113,26 @@ impl Metrics {
             // Names are distinct constants, so registration cannot collide.
             registry.register(collector).expect("metric names are unique");
         }
-        Self { registry, connections_open, connections_accepted, rooms, deliveries_dropped, frames_in, frames_out }
+        Self {
+            registry,
+            connections_open,
+            connections_accepted,
+            rooms,
+            slow_consumers,
+            rate_limited,
+            rate_limit_closes,
+            oversized,
+            heartbeat_timeouts,
+            accept_errors,
+            refused,
+            frames_in,
+            frames_out,
+        }
+    }
+
+    /// Counts one refused upgrade.
+    pub fn refused(&self, reason: Refusal) {
+        self.refused[reason as usize].inc();
     }
 
     /// Counts one received client frame.

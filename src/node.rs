@@ -1,11 +1,13 @@
 //! The services one Herald node shares between its connections: config,
-//! token verification, the room registry, presence and metrics.
+//! token verification, the room registry, presence, the open connections,
+//! and metrics.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::connection::registry::Registry;
 use crate::connection::ConnId;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
@@ -20,8 +22,38 @@ pub struct Node {
     pub rooms: RoomRegistry,
     pub presence: Presence,
     pub metrics: Arc<Metrics>,
+    /// Every open connection, for draining and node-wide delivery.
+    pub connections: Registry,
     next_conn: AtomicU64,
+    /// Connections holding an [`OpenSlot`].
+    open: AtomicUsize,
+    /// Accepted TCP connections not yet closed (WebSocket or plain HTTP).
+    sockets: AtomicUsize,
     ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+/// An accepted socket, counted until it closes.
+pub struct SocketGuard {
+    node: Arc<Node>,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.node.sockets.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A place among `limits.max_connections`, held for a connection's lifetime.
+pub struct OpenSlot {
+    node: Arc<Node>,
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.node.open.fetch_sub(1, Ordering::AcqRel);
+        self.node.metrics.connections_open.dec();
+    }
 }
 
 impl Node {
@@ -38,9 +70,50 @@ impl Node {
             rooms,
             presence,
             metrics,
+            connections: Registry::default(),
             next_conn: AtomicU64::new(1),
+            open: AtomicUsize::new(0),
+            sockets: AtomicUsize::new(0),
             ready: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// Takes a connection slot, or `None` when `limits.max_connections` are open.
+    pub fn try_open(self: &Arc<Self>) -> Option<OpenSlot> {
+        let max = match self.config.limits.max_connections {
+            0 => usize::MAX,
+            n => n,
+        };
+        self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        self.metrics.connections_open.inc();
+        Some(OpenSlot { node: self.clone() })
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Counts an accepted socket until the returned guard drops.
+    pub fn socket_opened(self: &Arc<Self>) -> SocketGuard {
+        self.sockets.fetch_add(1, Ordering::AcqRel);
+        SocketGuard { node: self.clone() }
+    }
+
+    /// Accepted sockets not yet closed.
+    pub fn open_sockets(&self) -> usize {
+        self.sockets.load(Ordering::Acquire)
+    }
+
+    /// Starts a graceful drain: not ready, no new connections.
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.set_ready(false);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// A fresh connection id.

@@ -51,6 +51,12 @@ pub mod close {
     pub const AUTH_TIMEOUT_REASON: &str = "authentication timeout";
     pub const INVALID_TOKEN_REASON: &str = "invalid token";
     pub const NOT_AUTHENTICATED_REASON: &str = "not authenticated";
+    pub const GOING_AWAY_REASON: &str = "server shutting down";
+    pub const POLICY_REASON: &str = "rate limit exceeded";
+    pub const TOO_BIG_REASON: &str = "message too big";
+    pub const INTERNAL_REASON: &str = "internal error";
+    pub const SLOW_CONSUMER_REASON: &str = "slow consumer";
+    pub const HEARTBEAT_REASON: &str = "heartbeat timeout";
 }
 
 /// Whether `name` is a valid room name: 1 to 128 bytes of `[A-Za-z0-9_.:-]`.

@@ -63,7 +63,8 @@ impl Actor for Supervisor {
         myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let (presence, _) = Actor::spawn_linked(None, PresenceRegistry, (), myself.get_cell()).await?;
+        let (presence, _) =
+            Actor::spawn_linked(None, PresenceRegistry, args.metrics.clone(), myself.get_cell()).await?;
         let mut shards = Vec::with_capacity(args.shards);
         for _ in 0..args.shards.max(1) {
             let shard_args = ShardArgs { presence: Presence::new(presence.clone()), metrics: args.metrics.clone() };

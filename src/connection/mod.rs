@@ -1,18 +1,30 @@
 //! What every transport's connection shares: its id, the outbox that rooms and
-//! presence deliver to, and the non-blocking delivery rule.
+//! presence deliver to, the non-blocking delivery rule, and the registry of
+//! open connections.
 //!
 //! Rooms and presence never wait on a connection: they `try_send` into its
-//! bounded mailbox. A full mailbox means the client is not reading fast enough,
-//! and that is the connection's problem, never the room's.
+//! bounded mailbox. A full mailbox means the client is not reading fast
+//! enough: the connection becomes a slow consumer (close 4008, or a dropped
+//! socket when even that cannot get through; see [`control`]), and that is
+//! the connection's problem, never the room's.
 
+pub mod control;
+pub mod rate;
+pub mod registry;
 pub mod session;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::protocol::Encoded;
+use crate::metrics::Metrics;
+use crate::protocol::{close, Encoded};
+pub use control::Control;
+
+/// How long a slow consumer gets to take its close frame before its socket is shut.
+pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(2);
 
 /// A connection's id, unique on this node. Clients see it as `<node>-<n>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -24,34 +36,73 @@ impl fmt::Display for ConnId {
     }
 }
 
-/// What rooms and presence send to a connection.
+/// What rooms, presence and the server send to a connection.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub enum Outbound {
     /// A serialised frame to write to the client.
     Frame(Encoded),
+    /// Close the connection with this code and reason.
+    Close { code: u16, reason: &'static str },
 }
-
-/// The bounded mailbox of a connection actor.
-pub type Outbox = Recipient<Outbound>;
 
 /// How a delivery went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
     Queued,
-    /// The connection's queue is full: a slow consumer.
+    /// The connection's queue is full: it is now a slow consumer, on its way out.
     Full,
     /// The connection is gone.
     Closed,
 }
 
-/// Queues `frame` for a connection without ever waiting or growing its queue
-/// past its bound.
-pub fn deliver(outbox: &Outbox, frame: Encoded) -> Delivery {
-    match outbox.try_send(Outbound::Frame(frame)) {
-        Ok(()) => Delivery::Queued,
-        Err(SendError::Full(_)) => Delivery::Full,
-        Err(SendError::Closed(_)) => Delivery::Closed,
+/// Where frames for one connection go: its bounded mailbox, plus the
+/// [`Control`] that still works when the mailbox is full.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: Recipient<Outbound>,
+    control: Arc<Control>,
+}
+
+impl Outbox {
+    pub fn new(tx: Recipient<Outbound>, control: Arc<Control>) -> Self {
+        Self { tx, control }
+    }
+
+    /// Queues `frame` without ever waiting or growing the queue past its bound.
+    /// A full queue turns the connection into a slow consumer.
+    pub fn deliver(&self, frame: Encoded, metrics: &Metrics) -> Delivery {
+        if self.control.is_slow() {
+            return Delivery::Full;
+        }
+        match self.tx.try_send(Outbound::Frame(frame)) {
+            Ok(()) => Delivery::Queued,
+            Err(SendError::Full(_)) => {
+                self.slow_consumer(metrics);
+                Delivery::Full
+            }
+            Err(SendError::Closed(_)) => Delivery::Closed,
+        }
+    }
+
+    /// Closes the connection with `code`, even when its queue is full: the
+    /// close is the one message allowed past the bound.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        self.tx.do_send(Outbound::Close { code, reason });
+    }
+
+    fn slow_consumer(&self, metrics: &Metrics) {
+        if !self.control.mark_slow() {
+            return;
+        }
+        metrics.slow_consumers.inc();
+        self.close(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
+        let control = self.control.clone();
+        // Runs on whichever tokio runtime the delivering actor lives on.
+        tokio::spawn(async move {
+            tokio::time::sleep(SLOW_CONSUMER_GRACE).await;
+            control.drop_socket();
+        });
     }
 }
 
@@ -77,7 +128,7 @@ pub(crate) mod testing {
     use actix::prelude::*;
     use parking_lot::Mutex;
 
-    use super::{Outbound, Outbox};
+    use super::{Control, Outbound, Outbox};
 
     /// Records every frame delivered to it, as text.
     pub(crate) struct Collector {
@@ -95,8 +146,10 @@ pub(crate) mod testing {
     impl Handler<Outbound> for Collector {
         type Result = ();
         fn handle(&mut self, msg: Outbound, _: &mut Context<Self>) {
-            let Outbound::Frame(frame) = msg;
-            self.frames.lock().push(frame.text.to_string());
+            match msg {
+                Outbound::Frame(frame) => self.frames.lock().push(frame.text.to_string()),
+                Outbound::Close { code, .. } => self.frames.lock().push(format!("close {code}")),
+            }
         }
     }
 
@@ -104,6 +157,6 @@ pub(crate) mod testing {
     pub(crate) fn collector(capacity: usize) -> (Outbox, Arc<Mutex<Vec<String>>>) {
         let frames = Arc::new(Mutex::new(Vec::new()));
         let addr = Collector { frames: frames.clone(), capacity }.start();
-        (addr.recipient(), frames)
+        (Outbox::new(addr.recipient(), Arc::new(Control::default())), frames)
     }
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::connection::{deliver, ConnId, Member, Outbox};
+use crate::connection::{ConnId, Member, Outbox};
+use crate::metrics::Metrics;
 use crate::protocol::Encoded;
 
 /// Messages of the presence registry. Use [`super::Presence`] to send them.
@@ -29,8 +30,8 @@ pub enum PresenceMsg {
 pub struct PresenceRegistry;
 
 /// Who is online and who is in which room.
-#[derive(Default)]
 pub struct PresenceState {
+    metrics: Arc<Metrics>,
     online: HashMap<Arc<str>, Vec<(ConnId, Outbox)>>,
     rooms: HashMap<Arc<str>, HashSet<Arc<str>>>,
 }
@@ -80,7 +81,7 @@ impl PresenceState {
 
     fn direct(&self, to: &str, frame: Encoded) {
         for (_, outbox) in self.online.get(to).into_iter().flatten() {
-            deliver(outbox, frame.clone());
+            outbox.deliver(frame.clone(), &self.metrics);
         }
     }
 }
@@ -88,10 +89,10 @@ impl PresenceState {
 impl Actor for PresenceRegistry {
     type Msg = PresenceMsg;
     type State = PresenceState;
-    type Arguments = ();
+    type Arguments = Arc<Metrics>;
 
-    async fn pre_start(&self, _: ActorRef<PresenceMsg>, _: ()) -> Result<PresenceState, ActorProcessingErr> {
-        Ok(PresenceState::default())
+    async fn pre_start(&self, _: ActorRef<PresenceMsg>, metrics: Arc<Metrics>) -> Result<PresenceState, ActorProcessingErr> {
+        Ok(PresenceState { metrics, online: HashMap::new(), rooms: HashMap::new() })
     }
 
     async fn handle(
@@ -123,7 +124,7 @@ mod tests {
     use crate::presence::Presence;
 
     async fn spawn() -> (Presence, ractor::ActorRef<PresenceMsg>) {
-        let (actor, _) = Actor::spawn(None, PresenceRegistry, ()).await.unwrap();
+        let (actor, _) = Actor::spawn(None, PresenceRegistry, Arc::new(Metrics::new())).await.unwrap();
         (Presence::new(actor.clone()), actor)
     }
 

@@ -18,7 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::value::RawValue;
 
 use super::shard::ShardMsg;
-use crate::connection::{deliver, ConnId, Delivery, Member, Outbox};
+use crate::connection::{ConnId, Delivery, Member, Outbox};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::protocol::{now_ms, Encoded, ServerFrame};
@@ -82,17 +82,16 @@ impl RoomState {
         users
     }
 
-    /// Queues `frame` for every member but `except`; returns how many got it.
+    /// Queues `frame` for every member but `except`. Members that cannot take
+    /// it (slow consumers, closed connections) leave the room.
     fn fan_out(&mut self, frame: &Encoded, except: Option<ConnId>) {
         let mut gone = Vec::new();
         for (conn, (_, outbox)) in &self.members {
             if Some(*conn) == except {
                 continue;
             }
-            match deliver(outbox, frame.clone()) {
-                Delivery::Queued => {}
-                Delivery::Full => self.metrics.deliveries_dropped.inc(),
-                Delivery::Closed => gone.push(*conn),
+            if outbox.deliver(frame.clone(), &self.metrics) != Delivery::Queued {
+                gone.push(*conn);
             }
         }
         for conn in gone {
@@ -143,7 +142,7 @@ impl RoomState {
         }
         .encode();
         if let (Some(id), Some((_, outbox))) = (&publication.id, self.members.get(&publication.conn)) {
-            deliver(outbox, ServerFrame::Ack { seq: Some(seq), id: Some(id) }.encode());
+            outbox.deliver(ServerFrame::Ack { seq: Some(seq), id: Some(id) }.encode(), &self.metrics);
         }
         let except = (!publication.echo).then_some(publication.conn);
         self.fan_out(&frame, except);
@@ -329,9 +328,9 @@ mod tests {
     }
 
     #[actix_web::test]
-    async fn a_full_queue_drops_only_for_that_member() {
+    async fn a_slow_consumer_leaves_and_everyone_else_gets_everything() {
         let f = fixture().await;
-        let (slow, _) = member(1, "slow", 1);
+        let (slow, slow_frames) = member(1, "slow", 1);
         let (fast, fast_frames) = member(2, "fast", 1000);
         let (room, _) = f.rooms.join("r".into(), slow).await.unwrap();
         f.rooms.join("r".into(), fast).await.unwrap();
@@ -339,7 +338,14 @@ mod tests {
             room.publish(ConnId(2), "fast".into(), data("0"), true, None);
         }
         settle().await;
-        assert_eq!(taken(&fast_frames).len(), 200);
-        assert!(f.metrics.deliveries_dropped.get() > 0);
+        let fast = taken(&fast_frames);
+        assert_eq!(fast.iter().filter(|m| m["type"] == "message").count(), 200);
+        let left: Vec<_> = fast.iter().filter(|m| m["type"] == "user_left").collect();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0]["user"], "slow");
+        assert_eq!(f.metrics.slow_consumers.get(), 1);
+        let slow = slow_frames.lock().clone();
+        assert_eq!(slow.last().map(String::as_str), Some("close 4008"), "{slow:?}");
+        assert!(slow.len() < 10, "nothing more was queued for it: {slow:?}");
     }
 }

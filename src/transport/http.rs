@@ -1,5 +1,6 @@
 //! Plain HTTP routes: liveness, readiness and the Prometheus exposition.
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
 use crate::node::Node;
@@ -29,4 +30,9 @@ async fn readyz(node: web::Data<Node>) -> HttpResponse {
 /// `GET /metrics`: Prometheus text exposition.
 async fn metrics(node: web::Data<Node>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(node.metrics.render())
+}
+
+/// A JSON error body, `{"error": message}`, with `status`.
+pub fn error_response(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({ "error": message }))
 }

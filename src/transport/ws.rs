@@ -12,16 +12,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_http::ws::Item;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
 use serde_json::value::RawValue;
 
 use crate::auth::Identity;
+use crate::connection::control::SocketFd;
+use crate::connection::rate::{self, RateLimiter, RateRule};
 use crate::connection::session::{JoinRefusal, Session};
-use crate::connection::Outbound;
-use crate::node::Node;
+use crate::connection::{Control, Member, Outbound, Outbox};
+use crate::metrics::Refusal;
+use crate::node::{Node, OpenSlot};
 use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, Request, ServerFrame};
+use crate::transport::http::error_response;
 
 /// How the upgrade request authenticated.
 pub enum Handshake {
@@ -32,9 +37,23 @@ pub enum Handshake {
     Invalid,
 }
 
-/// `GET /ws`: authenticates from the header or `?token=`, then upgrades.
+/// `GET /ws`: checks the node can take the connection and the request's
+/// origin, authenticates from the header or `?token=`, then upgrades.
 pub async fn upgrade(req: HttpRequest, stream: web::Payload, node: web::Data<Node>) -> actix_web::Result<HttpResponse> {
     let node = node.into_inner();
+    if node.is_draining() {
+        node.metrics.refused(Refusal::Draining);
+        return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"));
+    }
+    if !origin_allowed(&node.config.server.allowed_origins, &req) {
+        node.metrics.refused(Refusal::Origin);
+        return Ok(error_response(StatusCode::FORBIDDEN, "this origin may not open connections"));
+    }
+    let Some(slot) = node.try_open() else {
+        node.metrics.refused(Refusal::MaxConnections);
+        return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, "the server is at its connection limit"));
+    };
+    let socket = req.conn_data::<SocketFd>().map(|fd| fd.0);
     let handshake = match handshake_token(&req) {
         None => Handshake::None,
         Some(token) => match node.auth.verify(&token) {
@@ -46,8 +65,21 @@ pub async fn upgrade(req: HttpRequest, stream: web::Payload, node: web::Data<Nod
         },
     };
     let max = node.config.limits.max_message_bytes;
-    let conn = WsConnection::new(node, handshake);
+    let conn = WsConnection::new(node, handshake, slot, Control::new(socket));
     ws::WsResponseBuilder::new(conn, &req, stream).frame_size(max).start()
+}
+
+/// Whether the request's `Origin` may open a connection. Requests without an
+/// `Origin` (non-browser clients) are allowed: the check guards browsers
+/// against cross-site WebSocket hijacking, and browsers always send one.
+fn origin_allowed(allowed: &[String], req: &HttpRequest) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match req.headers().get(actix_web::http::header::ORIGIN) {
+        None => true,
+        Some(origin) => origin.to_str().is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o))),
+    }
 }
 
 /// The token of an upgrade request: `Authorization: Bearer` first, then `?token=`.
@@ -70,19 +102,45 @@ fn handshake_token(req: &HttpRequest) -> Option<String> {
 pub struct WsConnection {
     node: Arc<Node>,
     session: Session,
+    control: Arc<Control>,
+    _slot: OpenSlot,
     handshake: Option<Handshake>,
+    rate: RateLimiter,
+    /// Consecutive rate-limited frames.
+    strikes: u32,
+    /// Last time anything (a frame, a pong) came from the client.
     last_seen: Instant,
+    next_ping: Instant,
+    /// Set while `auth.required` and the connection has not authenticated.
+    auth_deadline: Option<Instant>,
     /// A fragmented text message being reassembled.
     fragments: Option<Vec<u8>>,
-    auth_timer: Option<SpawnHandle>,
 }
 
 type Ctx = WebsocketContext<WsConnection>;
 
 impl WsConnection {
-    pub fn new(node: Arc<Node>, handshake: Handshake) -> Self {
+    pub fn new(node: Arc<Node>, handshake: Handshake, slot: OpenSlot, control: Control) -> Self {
         let session = Session::new(node.next_conn());
-        Self { node, session, handshake: Some(handshake), last_seen: Instant::now(), fragments: None, auth_timer: None }
+        let now = Instant::now();
+        let next_ping = now + Duration::from_millis(node.config.heartbeat.interval_ms);
+        Self {
+            node,
+            session,
+            control: Arc::new(control),
+            _slot: slot,
+            handshake: Some(handshake),
+            rate: RateLimiter::default(),
+            strikes: 0,
+            last_seen: now,
+            next_ping,
+            auth_deadline: None,
+            fragments: None,
+        }
+    }
+
+    fn outbox(&self, ctx: &mut Ctx) -> Outbox {
+        Outbox::new(ctx.address().recipient(), self.control.clone())
     }
 
     fn send(&self, ctx: &mut Ctx, frame: Encoded) {
@@ -114,23 +172,65 @@ impl WsConnection {
         self.reply(ctx, frame);
     }
 
-    fn start_heartbeat(&self, ctx: &mut Ctx) {
-        let interval = Duration::from_millis(self.node.config.heartbeat.interval_ms);
-        let timeout = Duration::from_millis(self.node.config.heartbeat.timeout_ms);
-        ctx.run_interval(interval, move |act, ctx| {
-            if act.last_seen.elapsed() >= timeout {
-                tracing::debug!(conn = %act.session.id, "heartbeat timeout");
-                ctx.stop();
-            } else {
-                ctx.ping(b"");
-            }
-        });
+    /// Arms the connection's one timer for its next duty: a ping, the
+    /// silence deadline, or the authentication deadline.
+    fn schedule_tick(&self, ctx: &mut Ctx) {
+        let silence = self.last_seen + Duration::from_millis(self.node.config.heartbeat.timeout_ms);
+        let mut at = self.next_ping.min(silence);
+        if let Some(deadline) = self.auth_deadline {
+            at = at.min(deadline);
+        }
+        ctx.run_later(at.saturating_duration_since(Instant::now()), |act, ctx| act.tick(ctx));
+    }
+
+    fn tick(&mut self, ctx: &mut Ctx) {
+        let now = Instant::now();
+        if self.auth_deadline.is_some_and(|deadline| now >= deadline) {
+            return self.close(ctx, close::AUTH_TIMEOUT, close::AUTH_TIMEOUT_REASON);
+        }
+        let heartbeat = &self.node.config.heartbeat;
+        if now.duration_since(self.last_seen) >= Duration::from_millis(heartbeat.timeout_ms) {
+            tracing::debug!(conn = %self.session.id, "heartbeat timeout");
+            self.node.metrics.heartbeat_timeouts.inc();
+            return self.close(ctx, close::NORMAL, close::HEARTBEAT_REASON);
+        }
+        if now >= self.next_ping {
+            ctx.ping(b"");
+            self.next_ping = now + Duration::from_millis(heartbeat.interval_ms);
+        }
+        self.schedule_tick(ctx);
+    }
+
+    /// Takes a token from the connection's bucket; past `rate_strikes`
+    /// refusals in a row the connection closes with 1008.
+    fn admit(&mut self, id: Option<&RawValue>, ctx: &mut Ctx) -> bool {
+        let limits = &self.node.config.limits;
+        if self.rate.allow(RateRule::new(limits.rate_per_sec, limits.rate_burst), rate::now_us()) {
+            self.strikes = 0;
+            return true;
+        }
+        self.node.metrics.rate_limited.inc();
+        self.strikes += 1;
+        if self.strikes >= limits.rate_strikes {
+            self.node.metrics.rate_limit_closes.inc();
+            self.close(ctx, close::POLICY, close::POLICY_REASON);
+        } else {
+            self.error(ctx, ErrorCode::RateLimited, "too many frames, slow down", id);
+        }
+        false
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut Ctx) {
         let decoded = protocol::decode(text);
         let kind = decoded.as_ref().map_or(ClientKind::Invalid, |r| r.frame.kind());
         self.node.metrics.frame_in(kind);
+        let id = match &decoded {
+            Ok(request) => request.id,
+            Err(rejection) => rejection.id,
+        };
+        if !self.admit(id, ctx) {
+            return;
+        }
         match decoded {
             Ok(Request { id, frame: ClientFrame::Auth { token } }) => self.on_auth(token.as_deref(), id, ctx),
             _ if self.session.identity().is_none() => {
@@ -199,10 +299,9 @@ impl WsConnection {
         } else if self.session.identity().is_some() && !self.session.is_anonymous() {
             return self.error(ctx, ErrorCode::BadRequest, "this connection is already authenticated as another user", id);
         } else {
-            if let Some(timer) = self.auth_timer.take() {
-                ctx.cancel_future(timer);
-            }
-            self.session.authenticate(&self.node, identity.clone(), false, ctx.address().recipient());
+            self.auth_deadline = None;
+            let outbox = self.outbox(ctx);
+            self.session.authenticate(&self.node, identity.clone(), false, outbox);
         }
         self.reply(ctx, ServerFrame::Authed { user: &identity.user, id });
     }
@@ -219,7 +318,7 @@ impl WsConnection {
         }
         let Some(user) = self.session.user().cloned() else { return };
         let is_new = self.session.joining(&room);
-        let member = crate::connection::Member { conn: self.session.id, user, outbox: ctx.address().recipient() };
+        let member = Member { conn: self.session.id, user, outbox: self.outbox(ctx) };
         let id = id.map(ToOwned::to_owned);
         let join = self.node.rooms.join(room.clone(), member);
         ctx.wait(join.into_actor(self).map(move |result, act, ctx| match result {
@@ -251,6 +350,9 @@ impl WsConnection {
 
     fn on_binary(&mut self, ctx: &mut Ctx) {
         self.node.metrics.frame_in(ClientKind::Invalid);
+        if !self.admit(None, ctx) {
+            return;
+        }
         if self.session.identity().is_none() {
             return self.close(ctx, close::NOT_AUTHENTICATED, close::NOT_AUTHENTICATED_REASON);
         }
@@ -274,7 +376,8 @@ impl WsConnection {
         }
         if self.fragments.as_ref().is_some_and(|b| b.len() > self.node.config.limits.max_message_bytes) {
             self.fragments = None;
-            return self.close(ctx, close::TOO_BIG, "message too big");
+            self.node.metrics.oversized.inc();
+            return self.close(ctx, close::TOO_BIG, close::TOO_BIG_REASON);
         }
         if let Some(buffer) = self.fragments.take_if(|_| last) {
             match String::from_utf8(buffer) {
@@ -290,36 +393,31 @@ impl Actor for WsConnection {
 
     fn started(&mut self, ctx: &mut Ctx) {
         ctx.set_mailbox_capacity(self.node.config.limits.outbound_queue);
-        self.node.metrics.connections_open.inc();
         self.node.metrics.connections_accepted.inc();
+        let outbox = self.outbox(ctx);
+        self.node.connections.insert(self.session.id, outbox.clone());
         tracing::debug!(conn = %self.session.id, "connection opened");
         match self.handshake.take() {
             Some(Handshake::Invalid) => {
                 return self.close(ctx, close::INVALID_TOKEN, close::INVALID_TOKEN_REASON);
             }
-            Some(Handshake::Valid(identity)) => {
-                self.session.authenticate(&self.node, identity, false, ctx.address().recipient());
-            }
+            Some(Handshake::Valid(identity)) => self.session.authenticate(&self.node, identity, false, outbox),
             Some(Handshake::None) | None if self.node.config.auth.required => {
-                let timeout = Duration::from_millis(self.node.config.auth.timeout_ms);
-                self.auth_timer = Some(ctx.run_later(timeout, |act, ctx| {
-                    if act.session.identity().is_none() {
-                        act.close(ctx, close::AUTH_TIMEOUT, close::AUTH_TIMEOUT_REASON);
-                    }
-                }));
+                self.auth_deadline = Some(Instant::now() + Duration::from_millis(self.node.config.auth.timeout_ms));
             }
             Some(Handshake::None) | None => {
                 let identity = Identity::anonymous(&self.node.conn_label(self.session.id));
-                self.session.authenticate(&self.node, identity, true, ctx.address().recipient());
+                self.session.authenticate(&self.node, identity, true, outbox);
             }
         }
         self.welcome(ctx);
-        self.start_heartbeat(ctx);
+        self.schedule_tick(ctx);
     }
 
     fn stopped(&mut self, _: &mut Ctx) {
         self.session.leave_everything(&self.node);
-        self.node.metrics.connections_open.dec();
+        self.node.connections.remove(self.session.id);
+        self.control.release();
         tracing::debug!(conn = %self.session.id, "connection closed");
     }
 }
@@ -330,6 +428,7 @@ impl Handler<Outbound> for WsConnection {
     fn handle(&mut self, msg: Outbound, ctx: &mut Ctx) {
         match msg {
             Outbound::Frame(frame) => self.send(ctx, frame),
+            Outbound::Close { code, reason } => self.close(ctx, code, reason),
         }
     }
 }
@@ -347,7 +446,10 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsConnection {
                 ctx.close(reason);
                 ctx.stop();
             }
-            Err(ProtocolError::Overflow) => self.close(ctx, close::TOO_BIG, "message too big"),
+            Err(ProtocolError::Overflow) => {
+                self.node.metrics.oversized.inc();
+                self.close(ctx, close::TOO_BIG, close::TOO_BIG_REASON);
+            }
             Err(error) => {
                 tracing::debug!(conn = %self.session.id, %error, "websocket protocol error");
                 self.close(ctx, 1002, "protocol error");

@@ -27,6 +27,9 @@ pub fn config() -> Config {
     config.server.node_id = "test".into();
     config.server.workers = 2;
     config.auth.jwt_secret = SECRET.into();
+    // Functional tests send quickly; the rate limit has tests of its own.
+    config.limits.rate_per_sec = 100_000;
+    config.limits.rate_burst = 100_000;
     config
 }
 
@@ -55,7 +58,7 @@ pub fn start(config: Config) -> TestServer {
     std::thread::spawn(move || {
         let server = Server::bind(config).expect("server binds");
         tx.send(server.local_addr()).expect("test is waiting");
-        actix_web::rt::System::new().block_on(server.run()).expect("server runs");
+        server.run().expect("server runs");
     });
     TestServer { addr: rx.recv().expect("server started") }
 }

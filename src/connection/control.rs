@@ -1,0 +1,63 @@
+//! Reaching a connection when its actor cannot be reached.
+//!
+//! A connection actor is polled only when its socket can take more bytes, so
+//! a client that stops reading stalls the actor and fills its mailbox. Rooms
+//! then see `Full`, and the [`Control`] block lets them act anyway: mark the
+//! connection a slow consumer, queue one close frame past the bound, and, if
+//! the connection has still not ended after a grace period, shut its socket
+//! down from outside so the kernel releases everything it holds.
+//!
+//! The socket's descriptor is guarded by a lock that the connection clears
+//! when it ends. The connection ends before its socket is closed (actix-http
+//! drops the response body, which holds the actor, before the socket), so a
+//! shutdown never lands on a descriptor number that was reused by another
+//! connection.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+
+/// The raw descriptor of an accepted socket, attached to its HTTP
+/// connection's extensions by the server's workers.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketFd(pub RawFd);
+
+/// Per-connection state shared with everything that delivers to it.
+#[derive(Debug, Default)]
+pub struct Control {
+    socket: Mutex<Option<RawFd>>,
+    slow: AtomicBool,
+}
+
+impl Control {
+    pub fn new(socket: Option<RawFd>) -> Self {
+        Self { socket: Mutex::new(socket), slow: AtomicBool::new(false) }
+    }
+
+    /// Marks the connection a slow consumer; true only the first time.
+    pub fn mark_slow(&self) -> bool {
+        !self.slow.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn is_slow(&self) -> bool {
+        self.slow.load(Ordering::Acquire)
+    }
+
+    /// Shuts the socket down in both directions, if the connection is still
+    /// open. The stalled actor then sees its socket fail and stops.
+    pub fn drop_socket(&self) {
+        let socket = self.socket.lock();
+        if let Some(fd) = *socket {
+            // SAFETY: the descriptor belongs to this connection while `socket`
+            // holds it, and the lock keeps `release` from running meanwhile.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Called when the connection ends, before its socket is closed.
+    pub fn release(&self) {
+        *self.socket.lock() = None;
+    }
+}

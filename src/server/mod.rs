@@ -1,0 +1,231 @@
+//! Putting a node together: the actors' runtime and supervision tree, the
+//! listening socket, the acceptor and the HTTP workers, and the graceful drain.
+//!
+//! ```text
+//! acceptor thread ──sockets──▶ HTTP workers (actix systems): connection actors
+//!                                    │ handles
+//! actors runtime (tokio, multi-thread): supervision tree, rooms, presence
+//! ```
+//!
+//! Ractor actors run on a dedicated multi-thread tokio runtime created here;
+//! spawned from an actix worker instead, they would live on that worker's
+//! single-thread runtime and die with it. Connection actors run on the
+//! workers and reach the tree through handles, which work from any thread.
+//!
+//! Shutdown (SIGTERM, SIGINT, or [`ShutdownHandle::shutdown`]): `/readyz`
+//! turns 503 and upgrades are refused at once, every connection is sent close
+//! 1001, and the node stops when the last connection is gone or after
+//! `server.shutdown_timeout_ms`, whichever comes first.
+
+mod acceptor;
+mod workers;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::available_parallelism;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::protocol::close;
+use crate::supervisor::{self, StartError};
+use acceptor::Acceptor;
+use workers::Workers;
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not create a runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Tree(#[from] StartError),
+    #[error("could not listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("could not start the HTTP workers: {0}")]
+    Workers(std::io::Error),
+}
+
+/// Asks a running server to drain and stop.
+#[derive(Clone, Default)]
+pub struct ShutdownHandle {
+    notify: Arc<Notify>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.notify.notify_one();
+    }
+}
+
+/// A node that is bound and whose actors run, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    node: Arc<Node>,
+    actors: tokio::runtime::Runtime,
+    shutdown: ShutdownHandle,
+    signals: bool,
+}
+
+fn cores() -> usize {
+    available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Server {
+    /// Starts the actors and binds the listening socket. Call outside any async runtime.
+    pub fn bind(config: Config) -> Result<Self, ServerError> {
+        let actors = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores())
+            .thread_name("herald-actors")
+            .enable_all()
+            .build()
+            .map_err(ServerError::Runtime)?;
+        let metrics = Arc::new(Metrics::new());
+        let tree = actors.block_on(supervisor::start(cores() * 8, metrics.clone()))?;
+        let addr = format!("{}:{}", config.server.host, config.server.port);
+        let listener = bind(&addr).map_err(|source| ServerError::Bind { addr, source })?;
+        let node = Arc::new(Node::new(config, tree.rooms, tree.presence, metrics));
+        Ok(Self { listener, node, actors, shutdown: ShutdownHandle::default(), signals: false })
+    }
+
+    /// Drains and stops on SIGTERM and SIGINT (for the binary; tests use [`Self::shutdown_handle`]).
+    pub fn with_signal_handling(mut self) -> Self {
+        self.signals = true;
+        self
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The node's shared state.
+    pub fn node(&self) -> Arc<Node> {
+        self.node.clone()
+    }
+
+    /// A handle that starts the drain.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serves until shut down, then drains. Blocks the calling thread.
+    pub fn run(self) -> Result<(), ServerError> {
+        let Server { listener, node, actors, shutdown, signals } = self;
+        let workers = match node.config.server.workers {
+            0 => cores(),
+            n => n,
+        };
+        log_capacity(&node);
+        let acceptor_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ServerError::Runtime)?;
+        let workers = Workers::start(workers, &node).map_err(ServerError::Workers)?;
+        let user_timeout = Duration::from_millis(node.config.heartbeat.timeout_ms);
+        let acceptor = acceptor_rt.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(ServerError::Runtime)?;
+            tracing::info!(addr = %listener.local_addr().map_err(ServerError::Runtime)?, node = %node.id, "herald listening");
+            let mut acceptor = Acceptor::new(listener, workers, user_timeout);
+            tokio::select! {
+                _ = acceptor.run(&node.metrics) => {}
+                _ = shutdown.notify.notified() => {}
+                _ = termination(signals) => {}
+            }
+            drain(&node, &mut acceptor).await;
+            Ok::<_, ServerError>(acceptor)
+        })?;
+        acceptor.stop();
+        actors.shutdown_background();
+        tracing::info!("herald stopped");
+        Ok(())
+    }
+}
+
+/// Binds with `SO_REUSEADDR` and the largest backlog the kernel allows.
+fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// Resolves on SIGTERM or SIGINT when `enabled`; never otherwise.
+async fn termination(enabled: bool) {
+    if !enabled {
+        return std::future::pending().await;
+    }
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                _ = int.recv() => tracing::info!("SIGINT: draining"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot listen for signals; stop the process with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+/// How long, once every connection has closed, sockets get to flush their
+/// last frames; idle keep-alive HTTP sockets are not waited for longer.
+const FLUSH_GRACE: Duration = Duration::from_millis(500);
+
+/// Refuses new connections, sends close 1001 to every open one and waits for
+/// them to end, then lets their sockets flush (still answering `/readyz`
+/// with 503 meanwhile), in all at most `server.shutdown_timeout_ms`.
+async fn drain(node: &Node, acceptor: &mut Acceptor) {
+    node.start_drain();
+    node.connections.for_each(|outbox| outbox.close(close::GOING_AWAY, close::GOING_AWAY_REASON));
+    let deadline = Instant::now() + Duration::from_millis(node.config.server.shutdown_timeout_ms);
+    let drained = async {
+        while node.open_connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let flushed = deadline.min(Instant::now() + FLUSH_GRACE);
+        while node.open_sockets() > 0 && Instant::now() < flushed {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        _ = acceptor.run(&node.metrics) => {}
+        _ = drained => {}
+    }
+    let left = node.open_connections();
+    if left > 0 {
+        tracing::warn!(connections = left, "shutdown timeout: dropping the connections still open");
+    }
+}
+
+/// Logs the file limit and how many connections it leaves room for.
+fn log_capacity(node: &Node) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let in_use = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    // Each connection holds one descriptor; keep a few for logs, metrics and clients.
+    let capacity = limit.rlim_cur.saturating_sub(in_use + 16);
+    let configured = node.config.limits.max_connections;
+    tracing::info!(
+        file_limit = limit.rlim_cur,
+        descriptors_in_use = in_use,
+        connection_capacity = capacity,
+        max_connections = configured,
+        "file limit allows about {capacity} connections"
+    );
+    if configured as u64 > capacity {
+        tracing::warn!("limits.max_connections ({configured}) exceeds what the file limit allows ({capacity})");
+    }
+}
