@@ -116,6 +116,11 @@ impl Client {
         self.ws.send(msg).await.expect("send");
     }
 
+    /// Sends any WebSocket message; false when the connection is already gone.
+    pub async fn try_send_message(&mut self, msg: Message) -> bool {
+        self.ws.send(msg).await.is_ok()
+    }
+
     /// The next JSON frame or the close, within [`WAIT`]. Panics on timeout.
     pub async fn next_event(&mut self) -> Event {
         self.next_event_within(WAIT).await.expect("a frame or a close within the wait")
