@@ -19,11 +19,16 @@ Configuration:
   HERALD_SERVER__PORT=9001 or HERALD_AUTH__JWT_SECRET=s3cret. An unknown key or a
   value of the wrong type stops start-up with a message naming it.
 
-  Sections: [server] host, port, node_id, workers; [auth] required, jwt_secret,
+  Sections: [server] host, port, node_id, workers, allowed_origins,
+  shutdown_timeout_ms; [auth] required, jwt_secret,
   timeout_ms; [limits] max_message_bytes, rate_per_sec, rate_burst, rate_strikes,
   max_rooms_per_conn, outbound_queue, max_connections; [heartbeat] interval_ms,
   timeout_ms; [api] key; [cluster] enabled, redis_url, node_ttl_ms.
   See README.md for what each key does and its default.
+
+Signals:
+  SIGTERM or SIGINT drains: /readyz answers 503, every connection is closed with
+  1001, and the process exits 0 within server.shutdown_timeout_ms.
 
 Logging:
   RUST_LOG sets the log filter (default: info), e.g. RUST_LOG=herald=debug.";
