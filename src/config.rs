@@ -52,8 +52,8 @@ pub struct ServerConfig {
     pub node_id: String,
     /// HTTP worker threads; `0` means one per CPU core. Default `0`.
     pub workers: usize,
-    /// `Origin` values allowed to open WebSockets (exact match, e.g.
-    /// `"https://app.example.com"`); empty allows any. Requests without an
+    /// `Origin` values allowed to open WebSockets (exact match ignoring ASCII
+    /// case, e.g. `"https://app.example.com"`); empty allows any. Requests without an
     /// `Origin` header (non-browser clients) are always allowed. Default `[]`.
     pub allowed_origins: Vec<String>,
     /// After SIGTERM or SIGINT, how long open connections get to close before

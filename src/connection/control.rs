@@ -28,11 +28,12 @@ pub struct SocketFd(pub RawFd);
 pub struct Control {
     socket: Mutex<Option<RawFd>>,
     slow: AtomicBool,
+    oversized: AtomicBool,
 }
 
 impl Control {
     pub fn new(socket: Option<RawFd>) -> Self {
-        Self { socket: Mutex::new(socket), slow: AtomicBool::new(false) }
+        Self { socket: Mutex::new(socket), slow: AtomicBool::new(false), oversized: AtomicBool::new(false) }
     }
 
     /// Marks the connection a slow consumer; true only the first time.
@@ -42,6 +43,15 @@ impl Control {
 
     pub fn is_slow(&self) -> bool {
         self.slow.load(Ordering::Acquire)
+    }
+
+    /// Records that the client announced a frame over the size limit.
+    pub fn mark_oversized(&self) {
+        self.oversized.store(true, Ordering::Release);
+    }
+
+    pub fn is_oversized(&self) -> bool {
+        self.oversized.load(Ordering::Acquire)
     }
 
     /// Shuts the socket down in both directions, if the connection is still

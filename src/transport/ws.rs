@@ -26,6 +26,7 @@ use crate::connection::{Control, Member, Outbound, Outbox};
 use crate::metrics::Refusal;
 use crate::node::{Node, OpenSlot};
 use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, Request, ServerFrame};
+use crate::transport::frame_guard::FrameGuard;
 use crate::transport::http::error_response;
 
 /// How the upgrade request authenticated.
@@ -65,7 +66,9 @@ pub async fn upgrade(req: HttpRequest, stream: web::Payload, node: web::Data<Nod
         },
     };
     let max = node.config.limits.max_message_bytes;
-    let conn = WsConnection::new(node, handshake, slot, Control::new(socket));
+    let control = Arc::new(Control::new(socket));
+    let stream = FrameGuard::new(stream, max, control.clone());
+    let conn = WsConnection::new(node, handshake, slot, control);
     ws::WsResponseBuilder::new(conn, &req, stream).frame_size(max).start()
 }
 
@@ -113,21 +116,38 @@ pub struct WsConnection {
     next_ping: Instant,
     /// Set while `auth.required` and the connection has not authenticated.
     auth_deadline: Option<Instant>,
-    /// A fragmented text message being reassembled.
-    fragments: Option<Vec<u8>>,
+    /// A fragmented message under way.
+    fragments: Option<Fragments>,
+}
+
+/// A fragmented message being received.
+enum Fragments {
+    /// Text, reassembled for `on_text`.
+    Text(Vec<u8>),
+    /// Binary, already refused; only its size is counted, against the limit.
+    Binary(usize),
+}
+
+impl Fragments {
+    fn len(&self) -> usize {
+        match self {
+            Self::Text(bytes) => bytes.len(),
+            Self::Binary(len) => *len,
+        }
+    }
 }
 
 type Ctx = WebsocketContext<WsConnection>;
 
 impl WsConnection {
-    pub fn new(node: Arc<Node>, handshake: Handshake, slot: OpenSlot, control: Control) -> Self {
+    pub fn new(node: Arc<Node>, handshake: Handshake, slot: OpenSlot, control: Arc<Control>) -> Self {
         let session = Session::new(node.next_conn());
         let now = Instant::now();
         let next_ping = now + Duration::from_millis(node.config.heartbeat.interval_ms);
         Self {
             node,
             session,
-            control: Arc::new(control),
+            control,
             _slot: slot,
             handshake: Some(handshake),
             rate: RateLimiter::default(),
@@ -359,27 +379,40 @@ impl WsConnection {
         self.error(ctx, ErrorCode::BadRequest, "binary frames are not supported", None);
     }
 
-    /// Reassembles a fragmented text message and hands it to `on_text`.
+    /// Reassembles a fragmented text message and hands it to `on_text`;
+    /// a fragmented binary message is refused once and counted to its end.
+    /// Every fragment takes a rate token, and the whole message is held to
+    /// `limits.max_message_bytes`.
     fn on_fragment(&mut self, item: Item, ctx: &mut Ctx) {
         let last = matches!(item, Item::Last(_));
-        match item {
-            Item::FirstText(bytes) => self.fragments = Some(bytes.to_vec()),
-            Item::FirstBinary(_) => {
-                self.fragments = None;
-                return self.on_binary(ctx);
+        match (item, self.fragments.as_mut()) {
+            (Item::FirstText(bytes), _) => self.fragments = Some(Fragments::Text(bytes.to_vec())),
+            (Item::FirstBinary(bytes), _) => {
+                self.fragments = Some(Fragments::Binary(bytes.len()));
+                self.on_binary(ctx);
             }
-            // Without a text message under way this continues a binary one: already answered.
-            Item::Continue(bytes) | Item::Last(bytes) => match self.fragments.as_mut() {
-                Some(buffer) => buffer.extend_from_slice(&bytes),
-                None => return,
-            },
+            (Item::Continue(bytes) | Item::Last(bytes), Some(fragments)) => {
+                match fragments {
+                    Fragments::Text(buffer) => buffer.extend_from_slice(&bytes),
+                    Fragments::Binary(len) => *len += bytes.len(),
+                }
+                if !self.admit(None, ctx) {
+                    return;
+                }
+            }
+            // A continuation with nothing under way: the codec reports it as a
+            // protocol error before it gets here.
+            (Item::Continue(_) | Item::Last(_), None) => return,
         }
-        if self.fragments.as_ref().is_some_and(|b| b.len() > self.node.config.limits.max_message_bytes) {
+        if self.fragments.as_ref().is_some_and(|f| f.len() > self.node.config.limits.max_message_bytes) {
             self.fragments = None;
             self.node.metrics.oversized.inc();
             return self.close(ctx, close::TOO_BIG, close::TOO_BIG_REASON);
         }
-        if let Some(buffer) = self.fragments.take_if(|_| last) {
+        if !last {
+            return;
+        }
+        if let Some(Fragments::Text(buffer)) = self.fragments.take() {
             match String::from_utf8(buffer) {
                 Ok(text) => self.on_text(&text, ctx),
                 Err(_) => self.close(ctx, 1007, "invalid utf-8"),
@@ -447,6 +480,10 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsConnection {
                 ctx.stop();
             }
             Err(ProtocolError::Overflow) => {
+                self.node.metrics.oversized.inc();
+                self.close(ctx, close::TOO_BIG, close::TOO_BIG_REASON);
+            }
+            Err(_) if self.control.is_oversized() => {
                 self.node.metrics.oversized.inc();
                 self.close(ctx, close::TOO_BIG, close::TOO_BIG_REASON);
             }

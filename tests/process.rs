@@ -1,0 +1,525 @@
+//! The real `herald` binary as a child process, where a test can measure its
+//! memory, limit its file descriptors and send it signals: a slow consumer,
+//! the file limit, graceful shutdown on SIGTERM and SIGINT, start-up logs.
+
+mod common;
+use common::*;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// How long a child may take to start listening.
+const PROCESS_WAIT: Duration = Duration::from_secs(10);
+/// The drain timeout the shutdown tests configure.
+const SHUTDOWN_TIMEOUT_MS: u64 = 2000;
+
+type Ws<S> = tokio_tungstenite::WebSocketStream<S>;
+
+/// A config file with `contents`, unique to this test process and call; removed on drop.
+struct TempConfig(PathBuf);
+
+impl TempConfig {
+    fn new(contents: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("herald-process-test-{}-{}.toml", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, contents).expect("write temp config");
+        Self(path)
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().unwrap().port()
+}
+
+/// The resident set size of process `pid`, in kB.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A `herald` child process with its own config file, killed on drop. Its
+/// stderr (RUST_LOG=info) is collected in `log`.
+struct Herald {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _config: TempConfig,
+}
+
+impl Herald {
+    /// Starts the binary with `toml` (the port comes from `HERALD_SERVER__PORT`)
+    /// and, when given, a file limit of `nofile`; returns once `/healthz` answers.
+    async fn start(toml: &str, nofile: Option<u64>) -> Self {
+        let config = TempConfig::new(toml);
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HERALD_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .arg("--config")
+            .arg(&config.0)
+            .env("HERALD_SERVER__PORT", port.to_string())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(nofile) = nofile {
+            // SAFETY: the closure runs in the forked child before exec and only
+            // calls setrlimit, which is async-signal-safe; it allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().expect("spawn herald");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (stderr, sink) = (child.stderr.take().expect("piped stderr"), log.clone());
+        // Drained on a thread so a chatty child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut herald = Herald { child, addr: ([127, 0, 0, 1], port).into(), log, _config: config };
+        let deadline = Instant::now() + PROCESS_WAIT;
+        while fetch(herald.addr, "/healthz").await.map(|r| r.0) != Some(200) {
+            if let Some(status) = herald.child.try_wait().expect("poll child") {
+                panic!("herald exited before listening: {status}\n{}", herald.log());
+            }
+            assert!(Instant::now() < deadline, "herald did not listen within {PROCESS_WAIT:?}\n{}", herald.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        herald
+    }
+
+    fn server(&self) -> TestServer {
+        TestServer { addr: self.addr }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill has no memory-safety preconditions; the child is ours and not yet reaped.
+        assert_eq!(unsafe { libc::kill(self.pid() as libc::pid_t, signal) }, 0, "kill failed");
+    }
+
+    /// Waits for the child to exit, at most until `deadline`.
+    async fn exit_by(&mut self, deadline: Instant) -> ExitStatus {
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll child") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "herald did not exit in time\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The current `/metrics` text (panics if it cannot be scraped).
+    async fn metrics(&self) -> String {
+        match fetch(self.addr, "/metrics").await {
+            Some((200, text)) => text,
+            other => panic!("/metrics: {other:?}"),
+        }
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET that never panics: (status, body), or `None` when the server cannot
+/// be reached or does not answer within 2 s.
+async fn fetch(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let response = String::from_utf8_lossy(&response).into_owned();
+        let status = response.split(' ').nth(1)?.parse().ok()?;
+        Some((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt).await.ok().flatten()
+}
+
+/// The next text frame of `ws` as JSON, within `wait`.
+async fn next_json<S>(ws: &mut Ws<S>, wait: Duration) -> Option<Value>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).ok(),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// Opens a WebSocket and reads its `welcome`, all within 1 s; `None` if that fails.
+async fn open(url: &str) -> Option<Ws<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>> {
+    tokio::time::timeout(Duration::from_secs(1), async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
+        let welcome = next_json(&mut ws, Duration::from_secs(1)).await?;
+        (welcome["type"] == "welcome").then_some(ws)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Whether an application `ping` on `ws` gets its `pong`.
+async fn pongs<S>(ws: &mut Ws<S>) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if ws.send(Message::Text(json!({"type": "ping", "id": "p"}).to_string().into())).await.is_err() {
+        return false;
+    }
+    while let Some(frame) = next_json(ws, WAIT).await {
+        if frame["type"] == "pong" {
+            return frame["id"] == "p";
+        }
+    }
+    false
+}
+
+// ---- slow consumer -------------------------------------------------------
+
+/// Publishes `messages` frames of 64 KiB from `publisher` (with `echo:false`)
+/// into `room` while `reader` reads them on a task; returns the reader and the
+/// `seq` of every `message` it got. The publisher stays at most `WINDOW`
+/// messages ahead of the reader, below `outbound_queue`, so the reader can
+/// never become a slow consumer itself.
+async fn flood(publisher: &mut Client, mut reader: Client, room: &str, messages: u64) -> (Client, Vec<u64>) {
+    const WINDOW: u64 = 32;
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0u64);
+    let reading = tokio::spawn(async move {
+        let mut seqs = Vec::with_capacity(messages as usize);
+        while (seqs.len() as u64) < messages {
+            match reader.next_event_within(Duration::from_secs(20)).await {
+                Some(Event::Frame(frame)) if frame["type"] == "message" => {
+                    seqs.push(frame["seq"].as_u64().expect("seq is a number"));
+                    progress_tx.send_replace(seqs.len() as u64);
+                }
+                Some(Event::Frame(_)) => {}
+                other => panic!("reader got {other:?} after {} messages", seqs.len()),
+            }
+        }
+        (reader, seqs)
+    });
+    let data = "x".repeat(64 * 1024);
+    let frame = json!({"type": "publish", "room": room, "data": data, "echo": false}).to_string();
+    for sent in 0..messages {
+        while sent - *progress.borrow_and_update() >= WINDOW {
+            if progress.changed().await.is_err() {
+                break; // the reader is gone; its panic is reported below
+            }
+        }
+        publisher.send_text(&frame).await;
+    }
+    let (reader, seqs) = tokio::time::timeout(Duration::from_secs(30), reading)
+        .await
+        .expect("the reader gets every message in time")
+        .expect("the reader task");
+    assert_eq!(seqs.len() as u64, messages);
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "seq strictly increasing: {seqs:?}");
+    assert_eq!(seqs[seqs.len() - 1] - seqs[0] + 1, messages, "no seq skipped");
+    (reader, seqs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_dropped_while_the_room_gets_everything_and_memory_stays_flat() {
+    const MESSAGES: u64 = 1600;
+    let toml = format!(
+        "[server]\nnode_id = \"proc\"\n\n[auth]\njwt_secret = \"{SECRET}\"\n\n[limits]\noutbound_queue = 64\n\
+         max_message_bytes = 131072\nrate_per_sec = 1000000\nrate_burst = 1000000\n"
+    );
+    let herald = Herald::start(&toml, None).await;
+    let server = herald.server();
+    let noslow = std::env::var("EXP_NOSLOW").is_ok();
+    let mut slow = ws_connect_as(&server, "slow").await;
+    let mut reader = ws_connect_as(&server, "reader").await;
+    reader.join("flood").await;
+    let mut publisher = ws_connect_as(&server, "publisher").await;
+    publisher.join("flood").await;
+    let r0 = rss_kb(herald.pid());
+    if std::env::var("EXP_WARM").is_ok() { reader = flood(&mut publisher, reader, "flood", MESSAGES).await.0; }
+    let r1 = rss_kb(herald.pid());
+    if !noslow { slow.join("flood").await; }
+    let rss_before = rss_kb(herald.pid());
+    println!("EXP connected {r0} warmed {r1} before {rss_before}");
+
+    // Samples the server's RSS through the flood, for the report.
+    let flooding = Arc::new(AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let (flooding, pid) = (flooding.clone(), herald.pid());
+        async move {
+            let mut peak = 0;
+            while flooding.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kb(pid));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            peak
+        }
+    });
+    let rounds: usize = std::env::var("EXP_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    for _ in 0..rounds {
+        reader = flood(&mut publisher, reader, "flood", MESSAGES).await.0;
+        tokio::time::sleep(Duration::from_millis(std::env::var("EXP_SLEEP").ok().and_then(|v| v.parse().ok()).unwrap_or(3000))).await;
+        println!("EXP after round: {} kB", rss_kb(herald.pid()));
+    }
+    if noslow { flooding.store(false, Ordering::Relaxed); println!("EXP before {rss_before} peak {}", sampler.await.unwrap()); return; }
+
+    // The slow consumer leaves presence.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let users = loop {
+        publisher.send(json!({"type": "presence", "room": "flood"})).await;
+        let users = publisher.recv_type("presence").await["users"].clone();
+        if !users.as_array().expect("users list").contains(&json!("slow")) || Instant::now() > deadline {
+            break users;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut users: Vec<&str> = users.as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    users.sort();
+    assert_eq!(users, ["publisher", "reader"], "the slow consumer should have left presence");
+
+    // Its connection ends: its backlog, then a 4008 close or the end of the stream.
+    let mut backlog = 0;
+    let end = loop {
+        match slow.next_event_within(Duration::from_secs(10)).await {
+            Some(Event::Frame(_)) => backlog += 1,
+            Some(Event::Closed(close)) => break close,
+            None => panic!("the slow consumer's connection is still open after {backlog} backlog frames"),
+        }
+    };
+    assert!(matches!(end, None | Some((4008, _))), "slow consumer closed with {end:?}");
+
+    let metrics = herald.metrics().await;
+    assert_eq!(metric(&metrics, "herald_slow_consumers_total"), Some(1.0), "{metrics}");
+    let open_is_two = || async { metric(&herald.metrics().await, "herald_connections_open") == Some(2.0) };
+    assert!(eventually(WAIT, open_is_two).await, "the slow consumer's connection is still counted as open");
+
+    flooding.store(false, Ordering::Relaxed);
+    let peak = sampler.await.expect("sampler");
+    let mut trail = vec![];
+    for _ in 0..6 { trail.push(rss_kb(herald.pid())); tokio::time::sleep(Duration::from_millis(500)).await; }
+    println!("EXP trail {trail:?}");
+    let m = herald.metrics().await;
+    println!("EXP frames sent message {:?} backlog {backlog}", metric(&m, "herald_frames_sent_total{type=\"message\"}"));
+    let rss_after = rss_kb(herald.pid());
+    let growth_kb = rss_after as i64 - rss_before as i64;
+    println!(
+        "slow consumer: RSS before {rss_before} kB, peak {peak} kB, after {rss_after} kB, growth {growth_kb} kB \
+         ({MESSAGES} x 64 KiB published; slow consumer backlog read afterwards: {backlog} frames)"
+    );
+    assert!(growth_kb < 16 * 1024, "RSS grew by {growth_kb} kB (before {rss_before} kB, after {rss_after} kB)");
+}
+
+// ---- the file limit ------------------------------------------------------
+
+#[tokio::test]
+async fn at_the_file_limit_open_connections_are_served_and_accepting_resumes() {
+    let herald = Herald::start("[server]\nnode_id = \"proc\"\n", Some(96)).await;
+    assert!(herald.log().contains("file_limit=96"), "start-up log should report the limit:\n{}", herald.log());
+    let url = herald.url();
+
+    // Opens connections until upgrades stop completing (three failures in a row).
+    let (mut held, mut failures) = (Vec::new(), 0);
+    for _ in 0..150 {
+        match open(&url).await {
+            Some(ws) => {
+                held.push(ws);
+                failures = 0;
+            }
+            None if failures == 2 => {
+                failures += 1;
+                break;
+            }
+            None => failures += 1,
+        }
+    }
+    println!("file limit 96: {} WebSocket connections held before upgrades failed", held.len());
+    assert_eq!(failures, 3, "150 connections opened under a file limit of 96");
+    assert!(held.len() >= 20, "only {} connections before the limit", held.len());
+
+    let last = held.len() - 1;
+    for i in [0, last / 2, last] {
+        assert!(pongs(&mut held[i]).await, "connection {i} of {} no longer answers at the limit", held.len());
+    }
+
+    // Frees 20 descriptors: /metrics can be scraped and shows the failed accepts.
+    held.drain(..20);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        match fetch(herald.addr, "/metrics").await {
+            Some((200, text)) => break text,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("/metrics after closing 20 connections: {other:?}\n{}", herald.log()),
+        }
+    };
+    let errors = metric(&text, "herald_accept_errors_total").unwrap_or(0.0);
+    assert!(errors > 0.0, "herald_accept_errors_total is {errors}:\n{text}");
+
+    // New connections are accepted again, and the held ones still work.
+    assert!(eventually(Duration::from_secs(10), || async { open(&url).await.is_some() }).await, "no new connection");
+    let last = held.len() - 1;
+    for i in [0, last] {
+        assert!(pongs(&mut held[i]).await, "held connection {i} stopped answering");
+    }
+}
+
+// ---- graceful shutdown ---------------------------------------------------
+
+/// Three clients (one in a room) get close 1001 on `signal`, and the process
+/// exits with status 0 within the drain timeout plus a margin.
+async fn drains_on(signal: libc::c_int) {
+    let toml = format!("[server]\nnode_id = \"proc\"\nshutdown_timeout_ms = {SHUTDOWN_TIMEOUT_MS}\n");
+    let mut herald = Herald::start(&toml, None).await;
+    let server = herald.server();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(ws_connect(&server).await.0);
+    }
+    clients[0].join("lobby").await;
+    let signalled = Instant::now();
+    herald.signal(signal);
+    for (i, client) in clients.iter_mut().enumerate() {
+        let (code, reason) = client.expect_close().await;
+        assert_eq!(code, 1001, "client {i} closed with {code} {reason:?}");
+    }
+    let status = herald.exit_by(signalled + Duration::from_millis(SHUTDOWN_TIMEOUT_MS + 3000)).await;
+    assert_eq!(status.code(), Some(0), "exit status {status}\n{}", herald.log());
+    println!("signal {signal}: exited {:?} after the signal", signalled.elapsed());
+}
+
+#[tokio::test]
+async fn sigterm_closes_connections_with_1001_and_exits_0() {
+    drains_on(libc::SIGTERM).await;
+}
+
+#[tokio::test]
+async fn sigint_closes_connections_with_1001_and_exits_0() {
+    drains_on(libc::SIGINT).await;
+}
+
+#[tokio::test]
+async fn during_the_drain_readiness_and_upgrades_answer_503() {
+    let toml = format!(
+        "[server]\nnode_id = \"proc\"\nshutdown_timeout_ms = {SHUTDOWN_TIMEOUT_MS}\n\n[limits]\n\
+         outbound_queue = 100000\nmax_message_bytes = 131072\nrate_per_sec = 1000000\nrate_burst = 1000000\n"
+    );
+    let mut herald = Herald::start(&toml, None).await;
+    let url = herald.url();
+
+    // A room member that never reads, with a tiny receive buffer: once the
+    // publisher has filled its socket it cannot take its close frame, so the
+    // drain lasts until `shutdown_timeout_ms`.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket.connect(herald.addr).await.expect("connect");
+    let (mut stuck, _) = tokio_tungstenite::client_async(url.as_str(), stream).await.expect("upgrade");
+    assert_eq!(next_json(&mut stuck, WAIT).await.expect("welcome")["type"], "welcome");
+    stuck.send(Message::Text(json!({"type": "join", "room": "drain"}).to_string().into())).await.expect("join");
+    assert_eq!(next_json(&mut stuck, WAIT).await.expect("joined")["type"], "joined");
+
+    // 10 MB for it: more than the server's socket send buffer (4 MB at most here).
+    let (mut publisher, _) = ws_connect(&herald.server()).await;
+    publisher.join("drain").await;
+    let data = "x".repeat(64 * 1024);
+    const MESSAGES: u64 = 160;
+    for i in 0..MESSAGES {
+        let mut frame = json!({"type": "publish", "room": "drain", "data": data, "echo": false});
+        if i == MESSAGES - 1 {
+            frame["id"] = json!("last");
+        }
+        publisher.send(frame).await;
+    }
+    let ack = publisher.recv_type("ack").await;
+    assert_eq!(ack["id"], "last", "{ack}");
+
+    let signalled = Instant::now();
+    herald.signal(libc::SIGTERM);
+    let readiness = loop {
+        match fetch(herald.addr, "/readyz").await.map(|r| r.0) {
+            Some(200) if signalled.elapsed() < Duration::from_secs(1) => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(readiness, Some(503), "/readyz after SIGTERM\n{}", herald.log());
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503, "upgrade during the drain"),
+        Err(other) => panic!("upgrade during the drain failed without a response: {other}"),
+        Ok(_) => panic!("an upgrade during the drain was accepted"),
+    }
+    assert_eq!(fetch(herald.addr, "/readyz").await.map(|r| r.0), Some(503), "still draining");
+
+    let (code, _) = publisher.expect_close().await;
+    assert_eq!(code, 1001);
+    let status = herald.exit_by(signalled + Duration::from_millis(SHUTDOWN_TIMEOUT_MS + 3000)).await;
+    assert_eq!(status.code(), Some(0), "exit status {status}\n{}", herald.log());
+    println!("drain with a stuck client: exited {:?} after SIGTERM", signalled.elapsed());
+    drop(stuck);
+}
+
+// ---- start-up ------------------------------------------------------------
+
+#[tokio::test]
+async fn start_up_logs_the_file_limit() {
+    let herald = Herald::start("[server]\nnode_id = \"proc\"\n", None).await;
+    let logged = || async { herald.log().contains("file limit") };
+    assert!(eventually(WAIT, logged).await, "no `file limit` line in the start-up log:\n{}", herald.log());
+}
