@@ -470,7 +470,12 @@ impl ServerFrame<'_> {
     pub fn encode(&self) -> Encoded {
         // Serialising these types cannot fail: every map key is a string and
         // raw values were valid JSON when they were received.
-        let text = serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"));
+        let mut text = serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"));
+        // The buffer grew by doubling; a frame can wait in up to
+        // `outbound_queue` slots per member, so it keeps only its own bytes.
+        if text.capacity() - text.len() > 1024 {
+            text.shrink_to_fit();
+        }
         Encoded { kind: self.kind(), text: ByteString::from(text) }
     }
 }

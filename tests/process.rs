@@ -61,12 +61,27 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Appends every line of `pipe` to each of `sinks`, on a thread so that a
+/// chatty child never blocks on a full pipe.
+fn collect(pipe: impl std::io::Read + Send + 'static, sinks: [Arc<Mutex<String>>; 2]) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            for sink in &sinks {
+                let mut sink = sink.lock().unwrap();
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        }
+    });
+}
+
 /// A `herald` child process with its own config file, killed on drop. Its
-/// stderr (RUST_LOG=info) is collected in `log`.
+/// output (RUST_LOG=info) is collected: stderr in `stderr`, both streams in `log`.
 struct Herald {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
     _config: TempConfig,
 }
 
@@ -88,8 +103,12 @@ impl Herald {
             .env("HERALD_SERVER__PORT", port.to_string())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // mimalloc returns freed memory to the OS at once, so that RSS
+            // shows what the server holds rather than what the allocator caches
+            // (README: "Running it under pressure").
+            .env("MIMALLOC_PURGE_DELAY", "0")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(nofile) = nofile {
             // SAFETY: the closure runs in the forked child before exec and only
@@ -105,17 +124,10 @@ impl Herald {
             }
         }
         let mut child = command.spawn().expect("spawn herald");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (stderr, sink) = (child.stderr.take().expect("piped stderr"), log.clone());
-        // Drained on a thread so a chatty child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut herald = Herald { child, addr: ([127, 0, 0, 1], port).into(), log, _config: config };
+        let (log, stderr) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
+        collect(child.stdout.take().expect("piped stdout"), [log.clone(), Arc::new(Mutex::new(String::new()))]);
+        collect(child.stderr.take().expect("piped stderr"), [log.clone(), stderr.clone()]);
+        let mut herald = Herald { child, addr: ([127, 0, 0, 1], port).into(), log, stderr, _config: config };
         let deadline = Instant::now() + PROCESS_WAIT;
         while fetch(herald.addr, "/healthz").await.map(|r| r.0) != Some(200) {
             if let Some(status) = herald.child.try_wait().expect("poll child") {
@@ -139,8 +151,13 @@ impl Herald {
         self.child.id()
     }
 
+    /// Everything the child wrote, stdout and stderr.
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     fn signal(&self, signal: libc::c_int) {
@@ -280,27 +297,27 @@ async fn flood(publisher: &mut Client, mut reader: Client, room: &str, messages:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_dropped_while_the_room_gets_everything_and_memory_stays_flat() {
-    const MESSAGES: u64 = 1600;
+    const MESSAGES: u64 = 1600; // 100 MiB of `data`
     let toml = format!(
         "[server]\nnode_id = \"proc\"\n\n[auth]\njwt_secret = \"{SECRET}\"\n\n[limits]\noutbound_queue = 64\n\
          max_message_bytes = 131072\nrate_per_sec = 1000000\nrate_burst = 1000000\n"
     );
     let herald = Herald::start(&toml, None).await;
     let server = herald.server();
-    let noslow = std::env::var("EXP_NOSLOW").is_ok();
     let mut slow = ws_connect_as(&server, "slow").await;
     let mut reader = ws_connect_as(&server, "reader").await;
-    reader.join("flood").await;
     let mut publisher = ws_connect_as(&server, "publisher").await;
+    reader.join("flood").await;
     publisher.join("flood").await;
-    let r0 = rss_kb(herald.pid());
-    if std::env::var("EXP_WARM").is_ok() { reader = flood(&mut publisher, reader, "flood", MESSAGES).await.0; }
-    let r1 = rss_kb(herald.pid());
-    if !noslow { slow.join("flood").await; }
+    let rss_connected = rss_kb(herald.pid());
+    // The first flood of 64 KiB frames raises RSS by ~20 MB with no slow
+    // consumer at all (buffers and allocator caches reaching their working
+    // size; flat over later floods), so the baseline is taken after one.
+    let (reader, _) = flood(&mut publisher, reader, "flood", MESSAGES).await;
+    slow.join("flood").await;
     let rss_before = rss_kb(herald.pid());
-    println!("EXP connected {r0} warmed {r1} before {rss_before}");
 
-    // Samples the server's RSS through the flood, for the report.
+    // Samples the server's RSS through the flood.
     let flooding = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn({
         let (flooding, pid) = (flooding.clone(), herald.pid());
@@ -313,13 +330,8 @@ async fn slow_consumer_is_dropped_while_the_room_gets_everything_and_memory_stay
             peak
         }
     });
-    let rounds: usize = std::env::var("EXP_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    for _ in 0..rounds {
-        reader = flood(&mut publisher, reader, "flood", MESSAGES).await.0;
-        tokio::time::sleep(Duration::from_millis(std::env::var("EXP_SLEEP").ok().and_then(|v| v.parse().ok()).unwrap_or(3000))).await;
-        println!("EXP after round: {} kB", rss_kb(herald.pid()));
-    }
-    if noslow { flooding.store(false, Ordering::Relaxed); println!("EXP before {rss_before} peak {}", sampler.await.unwrap()); return; }
+    // `slow` never reads from here on; the reader still gets every message.
+    let (_reader, _) = flood(&mut publisher, reader, "flood", MESSAGES).await;
 
     // The slow consumer leaves presence.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -353,18 +365,18 @@ async fn slow_consumer_is_dropped_while_the_room_gets_everything_and_memory_stay
 
     flooding.store(false, Ordering::Relaxed);
     let peak = sampler.await.expect("sampler");
-    let mut trail = vec![];
-    for _ in 0..6 { trail.push(rss_kb(herald.pid())); tokio::time::sleep(Duration::from_millis(500)).await; }
-    println!("EXP trail {trail:?}");
-    let m = herald.metrics().await;
-    println!("EXP frames sent message {:?} backlog {backlog}", metric(&m, "herald_frames_sent_total{type=\"message\"}"));
     let rss_after = rss_kb(herald.pid());
     let growth_kb = rss_after as i64 - rss_before as i64;
+    let peak_kb = peak as i64 - rss_before as i64;
     println!(
-        "slow consumer: RSS before {rss_before} kB, peak {peak} kB, after {rss_after} kB, growth {growth_kb} kB \
-         ({MESSAGES} x 64 KiB published; slow consumer backlog read afterwards: {backlog} frames)"
+        "slow consumer: RSS {rss_connected} kB connected, {rss_before} kB after a warm-up flood, peak {peak} kB \
+         (+{peak_kb} kB) during the flood with a stalled member, {rss_after} kB after it: growth {growth_kb} kB \
+         ({MESSAGES} x 64 KiB published; the slow consumer's backlog read afterwards: {backlog} frames)"
     );
-    assert!(growth_kb < 16 * 1024, "RSS grew by {growth_kb} kB (before {rss_before} kB, after {rss_after} kB)");
+    assert!(growth_kb < 8 * 1024, "RSS grew by {growth_kb} kB (before {rss_before} kB, after {rss_after} kB)");
+    // Holding the backlog would take over 100 MB; the queue is 64 frames of
+    // 64 KiB, shared with the other members.
+    assert!(peak_kb < 24 * 1024, "RSS peaked {peak_kb} kB above the baseline during the flood");
 }
 
 // ---- the file limit ------------------------------------------------------
@@ -372,7 +384,8 @@ async fn slow_consumer_is_dropped_while_the_room_gets_everything_and_memory_stay
 #[tokio::test]
 async fn at_the_file_limit_open_connections_are_served_and_accepting_resumes() {
     let herald = Herald::start("[server]\nnode_id = \"proc\"\n", Some(96)).await;
-    assert!(herald.log().contains("file_limit=96"), "start-up log should report the limit:\n{}", herald.log());
+    let logged = || async { herald.log().contains("file_limit=96") };
+    assert!(eventually(WAIT, logged).await, "start-up log should report the limit:\n{}", herald.log());
     let url = herald.url();
 
     // Opens connections until upgrades stop completing (three failures in a row).
@@ -392,7 +405,7 @@ async fn at_the_file_limit_open_connections_are_served_and_accepting_resumes() {
     }
     println!("file limit 96: {} WebSocket connections held before upgrades failed", held.len());
     assert_eq!(failures, 3, "150 connections opened under a file limit of 96");
-    assert!(held.len() >= 20, "only {} connections before the limit", held.len());
+    assert!(held.len() >= 30, "only {} connections before the limit", held.len());
 
     let last = held.len() - 1;
     for i in [0, last / 2, last] {
@@ -522,4 +535,7 @@ async fn start_up_logs_the_file_limit() {
     let herald = Herald::start("[server]\nnode_id = \"proc\"\n", None).await;
     let logged = || async { herald.log().contains("file limit") };
     assert!(eventually(WAIT, logged).await, "no `file limit` line in the start-up log:\n{}", herald.log());
+    // Logs are diagnostics: stderr, like the binary's own errors; stdout is
+    // for what was asked for (`--help`, `--check-config`).
+    assert!(herald.stderr().contains("file limit"), "the start-up log is not on stderr:\n{}", herald.log());
 }
