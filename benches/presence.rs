@@ -1,1 +1,144 @@
-fn main() {}
+//! Presence registry costs, through the `Presence` handle of a supervision
+//! tree started as the server starts it:
+//!
+//! - `join_leave`: 1,000 users arriving in a room and leaving it again, the
+//!   updates rooms send on a user's first and last connection;
+//! - `online_offline`: 1,000 connections coming online and going offline, as
+//!   every connect and disconnect does;
+//! - `room_users`: the `presence` query of a room with 10, 1,000 and 10,000
+//!   users (collecting and sorting them).
+//!
+//! Updates are fire-and-forget casts, so an update iteration ends with a query
+//! round trip: the registry answers it only after every update sent before
+//! it, which is when the batch has been applied. Throughput is updates (or
+//! users listed) per second.
+
+use std::sync::Arc;
+use std::thread::available_parallelism;
+use std::time::Duration;
+
+use actix::prelude::*;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use herald::connection::{ConnId, Control, Member, Outbound, Outbox};
+use herald::metrics::Metrics;
+use herald::presence::Presence;
+use herald::supervisor;
+
+/// Users per update iteration.
+const BATCH: u64 = 1_000;
+const ROOM_SIZES: [u64; 3] = [10, 1_000, 10_000];
+
+/// A connection that drops whatever reaches it; presence only holds on to its
+/// outbox here, since nothing sends `direct` frames.
+struct Sink;
+
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Outbound> for Sink {
+    type Result = ();
+
+    fn handle(&mut self, _: Outbound, _: &mut Context<Self>) {}
+}
+
+fn users(prefix: &str, count: u64) -> Vec<Arc<str>> {
+    (0..count).map(|n| format!("{prefix}-{n}").into()).collect()
+}
+
+/// Waits until the registry has applied everything sent before, and returns
+/// the users of `room`.
+fn query(actors: &tokio::runtime::Runtime, presence: &Presence, room: &Arc<str>) -> Vec<Arc<str>> {
+    actors.block_on(presence.room_users(room.clone())).expect("the presence registry answers")
+}
+
+fn join_leave(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence: &Presence) {
+    let room: Arc<str> = "bench:presence:churn".into();
+    let users = users("user", BATCH);
+    let mut group = c.benchmark_group("presence");
+    group.throughput(Throughput::Elements(2 * BATCH));
+    group.bench_function(BenchmarkId::new("join_leave", BATCH), |b| {
+        b.iter(|| {
+            for user in &users {
+                presence.room_joined(room.clone(), user.clone());
+            }
+            for user in &users {
+                presence.room_left(room.clone(), user.clone());
+            }
+            assert!(query(actors, presence, &room).is_empty(), "every user left");
+        })
+    });
+    group.finish();
+}
+
+fn online_offline(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence: &Presence) {
+    let worker = Arbiter::new();
+    let sink = Sink::start_in_arbiter(&worker.handle(), |_| Sink);
+    let members: Vec<Member> = users("conn", BATCH)
+        .into_iter()
+        .zip(0..)
+        .map(|(user, conn)| Member {
+            conn: ConnId(conn),
+            user,
+            outbox: Outbox::new(sink.clone().recipient(), Arc::new(Control::default())),
+        })
+        .collect();
+    let room: Arc<str> = "bench:presence:none".into();
+    let mut group = c.benchmark_group("presence");
+    group.throughput(Throughput::Elements(2 * BATCH));
+    group.bench_function(BenchmarkId::new("online_offline", BATCH), |b| {
+        b.iter(|| {
+            for member in &members {
+                presence.online(member.clone());
+            }
+            for member in &members {
+                presence.offline(member.user.clone(), member.conn);
+            }
+            query(actors, presence, &room);
+        })
+    });
+    group.finish();
+    worker.stop();
+}
+
+fn room_users(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence: &Presence) {
+    let mut group = c.benchmark_group("presence/room_users");
+    for size in ROOM_SIZES {
+        let room: Arc<str> = format!("bench:presence:{size}").into();
+        for user in users("member", size) {
+            presence.room_joined(room.clone(), user);
+        }
+        assert_eq!(query(actors, presence, &room).len() as u64, size, "the room is full");
+        group.throughput(Throughput::Elements(size));
+        group.bench_function(BenchmarkId::from_parameter(size), |b| b.iter(|| query(actors, presence, &room)));
+    }
+    group.finish();
+}
+
+fn presence(c: &mut Criterion) {
+    let cores = available_parallelism().map_or(1, |n| n.get());
+    let actors = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let tree = actors.block_on(supervisor::start(cores * 8, Arc::new(Metrics::new()))).expect("the tree starts");
+    // The sink's arbiter needs a registered actix system.
+    let _system = System::new();
+    join_leave(c, &actors, &tree.presence);
+    online_offline(c, &actors, &tree.presence);
+    room_users(c, &actors, &tree.presence);
+}
+
+/// Few samples: an update iteration is 2,000 messages to the registry, about
+/// a millisecond. Flags such as `--measurement-time` still override these.
+fn short() -> Criterion {
+    Criterion::default().sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = short();
+    targets = presence
+}
+criterion_main!(benches);
