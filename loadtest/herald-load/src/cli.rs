@@ -1,0 +1,204 @@
+//! The command line: three measuring modes (`idle`, `fanout`, `ramp`) and the
+//! hidden `worker` subcommand the coordinator runs as its child processes.
+//!
+//! Every flag here is part of a fixed interface that benchmark scripts call,
+//! so names and defaults change only together with those scripts.
+
+use std::net::Ipv4Addr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+/// Load generator for Herald and for servers speaking its dialect or Socket.IO's.
+#[derive(Debug, Parser)]
+#[command(name = "herald-load", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub mode: Mode,
+}
+
+/// What to measure.
+#[derive(Debug, Subcommand)]
+pub enum Mode {
+    /// Open many connections, hold them idle, report the server's memory and CPU per connection.
+    Idle(IdleArgs),
+    /// Rooms of members with publishers at a fixed total rate: delivery latency, loss, server CPU.
+    Fanout(FanoutArgs),
+    /// Fan-out steps at growing rates on one set of connections, until a step misses its thresholds.
+    Ramp(RampArgs),
+    /// A child process of the coordinator; talks JSON lines over stdin/stdout.
+    #[command(hide = true)]
+    Worker,
+}
+
+/// Wire dialect of the server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    /// Herald's JSON frames (also spoken by the Node `ws` and uWebSockets.js peers).
+    Herald,
+    /// Socket.IO v4 events over a raw engine.io WebSocket.
+    Socketio,
+}
+
+/// Flags every mode shares.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// WebSocket URL; with `--dialect socketio`, the server's base URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Wire dialect of the server.
+    #[arg(long, value_enum, default_value_t = Dialect::Herald)]
+    pub dialect: Dialect,
+    /// HS256 secret: each connection gets `?token=` with `sub = "load-<index>"` (Herald dialect only).
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// Local source addresses, assigned round-robin: `127.0.0.2-127.0.0.9` or `127.0.0.2,127.0.0.3`.
+    #[arg(long, default_value = "127.0.0.2-127.0.0.9", value_parser = parse_sources)]
+    pub sources: Sources,
+    /// Most connections one worker process opens.
+    #[arg(long, default_value_t = 15000)]
+    pub per_process: usize,
+    /// The server's process id, for its memory (VmRSS) and CPU time.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print the report as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Deadline of the whole connect phase, in seconds; connections not open by then are failures.
+    #[arg(long, default_value_t = 120)]
+    pub connect_timeout_secs: u64,
+}
+
+/// `idle`.
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Connections to open.
+    #[arg(long)]
+    pub connections: usize,
+    /// Seconds to hold the connections idle before measuring.
+    #[arg(long, default_value_t = 10)]
+    pub hold_secs: u64,
+}
+
+/// The rooms, members and thresholds `fanout` and `ramp` share.
+#[derive(Debug, Clone, Args)]
+pub struct ShapeArgs {
+    /// Rooms.
+    #[arg(long)]
+    pub rooms: usize,
+    /// Member connections per room.
+    #[arg(long)]
+    pub members: usize,
+    /// Publishers per room (its first members).
+    #[arg(long)]
+    pub publishers: usize,
+    /// Approximate size of each published `data` object in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Seconds of publishing before measuring starts.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup_secs: f64,
+    /// Largest 99th-percentile latency, in milliseconds, for a run to count as held.
+    #[arg(long, default_value_t = 100.0)]
+    pub max_p99_ms: f64,
+    /// Largest fraction of lost deliveries for a run to count as held.
+    #[arg(long, default_value_t = 0.001)]
+    pub max_loss: f64,
+}
+
+/// `fanout`.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    /// Publishes per second, all publishers together.
+    #[arg(long)]
+    pub rate: f64,
+    /// Seconds of measured publishing (after the warm-up).
+    #[arg(long)]
+    pub duration_secs: f64,
+}
+
+/// `ramp`.
+#[derive(Debug, Clone, Args)]
+pub struct RampArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    /// Publishes per second of the first step.
+    #[arg(long)]
+    pub start_rate: f64,
+    /// Each step's rate is the previous one's times this.
+    #[arg(long, default_value_t = 1.5)]
+    pub factor: f64,
+    /// No step runs faster than this.
+    #[arg(long, default_value_t = 1_000_000.0)]
+    pub max_rate: f64,
+    /// Seconds of measured publishing per step.
+    #[arg(long, alias = "duration-secs", default_value_t = 10.0)]
+    pub step_secs: f64,
+}
+
+/// Local IPv4 addresses to connect from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sources(pub Vec<Ipv4Addr>);
+
+/// Parses `a.b.c.d-e` (a range of the last octet) or `a.b.c.d,a.b.c.e,...`;
+/// the two forms mix: `127.0.0.2-127.0.0.4,127.0.0.9`.
+pub fn parse_sources(text: &str) -> Result<Sources, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((first, last)) => {
+                let first: Ipv4Addr = first.trim().parse().map_err(|e| format!("{first}: {e}"))?;
+                let last_octet = match last.trim().parse::<Ipv4Addr>() {
+                    Ok(addr) if addr.octets()[..3] == first.octets()[..3] => addr.octets()[3],
+                    Ok(addr) => return Err(format!("{first}-{addr}: a range may only vary the last octet")),
+                    Err(_) => last.trim().parse::<u8>().map_err(|e| format!("{last}: {e}"))?,
+                };
+                let [a, b, c, start] = first.octets();
+                if last_octet < start {
+                    return Err(format!("{part}: empty range"));
+                }
+                out.extend((start..=last_octet).map(|d| Ipv4Addr::new(a, b, c, d)));
+            }
+            None => out.push(part.parse().map_err(|e| format!("{part}: {e}"))?),
+        }
+    }
+    if out.is_empty() {
+        return Err("no source address given".into());
+    }
+    Ok(Sources(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_accept_ranges_lists_and_both() {
+        let range = parse_sources("127.0.0.2-127.0.0.9").unwrap();
+        assert_eq!(range.0.len(), 8);
+        assert_eq!(range.0[0], Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(range.0[7], Ipv4Addr::new(127, 0, 0, 9));
+        let short = parse_sources("127.0.0.2-4").unwrap();
+        assert_eq!(short.0.len(), 3);
+        let list = parse_sources("127.0.0.2,127.0.0.3").unwrap();
+        assert_eq!(list.0, vec![Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)]);
+        assert_eq!(parse_sources("127.0.0.2-3,127.0.0.9").unwrap().0.len(), 3);
+    }
+
+    #[test]
+    fn bad_sources_are_refused() {
+        assert!(parse_sources("").is_err());
+        assert!(parse_sources("127.0.0.9-127.0.0.2").is_err());
+        assert!(parse_sources("127.0.0.2-127.0.1.3").is_err());
+        assert!(parse_sources("localhost").is_err());
+    }
+}

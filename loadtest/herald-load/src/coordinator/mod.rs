@@ -1,0 +1,349 @@
+//! The coordinator: runs a mode over worker processes, measures the server
+//! from outside, and prints the report.
+//!
+//! Steps start at a wall-clock instant a little ahead (`t0`) that every worker
+//! receives, so publishers in different processes share one schedule. Server
+//! CPU is sampled at the start of the measured window and after the drain.
+
+mod workers;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::cli::{CommonArgs, Dialect, FanoutArgs, IdleArgs, Mode, RampArgs, ShapeArgs};
+use crate::histogram::{round3, Micros};
+use crate::ipc::{Command, Connected, Event, RoomPlan, StepDone, Trouble};
+use crate::report::{ConnectSummary, FanoutReport, IdleReport, RampReport, Thresholds, Verdict};
+use crate::schedule::Step;
+use crate::server_stats::ServerProcess;
+use workers::{Share, Workers};
+
+/// How far ahead of now a step's `t0` is set, so every worker has the step
+/// before its first send is due.
+const STEP_LEAD: Duration = Duration::from_millis(500);
+/// Time after a step for stragglers to arrive.
+const DRAIN: Duration = Duration::from_secs(2);
+/// Extra time a worker gets to report after it should have.
+const REPORT_SLACK: Duration = Duration::from_secs(30);
+
+/// Runs `mode` and returns the exit status.
+pub fn run(mode: Mode) -> ExitCode {
+    crate::raise_file_limit();
+    let (json, outcome) = match mode {
+        Mode::Idle(args) => (args.common.json, idle(&args).map(|r| finish(&r, args.common.json))),
+        Mode::Fanout(args) => (args.common.json, fanout(&args).map(|r| finish(&r, args.common.json))),
+        Mode::Ramp(args) => (args.common.json, ramp(&args).map(|r| finish(&r, args.common.json))),
+        Mode::Worker => unreachable!("workers are dispatched by main"),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("herald-load: {error}");
+            if json {
+                println!("{}", serde_json::json!({ "error": error }));
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints the report and says whether the run passed.
+fn finish<R: Verdict>(report: &R, json: bool) -> ExitCode {
+    let failures = report.failures();
+    match json {
+        true => println!("{}", serde_json::to_string(report).expect("reports serialise")),
+        false => println!("{}", serde_json::to_string_pretty(report).expect("reports serialise")),
+    }
+    if failures.is_empty() {
+        eprintln!("herald-load: PASS");
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("herald-load: FAIL: {}", failures.join("; "));
+    ExitCode::FAILURE
+}
+
+/// The URL workers connect to.
+fn target_url(common: &CommonArgs) -> Result<String, String> {
+    if !common.url.starts_with("ws://") {
+        return Err(format!("{}: only ws:// URLs are supported", common.url));
+    }
+    Ok(match common.dialect {
+        Dialect::Herald => common.url.clone(),
+        Dialect::Socketio => format!("{}/socket.io/?EIO=4&transport=websocket", common.url.trim_end_matches('/')),
+    })
+}
+
+fn share(common: &CommonArgs, rooms: Option<RoomPlan>) -> Result<Share, String> {
+    let secret = match (common.dialect, &common.secret) {
+        (Dialect::Socketio, Some(_)) => {
+            eprintln!("herald-load: --secret applies to the Herald dialect only; ignored");
+            None
+        }
+        (_, secret) => secret.clone(),
+    };
+    Ok(Share {
+        url: target_url(common)?,
+        dialect: common.dialect,
+        secret,
+        sources: common.sources.0.clone(),
+        rooms,
+        connect_timeout: Duration::from_secs(common.connect_timeout_secs),
+    })
+}
+
+/// Spawns the workers and waits until every connection has opened or failed.
+fn connect(common: &CommonArgs, total: usize, rooms: Option<RoomPlan>) -> Result<(Workers, ConnectSummary, Trouble), String> {
+    if total == 0 {
+        return Err("nothing to connect: the run needs at least one connection".into());
+    }
+    if common.per_process == 0 {
+        return Err("--per-process must be at least 1".into());
+    }
+    let share = share(common, rooms)?;
+    let started = Instant::now();
+    let mut workers = Workers::spawn(&share, total, common.per_process)?;
+    eprintln!("herald-load: opening {total} connections to {} from {} worker process(es)", share.url, workers.len());
+    let deadline = started + share.connect_timeout + REPORT_SLACK;
+    let reports = workers.gather(deadline, "connected", |e| match e {
+        Event::Connected(c) => Some(c),
+        _ => None,
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    let (summary, trouble) = summarise_connect(total, &reports, secs);
+    eprintln!(
+        "herald-load: {} of {total} open in {:.2} s (connect p50 {} ms, p99 {} ms)",
+        total as u64 - summary.connect_failures,
+        secs,
+        summary.connect_ms.p50,
+        summary.connect_ms.p99
+    );
+    for sample in &summary.connect_failure_samples {
+        eprintln!("herald-load:   failed: {sample}");
+    }
+    Ok((workers, summary, trouble))
+}
+
+fn summarise_connect(total: usize, reports: &[Connected], secs: f64) -> (ConnectSummary, Trouble) {
+    let mut latency = Micros::new();
+    let mut summary = ConnectSummary { connections: total as u64, connect_secs_total: round3(secs), ..Default::default() };
+    let mut trouble = Trouble::default();
+    for r in reports {
+        latency.add_pairs(&r.connect_us);
+        summary.connect_failures += r.failures;
+        summary.authenticated += r.authenticated;
+        for s in &r.failure_samples {
+            crate::ipc::push_sample(&mut summary.connect_failure_samples, s);
+        }
+        trouble.add(&r.trouble);
+    }
+    summary.connect_ms = latency.brief_percentiles();
+    (summary, trouble)
+}
+
+/// Tells the workers to close everything and returns what they saw meanwhile.
+fn close(mut workers: Workers) -> Result<Trouble, String> {
+    workers.broadcast(&Command::Finish)?;
+    let reports = workers.gather(Instant::now() + REPORT_SLACK, "finished", |e| match e {
+        Event::Finished { trouble } => Some(trouble),
+        _ => None,
+    })?;
+    workers.wait(Duration::from_secs(5));
+    let mut trouble = Trouble::default();
+    reports.iter().for_each(|t| trouble.add(t));
+    Ok(trouble)
+}
+
+fn idle(args: &IdleArgs) -> Result<IdleReport, String> {
+    let server = args.common.server_pid.map(ServerProcess::new);
+    let rss_before = server.and_then(|s| s.rss_kb());
+    let (workers, connect, mut trouble) = connect(&args.common, args.connections, None)?;
+    eprintln!("herald-load: holding for {} s", args.hold_secs);
+    let cpu_before = server.and_then(|s| s.cpu_secs());
+    std::thread::sleep(Duration::from_secs(args.hold_secs));
+    let cpu_after = server.and_then(|s| s.cpu_secs());
+    let rss_after = server.and_then(|s| s.rss_kb());
+    trouble.add(&close(workers)?);
+    let open = connect.connections - connect.connect_failures;
+    let cpu_idle = cpu_before.zip(cpu_after).map(|(b, a)| round3(a - b));
+    let report = IdleReport {
+        mode: "idle",
+        hold_secs: args.hold_secs,
+        server_rss_before_kb: rss_before,
+        server_rss_after_kb: rss_after,
+        rss_per_connection_bytes: rss_before
+            .zip(rss_after)
+            .filter(|_| open > 0)
+            .map(|(b, a)| ((a as f64 - b as f64) * 1024.0 / open as f64).round()),
+        server_cpu_secs_idle: cpu_idle,
+        server_cpu_ms_per_sec_per_1k_conns: cpu_idle
+            .filter(|_| open > 0 && args.hold_secs > 0)
+            .map(|cpu| round3(cpu * 1000.0 / args.hold_secs as f64 / (open as f64 / 1000.0))),
+        connect,
+        trouble,
+    };
+    eprintln!(
+        "herald-load: server RSS {:?} -> {:?} kB, {:?} bytes per connection, idle CPU {:?} s",
+        report.server_rss_before_kb, report.server_rss_after_kb, report.rss_per_connection_bytes, report.server_cpu_secs_idle
+    );
+    Ok(report)
+}
+
+fn room_plan(shape: &ShapeArgs) -> Result<RoomPlan, String> {
+    if shape.rooms == 0 || shape.members == 0 || shape.publishers == 0 {
+        return Err("--rooms, --members and --publishers must be at least 1".into());
+    }
+    if shape.publishers > shape.members {
+        return Err(format!("--publishers {} is more than --members {}", shape.publishers, shape.members));
+    }
+    Ok(RoomPlan { rooms: shape.rooms, members: shape.members, publishers: shape.publishers, payload_bytes: shape.payload_bytes })
+}
+
+fn check_rate(rate: f64, secs: f64) -> Result<(), String> {
+    match rate.is_finite() && rate > 0.0 && secs.is_finite() && secs > 0.0 {
+        true => Ok(()),
+        false => Err("rates and durations must be positive".into()),
+    }
+}
+
+/// Runs one step at `rate` on open connections and reports it.
+fn step(
+    workers: &mut Workers,
+    shape: &ShapeArgs,
+    server: Option<ServerProcess>,
+    rate: f64,
+    window_secs: f64,
+    connect_failures: u64,
+) -> Result<FanoutReport, String> {
+    let plan = room_plan(shape)?;
+    let step = Step {
+        t0_us: crate::now_us() + STEP_LEAD.as_micros() as u64,
+        warmup_us: (shape.warmup_secs.max(0.0) * 1e6) as u64,
+        window_us: (window_secs * 1e6) as u64,
+        drain_us: DRAIN.as_micros() as u64,
+        rate,
+        publishers: plan.total_publishers(),
+    };
+    eprintln!("herald-load: step at {rate} publishes/s for {window_secs} s (after {} s warm-up)", shape.warmup_secs);
+    workers.broadcast(&Command::Step(step))?;
+    sleep_until_us(step.window_start_us());
+    let cpu_start = server.and_then(|s| s.cpu_secs());
+    sleep_until_us(step.end_us());
+    let cpu_end = server.and_then(|s| s.cpu_secs());
+    let reports = workers.gather(Instant::now() + REPORT_SLACK, "step_done", |e| match e {
+        Event::StepDone(done) => Some(done),
+        _ => None,
+    })?;
+    let mut report = fanout_report(shape, rate, window_secs, &reports, cpu_start.zip(cpu_end).map(|(s, e)| e - s));
+    report.connect_failures = connect_failures;
+    report.judge(Thresholds { max_p99_ms: shape.max_p99_ms, max_loss: shape.max_loss });
+    eprintln!(
+        "herald-load:   {} published, {}/{} delivered (loss {}), latency ms p50 {} p99 {} max {}, server CPU {:?} s{}",
+        report.published,
+        report.deliveries,
+        report.expected_deliveries,
+        report.loss,
+        report.latency_ms.p50,
+        report.latency_ms.p99,
+        report.latency_ms.max,
+        report.server_cpu_secs,
+        match report.held {
+            true => " — held".to_string(),
+            false => format!(" — not held: {}", report.not_held_because.join("; ")),
+        }
+    );
+    Ok(report)
+}
+
+fn fanout_report(shape: &ShapeArgs, rate: f64, window_secs: f64, reports: &[StepDone], cpu: Option<f64>) -> FanoutReport {
+    let mut latency = Micros::new();
+    let mut send_lag = Micros::new();
+    let mut trouble = Trouble::default();
+    let (mut published, mut unsent, mut deliveries) = (0, 0, 0);
+    for r in reports {
+        latency.add_pairs(&r.latency_us);
+        send_lag.add_pairs(&r.send_lag_us);
+        trouble.add(&r.trouble);
+        published += r.published;
+        unsent += r.unsent;
+        deliveries += r.deliveries;
+    }
+    let expected = published * shape.members as u64;
+    let cpu = cpu.map(round3);
+    FanoutReport {
+        mode: "fanout",
+        rooms: shape.rooms,
+        members: shape.members,
+        publishers: shape.publishers,
+        rate,
+        duration_secs: window_secs,
+        payload_bytes: shape.payload_bytes,
+        published,
+        unsent,
+        expected_deliveries: expected,
+        deliveries,
+        loss: match expected {
+            0 => 0.0,
+            _ => 1.0 - deliveries as f64 / expected as f64,
+        },
+        deliveries_per_sec: round3(deliveries as f64 / window_secs),
+        latency_ms: latency.percentiles(),
+        send_lag_ms: send_lag.brief_percentiles(),
+        server_cpu_secs: cpu,
+        deliveries_per_server_cpu_sec: cpu.filter(|c| *c > 0.0).map(|c| (deliveries as f64 / c).round()),
+        trouble,
+        connect_failures: 0,
+        held: false,
+        not_held_because: Vec::new(),
+    }
+}
+
+fn sleep_until_us(t_us: u64) {
+    std::thread::sleep(Duration::from_micros(t_us.saturating_sub(crate::now_us())));
+}
+
+fn fanout(args: &FanoutArgs) -> Result<FanoutReport, String> {
+    check_rate(args.rate, args.duration_secs)?;
+    let plan = room_plan(&args.shape)?;
+    let server = args.common.server_pid.map(ServerProcess::new);
+    let (mut workers, connect, before) = connect(&args.common, plan.rooms * plan.members, Some(plan))?;
+    let mut report = step(&mut workers, &args.shape, server, args.rate, args.duration_secs, connect.connect_failures)?;
+    // Trouble before the step (while joining) and after it (while closing)
+    // belongs to the run as much as trouble during it.
+    report.trouble.add(&before);
+    report.trouble.add(&close(workers)?);
+    report.judge(Thresholds { max_p99_ms: args.shape.max_p99_ms, max_loss: args.shape.max_loss });
+    Ok(report)
+}
+
+fn ramp(args: &RampArgs) -> Result<RampReport, String> {
+    check_rate(args.start_rate, args.step_secs)?;
+    if args.factor.is_nan() || args.factor <= 1.0 {
+        return Err("--factor must be greater than 1".into());
+    }
+    let plan = room_plan(&args.shape)?;
+    let server = args.common.server_pid.map(ServerProcess::new);
+    let (mut workers, connect, before) = connect(&args.common, plan.rooms * plan.members, Some(plan))?;
+    let mut trouble = before;
+    let mut steps: Vec<FanoutReport> = Vec::new();
+    let mut rate = args.start_rate;
+    while rate <= args.max_rate {
+        let report = step(&mut workers, &args.shape, server, rate, args.step_secs, connect.connect_failures)?;
+        trouble.add(&report.trouble);
+        let held = report.held;
+        steps.push(report);
+        if !held {
+            break;
+        }
+        rate = (rate * args.factor).round();
+    }
+    trouble.add(&close(workers)?);
+    let max_held = steps.iter().rev().find(|s| s.held).cloned();
+    Ok(RampReport {
+        mode: "ramp",
+        connect,
+        max_held_rate: max_held.as_ref().map(|s| s.rate),
+        max_held,
+        steps,
+        trouble,
+    })
+}

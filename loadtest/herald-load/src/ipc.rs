@@ -1,0 +1,213 @@
+//! What the coordinator and its worker processes say to each other: one JSON
+//! object per line, commands on the worker's stdin, events on its stdout.
+//!
+//! A run goes `setup` → `connected` → (`step` → `step_done`)* → `finish` →
+//! `finished`. Every event carries the [`Trouble`] seen since the previous
+//! one, so the coordinator can attribute failures to the step they happened in.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::Dialect;
+use crate::schedule::Step;
+
+/// Coordinator → worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    /// Open this worker's connections (always the first command).
+    Setup(Setup),
+    /// Run one fan-out step on the open connections.
+    Step(Step),
+    /// Close every connection, report, exit.
+    Finish,
+}
+
+/// A worker's share of the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Setup {
+    /// The exact URL to connect to, without a token.
+    pub url: String,
+    pub dialect: Dialect,
+    pub secret: Option<String>,
+    pub sources: Vec<Ipv4Addr>,
+    /// Global index of this worker's first connection; it opens `count` from there.
+    pub first: usize,
+    pub count: usize,
+    /// Rooms to join, for `fanout` and `ramp`.
+    pub rooms: Option<RoomPlan>,
+    /// Milliseconds from now until the connect phase ends.
+    pub connect_timeout_ms: u64,
+}
+
+/// How global connection indices map to rooms: connection `i` is member
+/// `i % members` of room `i / members`, and members below `publishers` publish.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RoomPlan {
+    pub rooms: usize,
+    pub members: usize,
+    pub publishers: usize,
+    pub payload_bytes: usize,
+}
+
+impl RoomPlan {
+    pub fn room_of(&self, index: usize) -> usize {
+        index / self.members
+    }
+
+    /// The global publisher number of connection `index`, if it publishes.
+    pub fn publisher_of(&self, index: usize) -> Option<usize> {
+        let member = index % self.members;
+        (member < self.publishers).then(|| self.room_of(index) * self.publishers + member)
+    }
+
+    pub fn total_publishers(&self) -> usize {
+        self.rooms * self.publishers
+    }
+}
+
+/// Name of room `r` in every dialect.
+pub fn room_name(r: usize) -> String {
+    format!("load-{r}")
+}
+
+/// Worker → coordinator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The connect phase is over.
+    Connected(Connected),
+    /// A step's drain is over.
+    StepDone(StepDone),
+    /// Every connection is closed.
+    Finished { trouble: Trouble },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Connected {
+    pub connected: u64,
+    pub failures: u64,
+    pub failure_samples: Vec<String>,
+    /// Connections whose `welcome` named a user (token accepted).
+    pub authenticated: u64,
+    /// Per-connection time from TCP connect to `welcome` (and `joined`), µs histogram.
+    pub connect_us: Vec<(u64, u64)>,
+    pub trouble: Trouble,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StepDone {
+    /// Measured messages sent by this worker's publishers.
+    pub published: u64,
+    /// Measured messages this worker's publishers had not sent when the step ended.
+    pub unsent: u64,
+    /// Measured messages received by this worker's members.
+    pub deliveries: u64,
+    /// Delivery latency, µs histogram.
+    pub latency_us: Vec<(u64, u64)>,
+    /// Measured publishes' send time minus scheduled time, µs histogram.
+    pub send_lag_us: Vec<(u64, u64)>,
+    pub trouble: Trouble,
+}
+
+/// Frames nobody expected and connections that ended before their time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trouble {
+    pub unexpected_frames: u64,
+    pub unexpected_samples: Vec<String>,
+    pub closed_early: u64,
+    pub closed_samples: Vec<String>,
+}
+
+/// Samples kept of each kind of trouble: enough to see what went wrong.
+pub const SAMPLES: usize = 5;
+
+/// Longest sample text kept.
+const SAMPLE_CHARS: usize = 200;
+
+/// Keeps `text` (shortened) if fewer than [`SAMPLES`] are kept already.
+pub fn push_sample(samples: &mut Vec<String>, text: &str) {
+    if samples.len() < SAMPLES {
+        samples.push(text.chars().take(SAMPLE_CHARS).collect());
+    }
+}
+
+impl Trouble {
+    pub fn unexpected(&mut self, text: &str) {
+        self.unexpected_frames += 1;
+        push_sample(&mut self.unexpected_samples, text);
+    }
+
+    pub fn closed(&mut self, reason: &str) {
+        self.closed_early += 1;
+        push_sample(&mut self.closed_samples, reason);
+    }
+
+    pub fn add(&mut self, other: &Trouble) {
+        self.unexpected_frames += other.unexpected_frames;
+        self.closed_early += other.closed_early;
+        for s in &other.unexpected_samples {
+            push_sample(&mut self.unexpected_samples, s);
+        }
+        for s in &other.closed_samples {
+            push_sample(&mut self.closed_samples, s);
+        }
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.unexpected_frames == 0 && self.closed_early == 0
+    }
+}
+
+/// Writes one message as a line and flushes, so the reader sees it at once.
+pub fn write_line<T: Serialize>(out: &mut impl Write, message: &T) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(message)?;
+    line.push(b'\n');
+    out.write_all(&line)?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_plan_spreads_members_and_numbers_publishers() {
+        let plan = RoomPlan { rooms: 4, members: 10, publishers: 2, payload_bytes: 100 };
+        assert_eq!(plan.room_of(0), 0);
+        assert_eq!(plan.room_of(39), 3);
+        let publishers: Vec<usize> = (0..40).filter_map(|i| plan.publisher_of(i)).collect();
+        assert_eq!(publishers, (0..8).collect::<Vec<_>>());
+        assert_eq!(plan.publisher_of(10), Some(2));
+        assert_eq!(plan.publisher_of(11), Some(3));
+        assert_eq!(plan.publisher_of(12), None);
+    }
+
+    #[test]
+    fn commands_and_events_are_one_line_each() {
+        let mut out = Vec::new();
+        write_line(&mut out, &Command::Finish).unwrap();
+        write_line(&mut out, &Event::Finished { trouble: Trouble::default() }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(matches!(serde_json::from_str::<Command>(lines[0]).unwrap(), Command::Finish));
+        assert!(matches!(serde_json::from_str::<Event>(lines[1]).unwrap(), Event::Finished { .. }));
+    }
+
+    #[test]
+    fn trouble_keeps_a_few_samples_and_every_count() {
+        let mut t = Trouble::default();
+        for i in 0..20 {
+            t.unexpected(&format!("frame {i}"));
+        }
+        let mut total = Trouble::default();
+        total.add(&t);
+        total.add(&t);
+        assert_eq!(total.unexpected_frames, 40);
+        assert_eq!(total.unexpected_samples.len(), SAMPLES);
+        assert!(!total.is_clean());
+    }
+}

@@ -1,0 +1,233 @@
+//! The reports: one JSON object per run, and the verdict that decides the
+//! exit status.
+//!
+//! Failures are always in the report, never only in the exit status: connect
+//! failures, unexpected frames and early closes are counted (with a few
+//! samples) whether or not the run passed.
+
+use serde::Serialize;
+
+use crate::histogram::{BriefPercentiles, Percentiles};
+use crate::ipc::Trouble;
+
+/// How the connect phase went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConnectSummary {
+    pub connections: u64,
+    pub connect_failures: u64,
+    pub connect_failure_samples: Vec<String>,
+    /// Connections whose welcome named a user (a token was accepted).
+    pub authenticated: u64,
+    pub connect_secs_total: f64,
+    pub connect_ms: BriefPercentiles,
+}
+
+/// `idle`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleReport {
+    pub mode: &'static str,
+    #[serde(flatten)]
+    pub connect: ConnectSummary,
+    pub hold_secs: u64,
+    pub server_rss_before_kb: Option<u64>,
+    pub server_rss_after_kb: Option<u64>,
+    pub rss_per_connection_bytes: Option<f64>,
+    pub server_cpu_secs_idle: Option<f64>,
+    pub server_cpu_ms_per_sec_per_1k_conns: Option<f64>,
+    #[serde(flatten)]
+    pub trouble: Trouble,
+}
+
+/// One fan-out run, or one step of a ramp.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutReport {
+    pub mode: &'static str,
+    pub rooms: usize,
+    pub members: usize,
+    pub publishers: usize,
+    pub rate: f64,
+    pub duration_secs: f64,
+    pub payload_bytes: usize,
+    /// Measured publishes actually sent.
+    pub published: u64,
+    /// Measured publishes the publishers had not sent when the step ended.
+    pub unsent: u64,
+    pub expected_deliveries: u64,
+    pub deliveries: u64,
+    pub loss: f64,
+    pub deliveries_per_sec: f64,
+    pub latency_ms: Percentiles,
+    /// How late publishers sent against their schedule; part of `latency_ms`
+    /// (the client's timers tick in whole milliseconds).
+    pub send_lag_ms: BriefPercentiles,
+    pub server_cpu_secs: Option<f64>,
+    pub deliveries_per_server_cpu_sec: Option<f64>,
+    #[serde(flatten)]
+    pub trouble: Trouble,
+    pub connect_failures: u64,
+    pub held: bool,
+    /// Why `held` is false; empty when it is true.
+    pub not_held_because: Vec<String>,
+}
+
+/// The limits a fan-out step must stay within to count as held.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub max_p99_ms: f64,
+    pub max_loss: f64,
+}
+
+impl FanoutReport {
+    /// Sets `held` and `not_held_because` from the figures.
+    pub fn judge(&mut self, limits: Thresholds) {
+        let mut why = Vec::new();
+        if self.latency_ms.p99 > limits.max_p99_ms {
+            why.push(format!("p99 latency {} ms over {} ms", self.latency_ms.p99, limits.max_p99_ms));
+        }
+        if self.loss > limits.max_loss {
+            why.push(format!("loss {:.6} over {}", self.loss, limits.max_loss));
+        }
+        if self.deliveries > self.expected_deliveries {
+            why.push(format!("{} deliveries, more than the {} expected", self.deliveries, self.expected_deliveries));
+        }
+        if self.unsent > 0 {
+            why.push(format!("{} publishes not sent in time", self.unsent));
+        }
+        why.extend(failures(self.connect_failures, &self.trouble));
+        self.held = why.is_empty();
+        self.not_held_because = why;
+    }
+}
+
+/// `ramp`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RampReport {
+    pub mode: &'static str,
+    #[serde(flatten)]
+    pub connect: ConnectSummary,
+    pub steps: Vec<FanoutReport>,
+    pub max_held_rate: Option<f64>,
+    pub max_held: Option<FanoutReport>,
+    /// Totals over the whole run.
+    #[serde(flatten)]
+    pub trouble: Trouble,
+}
+
+/// The failures every mode shares.
+fn failures(connect_failures: u64, trouble: &Trouble) -> Vec<String> {
+    let mut why = Vec::new();
+    if connect_failures > 0 {
+        why.push(format!("{connect_failures} connections failed to open"));
+    }
+    if trouble.unexpected_frames > 0 {
+        why.push(format!("{} unexpected frames", trouble.unexpected_frames));
+    }
+    if trouble.closed_early > 0 {
+        why.push(format!("{} connections closed during the run", trouble.closed_early));
+    }
+    why
+}
+
+/// A finished run: its report and the reasons it failed (empty: exit 0).
+pub trait Verdict: Serialize {
+    fn failures(&self) -> Vec<String>;
+}
+
+impl Verdict for IdleReport {
+    fn failures(&self) -> Vec<String> {
+        failures(self.connect.connect_failures, &self.trouble)
+    }
+}
+
+impl Verdict for FanoutReport {
+    fn failures(&self) -> Vec<String> {
+        self.not_held_because.clone()
+    }
+}
+
+impl Verdict for RampReport {
+    /// A ramp ends with a step that is not held by design; it fails only when
+    /// connections did not open or no step held at all.
+    fn failures(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.connect.connect_failures > 0 {
+            why.push(format!("{} connections failed to open", self.connect.connect_failures));
+        }
+        if self.max_held_rate.is_none() {
+            let first = self.steps.first().map(|s| s.not_held_because.join("; ")).unwrap_or_default();
+            why.push(format!("no step held (first step: {first})"));
+        }
+        why
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> FanoutReport {
+        FanoutReport {
+            mode: "fanout",
+            rooms: 1,
+            members: 10,
+            publishers: 1,
+            rate: 100.0,
+            duration_secs: 1.0,
+            payload_bytes: 100,
+            published: 100,
+            unsent: 0,
+            expected_deliveries: 1000,
+            deliveries: 1000,
+            loss: 0.0,
+            deliveries_per_sec: 1000.0,
+            latency_ms: Percentiles { p50: 1.0, p90: 2.0, p99: 3.0, p999: 4.0, max: 5.0 },
+            send_lag_ms: BriefPercentiles::default(),
+            server_cpu_secs: None,
+            deliveries_per_server_cpu_sec: None,
+            trouble: Trouble::default(),
+            connect_failures: 0,
+            held: false,
+            not_held_because: Vec::new(),
+        }
+    }
+
+    const LIMITS: Thresholds = Thresholds { max_p99_ms: 100.0, max_loss: 0.001 };
+
+    #[test]
+    fn a_clean_step_is_held() {
+        let mut r = report();
+        r.judge(LIMITS);
+        assert!(r.held, "{:?}", r.not_held_because);
+        assert!(r.failures().is_empty());
+    }
+
+    #[test]
+    fn each_failure_breaks_the_hold_and_says_why() {
+        let mut slow = report();
+        slow.latency_ms.p99 = 150.0;
+        let mut lossy = report();
+        lossy.deliveries = 900;
+        lossy.loss = 0.1;
+        let mut noisy = report();
+        noisy.trouble.unexpected("{\"type\":\"error\"}");
+        let mut broken = report();
+        broken.connect_failures = 1;
+        for mut r in [slow, lossy, noisy, broken] {
+            r.judge(LIMITS);
+            assert!(!r.held);
+            assert_eq!(r.failures().len(), 1, "{:?}", r.not_held_because);
+        }
+    }
+
+    #[test]
+    fn reports_serialise_with_the_documented_fields() {
+        let mut r = report();
+        r.judge(LIMITS);
+        let v = serde_json::to_value(&r).unwrap();
+        for key in ["mode", "published", "expected_deliveries", "loss", "latency_ms", "server_cpu_secs", "unexpected_frames", "closed_early", "connect_failures", "held"] {
+            assert!(v.get(key).is_some(), "{key} missing from {v}");
+        }
+        assert!(v["server_cpu_secs"].is_null());
+        assert!(v["latency_ms"]["p999"].is_number());
+    }
+}

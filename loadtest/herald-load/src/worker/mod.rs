@@ -1,0 +1,292 @@
+//! A worker process: opens its share of the connections on one thread, then
+//! runs the coordinator's commands against them.
+//!
+//! Everything here lives on a current-thread runtime, so the state every
+//! connection touches ([`Shared`]) is plain `Cell`/`RefCell` without locks,
+//! and one task per connection is the only per-connection cost beyond the
+//! socket itself. Connections open at most [`IN_FLIGHT`] at a time, so the
+//! server's accept backlog is never flooded.
+
+mod connection;
+
+use std::cell::{Cell, RefCell};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::Instant;
+
+use crate::cli::Dialect;
+use crate::dialect;
+use crate::histogram::Micros;
+use crate::ipc::{self, Command, Connected, Event, RoomPlan, Setup, StepDone, Trouble};
+use crate::schedule::Step;
+
+/// Connections opening at once in one worker.
+const IN_FLIGHT: usize = 200;
+/// Longest one connection may take to open, within the phase's deadline.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(30);
+/// Longest the close of all connections may take.
+const CLOSE_LIMIT: Duration = Duration::from_secs(15);
+
+/// What the coordinator currently asks of the connections.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Phase {
+    /// Stay open, answer heartbeats, publish nothing.
+    Hold,
+    /// Publish on the step's schedule (publishers) and measure deliveries (everyone).
+    Step(Step),
+    /// Close.
+    Close,
+}
+
+/// State shared by the worker's connection tasks.
+pub(crate) struct Shared {
+    pub dialect: Dialect,
+    pub secret: Option<String>,
+    pub url: String,
+    pub target: SocketAddr,
+    pub pad: String,
+    /// The step whose window deliveries are measured against, if one runs.
+    pub step: Cell<Option<Step>>,
+    pub stats: RefCell<Stats>,
+    pub connect: RefCell<ConnectStats>,
+    /// Connection tasks still running.
+    pub live: Cell<usize>,
+    /// Woken when a connection finishes opening (either way) or a task ends.
+    pub progress: Notify,
+}
+
+/// Measurements of the running step, and trouble since the last report.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub published: u64,
+    pub deliveries: u64,
+    pub latency: Micros,
+    /// How late publishers sent, against their schedule.
+    pub send_lag: Micros,
+    pub trouble: Trouble,
+}
+
+#[derive(Default)]
+pub(crate) struct ConnectStats {
+    pub connected: u64,
+    pub failures: u64,
+    pub failure_samples: Vec<String>,
+    pub authenticated: u64,
+    pub latency: Micros,
+}
+
+impl ConnectStats {
+    fn resolved(&self) -> u64 {
+        self.connected + self.failures
+    }
+
+    pub fn failed(&mut self, reason: &str) {
+        self.failures += 1;
+        ipc::push_sample(&mut self.failure_samples, reason);
+    }
+}
+
+/// What one connection is: its global index, where it connects from, its room.
+pub(crate) struct Plan {
+    pub index: usize,
+    pub source: Option<Ipv4Addr>,
+    pub room: Option<String>,
+    /// Global publisher number, when this connection publishes.
+    pub publisher: Option<usize>,
+}
+
+/// Runs a worker until `finish` or until stdin closes.
+pub fn run() -> Result<(), String> {
+    crate::raise_file_limit();
+    // Started through `/proc/self/exe`, the process would be named `exe`;
+    // keep the name that `ps -C herald-load` and `pgrep` look for.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"herald-load".as_ptr());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let local = tokio::task::LocalSet::new();
+    let result = local.block_on(&runtime, serve());
+    drop(local);
+    // The stdin reader may still be blocked in a read; do not wait for it.
+    runtime.shutdown_background();
+    result
+}
+
+async fn serve() -> Result<(), String> {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let setup = match read_command(&mut lines).await? {
+        Some(Command::Setup(setup)) => setup,
+        Some(other) => return Err(format!("expected setup first, got {other:?}")),
+        None => return Ok(()),
+    };
+    let target = resolve(&setup.url).await?;
+    let mut setup = setup;
+    if !target.ip().is_loopback() && !setup.sources.is_empty() {
+        // Loopback source addresses cannot reach another host.
+        eprintln!("herald-load worker: {target} is not a loopback address; connecting without --sources");
+        setup.sources.clear();
+    }
+    let shared = Rc::new(Shared {
+        dialect: setup.dialect,
+        secret: setup.secret.clone(),
+        url: setup.url.clone(),
+        target,
+        pad: dialect::padding(setup.rooms.map_or(0, |r| r.payload_bytes)),
+        step: Cell::new(None),
+        stats: RefCell::new(Stats::default()),
+        connect: RefCell::new(ConnectStats::default()),
+        live: Cell::new(0),
+        progress: Notify::new(),
+    });
+    let (phase, phase_rx) = watch::channel(Phase::Hold);
+    open_all(&shared, &setup, &phase_rx).await;
+    let connected = {
+        let c = shared.connect.borrow();
+        Connected {
+            connected: c.connected,
+            failures: c.failures,
+            failure_samples: c.failure_samples.clone(),
+            authenticated: c.authenticated,
+            connect_us: c.latency.to_pairs(),
+            trouble: std::mem::take(&mut shared.stats.borrow_mut().trouble),
+        }
+    };
+    emit(&Event::Connected(connected))?;
+    loop {
+        match read_command(&mut lines).await? {
+            Some(Command::Step(step)) => {
+                let done = run_step(&shared, &phase, step, setup.rooms, setup.first, setup.count).await;
+                emit(&Event::StepDone(done))?;
+            }
+            Some(Command::Finish) => {
+                close_all(&shared, &phase).await;
+                let trouble = std::mem::take(&mut shared.stats.borrow_mut().trouble);
+                return emit(&Event::Finished { trouble });
+            }
+            Some(Command::Setup(_)) => return Err("setup sent twice".into()),
+            // The coordinator is gone: nobody will read a report.
+            None => {
+                close_all(&shared, &phase).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn read_command(lines: &mut tokio::io::Lines<BufReader<tokio::io::Stdin>>) -> Result<Option<Command>, String> {
+    match lines.next_line().await.map_err(|e| format!("stdin: {e}"))? {
+        None => Ok(None),
+        Some(line) => serde_json::from_str(&line).map(Some).map_err(|e| format!("bad command {line:?}: {e}")),
+    }
+}
+
+fn emit(event: &Event) -> Result<(), String> {
+    ipc::write_line(&mut std::io::stdout().lock(), event).map_err(|e| format!("stdout: {e}"))
+}
+
+/// The address behind the URL's host and port (80 unless given).
+async fn resolve(url: &str) -> Result<SocketAddr, String> {
+    let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let host = uri.host().ok_or_else(|| format!("{url}: no host"))?;
+    let port = uri.port_u16().unwrap_or(80);
+    let mut addrs = tokio::net::lookup_host((host.trim_matches(|c| c == '[' || c == ']'), port))
+        .await
+        .map_err(|e| format!("{host}: {e}"))?;
+    addrs.find(SocketAddr::is_ipv4).ok_or_else(|| format!("{host}: no IPv4 address"))
+}
+
+/// Opens every connection of this worker, at most [`IN_FLIGHT`] at once, and
+/// returns once each has opened or failed, or the phase's deadline passed.
+async fn open_all(shared: &Rc<Shared>, setup: &Setup, phase: &watch::Receiver<Phase>) {
+    let deadline = Instant::now() + Duration::from_millis(setup.connect_timeout_ms);
+    let gate = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut spawned = 0u64;
+    for index in setup.first..setup.first + setup.count {
+        let permit = tokio::select! {
+            permit = gate.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = tokio::time::sleep_until(deadline) => break,
+        };
+        let plan = Plan {
+            index,
+            source: match setup.sources.is_empty() {
+                true => None,
+                false => Some(setup.sources[index % setup.sources.len()]),
+            },
+            room: setup.rooms.map(|r| ipc::room_name(r.room_of(index))),
+            publisher: setup.rooms.and_then(|r| r.publisher_of(index)),
+        };
+        let attempt_deadline = deadline.min(Instant::now() + ATTEMPT_LIMIT);
+        shared.live.set(shared.live.get() + 1);
+        tokio::task::spawn_local(connection::run(shared.clone(), plan, attempt_deadline, permit, phase.clone()));
+        spawned += 1;
+    }
+    let never_tried = setup.count as u64 - spawned;
+    for _ in 0..never_tried {
+        shared.connect.borrow_mut().failed("connect phase deadline passed before the attempt");
+    }
+    while shared.connect.borrow().resolved() < setup.count as u64 {
+        shared.progress.notified().await;
+    }
+}
+
+/// Runs one step: publishers follow the schedule, everyone measures, and after
+/// the drain the step's figures are taken and reset in one go.
+async fn run_step(
+    shared: &Rc<Shared>,
+    phase: &watch::Sender<Phase>,
+    step: Step,
+    rooms: Option<RoomPlan>,
+    first: usize,
+    count: usize,
+) -> StepDone {
+    {
+        let mut stats = shared.stats.borrow_mut();
+        stats.published = 0;
+        stats.deliveries = 0;
+        stats.latency = Micros::new();
+        stats.send_lag = Micros::new();
+    }
+    shared.step.set(Some(step));
+    phase.send_replace(Phase::Step(step));
+    tokio::time::sleep(Duration::from_micros(step.end_us().saturating_sub(crate::now_us()))).await;
+    // No await from here on: the figures and the phase change together.
+    shared.step.set(None);
+    phase.send_replace(Phase::Hold);
+    let scheduled: u64 = match rooms {
+        Some(plan) => (first..first + count)
+            .filter_map(|i| plan.publisher_of(i))
+            .map(|k| step.publisher(k).measured().count() as u64)
+            .sum(),
+        None => 0,
+    };
+    let mut stats = shared.stats.borrow_mut();
+    StepDone {
+        published: stats.published,
+        // Connections that failed to open never publish; their share shows here.
+        unsent: scheduled.saturating_sub(stats.published),
+        deliveries: stats.deliveries,
+        latency_us: stats.latency.to_pairs(),
+        send_lag_us: stats.send_lag.to_pairs(),
+        trouble: std::mem::take(&mut stats.trouble),
+    }
+}
+
+/// Asks every connection to close and waits, within [`CLOSE_LIMIT`], until they have.
+async fn close_all(shared: &Rc<Shared>, phase: &watch::Sender<Phase>) {
+    phase.send_replace(Phase::Close);
+    let _ = tokio::time::timeout(CLOSE_LIMIT, async {
+        while shared.live.get() > 0 {
+            shared.progress.notified().await;
+        }
+    })
+    .await;
+}

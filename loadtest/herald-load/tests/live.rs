@@ -1,0 +1,213 @@
+//! `herald-load` against a live Herald: each test starts a real server in this
+//! process on a free port, runs the built binary with `--json` and small
+//! sizes, and checks the report and the exit status.
+//!
+//! Latency thresholds are set far out of reach: these tests check that the
+//! figures are complete and consistent, never how fast the machine is.
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use herald::{Config, Server};
+use serde_json::Value;
+
+const SECRET: &str = "load-test-secret";
+/// A p99 limit no healthy run misses, however loaded the machine.
+const ANY_LATENCY: &str = "60000";
+
+/// A config on a free port with the rate limit lifted.
+fn config() -> Config {
+    let mut config = Config::default();
+    config.server.port = 0;
+    config.server.node_id = "load-test".into();
+    config.server.workers = 2;
+    config.auth.jwt_secret = SECRET.into();
+    config.limits.rate_per_sec = 1_000_000;
+    config.limits.rate_burst = 1_000_000;
+    config.limits.outbound_queue = 65_536;
+    config
+}
+
+/// Starts a real server on its own thread; it lives until the test process ends.
+fn start(config: Config) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let server = Server::bind(config).expect("server binds");
+        tx.send(server.local_addr()).expect("test is waiting");
+        server.run().expect("server runs");
+    });
+    rx.recv().expect("server started")
+}
+
+fn ws_url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/ws")
+}
+
+/// What a run of the binary ended with.
+struct Run {
+    success: bool,
+    report: Value,
+    stderr: String,
+}
+
+/// Runs `herald-load` with `args` plus `--json`; the report is stdout's last line.
+fn herald_load(args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_herald-load"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("herald-load runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    let last = stdout.lines().last().unwrap_or_else(|| panic!("no report on stdout; stderr:\n{stderr}"));
+    let report = serde_json::from_str(last).unwrap_or_else(|e| panic!("report is not JSON ({e}): {last}\n{stderr}"));
+    Run { success: output.status.success(), report, stderr }
+}
+
+fn u(report: &Value, key: &str) -> u64 {
+    report[key].as_u64().unwrap_or_else(|| panic!("{key} is not a count in {report}"))
+}
+
+#[test]
+fn idle_connections_spread_over_workers_and_sources() {
+    let addr = start(config());
+    let pid = std::process::id().to_string();
+    let url = ws_url(addr);
+    let run = herald_load(&[
+        "idle", "--connections", "300", "--hold-secs", "1", "--per-process", "100",
+        "--sources", "127.0.0.2,127.0.0.3", "--url", &url, "--server-pid", &pid,
+    ]);
+    let r = &run.report;
+    assert!(run.success, "{r}\n{}", run.stderr);
+    assert_eq!(r["mode"], "idle");
+    assert_eq!(u(r, "connections"), 300);
+    assert_eq!(u(r, "connect_failures"), 0, "{r}");
+    assert_eq!(u(r, "unexpected_frames"), 0, "{r}");
+    assert_eq!(u(r, "closed_early"), 0, "{r}");
+    assert!(run.stderr.contains("3 worker process"), "{}", run.stderr);
+    for key in ["server_rss_before_kb", "server_rss_after_kb"] {
+        assert!(u(r, key) > 0, "{key} in {r}");
+    }
+    for key in ["rss_per_connection_bytes", "server_cpu_secs_idle", "server_cpu_ms_per_sec_per_1k_conns", "connect_secs_total"] {
+        assert!(r[key].is_number(), "{key} in {r}");
+    }
+    let ms = &r["connect_ms"];
+    assert!(ms["p50"].as_f64().unwrap() <= ms["p99"].as_f64().unwrap(), "{r}");
+    assert!(ms["p99"].as_f64().unwrap() <= ms["max"].as_f64().unwrap(), "{r}");
+}
+
+#[test]
+fn idle_connections_answer_heartbeats() {
+    let mut fast = config();
+    fast.heartbeat.interval_ms = 200;
+    fast.heartbeat.timeout_ms = 1000;
+    let addr = start(fast);
+    let url = ws_url(addr);
+    // Several heartbeat timeouts long: a client that did not answer pings would be dropped.
+    let run = herald_load(&["idle", "--connections", "50", "--hold-secs", "4", "--url", &url]);
+    let r = &run.report;
+    assert!(run.success, "{r}\n{}", run.stderr);
+    assert_eq!(u(r, "closed_early"), 0, "{r}");
+}
+
+#[test]
+fn fanout_delivers_every_message_to_every_member() {
+    let addr = start(config());
+    let url = ws_url(addr);
+    let run = herald_load(&[
+        "fanout", "--rooms", "4", "--members", "10", "--publishers", "2", "--rate", "200",
+        "--duration-secs", "2", "--warmup-secs", "1", "--max-p99-ms", ANY_LATENCY, "--url", &url,
+    ]);
+    let r = &run.report;
+    assert!(run.success, "{r}\n{}", run.stderr);
+    assert_eq!(r["mode"], "fanout");
+    let published = u(r, "published");
+    // 200/s for 2 s, give or take one message per publisher at the window's edges.
+    assert!((392..=408).contains(&published), "{r}");
+    assert_eq!(u(r, "expected_deliveries"), published * 10);
+    assert_eq!(u(r, "deliveries"), published * 10, "{r}");
+    assert_eq!(r["loss"].as_f64(), Some(0.0));
+    assert_eq!(u(r, "unsent"), 0);
+    assert_eq!(r["held"], true);
+    assert!(r["server_cpu_secs"].is_null(), "no --server-pid, no server figures: {r}");
+    let l = &r["latency_ms"];
+    let p: Vec<f64> = ["p50", "p90", "p99", "p999", "max"].iter().map(|k| l[k].as_f64().unwrap()).collect();
+    assert!(p[0] > 0.0, "{r}");
+    assert!(p.windows(2).all(|w| w[0] <= w[1]), "percentiles out of order: {r}");
+}
+
+#[test]
+fn ramp_steps_up_until_the_limit() {
+    let addr = start(config());
+    let url = ws_url(addr);
+    let run = herald_load(&[
+        "ramp", "--rooms", "2", "--members", "5", "--publishers", "1", "--start-rate", "100",
+        "--factor", "2", "--max-rate", "400", "--step-secs", "1", "--warmup-secs", "0.5",
+        "--max-p99-ms", ANY_LATENCY, "--url", &url,
+    ]);
+    let r = &run.report;
+    assert!(run.success, "{r}\n{}", run.stderr);
+    assert_eq!(r["mode"], "ramp");
+    let steps = r["steps"].as_array().expect("steps");
+    assert!(!steps.is_empty());
+    let rates: Vec<f64> = steps.iter().map(|s| s["rate"].as_f64().unwrap()).collect();
+    assert_eq!(rates, vec![100.0, 200.0, 400.0], "{r}");
+    assert!(r["max_held_rate"].as_f64().unwrap() >= 100.0, "{r}");
+    assert_eq!(r["max_held"]["held"], true);
+    for s in steps {
+        assert_eq!(s["deliveries"], s["expected_deliveries"], "{s}");
+    }
+}
+
+#[test]
+fn rate_limit_errors_fail_the_run() {
+    let mut limited = config();
+    limited.limits.rate_per_sec = 1;
+    limited.limits.rate_burst = 1;
+    let addr = start(limited);
+    let url = ws_url(addr);
+    let run = herald_load(&[
+        "fanout", "--rooms", "1", "--members", "3", "--publishers", "1", "--rate", "20",
+        "--duration-secs", "1", "--warmup-secs", "0.5", "--max-p99-ms", ANY_LATENCY, "--url", &url,
+    ]);
+    let r = &run.report;
+    assert!(!run.success, "{r}");
+    assert!(u(r, "unexpected_frames") > 0, "{r}");
+    let sample = r["unexpected_samples"][0].as_str().unwrap_or_default();
+    assert!(sample.contains("RATE_LIMITED"), "{r}");
+    assert_eq!(r["held"], false);
+}
+
+#[test]
+fn nothing_listening_counts_connect_failures() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let run = herald_load(&["idle", "--connections", "5", "--hold-secs", "0", "--url", &url, "--connect-timeout-secs", "20"]);
+    let r = &run.report;
+    assert!(!run.success, "{r}");
+    assert_eq!(u(r, "connect_failures"), 5, "{r}");
+    assert!(r["server_rss_before_kb"].is_null());
+    assert!(run.stderr.contains("FAIL"), "{}", run.stderr);
+}
+
+#[test]
+fn secret_authenticates_each_connection_as_its_own_user() {
+    let mut auth = config();
+    auth.auth.required = true;
+    let addr = start(auth);
+    let url = ws_url(addr);
+    let run = herald_load(&["idle", "--connections", "20", "--hold-secs", "0", "--secret", SECRET, "--url", &url]);
+    let r = &run.report;
+    // The load client refuses a welcome that does not name `load-<index>`,
+    // so no failures means every connection is that user.
+    assert!(run.success, "{r}\n{}", run.stderr);
+    assert_eq!(u(r, "connect_failures"), 0, "{r}");
+    assert_eq!(u(r, "authenticated"), 20, "{r}");
+
+    let run = herald_load(&["idle", "--connections", "20", "--hold-secs", "0", "--secret", "wrong", "--url", &url]);
+    let r = &run.report;
+    assert!(!run.success, "{r}");
+    assert_eq!(u(r, "connect_failures"), 20, "{r}");
+    let sample = r["connect_failure_samples"][0].as_str().unwrap_or_default();
+    assert!(sample.contains("4002"), "{r}");
+}
