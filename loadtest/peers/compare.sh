@@ -5,7 +5,7 @@
 # loadtest/peers/results/<timestamp>/. Markdown tables (servers as columns) are
 # printed at the end; a run that failed shows as failed, with its reason.
 #
-# Knobs (environment): SERVERS, PORT, IDLE_SIZES, HOLD_SECS, ROOMS, MEMBERS,
+# Knobs (environment): SERVERS, FANOUT, PORT, IDLE_SIZES, HOLD_SECS, ROOMS, MEMBERS,
 # PUBLISHERS, RATE, DURATION, PAYLOAD_BYTES, RAMP_START, RAMP_FACTOR,
 # RAMP_STEP_SECS, RAMP_MAX_RATE, FINAL, LOAD_ARGS, SKIP_BUILD, RESULTS_DIR,
 # LOAD_BIN, IDLE_TIMEOUT, FANOUT_TIMEOUT, RAMP_TIMEOUT, START_TIMEOUT. See README.md.
@@ -26,11 +26,13 @@ PUBLISHERS="${PUBLISHERS:-1}"
 RATE="${RATE:-1000}"
 DURATION="${DURATION:-20}"
 PAYLOAD_BYTES="${PAYLOAD_BYTES:-100}"
-RAMP_START="${RAMP_START:-500}"
+RAMP_START="${RAMP_START:-200}"
 RAMP_FACTOR="${RAMP_FACTOR:-1.5}"
 RAMP_STEP_SECS="${RAMP_STEP_SECS:-10}"
 RAMP_MAX_RATE="${RAMP_MAX_RATE:-1000000}"
 FINAL="${FINAL:-1}"
+# FANOUT=0 runs the idle loads only.
+FANOUT="${FANOUT:-1}"
 LOAD_ARGS="${LOAD_ARGS:-}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 START_TIMEOUT="${START_TIMEOUT:-30}"
@@ -237,6 +239,7 @@ run_server() {
     limit="${IDLE_TIMEOUT:-$((HOLD_SECS + 120 + size / 50))}"
     run_load "$server" idle "$size" "$limit" idle --connections "$size" --hold-secs "$HOLD_SECS"
   done
+  [ "$FANOUT" = 1 ] || return 0
   # shellcheck disable=SC2046 # fanout_args is a list of flags.
   run_load "$server" fanout "$SIZE_TAG" "$FANOUT_TIMEOUT" \
     fanout $(fanout_args) --rate "$RATE" --duration-secs "$DURATION"

@@ -494,3 +494,18 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsConnection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle connection holds one `WsConnection`; a million of them make
+    /// each byte here a megabyte. Growing it is a decision, not an accident.
+    #[test]
+    fn connection_state_stays_small() {
+        let (state, control) = (std::mem::size_of::<WsConnection>(), std::mem::size_of::<Control>());
+        println!("WsConnection: {state} bytes, Control: {control} bytes");
+        assert!(state <= 256, "WsConnection grew to {state} bytes");
+        assert!(control <= 32, "Control grew to {control} bytes");
+    }
+}
