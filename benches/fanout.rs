@@ -17,17 +17,17 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
-use std::thread::available_parallelism;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use herald::connection::{ConnId, Control, Member, Outbound, Outbox};
-use herald::metrics::Metrics;
 use herald::protocol::ServerKind;
 use herald::rooms::{RoomHandle, RoomRegistry};
-use herald::{supervisor, Config};
+use herald::Config;
 use serde_json::value::RawValue;
+
+mod support;
 
 const SIZES: [u64; 3] = [10, 1_000, 10_000];
 
@@ -130,13 +130,8 @@ impl BenchRoom {
 }
 
 fn fanout(c: &mut Criterion) {
-    let cores = available_parallelism().map_or(1, |n| n.get());
-    let actors = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let tree = actors.block_on(supervisor::start(cores * 8, Arc::new(Metrics::new()))).expect("the tree starts");
+    let (actors, tree) = support::start_tree();
+    let cores = support::cores();
     // Arbiters need a registered actix system; they run on their own threads.
     let _system = System::new();
     let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();

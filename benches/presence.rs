@@ -14,15 +14,14 @@
 //! users listed) per second.
 
 use std::sync::Arc;
-use std::thread::available_parallelism;
 use std::time::Duration;
 
 use actix::prelude::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use herald::connection::{ConnId, Control, Member, Outbound, Outbox};
-use herald::metrics::Metrics;
 use herald::presence::Presence;
-use herald::supervisor;
+
+mod support;
 
 /// Users per update iteration.
 const BATCH: u64 = 1_000;
@@ -116,13 +115,7 @@ fn room_users(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence: &Pr
 }
 
 fn presence(c: &mut Criterion) {
-    let cores = available_parallelism().map_or(1, |n| n.get());
-    let actors = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let tree = actors.block_on(supervisor::start(cores * 8, Arc::new(Metrics::new()))).expect("the tree starts");
+    let (actors, tree) = support::start_tree();
     // The sink's arbiter needs a registered actix system.
     let _system = System::new();
     join_leave(c, &actors, &tree.presence);

@@ -186,32 +186,18 @@ fn chat_fails_when_publishes_are_rate_limited() {
     config.limits.rate_burst = 1;
     let server = common::start(config);
     let run = k6("chat.js", &server, common::SECRET, &[("DURATION_SECS", "3")]);
-    assert_eq!(
-        run.status.code(),
-        Some(THRESHOLDS_CROSSED),
-        "expected crossed thresholds\n{}",
-        run.report()
-    );
-    assert!(
-        run.stderr.contains("error_frames"),
-        "the error frames should fail the run\n{}",
-        run.report()
-    );
+    assert_crossed(&run, "error_frames");
 }
 
 #[test]
 fn direct_fails_with_a_wrong_secret() {
     let server = common::start(load_config());
     let run = k6("direct.js", &server, "not-the-server-secret", &[("DURATION_SECS", "2")]);
-    assert_eq!(
-        run.status.code(),
-        Some(THRESHOLDS_CROSSED),
-        "expected crossed thresholds\n{}",
-        run.report()
-    );
-    assert!(
-        run.stderr.contains("connect_ok"),
-        "the refused connections should fail the run\n{}",
-        run.report()
-    );
+    assert_crossed(&run, "connect_ok");
+}
+
+/// The run failed on its thresholds, and `metric` is among the ones crossed.
+fn assert_crossed(run: &Run, metric: &str) {
+    assert_eq!(run.status.code(), Some(THRESHOLDS_CROSSED), "expected crossed thresholds\n{}", run.report());
+    assert!(run.stderr.contains(metric), "`{metric}` should fail the run\n{}", run.report());
 }

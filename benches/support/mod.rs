@@ -1,0 +1,22 @@
+//! What the benches share: the supervision tree started the way `Server::bind`
+//! starts it, on a multi-threaded tokio runtime of one thread per core.
+
+use std::sync::Arc;
+use std::thread::available_parallelism;
+
+use herald::metrics::Metrics;
+use herald::supervisor::{self, Tree};
+
+pub fn cores() -> usize {
+    available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The actors' runtime and the tree running on it; the runtime must outlive
+/// every call into the tree.
+pub fn start_tree() -> (tokio::runtime::Runtime, Tree) {
+    let cores = cores();
+    let actors =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build().expect("a tokio runtime");
+    let tree = actors.block_on(supervisor::start(cores * 8, Arc::new(Metrics::new()))).expect("the tree starts");
+    (actors, tree)
+}
