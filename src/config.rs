@@ -152,8 +152,8 @@ impl Default for HeartbeatConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Bearer key for `/api/*`; empty answers 403 to every API call. Default `""`.
-    /// (The API itself arrives with the server API.)
+    /// Bearer key for `/api/*` (`Authorization: Bearer <key>`); empty answers
+    /// 403 to every API call, so the API is off unless configured. Default `""`.
     #[serde(deserialize_with = "scalar_string")]
     pub key: String,
 }

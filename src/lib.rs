@@ -2,7 +2,7 @@
 //!
 //! A real-time engine for very many concurrent connections: rooms with
 //! per-room ordered messages, direct messages, typing and presence, over
-//! WebSocket. One binary, one port.
+//! WebSocket, plus an HTTP API for backends. One binary, one port.
 //!
 //! # Layout
 //!
@@ -11,6 +11,7 @@
 //! - [`auth`]: JWT verification and room permissions.
 //! - [`connection`]: what every transport's connection shares (outbox, session).
 //! - [`transport`]: WebSocket connection actors and the plain HTTP routes.
+//! - [`api`]: the server API (`/api/*`): publish, direct, broadcast, presence, stats.
 //! - [`rooms`]: the sharded room registry and the room actors.
 //! - [`presence`]: the presence registry actor (who is online, who is where).
 //! - [`supervisor`]: the supervision tree that owns rooms and presence.
@@ -19,6 +20,7 @@
 //! - [`metrics`]: the Prometheus registry and every metric.
 //! - [`rpc`]: request/reply to actors with a deadline.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod connection;

@@ -8,6 +8,7 @@
 use prometheus::core::Collector;
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
+use crate::api::ApiRoute;
 use crate::protocol::{ClientKind, ServerKind};
 
 /// Why an upgrade was refused: the `reason` label of `herald_connections_refused_total`.
@@ -29,6 +30,36 @@ impl Refusal {
             Self::MaxConnections => "max_connections",
             Self::Origin => "origin",
             Self::Draining => "draining",
+        }
+    }
+}
+
+/// An HTTP status reduced to its class: the `status` label of `herald_api_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    Success,
+    ClientError,
+    ServerError,
+}
+
+impl StatusClass {
+    pub const ALL: [StatusClass; 3] = [Self::Success, Self::ClientError, Self::ServerError];
+
+    /// The class of `status`; informational and redirect codes, which the API
+    /// never answers, count as success.
+    pub fn of(status: u16) -> Self {
+        match status {
+            500.. => Self::ServerError,
+            400..=499 => Self::ClientError,
+            _ => Self::Success,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "2xx",
+            Self::ClientError => "4xx",
+            Self::ServerError => "5xx",
         }
     }
 }
@@ -57,6 +88,8 @@ pub struct Metrics {
     refused: Vec<IntCounter>,
     frames_in: Vec<IntCounter>,
     frames_out: Vec<IntCounter>,
+    /// Indexed by `route * StatusClass::ALL.len() + class`.
+    api_requests: Vec<IntCounter>,
 }
 
 impl Metrics {
@@ -94,6 +127,15 @@ impl Metrics {
         .unwrap();
         let frames_in = ClientKind::ALL.iter().map(|k| frames_in_vec.with_label_values(&[k.as_str()])).collect();
         let frames_out = ServerKind::ALL.iter().map(|k| frames_out_vec.with_label_values(&[k.as_str()])).collect();
+        let api_vec = IntCounterVec::new(
+            Opts::new("herald_api_requests_total", "Server API requests, by route template and status class"),
+            &["route", "status"],
+        )
+        .unwrap();
+        let api_requests = ApiRoute::ALL
+            .iter()
+            .flat_map(|r| StatusClass::ALL.iter().map(|c| api_vec.with_label_values(&[r.as_str(), c.as_str()])))
+            .collect();
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(connections_open.clone()),
             Box::new(connections_accepted.clone()),
@@ -107,6 +149,7 @@ impl Metrics {
             Box::new(refused_vec),
             Box::new(frames_in_vec),
             Box::new(frames_out_vec),
+            Box::new(api_vec),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for collector in collectors {
@@ -127,6 +170,7 @@ impl Metrics {
             refused,
             frames_in,
             frames_out,
+            api_requests,
         }
     }
 
@@ -143,6 +187,11 @@ impl Metrics {
     /// Counts `n` sent server frames of one kind.
     pub fn frames_out(&self, kind: ServerKind, n: u64) {
         self.frames_out[kind as usize].inc_by(n);
+    }
+
+    /// Counts one answered server API request.
+    pub fn api_request(&self, route: ApiRoute, status: u16) {
+        self.api_requests[route as usize * StatusClass::ALL.len() + StatusClass::of(status) as usize].inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -175,6 +224,11 @@ mod tests {
         assert!(text.contains(r#"herald_frames_sent_total{type="message"} 3"#), "{text}");
         assert!(text.contains(r#"herald_frames_sent_total{type="error"} 1"#), "{text}");
         assert!(text.contains("herald_connections_open 0"));
+        m.api_request(ApiRoute::RoomPresence, 200);
+        m.api_request(ApiRoute::Other, 404);
+        let text = m.render();
+        assert!(text.contains(r#"herald_api_requests_total{route="/api/rooms/{room}/presence",status="2xx"} 1"#), "{text}");
+        assert!(text.contains(r#"herald_api_requests_total{route="other",status="4xx"} 1"#), "{text}");
         assert!(text.contains("process_resident_memory_bytes"));
     }
 }

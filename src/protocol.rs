@@ -198,9 +198,14 @@ fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
     }
 }
 
+/// Whether `user` is an acceptable user id: 1 to [`MAX_USER_LEN`] bytes.
+pub fn valid_user(user: &str) -> bool {
+    !user.is_empty() && user.len() <= MAX_USER_LEN
+}
+
 /// A user id: a string of 1 to [`MAX_USER_LEN`] bytes.
 fn user_id(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
-    raw.and_then(string).filter(|user| !user.is_empty() && user.len() <= MAX_USER_LEN)
+    raw.and_then(string).filter(|user| valid_user(user))
 }
 
 fn boolean(raw: &RawValue) -> Option<bool> {
@@ -217,7 +222,7 @@ fn valid_id(raw: &RawValue) -> bool {
 }
 
 /// Whether arrays and objects in `json` nest deeper than `max`.
-fn nests_deeper_than(json: &str, max: usize) -> bool {
+pub fn nests_deeper_than(json: &str, max: usize) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for b in json.bytes() {
         if in_string {

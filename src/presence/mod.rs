@@ -18,7 +18,7 @@ use ractor::ActorRef;
 use crate::connection::{ConnId, Member};
 use crate::protocol::Encoded;
 use crate::rpc::{self, CallError};
-pub use registry::{PresenceMsg, PresenceRegistry};
+pub use registry::{Counts, PresenceMsg, PresenceRegistry};
 
 /// Typed handle to the presence registry.
 #[derive(Clone)]
@@ -66,6 +66,12 @@ impl Presence {
     pub fn room_users(&self, room: Arc<str>) -> impl Future<Output = Result<Vec<Arc<str>>, CallError>> + 'static {
         let actor = self.actor.clone();
         async move { rpc::call(&actor, |reply| PresenceMsg::RoomUsers { room, reply }).await }
+    }
+
+    /// The connections, rooms and users this registry holds.
+    pub fn counts(&self) -> impl Future<Output = Result<Counts, CallError>> + 'static {
+        let actor = self.actor.clone();
+        async move { rpc::call(&actor, |reply| PresenceMsg::Counts { reply }).await }
     }
 
     /// Whether each of `users` is online.

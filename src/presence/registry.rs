@@ -24,6 +24,18 @@ pub enum PresenceMsg {
     RoomUsers { room: Arc<str>, reply: RpcReplyPort<Vec<Arc<str>>> },
     Status { users: Vec<String>, reply: RpcReplyPort<BTreeMap<String, bool>> },
     Direct { to: Arc<str>, frame: Encoded },
+    Counts { reply: RpcReplyPort<Counts> },
+}
+
+/// How much this node holds: the numbers of `GET /api/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Connections with a user (anonymous ones included), not those still waiting to authenticate.
+    pub connections: usize,
+    /// Rooms with at least one user.
+    pub rooms: usize,
+    /// Distinct users online.
+    pub users: usize,
 }
 
 /// The presence registry actor.
@@ -79,6 +91,14 @@ impl PresenceState {
             .collect()
     }
 
+    fn counts(&self) -> Counts {
+        Counts {
+            connections: self.online.values().map(Vec::len).sum(),
+            rooms: self.rooms.len(),
+            users: self.online.len(),
+        }
+    }
+
     fn direct(&self, to: &str, frame: Encoded) {
         for (_, outbox) in self.online.get(to).into_iter().flatten() {
             outbox.deliver(frame.clone(), &self.metrics);
@@ -113,6 +133,9 @@ impl Actor for PresenceRegistry {
                 let _ = reply.send(state.status(users));
             }
             PresenceMsg::Direct { to, frame } => state.direct(&to, frame),
+            PresenceMsg::Counts { reply } => {
+                let _ = reply.send(state.counts());
+            }
         }
         Ok(())
     }

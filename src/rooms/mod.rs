@@ -64,6 +64,19 @@ impl RoomRegistry {
         let _ = self.shard(&room).cast(ShardMsg::Leave { room, conn });
     }
 
+    /// Publishes `data` to `room` as `from`, on behalf of the server API, and
+    /// returns its `seq`. Shares the room's numbering and order with the
+    /// members' publishes, and advances `seq` even when the room has no members.
+    pub fn publish_from_server(
+        &self,
+        room: Arc<str>,
+        from: Arc<str>,
+        data: Box<RawValue>,
+    ) -> impl Future<Output = Result<u64, CallError>> + 'static {
+        let shard = self.shard(&room).clone();
+        async move { rpc::call(&shard, |reply| ShardMsg::Publish { room, from, data, reply }).await }
+    }
+
     /// The last `seq` given out in `room` (0 when none).
     pub fn last_seq(&self, room: Arc<str>) -> impl Future<Output = Result<u64, CallError>> + 'static {
         let shard = self.shard(&room).clone();

@@ -40,11 +40,14 @@ pub struct JoinReply {
     pub users: Vec<Arc<str>>,
 }
 
-/// Messages of a room. Joins and leaves arrive through the registry shard.
+/// Messages of a room. Joins, leaves and server publishes arrive through the
+/// registry shard.
 pub enum RoomMsg {
     Join { member: Member, reply: RpcReplyPort<JoinReply> },
     Leave { conn: ConnId },
     Publish(Publication),
+    /// A publish from the server API, sent to every member; the reply is its `seq`.
+    ServerPublish { from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64> },
     Typing { conn: ConnId, user: Arc<str>, typing: bool },
 }
 
@@ -70,9 +73,10 @@ pub struct RoomState {
     members: HashMap<ConnId, (Arc<str>, Outbox)>,
     /// Connections per user in this room.
     users: HashMap<Arc<str>, u32>,
-    /// Joins handled so far; the shard compares it with the joins it forwarded
-    /// before it lets an empty room stop, so no join is ever lost to a stop.
-    joins_seen: u64,
+    /// Joins and server publishes handled so far; the shard compares it with
+    /// what it forwarded before it lets an empty room stop, so nothing the
+    /// shard sent is ever lost to a stop.
+    seen: u64,
 }
 
 impl RoomState {
@@ -100,7 +104,7 @@ impl RoomState {
     }
 
     fn join(&mut self, member: Member) {
-        self.joins_seen += 1;
+        self.seen += 1;
         if self.members.contains_key(&member.conn) {
             return;
         }
@@ -131,21 +135,26 @@ impl RoomState {
         }
     }
 
-    fn publish(&mut self, publication: Publication) {
+    /// Takes the next `seq` and encodes the `message` frame that carries it.
+    fn message(&self, from: &str, data: &RawValue) -> (u64, Encoded) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let frame = ServerFrame::Message {
-            room: &self.name,
-            from: &publication.user,
-            data: &publication.data,
-            seq,
-            ts: now_ms(),
-        }
-        .encode();
+        (seq, ServerFrame::Message { room: &self.name, from, data, seq, ts: now_ms() }.encode())
+    }
+
+    fn publish(&mut self, publication: Publication) {
+        let (seq, frame) = self.message(&publication.user, &publication.data);
         if let (Some(id), Some((_, outbox))) = (&publication.id, self.members.get(&publication.conn)) {
             outbox.deliver(ServerFrame::Ack { seq: Some(seq), id: Some(id) }.encode(), &self.metrics);
         }
         let except = (!publication.echo).then_some(publication.conn);
         self.fan_out(&frame, except);
+    }
+
+    fn server_publish(&mut self, from: &str, data: &RawValue) -> u64 {
+        self.seen += 1;
+        let (seq, frame) = self.message(from, data);
+        self.fan_out(&frame, None);
+        seq
     }
 }
 
@@ -164,7 +173,7 @@ impl Actor for Room {
             metrics: args.metrics,
             members: HashMap::new(),
             users: HashMap::new(),
-            joins_seen: 0,
+            seen: 0,
         })
     }
 
@@ -186,6 +195,9 @@ impl Actor for Room {
             }
             RoomMsg::Leave { conn } => state.remove(conn),
             RoomMsg::Publish(publication) => state.publish(publication),
+            RoomMsg::ServerPublish { from, data, reply } => {
+                let _ = reply.send(state.server_publish(&from, &data));
+            }
             RoomMsg::Typing { conn, user, typing } => {
                 let frame = ServerFrame::Typing { room: &state.name, user: &user, typing }.encode();
                 state.fan_out(&frame, Some(conn));
@@ -193,7 +205,7 @@ impl Actor for Room {
         }
         if state.members.is_empty() {
             let empty =
-                ShardMsg::Empty { room: state.name.clone(), actor: myself.get_id(), joins_seen: state.joins_seen };
+                ShardMsg::Empty { room: state.name.clone(), actor: myself.get_id(), seen: state.seen };
             let _ = state.shard.cast(empty);
         }
         Ok(())
@@ -325,6 +337,25 @@ mod tests {
         }
         settle().await;
         assert_eq!(f.rooms.last_seq("race".into()).await.unwrap(), 50, "every publish found a live room");
+    }
+
+    #[actix_web::test]
+    async fn server_publishes_number_on_whether_or_not_the_room_is_alive() {
+        let f = fixture().await;
+        let publish = || f.rooms.publish_from_server("r".into(), "server".into(), data("0").to_owned());
+        assert_eq!(publish().await.unwrap(), 1, "a room nobody is in still counts");
+        for round in 0..20u64 {
+            let (a, frames) = member(round, "a", 16);
+            f.rooms.join("r".into(), a).await.unwrap();
+            let seq = publish().await.unwrap();
+            assert_eq!(seq, round * 2 + 2);
+            f.rooms.leave("r".into(), ConnId(round));
+            // Racing the room's retirement, the publish is neither lost nor numbered twice.
+            assert_eq!(publish().await.unwrap(), round * 2 + 3, "round {round}");
+            settle().await;
+            let got = taken(&frames);
+            assert_eq!((&got[0]["seq"], &got[0]["from"]), (&seq.into(), &"server".into()), "round {round}");
+        }
     }
 
     #[actix_web::test]

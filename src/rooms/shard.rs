@@ -1,13 +1,15 @@
 //! A room registry shard: owns the rooms whose names hash to it.
 //!
-//! Joins and leaves pass through the shard, which forwards them to the room in
-//! the order it received them. That order is what makes retiring a room safe:
-//! an empty room reports how many joins it has seen, and the shard stops it
-//! only if that equals the joins it forwarded, so a join already on its way
-//! is never dropped with the room.
+//! Joins, leaves and server-side publishes pass through the shard, which
+//! forwards them to the room in the order it received them. That order is
+//! what makes retiring a room safe: an empty room reports how many joins and
+//! server publishes it has seen, and the shard stops it only if that equals
+//! what it forwarded, so nothing already on its way is dropped with the room.
 //!
 //! The shard also keeps each room's `seq` counter, which outlives the room
-//! actor: `seq` is per room for the server's lifetime. Rooms that never
+//! actor: `seq` is per room for the server's lifetime. A server publish to a
+//! room with no actor (no members here) takes the next `seq` in the shard
+//! itself, so numbering advances with nobody listening. Rooms that never
 //! carried a message keep nothing once empty.
 
 use std::collections::HashMap;
@@ -15,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use serde_json::value::RawValue;
 
 use super::room::{JoinReply, Room, RoomArgs, RoomMsg};
 use crate::connection::{ConnId, Member};
@@ -26,7 +29,9 @@ pub enum ShardMsg {
     Join { room: Arc<str>, member: Member, reply: RpcReplyPort<JoinReply> },
     Leave { room: Arc<str>, conn: ConnId },
     /// Sent by a room after any message that leaves it without members.
-    Empty { room: Arc<str>, actor: ActorId, joins_seen: u64 },
+    Empty { room: Arc<str>, actor: ActorId, seen: u64 },
+    /// A publish from the server API; the reply is its `seq`.
+    Publish { room: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64> },
     /// The last `seq` given out in a room (0 when none).
     LastSeq { room: Arc<str>, reply: RpcReplyPort<u64> },
 }
@@ -43,7 +48,14 @@ pub struct ShardArgs {
 struct Slot {
     seq: Arc<AtomicU64>,
     room: Option<ActorRef<RoomMsg>>,
-    joins_forwarded: u64,
+    /// Joins and server publishes forwarded to the current room actor.
+    forwarded: u64,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Self { seq: Arc::new(AtomicU64::new(0)), room: None, forwarded: 0 }
+    }
 }
 
 /// The rooms of one shard.
@@ -61,11 +73,7 @@ impl ShardState {
         member: Member,
         reply: RpcReplyPort<JoinReply>,
     ) -> Result<(), ActorProcessingErr> {
-        let slot = self.slots.entry(name.clone()).or_insert_with(|| Slot {
-            seq: Arc::new(AtomicU64::new(0)),
-            room: None,
-            joins_forwarded: 0,
-        });
+        let slot = self.slots.entry(name.clone()).or_insert_with(Slot::new);
         let room = match &slot.room {
             Some(room) => room.clone(),
             None => {
@@ -85,11 +93,11 @@ impl ShardState {
                     }
                 };
                 slot.room = Some(room.clone());
-                slot.joins_forwarded = 0;
+                slot.forwarded = 0;
                 room
             }
         };
-        slot.joins_forwarded += 1;
+        slot.forwarded += 1;
         // If the room died after we looked, the reply port drops and the
         // caller sees the join fail rather than wait.
         let _ = room.cast(RoomMsg::Join { member, reply });
@@ -102,10 +110,25 @@ impl ShardState {
         }
     }
 
-    fn empty(&mut self, name: &str, actor: ActorId, joins_seen: u64) {
+    /// Gives a server publish its `seq`: through the room actor when there is
+    /// one, so it is ordered with the members' own publishes; here otherwise.
+    fn publish(&mut self, name: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>) {
+        let slot = self.slots.entry(name).or_insert_with(Slot::new);
+        match &slot.room {
+            Some(room) => {
+                slot.forwarded += 1;
+                let _ = room.cast(RoomMsg::ServerPublish { from, data, reply });
+            }
+            None => {
+                let _ = reply.send(slot.seq.fetch_add(1, Ordering::Relaxed) + 1);
+            }
+        }
+    }
+
+    fn empty(&mut self, name: &str, actor: ActorId, seen: u64) {
         let Some(slot) = self.slots.get_mut(name) else { return };
         let current = slot.room.as_ref().is_some_and(|r| r.get_id() == actor);
-        if !current || slot.joins_forwarded != joins_seen {
+        if !current || slot.forwarded != seen {
             return;
         }
         if let Some(room) = slot.room.take() {
@@ -156,7 +179,8 @@ impl Actor for Shard {
         match msg {
             ShardMsg::Join { room, member, reply } => state.join(&myself, room, member, reply).await?,
             ShardMsg::Leave { room, conn } => state.leave(&room, conn),
-            ShardMsg::Empty { room, actor, joins_seen } => state.empty(&room, actor, joins_seen),
+            ShardMsg::Empty { room, actor, seen } => state.empty(&room, actor, seen),
+            ShardMsg::Publish { room, from, data, reply } => state.publish(room, from, data, reply),
             ShardMsg::LastSeq { room, reply } => {
                 let seq = state.slots.get(&room).map_or(0, |s| s.seq.load(Ordering::Relaxed));
                 let _ = reply.send(seq);

@@ -1,4 +1,5 @@
-//! Plain HTTP routes: liveness, readiness and the Prometheus exposition.
+//! Plain HTTP routes: liveness, readiness and the Prometheus exposition; the
+//! server API's routes live in [`crate::api`] and are mounted here.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -10,7 +11,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws", web::get().to(super::ws::upgrade))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+        .route("/metrics", web::get().to(metrics))
+        .configure(crate::api::routes);
 }
 
 /// `GET /healthz`: 200 while the process runs.

@@ -294,3 +294,16 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// Calls the server API: `key` goes in `Authorization: Bearer` (none: no header).
+/// Returns the status and the JSON body (every API answer has one).
+pub async fn api(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
+    let bearer = key.map(|k| format!("Bearer {k}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(bearer) = &bearer {
+        headers.push(("Authorization", bearer.as_str()));
+    }
+    let (status, text) = http_request(addr, method, path, &headers, body).await;
+    let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path} -> {status}: body is not JSON: {text:?}"));
+    (status, json)
+}

@@ -1,0 +1,138 @@
+//! Request bodies of the server API: read up to `limits.max_message_bytes`,
+//! then split into fields that are checked one by one, so every 400 names the
+//! field at fault. `data` stays raw JSON text and goes into the outgoing frame
+//! as is, exactly like a WebSocket publish.
+
+use std::borrow::Cow;
+
+use actix_web::web::{Bytes, Payload};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::error::ApiError;
+use crate::protocol::{nests_deeper_than, valid_room, valid_user, MAX_DATA_DEPTH};
+
+/// Reads the whole body, refusing it once it grows past `limit` bytes.
+pub async fn read(payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::bad_request("the body could not be read")),
+        Err(_) => Err(ApiError::TooLarge(limit)),
+    }
+}
+
+/// The fields any API body may carry, as raw JSON; a present `null` is
+/// `Some("null")`, so a missing `data` and `data: null` stay apart.
+#[derive(Deserialize)]
+pub struct Fields<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    room: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    user: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    from: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// A JSON string's value.
+fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()
+}
+
+impl<'a> Fields<'a> {
+    /// Splits `body`, which must be one JSON object. Unknown fields are ignored.
+    pub fn parse(body: &'a [u8]) -> Result<Self, ApiError> {
+        let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not valid UTF-8"))?;
+        if !text.trim_start().starts_with('{') {
+            return Err(ApiError::bad_request("the body must be a JSON object"));
+        }
+        serde_json::from_str(text).map_err(|e| {
+            if e.is_data() {
+                ApiError::bad_request("the body repeats a field")
+            } else {
+                ApiError::bad_request("the body is not valid JSON")
+            }
+        })
+    }
+
+    /// `room`: required, 1 to 128 bytes of `[A-Za-z0-9_.:-]`.
+    pub fn room(&self) -> Result<Cow<'a, str>, ApiError> {
+        self.room
+            .and_then(string)
+            .filter(|room| valid_room(room))
+            .ok_or_else(|| ApiError::bad_request("room must be a string of 1 to 128 bytes of [A-Za-z0-9_.:-]"))
+    }
+
+    /// `user`: required, a user id of 1 to 256 bytes.
+    pub fn user(&self) -> Result<Cow<'a, str>, ApiError> {
+        self.user
+            .and_then(string)
+            .filter(|user| valid_user(user))
+            .ok_or_else(|| ApiError::bad_request("user must be a string of 1 to 256 bytes"))
+    }
+
+    /// `from`: optional, a user id of 1 to 256 bytes; `default` when absent.
+    pub fn from_or(&self, default: &'static str) -> Result<Cow<'a, str>, ApiError> {
+        match self.from {
+            None => Ok(Cow::Borrowed(default)),
+            Some(raw) => string(raw)
+                .filter(|from| valid_user(from))
+                .ok_or_else(|| ApiError::bad_request("from must be a string of 1 to 256 bytes")),
+        }
+    }
+
+    /// `data`: required (it may be null), any JSON nested at most 64 levels.
+    pub fn data(&self) -> Result<&'a RawValue, ApiError> {
+        match self.data {
+            None => Err(ApiError::bad_request("data is required (it may be null)")),
+            Some(data) if nests_deeper_than(data.get(), MAX_DATA_DEPTH) => {
+                Err(ApiError::bad_request("data nests deeper than 64 levels"))
+            }
+            Some(data) => Ok(data),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(result: Result<impl std::fmt::Debug, ApiError>) -> String {
+        match result {
+            Err(ApiError::BadRequest(message)) => message.into_owned(),
+            other => panic!("expected a bad request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keeps_data_verbatim_and_null_apart_from_missing() {
+        let fields = Fields::parse(br#"{"room":"a:b","data": {"x" : [1]},"extra":1}"#).unwrap();
+        assert_eq!(fields.room().unwrap(), "a:b");
+        assert_eq!(fields.data().unwrap().get(), r#"{"x" : [1]}"#);
+        assert_eq!(Fields::parse(br#"{"data":null}"#).unwrap().data().unwrap().get(), "null");
+        assert!(message(Fields::parse(b"{}").unwrap().data()).contains("data"));
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        assert!(message(Fields::parse(b"{").map(|_| ())).contains("not valid JSON"));
+        assert!(message(Fields::parse(b"[1]").map(|_| ())).contains("JSON object"));
+        assert!(message(Fields::parse(br#"{"room":"a","room":"b"}"#).map(|_| ())).contains("repeats"));
+        assert!(message(Fields::parse(b"\xff").map(|_| ())).contains("UTF-8"));
+        for body in [r#"{"room":"a b"}"#, r#"{"room":5}"#, r#"{"room":""}"#, "{}"] {
+            assert!(message(Fields::parse(body.as_bytes()).unwrap().room()).contains("room"), "{body}");
+        }
+        for body in [r#"{"user":7}"#, r#"{"user":""}"#, "{}"] {
+            assert!(message(Fields::parse(body.as_bytes()).unwrap().user()).contains("user"), "{body}");
+        }
+        assert!(message(Fields::parse(br#"{"from":1}"#).unwrap().from_or("server")).contains("from"));
+        assert_eq!(Fields::parse(b"{}").unwrap().from_or("server").unwrap(), "server");
+        let deep = format!(r#"{{"data":{}{}}}"#, "[".repeat(65), "]".repeat(65));
+        assert!(message(Fields::parse(deep.as_bytes()).unwrap().data()).contains("64"));
+    }
+}

@@ -1,0 +1,210 @@
+//! The server API (`/api/*`): what a backend uses to reach clients without a
+//! WebSocket of its own: publish to a room, message a user, broadcast, and
+//! read presence, status and this node's counts.
+//!
+//! - [`auth`]: the `Authorization: Bearer <api.key>` check.
+//! - [`body`]: reading and checking JSON bodies.
+//! - [`error`]: [`ApiError`], the status and JSON body of every refusal.
+//!
+//! Every request under `/api`, known route or not, passes [`guard`] first:
+//! it refuses the call when no key is configured (403) or the key is missing
+//! or wrong (401), before any routing, so nothing about the API can be learnt
+//! without the key. It also counts every answer in
+//! `herald_api_requests_total` by route template and status class.
+//!
+//! Publishes go through the room registry like a WebSocket publish, so they
+//! share the room's `seq` and order; direct messages go through presence like
+//! a WebSocket `direct`; a broadcast is queued to every open connection.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::connection::Delivery;
+use crate::node::Node;
+use crate::protocol::{now_ms, valid_room, valid_user, ServerFrame};
+pub use error::ApiError;
+
+/// The `from` of `message` and `direct` frames sent through the API without one.
+pub const SERVER_SENDER: &str = "server";
+
+/// The API's routes as templates: the `route` label of `herald_api_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiRoute {
+    Publish,
+    Direct,
+    Broadcast,
+    RoomPresence,
+    UserStatus,
+    Stats,
+    /// Any path under `/api` that is not one of the above.
+    Other,
+}
+
+impl ApiRoute {
+    pub const ALL: [ApiRoute; 7] =
+        [Self::Publish, Self::Direct, Self::Broadcast, Self::RoomPresence, Self::UserStatus, Self::Stats, Self::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Publish => "/api/publish",
+            Self::Direct => "/api/direct",
+            Self::Broadcast => "/api/broadcast",
+            Self::RoomPresence => "/api/rooms/{room}/presence",
+            Self::UserStatus => "/api/users/{user}/status",
+            Self::Stats => "/api/stats",
+            Self::Other => "other",
+        }
+    }
+
+    /// The route a request path falls under, whatever its method.
+    pub fn of(path: &str) -> Self {
+        let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+        match segments.as_slice() {
+            ["publish"] => Self::Publish,
+            ["direct"] => Self::Direct,
+            ["broadcast"] => Self::Broadcast,
+            ["stats"] => Self::Stats,
+            ["rooms", room, "presence"] if !room.is_empty() => Self::RoomPresence,
+            ["users", user, "status"] if !user.is_empty() => Self::UserStatus,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Registers `/api/*`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
+    cfg.service(
+        web::scope("/api")
+            .wrap(from_fn(guard))
+            .service(resource("/publish").route(web::post().to(publish)))
+            .service(resource("/direct").route(web::post().to(direct)))
+            .service(resource("/broadcast").route(web::post().to(broadcast)))
+            .service(resource("/rooms/{room}/presence").route(web::get().to(room_presence)))
+            .service(resource("/users/{user}/status").route(web::get().to(user_status)))
+            .service(resource("/stats").route(web::get().to(stats)))
+            .default_service(web::to(not_found)),
+    );
+}
+
+/// Checks the key before routing and counts every answer.
+async fn guard<B: MessageBody>(
+    node: web::Data<Node>,
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let route = ApiRoute::of(req.path());
+    let response = match auth::check(&node.config.api.key, req.headers()) {
+        Err(refusal) => req.error_response(refusal).map_into_right_body(),
+        Ok(()) => match next.call(req).await {
+            Ok(response) => response.map_into_left_body(),
+            Err(error) => {
+                node.metrics.api_request(route, error.as_response_error().status_code().as_u16());
+                return Err(error);
+            }
+        },
+    };
+    node.metrics.api_request(route, response.status().as_u16());
+    Ok(response)
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// `POST /api/publish {room, data, from?}` → `{"seq": n}`.
+async fn publish(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(payload, node.config.limits.max_message_bytes).await?;
+    let fields = body::Fields::parse(&bytes)?;
+    let (room, data, from) = (fields.room()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
+    let seq = node
+        .rooms
+        .publish_from_server(room.into(), from.into(), data.to_owned())
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({ "seq": seq })))
+}
+
+/// `POST /api/direct {user, data, from?}` → `{}`, whether or not the user is online.
+async fn direct(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(payload, node.config.limits.max_message_bytes).await?;
+    let fields = body::Fields::parse(&bytes)?;
+    let (user, data, from) = (fields.user()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
+    let frame = ServerFrame::Direct { from: &from, data, ts: now_ms() }.encode();
+    node.presence.direct(user.into(), frame);
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// `POST /api/broadcast {data}` → `{"delivered": n}`: queued to every open
+/// connection of this node, in rooms or not, anonymous or not.
+async fn broadcast(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(payload, node.config.limits.max_message_bytes).await?;
+    let data = body::Fields::parse(&bytes)?.data()?;
+    let frame = ServerFrame::Broadcast { data, ts: now_ms() }.encode();
+    let mut delivered = 0u64;
+    node.connections.for_each(|outbox| {
+        if outbox.deliver(frame.clone(), &node.metrics) == Delivery::Queued {
+            delivered += 1;
+        }
+    });
+    Ok(HttpResponse::Ok().json(json!({ "delivered": delivered })))
+}
+
+/// `GET /api/rooms/{room}/presence` → `{"room": r, "users": [...]}`.
+async fn room_presence(node: web::Data<Node>, room: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let room = room.into_inner();
+    if !valid_room(&room) {
+        return Err(ApiError::bad_request("the room must be 1 to 128 bytes of [A-Za-z0-9_.:-]"));
+    }
+    let users = node.presence.room_users(room.as_str().into()).await.map_err(|_| ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({ "room": room, "users": users })))
+}
+
+/// `GET /api/users/{user}/status` → `{"user": u, "online": bool}`.
+async fn user_status(node: web::Data<Node>, user: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let user = user.into_inner();
+    if !valid_user(&user) {
+        return Err(ApiError::bad_request("the user must be 1 to 256 bytes"));
+    }
+    let status = node.presence.status(vec![user.clone()]).await.map_err(|_| ApiError::Unavailable)?;
+    let online = status.get(&user).copied().unwrap_or(false);
+    Ok(HttpResponse::Ok().json(json!({ "user": user, "online": online })))
+}
+
+/// `GET /api/stats` → `{"node", "connections", "rooms", "users"}` of this node.
+async fn stats(node: web::Data<Node>) -> Result<HttpResponse, ApiError> {
+    let counts = node.presence.counts().await.map_err(|_| ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "node": &*node.id,
+        "connections": counts.connections,
+        "rooms": counts.rooms,
+        "users": counts.users,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_their_templates() {
+        assert_eq!(ApiRoute::of("/api/publish"), ApiRoute::Publish);
+        assert_eq!(ApiRoute::of("/api/rooms/chat:1/presence"), ApiRoute::RoomPresence);
+        assert_eq!(ApiRoute::of("/api/users/a%20b/status"), ApiRoute::UserStatus);
+        assert_eq!(ApiRoute::of("/api/stats"), ApiRoute::Stats);
+        for other in ["/api", "/api/", "/api/nope", "/api/rooms//presence", "/api/publish/x", "/api/rooms/a/b/presence"] {
+            assert_eq!(ApiRoute::of(other), ApiRoute::Other, "{other}");
+        }
+    }
+}
