@@ -6,11 +6,11 @@
 use std::borrow::Cow;
 
 use actix_web::web::{Bytes, Payload};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
-use crate::protocol::{nests_deeper_than, valid_room, valid_user, MAX_DATA_DEPTH};
+use crate::protocol::{nests_deeper_than, present, string, valid_room, valid_user, MAX_DATA_DEPTH};
 
 /// Reads the whole body, refusing it once it grows past `limit` bytes.
 pub async fn read(payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
@@ -33,15 +33,6 @@ pub struct Fields<'a> {
     from: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     data: Option<&'a RawValue>,
-}
-
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
-/// A JSON string's value.
-fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
-    serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()
 }
 
 impl<'a> Fields<'a> {
