@@ -6,12 +6,13 @@
 //! lock. Label values come from the fixed sets in [`crate::protocol`].
 
 use prometheus::core::Collector;
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::api::ApiRoute;
 use crate::protocol::{ClientKind, ServerKind};
+use crate::transport::TransportKind;
 
-/// Why an upgrade was refused: the `reason` label of `herald_connections_refused_total`.
+/// Why a connection was refused before it opened: the `reason` label of `herald_connections_refused_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// `limits.max_connections` reached (503).
@@ -67,10 +68,10 @@ impl StatusClass {
 /// Every metric Herald exports.
 pub struct Metrics {
     registry: Registry,
-    /// `herald_connections_open`: WebSocket connections currently open.
-    pub connections_open: IntGauge,
-    /// `herald_connections_accepted_total`: WebSocket upgrades accepted.
-    pub connections_accepted: IntCounter,
+    /// `herald_connections_open{transport}`, indexed by [`TransportKind`].
+    connections_open: Vec<IntGauge>,
+    /// `herald_connections_accepted_total{transport}`, indexed by [`TransportKind`].
+    connections_accepted: Vec<IntCounter>,
     /// `herald_rooms`: room actors alive on this node (rooms with local members).
     pub rooms: IntGauge,
     /// `herald_slow_consumers_total`: connections closed (4008) because their queue was full.
@@ -95,10 +96,19 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let connections_open =
-            IntGauge::new("herald_connections_open", "WebSocket connections currently open").unwrap();
+        let open_vec = IntGaugeVec::new(
+            Opts::new("herald_connections_open", "Connections currently open, by transport"),
+            &["transport"],
+        )
+        .unwrap();
+        let accepted_vec = IntCounterVec::new(
+            Opts::new("herald_connections_accepted_total", "Connections accepted, by transport"),
+            &["transport"],
+        )
+        .unwrap();
+        let connections_open = TransportKind::ALL.iter().map(|t| open_vec.with_label_values(&[t.as_str()])).collect();
         let connections_accepted =
-            IntCounter::new("herald_connections_accepted_total", "WebSocket upgrades accepted").unwrap();
+            TransportKind::ALL.iter().map(|t| accepted_vec.with_label_values(&[t.as_str()])).collect();
         let rooms = IntGauge::new("herald_rooms", "Rooms with members on this node").unwrap();
         let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
         let slow_consumers =
@@ -110,7 +120,7 @@ impl Metrics {
         let heartbeat_timeouts = counter("herald_heartbeat_timeouts_total", "Connections dropped for silence");
         let accept_errors = counter("herald_accept_errors_total", "Failed accept calls on the listening socket");
         let refused_vec = IntCounterVec::new(
-            Opts::new("herald_connections_refused_total", "WebSocket upgrades refused, by reason"),
+            Opts::new("herald_connections_refused_total", "Connections refused before they opened, by reason"),
             &["reason"],
         )
         .unwrap();
@@ -137,8 +147,8 @@ impl Metrics {
             .flat_map(|r| StatusClass::ALL.iter().map(|c| api_vec.with_label_values(&[r.as_str(), c.as_str()])))
             .collect();
         let collectors: Vec<Box<dyn Collector>> = vec![
-            Box::new(connections_open.clone()),
-            Box::new(connections_accepted.clone()),
+            Box::new(open_vec),
+            Box::new(accepted_vec),
             Box::new(rooms.clone()),
             Box::new(slow_consumers.clone()),
             Box::new(rate_limited.clone()),
@@ -172,6 +182,16 @@ impl Metrics {
             frames_out,
             api_requests,
         }
+    }
+
+    /// The open-connections gauge of one transport.
+    pub fn connections_open(&self, kind: TransportKind) -> &IntGauge {
+        &self.connections_open[kind as usize]
+    }
+
+    /// Counts one accepted connection.
+    pub fn connection_accepted(&self, kind: TransportKind) {
+        self.connections_accepted[kind as usize].inc();
     }
 
     /// Counts one refused upgrade.
@@ -223,7 +243,12 @@ mod tests {
         assert!(text.contains(r#"herald_frames_received_total{type="publish"} 1"#), "{text}");
         assert!(text.contains(r#"herald_frames_sent_total{type="message"} 3"#), "{text}");
         assert!(text.contains(r#"herald_frames_sent_total{type="error"} 1"#), "{text}");
-        assert!(text.contains("herald_connections_open 0"));
+        assert!(text.contains(r#"herald_connections_open{transport="ws"} 0"#), "{text}");
+        m.connections_open(TransportKind::Sse).inc();
+        m.connection_accepted(TransportKind::Sse);
+        let text = m.render();
+        assert!(text.contains(r#"herald_connections_open{transport="sse"} 1"#), "{text}");
+        assert!(text.contains(r#"herald_connections_accepted_total{transport="sse"} 1"#), "{text}");
         m.api_request(ApiRoute::RoomPresence, 200);
         m.api_request(ApiRoute::Other, 404);
         let text = m.render();

@@ -12,6 +12,7 @@ use crate::connection::ConnId;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::rooms::RoomRegistry;
+use crate::transport::TransportKind;
 
 /// Shared state of a running node.
 pub struct Node {
@@ -47,12 +48,13 @@ impl Drop for SocketGuard {
 /// A place among `limits.max_connections`, held for a connection's lifetime.
 pub struct OpenSlot {
     node: Arc<Node>,
+    kind: TransportKind,
 }
 
 impl Drop for OpenSlot {
     fn drop(&mut self) {
         self.node.open.fetch_sub(1, Ordering::AcqRel);
-        self.node.metrics.connections_open.dec();
+        self.node.metrics.connections_open(self.kind).dec();
     }
 }
 
@@ -79,15 +81,16 @@ impl Node {
         }
     }
 
-    /// Takes a connection slot, or `None` when `limits.max_connections` are open.
-    pub fn try_open(self: &Arc<Self>) -> Option<OpenSlot> {
+    /// Takes a slot for a `kind` connection, or `None` when
+    /// `limits.max_connections` are open (all transports together).
+    pub fn try_open(self: &Arc<Self>, kind: TransportKind) -> Option<OpenSlot> {
         let max = match self.config.limits.max_connections {
             0 => usize::MAX,
             n => n,
         };
         self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
-        self.metrics.connections_open.inc();
-        Some(OpenSlot { node: self.clone() })
+        self.metrics.connections_open(kind).inc();
+        Some(OpenSlot { node: self.clone(), kind })
     }
 
     /// Connections open now.

@@ -221,7 +221,7 @@ async fn metrics_are_prometheus_text_with_the_documented_series() {
     let server = start(config());
     let (status, text) = http_get(server.addr, "/metrics").await;
     assert_eq!(status, 200);
-    for series in ["herald_connections_open", "herald_connections_accepted_total", "herald_rooms"] {
+    for series in [OPEN_WS, ACCEPTED_WS, OPEN_SSE, ACCEPTED_SSE, "herald_rooms"] {
         assert!(metric(&text, series).is_some(), "{series} missing:\n{text}");
     }
     assert!(text.contains("# TYPE herald_connections_accepted_total counter"), "{text}");
@@ -269,11 +269,11 @@ async fn metrics_count_a_scripted_session_exactly() {
     kinds.sort();
     assert_eq!(kinds, ["ack", "ack", "ack", "message", "message", "message"]);
     assert!(eventually(WAIT, || metric_is(&server, "herald_rooms", 1.0)).await, "one room while joined");
-    assert!(eventually(WAIT, || metric_is(&server, "herald_connections_open", 2.0)).await, "two open");
+    assert!(eventually(WAIT, || metric_is(&server, OPEN_WS, 2.0)).await, "two open");
 
     let after = metrics(&server).await;
     let delta = |series: &str| value(&after, series) - value(&before, series);
-    assert_eq!(delta("herald_connections_accepted_total"), 2.0, "{after}");
+    assert_eq!(delta(ACCEPTED_WS), 2.0, "{after}");
     assert_eq!(delta("herald_frames_received_total{type=\"publish\"}"), 3.0, "{after}");
     assert_eq!(delta("herald_frames_received_total{type=\"join\"}"), 1.0, "{after}");
     assert_eq!(delta("herald_frames_sent_total{type=\"welcome\"}"), 2.0, "{after}");
@@ -284,7 +284,7 @@ async fn metrics_count_a_scripted_session_exactly() {
     a.close().await;
     b.close().await;
     assert!(eventually(WAIT, || metric_is(&server, "herald_rooms", 0.0)).await, "no rooms after everyone left");
-    assert!(eventually(WAIT, || metric_is(&server, "herald_connections_open", 0.0)).await, "none open");
+    assert!(eventually(WAIT, || metric_is(&server, OPEN_WS, 0.0)).await, "none open");
     let end = metrics(&server).await;
-    assert_eq!(value(&end, "herald_connections_accepted_total") - value(&before, "herald_connections_accepted_total"), 2.0);
+    assert_eq!(value(&end, ACCEPTED_WS) - value(&before, ACCEPTED_WS), 2.0);
 }

@@ -20,7 +20,7 @@ const RATE_LIMITED: &str = "herald_rate_limited_frames_total";
 const RATE_CLOSES: &str = "herald_rate_limit_closes_total";
 const OVERSIZED: &str = "herald_oversized_frames_total";
 const HEARTBEAT: &str = "herald_heartbeat_timeouts_total";
-const ACCEPTED: &str = "herald_connections_accepted_total";
+const ACCEPTED: &str = ACCEPTED_WS;
 const REFUSED_MAX: &str = "herald_connections_refused_total{reason=\"max_connections\"}";
 const REFUSED_ORIGIN: &str = "herald_connections_refused_total{reason=\"origin\"}";
 const REFUSED_DRAINING: &str = "herald_connections_refused_total{reason=\"draining\"}";

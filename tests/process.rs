@@ -360,7 +360,7 @@ async fn slow_consumer_is_dropped_while_the_room_gets_everything_and_memory_stay
 
     let metrics = herald.metrics().await;
     assert_eq!(metric(&metrics, "herald_slow_consumers_total"), Some(1.0), "{metrics}");
-    let open_is_two = || async { metric(&herald.metrics().await, "herald_connections_open") == Some(2.0) };
+    let open_is_two = || async { metric(&herald.metrics().await, OPEN_WS) == Some(2.0) };
     assert!(eventually(WAIT, open_is_two).await, "the slow consumer's connection is still counted as open");
 
     flooding.store(false, Ordering::Relaxed);

@@ -9,6 +9,7 @@
 //! the connection's problem, never the room's.
 
 pub mod control;
+pub mod core;
 pub mod rate;
 pub mod registry;
 pub mod session;
@@ -91,7 +92,9 @@ impl Outbox {
         self.tx.do_send(Outbound::Close { code, reason });
     }
 
-    fn slow_consumer(&self, metrics: &Metrics) {
+    /// Turns the connection into a slow consumer: counted once, sent close
+    /// 4008, and its socket shut down if it has not ended after the grace.
+    pub fn slow_consumer(&self, metrics: &Metrics) {
         if !self.control.mark_slow() {
             return;
         }

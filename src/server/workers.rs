@@ -65,7 +65,10 @@ impl Workers {
 async fn serve(mut sockets: mpsc::UnboundedReceiver<StdTcpStream>, node: Arc<Node>) {
     let data = web::Data::from(node.clone());
     let app = App::new().app_data(data).configure(transport::http::routes);
+    // A client that closes its side is gone: an open response (an SSE
+    // stream) ends at once rather than at its next write.
     let factory = HttpService::build()
+        .h1_allow_half_closed(false)
         .on_connect_ext(|io: &TcpStream, ext| {
             ext.insert(SocketFd(io.as_raw_fd()));
         })

@@ -1,5 +1,6 @@
-//! Plain HTTP routes: liveness, readiness and the Prometheus exposition; the
-//! server API's routes live in [`crate::api`] and are mounted here.
+//! The HTTP port's routes: the transports (`/ws`, `/sse`), liveness,
+//! readiness and the Prometheus exposition; the server API's routes live in
+//! [`crate::api`] and are mounted here.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -9,6 +10,7 @@ use crate::node::Node;
 /// Registers every route of the HTTP port.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws", web::get().to(super::ws::upgrade))
+        .route("/sse", web::get().to(super::sse::subscribe))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))

@@ -287,6 +287,12 @@ pub async fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &
     (status, body)
 }
 
+/// Series of the connection metrics, one per transport.
+pub const OPEN_WS: &str = r#"herald_connections_open{transport="ws"}"#;
+pub const OPEN_SSE: &str = r#"herald_connections_open{transport="sse"}"#;
+pub const ACCEPTED_WS: &str = r#"herald_connections_accepted_total{transport="ws"}"#;
+pub const ACCEPTED_SSE: &str = r#"herald_connections_accepted_total{transport="sse"}"#;
+
 /// The value of an unlabelled (or exactly labelled) series in a `/metrics` text.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
