@@ -1,23 +1,57 @@
 #!/usr/bin/env python3
-"""Server RSS growth per idle WebSocket connection.
+"""Server RSS growth per idle connection, WebSocket or SSE.
 
-Usage: python3 loadtest/idle_rss.py SERVER_PID ws://127.0.0.1:8080/ws N
-Needs `pip install websockets`. Opens N connections from one process (keep N
-below the per-process file limit), reads each `welcome`, waits, and reports
-the RSS delta of SERVER_PID divided by N.
+Usage: python3 loadtest/idle_rss.py SERVER_PID URL N
+  URL ws://127.0.0.1:8080/ws                 N idle WebSocket connections
+      (needs `pip install websockets`)
+  URL http://127.0.0.1:8080/sse?rooms=lobby  N idle SSE subscribers (plain sockets)
+Opens N connections from one process (keep N below the per-process file
+limit), waits until each is open (`welcome` / `: subscribed`), waits 2 s, and
+reports the RSS delta of SERVER_PID divided by N.
 """
-import asyncio, sys, websockets
+import asyncio, socket, sys, time
+from urllib.parse import urlsplit
+
 pid, url, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+
 def rss():
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"): return int(line.split()[1]) * 1024
-async def main():
+
+def report(kind, before, after):
+    print(f"{n} idle {kind}: RSS {before/1e6:.1f} MB -> {after/1e6:.1f} MB, {(after-before)/n:.0f} bytes per connection")
+
+async def websockets_idle():
+    import websockets
     before = rss(); conns = []
-    for i in range(n):
+    for _ in range(n):
         ws = await websockets.connect(url, max_size=None, ping_interval=None)
         await ws.recv(); conns.append(ws)
     await asyncio.sleep(2)
-    after = rss()
-    print(f"{n} idle connections: RSS {before/1e6:.1f} MB -> {after/1e6:.1f} MB, {(after-before)/n:.0f} bytes per connection")
+    report("WebSocket connections", before, rss())
     for ws in conns: await ws.close()
-asyncio.run(main())
+
+def sse_idle():
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    before = rss(); socks = []
+    for i in range(n):
+        # Spread over source addresses so loopback ports last.
+        s = socket.socket(); s.bind((f"127.0.0.{2 + i % 8}", 0))
+        s.connect((parts.hostname, parts.port or 80))
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: text/event-stream\r\n\r\n".encode())
+        socks.append(s)
+    for s in socks:
+        head = b""
+        while b": subscribed" not in head:
+            chunk = s.recv(4096)
+            if not chunk: sys.exit(f"refused: {head.decode(errors='replace')}")
+            head += chunk
+    time.sleep(2)
+    report("SSE subscribers", before, rss())
+    for s in socks: s.close()
+
+if url.startswith("http"):
+    sse_idle()
+else:
+    asyncio.run(websockets_idle())

@@ -2,15 +2,18 @@
 //!
 //! A real-time engine for very many concurrent connections: rooms with
 //! per-room ordered messages, direct messages, typing and presence, over
-//! WebSocket, plus an HTTP API for backends. One binary, one port.
+//! WebSocket or Server-Sent Events, plus an HTTP API for backends. One
+//! binary, one port.
 //!
 //! # Layout
 //!
 //! - [`config`]: the `config.toml` tree, environment overrides and validation.
 //! - [`protocol`]: every frame, error code and close code of the wire protocol.
 //! - [`auth`]: JWT verification and room permissions.
-//! - [`connection`]: what every transport's connection shares (outbox, session).
-//! - [`transport`]: WebSocket connection actors and the plain HTTP routes.
+//! - [`connection`]: the connection core every transport shares: one actor
+//!   type with its session, outbox, limits and heartbeat.
+//! - [`transport`]: the `Transport` seam, WebSocket and SSE, admission, and the
+//!   plain HTTP routes.
 //! - [`api`]: the server API (`/api/*`): publish, direct, broadcast, presence, stats.
 //! - [`rooms`]: the sharded room registry and the room actors.
 //! - [`presence`]: the presence registry actor (who is online, who is where).

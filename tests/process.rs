@@ -435,8 +435,9 @@ async fn at_the_file_limit_open_connections_are_served_and_accepting_resumes() {
 
 // ---- graceful shutdown ---------------------------------------------------
 
-/// Three clients (one in a room) get close 1001 on `signal`, and the process
-/// exits with status 0 within the drain timeout plus a margin.
+/// Three WebSocket clients (one in a room) get close 1001 on `signal`, an
+/// SSE stream ends, and the process exits with status 0 within the drain
+/// timeout plus a margin.
 async fn drains_on(signal: libc::c_int) {
     let toml = format!("[server]\nnode_id = \"proc\"\nshutdown_timeout_ms = {SHUTDOWN_TIMEOUT_MS}\n");
     let mut herald = Herald::start(&toml, None).await;
@@ -446,12 +447,23 @@ async fn drains_on(signal: libc::c_int) {
         clients.push(ws_connect(&server).await.0);
     }
     clients[0].join("lobby").await;
+    let mut sse = sse_open(&server, "rooms=lobby").await;
+    assert_eq!(sse.status, 200);
     let signalled = Instant::now();
     herald.signal(signal);
     for (i, client) in clients.iter_mut().enumerate() {
         let (code, reason) = client.expect_close().await;
         assert_eq!(code, 1001, "client {i} closed with {code} {reason:?}");
     }
+    let mut said = Vec::new();
+    loop {
+        match sse.next_within(WAIT).await {
+            Some(SseItem::Comment(comment)) => said.push(comment),
+            Some(SseItem::End) => break,
+            other => panic!("the SSE stream should end on {signal}, got {other:?}"),
+        }
+    }
+    assert!(said.iter().any(|c| c.starts_with("close 1001")), "the stream says why it ends: {said:?}");
     let status = herald.exit_by(signalled + Duration::from_millis(SHUTDOWN_TIMEOUT_MS + 3000)).await;
     assert_eq!(status.code(), Some(0), "exit status {status}\n{}", herald.log());
     println!("signal {signal}: exited {:?} after the signal", signalled.elapsed());

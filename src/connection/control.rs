@@ -18,22 +18,43 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::protocol::ServerKind;
+
 /// The raw descriptor of an accepted socket, attached to its HTTP
 /// connection's extensions by the server's workers.
 #[derive(Debug, Clone, Copy)]
 pub struct SocketFd(pub RawFd);
 
 /// Per-connection state shared with everything that delivers to it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Control {
     socket: Mutex<Option<RawFd>>,
     slow: AtomicBool,
     oversized: AtomicBool,
+    /// The frame kinds the connection's transport writes, one bit per
+    /// [`ServerKind`]: rooms skip the others without queueing them.
+    carried: u16,
+}
+
+// One bit per frame kind in `Control::carried`.
+const _: () = assert!(ServerKind::ALL.len() <= u16::BITS as usize);
+
+impl Default for Control {
+    /// No socket; every frame kind carried.
+    fn default() -> Self {
+        Self::new(None, |_| true)
+    }
 }
 
 impl Control {
-    pub fn new(socket: Option<RawFd>) -> Self {
-        Self { socket: Mutex::new(socket), slow: AtomicBool::new(false), oversized: AtomicBool::new(false) }
+    pub fn new(socket: Option<RawFd>, carries: impl Fn(ServerKind) -> bool) -> Self {
+        let carried = ServerKind::ALL.iter().filter(|&&kind| carries(kind)).fold(0, |bits, &kind| bits | 1 << kind as u16);
+        Self { socket: Mutex::new(socket), slow: AtomicBool::new(false), oversized: AtomicBool::new(false), carried }
+    }
+
+    /// Whether frames of `kind` are written to this connection's client.
+    pub fn carries(&self, kind: ServerKind) -> bool {
+        self.carried & 1 << kind as u16 != 0
     }
 
     /// Marks the connection a slow consumer; true only the first time.

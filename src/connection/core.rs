@@ -88,7 +88,7 @@ impl<T: Transport> Connection<T> {
     }
 
     fn send(&mut self, ctx: &mut T::Context, frame: Encoded) {
-        if !T::carries(frame.kind) {
+        if !self.control.carries(frame.kind) {
             return;
         }
         let kind = frame.kind;

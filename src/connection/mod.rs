@@ -1,6 +1,6 @@
-//! What every transport's connection shares: its id, the outbox that rooms and
-//! presence deliver to, the non-blocking delivery rule, and the registry of
-//! open connections.
+//! What every transport's connection shares: the connection actor itself
+//! ([`core`]), its id, the outbox that rooms and presence deliver to, the
+//! non-blocking delivery rule, and the registry of open connections.
 //!
 //! Rooms and presence never wait on a connection: they `try_send` into its
 //! bounded mailbox. A full mailbox means the client is not reading fast
@@ -21,7 +21,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::metrics::Metrics;
-use crate::protocol::{close, Encoded};
+use crate::protocol::{close, Encoded, ServerKind};
 pub use control::Control;
 
 /// How long a slow consumer gets to take its close frame before its socket is shut.
@@ -71,10 +71,14 @@ impl Outbox {
     }
 
     /// Queues `frame` without ever waiting or growing the queue past its bound.
-    /// A full queue turns the connection into a slow consumer.
+    /// A full queue turns the connection into a slow consumer. A frame the
+    /// connection's transport does not carry counts as queued, and is not.
     pub fn deliver(&self, frame: Encoded, metrics: &Metrics) -> Delivery {
         if self.control.is_slow() {
             return Delivery::Full;
+        }
+        if !self.control.carries(frame.kind) {
+            return Delivery::Queued;
         }
         match self.tx.try_send(Outbound::Frame(frame)) {
             Ok(()) => Delivery::Queued,
@@ -84,6 +88,11 @@ impl Outbox {
             }
             Err(SendError::Closed(_)) => Delivery::Closed,
         }
+    }
+
+    /// Whether the connection's transport writes frames of `kind`.
+    pub fn carries(&self, kind: ServerKind) -> bool {
+        self.control.carries(kind)
     }
 
     /// Closes the connection with `code`, even when its queue is full: the
@@ -158,8 +167,13 @@ pub(crate) mod testing {
 
     /// A live outbox (must be called inside an actix system) and what it received.
     pub(crate) fn collector(capacity: usize) -> (Outbox, Arc<Mutex<Vec<String>>>) {
+        collector_with(capacity, Control::default())
+    }
+
+    /// [`collector`] with its own [`Control`].
+    pub(crate) fn collector_with(capacity: usize, control: Control) -> (Outbox, Arc<Mutex<Vec<String>>>) {
         let frames = Arc::new(Mutex::new(Vec::new()));
         let addr = Collector { frames: frames.clone(), capacity }.start();
-        (Outbox::new(addr.recipient(), Arc::new(Control::default())), frames)
+        (Outbox::new(addr.recipient(), Arc::new(control)), frames)
     }
 }

@@ -1,5 +1,5 @@
 //! The transport-independent state of one connection: who it is, and which
-//! rooms it is in. Transports (`transport::ws`) own a [`Session`] and drive it;
+//! rooms it is in. The connection core ([`super::core`]) owns a [`Session`] and drives it;
 //! everything a room or presence must hear about when a connection changes
 //! goes through here, so no transport can forget a cleanup.
 

@@ -10,7 +10,7 @@
 //! user's first connection and `user_left` on the last, and tells presence
 //! about exactly those two moments.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use super::shard::ShardMsg;
 use crate::connection::{ConnId, Delivery, Member, Outbox};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
-use crate::protocol::{now_ms, Encoded, ServerFrame};
+use crate::protocol::{now_ms, Encoded, ServerFrame, ServerKind};
 
 /// A publish on its way to a room.
 pub struct Publication {
@@ -71,8 +71,9 @@ pub struct RoomState {
     presence: Presence,
     metrics: Arc<Metrics>,
     members: HashMap<ConnId, (Arc<str>, Outbox)>,
-    /// Connections per user in this room.
-    users: HashMap<Arc<str>, u32>,
+    /// Connections per user in this room, kept sorted: a join in a big room
+    /// lists them without sorting.
+    users: BTreeMap<Arc<str>, u32>,
     /// Joins and server publishes handled so far; the shard compares it with
     /// what it forwarded before it lets an empty room stop, so nothing the
     /// shard sent is ever lost to a stop.
@@ -80,10 +81,9 @@ pub struct RoomState {
 }
 
 impl RoomState {
+    /// The users in the room, sorted.
     fn users(&self) -> Vec<Arc<str>> {
-        let mut users: Vec<_> = self.users.keys().cloned().collect();
-        users.sort_unstable();
-        users
+        self.users.keys().cloned().collect()
     }
 
     /// Queues `frame` for every member but `except`. Members that cannot take
@@ -172,7 +172,7 @@ impl Actor for Room {
             presence: args.presence,
             metrics: args.metrics,
             members: HashMap::new(),
-            users: HashMap::new(),
+            users: BTreeMap::new(),
             seen: 0,
         })
     }
@@ -190,8 +190,11 @@ impl Actor for Room {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RoomMsg::Join { member, reply } => {
+                // Only a transport that writes `joined` needs the user list.
+                let users_wanted = member.outbox.carries(ServerKind::Joined);
                 state.join(member);
-                let _ = reply.send(JoinReply { room: myself.clone(), users: state.users() });
+                let users = if users_wanted { state.users() } else { Vec::new() };
+                let _ = reply.send(JoinReply { room: myself.clone(), users });
             }
             RoomMsg::Leave { conn } => state.remove(conn),
             RoomMsg::Publish(publication) => state.publish(publication),
@@ -220,7 +223,8 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::connection::testing::collector;
+    use crate::connection::testing::{collector, collector_with};
+    use crate::connection::Control;
     use crate::rooms::RoomRegistry;
     use crate::supervisor;
 
@@ -378,5 +382,26 @@ mod tests {
         let slow = slow_frames.lock().clone();
         assert_eq!(slow.last().map(String::as_str), Some("close 4008"), "{slow:?}");
         assert!(slow.len() < 10, "nothing more was queued for it: {slow:?}");
+    }
+
+    #[actix_web::test]
+    async fn members_get_only_the_frame_kinds_their_transport_carries() {
+        let f = fixture().await;
+        let messages_only = Control::new(None, |kind| kind == ServerKind::Message);
+        let (outbox, listener_frames) = collector_with(4, messages_only);
+        let listener = Member { conn: ConnId(1), user: "listener".into(), outbox };
+        let (talker, _) = member(2, "talker", 1000);
+        let (room, _) = f.rooms.join("r".into(), listener).await.unwrap();
+        f.rooms.join("r".into(), talker).await.unwrap();
+        // Ten times its queue in frames it does not carry: none is queued.
+        for _ in 0..40 {
+            room.typing(ConnId(2), "talker".into(), true);
+        }
+        room.publish(ConnId(2), "talker".into(), data("1"), true, None);
+        settle().await;
+        let got = taken(&listener_frames);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0]["type"].as_str(), got[0]["seq"].as_u64()), (Some("message"), Some(1)));
+        assert_eq!(f.metrics.slow_consumers.get(), 0);
     }
 }

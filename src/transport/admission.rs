@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::http::error_response;
-use super::TransportKind;
+use super::Transport;
 use crate::auth::Identity;
 use crate::connection::control::SocketFd;
 use crate::connection::Control;
@@ -34,19 +34,39 @@ pub struct Admitted {
     pub handshake: Handshake,
 }
 
-/// Admits `req` as a `kind` connection, or answers why not.
-pub fn admit(req: &HttpRequest, node: &Arc<Node>, kind: TransportKind) -> Result<Admitted, HttpResponse> {
+/// Why a request may not open a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub message: &'static str,
+}
+
+impl Refused {
+    const DRAINING: Self = Self { status: StatusCode::SERVICE_UNAVAILABLE, message: "the server is shutting down" };
+    const ORIGIN: Self = Self { status: StatusCode::FORBIDDEN, message: "this origin may not open connections" };
+    const FULL: Self =
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, message: "the server is at its connection limit" };
+
+    /// The answer to the refused request: its status and a JSON error body.
+    pub fn response(self) -> HttpResponse {
+        error_response(self.status, self.message)
+    }
+}
+
+/// Admits `req` as a connection carried by `T`, or says why not.
+pub fn admit<T: Transport>(req: &HttpRequest, node: &Arc<Node>) -> Result<Admitted, Refused> {
+    let kind = T::KIND;
     if node.is_draining() {
         node.metrics.refused(Refusal::Draining);
-        return Err(error_response(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"));
+        return Err(Refused::DRAINING);
     }
     if !origin_allowed(&node.config.server.allowed_origins, req) {
         node.metrics.refused(Refusal::Origin);
-        return Err(error_response(StatusCode::FORBIDDEN, "this origin may not open connections"));
+        return Err(Refused::ORIGIN);
     }
     let Some(slot) = node.try_open(kind) else {
         node.metrics.refused(Refusal::MaxConnections);
-        return Err(error_response(StatusCode::SERVICE_UNAVAILABLE, "the server is at its connection limit"));
+        return Err(Refused::FULL);
     };
     let socket = req.conn_data::<SocketFd>().map(|fd| fd.0);
     let handshake = match request_token(req) {
@@ -59,7 +79,7 @@ pub fn admit(req: &HttpRequest, node: &Arc<Node>, kind: TransportKind) -> Result
             }
         },
     };
-    Ok(Admitted { slot, control: Arc::new(Control::new(socket)), handshake })
+    Ok(Admitted { slot, control: Arc::new(Control::new(socket, T::carries)), handshake })
 }
 
 /// Whether the request's `Origin` may open a connection. Requests without an

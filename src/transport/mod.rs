@@ -67,6 +67,8 @@ pub trait Transport: Sized + Unpin + 'static {
     fn set_mailbox_capacity(ctx: &mut Self::Context, capacity: usize);
 
     /// Whether frames of `kind` are written to this transport's clients.
+    /// Read once per connection into its [`Control`], which rooms consult
+    /// before they queue anything.
     fn carries(kind: ServerKind) -> bool {
         let _ = kind;
         true

@@ -48,9 +48,9 @@ pub type SseConnection = Connection<Sse>;
 /// none at all gives a stream of the user's `direct` and `broadcast` frames).
 pub async fn subscribe(req: HttpRequest, node: web::Data<Node>) -> HttpResponse {
     let node = node.into_inner();
-    let admitted = match admission::admit(&req, &node, TransportKind::Sse) {
+    let admitted = match admission::admit::<Sse>(&req, &node) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err(refused) => return refused.response(),
     };
     let id = node.next_conn();
     let identity = match &admitted.handshake {

@@ -26,9 +26,9 @@ pub type WsConnection = Connection<Ws>;
 /// protocol says.
 pub async fn upgrade(req: HttpRequest, stream: web::Payload, node: web::Data<Node>) -> actix_web::Result<HttpResponse> {
     let node = node.into_inner();
-    let admitted = match admission::admit(&req, &node, TransportKind::WebSocket) {
+    let admitted = match admission::admit::<Ws>(&req, &node) {
         Ok(admitted) => admitted,
-        Err(refusal) => return Ok(refusal),
+        Err(refused) => return Ok(refused.response()),
     };
     let max = node.config.limits.max_message_bytes;
     let stream = FrameGuard::new(stream, max, admitted.control.clone());
@@ -177,8 +177,10 @@ mod tests {
     #[test]
     fn connection_state_stays_small() {
         let (state, control) = (std::mem::size_of::<WsConnection>(), std::mem::size_of::<Control>());
-        println!("WsConnection: {state} bytes, Control: {control} bytes");
+        let sse = std::mem::size_of::<super::super::sse::SseConnection>();
+        println!("WsConnection: {state} bytes, SseConnection: {sse} bytes, Control: {control} bytes");
         assert!(state <= 256, "WsConnection grew to {state} bytes");
+        assert!(sse <= 256, "SseConnection grew to {sse} bytes");
         assert!(control <= 32, "Control grew to {control} bytes");
     }
 }
