@@ -36,6 +36,8 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     pub api: ApiConfig,
     pub cluster: ClusterConfig,
+    pub supervision: SupervisionConfig,
+    pub debug: DebugConfig,
 }
 
 /// `[server]`: where Herald listens and how this node names itself.
@@ -158,6 +160,33 @@ pub struct ApiConfig {
     pub key: String,
 }
 
+/// `[supervision]`: how often a supervisor restarts its children before it
+/// gives up and escalates to its own parent (the root stops the process).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// Restarts allowed per supervisor within `window_ms`; one more
+    /// escalates. Default `5`.
+    pub max_restarts: u32,
+    /// The sliding window of `max_restarts`. Default `10000`.
+    pub window_ms: u64,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        Self { max_restarts: 5, window_ms: 10_000 }
+    }
+}
+
+/// `[debug]`: drills for operators and tests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugConfig {
+    /// Mounts `POST /api/debug/crash`, which makes a chosen actor panic.
+    /// Default `false`: the route does not exist.
+    pub fault_injection: bool,
+}
+
 /// `[cluster]`: relaying between nodes through Redis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -262,6 +291,9 @@ impl Config {
         }
         if let Some(origin) = self.server.allowed_origins.iter().find(|o| o.is_empty() || o.ends_with('/')) {
             return Err(invalid("server.allowed_origins", format!("{origin:?} is not an origin like \"https://example.com\"")));
+        }
+        if self.supervision.window_ms == 0 {
+            return Err(invalid("supervision.window_ms", "must be greater than 0"));
         }
         if self.server.shutdown_timeout_ms == 0 {
             return Err(invalid("server.shutdown_timeout_ms", "must be greater than 0"));

@@ -8,6 +8,9 @@ use anyhow::Context;
 use clap::Parser;
 use herald::{Config, Server};
 
+/// The exit status when the supervision tree gives up (EX_SOFTWARE).
+const EXIT_GAVE_UP: u8 = 70;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -23,12 +26,17 @@ Configuration:
   shutdown_timeout_ms; [auth] required, jwt_secret,
   timeout_ms; [limits] max_message_bytes, rate_per_sec, rate_burst, rate_strikes,
   max_rooms_per_conn, outbound_queue, max_connections; [heartbeat] interval_ms,
-  timeout_ms; [api] key; [cluster] enabled, redis_url, node_ttl_ms.
+  timeout_ms; [api] key; [cluster] enabled, redis_url, node_ttl_ms;
+  [supervision] max_restarts, window_ms; [debug] fault_injection.
   See README.md for what each key does and its default.
 
 Signals:
   SIGTERM or SIGINT drains: /readyz answers 503, every connection is closed with
   1001, and the process exits 0 within server.shutdown_timeout_ms.
+
+Exit status:
+  0 after a drain, 2 when the configuration or start-up fails, 70 when an actor
+  keeps failing past supervision.max_restarts and the node stops itself.
 
 Logging:
   RUST_LOG sets the log filter (default: info), e.g. RUST_LOG=herald=debug.";
@@ -51,7 +59,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("herald: {error:#}");
-            ExitCode::from(2)
+            match error.downcast_ref::<herald::server::ServerError>() {
+                Some(herald::server::ServerError::GaveUp(_)) => ExitCode::from(EXIT_GAVE_UP),
+                _ => ExitCode::from(2),
+            }
         }
     }
 }

@@ -35,6 +35,30 @@ impl Refusal {
     }
 }
 
+/// A kind of actor: the `actor` label of `herald_actor_failures_total` and
+/// `herald_actor_restarts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    Room,
+    /// A room registry shard.
+    Registry,
+    Presence,
+    Connection,
+}
+
+impl ActorKind {
+    pub const ALL: [ActorKind; 4] = [Self::Room, Self::Registry, Self::Presence, Self::Connection];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Room => "room",
+            Self::Registry => "registry",
+            Self::Presence => "presence",
+            Self::Connection => "connection",
+        }
+    }
+}
+
 /// An HTTP status reduced to its class: the `status` label of `herald_api_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusClass {
@@ -87,6 +111,8 @@ pub struct Metrics {
     /// `herald_accept_errors_total`: failed `accept` calls (e.g. out of file descriptors).
     pub accept_errors: IntCounter,
     refused: Vec<IntCounter>,
+    actor_failures: Vec<IntCounter>,
+    actor_restarts: Vec<IntCounter>,
     frames_in: Vec<IntCounter>,
     frames_out: Vec<IntCounter>,
     /// Indexed by `route * StatusClass::ALL.len() + class`.
@@ -125,6 +151,18 @@ impl Metrics {
         )
         .unwrap();
         let refused = Refusal::ALL.iter().map(|r| refused_vec.with_label_values(&[r.as_str()])).collect();
+        let failures_vec = IntCounterVec::new(
+            Opts::new("herald_actor_failures_total", "Actors that panicked or failed, by kind"),
+            &["actor"],
+        )
+        .unwrap();
+        let restarts_vec = IntCounterVec::new(
+            Opts::new("herald_actor_restarts_total", "Actors restarted by their supervisor, by kind"),
+            &["actor"],
+        )
+        .unwrap();
+        let actor_failures = ActorKind::ALL.iter().map(|a| failures_vec.with_label_values(&[a.as_str()])).collect();
+        let actor_restarts = ActorKind::ALL.iter().map(|a| restarts_vec.with_label_values(&[a.as_str()])).collect();
         let frames_in_vec = IntCounterVec::new(
             Opts::new("herald_frames_received_total", "Client frames received, by frame type"),
             &["type"],
@@ -157,6 +195,8 @@ impl Metrics {
             Box::new(heartbeat_timeouts.clone()),
             Box::new(accept_errors.clone()),
             Box::new(refused_vec),
+            Box::new(failures_vec),
+            Box::new(restarts_vec),
             Box::new(frames_in_vec),
             Box::new(frames_out_vec),
             Box::new(api_vec),
@@ -178,6 +218,8 @@ impl Metrics {
             heartbeat_timeouts,
             accept_errors,
             refused,
+            actor_failures,
+            actor_restarts,
             frames_in,
             frames_out,
             api_requests,
@@ -197,6 +239,16 @@ impl Metrics {
     /// Counts one refused upgrade.
     pub fn refused(&self, reason: Refusal) {
         self.refused[reason as usize].inc();
+    }
+
+    /// Counts one failed actor.
+    pub fn actor_failed(&self, kind: ActorKind) {
+        self.actor_failures[kind as usize].inc();
+    }
+
+    /// Counts one actor restarted by its supervisor.
+    pub fn actor_restarted(&self, kind: ActorKind) {
+        self.actor_restarts[kind as usize].inc();
     }
 
     /// Counts one received client frame.

@@ -284,3 +284,22 @@ async fn requests_are_counted_by_route_template_and_status_class() {
     assert_eq!(count("other", "4xx"), Some(1.0));
     assert!(!text.contains("route=\"/api/rooms/one"), "raw paths never become labels");
 }
+
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server();
+    for (method, path, body) in ROUTES {
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        stream.shutdown().await.expect("half-close");
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await.expect("in time").expect("read");
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.starts_with("HTTP/1.1 200"), "{method} {path}: {response:?}");
+    }
+}

@@ -540,6 +540,42 @@ async fn during_the_drain_readiness_and_upgrades_answer_503() {
     drop(stuck);
 }
 
+// ---- supervision -----------------------------------------------------------
+
+#[tokio::test]
+async fn presence_failing_past_the_restart_limit_stops_the_process_with_status_70() {
+    let toml = format!(
+        "[server]\nnode_id = \"proc\"\nshutdown_timeout_ms = {SHUTDOWN_TIMEOUT_MS}\n\n[api]\nkey = \"k\"\n\n\
+         [debug]\nfault_injection = true\n\n[supervision]\nmax_restarts = 1\nwindow_ms = 60000\n"
+    );
+    let mut herald = Herald::start(&toml, None).await;
+    let server = herald.server();
+    let (mut client, _) = ws_connect(&server).await;
+    let crash = r#"{"target":"presence"}"#;
+    // The first failure is restarted...
+    let (status, reply) = api(herald.addr, "POST", "/api/debug/crash", Some("k"), crash).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(client.request(json!({"type": "ping", "id": 1})).await["type"], "pong");
+    // ...the second within the window is one too many: the root gives up.
+    let mut stream = tokio::net::TcpStream::connect(herald.addr).await.expect("connect");
+    let request = format!(
+        "POST /api/debug/crash HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{crash}",
+        crash.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let gave_up = Instant::now();
+    let (code, _) = client.expect_close().await;
+    assert_eq!(code, 1001, "open connections are drained");
+    let status = herald.exit_by(gave_up + Duration::from_millis(SHUTDOWN_TIMEOUT_MS + 3000)).await;
+    assert_eq!(status.code(), Some(70), "exit status {status}\n{}", herald.log());
+    let stderr = herald.stderr();
+    assert!(
+        stderr.contains("herald: supervision gave up: the presence actor failed"),
+        "the last line says why:\n{stderr}"
+    );
+    assert!(stderr.contains("past the limit of 1 restarts within 60000 ms"), "{stderr}");
+}
+
 // ---- start-up ------------------------------------------------------------
 
 #[tokio::test]

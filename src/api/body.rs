@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
+use crate::connection::ConnId;
 use crate::protocol::{nests_deeper_than, present, string, valid_room, valid_user, MAX_DATA_DEPTH};
 
 /// Reads the whole body, refusing it once it grows past `limit` bytes.
@@ -33,6 +34,10 @@ pub struct Fields<'a> {
     from: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     data: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    target: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    conn: Option<&'a RawValue>,
 }
 
 impl<'a> Fields<'a> {
@@ -75,6 +80,33 @@ impl<'a> Fields<'a> {
                 .filter(|from| valid_user(from))
                 .ok_or_else(|| ApiError::bad_request("from must be a string of 1 to 256 bytes")),
         }
+    }
+
+    /// `room` when present (and then checked like [`Self::room`]).
+    pub fn room_if_any(&self) -> Result<Option<Cow<'a, str>>, ApiError> {
+        match self.room {
+            None => Ok(None),
+            Some(_) => self.room().map(Some),
+        }
+    }
+
+    /// `target` of a fault injection: a required string.
+    pub fn target(&self) -> Result<Cow<'a, str>, ApiError> {
+        self.target
+            .and_then(string)
+            .ok_or_else(|| ApiError::bad_request("target must be room, registry, presence or connection"))
+    }
+
+    /// `conn`: a connection id as `welcome` gives it (`"<node>-<n>"`), or its number.
+    pub fn conn(&self, node: &str) -> Result<ConnId, ApiError> {
+        let bad = || ApiError::bad_request("conn must be a connection id as in welcome (\"<node>-<n>\") or its number");
+        let raw = self.conn.ok_or_else(bad)?;
+        if let Ok(n) = serde_json::from_str::<u64>(raw.get()) {
+            return Ok(ConnId(n));
+        }
+        let text = string(raw).ok_or_else(bad)?;
+        let number = text.strip_prefix(node).and_then(|rest| rest.strip_prefix('-')).unwrap_or(&text);
+        number.parse().map(ConnId).map_err(|_| bad())
     }
 
     /// `data`: required (it may be null), any JSON nested at most 64 levels.
@@ -125,5 +157,16 @@ mod tests {
         assert_eq!(Fields::parse(b"{}").unwrap().from_or("server").unwrap(), "server");
         let deep = format!(r#"{{"data":{}{}}}"#, "[".repeat(65), "]".repeat(65));
         assert!(message(Fields::parse(deep.as_bytes()).unwrap().data()).contains("64"));
+    }
+
+    #[test]
+    fn a_conn_is_the_welcome_id_or_its_number() {
+        let conn = |body: &str| Fields::parse(body.as_bytes()).unwrap().conn("n1");
+        assert_eq!(conn(r#"{"conn":"n1-42"}"#).unwrap(), ConnId(42));
+        assert_eq!(conn(r#"{"conn":42}"#).unwrap(), ConnId(42));
+        assert_eq!(conn(r#"{"conn":"42"}"#).unwrap(), ConnId(42));
+        for bad in [r#"{"conn":"n2-42"}"#, r#"{"conn":-1}"#, r#"{"conn":null}"#, "{}"] {
+            assert!(message(conn(bad)).contains("conn"), "{bad}");
+        }
     }
 }

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// No such route under `/api` (404).
     #[error("no such API route")]
     NotFound,
+    /// The route exists, the thing it names does not (404).
+    #[error("{0}")]
+    NoSuch(&'static str),
     /// The route exists with another method (405).
     #[error("method not allowed on this route")]
     MethodNotAllowed,
@@ -48,7 +51,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::NoSuch(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

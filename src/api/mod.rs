@@ -43,13 +43,23 @@ pub enum ApiRoute {
     RoomPresence,
     UserStatus,
     Stats,
+    /// `POST /api/debug/crash`, with `debug.fault_injection` on.
+    DebugCrash,
     /// Any path under `/api` that is not one of the above.
     Other,
 }
 
 impl ApiRoute {
-    pub const ALL: [ApiRoute; 7] =
-        [Self::Publish, Self::Direct, Self::Broadcast, Self::RoomPresence, Self::UserStatus, Self::Stats, Self::Other];
+    pub const ALL: [ApiRoute; 8] = [
+        Self::Publish,
+        Self::Direct,
+        Self::Broadcast,
+        Self::RoomPresence,
+        Self::UserStatus,
+        Self::Stats,
+        Self::DebugCrash,
+        Self::Other,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -59,6 +69,7 @@ impl ApiRoute {
             Self::RoomPresence => "/api/rooms/{room}/presence",
             Self::UserStatus => "/api/users/{user}/status",
             Self::Stats => "/api/stats",
+            Self::DebugCrash => "/api/debug/crash",
             Self::Other => "other",
         }
     }
@@ -71,6 +82,7 @@ impl ApiRoute {
             ["direct"] => Self::Direct,
             ["broadcast"] => Self::Broadcast,
             ["stats"] => Self::Stats,
+            ["debug", "crash"] => Self::DebugCrash,
             ["rooms", room, "presence"] if !room.is_empty() => Self::RoomPresence,
             ["users", user, "status"] if !user.is_empty() => Self::UserStatus,
             _ => Self::Other,
@@ -78,11 +90,15 @@ impl ApiRoute {
     }
 }
 
-/// Registers `/api/*`.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// Registers `/api/*`; `/api/debug/crash` only with `fault_injection`.
+pub fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool) {
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
+    let mut scope = web::scope("/api");
+    if fault_injection {
+        scope = scope.service(resource("/debug/crash").route(web::post().to(crash)));
+    }
     cfg.service(
-        web::scope("/api")
+        scope
             .wrap(from_fn(guard))
             .service(resource("/publish").route(web::post().to(publish)))
             .service(resource("/direct").route(web::post().to(direct)))
@@ -191,6 +207,54 @@ async fn stats(node: web::Data<Node>) -> Result<HttpResponse, ApiError> {
         "rooms": counts.rooms,
         "users": counts.users,
     })))
+}
+
+/// `POST /api/debug/crash {target, room?, conn?}` → `{"crashed": target}`:
+/// makes one actor panic, for drills and tests. `target` is `room` (with
+/// `room`), `registry` (the shard of `room`, or of `""` without one),
+/// `presence`, or `connection` (with `conn`: the `welcome` frame's id, or its
+/// number). Answers once the actor has been replaced (or, for a connection,
+/// is gone), so what the caller sends next meets the new actor.
+async fn crash(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(payload, node.config.limits.max_message_bytes).await?;
+    let fields = body::Fields::parse(&bytes)?;
+    let target = fields.target()?;
+    match &*target {
+        "room" => {
+            let room = fields.room()?;
+            let crashed = node.rooms.crash_room(&room).ok_or(ApiError::NoSuch("no such room on this node"))?;
+            replaced(|| node.rooms.room_actor(&room) != Some(crashed)).await?;
+        }
+        "registry" => {
+            let room = fields.room_if_any()?.unwrap_or_default();
+            let crashed = node.rooms.crash_shard(&room).ok_or(ApiError::Unavailable)?;
+            replaced(|| node.rooms.shard_actor(&room).is_some_and(|now| now != crashed)).await?;
+        }
+        "presence" => {
+            let crashed = node.presence.crash().ok_or(ApiError::Unavailable)?;
+            replaced(|| node.presence.actor().is_some_and(|now| now != crashed)).await?;
+        }
+        "connection" => {
+            let conn = fields.conn(&node.id)?;
+            let outbox = node.connections.get(conn).ok_or(ApiError::NoSuch("no such connection on this node"))?;
+            outbox.crash();
+            replaced(|| node.connections.get(conn).is_none()).await?;
+        }
+        _ => return Err(ApiError::bad_request("target must be room, registry, presence or connection")),
+    }
+    Ok(HttpResponse::Ok().json(json!({ "crashed": target })))
+}
+
+/// Waits until `done`, for at most [`rpc::CALL_TIMEOUT`].
+async fn replaced(done: impl Fn() -> bool) -> Result<(), ApiError> {
+    let deadline = tokio::time::Instant::now() + crate::rpc::CALL_TIMEOUT;
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::Unavailable);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

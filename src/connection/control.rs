@@ -87,6 +87,27 @@ impl Control {
         }
     }
 
+    /// Whether the peer has closed its side of the socket (or reset it), seen
+    /// without reading: a peek that finds the end of the stream. For
+    /// transports whose clients never send, where nothing else would notice
+    /// until the next write.
+    pub fn peer_gone(&self) -> bool {
+        let socket = self.socket.lock();
+        let Some(fd) = *socket else { return true };
+        let mut byte = 0u8;
+        // SAFETY: the descriptor belongs to this connection while `socket`
+        // holds it (see `drop_socket`); recv writes at most one byte into `byte`.
+        let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        match n {
+            0 => true,
+            1.. => false,
+            _ => {
+                let error = std::io::Error::last_os_error();
+                !matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted)
+            }
+        }
+    }
+
     /// Called when the connection ends, before its socket is closed.
     pub fn release(&self) {
         *self.socket.lock() = None;

@@ -10,6 +10,7 @@
 //! connection's input until the answer is written, so a `publish` sent right
 //! after a `join` always finds the room joined.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use crate::auth::Identity;
 use crate::connection::rate::{self, RateLimiter, RateRule};
 use crate::connection::session::{JoinRefusal, Session};
 use crate::connection::{Control, Member, Outbound, Outbox};
+use crate::metrics::ActorKind;
 use crate::node::{Node, OpenSlot};
 use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, Request, ServerFrame};
 use crate::transport::admission::{Admitted, Handshake};
@@ -30,7 +32,7 @@ pub struct Connection<T: Transport> {
     node: Arc<Node>,
     session: Session,
     control: Arc<Control>,
-    _slot: OpenSlot,
+    _slot: Option<OpenSlot>,
     handshake: Option<Handshake>,
     rate: RateLimiter,
     /// Consecutive rate-limited frames.
@@ -80,6 +82,20 @@ impl<T: Transport> Connection<T> {
     /// Where rooms and presence deliver to this connection.
     pub fn outbox(&self, ctx: &mut T::Context) -> Outbox {
         Outbox::new(ctx.address().recipient(), self.control.clone())
+    }
+
+    /// Runs `f`; a panic in it closes this connection alone, with 1011, and
+    /// its rooms and presence are cleaned up as for any close.
+    pub fn guarded(&mut self, ctx: &mut T::Context, f: impl FnOnce(&mut Self, &mut T::Context)) {
+        let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| f(self, ctx))) else { return };
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        self.node.metrics.actor_failed(ActorKind::Connection);
+        tracing::error!(conn = %self.session.id, panic = %what, "connection failed; closing it with 1011");
+        self.close(ctx, close::INTERNAL, close::INTERNAL_REASON);
     }
 
     /// Records that the client was heard from (any frame or pong).
@@ -294,6 +310,42 @@ impl<T: Transport> Connection<T> {
         }));
     }
 
+    /// Joins every room of `rooms` as `user` at once (already checked against
+    /// the session's permissions and limits). Resolves when all have landed:
+    /// `Err(())` if any failed (those that did not are forgotten; the others
+    /// stay joined).
+    pub fn join_all(
+        &mut self,
+        rooms: Vec<Arc<str>>,
+        user: Arc<str>,
+        ctx: &mut T::Context,
+    ) -> impl ActorFuture<Self, Output = Result<(), ()>> + 'static {
+        let outbox = self.outbox(ctx);
+        let joins: Vec<_> = rooms
+            .into_iter()
+            .map(|room| {
+                self.session.joining(&room);
+                let member = Member { conn: self.session.id, user: user.clone(), outbox: outbox.clone() };
+                let join = self.node.rooms.join(room.clone(), member);
+                async move { (room, join.await) }
+            })
+            .collect();
+        futures_util::future::join_all(joins).into_actor(self).map(|results, act, _| {
+            let mut outcome = Ok(());
+            for (room, result) in results {
+                match result {
+                    Ok((handle, _)) => act.session.joined(&room, handle),
+                    Err(error) => {
+                        tracing::warn!(%room, %error, "join failed");
+                        act.session.join_failed(&room);
+                        outcome = Err(());
+                    }
+                }
+            }
+            outcome
+        })
+    }
+
     /// Joins `room` as `user` (already checked against the session's
     /// permissions and limits). The future resolves, with the users now in the room, once
     /// the room has the member; run it with `ctx.wait` so the connection's
@@ -374,9 +426,10 @@ impl<T: Transport> Handler<Outbound> for Connection<T> {
     type Result = ();
 
     fn handle(&mut self, msg: Outbound, ctx: &mut T::Context) {
-        match msg {
-            Outbound::Frame(frame) => self.send(ctx, frame),
-            Outbound::Close { code, reason } => self.close(ctx, code, reason),
-        }
+        self.guarded(ctx, |conn, ctx| match msg {
+            Outbound::Frame(frame) => conn.send(ctx, frame),
+            Outbound::Close { code, reason } => conn.close(ctx, code, reason),
+            Outbound::Crash => panic!("fault injection: connection {}", conn.session.id),
+        });
     }
 }

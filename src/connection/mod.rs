@@ -45,6 +45,8 @@ pub enum Outbound {
     Frame(Encoded),
     /// Close the connection with this code and reason.
     Close { code: u16, reason: &'static str },
+    /// Panic while handling this (fault injection).
+    Crash,
 }
 
 /// How a delivery went.
@@ -99,6 +101,11 @@ impl Outbox {
     /// close is the one message allowed past the bound.
     pub fn close(&self, code: u16, reason: &'static str) {
         self.tx.do_send(Outbound::Close { code, reason });
+    }
+
+    /// Makes the connection panic while it handles this (fault injection).
+    pub fn crash(&self) {
+        self.tx.do_send(Outbound::Crash);
     }
 
     /// Turns the connection into a slow consumer: counted once, sent close
@@ -161,6 +168,7 @@ pub(crate) mod testing {
             match msg {
                 Outbound::Frame(frame) => self.frames.lock().push(frame.text.to_string()),
                 Outbound::Close { code, .. } => self.frames.lock().push(format!("close {code}")),
+                Outbound::Crash => self.frames.lock().push("crash".into()),
             }
         }
     }

@@ -13,27 +13,55 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use ractor::ActorRef;
+use ractor::{ActorId, RpcReplyPort};
 
 use crate::connection::{ConnId, Member};
 use crate::protocol::Encoded;
 use crate::rpc::{self, CallError};
-pub use registry::{Counts, PresenceMsg, PresenceRegistry};
+pub use registry::{Counts, PresenceCell, PresenceMsg, PresenceRegistry};
 
 /// Typed handle to the presence registry.
+///
+/// Messages go to the registry actor; while it is being restarted they are
+/// applied to its state directly, so nothing sent in that moment is lost and
+/// no query goes unanswered.
 #[derive(Clone)]
 pub struct Presence {
-    actor: ActorRef<PresenceMsg>,
+    cell: Arc<PresenceCell>,
 }
 
 impl Presence {
-    pub fn new(actor: ActorRef<PresenceMsg>) -> Self {
-        Self { actor }
+    pub fn new(cell: Arc<PresenceCell>) -> Self {
+        Self { cell }
     }
 
     fn cast(&self, msg: PresenceMsg) {
-        if let Err(e) = self.actor.cast(msg) {
-            tracing::warn!(error = %e, "presence registry unavailable");
+        if let Err(msg) = self.cell.actor.cast(msg) {
+            self.cell.state.lock().apply(msg);
+        }
+    }
+
+    /// Asks the registry; if the actor dies with the question in its mailbox,
+    /// asks its state directly.
+    fn ask<T: Send + 'static>(
+        &self,
+        build: impl Fn(RpcReplyPort<T>) -> PresenceMsg + Send + 'static,
+    ) -> impl Future<Output = Result<T, CallError>> + 'static {
+        let cell = self.cell.clone();
+        async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if let Err(msg) = cell.actor.cast(build(tx.into())) {
+                cell.state.lock().apply(msg);
+            }
+            match tokio::time::timeout(rpc::CALL_TIMEOUT, rx).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(_)) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    cell.state.lock().apply(build(tx.into()));
+                    rx.await.map_err(|_| CallError::Unavailable)
+                }
+                Err(_) => Err(CallError::Timeout),
+            }
         }
     }
 
@@ -64,19 +92,27 @@ impl Presence {
 
     /// The users in `room`, each once, sorted.
     pub fn room_users(&self, room: Arc<str>) -> impl Future<Output = Result<Vec<Arc<str>>, CallError>> + 'static {
-        let actor = self.actor.clone();
-        async move { rpc::call(&actor, |reply| PresenceMsg::RoomUsers { room, reply }).await }
+        self.ask(move |reply| PresenceMsg::RoomUsers { room: room.clone(), reply })
     }
 
     /// The connections, rooms and users this registry holds.
     pub fn counts(&self) -> impl Future<Output = Result<Counts, CallError>> + 'static {
-        let actor = self.actor.clone();
-        async move { rpc::call(&actor, |reply| PresenceMsg::Counts { reply }).await }
+        self.ask(|reply| PresenceMsg::Counts { reply })
     }
 
     /// Whether each of `users` is online.
     pub fn status(&self, users: Vec<String>) -> impl Future<Output = Result<BTreeMap<String, bool>, CallError>> + 'static {
-        let actor = self.actor.clone();
-        async move { rpc::call(&actor, |reply| PresenceMsg::Status { users, reply }).await }
+        self.ask(move |reply| PresenceMsg::Status { users: users.clone(), reply })
+    }
+
+    /// The registry actor now.
+    pub fn actor(&self) -> Option<ActorId> {
+        self.cell.actor.get().map(|a| a.get_id())
+    }
+
+    /// Makes the registry actor panic (fault injection); returns which actor.
+    pub fn crash(&self) -> Option<ActorId> {
+        let actor = self.cell.actor.get()?;
+        actor.cast(PresenceMsg::Crash).ok().map(|()| actor.get_id())
     }
 }

@@ -5,15 +5,23 @@
 //! their own per-user connection counts and tell this actor only about a
 //! user's first arrival and last departure, so its room sets hold users, not
 //! connections.
+//!
+//! The state lives in a [`PresenceCell`] the root supervisor keeps, not in
+//! the actor: the actor is the one writer that applies messages to it in
+//! order. When the actor panics, the supervisor starts a new one over the
+//! same cell, so every answer after the restart is as complete as before it,
+//! and nobody is told they joined or left.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::connection::{ConnId, Member, Outbox};
 use crate::metrics::Metrics;
 use crate::protocol::Encoded;
+use crate::supervisor::ActorSlot;
 
 /// Messages of the presence registry. Use [`super::Presence`] to send them.
 pub enum PresenceMsg {
@@ -25,6 +33,8 @@ pub enum PresenceMsg {
     Status { users: Vec<String>, reply: RpcReplyPort<BTreeMap<String, bool>> },
     Direct { to: Arc<str>, frame: Encoded },
     Counts { reply: RpcReplyPort<Counts> },
+    /// Panics the actor (fault injection).
+    Crash,
 }
 
 /// How much this node holds: the numbers of `GET /api/stats`.
@@ -41,6 +51,20 @@ pub struct Counts {
 /// The presence registry actor.
 pub struct PresenceRegistry;
 
+/// The presence registry's state and its current actor, which outlive any
+/// one actor.
+pub struct PresenceCell {
+    pub actor: ActorSlot<PresenceMsg>,
+    pub state: Mutex<PresenceState>,
+}
+
+impl PresenceCell {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        let state = PresenceState { metrics, online: HashMap::new(), rooms: HashMap::new() };
+        Self { actor: ActorSlot::default(), state: Mutex::new(state) }
+    }
+}
+
 /// Who is online and who is in which room.
 pub struct PresenceState {
     metrics: Arc<Metrics>,
@@ -49,6 +73,27 @@ pub struct PresenceState {
 }
 
 impl PresenceState {
+    /// Applies one message. `Crash` is for the actor alone and ignored here.
+    pub fn apply(&mut self, msg: PresenceMsg) {
+        match msg {
+            PresenceMsg::Online(member) => self.online(member),
+            PresenceMsg::Offline { user, conn } => self.offline(&user, conn),
+            PresenceMsg::RoomJoined { room, user } => self.room_joined(room, user),
+            PresenceMsg::RoomLeft { room, user } => self.room_left(&room, &user),
+            PresenceMsg::RoomUsers { room, reply } => {
+                let _ = reply.send(self.room_users(&room));
+            }
+            PresenceMsg::Status { users, reply } => {
+                let _ = reply.send(self.status(users));
+            }
+            PresenceMsg::Direct { to, frame } => self.direct(&to, frame),
+            PresenceMsg::Counts { reply } => {
+                let _ = reply.send(self.counts());
+            }
+            PresenceMsg::Crash => {}
+        }
+    }
+
     fn online(&mut self, member: Member) {
         self.online.entry(member.user).or_default().push((member.conn, member.outbox));
     }
@@ -108,35 +153,23 @@ impl PresenceState {
 
 impl Actor for PresenceRegistry {
     type Msg = PresenceMsg;
-    type State = PresenceState;
-    type Arguments = Arc<Metrics>;
+    type State = Arc<PresenceCell>;
+    type Arguments = Arc<PresenceCell>;
 
-    async fn pre_start(&self, _: ActorRef<PresenceMsg>, metrics: Arc<Metrics>) -> Result<PresenceState, ActorProcessingErr> {
-        Ok(PresenceState { metrics, online: HashMap::new(), rooms: HashMap::new() })
+    async fn pre_start(&self, _: ActorRef<PresenceMsg>, cell: Arc<PresenceCell>) -> Result<Arc<PresenceCell>, ActorProcessingErr> {
+        Ok(cell)
     }
 
     async fn handle(
         &self,
         _: ActorRef<PresenceMsg>,
         msg: PresenceMsg,
-        state: &mut PresenceState,
+        cell: &mut Arc<PresenceCell>,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            PresenceMsg::Online(member) => state.online(member),
-            PresenceMsg::Offline { user, conn } => state.offline(&user, conn),
-            PresenceMsg::RoomJoined { room, user } => state.room_joined(room, user),
-            PresenceMsg::RoomLeft { room, user } => state.room_left(&room, &user),
-            PresenceMsg::RoomUsers { room, reply } => {
-                let _ = reply.send(state.room_users(&room));
-            }
-            PresenceMsg::Status { users, reply } => {
-                let _ = reply.send(state.status(users));
-            }
-            PresenceMsg::Direct { to, frame } => state.direct(&to, frame),
-            PresenceMsg::Counts { reply } => {
-                let _ = reply.send(state.counts());
-            }
+        if let PresenceMsg::Crash = msg {
+            panic!("fault injection: presence registry");
         }
+        cell.state.lock().apply(msg);
         Ok(())
     }
 }
@@ -147,8 +180,10 @@ mod tests {
     use crate::presence::Presence;
 
     async fn spawn() -> (Presence, ractor::ActorRef<PresenceMsg>) {
-        let (actor, _) = Actor::spawn(None, PresenceRegistry, Arc::new(Metrics::new())).await.unwrap();
-        (Presence::new(actor.clone()), actor)
+        let cell = Arc::new(PresenceCell::new(Arc::new(Metrics::new())));
+        let (actor, _) = Actor::spawn(None, PresenceRegistry, cell.clone()).await.unwrap();
+        cell.actor.set(actor.clone());
+        (Presence::new(cell), actor)
     }
 
     fn strs(v: Vec<Arc<str>>) -> Vec<String> {

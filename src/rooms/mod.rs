@@ -1,5 +1,5 @@
 //! Rooms: a registry split into shards by the hash of the room name, each
-//! shard owning its rooms as child actors.
+//! shard owning its rooms and supervising their actors.
 //!
 //! - [`shard`]: the registry shard actor (creates, retires and remembers rooms).
 //! - [`room`]: the room actor (members, fan-out, `seq`).
@@ -15,34 +15,50 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use ractor::ActorRef;
+use ractor::{ActorId, RpcReplyPort};
 use serde_json::value::RawValue;
 
 use crate::connection::{ConnId, Member};
 use crate::rpc::{self, CallError};
-pub use room::{Publication, RoomMsg};
-pub use shard::ShardMsg;
+pub use room::{Publication, RoomCell, RoomMsg};
+pub use shard::{ShardCell, ShardMsg};
 
 /// Typed handle to the sharded room registry.
 #[derive(Clone)]
 pub struct RoomRegistry {
-    shards: Arc<[ActorRef<ShardMsg>]>,
+    shards: Arc<[Arc<ShardCell>]>,
     hasher: std::collections::hash_map::RandomState,
 }
 
 /// A joined room, as its members hold it.
 #[derive(Clone)]
 pub struct RoomHandle {
-    actor: ActorRef<RoomMsg>,
+    room: Arc<RoomCell>,
 }
 
 impl RoomRegistry {
-    pub fn new(shards: Vec<ActorRef<ShardMsg>>) -> Self {
+    pub fn new(shards: Vec<Arc<ShardCell>>) -> Self {
         Self { shards: shards.into(), hasher: Default::default() }
     }
 
-    fn shard(&self, room: &str) -> &ActorRef<ShardMsg> {
+    fn shard(&self, room: &str) -> &Arc<ShardCell> {
         &self.shards[(self.hasher.hash_one(room) % self.shards.len() as u64) as usize]
+    }
+
+    /// Asks the shard of `room`; fails at once while that shard is being restarted.
+    fn ask<T: Send + 'static>(
+        &self,
+        room: &str,
+        build: impl FnOnce(RpcReplyPort<T>) -> ShardMsg + 'static,
+    ) -> impl Future<Output = Result<T, CallError>> + 'static {
+        let shard = self.shard(room).actor.get();
+        let call = shard.map(|shard| async move { rpc::call(&shard, build).await });
+        async move {
+            match call {
+                Some(call) => call.await,
+                None => Err(CallError::Unavailable),
+            }
+        }
     }
 
     /// Adds `member` to `room`, creating the room if needed. Returns the room
@@ -52,16 +68,16 @@ impl RoomRegistry {
         room: Arc<str>,
         member: Member,
     ) -> impl Future<Output = Result<(RoomHandle, Vec<Arc<str>>), CallError>> + 'static {
-        let shard = self.shard(&room).clone();
+        let reply = self.ask(&room.clone(), |reply| ShardMsg::Join { room, member, reply });
         async move {
-            let reply = rpc::call(&shard, |reply| ShardMsg::Join { room, member, reply }).await?;
-            Ok((RoomHandle { actor: reply.room }, reply.users))
+            let reply = reply.await?;
+            Ok((RoomHandle { room: reply.room }, reply.users))
         }
     }
 
     /// Removes connection `conn` from `room`; a no-op if it is not a member.
     pub fn leave(&self, room: Arc<str>, conn: ConnId) {
-        let _ = self.shard(&room).cast(ShardMsg::Leave { room, conn });
+        self.shard(&room).leave(room, conn);
     }
 
     /// Publishes `data` to `room` as `from`, on behalf of the server API, and
@@ -73,14 +89,35 @@ impl RoomRegistry {
         from: Arc<str>,
         data: Box<RawValue>,
     ) -> impl Future<Output = Result<u64, CallError>> + 'static {
-        let shard = self.shard(&room).clone();
-        async move { rpc::call(&shard, |reply| ShardMsg::Publish { room, from, data, reply }).await }
+        self.ask(&room.clone(), |reply| ShardMsg::Publish { room, from, data, reply })
     }
 
     /// The last `seq` given out in `room` (0 when none).
     pub fn last_seq(&self, room: Arc<str>) -> impl Future<Output = Result<u64, CallError>> + 'static {
-        let shard = self.shard(&room).clone();
-        async move { rpc::call(&shard, |reply| ShardMsg::LastSeq { room, reply }).await }
+        self.ask(&room.clone(), |reply| ShardMsg::LastSeq { room, reply })
+    }
+
+    /// The actor of `room` now, if the room is alive on this node.
+    pub fn room_actor(&self, room: &str) -> Option<ActorId> {
+        self.shard(room).room(room).and_then(|r| r.actor.get()).map(|a| a.get_id())
+    }
+
+    /// The registry shard actor that owns `room` now.
+    pub fn shard_actor(&self, room: &str) -> Option<ActorId> {
+        self.shard(room).actor.get().map(|a| a.get_id())
+    }
+
+    /// Makes the actor of `room` panic (fault injection); returns which
+    /// actor, or `None` when the room has no actor on this node.
+    pub fn crash_room(&self, room: &str) -> Option<ActorId> {
+        let actor = self.shard(room).room(room)?.actor.get()?;
+        actor.cast(RoomMsg::Crash).ok().map(|()| actor.get_id())
+    }
+
+    /// Makes the registry shard that owns `room` panic (fault injection).
+    pub fn crash_shard(&self, room: &str) -> Option<ActorId> {
+        let actor = self.shard(room).actor.get()?;
+        actor.cast(ShardMsg::Crash).ok().map(|()| actor.get_id())
     }
 }
 
@@ -89,11 +126,11 @@ impl RoomHandle {
     pub fn publish(&self, conn: ConnId, user: Arc<str>, data: &RawValue, echo: bool, id: Option<&RawValue>) {
         let publication =
             Publication { conn, user, data: data.to_owned(), echo, id: id.map(ToOwned::to_owned) };
-        let _ = self.actor.cast(RoomMsg::Publish(publication));
+        self.room.send(RoomMsg::Publish(publication));
     }
 
     /// Tells the other members that `user` is (or stopped) typing.
     pub fn typing(&self, conn: ConnId, user: Arc<str>, typing: bool) {
-        let _ = self.actor.cast(RoomMsg::Typing { conn, user, typing });
+        self.room.send(RoomMsg::Typing { conn, user, typing });
     }
 }

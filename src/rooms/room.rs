@@ -9,11 +9,18 @@
 //! The room counts connections per user, so `user_joined` goes out on a
 //! user's first connection and `user_left` on the last, and tells presence
 //! about exactly those two moments.
+//!
+//! A room's members live in its [`RoomCell`], which its shard keeps, not in
+//! the actor: the actor is the one writer that applies messages to the cell
+//! in order. When it panics, the shard starts a new actor over the same cell
+//! (members, per-user counts and `seq` untouched), and members that publish
+//! in the moment between apply their message to the cell themselves.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::value::RawValue;
 
@@ -22,6 +29,7 @@ use crate::connection::{ConnId, Delivery, Member, Outbox};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::protocol::{now_ms, Encoded, ServerFrame, ServerKind};
+use crate::supervisor::ActorSlot;
 
 /// A publish on its way to a room.
 pub struct Publication {
@@ -36,7 +44,7 @@ pub struct Publication {
 
 /// What a join answers: the room to publish to, and the users now in it.
 pub struct JoinReply {
-    pub room: ActorRef<RoomMsg>,
+    pub room: Arc<RoomCell>,
     pub users: Vec<Arc<str>>,
 }
 
@@ -49,25 +57,26 @@ pub enum RoomMsg {
     /// A publish from the server API, sent to every member; the reply is its `seq`.
     ServerPublish { from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64> },
     Typing { conn: ConnId, user: Arc<str>, typing: bool },
-}
-
-/// What a room needs from its shard to start.
-pub struct RoomArgs {
-    pub name: Arc<str>,
-    pub seq: Arc<AtomicU64>,
-    pub shard: ActorRef<ShardMsg>,
-    pub presence: Presence,
-    pub metrics: Arc<Metrics>,
+    /// Panics the actor (fault injection).
+    Crash,
 }
 
 /// The room actor.
 pub struct Room;
 
+/// A room: its state and its current actor, which outlive any one actor.
+pub struct RoomCell {
+    pub name: Arc<str>,
+    pub actor: ActorSlot<RoomMsg>,
+    state: Mutex<RoomState>,
+}
+
 /// A room's members and bookkeeping.
 pub struct RoomState {
     name: Arc<str>,
     seq: Arc<AtomicU64>,
-    shard: ActorRef<ShardMsg>,
+    /// The shard, told when the room is left empty.
+    shard: Arc<ActorSlot<ShardMsg>>,
     presence: Presence,
     metrics: Arc<Metrics>,
     members: HashMap<ConnId, (Arc<str>, Outbox)>,
@@ -80,12 +89,79 @@ pub struct RoomState {
     seen: u64,
 }
 
+impl RoomCell {
+    pub fn new(
+        name: Arc<str>,
+        seq: Arc<AtomicU64>,
+        shard: Arc<ActorSlot<ShardMsg>>,
+        presence: Presence,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let state = RoomState {
+            name: name.clone(),
+            seq,
+            shard,
+            presence,
+            metrics,
+            members: HashMap::new(),
+            users: BTreeMap::new(),
+            seen: 0,
+        };
+        Self { name, actor: ActorSlot::default(), state: Mutex::new(state) }
+    }
+
+    /// Sends `msg` to the room actor, or applies it here while the actor is
+    /// being replaced.
+    pub fn send(self: &Arc<Self>, msg: RoomMsg) {
+        if let Err(msg) = self.actor.cast(msg) {
+            self.apply(msg);
+        }
+    }
+
+    /// Applies one message to the room's state; `Crash` is for the actor alone.
+    fn apply(self: &Arc<Self>, msg: RoomMsg) {
+        let mut state = self.state.lock();
+        match msg {
+            RoomMsg::Join { member, reply } => {
+                // Only a transport that writes `joined` needs the user list.
+                let users_wanted = member.outbox.carries(ServerKind::Joined);
+                state.join(member);
+                let users = if users_wanted { state.users() } else { Vec::new() };
+                let _ = reply.send(JoinReply { room: self.clone(), users });
+            }
+            RoomMsg::Leave { conn } => state.remove(conn),
+            RoomMsg::Publish(publication) => state.publish(publication),
+            RoomMsg::ServerPublish { from, data, reply } => {
+                let _ = reply.send(state.server_publish(&from, &data));
+            }
+            RoomMsg::Typing { conn, user, typing } => {
+                let frame = ServerFrame::Typing { room: &state.name, user: &user, typing }.encode();
+                state.fan_out(&frame, Some(conn));
+            }
+            RoomMsg::Crash => {}
+        }
+        if state.members.is_empty() {
+            let empty = ShardMsg::Empty { room: self.clone(), seen: state.seen };
+            let _ = state.shard.cast(empty);
+        }
+    }
+
+    /// Members now in the room.
+    pub fn member_count(&self) -> usize {
+        self.state.lock().members.len()
+    }
+
+    /// Joins and server publishes the room has handled.
+    pub fn seen(&self) -> u64 {
+        self.state.lock().seen
+    }
+}
+
 impl RoomState {
     /// The users in the room, sorted.
     fn users(&self) -> Vec<Arc<str>> {
         self.users.keys().cloned().collect()
     }
-
     /// Queues `frame` for every member but `except`. Members that cannot take
     /// it (slow consumers, closed connections) leave the room.
     fn fan_out(&mut self, frame: &Encoded, except: Option<ConnId>) {
@@ -160,57 +236,18 @@ impl RoomState {
 
 impl Actor for Room {
     type Msg = RoomMsg;
-    type State = RoomState;
-    type Arguments = RoomArgs;
+    type State = Arc<RoomCell>;
+    type Arguments = Arc<RoomCell>;
 
-    async fn pre_start(&self, _: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomState, ActorProcessingErr> {
-        args.metrics.rooms.inc();
-        Ok(RoomState {
-            name: args.name,
-            seq: args.seq,
-            shard: args.shard,
-            presence: args.presence,
-            metrics: args.metrics,
-            members: HashMap::new(),
-            users: BTreeMap::new(),
-            seen: 0,
-        })
+    async fn pre_start(&self, _: ActorRef<RoomMsg>, cell: Arc<RoomCell>) -> Result<Arc<RoomCell>, ActorProcessingErr> {
+        Ok(cell)
     }
 
-    async fn post_stop(&self, _: ActorRef<RoomMsg>, state: &mut RoomState) -> Result<(), ActorProcessingErr> {
-        state.metrics.rooms.dec();
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<RoomMsg>,
-        msg: RoomMsg,
-        state: &mut RoomState,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            RoomMsg::Join { member, reply } => {
-                // Only a transport that writes `joined` needs the user list.
-                let users_wanted = member.outbox.carries(ServerKind::Joined);
-                state.join(member);
-                let users = if users_wanted { state.users() } else { Vec::new() };
-                let _ = reply.send(JoinReply { room: myself.clone(), users });
-            }
-            RoomMsg::Leave { conn } => state.remove(conn),
-            RoomMsg::Publish(publication) => state.publish(publication),
-            RoomMsg::ServerPublish { from, data, reply } => {
-                let _ = reply.send(state.server_publish(&from, &data));
-            }
-            RoomMsg::Typing { conn, user, typing } => {
-                let frame = ServerFrame::Typing { room: &state.name, user: &user, typing }.encode();
-                state.fan_out(&frame, Some(conn));
-            }
+    async fn handle(&self, _: ActorRef<RoomMsg>, msg: RoomMsg, cell: &mut Arc<RoomCell>) -> Result<(), ActorProcessingErr> {
+        if let RoomMsg::Crash = msg {
+            panic!("fault injection: room {}", cell.name);
         }
-        if state.members.is_empty() {
-            let empty =
-                ShardMsg::Empty { room: state.name.clone(), actor: myself.get_id(), seen: state.seen };
-            let _ = state.shard.cast(empty);
-        }
+        cell.apply(msg);
         Ok(())
     }
 }
@@ -235,7 +272,7 @@ mod tests {
 
     async fn fixture() -> Fixture {
         let metrics = Arc::new(Metrics::new());
-        let tree = supervisor::start(4, metrics.clone()).await.unwrap();
+        let tree = supervisor::start(4, metrics.clone(), &Default::default(), Arc::new(|_| {})).await.unwrap();
         Fixture { rooms: tree.rooms, metrics }
     }
 

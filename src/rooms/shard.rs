@@ -1,4 +1,5 @@
-//! A room registry shard: owns the rooms whose names hash to it.
+//! A room registry shard: owns the rooms whose names hash to it, and
+//! supervises their actors.
 //!
 //! Joins, leaves and server-side publishes pass through the shard, which
 //! forwards them to the room in the order it received them. That order is
@@ -11,44 +12,51 @@
 //! room with no actor (no members here) takes the next `seq` in the shard
 //! itself, so numbering advances with nobody listening. Rooms that never
 //! carried a message keep nothing once empty.
+//!
+//! Everything above lives in the shard's [`ShardCell`], which the root
+//! supervisor keeps. A room actor that fails is restarted over its
+//! [`RoomCell`] (within `supervision.max_restarts` per window; past that the
+//! shard fails, and the root restarts it). A restarted shard starts a new
+//! actor for every room that still has members, since a failing actor takes
+//! its children with it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
+use parking_lot::Mutex;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::value::RawValue;
 
-use super::room::{JoinReply, Room, RoomArgs, RoomMsg};
+use super::room::{JoinReply, Room, RoomCell, RoomMsg};
+use crate::config::SupervisionConfig;
 use crate::connection::{ConnId, Member};
-use crate::metrics::Metrics;
+use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
+use crate::supervisor::{ActorSlot, RestartBudget};
 
 /// Messages of a registry shard. Use [`super::RoomRegistry`] to send them.
 pub enum ShardMsg {
     Join { room: Arc<str>, member: Member, reply: RpcReplyPort<JoinReply> },
     Leave { room: Arc<str>, conn: ConnId },
     /// Sent by a room after any message that leaves it without members.
-    Empty { room: Arc<str>, actor: ActorId, seen: u64 },
+    Empty { room: Arc<RoomCell>, seen: u64 },
     /// A publish from the server API; the reply is its `seq`.
     Publish { room: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64> },
     /// The last `seq` given out in a room (0 when none).
     LastSeq { room: Arc<str>, reply: RpcReplyPort<u64> },
+    /// Panics the shard (fault injection).
+    Crash,
 }
 
 /// A registry shard actor.
 pub struct Shard;
 
-/// What a shard needs to start rooms.
-pub struct ShardArgs {
-    pub presence: Presence,
-    pub metrics: Arc<Metrics>,
-}
-
 struct Slot {
     seq: Arc<AtomicU64>,
-    room: Option<ActorRef<RoomMsg>>,
-    /// Joins and server publishes forwarded to the current room actor.
+    room: Option<Arc<RoomCell>>,
+    /// Joins and server publishes forwarded to the room's current actor.
     forwarded: u64,
 }
 
@@ -58,150 +66,222 @@ impl Slot {
     }
 }
 
-/// The rooms of one shard.
-pub struct ShardState {
+/// A shard's rooms and its current actor, which outlive any one actor.
+pub struct ShardCell {
+    pub actor: Arc<ActorSlot<ShardMsg>>,
+    slots: Mutex<HashMap<Arc<str>, Slot>>,
     presence: Presence,
     metrics: Arc<Metrics>,
-    slots: HashMap<Arc<str>, Slot>,
+    supervision: SupervisionConfig,
 }
 
-impl ShardState {
-    async fn join(
-        &mut self,
-        myself: &ActorRef<ShardMsg>,
-        name: Arc<str>,
-        member: Member,
-        reply: RpcReplyPort<JoinReply>,
-    ) -> Result<(), ActorProcessingErr> {
-        let slot = self.slots.entry(name.clone()).or_insert_with(Slot::new);
-        let room = match &slot.room {
-            Some(room) => room.clone(),
-            None => {
-                let args = RoomArgs {
-                    name,
-                    seq: slot.seq.clone(),
-                    shard: myself.clone(),
-                    presence: self.presence.clone(),
-                    metrics: self.metrics.clone(),
-                };
-                let room = match Actor::spawn_linked(None, Room, args, myself.get_cell()).await {
-                    Ok((room, _)) => room,
-                    Err(error) => {
-                        // The dropped reply port fails this one join; the shard carries on.
-                        tracing::error!(%error, "could not start a room");
-                        return Ok(());
-                    }
-                };
-                slot.room = Some(room.clone());
-                slot.forwarded = 0;
-                room
+impl ShardCell {
+    pub fn new(presence: Presence, metrics: Arc<Metrics>, supervision: SupervisionConfig) -> Self {
+        Self { actor: Arc::default(), slots: Mutex::default(), presence, metrics, supervision }
+    }
+
+    /// The live room named `name`, if it has one.
+    pub fn room(&self, name: &str) -> Option<Arc<RoomCell>> {
+        self.slots.lock().get(name).and_then(|s| s.room.clone())
+    }
+
+    /// Removes `conn` from `room`; through the shard actor when it runs, so
+    /// the leave stays ordered with joins, directly otherwise.
+    pub fn leave(&self, room: Arc<str>, conn: ConnId) {
+        if let Err(ShardMsg::Leave { room, conn }) = self.actor.cast(ShardMsg::Leave { room, conn }) {
+            if let Some(cell) = self.room(&room) {
+                cell.send(RoomMsg::Leave { conn });
+            }
+        }
+    }
+
+    /// Starts an actor for `room` under `shard`.
+    async fn start_room(&self, shard: &ActorRef<ShardMsg>, room: &Arc<RoomCell>) -> bool {
+        match Actor::spawn_linked(None, Room, room.clone(), shard.get_cell()).await {
+            Ok((actor, _)) => {
+                room.actor.set(actor);
+                true
+            }
+            Err(error) => {
+                tracing::error!(room = %room.name, %error, "could not start a room");
+                false
+            }
+        }
+    }
+
+    async fn join(&self, myself: &ActorRef<ShardMsg>, name: Arc<str>, member: Member, reply: RpcReplyPort<JoinReply>) {
+        let (room, new) = {
+            let mut slots = self.slots.lock();
+            let slot = slots.entry(name.clone()).or_insert_with(Slot::new);
+            match &slot.room {
+                Some(room) => (room.clone(), false),
+                None => {
+                    let room = Arc::new(RoomCell::new(
+                        name.clone(),
+                        slot.seq.clone(),
+                        self.actor.clone(),
+                        self.presence.clone(),
+                        self.metrics.clone(),
+                    ));
+                    slot.room = Some(room.clone());
+                    slot.forwarded = 0;
+                    self.metrics.rooms.inc();
+                    (room, true)
+                }
             }
         };
-        slot.forwarded += 1;
-        // If the room died after we looked, the reply port drops and the
-        // caller sees the join fail rather than wait.
-        let _ = room.cast(RoomMsg::Join { member, reply });
-        Ok(())
-    }
-
-    fn leave(&self, name: &str, conn: ConnId) {
-        if let Some(room) = self.slots.get(name).and_then(|s| s.room.as_ref()) {
-            let _ = room.cast(RoomMsg::Leave { conn });
-        }
-    }
-
-    /// Gives a server publish its `seq`: through the room actor when there is
-    /// one, so it is ordered with the members' own publishes; here otherwise.
-    fn publish(&mut self, name: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>) {
-        let slot = self.slots.entry(name).or_insert_with(Slot::new);
-        match &slot.room {
-            Some(room) => {
-                slot.forwarded += 1;
-                let _ = room.cast(RoomMsg::ServerPublish { from, data, reply });
-            }
-            None => {
-                let _ = reply.send(slot.seq.fetch_add(1, Ordering::Relaxed) + 1);
-            }
-        }
-    }
-
-    fn empty(&mut self, name: &str, actor: ActorId, seen: u64) {
-        let Some(slot) = self.slots.get_mut(name) else { return };
-        let current = slot.room.as_ref().is_some_and(|r| r.get_id() == actor);
-        if !current || slot.forwarded != seen {
+        if new && !self.start_room(myself, &room).await {
+            // The dropped reply port fails this one join; the shard carries on.
+            self.retire(&name);
             return;
         }
-        if let Some(room) = slot.room.take() {
-            room.stop(None);
+        if let Some(slot) = self.slots.lock().get_mut(&name) {
+            slot.forwarded += 1;
         }
-        self.forget_if_unused(name);
+        room.send(RoomMsg::Join { member, reply });
     }
 
-    /// Drops the slot of a room with no actor and no `seq` to remember.
-    fn forget_if_unused(&mut self, name: &str) {
-        if self.slots.get(name).is_some_and(|s| s.room.is_none() && s.seq.load(Ordering::Relaxed) == 0) {
-            self.slots.remove(name);
-        }
-    }
-
-    /// A room actor ended without being retired (it failed): forget it, so
-    /// the next join starts a fresh one.
-    fn room_ended(&mut self, actor: ActorId) {
-        let name = self
-            .slots
-            .iter()
-            .find(|(_, s)| s.room.as_ref().is_some_and(|r| r.get_id() == actor))
-            .map(|(name, _)| name.clone());
-        if let Some(name) = name {
-            if let Some(slot) = self.slots.get_mut(&name) {
-                slot.room = None;
+    /// Gives a server publish its `seq`: through the room when there is one,
+    /// so it is ordered with the members' own publishes; here otherwise.
+    fn publish(&self, name: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>) {
+        let room = {
+            let mut slots = self.slots.lock();
+            let slot = slots.entry(name).or_insert_with(Slot::new);
+            match &slot.room {
+                Some(room) => {
+                    slot.forwarded += 1;
+                    room.clone()
+                }
+                None => {
+                    let _ = reply.send(slot.seq.fetch_add(1, Ordering::Relaxed) + 1);
+                    return;
+                }
             }
-            self.forget_if_unused(&name);
+        };
+        room.send(RoomMsg::ServerPublish { from, data, reply });
+    }
+
+    fn last_seq(&self, name: &str) -> u64 {
+        self.slots.lock().get(name).map_or(0, |s| s.seq.load(Ordering::Relaxed))
+    }
+
+    fn empty(&self, room: &Arc<RoomCell>, seen: u64) {
+        let current = self.slots.lock().get(&room.name).is_some_and(|slot| {
+            slot.room.as_ref().is_some_and(|r| Arc::ptr_eq(r, room)) && slot.forwarded == seen
+        });
+        if current && room.member_count() == 0 {
+            self.retire(&room.name);
         }
     }
+
+    /// Stops a room's actor and drops the room, keeping its `seq` if it has one.
+    fn retire(&self, name: &str) {
+        let mut slots = self.slots.lock();
+        let Some(slot) = slots.get_mut(name) else { return };
+        if let Some(room) = slot.room.take() {
+            self.metrics.rooms.dec();
+            if let Some(actor) = room.actor.get() {
+                actor.stop(None);
+            }
+        }
+        if slot.seq.load(Ordering::Relaxed) == 0 {
+            slots.remove(name);
+        }
+    }
+
+    /// The room whose current actor is `actor`.
+    fn room_of(&self, actor: ActorId) -> Option<Arc<RoomCell>> {
+        self.slots.lock().values().filter_map(|s| s.room.clone()).find(|room| room.actor.holds(actor))
+    }
+
+    /// A room's actor was replaced: what the old one had not handled is gone,
+    /// so the retire count starts again from what the room has seen.
+    fn resync(&self, room: &RoomCell) {
+        if let Some(slot) = self.slots.lock().get_mut(&room.name) {
+            slot.forwarded = room.seen();
+        }
+    }
+}
+
+/// A running shard: its cell and its restart budget for rooms.
+pub struct ShardState {
+    cell: Arc<ShardCell>,
+    budget: RestartBudget,
 }
 
 impl Actor for Shard {
     type Msg = ShardMsg;
     type State = ShardState;
-    type Arguments = ShardArgs;
+    type Arguments = Arc<ShardCell>;
 
-    async fn pre_start(&self, _: ActorRef<ShardMsg>, args: ShardArgs) -> Result<ShardState, ActorProcessingErr> {
-        Ok(ShardState { presence: args.presence, metrics: args.metrics, slots: HashMap::new() })
+    /// A fresh shard has no rooms; a restarted one starts an actor for every
+    /// room that still has members and retires the others.
+    async fn pre_start(&self, myself: ActorRef<ShardMsg>, cell: Arc<ShardCell>) -> Result<ShardState, ActorProcessingErr> {
+        let rooms: Vec<Arc<RoomCell>> = cell.slots.lock().values().filter_map(|s| s.room.clone()).collect();
+        for room in rooms {
+            if room.member_count() > 0 && cell.start_room(&myself, &room).await {
+                cell.resync(&room);
+            } else {
+                cell.retire(&room.name);
+            }
+        }
+        let budget = RestartBudget::new(&cell.supervision);
+        Ok(ShardState { cell, budget })
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<ShardMsg>,
-        msg: ShardMsg,
-        state: &mut ShardState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, myself: ActorRef<ShardMsg>, msg: ShardMsg, state: &mut ShardState) -> Result<(), ActorProcessingErr> {
+        let cell = &state.cell;
         match msg {
-            ShardMsg::Join { room, member, reply } => state.join(&myself, room, member, reply).await?,
-            ShardMsg::Leave { room, conn } => state.leave(&room, conn),
-            ShardMsg::Empty { room, actor, seen } => state.empty(&room, actor, seen),
-            ShardMsg::Publish { room, from, data, reply } => state.publish(room, from, data, reply),
-            ShardMsg::LastSeq { room, reply } => {
-                let seq = state.slots.get(&room).map_or(0, |s| s.seq.load(Ordering::Relaxed));
-                let _ = reply.send(seq);
+            ShardMsg::Join { room, member, reply } => cell.join(&myself, room, member, reply).await,
+            ShardMsg::Leave { room, conn } => {
+                if let Some(room) = cell.room(&room) {
+                    room.send(RoomMsg::Leave { conn });
+                }
             }
+            ShardMsg::Empty { room, seen } => cell.empty(&room, seen),
+            ShardMsg::Publish { room, from, data, reply } => cell.publish(room, from, data, reply),
+            ShardMsg::LastSeq { room, reply } => {
+                let _ = reply.send(cell.last_seq(&room));
+            }
+            ShardMsg::Crash => panic!("fault injection: room registry shard"),
         }
         Ok(())
     }
 
+    /// Restarts a failed room over its cell, within the restart budget;
+    /// past it, fails the shard so the root decides.
     async fn handle_supervisor_evt(
         &self,
-        _: ActorRef<ShardMsg>,
+        myself: ActorRef<ShardMsg>,
         event: SupervisionEvent,
         state: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorFailed(cell, error) => {
-                tracing::error!(actor = %cell.get_id(), %error, "room failed");
-                state.room_ended(cell.get_id());
-            }
-            SupervisionEvent::ActorTerminated(cell, _, _) => state.room_ended(cell.get_id()),
-            _ => {}
+        let (actor, failure) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell.get_id(), Some(error.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell.get_id(), None),
+            _ => return Ok(()),
+        };
+        // A retired room's actor ends without a slot: nothing to do.
+        let Some(room) = state.cell.room_of(actor) else { return Ok(()) };
+        let metrics = &state.cell.metrics;
+        if let Some(error) = &failure {
+            metrics.actor_failed(ActorKind::Room);
+            tracing::error!(room = %room.name, %error, "room failed");
+        }
+        if !state.budget.allow(Instant::now()) {
+            let limit = &state.cell.supervision;
+            return Err(format!(
+                "room {} failed past the limit of {} restarts within {} ms",
+                room.name, limit.max_restarts, limit.window_ms
+            )
+            .into());
+        }
+        if state.cell.start_room(&myself, &room).await {
+            state.cell.resync(&room);
+            metrics.actor_restarted(ActorKind::Room);
+            tracing::warn!(room = %room.name, members = room.member_count(), "room restarted");
+        } else {
+            state.cell.retire(&room.name);
         }
         Ok(())
     }

@@ -12,6 +12,9 @@
 //! single-thread runtime and die with it. Connection actors run on the
 //! workers and reach the tree through handles, which work from any thread.
 //!
+//! If the supervision tree gives up, the node drains the same way and
+//! [`Server::run`] returns [`ServerError::GaveUp`] (the binary exits 70).
+//!
 //! Shutdown (SIGTERM, SIGINT, or [`ShutdownHandle::shutdown`]): `/readyz`
 //! turns 503 and upgrades are refused at once, every connection is sent close
 //! 1001, and the node stops when the last connection is gone or after
@@ -46,6 +49,16 @@ pub enum ServerError {
     Bind { addr: String, source: std::io::Error },
     #[error("could not start the HTTP workers: {0}")]
     Workers(std::io::Error),
+    /// The supervision tree gave up; the node stopped rather than run without it.
+    #[error("supervision gave up: {0}")]
+    GaveUp(String),
+}
+
+/// Set when the supervision tree gives up: the node drains and stops.
+#[derive(Default)]
+struct Fatal {
+    notify: Notify,
+    reason: parking_lot::Mutex<Option<String>>,
 }
 
 /// Asks a running server to drain and stop.
@@ -66,6 +79,7 @@ pub struct Server {
     node: Arc<Node>,
     actors: tokio::runtime::Runtime,
     shutdown: ShutdownHandle,
+    fatal: Arc<Fatal>,
     signals: bool,
 }
 
@@ -83,11 +97,19 @@ impl Server {
             .build()
             .map_err(ServerError::Runtime)?;
         let metrics = Arc::new(Metrics::new());
-        let tree = actors.block_on(supervisor::start(cores() * 8, metrics.clone()))?;
+        let fatal = Arc::new(Fatal::default());
+        let give_up: supervisor::GiveUp = {
+            let fatal = fatal.clone();
+            Arc::new(move |reason| {
+                fatal.reason.lock().get_or_insert(reason);
+                fatal.notify.notify_one();
+            })
+        };
+        let tree = actors.block_on(supervisor::start(cores() * 8, metrics.clone(), &config.supervision, give_up))?;
         let addr = format!("{}:{}", config.server.host, config.server.port);
         let listener = bind(&addr).map_err(|source| ServerError::Bind { addr, source })?;
         let node = Arc::new(Node::new(config, tree.rooms, tree.presence, metrics));
-        Ok(Self { listener, node, actors, shutdown: ShutdownHandle::default(), signals: false })
+        Ok(Self { listener, node, actors, shutdown: ShutdownHandle::default(), fatal, signals: false })
     }
 
     /// Drains and stops on SIGTERM and SIGINT (for the binary; tests use [`Self::shutdown_handle`]).
@@ -113,7 +135,7 @@ impl Server {
 
     /// Serves until shut down, then drains. Blocks the calling thread.
     pub fn run(self) -> Result<(), ServerError> {
-        let Server { listener, node, actors, shutdown, signals } = self;
+        let Server { listener, node, actors, shutdown, fatal, signals } = self;
         let workers = match node.config.server.workers {
             0 => cores(),
             n => n,
@@ -132,6 +154,7 @@ impl Server {
             tokio::select! {
                 _ = acceptor.run(&node.metrics) => {}
                 _ = shutdown.notify.notified() => {}
+                _ = fatal.notify.notified() => {}
                 _ = termination(signals) => {}
             }
             drain(&node, &mut acceptor).await;
@@ -139,6 +162,10 @@ impl Server {
         })?;
         acceptor.stop();
         actors.shutdown_background();
+        if let Some(reason) = fatal.reason.lock().take() {
+            tracing::error!(%reason, "herald stopped: supervision gave up");
+            return Err(ServerError::GaveUp(reason));
+        }
         tracing::info!("herald stopped");
         Ok(())
     }

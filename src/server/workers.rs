@@ -64,11 +64,9 @@ impl Workers {
 /// One worker: builds the HTTP service, then serves every socket it is given.
 async fn serve(mut sockets: mpsc::UnboundedReceiver<StdTcpStream>, node: Arc<Node>) {
     let data = web::Data::from(node.clone());
-    let app = App::new().app_data(data).configure(transport::http::routes);
-    // A client that closes its side is gone: an open response (an SSE
-    // stream) ends at once rather than at its next write.
+    let fault_injection = node.config.debug.fault_injection;
+    let app = App::new().app_data(data).configure(|cfg| transport::http::routes(cfg, fault_injection));
     let factory = HttpService::build()
-        .h1_allow_half_closed(false)
         .on_connect_ext(|io: &TcpStream, ext| {
             ext.insert(SocketFd(io.as_raw_fd()));
         })

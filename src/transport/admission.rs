@@ -27,8 +27,10 @@ pub enum Handshake {
 
 /// A request allowed to open a connection.
 pub struct Admitted {
-    /// The connection's place among `limits.max_connections`.
-    pub slot: OpenSlot,
+    /// The connection's place among `limits.max_connections`, held by
+    /// whatever lives until the socket closes (the connection itself unless
+    /// its transport takes the slot first).
+    pub slot: Option<OpenSlot>,
     /// Reaches the connection's socket when its actor cannot be reached.
     pub control: Arc<Control>,
     pub handshake: Handshake,
@@ -79,7 +81,7 @@ pub fn admit<T: Transport>(req: &HttpRequest, node: &Arc<Node>) -> Result<Admitt
             }
         },
     };
-    Ok(Admitted { slot, control: Arc::new(Control::new(socket, T::carries)), handshake })
+    Ok(Admitted { slot: Some(slot), control: Arc::new(Control::new(socket, T::carries)), handshake })
 }
 
 /// Whether the request's `Origin` may open a connection. Requests without an

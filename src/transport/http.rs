@@ -7,14 +7,15 @@ use actix_web::{web, HttpResponse};
 
 use crate::node::Node;
 
-/// Registers every route of the HTTP port.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// Registers every route of the HTTP port; `/api/debug/*` only when
+/// `debug.fault_injection` is on.
+pub fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool) {
     cfg.route("/ws", web::get().to(super::ws::upgrade))
         .route("/sse", web::get().to(super::sse::subscribe))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
-        .configure(crate::api::routes);
+        .configure(|cfg| crate::api::routes(cfg, fault_injection));
 }
 
 /// `GET /healthz`: 200 while the process runs.

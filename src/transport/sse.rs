@@ -15,8 +15,9 @@
 //! through a channel of `limits.outbound_queue` frames: a client that stops
 //! reading fills it and becomes a slow consumer like any other, its stream
 //! ended and its socket shut down after the grace period. The stream ends
-//! when the client goes away, and the connection leaves its rooms and
-//! presence with it.
+//! when the client goes away (a client sends nothing after its request, so
+//! its socket is peeked every second for the end of its stream), and the
+//! connection leaves its rooms and presence with it.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -38,8 +39,11 @@ use super::{Full, Transport, TransportKind};
 use crate::auth::Identity;
 use crate::connection::core::Connection;
 use crate::connection::Control;
-use crate::node::Node;
+use crate::node::{Node, OpenSlot};
 use crate::protocol::{self, Encoded, ServerKind};
+
+/// How often an SSE connection checks that its client is still there.
+const PEER_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A Server-Sent Events connection.
 pub type SseConnection = Connection<Sse>;
@@ -70,7 +74,10 @@ pub async fn subscribe(req: HttpRequest, node: web::Data<Node>) -> HttpResponse 
     let queue = node.config.limits.outbound_queue;
     let (tx, rx) = mpsc::channel(queue);
     let (ready, opened) = oneshot::channel();
-    let body = EventStream { rx, control: admitted.control.clone() };
+    let mut admitted = admitted;
+    // The body outlives the actor by as long as the socket takes to close,
+    // so it holds the connection's slot.
+    let body = EventStream { rx, control: admitted.control.clone(), _slot: admitted.slot.take() };
     let transport = Sse { tx, opening: Some(Box::new(Opening { rooms, ready })) };
     Connection::new(node, id, admitted, transport).start();
     if opened.await != Ok(true) {
@@ -178,46 +185,42 @@ impl Transport for Sse {
 
     fn opened(conn: &mut SseConnection, ctx: &mut Self::Context) {
         let Some(opening) = conn.transport.opening.take() else { return };
+        // The connection ends with its response body, and with its client:
+        // a client that closes its socket is noticed within PEER_CHECK.
         let tx = conn.transport.tx.clone();
         ctx.spawn(async move { tx.closed().await }.into_actor(conn).map(|(), _, ctx| ctx.stop()));
+        ctx.run_interval(PEER_CHECK, |conn, ctx| {
+            if conn.control().peer_gone() {
+                ctx.stop();
+            }
+        });
         let _ = conn.transport.push(ctx, Bytes::from_static(b": subscribed\n\n"));
-        join_next(conn, ctx, *opening);
+        let Opening { rooms, ready } = *opening;
+        let Some(user) = conn.session().user().cloned() else { return };
+        // Joins run side by side, and the mailbox keeps flowing meanwhile.
+        let joins = conn.join_all(rooms, user, ctx);
+        ctx.spawn(joins.map(move |joined, _, ctx| {
+            if ready.send(joined.is_ok()).is_err() || joined.is_err() {
+                ctx.stop();
+            }
+        }));
     }
 
     /// The response body releases the socket, when actix-http drops it.
     fn stopped(&mut self, _: &Control) {}
 }
 
-/// Joins the opening's rooms one after another, then lets the request answer.
-fn join_next(conn: &mut SseConnection, ctx: &mut Context<SseConnection>, mut opening: Opening) {
-    let Some(user) = conn.session().user().cloned() else { return };
-    let Some(room) = opening.rooms.pop() else {
-        if opening.ready.send(true).is_err() {
-            ctx.stop();
-        }
-        return;
-    };
-    let join = conn.join(room, user, ctx);
-    ctx.wait(join.map(move |joined, conn, ctx| match joined {
-        Ok(_) => join_next(conn, ctx, opening),
-        Err(()) => {
-            let _ = opening.ready.send(false);
-            ctx.stop();
-        }
-    }));
-}
-
-/// `frame` as one event. JSON never needs a line break, but a client's
-/// `data` may carry some between its tokens; each becomes a new `data:` line,
-/// which the client joins back with `\n`, the same JSON.
+/// `frame` as one event on one `data:` line. JSON needs no line break, but a
+/// client's `data` may carry some between its tokens (it is relayed
+/// verbatim); there they are whitespace, and become spaces.
 fn event(frame: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(frame.len() + 8);
     out.extend_from_slice(b"data: ");
-    let mut lines = frame.split(['\r', '\n']).filter(|line| !line.is_empty()).peekable();
-    while let Some(line) = lines.next() {
-        out.extend_from_slice(line.as_bytes());
-        if lines.peek().is_some() {
-            out.extend_from_slice(b"\ndata: ");
+    let start = out.len();
+    out.extend_from_slice(frame.as_bytes());
+    for byte in &mut out[start..] {
+        if matches!(*byte, b'\r' | b'\n') {
+            *byte = b' ';
         }
     }
     out.extend_from_slice(b"\n\n");
@@ -229,6 +232,7 @@ fn event(frame: &str) -> Bytes {
 struct EventStream {
     rx: mpsc::Receiver<Bytes>,
     control: Arc<Control>,
+    _slot: Option<OpenSlot>,
 }
 
 impl Stream for EventStream {
@@ -256,14 +260,14 @@ mod tests {
     }
 
     #[test]
-    fn line_breaks_in_a_frame_become_data_lines() {
-        let text = "{\"type\":\"message\",\"data\":{\r\n\"a\":1,\n\"b\":2\r}}";
+    fn line_breaks_in_a_frame_become_spaces_on_one_line() {
+        let text = "{\"type\":\"message\",\"data\":{\r\n\"a\":1,\n\"b\":\"x y\"\r}}";
         let chunk = event(text);
         let chunk = std::str::from_utf8(&chunk).unwrap();
-        assert!(chunk.ends_with("\n\n"));
-        let joined: Vec<&str> = chunk.trim_end().lines().map(|l| l.strip_prefix("data: ").unwrap()).collect();
-        let value: serde_json::Value = serde_json::from_str(&joined.join("\n")).unwrap();
-        assert_eq!(value, serde_json::json!({"type": "message", "data": {"a": 1, "b": 2}}));
+        let line = chunk.strip_suffix("\n\n").unwrap().strip_prefix("data: ").unwrap();
+        assert!(!line.contains(['\r', '\n']), "{line:?}");
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(value, serde_json::json!({"type": "message", "data": {"a": 1, "b": "x y"}}));
     }
 
     #[test]

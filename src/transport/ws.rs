@@ -142,6 +142,12 @@ impl WsConnection {
 impl StreamHandler<Result<ws::Message, ProtocolError>> for WsConnection {
     fn handle(&mut self, msg: Result<ws::Message, ProtocolError>, ctx: &mut Ctx) {
         self.heard();
+        self.guarded(ctx, |conn, ctx| conn.on_message(msg, ctx));
+    }
+}
+
+impl WsConnection {
+    fn on_message(&mut self, msg: Result<ws::Message, ProtocolError>, ctx: &mut Ctx) {
         match msg {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
             Ok(ws::Message::Binary(_)) => self.on_unsupported(ctx),

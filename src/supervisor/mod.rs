@@ -1,0 +1,316 @@
+//! The supervision tree of a node's ractor actors, on their own multi-thread
+//! runtime (see `server`).
+//!
+//! ```text
+//! root (Supervisor)                              gives up: the process exits (status 70)
+//! ├── presence registry (PresenceRegistry)        started first: rooms report to it
+//! └── room registry shards (Shard × N)            one per hash bucket of room names
+//!     └── rooms (Room), created on first join, retired when empty
+//! ```
+//!
+//! Every supervisor restarts a child that fails, at most
+//! `supervision.max_restarts` times within `supervision.window_ms`
+//! ([`RestartBudget`]). One failure more and a shard fails itself, so the
+//! root decides; the root, past its own budget (or if it stops), gives up:
+//! it logs why and the server exits with status 70 rather than run half
+//! alive. Failures and restarts are counted in `herald_actor_failures_total`
+//! and `herald_actor_restarts_total`.
+//!
+//! # Where the truth lives
+//!
+//! Not in the actors. The state of the presence registry, of each shard and
+//! of each room lives in a cell (`PresenceCell`, `ShardCell`, `RoomCell`)
+//! owned by the actor's supervisor; the actor is the one writer that applies
+//! messages to its cell in order, and an [`ActorSlot`] in the cell says
+//! which actor that is now. A restart starts a new actor over the same cell
+//! and puts it in the slot. So after a room restarts its members are still
+//! members and `seq` carries on; after presence restarts every answer is as
+//! complete as before, and nobody sees a `user_left` or `user_joined` for
+//! it. Rebuilding state from the connections instead would mean asking every
+//! connection after every failure, with the answers racing new joins.
+//!
+//! Messages sent while an actor is down are not lost: a handle whose cast
+//! finds no live actor applies the message to the cell itself (a room
+//! publish, a presence update), or fails it back to its sender (a join, an
+//! API publish while a shard restarts, which the caller may retry). Only
+//! what sat in the failed actor's mailbox goes with it.
+//!
+//! Connection actors live on the HTTP workers (actix), outside this tree;
+//! they reach it through the [`RoomRegistry`] and [`Presence`] handles
+//! returned by [`start`]. A panic while a connection handles a frame closes
+//! that connection alone, with 1011 (see `connection::core`).
+
+mod budget;
+mod slot;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
+
+pub use budget::RestartBudget;
+pub use slot::ActorSlot;
+
+use crate::config::SupervisionConfig;
+use crate::metrics::{ActorKind, Metrics};
+use crate::presence::{Presence, PresenceCell, PresenceRegistry};
+use crate::rooms::shard::Shard;
+use crate::rooms::{RoomRegistry, ShardCell};
+
+/// What the root calls when it gives up, with the reason.
+pub type GiveUp = Arc<dyn Fn(String) + Send + Sync>;
+
+/// The handles of a started tree.
+#[derive(Clone)]
+pub struct Tree {
+    pub root: ActorRef<()>,
+    pub rooms: RoomRegistry,
+    pub presence: Presence,
+}
+
+/// What the root needs to start and restart its children.
+pub struct SupervisorArgs {
+    pub presence: Arc<PresenceCell>,
+    pub shards: Vec<Arc<ShardCell>>,
+    pub supervision: SupervisionConfig,
+    pub metrics: Arc<Metrics>,
+    pub give_up: GiveUp,
+}
+
+/// The root supervisor.
+pub struct Supervisor;
+
+pub struct SupervisorState {
+    args: SupervisorArgs,
+    budget: RestartBudget,
+}
+
+/// A child of the root.
+#[derive(Debug, Clone, Copy)]
+enum Child {
+    Presence,
+    Shard(usize),
+}
+
+impl SupervisorState {
+    fn child(&self, actor: ActorId) -> Option<Child> {
+        if self.args.presence.actor.holds(actor) {
+            return Some(Child::Presence);
+        }
+        self.args.shards.iter().position(|s| s.actor.holds(actor)).map(Child::Shard)
+    }
+
+    async fn start(&self, myself: &ActorRef<()>, child: Child) -> Result<(), SpawnErr> {
+        match child {
+            Child::Presence => {
+                let cell = self.args.presence.clone();
+                let (actor, _) = Actor::spawn_linked(None, PresenceRegistry, cell.clone(), myself.get_cell()).await?;
+                cell.actor.set(actor);
+            }
+            Child::Shard(i) => {
+                let cell = self.args.shards[i].clone();
+                let (actor, _) = Actor::spawn_linked(None, Shard, cell.clone(), myself.get_cell()).await?;
+                cell.actor.set(actor);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Child {
+    fn kind(self) -> ActorKind {
+        match self {
+            Self::Presence => ActorKind::Presence,
+            Self::Shard(_) => ActorKind::Registry,
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = ();
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(&self, myself: ActorRef<()>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+        let budget = RestartBudget::new(&args.supervision);
+        let state = SupervisorState { args, budget };
+        state.start(&myself, Child::Presence).await?;
+        for i in 0..state.args.shards.len() {
+            state.start(&myself, Child::Shard(i)).await?;
+        }
+        Ok(state)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<()>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (actor, error) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell.get_id(), Some(error.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell.get_id(), reason),
+            _ => return Ok(()),
+        };
+        let Some(child) = state.child(actor) else { return Ok(()) };
+        let kind = child.kind();
+        state.args.metrics.actor_failed(kind);
+        let error = error.unwrap_or_else(|| "stopped".into());
+        tracing::error!(actor = kind.as_str(), %error, "supervised actor failed");
+        if !state.budget.allow(Instant::now()) {
+            let limit = &state.args.supervision;
+            let reason = format!(
+                "the {} actor failed ({error}) past the limit of {} restarts within {} ms",
+                kind.as_str(),
+                limit.max_restarts,
+                limit.window_ms
+            );
+            tracing::error!(%reason, "supervision gave up: stopping the node");
+            (state.args.give_up)(reason);
+            myself.stop(Some("gave up".into()));
+            return Ok(());
+        }
+        match state.start(&myself, child).await {
+            Ok(()) => {
+                state.args.metrics.actor_restarted(kind);
+                tracing::warn!(actor = kind.as_str(), "supervised actor restarted");
+            }
+            Err(error) => {
+                let reason = format!("could not restart the {} actor: {error}", kind.as_str());
+                tracing::error!(%reason, "supervision gave up: stopping the node");
+                (state.args.give_up)(reason);
+                myself.stop(Some("gave up".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the tree could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not spawn the supervision tree: {0}")]
+    Spawn(#[from] SpawnErr),
+}
+
+/// Starts the tree. Must run on the actors' runtime. `give_up` is called
+/// once if the root gives up (or stops for any other reason).
+pub async fn start(
+    shards: usize,
+    metrics: Arc<Metrics>,
+    supervision: &SupervisionConfig,
+    give_up: GiveUp,
+) -> Result<Tree, StartError> {
+    let presence_cell = Arc::new(PresenceCell::new(metrics.clone()));
+    let presence = Presence::new(presence_cell.clone());
+    let shards: Vec<Arc<ShardCell>> = (0..shards.max(1))
+        .map(|_| Arc::new(ShardCell::new(presence.clone(), metrics.clone(), supervision.clone())))
+        .collect();
+    let args = SupervisorArgs {
+        presence: presence_cell,
+        shards: shards.clone(),
+        supervision: supervision.clone(),
+        metrics,
+        give_up: give_up.clone(),
+    };
+    let (root, handle) = Actor::spawn(None, Supervisor, args).await?;
+    // The root never stops on its own while the node runs: when it does, the
+    // tree is gone and the node must not carry on without it.
+    tokio::spawn(async move {
+        let outcome = handle.await;
+        give_up(match outcome {
+            Ok(()) => "the root supervisor stopped".into(),
+            Err(error) => format!("the root supervisor failed: {error}"),
+        });
+    });
+    Ok(Tree { root, rooms: RoomRegistry::new(shards), presence })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::connection::testing::collector;
+    use crate::connection::{ConnId, Member};
+
+    async fn tree(max_restarts: u32) -> (Tree, Arc<Metrics>, mpsc::UnboundedReceiver<String>) {
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let supervision = SupervisionConfig { max_restarts, window_ms: 60_000 };
+        let give_up: GiveUp = Arc::new(move |reason| {
+            let _ = tx.send(reason);
+        });
+        let tree = start(2, metrics.clone(), &supervision, give_up).await.unwrap();
+        (tree, metrics, rx)
+    }
+
+    /// Waits until `done` holds, for at most two seconds.
+    async fn until(done: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition not reached");
+    }
+
+    fn restarts(metrics: &Metrics, kind: ActorKind) -> String {
+        let text = metrics.render();
+        let series = format!("herald_actor_restarts_total{{actor=\"{}\"}} ", kind.as_str());
+        text.lines().find_map(|l| l.strip_prefix(&series)).unwrap_or("missing").to_owned()
+    }
+
+    #[actix_web::test]
+    async fn the_root_restarts_presence_over_its_state_then_gives_up_past_the_limit() {
+        let (tree, metrics, mut gave_up) = tree(1).await;
+        let (outbox, _) = collector(8);
+        tree.presence.online(Member { conn: ConnId(1), user: "alice".into(), outbox });
+        tree.presence.room_joined("hall".into(), "alice".into());
+
+        let first = tree.presence.crash().unwrap();
+        until(|| tree.presence.actor().is_some_and(|now| now != first)).await;
+        assert_eq!(restarts(&metrics, ActorKind::Presence), "1");
+        let status = tree.presence.status(vec!["alice".into()]).await.unwrap();
+        assert!(status["alice"], "the restarted registry still knows alice");
+        assert_eq!(tree.presence.room_users("hall".into()).await.unwrap(), [Arc::from("alice")]);
+        assert!(gave_up.try_recv().is_err(), "one restart is within the limit");
+
+        tree.presence.crash().unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(2), gave_up.recv()).await.unwrap().unwrap();
+        assert!(reason.contains("presence"), "{reason}");
+        assert_eq!(restarts(&metrics, ActorKind::Presence), "1", "no restart past the limit");
+    }
+
+    #[actix_web::test]
+    async fn a_shard_restarts_its_rooms_then_escalates_to_the_root() {
+        let (tree, metrics, mut gave_up) = tree(1).await;
+        let (outbox, frames) = collector(64);
+        let member = Member { conn: ConnId(1), user: "alice".into(), outbox };
+        let (room, _) = tree.rooms.join("r".into(), member).await.unwrap();
+        let shard = tree.rooms.shard_actor("r").unwrap();
+
+        // Within the shard's limit: the room restarts, the shard stays.
+        let first = tree.rooms.crash_room("r").unwrap();
+        until(|| tree.rooms.room_actor("r").is_some_and(|now| now != first)).await;
+        assert_eq!(restarts(&metrics, ActorKind::Room), "1");
+        assert_eq!(tree.rooms.shard_actor("r"), Some(shard));
+
+        // Past it: the shard fails, the root restarts it, and the new shard
+        // starts the room again over the same members.
+        let second = tree.rooms.crash_room("r").unwrap();
+        until(|| tree.rooms.shard_actor("r").is_some_and(|now| now != shard)).await;
+        until(|| tree.rooms.room_actor("r").is_some_and(|now| now != second)).await;
+        assert_eq!(restarts(&metrics, ActorKind::Room), "1");
+        assert_eq!(restarts(&metrics, ActorKind::Registry), "1");
+        assert!(gave_up.try_recv().is_err(), "the root's own limit is not reached");
+
+        frames.lock().clear();
+        let data = serde_json::value::RawValue::from_string("1".into()).unwrap();
+        room.publish(ConnId(1), "alice".into(), &data, true, None);
+        until(|| frames.lock().iter().any(|f| f.contains(r#""seq":1"#))).await;
+    }
+}
