@@ -127,14 +127,15 @@ impl Metrics {
             &["transport"],
         )
         .unwrap();
-        let accepted_vec = IntCounterVec::new(
-            Opts::new("herald_connections_accepted_total", "Connections accepted, by transport"),
-            &["transport"],
-        )
-        .unwrap();
+        let counter_vec =
+            |name: &str, help: &str, label: &str| IntCounterVec::new(Opts::new(name, help), &[label]).unwrap();
+        let children = |vec: &IntCounterVec, values: &mut dyn Iterator<Item = &'static str>| -> Vec<IntCounter> {
+            values.map(|v| vec.with_label_values(&[v])).collect()
+        };
+        let accepted_vec =
+            counter_vec("herald_connections_accepted_total", "Connections accepted, by transport", "transport");
         let connections_open = TransportKind::ALL.iter().map(|t| open_vec.with_label_values(&[t.as_str()])).collect();
-        let connections_accepted =
-            TransportKind::ALL.iter().map(|t| accepted_vec.with_label_values(&[t.as_str()])).collect();
+        let connections_accepted = children(&accepted_vec, &mut TransportKind::ALL.iter().map(|t| t.as_str()));
         let rooms = IntGauge::new("herald_rooms", "Rooms with members on this node").unwrap();
         let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
         let slow_consumers =
@@ -145,36 +146,18 @@ impl Metrics {
         let oversized = counter("herald_oversized_frames_total", "Client messages larger than max_message_bytes");
         let heartbeat_timeouts = counter("herald_heartbeat_timeouts_total", "Connections dropped for silence");
         let accept_errors = counter("herald_accept_errors_total", "Failed accept calls on the listening socket");
-        let refused_vec = IntCounterVec::new(
-            Opts::new("herald_connections_refused_total", "Connections refused before they opened, by reason"),
-            &["reason"],
-        )
-        .unwrap();
-        let refused = Refusal::ALL.iter().map(|r| refused_vec.with_label_values(&[r.as_str()])).collect();
-        let failures_vec = IntCounterVec::new(
-            Opts::new("herald_actor_failures_total", "Actors that panicked or failed, by kind"),
-            &["actor"],
-        )
-        .unwrap();
-        let restarts_vec = IntCounterVec::new(
-            Opts::new("herald_actor_restarts_total", "Actors restarted by their supervisor, by kind"),
-            &["actor"],
-        )
-        .unwrap();
-        let actor_failures = ActorKind::ALL.iter().map(|a| failures_vec.with_label_values(&[a.as_str()])).collect();
-        let actor_restarts = ActorKind::ALL.iter().map(|a| restarts_vec.with_label_values(&[a.as_str()])).collect();
-        let frames_in_vec = IntCounterVec::new(
-            Opts::new("herald_frames_received_total", "Client frames received, by frame type"),
-            &["type"],
-        )
-        .unwrap();
-        let frames_out_vec = IntCounterVec::new(
-            Opts::new("herald_frames_sent_total", "Server frames sent, by frame type"),
-            &["type"],
-        )
-        .unwrap();
-        let frames_in = ClientKind::ALL.iter().map(|k| frames_in_vec.with_label_values(&[k.as_str()])).collect();
-        let frames_out = ServerKind::ALL.iter().map(|k| frames_out_vec.with_label_values(&[k.as_str()])).collect();
+        let refused_vec =
+            counter_vec("herald_connections_refused_total", "Connections refused before they opened, by reason", "reason");
+        let refused = children(&refused_vec, &mut Refusal::ALL.iter().map(|r| r.as_str()));
+        let failures_vec = counter_vec("herald_actor_failures_total", "Actors that panicked or failed, by kind", "actor");
+        let restarts_vec =
+            counter_vec("herald_actor_restarts_total", "Actors restarted by their supervisor, by kind", "actor");
+        let actor_failures = children(&failures_vec, &mut ActorKind::ALL.iter().map(|a| a.as_str()));
+        let actor_restarts = children(&restarts_vec, &mut ActorKind::ALL.iter().map(|a| a.as_str()));
+        let frames_in_vec = counter_vec("herald_frames_received_total", "Client frames received, by frame type", "type");
+        let frames_out_vec = counter_vec("herald_frames_sent_total", "Server frames sent, by frame type", "type");
+        let frames_in = children(&frames_in_vec, &mut ClientKind::ALL.iter().map(|k| k.as_str()));
+        let frames_out = children(&frames_out_vec, &mut ServerKind::ALL.iter().map(|k| k.as_str()));
         let api_vec = IntCounterVec::new(
             Opts::new("herald_api_requests_total", "Server API requests, by route template and status class"),
             &["route", "status"],

@@ -30,3 +30,13 @@ where
         Ok(CallResult::SenderError) | Err(_) => Err(CallError::Unavailable),
     }
 }
+
+/// Waits for the answer to a question queued in a supervised actor's
+/// mailbox, at most [`CALL_TIMEOUT`].
+pub async fn answer<T>(rx: tokio::sync::oneshot::Receiver<T>) -> Result<T, CallError> {
+    match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(_)) => Err(CallError::Unavailable),
+        Err(_) => Err(CallError::Timeout),
+    }
+}

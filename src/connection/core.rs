@@ -95,7 +95,10 @@ impl<T: Transport> Connection<T> {
             .unwrap_or_default();
         self.node.metrics.actor_failed(ActorKind::Connection);
         tracing::error!(conn = %self.session.id, panic = %what, "connection failed; closing it with 1011");
-        self.close(ctx, close::INTERNAL, close::INTERNAL_REASON);
+        // Unless it was already closing when it failed: one close is enough.
+        if !matches!(ctx.state(), ActorState::Stopping | ActorState::Stopped) {
+            self.close(ctx, close::INTERNAL, close::INTERNAL_REASON);
+        }
     }
 
     /// Records that the client was heard from (any frame or pong).

@@ -20,11 +20,9 @@ use crate::protocol::Encoded;
 use crate::rpc::{self, CallError};
 pub use registry::{Counts, PresenceCell, PresenceMsg, PresenceRegistry};
 
-/// Typed handle to the presence registry.
-///
-/// Messages go to the registry actor; while it is being restarted they are
-/// applied to its state directly, so nothing sent in that moment is lost and
-/// no query goes unanswered.
+/// Typed handle to the presence registry. Messages go to the registry's
+/// mailbox, which outlives its actor: nothing sent while the actor is being
+/// restarted is lost.
 #[derive(Clone)]
 pub struct Presence {
     cell: Arc<PresenceCell>,
@@ -36,33 +34,17 @@ impl Presence {
     }
 
     fn cast(&self, msg: PresenceMsg) {
-        if let Err(msg) = self.cell.actor.cast(msg) {
-            self.cell.state.lock().apply(msg);
-        }
+        self.cell.mailbox.send(msg);
     }
 
-    /// Asks the registry; if the actor dies with the question in its mailbox,
-    /// asks its state directly.
+    /// Asks the registry and waits for the answer, at most [`rpc::CALL_TIMEOUT`].
     fn ask<T: Send + 'static>(
         &self,
-        build: impl Fn(RpcReplyPort<T>) -> PresenceMsg + Send + 'static,
+        build: impl FnOnce(RpcReplyPort<T>) -> PresenceMsg,
     ) -> impl Future<Output = Result<T, CallError>> + 'static {
-        let cell = self.cell.clone();
-        async move {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if let Err(msg) = cell.actor.cast(build(tx.into())) {
-                cell.state.lock().apply(msg);
-            }
-            match tokio::time::timeout(rpc::CALL_TIMEOUT, rx).await {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(_)) => {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    cell.state.lock().apply(build(tx.into()));
-                    rx.await.map_err(|_| CallError::Unavailable)
-                }
-                Err(_) => Err(CallError::Timeout),
-            }
-        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.cast(build(tx.into()));
+        rpc::answer(rx)
     }
 
     /// A connection of `member.user` is now online and can receive `direct` frames.
@@ -92,7 +74,7 @@ impl Presence {
 
     /// The users in `room`, each once, sorted.
     pub fn room_users(&self, room: Arc<str>) -> impl Future<Output = Result<Vec<Arc<str>>, CallError>> + 'static {
-        self.ask(move |reply| PresenceMsg::RoomUsers { room: room.clone(), reply })
+        self.ask(|reply| PresenceMsg::RoomUsers { room, reply })
     }
 
     /// The connections, rooms and users this registry holds.
@@ -102,17 +84,19 @@ impl Presence {
 
     /// Whether each of `users` is online.
     pub fn status(&self, users: Vec<String>) -> impl Future<Output = Result<BTreeMap<String, bool>, CallError>> + 'static {
-        self.ask(move |reply| PresenceMsg::Status { users: users.clone(), reply })
+        self.ask(|reply| PresenceMsg::Status { users, reply })
     }
 
     /// The registry actor now.
     pub fn actor(&self) -> Option<ActorId> {
-        self.cell.actor.get().map(|a| a.get_id())
+        self.cell.mailbox.actor()
     }
 
-    /// Makes the registry actor panic (fault injection); returns which actor.
+    /// Makes the registry actor panic when it reaches this message (fault
+    /// injection); returns the actor now running.
     pub fn crash(&self) -> Option<ActorId> {
-        let actor = self.cell.actor.get()?;
-        actor.cast(PresenceMsg::Crash).ok().map(|()| actor.get_id())
+        let actor = self.actor()?;
+        self.cast(PresenceMsg::Crash);
+        Some(actor)
     }
 }

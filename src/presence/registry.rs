@@ -6,11 +6,12 @@
 //! user's first arrival and last departure, so its room sets hold users, not
 //! connections.
 //!
-//! The state lives in a [`PresenceCell`] the root supervisor keeps, not in
-//! the actor: the actor is the one writer that applies messages to it in
-//! order. When the actor panics, the supervisor starts a new one over the
-//! same cell, so every answer after the restart is as complete as before it,
-//! and nobody is told they joined or left.
+//! The state and the queue of messages live in a [`PresenceCell`] the root
+//! supervisor keeps, not in the actor: the actor is the one writer that
+//! applies the queued messages to the state in order. When it panics, the
+//! supervisor starts a new one over the same cell, which carries on with
+//! the messages that waited, so every answer after the restart is as
+//! complete as before it, and nobody is told they joined or left.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use crate::connection::{ConnId, Member, Outbox};
 use crate::metrics::Metrics;
 use crate::protocol::Encoded;
-use crate::supervisor::ActorSlot;
+use crate::supervisor::Mailbox;
 
 /// Messages of the presence registry. Use [`super::Presence`] to send them.
 pub enum PresenceMsg {
@@ -51,17 +52,16 @@ pub struct Counts {
 /// The presence registry actor.
 pub struct PresenceRegistry;
 
-/// The presence registry's state and its current actor, which outlive any
-/// one actor.
+/// The presence registry's queue and state, which outlive any one actor.
 pub struct PresenceCell {
-    pub actor: ActorSlot<PresenceMsg>,
-    pub state: Mutex<PresenceState>,
+    pub mailbox: Mailbox<PresenceMsg>,
+    state: Mutex<PresenceState>,
 }
 
 impl PresenceCell {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         let state = PresenceState { metrics, online: HashMap::new(), rooms: HashMap::new() };
-        Self { actor: ActorSlot::default(), state: Mutex::new(state) }
+        Self { mailbox: Mailbox::default(), state: Mutex::new(state) }
     }
 }
 
@@ -73,8 +73,8 @@ pub struct PresenceState {
 }
 
 impl PresenceState {
-    /// Applies one message. `Crash` is for the actor alone and ignored here.
-    pub fn apply(&mut self, msg: PresenceMsg) {
+    /// Applies one message. `Crash` is the actor's to act on.
+    fn apply(&mut self, msg: PresenceMsg) {
         match msg {
             PresenceMsg::Online(member) => self.online(member),
             PresenceMsg::Offline { user, conn } => self.offline(&user, conn),
@@ -152,24 +152,27 @@ impl PresenceState {
 }
 
 impl Actor for PresenceRegistry {
-    type Msg = PresenceMsg;
+    type Msg = ();
     type State = Arc<PresenceCell>;
     type Arguments = Arc<PresenceCell>;
 
-    async fn pre_start(&self, _: ActorRef<PresenceMsg>, cell: Arc<PresenceCell>) -> Result<Arc<PresenceCell>, ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<()>, cell: Arc<PresenceCell>) -> Result<Arc<PresenceCell>, ActorProcessingErr> {
         Ok(cell)
     }
 
-    async fn handle(
-        &self,
-        _: ActorRef<PresenceMsg>,
-        msg: PresenceMsg,
-        cell: &mut Arc<PresenceCell>,
-    ) -> Result<(), ActorProcessingErr> {
-        if let PresenceMsg::Crash = msg {
-            panic!("fault injection: presence registry");
+    async fn post_start(&self, myself: ActorRef<()>, cell: &mut Arc<PresenceCell>) -> Result<(), ActorProcessingErr> {
+        cell.mailbox.attach(myself);
+        Ok(())
+    }
+
+    async fn handle(&self, _: ActorRef<()>, (): (), cell: &mut Arc<PresenceCell>) -> Result<(), ActorProcessingErr> {
+        let mut turn = cell.mailbox.turn();
+        while let Some(msg) = turn.next() {
+            if let PresenceMsg::Crash = msg {
+                panic!("fault injection: presence registry");
+            }
+            cell.state.lock().apply(msg);
         }
-        cell.state.lock().apply(msg);
         Ok(())
     }
 }
@@ -179,10 +182,9 @@ mod tests {
     use super::*;
     use crate::presence::Presence;
 
-    async fn spawn() -> (Presence, ractor::ActorRef<PresenceMsg>) {
+    async fn spawn() -> (Presence, ractor::ActorRef<()>) {
         let cell = Arc::new(PresenceCell::new(Arc::new(Metrics::new())));
         let (actor, _) = Actor::spawn(None, PresenceRegistry, cell.clone()).await.unwrap();
-        cell.actor.set(actor.clone());
         (Presence::new(cell), actor)
     }
 

@@ -45,20 +45,16 @@ impl RoomRegistry {
         &self.shards[(self.hasher.hash_one(room) % self.shards.len() as u64) as usize]
     }
 
-    /// Asks the shard of `room`; fails at once while that shard is being restarted.
+    /// Asks the shard of `room` and waits for the answer, at most
+    /// [`rpc::CALL_TIMEOUT`]; a shard being restarted answers once it is back.
     fn ask<T: Send + 'static>(
         &self,
         room: &str,
-        build: impl FnOnce(RpcReplyPort<T>) -> ShardMsg + 'static,
+        build: impl FnOnce(RpcReplyPort<T>) -> ShardMsg,
     ) -> impl Future<Output = Result<T, CallError>> + 'static {
-        let shard = self.shard(room).actor.get();
-        let call = shard.map(|shard| async move { rpc::call(&shard, build).await });
-        async move {
-            match call {
-                Some(call) => call.await,
-                None => Err(CallError::Unavailable),
-            }
-        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.shard(room).mailbox.send(build(tx.into()));
+        rpc::answer(rx)
     }
 
     /// Adds `member` to `room`, creating the room if needed. Returns the room
@@ -77,7 +73,7 @@ impl RoomRegistry {
 
     /// Removes connection `conn` from `room`; a no-op if it is not a member.
     pub fn leave(&self, room: Arc<str>, conn: ConnId) {
-        self.shard(&room).leave(room, conn);
+        self.shard(&room).mailbox.send(ShardMsg::Leave { room, conn });
     }
 
     /// Publishes `data` to `room` as `from`, on behalf of the server API, and
@@ -99,25 +95,30 @@ impl RoomRegistry {
 
     /// The actor of `room` now, if the room is alive on this node.
     pub fn room_actor(&self, room: &str) -> Option<ActorId> {
-        self.shard(room).room(room).and_then(|r| r.actor.get()).map(|a| a.get_id())
+        self.shard(room).room(room)?.mailbox.actor()
     }
 
     /// The registry shard actor that owns `room` now.
     pub fn shard_actor(&self, room: &str) -> Option<ActorId> {
-        self.shard(room).actor.get().map(|a| a.get_id())
+        self.shard(room).mailbox.actor()
     }
 
-    /// Makes the actor of `room` panic (fault injection); returns which
-    /// actor, or `None` when the room has no actor on this node.
+    /// Makes the actor of `room` panic when it reaches this message (fault
+    /// injection); returns the actor now running, or `None` when the room
+    /// has no actor on this node.
     pub fn crash_room(&self, room: &str) -> Option<ActorId> {
-        let actor = self.shard(room).room(room)?.actor.get()?;
-        actor.cast(RoomMsg::Crash).ok().map(|()| actor.get_id())
+        let cell = self.shard(room).room(room)?;
+        let actor = cell.mailbox.actor()?;
+        cell.send(RoomMsg::Crash);
+        Some(actor)
     }
 
     /// Makes the registry shard that owns `room` panic (fault injection).
     pub fn crash_shard(&self, room: &str) -> Option<ActorId> {
-        let actor = self.shard(room).actor.get()?;
-        actor.cast(ShardMsg::Crash).ok().map(|()| actor.get_id())
+        let shard = self.shard(room);
+        let actor = shard.mailbox.actor()?;
+        shard.mailbox.send(ShardMsg::Crash);
+        Some(actor)
     }
 }
 

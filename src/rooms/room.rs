@@ -10,11 +10,11 @@
 //! user's first connection and `user_left` on the last, and tells presence
 //! about exactly those two moments.
 //!
-//! A room's members live in its [`RoomCell`], which its shard keeps, not in
-//! the actor: the actor is the one writer that applies messages to the cell
-//! in order. When it panics, the shard starts a new actor over the same cell
-//! (members, per-user counts and `seq` untouched), and members that publish
-//! in the moment between apply their message to the cell themselves.
+//! A room's members and its queue of messages live in its [`RoomCell`],
+//! which its shard keeps, not in the actor: the actor is the one writer that
+//! applies the queued messages to the room in order. When it panics, the
+//! shard starts a new actor over the same cell (members, per-user counts and
+//! `seq` untouched), which carries on with the messages that waited.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +29,7 @@ use crate::connection::{ConnId, Delivery, Member, Outbox};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::protocol::{now_ms, Encoded, ServerFrame, ServerKind};
-use crate::supervisor::ActorSlot;
+use crate::supervisor::Mailbox;
 
 /// A publish on its way to a room.
 pub struct Publication {
@@ -64,10 +64,10 @@ pub enum RoomMsg {
 /// The room actor.
 pub struct Room;
 
-/// A room: its state and its current actor, which outlive any one actor.
+/// A room: its queue and its state, which outlive any one actor.
 pub struct RoomCell {
     pub name: Arc<str>,
-    pub actor: ActorSlot<RoomMsg>,
+    pub mailbox: Mailbox<RoomMsg>,
     state: Mutex<RoomState>,
 }
 
@@ -75,8 +75,8 @@ pub struct RoomCell {
 pub struct RoomState {
     name: Arc<str>,
     seq: Arc<AtomicU64>,
-    /// The shard, told when the room is left empty.
-    shard: Arc<ActorSlot<ShardMsg>>,
+    /// The shard's mailbox, told when the room is left empty.
+    shard: Arc<Mailbox<ShardMsg>>,
     presence: Presence,
     metrics: Arc<Metrics>,
     members: HashMap<ConnId, (Arc<str>, Outbox)>,
@@ -93,7 +93,7 @@ impl RoomCell {
     pub fn new(
         name: Arc<str>,
         seq: Arc<AtomicU64>,
-        shard: Arc<ActorSlot<ShardMsg>>,
+        shard: Arc<Mailbox<ShardMsg>>,
         presence: Presence,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -107,20 +107,22 @@ impl RoomCell {
             users: BTreeMap::new(),
             seen: 0,
         };
-        Self { name, actor: ActorSlot::default(), state: Mutex::new(state) }
+        Self { name, mailbox: Mailbox::default(), state: Mutex::new(state) }
     }
 
-    /// Sends `msg` to the room actor, or applies it here while the actor is
-    /// being replaced.
-    pub fn send(self: &Arc<Self>, msg: RoomMsg) {
-        if let Err(msg) = self.actor.cast(msg) {
-            self.apply(msg);
-        }
+    /// Queues `msg` for the room, whichever actor runs it.
+    pub fn send(&self, msg: RoomMsg) {
+        self.mailbox.send(msg);
     }
 
-    /// Applies one message to the room's state; `Crash` is for the actor alone.
+    /// Applies one message to the room's state; `Crash` is the actor's to act on.
     fn apply(self: &Arc<Self>, msg: RoomMsg) {
         let mut state = self.state.lock();
+        // Counted before anything else, so a message the room fails on still
+        // counts as seen and the shard's retire check stays in step.
+        if matches!(msg, RoomMsg::Join { .. } | RoomMsg::ServerPublish { .. }) {
+            state.seen += 1;
+        }
         match msg {
             RoomMsg::Join { member, reply } => {
                 // Only a transport that writes `joined` needs the user list.
@@ -142,18 +144,13 @@ impl RoomCell {
         }
         if state.members.is_empty() {
             let empty = ShardMsg::Empty { room: self.clone(), seen: state.seen };
-            let _ = state.shard.cast(empty);
+            state.shard.send(empty);
         }
     }
 
     /// Members now in the room.
     pub fn member_count(&self) -> usize {
         self.state.lock().members.len()
-    }
-
-    /// Joins and server publishes the room has handled.
-    pub fn seen(&self) -> u64 {
-        self.state.lock().seen
     }
 }
 
@@ -180,7 +177,6 @@ impl RoomState {
     }
 
     fn join(&mut self, member: Member) {
-        self.seen += 1;
         if self.members.contains_key(&member.conn) {
             return;
         }
@@ -227,7 +223,6 @@ impl RoomState {
     }
 
     fn server_publish(&mut self, from: &str, data: &RawValue) -> u64 {
-        self.seen += 1;
         let (seq, frame) = self.message(from, data);
         self.fan_out(&frame, None);
         seq
@@ -235,19 +230,27 @@ impl RoomState {
 }
 
 impl Actor for Room {
-    type Msg = RoomMsg;
+    type Msg = ();
     type State = Arc<RoomCell>;
     type Arguments = Arc<RoomCell>;
 
-    async fn pre_start(&self, _: ActorRef<RoomMsg>, cell: Arc<RoomCell>) -> Result<Arc<RoomCell>, ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<()>, cell: Arc<RoomCell>) -> Result<Arc<RoomCell>, ActorProcessingErr> {
         Ok(cell)
     }
 
-    async fn handle(&self, _: ActorRef<RoomMsg>, msg: RoomMsg, cell: &mut Arc<RoomCell>) -> Result<(), ActorProcessingErr> {
-        if let RoomMsg::Crash = msg {
-            panic!("fault injection: room {}", cell.name);
+    async fn post_start(&self, myself: ActorRef<()>, cell: &mut Arc<RoomCell>) -> Result<(), ActorProcessingErr> {
+        cell.mailbox.attach(myself);
+        Ok(())
+    }
+
+    async fn handle(&self, _: ActorRef<()>, (): (), cell: &mut Arc<RoomCell>) -> Result<(), ActorProcessingErr> {
+        let mut turn = cell.mailbox.turn();
+        while let Some(msg) = turn.next() {
+            if let RoomMsg::Crash = msg {
+                panic!("fault injection: room {}", cell.name);
+            }
+            cell.apply(msg);
         }
-        cell.apply(msg);
         Ok(())
     }
 }

@@ -34,7 +34,7 @@ use crate::config::SupervisionConfig;
 use crate::connection::{ConnId, Member};
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
-use crate::supervisor::{ActorSlot, RestartBudget};
+use crate::supervisor::{Mailbox, RestartBudget};
 
 /// Messages of a registry shard. Use [`super::RoomRegistry`] to send them.
 pub enum ShardMsg {
@@ -66,9 +66,9 @@ impl Slot {
     }
 }
 
-/// A shard's rooms and its current actor, which outlive any one actor.
+/// A shard's queue and rooms, which outlive any one actor.
 pub struct ShardCell {
-    pub actor: Arc<ActorSlot<ShardMsg>>,
+    pub mailbox: Arc<Mailbox<ShardMsg>>,
     slots: Mutex<HashMap<Arc<str>, Slot>>,
     presence: Presence,
     metrics: Arc<Metrics>,
@@ -77,7 +77,7 @@ pub struct ShardCell {
 
 impl ShardCell {
     pub fn new(presence: Presence, metrics: Arc<Metrics>, supervision: SupervisionConfig) -> Self {
-        Self { actor: Arc::default(), slots: Mutex::default(), presence, metrics, supervision }
+        Self { mailbox: Arc::default(), slots: Mutex::default(), presence, metrics, supervision }
     }
 
     /// The live room named `name`, if it has one.
@@ -85,23 +85,10 @@ impl ShardCell {
         self.slots.lock().get(name).and_then(|s| s.room.clone())
     }
 
-    /// Removes `conn` from `room`; through the shard actor when it runs, so
-    /// the leave stays ordered with joins, directly otherwise.
-    pub fn leave(&self, room: Arc<str>, conn: ConnId) {
-        if let Err(ShardMsg::Leave { room, conn }) = self.actor.cast(ShardMsg::Leave { room, conn }) {
-            if let Some(cell) = self.room(&room) {
-                cell.send(RoomMsg::Leave { conn });
-            }
-        }
-    }
-
-    /// Starts an actor for `room` under `shard`.
-    async fn start_room(&self, shard: &ActorRef<ShardMsg>, room: &Arc<RoomCell>) -> bool {
+    /// Starts an actor for `room` under `shard`; it drains the room's mailbox.
+    async fn start_room(&self, shard: &ActorRef<()>, room: &Arc<RoomCell>) -> bool {
         match Actor::spawn_linked(None, Room, room.clone(), shard.get_cell()).await {
-            Ok((actor, _)) => {
-                room.actor.set(actor);
-                true
-            }
+            Ok(_) => true,
             Err(error) => {
                 tracing::error!(room = %room.name, %error, "could not start a room");
                 false
@@ -109,7 +96,7 @@ impl ShardCell {
         }
     }
 
-    async fn join(&self, myself: &ActorRef<ShardMsg>, name: Arc<str>, member: Member, reply: RpcReplyPort<JoinReply>) {
+    async fn join(&self, myself: &ActorRef<()>, name: Arc<str>, member: Member, reply: RpcReplyPort<JoinReply>) {
         let (room, new) = {
             let mut slots = self.slots.lock();
             let slot = slots.entry(name.clone()).or_insert_with(Slot::new);
@@ -119,7 +106,7 @@ impl ShardCell {
                     let room = Arc::new(RoomCell::new(
                         name.clone(),
                         slot.seq.clone(),
-                        self.actor.clone(),
+                        self.mailbox.clone(),
                         self.presence.clone(),
                         self.metrics.clone(),
                     ));
@@ -180,9 +167,7 @@ impl ShardCell {
         let Some(slot) = slots.get_mut(name) else { return };
         if let Some(room) = slot.room.take() {
             self.metrics.rooms.dec();
-            if let Some(actor) = room.actor.get() {
-                actor.stop(None);
-            }
+            room.mailbox.stop_actor();
         }
         if slot.seq.load(Ordering::Relaxed) == 0 {
             slots.remove(name);
@@ -191,15 +176,7 @@ impl ShardCell {
 
     /// The room whose current actor is `actor`.
     fn room_of(&self, actor: ActorId) -> Option<Arc<RoomCell>> {
-        self.slots.lock().values().filter_map(|s| s.room.clone()).find(|room| room.actor.holds(actor))
-    }
-
-    /// A room's actor was replaced: what the old one had not handled is gone,
-    /// so the retire count starts again from what the room has seen.
-    fn resync(&self, room: &RoomCell) {
-        if let Some(slot) = self.slots.lock().get_mut(&room.name) {
-            slot.forwarded = room.seen();
-        }
+        self.slots.lock().values().filter_map(|s| s.room.clone()).find(|room| room.mailbox.holds(actor))
     }
 }
 
@@ -209,41 +186,56 @@ pub struct ShardState {
     budget: RestartBudget,
 }
 
+impl ShardCell {
+    async fn handle(&self, myself: &ActorRef<()>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Join { room, member, reply } => self.join(myself, room, member, reply).await,
+            ShardMsg::Leave { room, conn } => {
+                if let Some(room) = self.room(&room) {
+                    room.send(RoomMsg::Leave { conn });
+                }
+            }
+            ShardMsg::Empty { room, seen } => self.empty(&room, seen),
+            ShardMsg::Publish { room, from, data, reply } => self.publish(room, from, data, reply),
+            ShardMsg::LastSeq { room, reply } => {
+                let _ = reply.send(self.last_seq(&room));
+            }
+            ShardMsg::Crash => panic!("fault injection: room registry shard"),
+        }
+    }
+}
+
 impl Actor for Shard {
-    type Msg = ShardMsg;
+    type Msg = ();
     type State = ShardState;
     type Arguments = Arc<ShardCell>;
 
     /// A fresh shard has no rooms; a restarted one starts an actor for every
-    /// room that still has members and retires the others.
-    async fn pre_start(&self, myself: ActorRef<ShardMsg>, cell: Arc<ShardCell>) -> Result<ShardState, ActorProcessingErr> {
+    /// room that still has members (a failing shard takes its rooms' actors
+    /// with it) and retires the others.
+    async fn pre_start(&self, myself: ActorRef<()>, cell: Arc<ShardCell>) -> Result<ShardState, ActorProcessingErr> {
         let rooms: Vec<Arc<RoomCell>> = cell.slots.lock().values().filter_map(|s| s.room.clone()).collect();
         for room in rooms {
-            if room.member_count() > 0 && cell.start_room(&myself, &room).await {
-                cell.resync(&room);
-            } else {
+            if room.member_count() == 0 {
                 cell.retire(&room.name);
+            } else if !cell.start_room(&myself, &room).await {
+                return Err(format!("could not restart room {}", room.name).into());
             }
         }
         let budget = RestartBudget::new(&cell.supervision);
         Ok(ShardState { cell, budget })
     }
 
-    async fn handle(&self, myself: ActorRef<ShardMsg>, msg: ShardMsg, state: &mut ShardState) -> Result<(), ActorProcessingErr> {
-        let cell = &state.cell;
-        match msg {
-            ShardMsg::Join { room, member, reply } => cell.join(&myself, room, member, reply).await,
-            ShardMsg::Leave { room, conn } => {
-                if let Some(room) = cell.room(&room) {
-                    room.send(RoomMsg::Leave { conn });
-                }
-            }
-            ShardMsg::Empty { room, seen } => cell.empty(&room, seen),
-            ShardMsg::Publish { room, from, data, reply } => cell.publish(room, from, data, reply),
-            ShardMsg::LastSeq { room, reply } => {
-                let _ = reply.send(cell.last_seq(&room));
-            }
-            ShardMsg::Crash => panic!("fault injection: room registry shard"),
+    async fn post_start(&self, myself: ActorRef<()>, state: &mut ShardState) -> Result<(), ActorProcessingErr> {
+        state.cell.mailbox.attach(myself);
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<()>, (): (), state: &mut ShardState) -> Result<(), ActorProcessingErr> {
+        let cell = state.cell.clone();
+        let mut turn = cell.mailbox.turn();
+        while let Some(msg) = turn.next() {
+            cell.handle(&myself, msg).await;
         }
         Ok(())
     }
@@ -252,7 +244,7 @@ impl Actor for Shard {
     /// past it, fails the shard so the root decides.
     async fn handle_supervisor_evt(
         &self,
-        myself: ActorRef<ShardMsg>,
+        myself: ActorRef<()>,
         event: SupervisionEvent,
         state: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
@@ -276,13 +268,11 @@ impl Actor for Shard {
             )
             .into());
         }
-        if state.cell.start_room(&myself, &room).await {
-            state.cell.resync(&room);
-            metrics.actor_restarted(ActorKind::Room);
-            tracing::warn!(room = %room.name, members = room.member_count(), "room restarted");
-        } else {
-            state.cell.retire(&room.name);
+        if !state.cell.start_room(&myself, &room).await {
+            return Err(format!("could not restart room {}", room.name).into());
         }
+        metrics.actor_restarted(ActorKind::Room);
+        tracing::warn!(room = %room.name, members = room.member_count(), "room restarted");
         Ok(())
     }
 }

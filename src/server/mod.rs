@@ -59,6 +59,8 @@ pub enum ServerError {
 struct Fatal {
     notify: Notify,
     reason: parking_lot::Mutex<Option<String>>,
+    /// The node is stopping anyway: the tree ending now is no failure.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Asks a running server to drain and stop.
@@ -101,6 +103,9 @@ impl Server {
         let give_up: supervisor::GiveUp = {
             let fatal = fatal.clone();
             Arc::new(move |reason| {
+                if fatal.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
                 fatal.reason.lock().get_or_insert(reason);
                 fatal.notify.notify_one();
             })
@@ -161,6 +166,7 @@ impl Server {
             Ok::<_, ServerError>(acceptor)
         })?;
         acceptor.stop();
+        fatal.stopping.store(true, std::sync::atomic::Ordering::Release);
         actors.shutdown_background();
         if let Some(reason) = fatal.reason.lock().take() {
             tracing::error!(%reason, "herald stopped: supervision gave up");

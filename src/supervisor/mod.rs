@@ -20,20 +20,16 @@
 //!
 //! Not in the actors. The state of the presence registry, of each shard and
 //! of each room lives in a cell (`PresenceCell`, `ShardCell`, `RoomCell`)
-//! owned by the actor's supervisor; the actor is the one writer that applies
-//! messages to its cell in order, and an [`ActorSlot`] in the cell says
-//! which actor that is now. A restart starts a new actor over the same cell
-//! and puts it in the slot. So after a room restarts its members are still
-//! members and `seq` carries on; after presence restarts every answer is as
-//! complete as before, and nobody sees a `user_left` or `user_joined` for
-//! it. Rebuilding state from the connections instead would mean asking every
-//! connection after every failure, with the answers racing new joins.
-//!
-//! Messages sent while an actor is down are not lost: a handle whose cast
-//! finds no live actor applies the message to the cell itself (a room
-//! publish, a presence update), or fails it back to its sender (a join, an
-//! API publish while a shard restarts, which the caller may retry). Only
-//! what sat in the failed actor's mailbox goes with it.
+//! owned by the actor's supervisor, and so does the actor's queue of
+//! messages (a [`Mailbox`]); the actor is the one writer that takes messages
+//! from the queue and applies them to the state in order. A restart starts a
+//! new actor over the same cell, which carries on with the queue. So after a
+//! room restarts its members are still members and `seq` carries on; after
+//! presence restarts every answer is as complete as before, and nobody sees
+//! a `user_left` or `user_joined` for it; and nothing sent while an actor
+//! was down is lost, only the one message it failed on. Rebuilding state
+//! from the connections instead would mean asking every connection after
+//! every failure, with the answers racing new joins and leaves.
 //!
 //! Connection actors live on the HTTP workers (actix), outside this tree;
 //! they reach it through the [`RoomRegistry`] and [`Presence`] handles
@@ -41,7 +37,7 @@
 //! that connection alone, with 1011 (see `connection::core`).
 
 mod budget;
-mod slot;
+mod mailbox;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,7 +45,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 
 pub use budget::RestartBudget;
-pub use slot::ActorSlot;
+pub use mailbox::Mailbox;
 
 use crate::config::SupervisionConfig;
 use crate::metrics::{ActorKind, Metrics};
@@ -94,23 +90,19 @@ enum Child {
 
 impl SupervisorState {
     fn child(&self, actor: ActorId) -> Option<Child> {
-        if self.args.presence.actor.holds(actor) {
+        if self.args.presence.mailbox.holds(actor) {
             return Some(Child::Presence);
         }
-        self.args.shards.iter().position(|s| s.actor.holds(actor)).map(Child::Shard)
+        self.args.shards.iter().position(|s| s.mailbox.holds(actor)).map(Child::Shard)
     }
 
     async fn start(&self, myself: &ActorRef<()>, child: Child) -> Result<(), SpawnErr> {
         match child {
             Child::Presence => {
-                let cell = self.args.presence.clone();
-                let (actor, _) = Actor::spawn_linked(None, PresenceRegistry, cell.clone(), myself.get_cell()).await?;
-                cell.actor.set(actor);
+                Actor::spawn_linked(None, PresenceRegistry, self.args.presence.clone(), myself.get_cell()).await?;
             }
             Child::Shard(i) => {
-                let cell = self.args.shards[i].clone();
-                let (actor, _) = Actor::spawn_linked(None, Shard, cell.clone(), myself.get_cell()).await?;
-                cell.actor.set(actor);
+                Actor::spawn_linked(None, Shard, self.args.shards[i].clone(), myself.get_cell()).await?;
             }
         }
         Ok(())
@@ -149,13 +141,20 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         let (actor, error) = match event {
             SupervisionEvent::ActorFailed(cell, error) => (cell.get_id(), Some(error.to_string())),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell.get_id(), reason),
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell.get_id(), None),
             _ => return Ok(()),
         };
         let Some(child) = state.child(actor) else { return Ok(()) };
         let kind = child.kind();
-        state.args.metrics.actor_failed(kind);
-        let error = error.unwrap_or_else(|| "stopped".into());
+        let error = match error {
+            Some(error) => {
+                state.args.metrics.actor_failed(kind);
+                error
+            }
+            // Children only stop with the node; one that stops otherwise is
+            // restarted all the same, or its mailbox would fill for nobody.
+            None => "stopped".into(),
+        };
         tracing::error!(actor = kind.as_str(), %error, "supervised actor failed");
         if !state.budget.allow(Instant::now()) {
             let limit = &state.args.supervision;
@@ -191,6 +190,8 @@ impl Actor for Supervisor {
 pub enum StartError {
     #[error("could not spawn the supervision tree: {0}")]
     Spawn(#[from] SpawnErr),
+    #[error("the supervision tree's actors did not start in time")]
+    Attach,
 }
 
 /// Starts the tree. Must run on the actors' runtime. `give_up` is called
@@ -207,13 +208,22 @@ pub async fn start(
         .map(|_| Arc::new(ShardCell::new(presence.clone(), metrics.clone(), supervision.clone())))
         .collect();
     let args = SupervisorArgs {
-        presence: presence_cell,
+        presence: presence_cell.clone(),
         shards: shards.clone(),
         supervision: supervision.clone(),
         metrics,
         give_up: give_up.clone(),
     };
     let (root, handle) = Actor::spawn(None, Supervisor, args).await?;
+    // Children attach to their mailboxes as they start; wait for all of them.
+    let attached = || presence_cell.mailbox.actor().is_some() && shards.iter().all(|s| s.mailbox.actor().is_some());
+    let deadline = tokio::time::Instant::now() + crate::rpc::CALL_TIMEOUT;
+    while !attached() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StartError::Attach);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
     // The root never stops on its own while the node runs: when it does, the
     // tree is gone and the node must not carry on without it.
     tokio::spawn(async move {
@@ -312,5 +322,33 @@ mod tests {
         let data = serde_json::value::RawValue::from_string("1".into()).unwrap();
         room.publish(ConnId(1), "alice".into(), &data, true, None);
         until(|| frames.lock().iter().any(|f| f.contains(r#""seq":1"#))).await;
+    }
+
+    #[actix_web::test]
+    async fn what_is_sent_while_an_actor_dies_waits_for_the_next_one() {
+        let (tree, metrics, _) = tree(5).await;
+        let (outbox, _) = collector(8);
+        tree.presence.online(Member { conn: ConnId(1), user: "alice".into(), outbox });
+        tree.presence.room_joined("hall".into(), "alice".into());
+        // Queued right behind the fatal message, before any restart.
+        let first = tree.presence.crash().unwrap();
+        tree.presence.offline("alice".into(), ConnId(1));
+        tree.presence.room_left("hall".into(), "alice".into());
+        tree.presence.room_joined("hall".into(), "bob".into());
+        let status = tree.presence.status(vec!["alice".into()]).await.unwrap();
+        assert!(!status["alice"], "the offline after the crash was applied");
+        assert_eq!(tree.presence.room_users("hall".into()).await.unwrap(), [Arc::from("bob")]);
+        assert_ne!(tree.presence.actor(), Some(first));
+        assert_eq!(restarts(&metrics, ActorKind::Presence), "1");
+
+        // The same for a room: a leave queued behind the crash still lands.
+        let (a, _) = collector(8);
+        let (b, b_frames) = collector(8);
+        tree.rooms.join("r".into(), Member { conn: ConnId(2), user: "a".into(), outbox: a }).await.unwrap();
+        tree.rooms.join("r".into(), Member { conn: ConnId(3), user: "b".into(), outbox: b }).await.unwrap();
+        tree.rooms.crash_room("r").unwrap();
+        tree.rooms.leave("r".into(), ConnId(2));
+        until(|| b_frames.lock().iter().any(|f| f.contains("user_left"))).await;
+        assert_eq!(restarts(&metrics, ActorKind::Room), "1");
     }
 }

@@ -1,0 +1,133 @@
+//! [`Mailbox`]: the queue of a supervised actor, kept beside its state so it
+//! outlives the actor.
+//!
+//! Senders push a message and wake the actor with an empty ractor message
+//! (at most one wake is in flight: the `scheduled` flag). The actor takes
+//! messages one at a time, so when it panics only the message in hand is
+//! lost; everything behind it waits in the queue for the actor its
+//! supervisor starts next, which drains it as soon as it attaches. Handles
+//! never see a stale `ActorRef`: they only ever touch the mailbox.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use ractor::{ActorId, ActorRef};
+
+/// Messages an actor handles per turn before it lets others run.
+const BATCH: usize = 256;
+
+/// A supervised actor's queue, and the actor now draining it.
+pub struct Mailbox<M> {
+    queue: Mutex<VecDeque<M>>,
+    /// Whether a wake is on its way to the actor (or the actor is down and
+    /// the next one will drain on attach).
+    scheduled: AtomicBool,
+    actor: RwLock<Option<ActorRef<()>>>,
+}
+
+impl<M> Default for Mailbox<M> {
+    fn default() -> Self {
+        Self { queue: Mutex::new(VecDeque::new()), scheduled: AtomicBool::new(false), actor: RwLock::new(None) }
+    }
+}
+
+impl<M> Mailbox<M> {
+    /// Queues `msg` for the actor, whichever actor that is when it runs.
+    pub fn send(&self, msg: M) {
+        self.queue.lock().push_back(msg);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(actor) = self.actor.read().as_ref() {
+            // A dead actor refuses the wake; its successor drains on attach.
+            let _ = actor.cast(());
+        }
+    }
+
+    /// Called by a (re)started actor: it drains the mailbox from now on,
+    /// starting with whatever waited while no actor ran.
+    pub fn attach(&self, actor: ActorRef<()>) {
+        *self.actor.write() = Some(actor);
+        self.scheduled.store(false, Ordering::Release);
+        self.wake();
+    }
+
+    /// The actor draining the mailbox now.
+    pub fn actor(&self) -> Option<ActorId> {
+        self.actor.read().as_ref().map(|a| a.get_id())
+    }
+
+    /// Whether `id` is the actor draining the mailbox now.
+    pub fn holds(&self, id: ActorId) -> bool {
+        self.actor() == Some(id)
+    }
+
+    /// Stops the actor draining the mailbox, if any.
+    pub fn stop_actor(&self) {
+        if let Some(actor) = self.actor.read().as_ref() {
+            actor.stop(None);
+        }
+    }
+
+    /// One turn of the actor: up to [`BATCH`] messages, each taken out of the
+    /// queue before it is handled. Use as
+    /// `let mut turn = mailbox.turn(); while let Some(msg) = turn.next() { .. }`.
+    pub fn turn(&self) -> Turn<'_, M> {
+        self.scheduled.store(false, Ordering::Release);
+        Turn { mailbox: self, left: BATCH }
+    }
+}
+
+/// The messages of one turn; see [`Mailbox::turn`].
+pub struct Turn<'a, M> {
+    mailbox: &'a Mailbox<M>,
+    left: usize,
+}
+
+impl<M> Turn<'_, M> {
+    /// The next message, or `None` when the queue is empty or the turn is
+    /// over (then another turn is scheduled).
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<M> {
+        if self.left == 0 {
+            self.mailbox.wake();
+            return None;
+        }
+        self.left -= 1;
+        self.mailbox.queue.lock().pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_wait_for_an_actor_and_keep_their_order() {
+        let mailbox = Mailbox::default();
+        for n in 0..3 {
+            mailbox.send(n);
+        }
+        let mut turn = mailbox.turn();
+        let got: Vec<i32> = std::iter::from_fn(|| turn.next()).collect();
+        assert_eq!(got, [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_turn_stops_after_its_batch_and_leaves_the_rest_queued() {
+        let mailbox = Mailbox::default();
+        for n in 0..(BATCH + 10) {
+            mailbox.send(n);
+        }
+        let mut turn = mailbox.turn();
+        assert_eq!(std::iter::from_fn(|| turn.next()).count(), BATCH);
+        assert!(mailbox.scheduled.load(Ordering::Acquire), "another turn is scheduled");
+        let mut turn = mailbox.turn();
+        assert_eq!(std::iter::from_fn(|| turn.next()).collect::<Vec<_>>(), (BATCH..BATCH + 10).collect::<Vec<_>>());
+    }
+}
