@@ -4,8 +4,9 @@
 //! ```text
 //! root (Supervisor)                              gives up: the process exits (status 70)
 //! ├── presence registry (PresenceRegistry)        started first: rooms report to it
-//! └── room registry shards (Shard × N)            one per hash bucket of room names
-//!     └── rooms (Room), created on first join, retired when empty
+//! ├── room registry shards (Shard × N)            one per hash bucket of room names
+//! │   └── rooms (Room), created on first join, retired when empty
+//! └── (cluster relay, with clustering)
 //! ```
 //!
 //! Every supervisor restarts a child that fails, at most
