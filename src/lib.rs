@@ -22,9 +22,11 @@
 //! - [`server`]: runtimes, listening socket and HTTP server, put together.
 //! - [`metrics`]: the Prometheus registry and every metric.
 //! - [`rpc`]: request/reply to actors with a deadline.
+//! - [`cluster`]: the wire codec and Redis backplane of multi-node clusters.
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod metrics;

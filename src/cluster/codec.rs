@@ -1,0 +1,125 @@
+//! The wire format of everything one node tells the others through Redis.
+//!
+//! A payload is one version byte, then the [`Envelope`] encoded with bincode
+//! 2 (serde, standard config). The version byte is read before anything
+//! else, so a node meeting a payload from a newer release drops it with a
+//! clear error instead of misreading it. bincode is unmaintained
+//! (RUSTSEC-2025-0141) and 3.0.0 is a tombstone; this module is the only
+//! place that touches it, so swapping the format is a change here alone.
+
+use serde::{Deserialize, Serialize};
+
+/// The version this node writes and the only one it reads.
+pub const VERSION: u8 = 1;
+
+/// One message between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The node that sent it; a node drops its own echoes.
+    pub origin: String,
+    /// When the origin sent it (µs since the Unix epoch), for relay latency.
+    pub sent_us: u64,
+    pub body: Body,
+}
+
+/// What an envelope carries. Frames travel as the JSON text clients receive,
+/// encoded once on the origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// A `message` frame for the members of `room` (its `seq` already set).
+    Message { room: String, frame: String },
+    /// A `direct` frame for every connection of `user`.
+    Direct { user: String, frame: String },
+    /// A `broadcast` frame for every connection.
+    Broadcast { frame: String },
+}
+
+/// Why a payload could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty payload")]
+    Empty,
+    #[error("envelope version {0}, this node reads version {VERSION}")]
+    Version(u8),
+    #[error("malformed envelope: {0}")]
+    Malformed(#[from] bincode::error::DecodeError),
+    #[error("{0} bytes after the envelope")]
+    Trailing(usize),
+}
+
+/// The largest envelope read: a bad length prefix cannot make a node
+/// allocate more than this.
+const MAX_ENVELOPE: usize = 16 * 1024 * 1024;
+
+/// `envelope` as a payload.
+pub fn encode(envelope: &Envelope) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    // Encoding into a Vec only fails for types serde cannot represent; an
+    // Envelope is plain data.
+    bincode::serde::encode_into_std_write(envelope, &mut out, bincode::config::standard())
+        .expect("an envelope always encodes");
+    out
+}
+
+/// The envelope in `payload`.
+pub fn decode(payload: &[u8]) -> Result<Envelope, DecodeError> {
+    let (&version, rest) = payload.split_first().ok_or(DecodeError::Empty)?;
+    if version != VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let config = bincode::config::standard().with_limit::<MAX_ENVELOPE>();
+    let (envelope, read) = bincode::serde::decode_from_slice(rest, config)?;
+    if read != rest.len() {
+        return Err(DecodeError::Trailing(rest.len() - read));
+    }
+    Ok(envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Envelope> {
+        let envelope = |body| Envelope { origin: "node-a".into(), sent_us: 1_795_445_034_374_000, body };
+        vec![
+            envelope(Body::Message { room: "chat:1".into(), frame: r#"{"type":"message","seq":7}"#.into() }),
+            envelope(Body::Direct { user: "alice".into(), frame: r#"{"type":"direct"}"#.into() }),
+            envelope(Body::Broadcast { frame: "{}".into() }),
+        ]
+    }
+
+    #[test]
+    fn every_envelope_round_trips() {
+        for envelope in samples() {
+            let payload = encode(&envelope);
+            assert_eq!(payload[0], VERSION);
+            assert_eq!(decode(&payload).unwrap(), envelope);
+        }
+    }
+
+    #[test]
+    fn another_version_is_refused_before_it_is_read() {
+        let mut payload = encode(&samples()[0]);
+        payload[0] = VERSION + 1;
+        assert!(matches!(decode(&payload), Err(DecodeError::Version(v)) if v == VERSION + 1));
+        assert!(matches!(decode(&[]), Err(DecodeError::Empty)));
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors_not_panics() {
+        let payload = encode(&samples()[0]);
+        for cut in 1..payload.len() {
+            assert!(decode(&payload[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = payload.clone();
+        longer.push(0);
+        assert!(matches!(decode(&longer), Err(DecodeError::Trailing(1))));
+        // A length prefix claiming far more than the payload holds.
+        let huge = [VERSION, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        assert!(decode(&huge).is_err());
+        for seed in 0..200u32 {
+            let junk: Vec<u8> = std::iter::once(VERSION).chain((0..seed % 40).map(|i| (seed * 31 + i * 7) as u8)).collect();
+            let _ = decode(&junk);
+        }
+    }
+}
