@@ -20,6 +20,12 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages the subscriber buffers for a slow reader before it lags.
 const BROADCAST_CAPACITY: usize = 16 * 1024;
 
+/// Numbers a payload and publishes it in one step (Redis runs scripts one
+/// at a time): `KEYS[1]` the counter, `KEYS[2]` the channel, `ARGV[1]` the payload.
+const SEQUENCED_PUBLISH: &str = "local seq = redis.call('INCR', KEYS[1]) \
+    redis.call('PUBLISH', KEYS[2], seq .. ':' .. ARGV[1]) \
+    return seq";
+
 /// A node's two connections to Redis.
 pub struct Backplane {
     publisher: Client,
@@ -63,6 +69,16 @@ impl Backplane {
             return Err(Error::new(ErrorKind::IO, "redis is unreachable"));
         }
         self.publisher.publish(channel, payload).await
+    }
+
+    /// Increments the counter `keys[0]` and publishes `<number>:<payload>` on
+    /// the channel `keys[1]`, atomically in Redis: subscribers see numbers
+    /// in order. Returns the number.
+    pub async fn sequenced_publish(&self, keys: Vec<String>, payload: Vec<u8>) -> Result<u64, Error> {
+        if !self.publisher.is_connected() {
+            return Err(Error::new(ErrorKind::IO, "redis is unreachable"));
+        }
+        self.publisher.eval(SEQUENCED_PUBLISH, keys, payload).await
     }
 
     /// Subscribes to `channel`, now and after every reconnect.

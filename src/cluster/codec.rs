@@ -3,7 +3,12 @@
 //! A payload is one version byte, then the [`Envelope`] encoded with bincode
 //! 2 (serde, standard config). The version byte is read before anything
 //! else, so a node meeting a payload from a newer release drops it with a
-//! clear error instead of misreading it. bincode is unmaintained
+//! clear error instead of misreading it.
+//!
+//! A *sequenced* payload (a room message numbered by Redis as it is
+//! published, see `relay`) is the number in ASCII digits, a `:`, then a
+//! payload as above. Digits never start a plain payload (its version byte
+//! is 1), so [`decode_incoming`] tells the two apart. bincode is unmaintained
 //! (RUSTSEC-2025-0141) and 3.0.0 is a tombstone; this module is the only
 //! place that touches it, so swapping the format is a change here alone.
 
@@ -45,6 +50,8 @@ pub enum DecodeError {
     Malformed(#[from] bincode::error::DecodeError),
     #[error("{0} bytes after the envelope")]
     Trailing(usize),
+    #[error("malformed sequence number")]
+    Sequence,
 }
 
 /// The largest envelope read: a bad length prefix cannot make a node
@@ -59,6 +66,24 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
     bincode::serde::encode_into_std_write(envelope, &mut out, bincode::config::standard())
         .expect("an envelope always encodes");
     out
+}
+
+/// `payload` numbered `seq`, as Redis publishes it.
+pub fn sequenced(seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = seq.to_string().into_bytes();
+    out.push(b':');
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The number (if sequenced) and envelope of an incoming payload.
+pub fn decode_incoming(payload: &[u8]) -> Result<(Option<u64>, Envelope), DecodeError> {
+    if !payload.first().is_some_and(u8::is_ascii_digit) {
+        return Ok((None, decode(payload)?));
+    }
+    let colon = payload.iter().position(|&b| b == b':').ok_or(DecodeError::Sequence)?;
+    let seq = std::str::from_utf8(&payload[..colon]).ok().and_then(|s| s.parse().ok()).ok_or(DecodeError::Sequence)?;
+    Ok((Some(seq), decode(&payload[colon + 1..])?))
 }
 
 /// The envelope in `payload`.
@@ -94,6 +119,17 @@ mod tests {
             let payload = encode(&envelope);
             assert_eq!(payload[0], VERSION);
             assert_eq!(decode(&payload).unwrap(), envelope);
+        }
+    }
+
+    #[test]
+    fn sequenced_payloads_carry_their_number() {
+        let envelope = samples().remove(0);
+        let payload = encode(&envelope);
+        assert_eq!(decode_incoming(&payload).unwrap(), (None, envelope.clone()));
+        assert_eq!(decode_incoming(&sequenced(42, &payload)).unwrap(), (Some(42), envelope));
+        for bad in [&b"42"[..], b"4x:", b"99999999999999999999999:"] {
+            assert!(matches!(decode_incoming(bad), Err(DecodeError::Sequence)), "{bad:?}");
         }
     }
 

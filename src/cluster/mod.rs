@@ -3,6 +3,7 @@
 //! - [`codec`]: the versioned envelope every node-to-node message travels in.
 //! - [`backplane`]: the Redis connections, reconnecting and re-subscribing
 //!   on their own.
+//! - [`relay`]: the [`relay::Relay`] trait, in memory and over Redis.
 //!
 //! `cluster.enabled = true` is refused at start-up until the relay actor
 //! that uses these is part of the supervision tree; a single node never
@@ -10,3 +11,4 @@
 
 pub mod backplane;
 pub mod codec;
+pub mod relay;

@@ -1,0 +1,249 @@
+//! [`Relay`]: how envelopes travel between nodes, behind one trait with two
+//! implementations that behave alike (one conformance suite runs against
+//! both, `tests/relay.rs`):
+//!
+//! - [`MemoryRelay`]: nodes in one process joined by a [`MemoryHub`]; the
+//!   embedded default and the reference the Redis relay is held to.
+//! - [`RedisRelay`]: Redis pub/sub through the [`Backplane`].
+//!
+//! Delivery is at most once and in order per channel and sender. A relay
+//! delivers a node's own envelopes back to it when it is subscribed to the
+//! channel, as Redis does: receivers drop echoes by [`Envelope::origin`].
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+
+use super::backplane::Backplane;
+use super::codec::{self, Envelope};
+
+/// Envelopes a node buffers for a slow reader before it lags.
+const INCOMING_CAPACITY: usize = 16 * 1024;
+
+/// Where an envelope goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// The members of a room, on nodes that have some.
+    Room(Arc<str>),
+    /// The connections of a user, on nodes that have some.
+    User(Arc<str>),
+    /// Every node.
+    Broadcast,
+}
+
+impl Channel {
+    /// The key of its counter for [`Relay::publish_sequenced`].
+    pub fn counter(&self) -> String {
+        format!("herald:seq:{}", &self.name()["herald:".len()..])
+    }
+
+    /// Its name on the backplane.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Room(room) => format!("herald:room:{room}"),
+            Self::User(user) => format!("herald:user:{user}"),
+            Self::Broadcast => "herald:broadcast".to_owned(),
+        }
+    }
+}
+
+/// An envelope that arrived, with the channel it came on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub channel: String,
+    /// Its number, when it was published with [`Relay::publish_sequenced`].
+    pub seq: Option<u64>,
+    pub envelope: Envelope,
+}
+
+/// Why a relay operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("the backplane is unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// How envelopes travel between nodes.
+pub trait Relay: Send + Sync + 'static {
+    /// Sends `envelope` to every node subscribed to `channel`.
+    fn publish(&self, channel: &Channel, envelope: &Envelope) -> impl Future<Output = Result<(), RelayError>> + Send;
+    /// Numbers `envelope` with the next value of `channel`'s counter and
+    /// publishes it, in one step: every subscriber sees the numbers of a
+    /// channel strictly increasing, whichever node published. Returns the number.
+    fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope) -> impl Future<Output = Result<u64, RelayError>> + Send;
+    /// Receives `channel` from now on (again after any reconnect).
+    fn subscribe(&self, channel: &Channel) -> impl Future<Output = Result<(), RelayError>> + Send;
+    /// Stops receiving `channel`.
+    fn unsubscribe(&self, channel: &Channel) -> impl Future<Output = Result<(), RelayError>> + Send;
+    /// Everything that arrives on the subscribed channels.
+    fn incoming(&self) -> broadcast::Receiver<Incoming>;
+    /// Whether envelopes can travel now.
+    fn is_connected(&self) -> bool;
+}
+
+/// Joins the [`MemoryRelay`]s of one process, as Redis joins nodes.
+#[derive(Default)]
+pub struct MemoryHub {
+    channels: Mutex<HashMap<String, Vec<Weak<MemoryNode>>>>,
+    counters: Mutex<HashMap<String, u64>>,
+}
+
+impl MemoryHub {
+    /// Delivers to every node subscribed to `name`. With `counter`, numbers
+    /// the envelope under the channel lock, so numbers go out in order.
+    fn deliver(&self, name: String, envelope: Envelope, counter: Option<String>) -> Option<u64> {
+        let mut channels = self.channels.lock();
+        let seq = counter.map(|key| {
+            let mut counters = self.counters.lock();
+            let next = counters.entry(key).or_insert(0);
+            *next += 1;
+            *next
+        });
+        if let Some(nodes) = channels.get_mut(&name) {
+            nodes.retain(|n| n.strong_count() > 0);
+            for node in nodes.iter().filter_map(Weak::upgrade) {
+                let _ = node.tx.send(Incoming { channel: name.clone(), seq, envelope: envelope.clone() });
+            }
+        }
+        seq
+    }
+}
+
+struct MemoryNode {
+    tx: broadcast::Sender<Incoming>,
+    subscribed: Mutex<HashSet<String>>,
+}
+
+/// `envelope` encoded and decoded, as it crosses Redis, so both relays
+/// carry exactly what the codec carries.
+fn through_codec(envelope: &Envelope) -> Envelope {
+    codec::decode(&codec::encode(envelope)).expect("an encoded envelope decodes")
+}
+
+/// A node's relay through a [`MemoryHub`].
+pub struct MemoryRelay {
+    hub: Arc<MemoryHub>,
+    node: Arc<MemoryNode>,
+}
+
+impl MemoryRelay {
+    pub fn new(hub: Arc<MemoryHub>) -> Self {
+        let (tx, _) = broadcast::channel(INCOMING_CAPACITY);
+        Self { hub, node: Arc::new(MemoryNode { tx, subscribed: Mutex::default() }) }
+    }
+}
+
+impl Relay for MemoryRelay {
+    async fn publish(&self, channel: &Channel, envelope: &Envelope) -> Result<(), RelayError> {
+        self.hub.deliver(channel.name(), through_codec(envelope), None);
+        Ok(())
+    }
+
+    async fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope) -> Result<u64, RelayError> {
+        let seq = self.hub.deliver(channel.name(), through_codec(envelope), Some(channel.counter()));
+        Ok(seq.expect("a counter was given"))
+    }
+
+    async fn subscribe(&self, channel: &Channel) -> Result<(), RelayError> {
+        let name = channel.name();
+        if self.node.subscribed.lock().insert(name.clone()) {
+            self.hub.channels.lock().entry(name).or_default().push(Arc::downgrade(&self.node));
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, channel: &Channel) -> Result<(), RelayError> {
+        let name = channel.name();
+        if self.node.subscribed.lock().remove(&name) {
+            if let Some(nodes) = self.hub.channels.lock().get_mut(&name) {
+                nodes.retain(|n| !std::ptr::eq(n.as_ptr(), Arc::as_ptr(&self.node)));
+            }
+        }
+        Ok(())
+    }
+
+    fn incoming(&self) -> broadcast::Receiver<Incoming> {
+        self.node.tx.subscribe()
+    }
+
+    fn is_connected(&self) -> bool {
+        true
+    }
+}
+
+/// A node's relay through Redis pub/sub.
+pub struct RedisRelay {
+    backplane: Arc<Backplane>,
+    tx: broadcast::Sender<Incoming>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl RedisRelay {
+    /// Relays through `backplane`; must run on a tokio runtime, which the
+    /// relay's reader task lives on.
+    pub fn new(backplane: Arc<Backplane>) -> Self {
+        let (tx, _) = broadcast::channel(INCOMING_CAPACITY);
+        let mut messages = backplane.messages();
+        let sink = tx.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let message = match messages.recv().await {
+                    Ok(message) => message,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "relay reader fell behind the backplane; envelopes lost");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(payload) = message.value.as_bytes() else { continue };
+                match codec::decode_incoming(payload) {
+                    Ok((seq, envelope)) => {
+                        let _ = sink.send(Incoming { channel: message.channel.to_string(), seq, envelope });
+                    }
+                    Err(error) => tracing::warn!(channel = %message.channel, %error, "dropped an unreadable envelope"),
+                }
+            }
+        });
+        Self { backplane, tx, reader }
+    }
+}
+
+impl Drop for RedisRelay {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+fn unreachable(error: fred::error::Error) -> RelayError {
+    RelayError::Unreachable(error.to_string())
+}
+
+impl Relay for RedisRelay {
+    async fn publish(&self, channel: &Channel, envelope: &Envelope) -> Result<(), RelayError> {
+        self.backplane.publish(&channel.name(), codec::encode(envelope)).await.map(drop).map_err(unreachable)
+    }
+
+    async fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope) -> Result<u64, RelayError> {
+        let keys = vec![channel.counter(), channel.name()];
+        self.backplane.sequenced_publish(keys, codec::encode(envelope)).await.map_err(unreachable)
+    }
+
+    async fn subscribe(&self, channel: &Channel) -> Result<(), RelayError> {
+        self.backplane.subscribe(&channel.name()).await.map_err(unreachable)
+    }
+
+    async fn unsubscribe(&self, channel: &Channel) -> Result<(), RelayError> {
+        self.backplane.unsubscribe(&channel.name()).await.map_err(unreachable)
+    }
+
+    fn incoming(&self) -> broadcast::Receiver<Incoming> {
+        self.tx.subscribe()
+    }
+
+    fn is_connected(&self) -> bool {
+        self.backplane.is_connected()
+    }
+}

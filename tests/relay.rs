@@ -1,0 +1,146 @@
+//! One conformance suite for both relays: the in-memory one nodes share in a
+//! process, and the Redis one against a real `redis-server`. Each case runs
+//! with two nodes, `a` and `b`.
+
+mod common;
+use common::*;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::cluster::backplane::Backplane;
+use herald::cluster::codec::{Body, Envelope};
+use herald::cluster::relay::{Channel, Incoming, MemoryHub, MemoryRelay, RedisRelay, Relay};
+use tokio::sync::broadcast;
+
+fn envelope(origin: &str, n: u64) -> Envelope {
+    Envelope { origin: origin.into(), sent_us: n, body: Body::Message { room: "r".into(), frame: format!("{{\"seq\":{n}}}") } }
+}
+
+async fn next(rx: &mut broadcast::Receiver<Incoming>) -> Incoming {
+    tokio::time::timeout(WAIT, rx.recv()).await.expect("an envelope in time").expect("incoming stream")
+}
+
+async fn nothing(rx: &mut broadcast::Receiver<Incoming>) {
+    if let Ok(got) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+        panic!("expected nothing, got {got:?}");
+    }
+}
+
+/// Publishes until a subscription is live: Redis subscribes asynchronously
+/// to publishes from another connection.
+async fn settle<R: Relay>(a: &R, rx: &mut broadcast::Receiver<Incoming>, channel: &Channel) {
+    for _ in 0..100 {
+        a.publish(channel, &envelope("probe", 0)).await.unwrap();
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+            while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {}
+            return;
+        }
+    }
+    panic!("subscription to {channel:?} never became live");
+}
+
+async fn conformance<R: Relay>(a: R, b: R) {
+    assert!(a.is_connected() && b.is_connected());
+    let lobby = Channel::Room("lobby".into());
+    let mut rx = b.incoming();
+
+    // Only subscribed channels arrive, in order, byte for byte.
+    b.subscribe(&lobby).await.unwrap();
+    settle(&a, &mut rx, &lobby).await;
+    for n in 1..=100 {
+        a.publish(&lobby, &envelope("a", n)).await.unwrap();
+    }
+    for n in 1..=100 {
+        let got = next(&mut rx).await;
+        assert_eq!(got, Incoming { channel: "herald:room:lobby".into(), seq: None, envelope: envelope("a", n) });
+    }
+    a.publish(&Channel::Room("elsewhere".into()), &envelope("a", 0)).await.unwrap();
+    nothing(&mut rx).await;
+
+    // User and broadcast channels work alike, and each keeps its name.
+    let alice = Channel::User("alice".into());
+    b.subscribe(&alice).await.unwrap();
+    b.subscribe(&Channel::Broadcast).await.unwrap();
+    settle(&a, &mut rx, &alice).await;
+    settle(&a, &mut rx, &Channel::Broadcast).await;
+    a.publish(&alice, &envelope("a", 7)).await.unwrap();
+    assert_eq!(next(&mut rx).await.channel, "herald:user:alice");
+    a.publish(&Channel::Broadcast, &envelope("a", 8)).await.unwrap();
+    assert_eq!(next(&mut rx).await.channel, "herald:broadcast");
+
+    // A node subscribed to a channel gets its own envelopes back: receivers
+    // drop echoes by origin.
+    b.publish(&lobby, &envelope("b", 9)).await.unwrap();
+    assert_eq!(next(&mut rx).await.envelope.origin, "b");
+
+    // Numbered publishes from both nodes at once: every subscriber sees one
+    // number per envelope, strictly increasing, none skipped.
+    let chat = Channel::Room("chat".into());
+    let mut rx_a = a.incoming();
+    a.subscribe(&chat).await.unwrap();
+    b.subscribe(&chat).await.unwrap();
+    settle(&a, &mut rx, &chat).await;
+    settle(&b, &mut rx_a, &chat).await;
+    let (from_a, from_b) = tokio::join!(
+        async {
+            let mut seqs = Vec::new();
+            for n in 0..50 {
+                seqs.push(a.publish_sequenced(&chat, &envelope("a", n)).await.unwrap());
+            }
+            seqs
+        },
+        async {
+            let mut seqs = Vec::new();
+            for n in 0..50 {
+                seqs.push(b.publish_sequenced(&chat, &envelope("b", n)).await.unwrap());
+            }
+            seqs
+        },
+    );
+    let mut given: Vec<u64> = from_a.iter().chain(&from_b).copied().collect();
+    given.sort_unstable();
+    assert_eq!(given, (1..=100).collect::<Vec<u64>>(), "one number each, from 1");
+    for receiver in [&mut rx, &mut rx_a] {
+        let mut seen = Vec::new();
+        while seen.len() < 100 {
+            let got = next(receiver).await;
+            if got.channel == "herald:room:chat" && got.envelope.origin != "probe" {
+                let seq = got.seq.expect("numbered");
+                let n = got.envelope.sent_us as usize;
+                let expected = if got.envelope.origin == "a" { from_a[n] } else { from_b[n] };
+                assert_eq!(seq, expected, "the number the publisher was given");
+                seen.push(seq);
+            }
+        }
+        assert_eq!(seen, (1..=100).collect::<Vec<u64>>(), "in order on every node");
+    }
+
+    // Unsubscribed: nothing more.
+    b.unsubscribe(&lobby).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.publish(&lobby, &envelope("a", 10)).await.unwrap();
+    nothing(&mut rx).await;
+}
+
+#[tokio::test]
+async fn the_memory_relay_conforms() {
+    let hub = Arc::new(MemoryHub::default());
+    conformance(MemoryRelay::new(hub.clone()), MemoryRelay::new(hub)).await;
+}
+
+#[tokio::test]
+async fn the_redis_relay_conforms() {
+    let redis = RedisServer::start();
+    let node = || async { RedisRelay::new(Arc::new(Backplane::connect(&redis.url()).await.unwrap())) };
+    conformance(node().await, node().await).await;
+}
+
+#[tokio::test]
+async fn memory_relays_on_another_hub_hear_nothing() {
+    let (a, b) = (MemoryRelay::new(Arc::new(MemoryHub::default())), MemoryRelay::new(Arc::new(MemoryHub::default())));
+    let mut rx = b.incoming();
+    b.subscribe(&Channel::Broadcast).await.unwrap();
+    a.publish(&Channel::Broadcast, &envelope("a", 1)).await.unwrap();
+    nothing(&mut rx).await;
+}
