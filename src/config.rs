@@ -192,7 +192,6 @@ pub struct DebugConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Relay rooms, direct messages and presence through Redis. Default `false`.
-    /// (Clustering arrives later; `true` is refused at start-up until then.)
     pub enabled: bool,
     /// Redis to relay through. Default `"redis://127.0.0.1:6379"`.
     #[serde(deserialize_with = "scalar_string")]
@@ -334,9 +333,6 @@ impl Config {
         }
         if self.cluster.node_ttl_ms < 1000 {
             return Err(invalid("cluster.node_ttl_ms", "must be at least 1000"));
-        }
-        if self.cluster.enabled {
-            return Err(invalid("cluster.enabled", "clustering is not available in this build yet"));
         }
         Ok(())
     }

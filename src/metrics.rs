@@ -6,7 +6,9 @@
 //! lock. Label values come from the fixed sets in [`crate::protocol`].
 
 use prometheus::core::Collector;
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::api::ApiRoute;
 use crate::protocol::{ClientKind, ServerKind};
@@ -44,10 +46,12 @@ pub enum ActorKind {
     Registry,
     Presence,
     Connection,
+    /// The cluster link.
+    Cluster,
 }
 
 impl ActorKind {
-    pub const ALL: [ActorKind; 4] = [Self::Room, Self::Registry, Self::Presence, Self::Connection];
+    pub const ALL: [ActorKind; 5] = [Self::Room, Self::Registry, Self::Presence, Self::Connection, Self::Cluster];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,6 +59,7 @@ impl ActorKind {
             Self::Registry => "registry",
             Self::Presence => "presence",
             Self::Connection => "connection",
+            Self::Cluster => "cluster",
         }
     }
 }
@@ -117,6 +122,19 @@ pub struct Metrics {
     frames_out: Vec<IntCounter>,
     /// Indexed by `route * StatusClass::ALL.len() + class`.
     api_requests: Vec<IntCounter>,
+    /// `herald_cluster_relayed_total{direction="out"}`: envelopes this node published to the backplane.
+    pub relayed_out: IntCounter,
+    /// `herald_cluster_relayed_total{direction="in"}`: envelopes from other nodes handled here.
+    pub relayed_in: IntCounter,
+    /// `herald_cluster_relay_errors_total`: backplane calls that failed (Redis away, timeouts,
+    /// unreadable envelopes).
+    pub relay_errors: IntCounter,
+    /// `herald_cluster_redis_connected`: 1 while the backplane is up (0 without clustering).
+    pub redis_connected: IntGauge,
+    /// `herald_cluster_nodes_alive`: live nodes in the cluster, this one included.
+    pub nodes_alive: IntGauge,
+    /// `herald_cluster_relay_latency_seconds`: from publish on the origin node to delivery here.
+    pub relay_latency: Histogram,
 }
 
 impl Metrics {
@@ -167,7 +185,33 @@ impl Metrics {
             .iter()
             .flat_map(|r| StatusClass::ALL.iter().map(|c| api_vec.with_label_values(&[r.as_str(), c.as_str()])))
             .collect();
+        let relayed_vec = counter_vec(
+            "herald_cluster_relayed_total",
+            "Envelopes relayed through the cluster backplane, by direction (out: published here; in: from other nodes)",
+            "direction",
+        );
+        let relayed_out = relayed_vec.with_label_values(&["out"]);
+        let relayed_in = relayed_vec.with_label_values(&["in"]);
+        let relay_errors = counter("herald_cluster_relay_errors_total", "Cluster backplane calls that failed");
+        let redis_connected =
+            IntGauge::new("herald_cluster_redis_connected", "1 while the cluster backplane (Redis) is connected")
+                .unwrap();
+        let nodes_alive =
+            IntGauge::new("herald_cluster_nodes_alive", "Live nodes in the cluster, this one included").unwrap();
+        let relay_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "herald_cluster_relay_latency_seconds",
+                "Time from publish on the origin node to delivery on this node",
+            )
+            .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+        )
+        .unwrap();
         let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(relayed_vec),
+            Box::new(relay_errors.clone()),
+            Box::new(redis_connected.clone()),
+            Box::new(nodes_alive.clone()),
+            Box::new(relay_latency.clone()),
             Box::new(open_vec),
             Box::new(accepted_vec),
             Box::new(rooms.clone()),
@@ -206,6 +250,12 @@ impl Metrics {
             frames_in,
             frames_out,
             api_requests,
+            relayed_out,
+            relayed_in,
+            relay_errors,
+            redis_connected,
+            nodes_alive,
+            relay_latency,
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connection::registry::Registry;
 use crate::connection::ConnId;
@@ -24,7 +25,9 @@ pub struct Node {
     pub presence: Presence,
     pub metrics: Arc<Metrics>,
     /// Every open connection, for draining and node-wide delivery.
-    pub connections: Registry,
+    pub connections: Arc<Registry>,
+    /// This node's part in a cluster, with clustering.
+    pub cluster: Option<Arc<Cluster>>,
     next_conn: AtomicU64,
     /// Connections holding an [`OpenSlot`].
     open: AtomicUsize,
@@ -58,13 +61,28 @@ impl Drop for OpenSlot {
     }
 }
 
+/// The parts a node is put together from.
+pub struct Parts {
+    pub id: Arc<str>,
+    pub rooms: RoomRegistry,
+    pub presence: Presence,
+    pub metrics: Arc<Metrics>,
+    pub connections: Arc<Registry>,
+    pub cluster: Option<Arc<Cluster>>,
+}
+
+/// The node id `config` names, or a fresh random one.
+pub fn node_id(config: &Config) -> Arc<str> {
+    if config.server.node_id.is_empty() {
+        format!("{:08x}", rand::random::<u32>()).into()
+    } else {
+        config.server.node_id.as_str().into()
+    }
+}
+
 impl Node {
-    pub fn new(config: Config, rooms: RoomRegistry, presence: Presence, metrics: Arc<Metrics>) -> Self {
-        let id: Arc<str> = if config.server.node_id.is_empty() {
-            format!("{:08x}", rand::random::<u32>()).into()
-        } else {
-            config.server.node_id.as_str().into()
-        };
+    pub fn new(config: Config, parts: Parts) -> Self {
+        let Parts { id, rooms, presence, metrics, connections, cluster } = parts;
         Self {
             auth: Authenticator::new(&config.auth.jwt_secret),
             config,
@@ -72,7 +90,8 @@ impl Node {
             rooms,
             presence,
             metrics,
-            connections: Registry::default(),
+            connections,
+            cluster,
             next_conn: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             sockets: AtomicUsize::new(0),
@@ -129,9 +148,10 @@ impl Node {
         format!("{}-{}", self.id, conn.0)
     }
 
-    /// Whether `/readyz` reports ready.
+    /// Whether `/readyz` reports ready: not draining, and with clustering,
+    /// the backplane up.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.cluster.as_ref().is_none_or(|c| c.is_connected())
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -30,7 +30,8 @@ fn envelope(n: u64) -> Envelope {
 #[tokio::test]
 async fn envelopes_cross_between_two_nodes_connections() {
     let redis = RedisServer::start();
-    let (a, b) = (Backplane::connect(&redis.url()).await.unwrap(), Backplane::connect(&redis.url()).await.unwrap());
+    let (a, b) =
+        (Backplane::connect(&redis.url(), WAIT).await.unwrap(), Backplane::connect(&redis.url(), WAIT).await.unwrap());
     let mut rx = b.messages();
     b.subscribe("herald:broadcast").await.unwrap();
     assert_eq!(a.publish("herald:broadcast", codec::encode(&envelope(1))).await.unwrap(), 1);
@@ -44,8 +45,8 @@ async fn envelopes_cross_between_two_nodes_connections() {
 #[tokio::test]
 async fn subscriptions_come_back_after_redis_restarts() {
     let mut redis = RedisServer::start();
-    let publisher = Backplane::connect(&redis.url()).await.unwrap();
-    let subscriber = Backplane::connect(&redis.url()).await.unwrap();
+    let publisher = Backplane::connect(&redis.url(), WAIT).await.unwrap();
+    let subscriber = Backplane::connect(&redis.url(), WAIT).await.unwrap();
     let mut rx = subscriber.messages();
     subscriber.subscribe("herald:room:lobby").await.unwrap();
     assert!(subscriber.is_connected());

@@ -14,7 +14,7 @@ use herald::cluster::relay::{Channel, Incoming, MemoryHub, MemoryRelay, RedisRel
 use tokio::sync::broadcast;
 
 fn envelope(origin: &str, n: u64) -> Envelope {
-    Envelope { origin: origin.into(), sent_us: n, body: Body::Message { room: "r".into(), frame: format!("{{\"seq\":{n}}}") } }
+    Envelope { origin: origin.into(), sent_us: n, body: Body::Broadcast { frame: format!("{{\"n\":{n}}}") } }
 }
 
 async fn next(rx: &mut broadcast::Receiver<Incoming>) -> Incoming {
@@ -86,14 +86,14 @@ async fn conformance<R: Relay>(a: R, b: R) {
         async {
             let mut seqs = Vec::new();
             for n in 0..50 {
-                seqs.push(a.publish_sequenced(&chat, &envelope("a", n)).await.unwrap());
+                seqs.push(a.publish_sequenced(&chat, &envelope("a", n), 0).await.unwrap());
             }
             seqs
         },
         async {
             let mut seqs = Vec::new();
             for n in 0..50 {
-                seqs.push(b.publish_sequenced(&chat, &envelope("b", n)).await.unwrap());
+                seqs.push(b.publish_sequenced(&chat, &envelope("b", n), 0).await.unwrap());
             }
             seqs
         },
@@ -132,7 +132,7 @@ async fn the_memory_relay_conforms() {
 #[tokio::test]
 async fn the_redis_relay_conforms() {
     let redis = RedisServer::start();
-    let node = || async { RedisRelay::new(Arc::new(Backplane::connect(&redis.url()).await.unwrap())) };
+    let node = || async { RedisRelay::new(Arc::new(Backplane::connect(&redis.url(), WAIT).await.unwrap())) };
     conformance(node().await, node().await).await;
 }
 

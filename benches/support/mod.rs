@@ -15,8 +15,13 @@ pub fn cores() -> usize {
 /// every call into the tree.
 pub fn start_tree() -> (tokio::runtime::Runtime, Tree) {
     let cores = cores();
-    let actors =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build().expect("a tokio runtime");
-    let tree = actors.block_on(supervisor::start(cores * 8, Arc::new(Metrics::new()), &Default::default(), Arc::new(|_| {}))).expect("the tree starts");
+    let actors = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let tree = actors
+        .block_on(supervisor::start(cores * 8, Arc::new(Metrics::new()), &Default::default(), Arc::new(|_| {}), None))
+        .expect("the tree starts");
     (actors, tree)
 }

@@ -158,16 +158,23 @@ async fn direct(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResp
     let fields = body::Fields::parse(&bytes)?;
     let (user, data, from) = (fields.user()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
     let frame = ServerFrame::Direct { from: &from, data, ts: now_ms() }.encode();
+    if let Some(cluster) = &node.cluster {
+        cluster.direct(&user, &frame.text);
+    }
     node.presence.direct(user.into(), frame);
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
 /// `POST /api/broadcast {data}` → `{"delivered": n}`: queued to every open
-/// connection of this node, in rooms or not, anonymous or not.
+/// connection, in rooms or not, anonymous or not; `delivered` counts this
+/// node's (with clustering, the other nodes deliver to theirs).
 async fn broadcast(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let bytes = body::read(payload, node.config.limits.max_message_bytes).await?;
     let data = body::Fields::parse(&bytes)?.data()?;
     let frame = ServerFrame::Broadcast { data, ts: now_ms() }.encode();
+    if let Some(cluster) = &node.cluster {
+        cluster.broadcast(&frame.text);
+    }
     let mut delivered = 0u64;
     node.connections.for_each(|outbox| {
         if outbox.deliver(frame.clone(), &node.metrics) == Delivery::Queued {

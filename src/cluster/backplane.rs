@@ -1,18 +1,30 @@
 //! The Redis connection a node relays through: one client that publishes
-//! (and runs commands) and one that subscribes, both reconnecting on their
+//! and runs commands, and one that subscribes, both reconnecting on their
 //! own with backoff, however long Redis is away. The subscriber's channels
 //! are managed: after every reconnect it subscribes to all of them again.
 //!
-//! Messages published while Redis is away are lost (pub/sub keeps nothing);
-//! whoever depends on the backplane must re-sync what it needs when
+//! Commands keep the order they were issued in. Each call queues its
+//! command at once, before its future is awaited, on one of two ordered
+//! queues: one for commands (sent by a writer task in pipelined batches:
+//! everything queued while a batch is in flight goes out as the next batch)
+//! and one for subscription changes (consecutive ones of a kind merged into
+//! one `SUBSCRIBE` or `UNSUBSCRIBE`). So a room that publishes twice gets
+//! its two messages numbered in that order, and a subscription dropped and
+//! taken again ends up taken.
+//!
+//! While Redis is away every call fails at once (a relayed message is worth
+//! nothing late), and messages published meanwhile are lost (pub/sub keeps
+//! nothing): whoever depends on the backplane re-syncs what it needs when
 //! [`Backplane::is_connected`] turns true again.
 
+use std::future::Future;
 use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use fred::types::Message;
-use tokio::sync::broadcast;
+use fred::types::{ClusterHash, CustomCommand, Message};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 /// The longest a connection attempt or a command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -20,16 +32,53 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages the subscriber buffers for a slow reader before it lags.
 const BROADCAST_CAPACITY: usize = 16 * 1024;
 
+/// Commands waiting for the writer before calls fail as overloaded.
+const QUEUE_CAPACITY: usize = 64 * 1024;
+
+/// Most commands in one pipelined batch.
+const MAX_BATCH: usize = 512;
+
 /// Numbers a payload and publishes it in one step (Redis runs scripts one
-/// at a time): `KEYS[1]` the counter, `KEYS[2]` the channel, `ARGV[1]` the payload.
+/// at a time): `KEYS[1]` the counter, `KEYS[2]` the channel, `ARGV[1]` the
+/// payload, `ARGV[2]` the floor: the number is above it even if Redis lost
+/// the counter (a restart without persistence).
 const SEQUENCED_PUBLISH: &str = "local seq = redis.call('INCR', KEYS[1]) \
+    local floor = tonumber(ARGV[2]) \
+    if seq <= floor then seq = floor + 1 redis.call('SET', KEYS[1], seq) end \
     redis.call('PUBLISH', KEYS[2], seq .. ':' .. ARGV[1]) \
     return seq";
 
-/// A node's two connections to Redis.
+/// Raises the counter `KEYS[1]` to at least `ARGV[1]`.
+const RAISE_COUNTER: &str = "local now = tonumber(redis.call('GET', KEYS[1]) or '0') \
+    local floor = tonumber(ARGV[1]) \
+    if now < floor then redis.call('SET', KEYS[1], floor) end \
+    return 0";
+
+/// A command for the writer.
+enum Command {
+    Publish { channel: String, payload: Vec<u8> },
+    Eval { script: &'static str, keys: Vec<String>, args: Vec<Value> },
+}
+
+struct Op {
+    command: Command,
+    reply: oneshot::Sender<Result<Value, Error>>,
+}
+
+/// A subscription change.
+struct SubOp {
+    subscribe: bool,
+    channel: String,
+    reply: oneshot::Sender<Result<(), Error>>,
+}
+
+/// A node's two connections to Redis, and the tasks that feed them in order.
 pub struct Backplane {
     publisher: Client,
     subscriber: SubscriberClient,
+    ops: mpsc::Sender<Op>,
+    subs: mpsc::UnboundedSender<SubOp>,
+    tasks: Vec<JoinHandle<Result<(), Error>>>,
 }
 
 /// Reconnection: at once, then backing off to 1 s between attempts, forever.
@@ -37,11 +86,24 @@ fn policy() -> ReconnectPolicy {
     ReconnectPolicy::new_exponential(0, 50, 1_000, 2)
 }
 
+fn unreachable() -> Error {
+    Error::new(ErrorKind::IO, "redis is unreachable")
+}
+
+/// Waits for the answer to a queued command.
+async fn answer<T>(rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
+    rx.await.unwrap_or_else(|_| Err(Error::new(ErrorKind::Canceled, "the backplane stopped")))
+}
+
 impl Backplane {
-    /// Connects to `url` (`redis://host:port/db`). Fails if Redis cannot be
-    /// reached now; once connected, outages are survived.
-    pub async fn connect(url: &str) -> Result<Self, Error> {
-        let config = Config::from_url(url)?;
+    /// Connects to `url` (`redis://host:port/db`) and starts the writer
+    /// tasks; must run on a tokio runtime. Waits up to `wait` for the first
+    /// connection; if Redis is not there by then, the backplane keeps
+    /// trying in the background (see [`Self::is_connected`]). Fails only
+    /// for a URL it cannot use.
+    pub async fn connect(url: &str, wait: Duration) -> Result<Self, Error> {
+        let mut config = Config::from_url(url)?;
+        config.fail_fast = false;
         let builder = || {
             let mut builder = Builder::from_config(config.clone());
             builder
@@ -55,40 +117,123 @@ impl Backplane {
         };
         let publisher = builder().build()?;
         let subscriber = builder().build_subscriber_client()?;
-        publisher.init().await?;
-        subscriber.init().await?;
+        let mut tasks = vec![publisher.connect(), subscriber.connect()];
         // Re-subscribes to every tracked channel after each reconnect.
-        let _resubscribing = subscriber.manage_subscriptions();
-        Ok(Self { publisher, subscriber })
+        let resubscribing = subscriber.manage_subscriptions();
+        tasks.push(tokio::spawn(async move {
+            resubscribing.await.map_err(|e| Error::new(ErrorKind::Unknown, e.to_string()))
+        }));
+        let up = async {
+            let _ = publisher.wait_for_connect().await;
+            let _ = subscriber.wait_for_connect().await;
+        };
+        if tokio::time::timeout(wait, up).await.is_err() {
+            tracing::warn!(%url, "redis is not reachable yet; relaying starts when it is");
+        }
+        let (ops, ops_rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (subs, subs_rx) = mpsc::unbounded_channel();
+        tasks.push(tokio::spawn(write(publisher.clone(), ops_rx)));
+        tasks.push(tokio::spawn(follow(subscriber.clone(), subs_rx)));
+        Ok(Self { publisher, subscriber, ops, subs, tasks })
     }
 
-    /// Publishes `payload` on `channel`; returns how many subscribers got it.
-    /// Fails at once while Redis is away: a relayed message is worth nothing late.
-    pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<u64, Error> {
-        if !self.publisher.is_connected() {
-            return Err(Error::new(ErrorKind::IO, "redis is unreachable"));
+    /// Queues `command` now; the future is its answer.
+    fn queue(&self, command: Command) -> impl Future<Output = Result<Value, Error>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let refused = if !self.publisher.is_connected() {
+            Some(unreachable())
+        } else {
+            match self.ops.try_send(Op { command, reply }) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    Some(Error::new(ErrorKind::Unknown, "the backplane is overloaded"))
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Some(Error::new(ErrorKind::Canceled, "the backplane stopped"))
+                }
+            }
+        };
+        async move {
+            match refused {
+                Some(error) => Err(error),
+                None => answer(rx).await,
+            }
         }
-        self.publisher.publish(channel, payload).await
     }
 
-    /// Increments the counter `keys[0]` and publishes `<number>:<payload>` on
-    /// the channel `keys[1]`, atomically in Redis: subscribers see numbers
-    /// in order. Returns the number.
-    pub async fn sequenced_publish(&self, keys: Vec<String>, payload: Vec<u8>) -> Result<u64, Error> {
-        if !self.publisher.is_connected() {
-            return Err(Error::new(ErrorKind::IO, "redis is unreachable"));
+    /// Publishes `payload` on `channel`; answers how many subscribers got it.
+    pub fn publish(
+        &self,
+        channel: impl Into<String>,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<u64, Error>> + Send + 'static {
+        let answer = self.queue(Command::Publish { channel: channel.into(), payload });
+        async move { answer.await?.convert() }
+    }
+
+    /// Increments the counter `counter` (to above `floor` at least) and
+    /// publishes `<number>:<payload>` on `channel`, atomically in Redis:
+    /// subscribers see numbers in order. Returns the number.
+    pub fn sequenced_publish(
+        &self,
+        counter: String,
+        channel: String,
+        payload: Vec<u8>,
+        floor: u64,
+    ) -> impl Future<Output = Result<u64, Error>> + Send + 'static {
+        let args = vec![Value::Bytes(payload.into()), Value::Integer(floor as i64)];
+        let answer = self.queue(Command::Eval { script: SEQUENCED_PUBLISH, keys: vec![counter, channel], args });
+        async move { answer.await?.convert() }
+    }
+
+    /// Raises the counter `counter` to at least `floor`.
+    pub fn raise_counter(
+        &self,
+        counter: String,
+        floor: u64,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let args = vec![Value::Integer(floor as i64)];
+        let answer = self.queue(Command::Eval { script: RAISE_COUNTER, keys: vec![counter], args });
+        async move { answer.await.map(drop) }
+    }
+
+    /// Runs the Lua `script` with `keys` and `args`, in order with every
+    /// other command.
+    pub fn eval(
+        &self,
+        script: &'static str,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> impl Future<Output = Result<Value, Error>> + Send + 'static {
+        self.queue(Command::Eval { script, keys, args })
+    }
+
+    fn change(&self, subscribe: bool, channel: String) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let refused = if !self.subscriber.is_connected() {
+            Some(unreachable())
+        } else {
+            self.subs
+                .send(SubOp { subscribe, channel, reply })
+                .err()
+                .map(|_| Error::new(ErrorKind::Canceled, "the backplane stopped"))
+        };
+        async move {
+            match refused {
+                Some(error) => Err(error),
+                None => answer(rx).await,
+            }
         }
-        self.publisher.eval(SEQUENCED_PUBLISH, keys, payload).await
     }
 
     /// Subscribes to `channel`, now and after every reconnect.
-    pub async fn subscribe(&self, channel: &str) -> Result<(), Error> {
-        self.subscriber.subscribe(channel).await
+    pub fn subscribe(&self, channel: impl Into<String>) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.change(true, channel.into())
     }
 
     /// Stops receiving `channel`.
-    pub async fn unsubscribe(&self, channel: &str) -> Result<(), Error> {
-        self.subscriber.unsubscribe(channel).await
+    pub fn unsubscribe(&self, channel: impl Into<String>) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.change(false, channel.into())
     }
 
     /// Every message on the subscribed channels, in the order received. A
@@ -112,4 +257,89 @@ impl Backplane {
         let _ = self.subscriber.quit().await;
         let _ = self.publisher.quit().await;
     }
+}
+
+impl Drop for Backplane {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The writer: sends what is queued in pipelined batches, in order.
+async fn write(client: Client, mut ops: mpsc::Receiver<Op>) -> Result<(), Error> {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (commands, replies): (Vec<Command>, Vec<_>) = batch.drain(..).map(|op| (op.command, op.reply)).unzip();
+        let results = run(&client, commands).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+    Ok(())
+}
+
+/// One batch: a single command alone, more as one pipeline.
+async fn run(client: &Client, commands: Vec<Command>) -> Vec<Result<Value, Error>> {
+    let count = commands.len();
+    if !client.is_connected() {
+        return (0..count).map(|_| Err(unreachable())).collect();
+    }
+    if count == 1 {
+        let command = commands.into_iter().next().expect("one command");
+        return vec![match command {
+            Command::Publish { channel, payload } => client.publish(channel, payload).await,
+            Command::Eval { script, keys, args } => client.custom(eval(), eval_args(script, keys, args)).await,
+        }];
+    }
+    let pipeline = client.pipeline();
+    for command in commands {
+        // Queuing in a pipeline only buffers the command; errors surface in `try_all`.
+        let _: Result<(), Error> = match command {
+            Command::Publish { channel, payload } => pipeline.publish(channel, payload).await,
+            Command::Eval { script, keys, args } => pipeline.custom(eval(), eval_args(script, keys, args)).await,
+        };
+    }
+    let mut results = pipeline.try_all::<Value>().await;
+    results.resize_with(count, || Err(unreachable()));
+    results
+}
+
+/// `EVAL`, as a command pipelines accept.
+fn eval() -> CustomCommand {
+    CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false)
+}
+
+/// `EVAL`'s arguments: the script, the number of keys, the keys, the arguments.
+fn eval_args(script: &'static str, keys: Vec<String>, args: Vec<Value>) -> Vec<Value> {
+    let mut all = Vec::with_capacity(2 + keys.len() + args.len());
+    all.push(Value::from_static_str(script));
+    all.push(Value::Integer(keys.len() as i64));
+    all.extend(keys.into_iter().map(|k| Value::String(k.into())));
+    all.extend(args);
+    all
+}
+
+/// The subscription follower: applies changes in order, merging runs of
+/// the same kind into one command.
+async fn follow(subscriber: SubscriberClient, mut subs: mpsc::UnboundedReceiver<SubOp>) -> Result<(), Error> {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while subs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut ops = batch.drain(..).peekable();
+        while let Some(first) = ops.next() {
+            let subscribe = first.subscribe;
+            let mut run = vec![first];
+            while let Some(next) = ops.next_if(|op| op.subscribe == subscribe) {
+                run.push(next);
+            }
+            let channels: Vec<String> = run.iter().map(|op| op.channel.clone()).collect();
+            let result =
+                if subscribe { subscriber.subscribe(channels).await } else { subscriber.unsubscribe(channels).await };
+            for op in run {
+                let _ = op.reply.send(result.clone());
+            }
+        }
+    }
+    Ok(())
 }

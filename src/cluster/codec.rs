@@ -27,15 +27,30 @@ pub struct Envelope {
     pub body: Body,
 }
 
-/// What an envelope carries. Frames travel as the JSON text clients receive,
-/// encoded once on the origin.
+/// What an envelope carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
-    /// A `message` frame for the members of `room` (its `seq` already set).
-    Message { room: String, frame: String },
-    /// A `direct` frame for every connection of `user`.
+    /// A message for the members of `room`. Its `seq` is given by the
+    /// backplane as it is published, so every node (the origin too) builds
+    /// the `message` frame itself, once, from these fields. `data` is JSON text.
+    Message {
+        room: String,
+        from: String,
+        data: String,
+        ts: u64,
+        /// The origin's id for this publish, to match it with its `ack`.
+        token: u64,
+        /// The origin's connection that must not receive it (`echo: false`).
+        except: Option<u64>,
+    },
+    /// The origin now has its first (`joined`) or no longer any (`!joined`)
+    /// connection of `user` in `room`.
+    Presence { room: String, user: String, joined: bool },
+    /// `user` is (or stopped) typing in `room`.
+    Typing { room: String, user: String, typing: bool },
+    /// A `direct` frame (JSON text) for every connection of `user`.
     Direct { user: String, frame: String },
-    /// A `broadcast` frame for every connection.
+    /// A `broadcast` frame (JSON text) for every connection.
     Broadcast { frame: String },
 }
 
@@ -107,7 +122,16 @@ mod tests {
     fn samples() -> Vec<Envelope> {
         let envelope = |body| Envelope { origin: "node-a".into(), sent_us: 1_795_445_034_374_000, body };
         vec![
-            envelope(Body::Message { room: "chat:1".into(), frame: r#"{"type":"message","seq":7}"#.into() }),
+            envelope(Body::Message {
+                room: "chat:1".into(),
+                from: "alice".into(),
+                data: r#"{"text":"hi"}"#.into(),
+                ts: 1,
+                token: 7,
+                except: Some(3),
+            }),
+            envelope(Body::Presence { room: "chat:1".into(), user: "bob".into(), joined: true }),
+            envelope(Body::Typing { room: "chat:1".into(), user: "bob".into(), typing: false }),
             envelope(Body::Direct { user: "alice".into(), frame: r#"{"type":"direct"}"#.into() }),
             envelope(Body::Broadcast { frame: "{}".into() }),
         ]

@@ -2,13 +2,235 @@
 //!
 //! - [`codec`]: the versioned envelope every node-to-node message travels in.
 //! - [`backplane`]: the Redis connections, reconnecting and re-subscribing
-//!   on their own.
-//! - [`relay`]: the [`relay::Relay`] trait, in memory and over Redis.
+//!   on their own, with commands kept in order.
+//! - [`relay`]: the [`Relay`] trait (envelopes between nodes), in memory and over Redis.
+//! - [`directory`]: the [`Directory`] trait (cluster-wide presence and node
+//!   liveness), in memory and in Redis.
+//! - [`link`]: the cluster actor, under the root supervisor.
 //!
-//! `cluster.enabled = true` is refused at start-up until the relay actor
-//! that uses these is part of the supervision tree; a single node never
-//! touches Redis.
+//! [`Cluster`] is the handle rooms, presence, connections and the API use.
+//! A single node (`cluster.enabled = false`) has none, and never touches
+//! Redis: every cluster path starts with `if let Some(cluster)`.
+//!
+//! # How the parts meet
+//!
+//! - **Rooms.** A node subscribes to a room's channel while it has members
+//!   in the room. A publish is numbered and published in one Redis script
+//!   (the room's one `seq` authority), and every node, the origin
+//!   included, delivers it from the channel: the channel's order is the
+//!   room's order, so each client sees `seq` strictly increasing. The origin
+//!   acks its publisher with the number the script returned.
+//! - **Presence.** Each node writes its own entries (user in room, user
+//!   online) to the [`Directory`] and tells the room's channel when a user
+//!   arrives in or leaves a room on it; each room keeps which users other
+//!   nodes have in it, so `joined.users` and `user_joined` / `user_left`
+//!   count users across nodes. Queries (`presence`, `status`, the API) read
+//!   the directory.
+//! - **Direct and broadcast** go to the local connections at once and to
+//!   the other nodes through the user's channel (subscribed while the user
+//!   has a connection here) or the broadcast channel; a node drops its own
+//!   echoes of those.
+//! - **Liveness.** The [`link`] heartbeats the directory and watches the
+//!   other nodes: a node whose heartbeat lapses (`cluster.node_ttl_ms`) is
+//!   dropped from every local room, with `user_left` for its users, and
+//!   its entries are swept.
+//! - **Outages.** While Redis is away, calls fail at once (counted in
+//!   `herald_cluster_relay_errors_total`), rooms number and deliver locally,
+//!   and `/readyz` answers 503. When it returns, the link re-registers the
+//!   node and every room and the presence registry re-subscribe and rewrite
+//!   their entries.
 
 pub mod backplane;
 pub mod codec;
+pub mod directory;
+pub mod link;
 pub mod relay;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use codec::{Body, Envelope};
+pub use directory::Directory;
+pub use relay::{Channel, Relay};
+use relay::{Pending, RelayError};
+
+use crate::config::ClusterConfig;
+use crate::metrics::Metrics;
+
+/// How long start-up waits for Redis before going on without it.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// Connects this node, `node`, to the cluster `config` describes; must run
+/// on the actors' runtime. A Redis that is not there yet is waited for in
+/// the background (the node is not ready until then); only an unusable
+/// `redis_url` fails.
+pub async fn join(config: &ClusterConfig, node: Arc<str>, metrics: Arc<Metrics>) -> Result<Arc<Cluster>, String> {
+    let backplane = backplane::Backplane::connect(&config.redis_url, CONNECT_WAIT)
+        .await
+        .map_err(|e| format!("cannot use cluster.redis_url {:?}: {e}", config.redis_url))?;
+    let backplane = Arc::new(backplane);
+    let relay = Arc::new(relay::RedisRelay::new(backplane.clone()));
+    let directory = Arc::new(directory::RedisDirectory::new(backplane));
+    tracing::info!(%node, redis = %config.redis_url, "cluster: joining");
+    Ok(Cluster::new(node, relay, directory, metrics, Duration::from_millis(config.node_ttl_ms)))
+}
+
+/// This node's part in a cluster: what the rest of the node uses to reach
+/// the other nodes.
+pub struct Cluster {
+    /// This node's id, the `origin` of its envelopes.
+    pub node: Arc<str>,
+    pub relay: Arc<dyn Relay>,
+    pub directory: Arc<dyn Directory>,
+    pub metrics: Arc<Metrics>,
+    /// `cluster.node_ttl_ms`.
+    pub ttl: Duration,
+    tokens: AtomicU64,
+    runtime: tokio::runtime::Handle,
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Cluster {
+    /// Must be called on the actors' runtime, where background calls run.
+    pub fn new(
+        node: Arc<str>,
+        relay: Arc<dyn Relay>,
+        directory: Arc<dyn Directory>,
+        metrics: Arc<Metrics>,
+        ttl: Duration,
+    ) -> Arc<Self> {
+        let runtime = tokio::runtime::Handle::current();
+        Arc::new(Self { node, relay, directory, metrics, ttl, tokens: AtomicU64::new(1), runtime })
+    }
+
+    /// Whether the backplane is up.
+    pub fn is_connected(&self) -> bool {
+        self.relay.is_connected() && self.directory.is_connected()
+    }
+
+    /// A fresh id for one publish, unique on this node.
+    pub fn token(&self) -> u64 {
+        self.tokens.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn envelope(&self, body: Body) -> Envelope {
+        Envelope { origin: self.node.to_string(), sent_us: now_us(), body }
+    }
+
+    /// Runs `task` on the actors' runtime.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
+    }
+
+    /// `call`'s outcome, with a failure counted and logged.
+    pub fn checked<T: Send + 'static>(&self, what: &'static str, call: Pending<T>) -> Pending<T> {
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let result = call.await;
+            if let Err(error) = &result {
+                metrics.relay_errors.inc();
+                tracing::debug!(%error, "cluster: {what} failed");
+            }
+            result
+        })
+    }
+
+    /// Runs `call` in the background; a failure is counted.
+    pub fn background<T: Send + 'static>(&self, what: &'static str, call: Pending<T>) {
+        let call = self.checked(what, call);
+        self.spawn(async move {
+            let _ = call.await;
+        });
+    }
+
+    /// Publishes `body` to `channel` in the background.
+    pub fn publish(&self, channel: &Channel, body: Body) {
+        let call = self.relay.publish(channel, &self.envelope(body));
+        let metrics = self.metrics.clone();
+        self.background(
+            "publish",
+            Box::pin(async move {
+                call.await?;
+                metrics.relayed_out.inc();
+                Ok::<_, RelayError>(())
+            }),
+        );
+    }
+
+    /// Numbers `body` with `room`'s next `seq` (above `floor`) and publishes it.
+    pub fn publish_sequenced(&self, room: &Arc<str>, body: Body, floor: u64) -> Pending<u64> {
+        let call = self.relay.publish_sequenced(&Channel::Room(room.clone()), &self.envelope(body), floor);
+        let metrics = self.metrics.clone();
+        self.checked(
+            "numbered publish",
+            Box::pin(async move {
+                let seq = call.await?;
+                metrics.relayed_out.inc();
+                Ok(seq)
+            }),
+        )
+    }
+
+    /// `user` now has a connection in `room` on this node (its first).
+    pub fn room_joined(&self, room: &Arc<str>, user: &Arc<str>) {
+        self.background("room join", self.directory.room_joined(&self.node, room, user));
+        self.publish(
+            &Channel::Room(room.clone()),
+            Body::Presence { room: room.to_string(), user: user.to_string(), joined: true },
+        );
+    }
+
+    /// `user` no longer has a connection in `room` on this node.
+    pub fn room_left(&self, room: &Arc<str>, user: &Arc<str>) {
+        self.background("room leave", self.directory.room_left(&self.node, room, user));
+        self.publish(
+            &Channel::Room(room.clone()),
+            Body::Presence { room: room.to_string(), user: user.to_string(), joined: false },
+        );
+    }
+
+    /// `user` has its first connection on this node: it goes online
+    /// cluster-wide, and direct messages to it from other nodes come here.
+    pub fn user_online(&self, user: &Arc<str>) {
+        self.background("user online", self.directory.user_online(&self.node, user));
+        self.background("subscribe", self.relay.subscribe(&Channel::User(user.clone())));
+    }
+
+    /// `user` has no connection left on this node.
+    pub fn user_offline(&self, user: &Arc<str>) {
+        self.background("user offline", self.directory.user_offline(&self.node, user));
+        self.background("unsubscribe", self.relay.unsubscribe(&Channel::User(user.clone())));
+    }
+
+    /// Stops receiving `room`'s channel (its last local member left).
+    pub fn room_retired(&self, room: &Arc<str>) {
+        self.background("unsubscribe", self.relay.unsubscribe(&Channel::Room(room.clone())));
+    }
+
+    /// The users in `room` on every live node, each once, sorted.
+    pub fn room_users(&self, room: &str) -> impl Future<Output = Result<Vec<Arc<str>>, RelayError>> + Send + 'static {
+        let call = self.checked("presence query", self.directory.room_members(room));
+        async move { Ok(directory::users_of(&call.await?).into_iter().map(Arc::from).collect()) }
+    }
+
+    /// Whether each of `users` is online on a live node.
+    pub fn online(&self, users: Vec<String>) -> Pending<Vec<bool>> {
+        self.checked("status query", self.directory.online(users))
+    }
+
+    /// Sends a `direct` frame to `user`'s connections on the other nodes.
+    pub fn direct(&self, user: &str, frame: &str) {
+        self.publish(&Channel::User(user.into()), Body::Direct { user: user.to_owned(), frame: frame.to_owned() });
+    }
+
+    /// Sends a `broadcast` frame to every connection on the other nodes.
+    pub fn broadcast(&self, frame: &str) {
+        self.publish(&Channel::Broadcast, Body::Broadcast { frame: frame.to_owned() });
+    }
+}

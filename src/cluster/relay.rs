@@ -11,8 +11,10 @@
 //! channel, as Redis does: receivers drop echoes by [`Envelope::origin`].
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::{Arc, Weak};
+
+use futures_util::future::BoxFuture;
+use futures_util::TryFutureExt;
 
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
@@ -60,24 +62,36 @@ pub struct Incoming {
 }
 
 /// Why a relay operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RelayError {
     #[error("the backplane is unreachable: {0}")]
     Unreachable(String),
 }
 
+/// The answer to a relay call. The call itself has already taken its place
+/// in line when it returns; awaiting this only waits for the outcome.
+pub type Pending<T> = BoxFuture<'static, Result<T, RelayError>>;
+
 /// How envelopes travel between nodes.
+///
+/// Calls take effect in the order they are made, whether or not their
+/// answers are awaited in between: a room may publish twice and await both
+/// later, and the first is numbered first.
 pub trait Relay: Send + Sync + 'static {
     /// Sends `envelope` to every node subscribed to `channel`.
-    fn publish(&self, channel: &Channel, envelope: &Envelope) -> impl Future<Output = Result<(), RelayError>> + Send;
-    /// Numbers `envelope` with the next value of `channel`'s counter and
-    /// publishes it, in one step: every subscriber sees the numbers of a
-    /// channel strictly increasing, whichever node published. Returns the number.
-    fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope) -> impl Future<Output = Result<u64, RelayError>> + Send;
+    fn publish(&self, channel: &Channel, envelope: &Envelope) -> Pending<()>;
+    /// Numbers `envelope` with the next value of `channel`'s counter (and
+    /// above `floor`, the last number this node knows of) and publishes it,
+    /// in one step: every subscriber sees the numbers of a channel strictly
+    /// increasing, whichever node published. Returns the number.
+    fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope, floor: u64) -> Pending<u64>;
+    /// Raises `channel`'s counter to at least `floor`, so numbering never
+    /// goes back below what a node has seen (after Redis lost its data).
+    fn raise_counter(&self, channel: &Channel, floor: u64) -> Pending<()>;
     /// Receives `channel` from now on (again after any reconnect).
-    fn subscribe(&self, channel: &Channel) -> impl Future<Output = Result<(), RelayError>> + Send;
+    fn subscribe(&self, channel: &Channel) -> Pending<()>;
     /// Stops receiving `channel`.
-    fn unsubscribe(&self, channel: &Channel) -> impl Future<Output = Result<(), RelayError>> + Send;
+    fn unsubscribe(&self, channel: &Channel) -> Pending<()>;
     /// Everything that arrives on the subscribed channels.
     fn incoming(&self) -> broadcast::Receiver<Incoming>;
     /// Whether envelopes can travel now.
@@ -94,12 +108,12 @@ pub struct MemoryHub {
 impl MemoryHub {
     /// Delivers to every node subscribed to `name`. With `counter`, numbers
     /// the envelope under the channel lock, so numbers go out in order.
-    fn deliver(&self, name: String, envelope: Envelope, counter: Option<String>) -> Option<u64> {
+    fn deliver(&self, name: String, envelope: Envelope, counter: Option<(String, u64)>) -> Option<u64> {
         let mut channels = self.channels.lock();
-        let seq = counter.map(|key| {
+        let seq = counter.map(|(key, floor)| {
             let mut counters = self.counters.lock();
             let next = counters.entry(key).or_insert(0);
-            *next += 1;
+            *next = (*next + 1).max(floor + 1);
             *next
         });
         if let Some(nodes) = channels.get_mut(&name) {
@@ -137,32 +151,39 @@ impl MemoryRelay {
 }
 
 impl Relay for MemoryRelay {
-    async fn publish(&self, channel: &Channel, envelope: &Envelope) -> Result<(), RelayError> {
+    fn publish(&self, channel: &Channel, envelope: &Envelope) -> Pending<()> {
         self.hub.deliver(channel.name(), through_codec(envelope), None);
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
 
-    async fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope) -> Result<u64, RelayError> {
-        let seq = self.hub.deliver(channel.name(), through_codec(envelope), Some(channel.counter()));
-        Ok(seq.expect("a counter was given"))
+    fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope, floor: u64) -> Pending<u64> {
+        let seq = self.hub.deliver(channel.name(), through_codec(envelope), Some((channel.counter(), floor)));
+        Box::pin(std::future::ready(Ok(seq.expect("a counter was given"))))
     }
 
-    async fn subscribe(&self, channel: &Channel) -> Result<(), RelayError> {
+    fn raise_counter(&self, channel: &Channel, floor: u64) -> Pending<()> {
+        let mut counters = self.hub.counters.lock();
+        let now = counters.entry(channel.counter()).or_insert(0);
+        *now = (*now).max(floor);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn subscribe(&self, channel: &Channel) -> Pending<()> {
         let name = channel.name();
         if self.node.subscribed.lock().insert(name.clone()) {
             self.hub.channels.lock().entry(name).or_default().push(Arc::downgrade(&self.node));
         }
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
 
-    async fn unsubscribe(&self, channel: &Channel) -> Result<(), RelayError> {
+    fn unsubscribe(&self, channel: &Channel) -> Pending<()> {
         let name = channel.name();
         if self.node.subscribed.lock().remove(&name) {
             if let Some(nodes) = self.hub.channels.lock().get_mut(&name) {
                 nodes.retain(|n| !std::ptr::eq(n.as_ptr(), Arc::as_ptr(&self.node)));
             }
         }
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn incoming(&self) -> broadcast::Receiver<Incoming> {
@@ -203,7 +224,9 @@ impl RedisRelay {
                     Ok((seq, envelope)) => {
                         let _ = sink.send(Incoming { channel: message.channel.to_string(), seq, envelope });
                     }
-                    Err(error) => tracing::warn!(channel = %message.channel, %error, "dropped an unreadable envelope"),
+                    Err(error) => {
+                        tracing::warn!(channel = %message.channel, %error, "dropped an unreadable envelope")
+                    }
                 }
             }
         });
@@ -222,21 +245,26 @@ fn unreachable(error: fred::error::Error) -> RelayError {
 }
 
 impl Relay for RedisRelay {
-    async fn publish(&self, channel: &Channel, envelope: &Envelope) -> Result<(), RelayError> {
-        self.backplane.publish(&channel.name(), codec::encode(envelope)).await.map(drop).map_err(unreachable)
+    fn publish(&self, channel: &Channel, envelope: &Envelope) -> Pending<()> {
+        Box::pin(self.backplane.publish(channel.name(), codec::encode(envelope)).map_ok(drop).map_err(unreachable))
     }
 
-    async fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope) -> Result<u64, RelayError> {
-        let keys = vec![channel.counter(), channel.name()];
-        self.backplane.sequenced_publish(keys, codec::encode(envelope)).await.map_err(unreachable)
+    fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope, floor: u64) -> Pending<u64> {
+        let publish =
+            self.backplane.sequenced_publish(channel.counter(), channel.name(), codec::encode(envelope), floor);
+        Box::pin(publish.map_err(unreachable))
     }
 
-    async fn subscribe(&self, channel: &Channel) -> Result<(), RelayError> {
-        self.backplane.subscribe(&channel.name()).await.map_err(unreachable)
+    fn raise_counter(&self, channel: &Channel, floor: u64) -> Pending<()> {
+        Box::pin(self.backplane.raise_counter(channel.counter(), floor).map_err(unreachable))
     }
 
-    async fn unsubscribe(&self, channel: &Channel) -> Result<(), RelayError> {
-        self.backplane.unsubscribe(&channel.name()).await.map_err(unreachable)
+    fn subscribe(&self, channel: &Channel) -> Pending<()> {
+        Box::pin(self.backplane.subscribe(channel.name()).map_err(unreachable))
+    }
+
+    fn unsubscribe(&self, channel: &Channel) -> Pending<()> {
+        Box::pin(self.backplane.unsubscribe(channel.name()).map_err(unreachable))
     }
 
     fn incoming(&self) -> broadcast::Receiver<Incoming> {

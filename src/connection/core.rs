@@ -254,6 +254,9 @@ impl<T: Transport> Connection<T> {
             },
             ClientFrame::Direct { to, data } => {
                 let frame = ServerFrame::Direct { from: &user, data, ts: protocol::now_ms() }.encode();
+                if let Some(cluster) = &self.node.cluster {
+                    cluster.direct(&to, &frame.text);
+                }
                 self.node.presence.direct(to.into(), frame);
                 if id.is_some() {
                     self.reply(ctx, ServerFrame::Ack { seq: None, id });

@@ -72,9 +72,20 @@ impl Presence {
         self.cast(PresenceMsg::Direct { to, frame });
     }
 
-    /// The users in `room`, each once, sorted.
+    /// The users in `room`, each once, sorted: on every node with
+    /// clustering (this node's own view while the backplane is away).
     pub fn room_users(&self, room: Arc<str>) -> impl Future<Output = Result<Vec<Arc<str>>, CallError>> + 'static {
-        self.ask(|reply| PresenceMsg::RoomUsers { room, reply })
+        let cluster = self.cell.cluster.as_ref().filter(|c| c.is_connected()).map(|c| c.room_users(&room));
+        let local = self.clone();
+        async move {
+            if let Some(Ok(users)) = match cluster {
+                Some(query) => Some(query.await),
+                None => None,
+            } {
+                return Ok(users);
+            }
+            local.ask(|reply| PresenceMsg::RoomUsers { room, reply }).await
+        }
     }
 
     /// The connections, rooms and users this registry holds.
@@ -82,9 +93,28 @@ impl Presence {
         self.ask(|reply| PresenceMsg::Counts { reply })
     }
 
-    /// Whether each of `users` is online.
-    pub fn status(&self, users: Vec<String>) -> impl Future<Output = Result<BTreeMap<String, bool>, CallError>> + 'static {
-        self.ask(|reply| PresenceMsg::Status { users, reply })
+    /// Whether each of `users` is online: on any node with clustering
+    /// (on this one while the backplane is away).
+    pub fn status(
+        &self,
+        users: Vec<String>,
+    ) -> impl Future<Output = Result<BTreeMap<String, bool>, CallError>> + 'static {
+        let cluster =
+            self.cell.cluster.as_ref().filter(|c| c.is_connected()).map(|c| (users.clone(), c.online(users.clone())));
+        let local = self.clone();
+        async move {
+            if let Some((asked, query)) = cluster {
+                if let Ok(online) = query.await {
+                    return Ok(asked.into_iter().zip(online).collect());
+                }
+            }
+            local.ask(|reply| PresenceMsg::Status { users, reply }).await
+        }
+    }
+
+    /// Has the registry rewrite its cluster entries (see [`PresenceMsg::Resync`]).
+    pub fn resync(&self) {
+        self.cast(PresenceMsg::Resync);
     }
 
     /// The registry actor now.

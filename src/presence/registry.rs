@@ -19,6 +19,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::cluster::{Channel, Cluster};
 use crate::connection::{ConnId, Member, Outbox};
 use crate::metrics::Metrics;
 use crate::protocol::Encoded;
@@ -27,13 +28,36 @@ use crate::supervisor::Mailbox;
 /// Messages of the presence registry. Use [`super::Presence`] to send them.
 pub enum PresenceMsg {
     Online(Member),
-    Offline { user: Arc<str>, conn: ConnId },
-    RoomJoined { room: Arc<str>, user: Arc<str> },
-    RoomLeft { room: Arc<str>, user: Arc<str> },
-    RoomUsers { room: Arc<str>, reply: RpcReplyPort<Vec<Arc<str>>> },
-    Status { users: Vec<String>, reply: RpcReplyPort<BTreeMap<String, bool>> },
-    Direct { to: Arc<str>, frame: Encoded },
-    Counts { reply: RpcReplyPort<Counts> },
+    Offline {
+        user: Arc<str>,
+        conn: ConnId,
+    },
+    RoomJoined {
+        room: Arc<str>,
+        user: Arc<str>,
+    },
+    RoomLeft {
+        room: Arc<str>,
+        user: Arc<str>,
+    },
+    RoomUsers {
+        room: Arc<str>,
+        reply: RpcReplyPort<Vec<Arc<str>>>,
+    },
+    Status {
+        users: Vec<String>,
+        reply: RpcReplyPort<BTreeMap<String, bool>>,
+    },
+    Direct {
+        to: Arc<str>,
+        frame: Encoded,
+    },
+    Counts {
+        reply: RpcReplyPort<Counts>,
+    },
+    /// Cluster: rewrite this node's online users in the directory and
+    /// re-subscribe their channels (the backplane is back after an outage).
+    Resync,
     /// Panics the actor (fault injection).
     Crash,
 }
@@ -55,19 +79,23 @@ pub struct PresenceRegistry;
 /// The presence registry's queue and state, which outlive any one actor.
 pub struct PresenceCell {
     pub mailbox: Mailbox<PresenceMsg>,
+    /// With clustering: users coming online here and going offline are
+    /// told to the directory, and their channels subscribed.
+    pub cluster: Option<Arc<Cluster>>,
     state: Mutex<PresenceState>,
 }
 
 impl PresenceCell {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        let state = PresenceState { metrics, online: HashMap::new(), rooms: HashMap::new() };
-        Self { mailbox: Mailbox::default(), state: Mutex::new(state) }
+    pub fn new(metrics: Arc<Metrics>, cluster: Option<Arc<Cluster>>) -> Self {
+        let state = PresenceState { metrics, cluster: cluster.clone(), online: HashMap::new(), rooms: HashMap::new() };
+        Self { mailbox: Mailbox::default(), cluster, state: Mutex::new(state) }
     }
 }
 
 /// Who is online and who is in which room.
 pub struct PresenceState {
     metrics: Arc<Metrics>,
+    cluster: Option<Arc<Cluster>>,
     online: HashMap<Arc<str>, Vec<(ConnId, Outbox)>>,
     rooms: HashMap<Arc<str>, HashSet<Arc<str>>>,
 }
@@ -90,20 +118,41 @@ impl PresenceState {
             PresenceMsg::Counts { reply } => {
                 let _ = reply.send(self.counts());
             }
+            PresenceMsg::Resync => self.resync(),
             PresenceMsg::Crash => {}
         }
     }
 
     fn online(&mut self, member: Member) {
-        self.online.entry(member.user).or_default().push((member.conn, member.outbox));
+        let conns = self.online.entry(member.user.clone()).or_default();
+        if conns.is_empty() {
+            if let Some(cluster) = &self.cluster {
+                cluster.user_online(&member.user);
+            }
+        }
+        conns.push((member.conn, member.outbox));
     }
 
     fn offline(&mut self, user: &str, conn: ConnId) {
-        if let Some(conns) = self.online.get_mut(user) {
-            conns.retain(|(c, _)| *c != conn);
-            if conns.is_empty() {
-                self.online.remove(user);
+        let Some(conns) = self.online.get_mut(user) else {
+            return;
+        };
+        conns.retain(|(c, _)| *c != conn);
+        if conns.is_empty() {
+            if let Some((user, _)) = self.online.remove_entry(user) {
+                if let Some(cluster) = &self.cluster {
+                    cluster.user_offline(&user);
+                }
             }
+        }
+    }
+
+    fn resync(&self) {
+        let Some(cluster) = &self.cluster else { return };
+        let users: Vec<String> = self.online.keys().map(|u| u.to_string()).collect();
+        cluster.background("re-sync", cluster.directory.replace_users(&cluster.node, users));
+        for user in self.online.keys() {
+            cluster.background("subscribe", cluster.relay.subscribe(&Channel::User(user.clone())));
         }
     }
 
@@ -183,7 +232,7 @@ mod tests {
     use crate::presence::Presence;
 
     async fn spawn() -> (Presence, ractor::ActorRef<()>) {
-        let cell = Arc::new(PresenceCell::new(Arc::new(Metrics::new())));
+        let cell = Arc::new(PresenceCell::new(Arc::new(Metrics::new()), None));
         let (actor, _) = Actor::spawn(None, PresenceRegistry, cell.clone()).await.unwrap();
         (Presence::new(cell), actor)
     }

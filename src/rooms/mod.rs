@@ -15,8 +15,12 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use std::collections::BTreeSet;
+
 use ractor::{ActorId, RpcReplyPort};
 use serde_json::value::RawValue;
+
+use crate::cluster::codec::Body;
 
 use crate::connection::{ConnId, Member};
 use crate::rpc::{self, CallError};
@@ -91,6 +95,42 @@ impl RoomRegistry {
     /// The last `seq` given out in `room` (0 when none).
     pub fn last_seq(&self, room: Arc<str>) -> impl Future<Output = Result<u64, CallError>> + 'static {
         self.ask(&room.clone(), |reply| ShardMsg::LastSeq { room, reply })
+    }
+
+    /// Hands an envelope from the cluster to its room, if the room is
+    /// alive on this node (it is subscribed to the channel only then).
+    pub fn relayed(&self, seq: Option<u64>, origin: Arc<str>, body: Body) {
+        let room = match &body {
+            Body::Message { room, .. } | Body::Presence { room, .. } | Body::Typing { room, .. } => room,
+            Body::Direct { .. } | Body::Broadcast { .. } => return,
+        };
+        if let Some(cell) = self.shard(room).room(room) {
+            cell.send(RoomMsg::Relayed { seq, origin, body });
+        }
+    }
+
+    fn live_cells(&self) -> impl Iterator<Item = Arc<RoomCell>> + '_ {
+        self.shards.iter().flat_map(|shard| shard.live_rooms())
+    }
+
+    /// The rooms alive on this node (those with members here).
+    pub fn live_rooms(&self) -> Vec<Arc<str>> {
+        self.live_cells().map(|cell| cell.name.clone()).collect()
+    }
+
+    /// Has every live room re-subscribe and rewrite its cluster entries
+    /// (the backplane is back after an outage).
+    pub fn resync_all(&self) {
+        for cell in self.live_cells() {
+            cell.send(RoomMsg::Sync { initial: false });
+        }
+    }
+
+    /// Tells every live room that `nodes` died.
+    pub fn nodes_gone(&self, nodes: Arc<BTreeSet<Arc<str>>>) {
+        for cell in self.live_cells() {
+            cell.send(RoomMsg::NodesGone(nodes.clone()));
+        }
     }
 
     /// The actor of `room` now, if the room is alive on this node.

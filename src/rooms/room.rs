@@ -16,7 +16,7 @@
 //! shard starts a new actor over the same cell (members, per-user counts and
 //! `seq` untouched), which carries on with the messages that waited.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -25,6 +25,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::value::RawValue;
 
 use super::shard::ShardMsg;
+use crate::cluster::codec::Body;
+use crate::cluster::directory::Changes;
+use crate::cluster::relay::{Channel, RelayError};
+use crate::cluster::Cluster;
 use crate::connection::{ConnId, Delivery, Member, Outbox};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
@@ -55,10 +59,76 @@ pub enum RoomMsg {
     Leave { conn: ConnId },
     Publish(Publication),
     /// A publish from the server API, sent to every member; the reply is its `seq`.
-    ServerPublish { from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64> },
-    Typing { conn: ConnId, user: Arc<str>, typing: bool },
+    ServerPublish {
+        from: Arc<str>,
+        data: Box<RawValue>,
+        reply: RpcReplyPort<u64>,
+    },
+    Typing {
+        conn: ConnId,
+        user: Arc<str>,
+        typing: bool,
+    },
+    /// Cluster: an envelope on the room's channel, from another node or
+    /// this one's own (a numbered message comes back to its origin too).
+    Relayed {
+        seq: Option<u64>,
+        origin: Arc<str>,
+        body: Body,
+    },
+    /// Cluster: subscribe to the room's channel and read who the other
+    /// nodes have in it; not `initial`, also rewrite this node's entries
+    /// (after an outage).
+    Sync {
+        initial: bool,
+    },
+    /// Cluster: how a sync went (`None`: the backplane is away).
+    Synced(Option<SyncOutcome>),
+    /// Cluster: the number a publish of this room was given, or why none.
+    Numbered {
+        token: u64,
+        result: Result<u64, RelayError>,
+    },
+    /// Cluster: these nodes died; their users are no longer in the room.
+    NodesGone(Arc<BTreeSet<Arc<str>>>),
     /// Panics the actor (fault injection).
     Crash,
+}
+
+/// What a sync learnt.
+pub struct SyncOutcome {
+    /// How this node's own entries changed (a rewrite after an outage).
+    changes: Changes,
+    /// `(node, user)` for every user in the room on a live node.
+    members: Vec<(String, String)>,
+}
+
+/// Who is waiting for the number of a publish sent to the backplane.
+enum Publisher {
+    Member { conn: ConnId, id: Option<Box<RawValue>>, echo: bool },
+    Server { reply: RpcReplyPort<u64> },
+}
+
+/// A publish on its way through the backplane.
+struct Waiting {
+    publisher: Publisher,
+    from: Arc<str>,
+    data: Box<RawValue>,
+    /// The member's `ack` went out already (its message came back first).
+    acked: bool,
+}
+
+/// A room's part in a cluster.
+struct Clustered {
+    cluster: Arc<Cluster>,
+    /// Users other nodes have in the room, with those nodes.
+    remote: BTreeMap<Arc<str>, Vec<Arc<str>>>,
+    /// Between asking for the other nodes' members and having them:
+    /// membership changes wait in `deferred`, so they apply on top.
+    syncing: bool,
+    deferred: VecDeque<RoomMsg>,
+    /// Publishes waiting for their number, by token.
+    waiting: HashMap<u64, Waiting>,
 }
 
 /// The room actor.
@@ -87,6 +157,8 @@ pub struct RoomState {
     /// what it forwarded before it lets an empty room stop, so nothing the
     /// shard sent is ever lost to a stop.
     seen: u64,
+    /// With clustering; `None` on a single node.
+    cluster: Option<Box<Clustered>>,
 }
 
 impl RoomCell {
@@ -96,7 +168,17 @@ impl RoomCell {
         shard: Arc<Mailbox<ShardMsg>>,
         presence: Presence,
         metrics: Arc<Metrics>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
+        let cluster = cluster.map(|cluster| {
+            Box::new(Clustered {
+                cluster,
+                remote: BTreeMap::new(),
+                syncing: false,
+                deferred: VecDeque::new(),
+                waiting: HashMap::new(),
+            })
+        });
         let state = RoomState {
             name: name.clone(),
             seq,
@@ -106,6 +188,7 @@ impl RoomCell {
             members: HashMap::new(),
             users: BTreeMap::new(),
             seen: 0,
+            cluster,
         };
         Self { name, mailbox: Mailbox::default(), state: Mutex::new(state) }
     }
@@ -123,6 +206,17 @@ impl RoomCell {
         if matches!(msg, RoomMsg::Join { .. } | RoomMsg::ServerPublish { .. }) {
             state.seen += 1;
         }
+        match state.cluster.as_mut() {
+            Some(clustered) if clustered.syncing && defers(&msg) => clustered.deferred.push_back(msg),
+            _ => self.handle(&mut state, msg),
+        }
+        if state.members.is_empty() && state.cluster.as_ref().is_none_or(|c| c.is_settled()) {
+            let empty = ShardMsg::Empty { room: self.clone(), seen: state.seen };
+            state.shard.send(empty);
+        }
+    }
+
+    fn handle(self: &Arc<Self>, state: &mut RoomState, msg: RoomMsg) {
         match msg {
             RoomMsg::Join { member, reply } => {
                 // Only a transport that writes `joined` needs the user list.
@@ -132,20 +226,44 @@ impl RoomCell {
                 let _ = reply.send(JoinReply { room: self.clone(), users });
             }
             RoomMsg::Leave { conn } => state.remove(conn),
-            RoomMsg::Publish(publication) => state.publish(publication),
-            RoomMsg::ServerPublish { from, data, reply } => {
-                let _ = reply.send(state.server_publish(&from, &data));
-            }
+            RoomMsg::Publish(publication) => match state.relaying() {
+                Some(_) => {
+                    let Publication { conn, user, data, echo, id } = publication;
+                    state.relay_publish(self, user, data, Publisher::Member { conn, id, echo });
+                }
+                None => state.publish(publication),
+            },
+            RoomMsg::ServerPublish { from, data, reply } => match state.relaying() {
+                Some(_) => state.relay_publish(self, from, data, Publisher::Server { reply }),
+                None => {
+                    let _ = reply.send(state.server_publish(&from, &data));
+                }
+            },
             RoomMsg::Typing { conn, user, typing } => {
                 let frame = ServerFrame::Typing { room: &state.name, user: &user, typing }.encode();
                 state.fan_out(&frame, Some(conn));
+                if let Some(clustered) = &state.cluster {
+                    let body = Body::Typing { room: state.name.to_string(), user: user.to_string(), typing };
+                    clustered.cluster.publish(&Channel::Room(state.name.clone()), body);
+                }
             }
+            RoomMsg::Relayed { seq, origin, body } => state.relayed(seq, origin, body),
+            RoomMsg::Sync { initial } => state.sync(self, initial),
+            RoomMsg::Synced(outcome) => {
+                state.synced(outcome);
+                while let Some(msg) = state.cluster.as_mut().and_then(|c| c.deferred.pop_front()) {
+                    self.handle(state, msg);
+                }
+            }
+            RoomMsg::Numbered { token, result } => state.numbered(token, result),
+            RoomMsg::NodesGone(nodes) => state.nodes_gone(&nodes),
             RoomMsg::Crash => {}
         }
-        if state.members.is_empty() {
-            let empty = ShardMsg::Empty { room: self.clone(), seen: state.seen };
-            state.shard.send(empty);
-        }
+    }
+
+    /// The users with a connection in the room on this node.
+    pub fn local_users(&self) -> Vec<Arc<str>> {
+        self.state.lock().users.keys().cloned().collect()
     }
 
     /// Members now in the room.
@@ -154,10 +272,49 @@ impl RoomCell {
     }
 }
 
+/// Whether a syncing room keeps `msg` for after the sync: everything that
+/// changes or reads membership. Messages from the channel are delivered at
+/// once (their order is the channel's), and so are the sync's own answers.
+fn defers(msg: &RoomMsg) -> bool {
+    match msg {
+        RoomMsg::Relayed { body, .. } => !matches!(body, Body::Message { .. }),
+        RoomMsg::Synced(_) | RoomMsg::Numbered { .. } | RoomMsg::Sync { .. } | RoomMsg::Crash => false,
+        _ => true,
+    }
+}
+
+impl Clustered {
+    /// Neither syncing nor waiting for anything: the room may retire.
+    fn is_settled(&self) -> bool {
+        !self.syncing && self.deferred.is_empty() && self.waiting.is_empty()
+    }
+}
+
 impl RoomState {
-    /// The users in the room, sorted.
+    /// The users in the room (on every node, with clustering), sorted.
     fn users(&self) -> Vec<Arc<str>> {
-        self.users.keys().cloned().collect()
+        match &self.cluster {
+            None => self.users.keys().cloned().collect(),
+            Some(clustered) => {
+                let all: BTreeSet<&Arc<str>> = self.users.keys().chain(clustered.remote.keys()).collect();
+                all.into_iter().cloned().collect()
+            }
+        }
+    }
+
+    /// Whether `user` is in the room, here or on another node.
+    fn present(&self, user: &str) -> bool {
+        self.users.contains_key(user) || self.cluster.as_ref().is_some_and(|c| c.remote.contains_key(user))
+    }
+
+    /// Tells the members that `user` arrived or left, if that changed.
+    fn announce(&mut self, user: &str, was: bool, now: bool) {
+        let frame = match (was, now) {
+            (false, true) => ServerFrame::UserJoined { room: &self.name, user }.encode(),
+            (true, false) => ServerFrame::UserLeft { room: &self.name, user }.encode(),
+            _ => return,
+        };
+        self.fan_out(&frame, None);
     }
     /// Queues `frame` for every member but `except`. Members that cannot take
     /// it (slow consumers, closed connections) leave the room.
@@ -181,12 +338,18 @@ impl RoomState {
             return;
         }
         self.members.insert(member.conn, (member.user.clone(), member.outbox));
+        let elsewhere = self.present(&member.user);
         let count = self.users.entry(member.user.clone()).or_insert(0);
         *count += 1;
         if *count == 1 {
             self.presence.room_joined(self.name.clone(), member.user.clone());
-            let frame = ServerFrame::UserJoined { room: &self.name, user: &member.user }.encode();
-            self.fan_out(&frame, Some(member.conn));
+            if let Some(clustered) = &self.cluster {
+                clustered.cluster.room_joined(&self.name, &member.user);
+            }
+            if !elsewhere {
+                let frame = ServerFrame::UserJoined { room: &self.name, user: &member.user }.encode();
+                self.fan_out(&frame, Some(member.conn));
+            }
         }
     }
 
@@ -202,8 +365,11 @@ impl RoomState {
         if last {
             self.users.remove(&user);
             self.presence.room_left(self.name.clone(), user.clone());
-            let frame = ServerFrame::UserLeft { room: &self.name, user: &user }.encode();
-            self.fan_out(&frame, None);
+            if let Some(clustered) = &self.cluster {
+                clustered.cluster.room_left(&self.name, &user);
+            }
+            let now = self.present(&user);
+            self.announce(&user, true, now);
         }
     }
 
@@ -226,6 +392,233 @@ impl RoomState {
         let (seq, frame) = self.message(from, data);
         self.fan_out(&frame, None);
         seq
+    }
+
+    /// The cluster, when publishes go through it now: clustered and the
+    /// backplane up. Otherwise the room numbers and delivers on its own.
+    /// A publish the backplane cannot take counts as a relay error.
+    fn relaying(&self) -> Option<&Arc<Cluster>> {
+        let cluster = &self.cluster.as_ref()?.cluster;
+        if cluster.is_connected() {
+            return Some(cluster);
+        }
+        self.metrics.relay_errors.inc();
+        None
+    }
+
+    /// Sends a publish through the backplane, which numbers it; it is
+    /// delivered here when it comes back on the room's channel.
+    fn relay_publish(&mut self, cell: &Arc<RoomCell>, from: Arc<str>, data: Box<RawValue>, publisher: Publisher) {
+        let floor = self.seq.load(Ordering::Relaxed);
+        let Some(clustered) = self.cluster.as_mut() else {
+            return;
+        };
+        let cluster = clustered.cluster.clone();
+        let token = cluster.token();
+        let except = match &publisher {
+            Publisher::Member { conn, echo: false, .. } => Some(conn.0),
+            _ => None,
+        };
+        let body = Body::Message {
+            room: self.name.to_string(),
+            from: from.to_string(),
+            data: data.get().to_owned(),
+            ts: now_ms(),
+            token,
+            except,
+        };
+        let call = cluster.publish_sequenced(&self.name, body, floor);
+        clustered.waiting.insert(token, Waiting { publisher, from, data, acked: false });
+        let cell = cell.clone();
+        cluster.spawn(async move {
+            let result = call.await;
+            cell.send(RoomMsg::Numbered { token, result });
+        });
+    }
+
+    /// Acks a member's publish with its `seq`, once.
+    fn ack(&self, waiting: &mut Waiting, seq: u64) {
+        if waiting.acked {
+            return;
+        }
+        waiting.acked = true;
+        if let Publisher::Member { conn, id: Some(id), .. } = &waiting.publisher {
+            if let Some((_, outbox)) = self.members.get(conn) {
+                outbox.deliver(ServerFrame::Ack { seq: Some(seq), id: Some(id) }.encode(), &self.metrics);
+            }
+        }
+    }
+
+    /// A publish of this room was numbered (or could not be): ack it, or
+    /// deliver it here alone if the backplane failed.
+    fn numbered(&mut self, token: u64, result: Result<u64, RelayError>) {
+        let Some(mut waiting) = self.cluster.as_mut().and_then(|c| c.waiting.remove(&token)) else {
+            return;
+        };
+        match result {
+            Ok(seq) => {
+                self.ack(&mut waiting, seq);
+                if let Publisher::Server { reply } = waiting.publisher {
+                    let _ = reply.send(seq);
+                }
+            }
+            Err(_) => {
+                let (seq, frame) = self.message(&waiting.from, &waiting.data);
+                self.ack(&mut waiting, seq);
+                match waiting.publisher {
+                    Publisher::Member { conn, echo, .. } => self.fan_out(&frame, (!echo).then_some(conn)),
+                    Publisher::Server { reply } => {
+                        self.fan_out(&frame, None);
+                        let _ = reply.send(seq);
+                    }
+                }
+            }
+        }
+    }
+
+    /// An envelope from the room's channel.
+    fn relayed(&mut self, seq: Option<u64>, origin: Arc<str>, body: Body) {
+        let Some(clustered) = self.cluster.as_mut() else {
+            return;
+        };
+        let own = origin == clustered.cluster.node;
+        match body {
+            Body::Message { from, data, ts, token, except, .. } => {
+                let Some(seq) = seq else { return };
+                if own {
+                    if let Some(mut waiting) = clustered.waiting.remove(&token) {
+                        self.ack(&mut waiting, seq);
+                        if let Some(clustered) = self.cluster.as_mut() {
+                            clustered.waiting.insert(token, waiting);
+                        }
+                    }
+                }
+                // Only after Redis lost its counters can a number repeat.
+                if self.seq.fetch_max(seq, Ordering::Relaxed) >= seq {
+                    tracing::debug!(room = %self.name, seq, "dropped a message numbered below one delivered here");
+                    return;
+                }
+                let Ok(data) = RawValue::from_string(data) else {
+                    self.metrics.relay_errors.inc();
+                    return;
+                };
+                let frame = ServerFrame::Message { room: &self.name, from: &from, data: &data, seq, ts }.encode();
+                let except = if own { except.map(ConnId) } else { None };
+                self.fan_out(&frame, except);
+            }
+            Body::Presence { user, joined, .. } if !own => self.remote_change(origin, user.into(), joined),
+            Body::Typing { user, typing, .. } if !own => {
+                let frame = ServerFrame::Typing { room: &self.name, user: &user, typing }.encode();
+                self.fan_out(&frame, None);
+            }
+            _ => {}
+        }
+    }
+
+    /// `node` now has (or no longer has) `user` in the room.
+    fn remote_change(&mut self, node: Arc<str>, user: Arc<str>, joined: bool) {
+        let was = self.present(&user);
+        let Some(clustered) = self.cluster.as_mut() else {
+            return;
+        };
+        let nodes = clustered.remote.entry(user.clone()).or_default();
+        if joined {
+            if !nodes.contains(&node) {
+                nodes.push(node);
+            }
+        } else {
+            nodes.retain(|n| *n != node);
+            if nodes.is_empty() {
+                clustered.remote.remove(&user);
+            }
+        }
+        let now = self.present(&user);
+        self.announce(&user, was, now);
+    }
+
+    /// Drops the users of dead `nodes`.
+    fn nodes_gone(&mut self, nodes: &BTreeSet<Arc<str>>) {
+        let Some(clustered) = self.cluster.as_mut() else {
+            return;
+        };
+        let mut changed = Vec::new();
+        clustered.remote.retain(|user, on| {
+            let before = on.len();
+            on.retain(|n| !nodes.contains(n));
+            if on.len() != before && on.is_empty() {
+                changed.push(user.clone());
+            }
+            !on.is_empty()
+        });
+        for user in changed {
+            let now = self.present(&user);
+            self.announce(&user, true, now);
+        }
+    }
+
+    /// Subscribes to the room's channel and reads the other nodes'
+    /// members; membership changes wait until the answer is in.
+    fn sync(&mut self, cell: &Arc<RoomCell>, initial: bool) {
+        let floor = self.seq.load(Ordering::Relaxed);
+        let users: Vec<String> = self.users.keys().map(|u| u.to_string()).collect();
+        let Some(clustered) = self.cluster.as_mut() else {
+            return;
+        };
+        clustered.syncing = true;
+        let cluster = clustered.cluster.clone();
+        let channel = Channel::Room(self.name.clone());
+        let subscribed = cluster.checked("subscribe", cluster.relay.subscribe(&channel));
+        let rewrite = (!initial)
+            .then(|| cluster.checked("re-sync", cluster.directory.replace_room(&cluster.node, &self.name, users)));
+        if floor > 0 {
+            cluster.background("raise counter", cluster.relay.raise_counter(&channel, floor));
+        }
+        let (cell, name) = (cell.clone(), self.name.clone());
+        cluster.clone().spawn(async move {
+            let outcome = async {
+                subscribed.await?;
+                let changes = match rewrite {
+                    Some(rewrite) => rewrite.await?,
+                    None => Changes::default(),
+                };
+                let members = cluster.checked("presence query", cluster.directory.room_members(&name)).await?;
+                Ok::<_, RelayError>(SyncOutcome { changes, members })
+            };
+            cell.send(RoomMsg::Synced(outcome.await.ok()));
+        });
+    }
+
+    /// Takes in what a sync learnt: tells the other nodes how this node's
+    /// entries changed, and the members who arrived or left meanwhile.
+    fn synced(&mut self, outcome: Option<SyncOutcome>) {
+        let Some(clustered) = self.cluster.as_mut() else {
+            return;
+        };
+        clustered.syncing = false;
+        let Some(SyncOutcome { changes, members }) = outcome else {
+            return;
+        };
+        let cluster = clustered.cluster.clone();
+        let channel = Channel::Room(self.name.clone());
+        for (users, joined) in [(changes.removed, false), (changes.added, true)] {
+            for user in users {
+                cluster.publish(&channel, Body::Presence { room: self.name.to_string(), user, joined });
+            }
+        }
+        let mut remote: BTreeMap<Arc<str>, Vec<Arc<str>>> = BTreeMap::new();
+        for (node, user) in members {
+            if *node != *cluster.node {
+                remote.entry(user.into()).or_default().push(node.into());
+            }
+        }
+        let old = std::mem::replace(&mut clustered.remote, remote);
+        let affected: BTreeSet<Arc<str>> =
+            old.keys().chain(self.cluster.as_ref().map(|c| c.remote.keys()).into_iter().flatten()).cloned().collect();
+        for user in affected {
+            let was = self.users.contains_key(&user) || old.contains_key(&user);
+            let now = self.present(&user);
+            self.announce(&user, was, now);
+        }
     }
 }
 
@@ -275,7 +668,7 @@ mod tests {
 
     async fn fixture() -> Fixture {
         let metrics = Arc::new(Metrics::new());
-        let tree = supervisor::start(4, metrics.clone(), &Default::default(), Arc::new(|_| {})).await.unwrap();
+        let tree = supervisor::start(4, metrics.clone(), &Default::default(), Arc::new(|_| {}), None).await.unwrap();
         Fixture { rooms: tree.rooms, metrics }
     }
 

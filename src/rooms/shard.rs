@@ -30,6 +30,8 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use serde_json::value::RawValue;
 
 use super::room::{JoinReply, Room, RoomCell, RoomMsg};
+use crate::cluster::codec::Body;
+use crate::cluster::Cluster;
 use crate::config::SupervisionConfig;
 use crate::connection::{ConnId, Member};
 use crate::metrics::{ActorKind, Metrics};
@@ -73,16 +75,27 @@ pub struct ShardCell {
     presence: Presence,
     metrics: Arc<Metrics>,
     supervision: SupervisionConfig,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl ShardCell {
-    pub fn new(presence: Presence, metrics: Arc<Metrics>, supervision: SupervisionConfig) -> Self {
-        Self { mailbox: Arc::default(), slots: Mutex::default(), presence, metrics, supervision }
+    pub fn new(
+        presence: Presence,
+        metrics: Arc<Metrics>,
+        supervision: SupervisionConfig,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
+        Self { mailbox: Arc::default(), slots: Mutex::default(), presence, metrics, supervision, cluster }
     }
 
     /// The live room named `name`, if it has one.
     pub fn room(&self, name: &str) -> Option<Arc<RoomCell>> {
         self.slots.lock().get(name).and_then(|s| s.room.clone())
+    }
+
+    /// Every live room of this shard.
+    pub fn live_rooms(&self) -> Vec<Arc<RoomCell>> {
+        self.slots.lock().values().filter_map(|s| s.room.clone()).collect()
     }
 
     /// Starts an actor for `room` under `shard`; it drains the room's mailbox.
@@ -109,6 +122,7 @@ impl ShardCell {
                         self.mailbox.clone(),
                         self.presence.clone(),
                         self.metrics.clone(),
+                        self.cluster.clone(),
                     ));
                     slot.room = Some(room.clone());
                     slot.forwarded = 0;
@@ -122,6 +136,10 @@ impl ShardCell {
             self.retire(&name);
             return;
         }
+        if new && self.cluster.is_some() {
+            // Before the join: it waits until the room knows the other nodes' members.
+            room.send(RoomMsg::Sync { initial: true });
+        }
         if let Some(slot) = self.slots.lock().get_mut(&name) {
             slot.forwarded += 1;
         }
@@ -133,16 +151,40 @@ impl ShardCell {
     fn publish(&self, name: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>) {
         let room = {
             let mut slots = self.slots.lock();
-            let slot = slots.entry(name).or_insert_with(Slot::new);
+            let slot = slots.entry(name.clone()).or_insert_with(Slot::new);
             match &slot.room {
                 Some(room) => {
                     slot.forwarded += 1;
                     room.clone()
                 }
-                None => {
-                    let _ = reply.send(slot.seq.fetch_add(1, Ordering::Relaxed) + 1);
-                    return;
-                }
+                None => match self.cluster.as_ref().filter(|c| c.is_connected()) {
+                    Some(cluster) => {
+                        let floor = slot.seq.load(Ordering::Relaxed);
+                        let body = Body::Message {
+                            room: name.to_string(),
+                            from: from.to_string(),
+                            data: data.get().to_owned(),
+                            ts: crate::protocol::now_ms(),
+                            token: cluster.token(),
+                            except: None,
+                        };
+                        let call = cluster.publish_sequenced(&name, body, floor);
+                        let seq = slot.seq.clone();
+                        cluster.spawn(async move {
+                            // Nobody here to deliver to: a failed publish is numbered here.
+                            let number = match call.await {
+                                Ok(number) => number,
+                                Err(_) => seq.fetch_add(1, Ordering::Relaxed) + 1,
+                            };
+                            let _ = reply.send(number);
+                        });
+                        return;
+                    }
+                    None => {
+                        let _ = reply.send(slot.seq.fetch_add(1, Ordering::Relaxed) + 1);
+                        return;
+                    }
+                },
             }
         };
         room.send(RoomMsg::ServerPublish { from, data, reply });
@@ -153,9 +195,11 @@ impl ShardCell {
     }
 
     fn empty(&self, room: &Arc<RoomCell>, seen: u64) {
-        let current = self.slots.lock().get(&room.name).is_some_and(|slot| {
-            slot.room.as_ref().is_some_and(|r| Arc::ptr_eq(r, room)) && slot.forwarded == seen
-        });
+        let current = self
+            .slots
+            .lock()
+            .get(&room.name)
+            .is_some_and(|slot| slot.room.as_ref().is_some_and(|r| Arc::ptr_eq(r, room)) && slot.forwarded == seen);
         if current && room.member_count() == 0 {
             self.retire(&room.name);
         }
@@ -168,6 +212,9 @@ impl ShardCell {
         if let Some(room) = slot.room.take() {
             self.metrics.rooms.dec();
             room.mailbox.stop_actor();
+            if let Some(cluster) = &self.cluster {
+                cluster.room_retired(&room.name);
+            }
         }
         if slot.seq.load(Ordering::Relaxed) == 0 {
             slots.remove(name);

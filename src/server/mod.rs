@@ -30,11 +30,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::cluster;
 use crate::config::Config;
+use crate::connection::registry::Registry;
 use crate::metrics::Metrics;
-use crate::node::Node;
+use crate::node::{node_id, Node, Parts};
 use crate::protocol::close;
-use crate::supervisor::{self, StartError};
+use crate::supervisor::{self, Clustering, StartError};
 use acceptor::Acceptor;
 use workers::Workers;
 
@@ -49,6 +51,8 @@ pub enum ServerError {
     Bind { addr: String, source: std::io::Error },
     #[error("could not start the HTTP workers: {0}")]
     Workers(std::io::Error),
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The supervision tree gave up; the node stopped rather than run without it.
     #[error("supervision gave up: {0}")]
     GaveUp(String),
@@ -110,10 +114,28 @@ impl Server {
                 fatal.notify.notify_one();
             })
         };
-        let tree = actors.block_on(supervisor::start(cores() * 8, metrics.clone(), &config.supervision, give_up))?;
+        let id = node_id(&config);
+        let connections = Arc::new(Registry::default());
+        let cluster = match config.cluster.enabled {
+            true => Some(
+                actors
+                    .block_on(cluster::join(&config.cluster, id.clone(), metrics.clone()))
+                    .map_err(ServerError::Cluster)?,
+            ),
+            false => None,
+        };
+        let clustering = cluster.clone().map(|cluster| Clustering { cluster, connections: connections.clone() });
+        let tree = actors.block_on(supervisor::start(
+            cores() * 8,
+            metrics.clone(),
+            &config.supervision,
+            give_up,
+            clustering,
+        ))?;
         let addr = format!("{}:{}", config.server.host, config.server.port);
         let listener = bind(&addr).map_err(|source| ServerError::Bind { addr, source })?;
-        let node = Arc::new(Node::new(config, tree.rooms, tree.presence, metrics));
+        let parts = Parts { id, rooms: tree.rooms, presence: tree.presence, metrics, connections, cluster };
+        let node = Arc::new(Node::new(config, parts));
         Ok(Self { listener, node, actors, shutdown: ShutdownHandle::default(), fatal, signals: false })
     }
 
@@ -237,6 +259,13 @@ async fn drain(node: &Node, acceptor: &mut Acceptor) {
     let left = node.open_connections();
     if left > 0 {
         tracing::warn!(connections = left, "shutdown timeout: dropping the connections still open");
+    }
+    if let Some(cluster) = &node.cluster {
+        // The other nodes need not wait for this one's heartbeat to lapse.
+        let depart = cluster.directory.depart(&cluster.node);
+        if !matches!(tokio::time::timeout(Duration::from_secs(1), depart).await, Ok(Ok(()))) {
+            tracing::warn!("cluster: could not leave cleanly; the other nodes drop this one when its heartbeat lapses");
+        }
     }
 }
 

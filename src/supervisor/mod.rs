@@ -6,7 +6,7 @@
 //! ├── presence registry (PresenceRegistry)        started first: rooms report to it
 //! ├── room registry shards (Shard × N)            one per hash bucket of room names
 //! │   └── rooms (Room), created on first join, retired when empty
-//! └── (cluster relay, with clustering)
+//! └── cluster link (Link), with clustering           relays to and from the other nodes
 //! ```
 //!
 //! Every supervisor restarts a child that fails, at most
@@ -48,7 +48,10 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, Supervision
 pub use budget::RestartBudget;
 pub use mailbox::Mailbox;
 
+use crate::cluster::link::{Link, LinkCell, Targets};
+use crate::cluster::Cluster;
 use crate::config::SupervisionConfig;
+use crate::connection::registry::Registry;
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::{Presence, PresenceCell, PresenceRegistry};
 use crate::rooms::shard::Shard;
@@ -63,12 +66,22 @@ pub struct Tree {
     pub root: ActorRef<()>,
     pub rooms: RoomRegistry,
     pub presence: Presence,
+    /// The cluster link, with clustering.
+    pub link: Option<Arc<LinkCell>>,
+}
+
+/// What a clustered node's tree needs besides the rest.
+pub struct Clustering {
+    pub cluster: Arc<Cluster>,
+    /// The node's open connections, which broadcasts from other nodes reach.
+    pub connections: Arc<Registry>,
 }
 
 /// What the root needs to start and restart its children.
 pub struct SupervisorArgs {
     pub presence: Arc<PresenceCell>,
     pub shards: Vec<Arc<ShardCell>>,
+    pub link: Option<Arc<LinkCell>>,
     pub supervision: SupervisionConfig,
     pub metrics: Arc<Metrics>,
     pub give_up: GiveUp,
@@ -87,12 +100,16 @@ pub struct SupervisorState {
 enum Child {
     Presence,
     Shard(usize),
+    Link,
 }
 
 impl SupervisorState {
     fn child(&self, actor: ActorId) -> Option<Child> {
         if self.args.presence.mailbox.holds(actor) {
             return Some(Child::Presence);
+        }
+        if self.args.link.as_ref().is_some_and(|link| link.mailbox.holds(actor)) {
+            return Some(Child::Link);
         }
         self.args.shards.iter().position(|s| s.mailbox.holds(actor)).map(Child::Shard)
     }
@@ -105,6 +122,11 @@ impl SupervisorState {
             Child::Shard(i) => {
                 Actor::spawn_linked(None, Shard, self.args.shards[i].clone(), myself.get_cell()).await?;
             }
+            Child::Link => {
+                if let Some(link) = &self.args.link {
+                    Actor::spawn_linked(None, Link, link.clone(), myself.get_cell()).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -115,6 +137,7 @@ impl Child {
         match self {
             Self::Presence => ActorKind::Presence,
             Self::Shard(_) => ActorKind::Registry,
+            Self::Link => ActorKind::Cluster,
         }
     }
 }
@@ -130,6 +153,9 @@ impl Actor for Supervisor {
         state.start(&myself, Child::Presence).await?;
         for i in 0..state.args.shards.len() {
             state.start(&myself, Child::Shard(i)).await?;
+        }
+        if state.args.link.is_some() {
+            state.start(&myself, Child::Link).await?;
         }
         Ok(state)
     }
@@ -202,22 +228,34 @@ pub async fn start(
     metrics: Arc<Metrics>,
     supervision: &SupervisionConfig,
     give_up: GiveUp,
+    clustering: Option<Clustering>,
 ) -> Result<Tree, StartError> {
-    let presence_cell = Arc::new(PresenceCell::new(metrics.clone()));
+    let cluster = clustering.as_ref().map(|c| c.cluster.clone());
+    let presence_cell = Arc::new(PresenceCell::new(metrics.clone(), cluster.clone()));
     let presence = Presence::new(presence_cell.clone());
     let shards: Vec<Arc<ShardCell>> = (0..shards.max(1))
-        .map(|_| Arc::new(ShardCell::new(presence.clone(), metrics.clone(), supervision.clone())))
+        .map(|_| Arc::new(ShardCell::new(presence.clone(), metrics.clone(), supervision.clone(), cluster.clone())))
         .collect();
+    let rooms = RoomRegistry::new(shards.clone());
+    let link = clustering.map(|c| {
+        let targets = Targets { rooms: rooms.clone(), presence: presence.clone(), connections: c.connections };
+        LinkCell::start(c.cluster, targets)
+    });
     let args = SupervisorArgs {
         presence: presence_cell.clone(),
         shards: shards.clone(),
+        link: link.clone(),
         supervision: supervision.clone(),
         metrics,
         give_up: give_up.clone(),
     };
     let (root, handle) = Actor::spawn(None, Supervisor, args).await?;
     // Children attach to their mailboxes as they start; wait for all of them.
-    let attached = || presence_cell.mailbox.actor().is_some() && shards.iter().all(|s| s.mailbox.actor().is_some());
+    let attached = || {
+        presence_cell.mailbox.actor().is_some()
+            && shards.iter().all(|s| s.mailbox.actor().is_some())
+            && link.as_ref().is_none_or(|l| l.mailbox.actor().is_some())
+    };
     let deadline = tokio::time::Instant::now() + crate::rpc::CALL_TIMEOUT;
     while !attached() {
         if tokio::time::Instant::now() >= deadline {
@@ -234,7 +272,7 @@ pub async fn start(
             Err(error) => format!("the root supervisor failed: {error}"),
         });
     });
-    Ok(Tree { root, rooms: RoomRegistry::new(shards), presence })
+    Ok(Tree { root, rooms, presence, link })
 }
 
 #[cfg(test)]
@@ -254,7 +292,7 @@ mod tests {
         let give_up: GiveUp = Arc::new(move |reason| {
             let _ = tx.send(reason);
         });
-        let tree = start(2, metrics.clone(), &supervision, give_up).await.unwrap();
+        let tree = start(2, metrics.clone(), &supervision, give_up, None).await.unwrap();
         (tree, metrics, rx)
     }
 

@@ -34,6 +34,10 @@ async fn readyz(node: web::Data<Node>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text exposition.
 async fn metrics(node: web::Data<Node>) -> HttpResponse {
+    if let Some(cluster) = &node.cluster {
+        // As of this scrape, not of the cluster link's last tick.
+        node.metrics.redis_connected.set(cluster.is_connected() as i64);
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(node.metrics.render())
 }
 

@@ -1,0 +1,509 @@
+//! [`Directory`]: cluster-wide presence (who is in which room and who is
+//! online, on which node) and node liveness, behind one trait with two
+//! implementations held to one conformance suite (`tests/directory.rs`):
+//!
+//! - [`MemoryDirectory`]: nodes in one process sharing one directory.
+//! - [`RedisDirectory`]: Redis sets, changed by Lua scripts so every change
+//!   is atomic, through the [`Backplane`] (so in order with the relay's
+//!   publishes).
+//!
+//! Every entry names the node that holds it. A node proves it is alive by
+//! [`Directory::heartbeat`] at least every `ttl`; entries of a node whose
+//! heartbeat lapsed are left out of every answer at once, and removed for
+//! good by the first node that [`Directory::sweep`]s it.
+//!
+//! In Redis (`n` a node, `r` a room, `u` a user, `\0` a zero byte):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `herald:nodes` | set | every registered node |
+//! | `herald:alive:{n}` | string, expires after the ttl | n's heartbeat |
+//! | `herald:members:{r}` | set | `n\0u` for each node with user u in r |
+//! | `herald:online:{u}` | set | the nodes where u has a connection |
+//! | `herald:node:{n}:rooms` | set | `r\0u` for each entry n holds in a room |
+//! | `herald:node:{n}:users` | set | the users n has online |
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::types::Value;
+use futures_util::TryFutureExt;
+use parking_lot::Mutex;
+
+use super::backplane::Backplane;
+use super::relay::{Pending, RelayError};
+
+/// The live nodes, and the registered ones whose heartbeat lapsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Nodes {
+    pub alive: BTreeSet<String>,
+    pub dead: BTreeSet<String>,
+}
+
+/// What [`Directory::replace_room`] changed: users the node had in the
+/// room before and not now, and the other way round.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub removed: Vec<String>,
+    pub added: Vec<String>,
+}
+
+/// Cluster-wide presence and node liveness. Like the relay, calls take
+/// effect in the order they are made.
+pub trait Directory: Send + Sync + 'static {
+    /// Marks `node` alive for `ttl`. True when it was not registered: new,
+    /// or swept as dead meanwhile (it must then [`Self::replace`] its entries).
+    fn heartbeat(&self, node: &str, ttl: Duration) -> Pending<bool>;
+    /// The registered nodes, alive or dead.
+    fn nodes(&self) -> Pending<Nodes>;
+    /// Removes `node` and all its entries if its heartbeat has lapsed; true
+    /// when this call did it (another node may have been first).
+    fn sweep(&self, node: &str) -> Pending<bool>;
+    /// Removes `node` and all its entries now (a node leaving on purpose).
+    fn depart(&self, node: &str) -> Pending<()>;
+    /// `node` has `user` in `room`.
+    fn room_joined(&self, node: &str, room: &str, user: &str) -> Pending<()>;
+    /// `node` no longer has `user` in `room`.
+    fn room_left(&self, node: &str, room: &str, user: &str) -> Pending<()>;
+    /// `node` has a connection of `user`.
+    fn user_online(&self, node: &str, user: &str) -> Pending<()>;
+    /// `node` no longer has a connection of `user`.
+    fn user_offline(&self, node: &str, user: &str) -> Pending<()>;
+    /// `(node, user)` for every live node's user in `room`.
+    fn room_members(&self, room: &str) -> Pending<Vec<(String, String)>>;
+    /// Whether each of `users` has a connection on a live node.
+    fn online(&self, users: Vec<String>) -> Pending<Vec<bool>>;
+    /// Makes `node`'s users in `room` exactly `users`, whatever they were
+    /// (after an outage, or after being swept).
+    fn replace_room(&self, node: &str, room: &str, users: Vec<String>) -> Pending<Changes>;
+    /// Drops `node`'s entries in every room but `rooms`; returns the
+    /// `(room, user)` entries dropped.
+    fn retain_rooms(&self, node: &str, rooms: Vec<String>) -> Pending<Vec<(String, String)>>;
+    /// Makes `node`'s online users exactly `users`.
+    fn replace_users(&self, node: &str, users: Vec<String>) -> Pending<()>;
+    /// Whether the directory can be reached now.
+    fn is_connected(&self) -> bool;
+}
+
+/// The users of `members`, each once, sorted.
+pub fn users_of(members: &[(String, String)]) -> Vec<String> {
+    let users: BTreeSet<&str> = members.iter().map(|(_, user)| user.as_str()).collect();
+    users.into_iter().map(str::to_owned).collect()
+}
+
+fn ready<T: Send + 'static>(value: T) -> Pending<T> {
+    Box::pin(std::future::ready(Ok(value)))
+}
+
+/// A directory nodes share in one process.
+#[derive(Default)]
+pub struct MemoryDirectory {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Default)]
+struct MemoryState {
+    /// Registered nodes and when their heartbeat lapses.
+    nodes: HashMap<String, Instant>,
+    /// Per node: room entries and online users.
+    rooms: HashMap<String, BTreeSet<(String, String)>>,
+    users: HashMap<String, BTreeSet<String>>,
+}
+
+impl MemoryState {
+    fn is_alive(&self, node: &str, now: Instant) -> bool {
+        self.nodes.get(node).is_some_and(|&until| until > now)
+    }
+
+    fn forget(&mut self, node: &str) {
+        self.nodes.remove(node);
+        self.rooms.remove(node);
+        self.users.remove(node);
+    }
+}
+
+impl Directory for MemoryDirectory {
+    fn heartbeat(&self, node: &str, ttl: Duration) -> Pending<bool> {
+        let new = self.state.lock().nodes.insert(node.to_owned(), Instant::now() + ttl).is_none();
+        ready(new)
+    }
+
+    fn nodes(&self) -> Pending<Nodes> {
+        let state = self.state.lock();
+        let now = Instant::now();
+        let mut nodes = Nodes::default();
+        for (node, &until) in &state.nodes {
+            let set = if until > now { &mut nodes.alive } else { &mut nodes.dead };
+            set.insert(node.clone());
+        }
+        ready(nodes)
+    }
+
+    fn sweep(&self, node: &str) -> Pending<bool> {
+        let mut state = self.state.lock();
+        let lapsed = state.nodes.get(node).is_some_and(|&until| until <= Instant::now());
+        if lapsed {
+            state.forget(node);
+        }
+        ready(lapsed)
+    }
+
+    fn depart(&self, node: &str) -> Pending<()> {
+        self.state.lock().forget(node);
+        ready(())
+    }
+
+    fn room_joined(&self, node: &str, room: &str, user: &str) -> Pending<()> {
+        let mut state = self.state.lock();
+        state.rooms.entry(node.to_owned()).or_default().insert((room.to_owned(), user.to_owned()));
+        ready(())
+    }
+
+    fn room_left(&self, node: &str, room: &str, user: &str) -> Pending<()> {
+        if let Some(rooms) = self.state.lock().rooms.get_mut(node) {
+            rooms.remove(&(room.to_owned(), user.to_owned()));
+        }
+        ready(())
+    }
+
+    fn user_online(&self, node: &str, user: &str) -> Pending<()> {
+        self.state.lock().users.entry(node.to_owned()).or_default().insert(user.to_owned());
+        ready(())
+    }
+
+    fn user_offline(&self, node: &str, user: &str) -> Pending<()> {
+        if let Some(users) = self.state.lock().users.get_mut(node) {
+            users.remove(user);
+        }
+        ready(())
+    }
+
+    fn room_members(&self, room: &str) -> Pending<Vec<(String, String)>> {
+        let state = self.state.lock();
+        let now = Instant::now();
+        let mut members = Vec::new();
+        for (node, entries) in &state.rooms {
+            if state.is_alive(node, now) {
+                members.extend(entries.iter().filter(|(r, _)| r == room).map(|(_, u)| (node.clone(), u.clone())));
+            }
+        }
+        members.sort();
+        ready(members)
+    }
+
+    fn online(&self, users: Vec<String>) -> Pending<Vec<bool>> {
+        let state = self.state.lock();
+        let now = Instant::now();
+        let online = users
+            .iter()
+            .map(|user| state.users.iter().any(|(node, set)| set.contains(user) && state.is_alive(node, now)))
+            .collect();
+        ready(online)
+    }
+
+    fn replace_room(&self, node: &str, room: &str, users: Vec<String>) -> Pending<Changes> {
+        let mut state = self.state.lock();
+        let entries = state.rooms.entry(node.to_owned()).or_default();
+        let old: BTreeSet<String> = entries.iter().filter(|(r, _)| r == room).map(|(_, u)| u.clone()).collect();
+        let new: BTreeSet<String> = users.into_iter().collect();
+        entries.retain(|(r, _)| r != room);
+        entries.extend(new.iter().map(|u| (room.to_owned(), u.clone())));
+        let changes = Changes {
+            removed: old.difference(&new).cloned().collect(),
+            added: new.difference(&old).cloned().collect(),
+        };
+        ready(changes)
+    }
+
+    fn retain_rooms(&self, node: &str, rooms: Vec<String>) -> Pending<Vec<(String, String)>> {
+        let keep: BTreeSet<String> = rooms.into_iter().collect();
+        let mut state = self.state.lock();
+        let entries = state.rooms.entry(node.to_owned()).or_default();
+        let dropped: Vec<_> = entries.iter().filter(|(r, _)| !keep.contains(r)).cloned().collect();
+        entries.retain(|(r, _)| keep.contains(r));
+        ready(dropped)
+    }
+
+    fn replace_users(&self, node: &str, users: Vec<String>) -> Pending<()> {
+        self.state.lock().users.insert(node.to_owned(), users.into_iter().collect());
+        ready(())
+    }
+
+    fn is_connected(&self) -> bool {
+        true
+    }
+}
+
+/// `SET herald:alive:{n} PX ttl`, then register n; returns 1 if n was not registered.
+const HEARTBEAT: &str = "redis.call('SET', 'herald:alive:' .. ARGV[1], '1', 'PX', ARGV[2]) \
+    return redis.call('SADD', 'herald:nodes', ARGV[1])";
+
+/// Every registered node with 1 (alive) or 0 (lapsed): `[n, 1, m, 0, ...]`.
+const NODES: &str = "local out = {} \
+    for _, n in ipairs(redis.call('SMEMBERS', 'herald:nodes')) do \
+      out[#out + 1] = n \
+      out[#out + 1] = redis.call('EXISTS', 'herald:alive:' .. n) \
+    end \
+    return out";
+
+/// Removes node `ARGV[1]` and every entry it holds. With `ARGV[2]` =
+/// `lapsed`, only a registered node whose heartbeat lapsed. Returns 1 when
+/// it removed the node.
+const FORGET: &str = "local n = ARGV[1] \
+    if ARGV[2] == 'lapsed' then \
+      if redis.call('SISMEMBER', 'herald:nodes', n) == 0 then return 0 end \
+      if redis.call('EXISTS', 'herald:alive:' .. n) == 1 then return 0 end \
+    end \
+    local rooms, users = 'herald:node:' .. n .. ':rooms', 'herald:node:' .. n .. ':users' \
+    for _, e in ipairs(redis.call('SMEMBERS', rooms)) do \
+      local at = string.find(e, '\\0', 1, true) \
+      redis.call('SREM', 'herald:members:' .. string.sub(e, 1, at - 1), n .. '\\0' .. string.sub(e, at + 1)) \
+    end \
+    for _, u in ipairs(redis.call('SMEMBERS', users)) do redis.call('SREM', 'herald:online:' .. u, n) end \
+    redis.call('DEL', rooms, users, 'herald:alive:' .. n) \
+    redis.call('SREM', 'herald:nodes', n) \
+    return 1";
+
+/// `ARGV[1]` joins (`ARGV[4]` = 1) or leaves room `ARGV[2]` as user `ARGV[3]`.
+const ROOM: &str = "local n, r, u = ARGV[1], ARGV[2], ARGV[3] \
+    local op = ARGV[4] == '1' and 'SADD' or 'SREM' \
+    redis.call(op, 'herald:members:' .. r, n .. '\\0' .. u) \
+    redis.call(op, 'herald:node:' .. n .. ':rooms', r .. '\\0' .. u) \
+    return 0";
+
+/// Node `ARGV[1]` has (`ARGV[3]` = 1) or no longer has user `ARGV[2]` online.
+const USER: &str = "local n, u = ARGV[1], ARGV[2] \
+    local op = ARGV[3] == '1' and 'SADD' or 'SREM' \
+    redis.call(op, 'herald:online:' .. u, n) \
+    redis.call(op, 'herald:node:' .. n .. ':users', u) \
+    return 0";
+
+/// `[n, u, ...]` for the entries of room `ARGV[1]` on live nodes.
+const MEMBERS: &str = "local out, alive = {}, {} \
+    for _, e in ipairs(redis.call('SMEMBERS', 'herald:members:' .. ARGV[1])) do \
+      local at = string.find(e, '\\0', 1, true) \
+      local n = string.sub(e, 1, at - 1) \
+      if alive[n] == nil then alive[n] = redis.call('EXISTS', 'herald:alive:' .. n) == 1 end \
+      if alive[n] then out[#out + 1] = n out[#out + 1] = string.sub(e, at + 1) end \
+    end \
+    return out";
+
+/// 1 or 0 for each user in `ARGV`: online on a live node.
+const ONLINE: &str = "local out, alive = {}, {} \
+    for i, u in ipairs(ARGV) do \
+      out[i] = 0 \
+      for _, n in ipairs(redis.call('SMEMBERS', 'herald:online:' .. u)) do \
+        if alive[n] == nil then alive[n] = redis.call('EXISTS', 'herald:alive:' .. n) == 1 end \
+        if alive[n] then out[i] = 1 break end \
+      end \
+    end \
+    return out";
+
+/// Node `ARGV[1]` has exactly the users `ARGV[3..]` in room `ARGV[2]`.
+/// Returns `{removed, added}` users.
+const REPLACE_ROOM: &str = "local n, r = ARGV[1], ARGV[2] \
+    local members, rooms = 'herald:members:' .. r, 'herald:node:' .. n .. ':rooms' \
+    local new, removed, added = {}, {}, {} \
+    for i = 3, #ARGV do new[ARGV[i]] = true end \
+    for _, e in ipairs(redis.call('SMEMBERS', rooms)) do \
+      local at = string.find(e, '\\0', 1, true) \
+      if string.sub(e, 1, at - 1) == r then \
+        local u = string.sub(e, at + 1) \
+        if new[u] then new[u] = false else \
+          redis.call('SREM', members, n .. '\\0' .. u) \
+          redis.call('SREM', rooms, e) \
+          removed[#removed + 1] = u \
+        end \
+      end \
+    end \
+    for i = 3, #ARGV do \
+      local u = ARGV[i] \
+      if new[u] then \
+        new[u] = false \
+        redis.call('SADD', members, n .. '\\0' .. u) \
+        redis.call('SADD', rooms, r .. '\\0' .. u) \
+        added[#added + 1] = u \
+      end \
+    end \
+    return {removed, added}";
+
+/// Drops node `ARGV[1]`'s entries in every room but `ARGV[2..]`; returns
+/// the dropped `r\0u` entries.
+const RETAIN_ROOMS: &str = "local n = ARGV[1] \
+    local rooms, keep, dropped = 'herald:node:' .. n .. ':rooms', {}, {} \
+    for i = 2, #ARGV do keep[ARGV[i]] = true end \
+    for _, e in ipairs(redis.call('SMEMBERS', rooms)) do \
+      local at = string.find(e, '\\0', 1, true) \
+      local r = string.sub(e, 1, at - 1) \
+      if not keep[r] then \
+        redis.call('SREM', 'herald:members:' .. r, n .. '\\0' .. string.sub(e, at + 1)) \
+        redis.call('SREM', rooms, e) \
+        dropped[#dropped + 1] = e \
+      end \
+    end \
+    return dropped";
+
+/// Node `ARGV[1]` has exactly the users `ARGV[2..]` online.
+const REPLACE_USERS: &str = "local n = ARGV[1] \
+    local users = 'herald:node:' .. n .. ':users' \
+    for _, u in ipairs(redis.call('SMEMBERS', users)) do redis.call('SREM', 'herald:online:' .. u, n) end \
+    redis.call('DEL', users) \
+    for i = 2, #ARGV do \
+      redis.call('SADD', 'herald:online:' .. ARGV[i], n) \
+      redis.call('SADD', users, ARGV[i]) \
+    end \
+    return 0";
+
+/// A directory in Redis.
+pub struct RedisDirectory {
+    backplane: Arc<Backplane>,
+}
+
+impl RedisDirectory {
+    pub fn new(backplane: Arc<Backplane>) -> Self {
+        Self { backplane }
+    }
+
+    fn eval<T: Send + 'static>(
+        &self,
+        script: &'static str,
+        args: Vec<Value>,
+        read: impl FnOnce(Value) -> Result<T, fred::error::Error> + Send + 'static,
+    ) -> Pending<T> {
+        let call = self.backplane.eval(script, Vec::new(), args);
+        Box::pin(async move { call.await.and_then(read) }.map_err(|e| RelayError::Unreachable(e.to_string())))
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::String(s.to_owned().into())
+}
+
+fn flag(on: bool) -> Value {
+    text(if on { "1" } else { "0" })
+}
+
+fn strings(value: Value) -> Result<Vec<String>, fred::error::Error> {
+    match value {
+        Value::Null => Ok(Vec::new()),
+        value => value.convert(),
+    }
+}
+
+/// `[a, b, c, d]` as `[(a, b), (c, d)]`.
+fn pairs(flat: Vec<String>) -> Vec<(String, String)> {
+    let mut flat = flat.into_iter();
+    std::iter::from_fn(|| Some((flat.next()?, flat.next()?))).collect()
+}
+
+/// `r\0u` entries as `(r, u)`.
+fn split(entries: Vec<String>) -> Vec<(String, String)> {
+    entries.into_iter().filter_map(|e| e.split_once('\0').map(|(r, u)| (r.to_owned(), u.to_owned()))).collect()
+}
+
+impl Directory for RedisDirectory {
+    fn heartbeat(&self, node: &str, ttl: Duration) -> Pending<bool> {
+        let args = vec![text(node), Value::Integer(ttl.as_millis() as i64)];
+        self.eval(HEARTBEAT, args, |v| v.convert::<i64>().map(|added| added == 1))
+    }
+
+    fn nodes(&self) -> Pending<Nodes> {
+        self.eval(NODES, Vec::new(), |v| {
+            let mut nodes = Nodes::default();
+            for (node, alive) in pairs(strings(v)?) {
+                let set = if alive == "1" { &mut nodes.alive } else { &mut nodes.dead };
+                set.insert(node);
+            }
+            Ok(nodes)
+        })
+    }
+
+    fn sweep(&self, node: &str) -> Pending<bool> {
+        self.eval(FORGET, vec![text(node), text("lapsed")], |v| v.convert::<i64>().map(|swept| swept == 1))
+    }
+
+    fn depart(&self, node: &str) -> Pending<()> {
+        self.eval(FORGET, vec![text(node), text("now")], |_| Ok(()))
+    }
+
+    fn room_joined(&self, node: &str, room: &str, user: &str) -> Pending<()> {
+        self.eval(ROOM, vec![text(node), text(room), text(user), flag(true)], |_| Ok(()))
+    }
+
+    fn room_left(&self, node: &str, room: &str, user: &str) -> Pending<()> {
+        self.eval(ROOM, vec![text(node), text(room), text(user), flag(false)], |_| Ok(()))
+    }
+
+    fn user_online(&self, node: &str, user: &str) -> Pending<()> {
+        self.eval(USER, vec![text(node), text(user), flag(true)], |_| Ok(()))
+    }
+
+    fn user_offline(&self, node: &str, user: &str) -> Pending<()> {
+        self.eval(USER, vec![text(node), text(user), flag(false)], |_| Ok(()))
+    }
+
+    fn room_members(&self, room: &str) -> Pending<Vec<(String, String)>> {
+        self.eval(MEMBERS, vec![text(room)], |v| {
+            let mut members = pairs(strings(v)?);
+            members.sort();
+            Ok(members)
+        })
+    }
+
+    fn online(&self, users: Vec<String>) -> Pending<Vec<bool>> {
+        if users.is_empty() {
+            return ready(Vec::new());
+        }
+        let args = users.into_iter().map(|u| Value::String(u.into())).collect();
+        self.eval(ONLINE, args, |v| Ok(v.convert::<Vec<i64>>()?.into_iter().map(|o| o == 1).collect()))
+    }
+
+    fn replace_room(&self, node: &str, room: &str, users: Vec<String>) -> Pending<Changes> {
+        let mut args = vec![text(node), text(room)];
+        args.extend(users.into_iter().map(|u| Value::String(u.into())));
+        self.eval(REPLACE_ROOM, args, |v| {
+            let mut halves: Vec<Value> = match v {
+                Value::Array(halves) => halves,
+                _ => Vec::new(),
+            };
+            let added = halves.pop().map(strings).transpose()?.unwrap_or_default();
+            let removed = halves.pop().map(strings).transpose()?.unwrap_or_default();
+            Ok(Changes { removed, added })
+        })
+    }
+
+    fn retain_rooms(&self, node: &str, rooms: Vec<String>) -> Pending<Vec<(String, String)>> {
+        let mut args = vec![text(node)];
+        args.extend(rooms.into_iter().map(|r| Value::String(r.into())));
+        self.eval(RETAIN_ROOMS, args, |v| Ok(split(strings(v)?)))
+    }
+
+    fn replace_users(&self, node: &str, users: Vec<String>) -> Pending<()> {
+        let mut args = vec![text(node)];
+        args.extend(users.into_iter().map(|u| Value::String(u.into())));
+        self.eval(REPLACE_USERS, args, |_| Ok(()))
+    }
+
+    fn is_connected(&self) -> bool {
+        self.backplane.is_connected()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_replies_pair_up_and_entries_split_at_the_zero_byte() {
+        let flat = vec!["a".to_owned(), "alice".to_owned(), "b".to_owned(), "bob".to_owned()];
+        assert_eq!(pairs(flat), [("a".into(), "alice".into()), ("b".into(), "bob".into())]);
+        assert_eq!(split(vec!["chat:1\0a b:c".into()]), [("chat:1".to_owned(), "a b:c".to_owned())]);
+    }
+
+    #[test]
+    fn users_are_listed_once_and_sorted() {
+        let members = vec![("a".into(), "bob".into()), ("b".into(), "alice".into()), ("c".into(), "bob".into())];
+        assert_eq!(users_of(&members), ["alice", "bob"]);
+    }
+}

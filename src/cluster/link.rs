@@ -1,0 +1,282 @@
+//! The cluster actor ("link"): one per node, a child of the root supervisor.
+//!
+//! It hands what arrives from the other nodes to the local actors (room
+//! envelopes to their room, direct messages to presence, broadcasts to
+//! every connection), and on every tick it keeps the node's membership of
+//! the cluster:
+//!
+//! - it watches the backplane: `herald_cluster_redis_connected`, and when
+//!   the backplane comes (back) up, a re-sync (below);
+//! - it heartbeats the directory every third of `cluster.node_ttl_ms`; a
+//!   heartbeat that finds the node unregistered (swept as dead during a
+//!   long outage) also re-syncs;
+//! - it lists the nodes: those that were alive and no longer are (or whose
+//!   heartbeat lapsed) are dropped from every local room, which sends
+//!   `user_left` for their users, and swept from the directory.
+//!
+//! A re-sync drops this node's directory entries for rooms it no longer
+//! has, re-subscribes the broadcast channel, and has the presence registry
+//! and every room rewrite their own entries and re-subscribe; each room
+//! also re-reads who the other nodes have in it.
+//!
+//! Like the other supervised actors, its queue and state live in a
+//! [`LinkCell`] the root keeps; a pump task moves envelopes from the relay
+//! into that queue and a ticker queues the ticks, so a restarted actor
+//! carries on where the failed one stopped.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::codec::Body;
+use super::relay::{Channel, Incoming};
+use super::{now_us, Cluster};
+use crate::connection::registry::Registry;
+use crate::presence::Presence;
+use crate::protocol::{Encoded, ServerKind};
+use crate::rooms::RoomRegistry;
+use crate::supervisor::Mailbox;
+
+/// Messages of the link.
+pub enum LinkMsg {
+    /// An envelope from the relay.
+    Incoming(Incoming),
+    /// Time to check the backplane, heartbeat and the other nodes.
+    Tick,
+    /// Panics the actor (fault injection).
+    Crash,
+}
+
+/// What the link delivers to.
+pub struct Targets {
+    pub rooms: RoomRegistry,
+    pub presence: Presence,
+    pub connections: Arc<Registry>,
+}
+
+/// The link's queue and state, which outlive any one actor.
+pub struct LinkCell {
+    pub mailbox: Mailbox<LinkMsg>,
+    pub cluster: Arc<Cluster>,
+    targets: Targets,
+    state: Mutex<LinkState>,
+    /// A tick is queued and not yet handled.
+    tick_queued: AtomicBool,
+}
+
+#[derive(Default)]
+struct LinkState {
+    /// Whether the backplane was up at the last tick.
+    up: bool,
+    next_heartbeat: Option<Instant>,
+    /// The nodes alive at the last look.
+    alive: BTreeSet<String>,
+}
+
+/// How often the link ticks: often enough that a dead node is noticed well
+/// within 2 s of its heartbeat lapsing.
+pub fn tick_interval(ttl: Duration) -> Duration {
+    (ttl / 10).clamp(Duration::from_millis(100), Duration::from_millis(500))
+}
+
+impl LinkCell {
+    /// Creates the cell and starts the tasks that feed its queue; must run
+    /// on the actors' runtime.
+    pub fn start(cluster: Arc<Cluster>, targets: Targets) -> Arc<Self> {
+        let cell = Arc::new(Self {
+            mailbox: Mailbox::default(),
+            cluster,
+            targets,
+            state: Mutex::default(),
+            tick_queued: AtomicBool::new(false),
+        });
+        let mut incoming = cell.cluster.relay.incoming();
+        let pump = Arc::downgrade(&cell);
+        tokio::spawn(async move {
+            loop {
+                let message = match incoming.recv().await {
+                    Ok(incoming) => LinkMsg::Incoming(incoming),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "cluster: fell behind the relay; envelopes lost");
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                let Some(cell) = pump.upgrade() else { return };
+                cell.mailbox.send(message);
+            }
+        });
+        let ticker = Arc::downgrade(&cell);
+        let every = tick_interval(cell.cluster.ttl);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(cell) = ticker.upgrade() else { return };
+                // One tick waiting is enough.
+                if !cell.tick_queued.swap(true, Ordering::AcqRel) {
+                    cell.mailbox.send(LinkMsg::Tick);
+                }
+            }
+        });
+        cell
+    }
+
+    /// Hands an envelope from another node to whoever it is for.
+    fn deliver(&self, incoming: Incoming) {
+        let cluster = &self.cluster;
+        let envelope = incoming.envelope;
+        let own = *envelope.origin == *cluster.node;
+        if !own {
+            cluster.metrics.relayed_in.inc();
+            let latency = now_us().saturating_sub(envelope.sent_us);
+            cluster.metrics.relay_latency.observe(latency as f64 / 1e6);
+        }
+        match envelope.body {
+            Body::Message { .. } | Body::Presence { .. } | Body::Typing { .. } => {
+                self.targets.rooms.relayed(incoming.seq, envelope.origin.into(), envelope.body);
+            }
+            // Delivered at the origin already.
+            Body::Direct { .. } | Body::Broadcast { .. } if own => {}
+            Body::Direct { user, frame } => {
+                self.targets.presence.direct(user.into(), Encoded { kind: ServerKind::Direct, text: frame.into() });
+            }
+            Body::Broadcast { frame } => {
+                let frame = Encoded { kind: ServerKind::Broadcast, text: frame.into() };
+                self.targets.connections.for_each(|outbox| {
+                    outbox.deliver(frame.clone(), &cluster.metrics);
+                });
+            }
+        }
+    }
+
+    async fn tick(&self) {
+        let cluster = &self.cluster;
+        let connected = cluster.is_connected();
+        cluster.metrics.redis_connected.set(connected as i64);
+        let came_up = {
+            let mut state = self.state.lock();
+            let came_up = connected && !state.up;
+            state.up = connected;
+            if came_up {
+                state.next_heartbeat = None;
+            }
+            came_up
+        };
+        if !connected {
+            return;
+        }
+        let now = Instant::now();
+        let mut resync = came_up;
+        if self.state.lock().next_heartbeat.is_none_or(|at| now >= at) {
+            match cluster.checked("heartbeat", cluster.directory.heartbeat(&cluster.node, cluster.ttl)).await {
+                Ok(unregistered) => {
+                    if unregistered && !came_up {
+                        tracing::warn!("cluster: this node was taken for dead; restoring its presence");
+                    }
+                    resync |= unregistered;
+                    self.state.lock().next_heartbeat = Some(now + cluster.ttl / 3);
+                }
+                Err(_) => {
+                    // Try again, re-sync included, at the next tick.
+                    self.state.lock().up = false;
+                    return;
+                }
+            }
+        }
+        if resync {
+            self.resync().await;
+        }
+        self.watch_nodes().await;
+    }
+
+    /// Restores this node's subscriptions and directory entries after the
+    /// backplane was away (or the node was swept).
+    async fn resync(&self) {
+        let cluster = &self.cluster;
+        tracing::info!("cluster: backplane up; re-syncing subscriptions and presence");
+        let rooms = self.targets.rooms.live_rooms();
+        let retain = cluster.directory.retain_rooms(&cluster.node, rooms.iter().map(|r| r.to_string()).collect());
+        cluster.background("subscribe", cluster.relay.subscribe(&Channel::Broadcast));
+        self.targets.presence.resync();
+        // Rooms created since the list above re-sync too: the retain is
+        // queued before any of their rewrites.
+        self.targets.rooms.resync_all();
+        if let Ok(dropped) = cluster.checked("re-sync", retain).await {
+            for (room, user) in dropped {
+                let room: Arc<str> = room.into();
+                cluster.publish(
+                    &Channel::Room(room.clone()),
+                    Body::Presence { room: room.to_string(), user, joined: false },
+                );
+            }
+        }
+    }
+
+    /// Drops the nodes that died since the last look.
+    async fn watch_nodes(&self) {
+        let cluster = &self.cluster;
+        let Ok(nodes) = cluster.checked("node list", cluster.directory.nodes()).await else {
+            return;
+        };
+        let mut alive = nodes.alive;
+        alive.insert(cluster.node.to_string());
+        cluster.metrics.nodes_alive.set(alive.len() as i64);
+        let gone: BTreeSet<String> = {
+            let mut state = self.state.lock();
+            let gone =
+                state.alive.difference(&alive).chain(&nodes.dead).filter(|n| **n != *cluster.node).cloned().collect();
+            state.alive = alive;
+            gone
+        };
+        if gone.is_empty() {
+            return;
+        }
+        tracing::info!(?gone, "cluster: nodes gone; dropping their users");
+        self.targets.rooms.nodes_gone(Arc::new(gone.iter().map(|n| Arc::from(n.as_str())).collect()));
+        for node in nodes.dead {
+            if node != *cluster.node {
+                cluster.background("sweep", cluster.directory.sweep(&node));
+            }
+        }
+    }
+}
+
+/// The cluster actor.
+pub struct Link;
+
+impl Actor for Link {
+    type Msg = ();
+    type State = Arc<LinkCell>;
+    type Arguments = Arc<LinkCell>;
+
+    async fn pre_start(&self, _: ActorRef<()>, cell: Arc<LinkCell>) -> Result<Arc<LinkCell>, ActorProcessingErr> {
+        Ok(cell)
+    }
+
+    async fn post_start(&self, myself: ActorRef<()>, cell: &mut Arc<LinkCell>) -> Result<(), ActorProcessingErr> {
+        cell.mailbox.attach(myself);
+        Ok(())
+    }
+
+    async fn handle(&self, _: ActorRef<()>, (): (), cell: &mut Arc<LinkCell>) -> Result<(), ActorProcessingErr> {
+        let mut turn = cell.mailbox.turn();
+        while let Some(msg) = turn.next() {
+            match msg {
+                LinkMsg::Incoming(incoming) => cell.deliver(incoming),
+                LinkMsg::Tick => {
+                    cell.tick_queued.store(false, Ordering::Release);
+                    cell.tick().await;
+                }
+                LinkMsg::Crash => panic!("fault injection: cluster link"),
+            }
+        }
+        Ok(())
+    }
+}
