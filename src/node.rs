@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
+use crate::cluster::link::LinkCell;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connection::registry::Registry;
@@ -28,6 +29,8 @@ pub struct Node {
     pub connections: Arc<Registry>,
     /// This node's part in a cluster, with clustering.
     pub cluster: Option<Arc<Cluster>>,
+    /// The cluster actor's cell, with clustering.
+    pub link: Option<Arc<LinkCell>>,
     next_conn: AtomicU64,
     /// Connections holding an [`OpenSlot`].
     open: AtomicUsize,
@@ -69,6 +72,7 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     pub connections: Arc<Registry>,
     pub cluster: Option<Arc<Cluster>>,
+    pub link: Option<Arc<LinkCell>>,
 }
 
 /// The node id `config` names, or a fresh random one.
@@ -82,7 +86,7 @@ pub fn node_id(config: &Config) -> Arc<str> {
 
 impl Node {
     pub fn new(config: Config, parts: Parts) -> Self {
-        let Parts { id, rooms, presence, metrics, connections, cluster } = parts;
+        let Parts { id, rooms, presence, metrics, connections, cluster, link } = parts;
         Self {
             auth: Authenticator::new(&config.auth.jwt_secret),
             config,
@@ -92,6 +96,7 @@ impl Node {
             metrics,
             connections,
             cluster,
+            link,
             next_conn: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             sockets: AtomicUsize::new(0),

@@ -36,6 +36,11 @@ impl Node {
     /// `cluster` is false); returns once it answers `/healthz` and, in a
     /// cluster, `/readyz`.
     async fn start(id: &str, redis_url: String, cluster: bool) -> Self {
+        Self::start_with(id, redis_url, cluster, "").await
+    }
+
+    /// [`Self::start`], with `extra` appended to the config file.
+    async fn start_with(id: &str, redis_url: String, cluster: bool, extra: &str) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let port = free_port();
         let config = std::env::temp_dir().join(format!(
@@ -48,7 +53,7 @@ impl Node {
              [auth]\njwt_secret = \"{SECRET}\"\n\
              [limits]\nrate_per_sec = 100000\nrate_burst = 100000\n\
              [api]\nkey = \"{API_KEY}\"\n\
-             [cluster]\nenabled = {cluster}\nredis_url = \"{redis_url}\"\nnode_ttl_ms = {TTL_MS}\n"
+             [cluster]\nenabled = {cluster}\nredis_url = \"{redis_url}\"\nnode_ttl_ms = {TTL_MS}\n{extra}"
         );
         std::fs::write(&config, toml).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
@@ -481,6 +486,28 @@ async fn cluster_metrics_count_relays_nodes_and_latency() {
     let latencies = metric(&at_b, "herald_cluster_relay_latency_seconds_count").unwrap();
     assert!(latencies >= 10.0, "{latencies}");
     assert!(metric(&at_b, "herald_cluster_relay_errors_total").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_link_is_supervised_and_relays_again_after_a_restart() {
+    let redis = RedisServer::start();
+    let debug = "[debug]\nfault_injection = true\n";
+    let (a, b) = tokio::join!(Node::start_with("a", redis.url(), true, debug), Node::start("b", redis.url(), true));
+    let mut alice = a.client("alice").await;
+    let mut bob = b.client("bob").await;
+    join_everywhere(&mut [&mut alice, &mut bob], "s").await;
+    until_relayed(&mut bob, &mut [&mut alice], "s").await;
+
+    let (status, body) = a.api("POST", "/api/debug/crash", json!({"target": "cluster"})).await;
+    assert_eq!((status, &body["crashed"]), (200, &json!("cluster")), "{body}");
+    let metrics = a.metrics().await;
+    assert_eq!(metric(&metrics, r#"herald_actor_restarts_total{actor="cluster"}"#), Some(1.0), "{metrics}");
+    // Envelopes for a still arrive and are delivered by the new link.
+    bob.send(json!({"type": "publish", "room": "s", "data": "after", "id": 1})).await;
+    let seq = bob.recv_type("ack").await["seq"].clone();
+    let message = next_message(&mut alice, "s").await;
+    assert_eq!((&message["data"], &message["seq"]), (&json!("after"), &seq));
+    assert_eq!(http_get(a.addr, "/readyz").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -116,6 +116,23 @@ async fn conformance<R: Relay>(a: R, b: R) {
         assert_eq!(seen, (1..=100).collect::<Vec<u64>>(), "in order on every node");
     }
 
+    // A floor keeps numbers above what a node has seen, even when the
+    // counter is behind (Redis lost it); raising a counter never lowers it.
+    let floored = Channel::Room("floored".into());
+    assert_eq!(a.publish_sequenced(&floored, &envelope("a", 0), 0).await.unwrap(), 1);
+    assert_eq!(a.publish_sequenced(&floored, &envelope("a", 0), 10).await.unwrap(), 11);
+    a.raise_counter(&floored, 20).await.unwrap();
+    assert_eq!(b.publish_sequenced(&floored, &envelope("b", 0), 0).await.unwrap(), 21);
+    a.raise_counter(&floored, 5).await.unwrap();
+    assert_eq!(b.publish_sequenced(&floored, &envelope("b", 0), 0).await.unwrap(), 22);
+    // Calls take effect in the order made, even when awaited only later.
+    let calls: Vec<_> = (0..20).map(|n| a.publish_sequenced(&floored, &envelope("a", n), 0)).collect();
+    let mut numbers = Vec::new();
+    for call in calls {
+        numbers.push(call.await.unwrap());
+    }
+    assert_eq!(numbers, (23..43).collect::<Vec<u64>>());
+
     // Unsubscribed: nothing more.
     b.unsubscribe(&lobby).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;

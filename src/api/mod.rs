@@ -219,9 +219,10 @@ async fn stats(node: web::Data<Node>) -> Result<HttpResponse, ApiError> {
 /// `POST /api/debug/crash {target, room?, conn?}` → `{"crashed": target}`:
 /// makes one actor panic, for drills and tests. `target` is `room` (with
 /// `room`), `registry` (the shard of `room`, or of `""` without one),
-/// `presence`, or `connection` (with `conn`: the `welcome` frame's id, or its
-/// number). Answers once the actor has been replaced (or, for a connection,
-/// is gone), so what the caller sends next meets the new actor.
+/// `presence`, `cluster` (the cluster link, with clustering), or
+/// `connection` (with `conn`: the `welcome` frame's id, or its number).
+/// Answers once the actor has been replaced (or, for a connection, is
+/// gone), so what the caller sends next meets the new actor.
 async fn crash(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let bytes = body::read(payload, node.config.limits.max_message_bytes).await?;
     let fields = body::Fields::parse(&bytes)?;
@@ -241,13 +242,18 @@ async fn crash(node: web::Data<Node>, payload: web::Payload) -> Result<HttpRespo
             let crashed = node.presence.crash().ok_or(ApiError::Unavailable)?;
             replaced(|| node.presence.actor().is_some_and(|now| now != crashed)).await?;
         }
+        "cluster" => {
+            let link = node.link.as_ref().ok_or(ApiError::NoSuch("this node is not clustered"))?;
+            let crashed = link.crash().ok_or(ApiError::Unavailable)?;
+            replaced(|| link.actor().is_some_and(|now| now != crashed)).await?;
+        }
         "connection" => {
             let conn = fields.conn(&node.id)?;
             let outbox = node.connections.get(conn).ok_or(ApiError::NoSuch("no such connection on this node"))?;
             outbox.crash();
             replaced(|| node.connections.get(conn).is_none()).await?;
         }
-        _ => return Err(ApiError::bad_request("target must be room, registry, presence or connection")),
+        _ => return Err(ApiError::bad_request("target must be room, registry, presence, cluster or connection")),
     }
     Ok(HttpResponse::Ok().json(json!({ "crashed": target })))
 }

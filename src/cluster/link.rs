@@ -128,6 +128,19 @@ impl LinkCell {
         cell
     }
 
+    /// The link actor now.
+    pub fn actor(&self) -> Option<ractor::ActorId> {
+        self.mailbox.actor()
+    }
+
+    /// Makes the link actor panic when it reaches this message (fault
+    /// injection); returns the actor now running.
+    pub fn crash(&self) -> Option<ractor::ActorId> {
+        let actor = self.actor()?;
+        self.mailbox.send(LinkMsg::Crash);
+        Some(actor)
+    }
+
     /// Hands an envelope from another node to whoever it is for.
     fn deliver(&self, incoming: Incoming) {
         let cluster = &self.cluster;

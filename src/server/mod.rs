@@ -134,7 +134,7 @@ impl Server {
         ))?;
         let addr = format!("{}:{}", config.server.host, config.server.port);
         let listener = bind(&addr).map_err(|source| ServerError::Bind { addr, source })?;
-        let parts = Parts { id, rooms: tree.rooms, presence: tree.presence, metrics, connections, cluster };
+        let parts = Parts { id, rooms: tree.rooms, presence: tree.presence, metrics, connections, cluster, link: tree.link };
         let node = Arc::new(Node::new(config, parts));
         Ok(Self { listener, node, actors, shutdown: ShutdownHandle::default(), fatal, signals: false })
     }
