@@ -22,7 +22,8 @@
 //! - [`server`]: runtimes, listening socket and HTTP server, put together.
 //! - [`metrics`]: the Prometheus registry and every metric.
 //! - [`rpc`]: request/reply to actors with a deadline.
-//! - [`cluster`]: the wire codec and Redis backplane of multi-node clusters.
+//! - [`cluster`]: nodes acting as one through Redis: codec, backplane, relay,
+//!   directory (cluster-wide presence and liveness) and the cluster link actor.
 
 pub mod api;
 pub mod auth;
