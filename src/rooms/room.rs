@@ -694,6 +694,69 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
+    /// Two nodes in one process, joined by the in-memory relay and directory.
+    async fn clustered_pair() -> (Fixture, Fixture) {
+        use crate::cluster::directory::MemoryDirectory;
+        use crate::cluster::relay::{MemoryHub, MemoryRelay};
+        use crate::cluster::Cluster;
+        use crate::connection::registry::Registry;
+        use crate::supervisor::Clustering;
+        let hub = Arc::new(MemoryHub::default());
+        let directory = Arc::new(MemoryDirectory::default());
+        let mut nodes = Vec::new();
+        for id in ["a", "b"] {
+            let metrics = Arc::new(Metrics::new());
+            let relay = Arc::new(MemoryRelay::new(hub.clone()));
+            let cluster = Cluster::new(id.into(), relay, directory.clone(), metrics.clone(), Duration::from_secs(60));
+            let clustering = Clustering { cluster, connections: Arc::new(Registry::default()) };
+            let tree = supervisor::start(2, metrics.clone(), &Default::default(), Arc::new(|_| {}), Some(clustering))
+                .await
+                .unwrap();
+            nodes.push(Fixture { rooms: tree.rooms, metrics });
+        }
+        let b = nodes.pop().unwrap();
+        (nodes.pop().unwrap(), b)
+    }
+
+    #[actix_web::test]
+    async fn clustered_rooms_share_seq_and_users_and_drop_dead_nodes() {
+        let (a, b) = clustered_pair().await;
+        let (alice, alice_frames) = member(1, "alice", 64);
+        let (bob, bob_frames) = member(1, "bob", 64);
+        let (alice_tab, _) = member(2, "alice", 64);
+        let (room_a, users) = a.rooms.join("r".into(), alice).await.unwrap();
+        assert_eq!(names(&users), ["alice"]);
+        let (room_b, users) = b.rooms.join("r".into(), bob).await.unwrap();
+        assert_eq!(names(&users), ["alice", "bob"], "the join lists the other node's users");
+        // A second tab of alice, on b: still one alice, no user_joined for her.
+        let (_, users) = b.rooms.join("r".into(), alice_tab).await.unwrap();
+        assert_eq!(names(&users), ["alice", "bob"]);
+        settle().await;
+        let joined: Vec<_> = taken(&alice_frames).into_iter().filter(|f| f["type"] == "user_joined").collect();
+        assert_eq!(joined.len(), 1);
+        assert_eq!(joined[0]["user"], "bob");
+        assert!(taken(&bob_frames).iter().all(|f| f["type"] != "user_joined"), "bob joined after alice");
+
+        room_a.publish(ConnId(1), "alice".into(), data("1"), true, Some(data("\"x\"")));
+        room_b.publish(ConnId(1), "bob".into(), data("2"), true, None);
+        room_a.publish(ConnId(1), "alice".into(), data("3"), true, None);
+        settle().await;
+        let seqs = |frames: &[Value]| -> Vec<(u64, Value)> {
+            frames.iter().filter(|f| f["type"] == "message").map(|f| (f["seq"].as_u64().unwrap(), f["data"].clone())).collect()
+        };
+        let at_a = taken(&alice_frames);
+        assert_eq!(at_a[0]["type"], "ack", "the ack comes first: {at_a:?}");
+        assert_eq!(seqs(&at_a), seqs(&taken(&bob_frames)), "one numbering on both nodes");
+        assert_eq!(seqs(&at_a).iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3]);
+
+        // Node b dies: a drops its users; alice is still in the room on a.
+        a.rooms.nodes_gone(Arc::new(std::iter::once(Arc::from("b")).collect()));
+        settle().await;
+        let left = taken(&alice_frames);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!((&left[0]["type"], &left[0]["user"]), (&"user_left".into(), &"bob".into()));
+    }
+
     #[actix_web::test]
     async fn fans_out_with_increasing_seq_and_acks_the_publisher() {
         let f = fixture().await;
