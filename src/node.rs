@@ -154,9 +154,9 @@ impl Node {
     }
 
     /// Whether `/readyz` reports ready: not draining, and with clustering,
-    /// the backplane up.
+    /// the backplane up and this node's heartbeat going through.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.cluster.as_ref().is_none_or(|c| c.is_connected())
+        self.ready.load(Ordering::Relaxed) && self.cluster.as_ref().is_none_or(|c| c.is_healthy())
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -465,6 +465,34 @@ async fn a_redis_outage_keeps_local_rooms_working_and_relaying_comes_back() {
     assert_eq!(body["online"], true);
 }
 
+/// Has Redis drop every subscriber connection (they reconnect at once).
+fn kill_subscribers(redis: &RedisServer) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    stream.write_all(b"*4\r\n$6\r\nCLIENT\r\n$4\r\nKILL\r\n$4\r\nTYPE\r\n$6\r\npubsub\r\n").unwrap();
+    let mut reply = [0u8; 64];
+    let n = stream.read(&mut reply).unwrap();
+    assert!(reply[..n].starts_with(b":"), "CLIENT KILL answered {:?}", String::from_utf8_lossy(&reply[..n]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_brief_disconnect_missed_is_caught_up() {
+    let redis = RedisServer::start();
+    let (a, b) = tokio::join!(Node::start("a", redis.url(), true), Node::start("b", redis.url(), true));
+    let mut alice = a.client("alice").await;
+    let mut bob = b.client("bob").await;
+    join_everywhere(&mut [&mut alice, &mut bob], "hall").await;
+    assert_eq!(alice.recv_type("user_joined").await["user"], "bob");
+    // a's subscription is cut for a moment, far shorter than any tick,
+    // just as bob leaves: a never hears it from the channel.
+    kill_subscribers(&redis);
+    bob.close().await;
+    let left = tokio::time::timeout(Duration::from_secs(5), alice.recv_type("user_left")).await;
+    assert_eq!(left.expect("a catches up after reconnecting")["user"], "bob");
+    let joined = a.client("carol").await.join("hall").await;
+    assert_eq!(joined["users"], json!(["alice", "carol"]), "no ghost of bob on a");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_metrics_count_relays_nodes_and_latency() {
     let redis = RedisServer::start();
@@ -477,6 +505,9 @@ async fn cluster_metrics_count_relays_nodes_and_latency() {
         alice.send(json!({"type": "publish", "room": "m", "data": n})).await;
     }
     messages(&mut bob, "m", 10).await;
+    // Counted as each publish's answer comes back, just after delivery.
+    let relayed_out = || async { metric(&a.metrics().await, r#"herald_cluster_relayed_total{direction="out"}"#).unwrap() };
+    assert!(eventually(WAIT, || async { relayed_out().await >= 10.0 }).await);
     let (at_a, at_b) = (a.metrics().await, b.metrics().await);
     let out = metric(&at_a, r#"herald_cluster_relayed_total{direction="out"}"#).unwrap();
     let into = metric(&at_b, r#"herald_cluster_relayed_total{direction="in"}"#).unwrap();

@@ -17,11 +17,15 @@
 //! nothing): whoever depends on the backplane re-syncs what it needs when
 //! [`Backplane::is_connected`] turns true again.
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
+use fred::types::config::UnresponsiveConfig;
 use fred::types::{ClusterHash, CustomCommand, Message};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -78,6 +82,8 @@ pub struct Backplane {
     subscriber: SubscriberClient,
     ops: mpsc::Sender<Op>,
     subs: mpsc::UnboundedSender<SubOp>,
+    /// Connections (re-)established so far, by either client.
+    epoch: Arc<AtomicU64>,
     tasks: Vec<JoinHandle<Result<(), Error>>>,
 }
 
@@ -86,8 +92,18 @@ fn policy() -> ReconnectPolicy {
     ReconnectPolicy::new_exponential(0, 50, 1_000, 2)
 }
 
+/// Why a command was never sent (so certainly not run).
+const UNREACHABLE: &str = "redis is unreachable";
+const OVERLOADED: &str = "the backplane is overloaded";
+
 fn unreachable() -> Error {
-    Error::new(ErrorKind::IO, "redis is unreachable")
+    Error::new(ErrorKind::Unknown, UNREACHABLE)
+}
+
+/// Whether `error` means the command was never sent to Redis. Any other
+/// error leaves its outcome unknown: Redis may have run it.
+pub fn not_sent(error: &Error) -> bool {
+    *error.kind() == ErrorKind::Unknown && [UNREACHABLE, OVERLOADED].contains(&error.details())
 }
 
 /// Waits for the answer to a queued command.
@@ -108,7 +124,16 @@ impl Backplane {
             let mut builder = Builder::from_config(config.clone());
             builder
                 .set_policy(policy())
-                .with_connection_config(|c| c.connection_timeout = COMMAND_TIMEOUT)
+                .with_connection_config(|c| {
+                    c.connection_timeout = COMMAND_TIMEOUT;
+                    // A command cut off by a dropped connection is not sent
+                    // again: a numbered publish must not run twice.
+                    c.max_command_attempts = 1;
+                    // A Redis that stops answering without closing the
+                    // connection counts as gone, and is reconnected to.
+                    c.unresponsive =
+                        UnresponsiveConfig { max_timeout: Some(COMMAND_TIMEOUT), interval: Duration::from_millis(500) };
+                })
                 .with_performance_config(|c| {
                     c.broadcast_channel_capacity = BROADCAST_CAPACITY;
                     c.default_command_timeout = COMMAND_TIMEOUT;
@@ -117,11 +142,33 @@ impl Backplane {
         };
         let publisher = builder().build()?;
         let subscriber = builder().build_subscriber_client()?;
-        let mut tasks = vec![publisher.connect(), subscriber.connect()];
-        // Re-subscribes to every tracked channel after each reconnect.
-        let resubscribing = subscriber.manage_subscriptions();
-        tasks.push(tokio::spawn(async move {
-            resubscribing.await.map_err(|e| Error::new(ErrorKind::Unknown, e.to_string()))
+        let epoch = Arc::new(AtomicU64::new(0));
+        let count = |epoch: &Arc<AtomicU64>| {
+            let epoch = epoch.clone();
+            move |_| {
+                epoch.fetch_add(1, Ordering::AcqRel);
+                async { Ok(()) }
+            }
+        };
+        let mut tasks = vec![publisher.on_reconnect(count(&epoch)), subscriber.on_reconnect(count(&epoch))];
+        tasks.push(publisher.connect());
+        tasks.push(subscriber.connect());
+        // Re-subscribes to every channel the client tracks after each
+        // (re)connect, as fred's `manage_subscriptions` does, except that it
+        // sends nothing while there is nothing to take again: an empty
+        // SUBSCRIBE at the first connect would race the first real one.
+        let resubscriber = subscriber.clone();
+        tasks.push(subscriber.on_reconnect(move |_| {
+            let subscriber = resubscriber.clone();
+            async move {
+                let channels: Vec<String> = subscriber.tracked_channels().into_iter().map(|c| c.to_string()).collect();
+                if !channels.is_empty() {
+                    if let Err(error) = subscriber.subscribe(channels).await {
+                        tracing::warn!(%error, "cluster: could not subscribe again after a reconnect");
+                    }
+                }
+                Ok(())
+            }
         }));
         let up = async {
             let _ = publisher.wait_for_connect().await;
@@ -134,19 +181,21 @@ impl Backplane {
         let (subs, subs_rx) = mpsc::unbounded_channel();
         tasks.push(tokio::spawn(write(publisher.clone(), ops_rx)));
         tasks.push(tokio::spawn(follow(subscriber.clone(), subs_rx)));
-        Ok(Self { publisher, subscriber, ops, subs, tasks })
+        Ok(Self { publisher, subscriber, ops, subs, epoch, tasks })
     }
 
     /// Queues `command` now; the future is its answer.
     fn queue(&self, command: Command) -> impl Future<Output = Result<Value, Error>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        let refused = if !self.publisher.is_connected() {
+        // Both connections: a publish whose subscriber is down would not
+        // come back to its own node.
+        let refused = if !self.is_connected() {
             Some(unreachable())
         } else {
             match self.ops.try_send(Op { command, reply }) {
                 Ok(()) => None,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    Some(Error::new(ErrorKind::Unknown, "the backplane is overloaded"))
+                    Some(Error::new(ErrorKind::Unknown, OVERLOADED))
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     Some(Error::new(ErrorKind::Canceled, "the backplane stopped"))
@@ -240,6 +289,17 @@ impl Backplane {
     /// reader that falls more than the buffer behind gets `Lagged`.
     pub fn messages(&self) -> broadcast::Receiver<Message> {
         self.subscriber.message_rx()
+    }
+
+    /// How many times either connection has been (re-)established: when
+    /// it moves, whatever was in flight may have been lost.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The channels the subscriber holds (or takes again on reconnect).
+    pub fn subscriptions(&self) -> BTreeSet<String> {
+        self.subscriber.tracked_channels().into_iter().map(|c| c.to_string()).collect()
     }
 
     /// Whether both connections are up now.

@@ -372,7 +372,7 @@ impl RedisDirectory {
         read: impl FnOnce(Value) -> Result<T, fred::error::Error> + Send + 'static,
     ) -> Pending<T> {
         let call = self.backplane.eval(script, Vec::new(), args);
-        Box::pin(async move { call.await.and_then(read) }.map_err(|e| RelayError::Unreachable(e.to_string())))
+        Box::pin(async move { call.await.and_then(read) }.map_err(RelayError::from_backplane))
     }
 }
 

@@ -22,7 +22,8 @@
 //! Like the other supervised actors, its queue and state live in a
 //! [`LinkCell`] the root keeps; a pump task moves envelopes from the relay
 //! into that queue and a ticker queues the ticks, so a restarted actor
-//! carries on where the failed one stopped.
+//! carries on where the failed one stopped. A tick's work, which waits on
+//! Redis, runs beside the actor, so deliveries never wait for it.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,15 +68,22 @@ pub struct LinkCell {
     state: Mutex<LinkState>,
     /// A tick is queued and not yet handled.
     tick_queued: AtomicBool,
+    /// A tick's work is running.
+    ticking: AtomicBool,
 }
 
 #[derive(Default)]
 struct LinkState {
     /// Whether the backplane was up at the last tick.
     up: bool,
+    /// The relay's epoch at the last re-sync.
+    epoch: u64,
     next_heartbeat: Option<Instant>,
     /// The nodes alive at the last look.
     alive: BTreeSet<String>,
+    /// Nodes this node dropped as dead: if one shows up alive, the rooms
+    /// read their members again.
+    dropped: BTreeSet<String>,
 }
 
 /// How often the link ticks: often enough that a dead node is noticed well
@@ -94,6 +102,7 @@ impl LinkCell {
             targets,
             state: Mutex::default(),
             tick_queued: AtomicBool::new(false),
+            ticking: AtomicBool::new(false),
         });
         let mut incoming = cell.cluster.relay.incoming();
         let pump = Arc::downgrade(&cell);
@@ -169,16 +178,32 @@ impl LinkCell {
         }
     }
 
+    /// Starts a tick's work beside the actor, which keeps delivering
+    /// meanwhile (the work waits on Redis); one at a time.
+    fn start_tick(self: &Arc<Self>) {
+        if self.ticking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cell = self.clone();
+        self.cluster.spawn(async move {
+            cell.tick().await;
+            cell.ticking.store(false, Ordering::Release);
+        });
+    }
+
     async fn tick(&self) {
         let cluster = &self.cluster;
         let connected = cluster.is_connected();
         cluster.metrics.redis_connected.set(connected as i64);
+        let epoch = cluster.relay.epoch();
         let came_up = {
             let mut state = self.state.lock();
-            let came_up = connected && !state.up;
+            // Up again since the last look, however briefly it was away.
+            let came_up = connected && (!state.up || state.epoch != epoch);
             state.up = connected;
             if came_up {
                 state.next_heartbeat = None;
+                state.epoch = epoch;
             }
             came_up
         };
@@ -186,10 +211,12 @@ impl LinkCell {
             return;
         }
         let now = Instant::now();
-        let mut resync = came_up;
+        // A failed call may have left an entry or a subscription missing.
+        let mut resync = came_up | cluster.take_dirty();
         if self.state.lock().next_heartbeat.is_none_or(|at| now >= at) {
             match cluster.checked("heartbeat", cluster.directory.heartbeat(&cluster.node, cluster.ttl)).await {
                 Ok(unregistered) => {
+                    cluster.heartbeat_done();
                     if unregistered && !came_up {
                         tracing::warn!("cluster: this node was taken for dead; restoring its presence");
                     }
@@ -216,6 +243,12 @@ impl LinkCell {
         tracing::info!("cluster: backplane up; re-syncing subscriptions and presence");
         let rooms = self.targets.rooms.live_rooms();
         let retain = cluster.directory.retain_rooms(&cluster.node, rooms.iter().map(|r| r.to_string()).collect());
+        // Subscriptions dropped while Redis was away are still held by the
+        // client, which takes them again on reconnect: let them go.
+        let mut keep: BTreeSet<String> = rooms.iter().map(|r| Channel::Room(r.clone()).name()).collect();
+        keep.extend(self.targets.presence.local_users().into_iter().map(|u| Channel::User(u).name()));
+        keep.insert(Channel::Broadcast.name());
+        cluster.background("unsubscribe", cluster.relay.retain_subscriptions(&keep));
         cluster.background("subscribe", cluster.relay.subscribe(&Channel::Broadcast));
         self.targets.presence.resync();
         // Rooms created since the list above re-sync too: the retain is
@@ -241,13 +274,27 @@ impl LinkCell {
         let mut alive = nodes.alive;
         alive.insert(cluster.node.to_string());
         cluster.metrics.nodes_alive.set(alive.len() as i64);
-        let gone: BTreeSet<String> = {
+        let (gone, back) = {
             let mut state = self.state.lock();
-            let gone =
+            let gone: BTreeSet<String> =
                 state.alive.difference(&alive).chain(&nodes.dead).filter(|n| **n != *cluster.node).cloned().collect();
+            // Dropped, but alive after all (its heartbeat was only late):
+            // its users are still in the directory.
+            let back: Vec<String> = state.dropped.intersection(&alive).cloned().collect();
+            for node in &back {
+                state.dropped.remove(node);
+            }
+            state.dropped.extend(gone.iter().cloned());
+            // A swept node that comes back re-registers and announces its
+            // users itself; only unswept ones need remembering.
+            state.dropped.retain(|node| nodes.dead.contains(node));
             state.alive = alive;
-            gone
+            (gone, back)
         };
+        if !back.is_empty() {
+            tracing::info!(?back, "cluster: nodes taken for dead are alive; reading room members again");
+            self.targets.rooms.resync_all();
+        }
         if gone.is_empty() {
             return;
         }
@@ -285,7 +332,7 @@ impl Actor for Link {
                 LinkMsg::Incoming(incoming) => cell.deliver(incoming),
                 LinkMsg::Tick => {
                     cell.tick_queued.store(false, Ordering::Release);
-                    cell.tick().await;
+                    cell.start_tick();
                 }
                 LinkMsg::Crash => panic!("fault injection: cluster link"),
             }

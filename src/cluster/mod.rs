@@ -47,7 +47,7 @@ pub mod link;
 pub mod relay;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +88,10 @@ pub struct Cluster {
     /// `cluster.node_ttl_ms`.
     pub ttl: Duration,
     tokens: AtomicU64,
+    /// A call failed since the link last re-synced: what it wrote may be missing.
+    dirty: AtomicBool,
+    /// When the last heartbeat went through (ms since the epoch; 0: never).
+    heartbeat_ms: AtomicU64,
     runtime: tokio::runtime::Handle,
 }
 
@@ -106,12 +110,41 @@ impl Cluster {
         ttl: Duration,
     ) -> Arc<Self> {
         let runtime = tokio::runtime::Handle::current();
-        Arc::new(Self { node, relay, directory, metrics, ttl, tokens: AtomicU64::new(1), runtime })
+        Arc::new(Self {
+            node,
+            relay,
+            directory,
+            metrics,
+            ttl,
+            tokens: AtomicU64::new(1),
+            dirty: AtomicBool::new(false),
+            heartbeat_ms: AtomicU64::new(0),
+            runtime,
+        })
     }
 
     /// Whether the backplane is up.
     pub fn is_connected(&self) -> bool {
         self.relay.is_connected() && self.directory.is_connected()
+    }
+
+    /// Whether this node is a working member of the cluster: the backplane
+    /// is up and its heartbeat went through within the last half ttl (so
+    /// the other nodes do not take it for dead).
+    pub fn is_healthy(&self) -> bool {
+        let last = self.heartbeat_ms.load(Ordering::Acquire);
+        let fresh = crate::protocol::now_ms().saturating_sub(last) < self.ttl.as_millis() as u64 / 2;
+        self.is_connected() && last > 0 && fresh
+    }
+
+    /// Records a heartbeat that went through.
+    pub fn heartbeat_done(&self) {
+        self.heartbeat_ms.store(crate::protocol::now_ms(), Ordering::Release);
+    }
+
+    /// Whether a call failed since the last call of this; clears it.
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::AcqRel)
     }
 
     /// A fresh id for one publish, unique on this node.
@@ -129,12 +162,13 @@ impl Cluster {
     }
 
     /// `call`'s outcome, with a failure counted and logged.
-    pub fn checked<T: Send + 'static>(&self, what: &'static str, call: Pending<T>) -> Pending<T> {
-        let metrics = self.metrics.clone();
+    pub fn checked<T: Send + 'static>(self: &Arc<Self>, what: &'static str, call: Pending<T>) -> Pending<T> {
+        let cluster = self.clone();
         Box::pin(async move {
             let result = call.await;
             if let Err(error) = &result {
-                metrics.relay_errors.inc();
+                cluster.metrics.relay_errors.inc();
+                cluster.dirty.store(true, Ordering::Release);
                 tracing::debug!(%error, "cluster: {what} failed");
             }
             result
@@ -142,7 +176,7 @@ impl Cluster {
     }
 
     /// Runs `call` in the background; a failure is counted.
-    pub fn background<T: Send + 'static>(&self, what: &'static str, call: Pending<T>) {
+    pub fn background<T: Send + 'static>(self: &Arc<Self>, what: &'static str, call: Pending<T>) {
         let call = self.checked(what, call);
         self.spawn(async move {
             let _ = call.await;
@@ -150,7 +184,7 @@ impl Cluster {
     }
 
     /// Publishes `body` to `channel` in the background.
-    pub fn publish(&self, channel: &Channel, body: Body) {
+    pub fn publish(self: &Arc<Self>, channel: &Channel, body: Body) {
         let call = self.relay.publish(channel, &self.envelope(body));
         let metrics = self.metrics.clone();
         self.background(
@@ -164,7 +198,7 @@ impl Cluster {
     }
 
     /// Numbers `body` with `room`'s next `seq` (above `floor`) and publishes it.
-    pub fn publish_sequenced(&self, room: &Arc<str>, body: Body, floor: u64) -> Pending<u64> {
+    pub fn publish_sequenced(self: &Arc<Self>, room: &Arc<str>, body: Body, floor: u64) -> Pending<u64> {
         let call = self.relay.publish_sequenced(&Channel::Room(room.clone()), &self.envelope(body), floor);
         let metrics = self.metrics.clone();
         self.checked(
@@ -178,7 +212,7 @@ impl Cluster {
     }
 
     /// `user` now has a connection in `room` on this node (its first).
-    pub fn room_joined(&self, room: &Arc<str>, user: &Arc<str>) {
+    pub fn room_joined(self: &Arc<Self>, room: &Arc<str>, user: &Arc<str>) {
         self.background("room join", self.directory.room_joined(&self.node, room, user));
         self.publish(
             &Channel::Room(room.clone()),
@@ -187,7 +221,7 @@ impl Cluster {
     }
 
     /// `user` no longer has a connection in `room` on this node.
-    pub fn room_left(&self, room: &Arc<str>, user: &Arc<str>) {
+    pub fn room_left(self: &Arc<Self>, room: &Arc<str>, user: &Arc<str>) {
         self.background("room leave", self.directory.room_left(&self.node, room, user));
         self.publish(
             &Channel::Room(room.clone()),
@@ -197,40 +231,40 @@ impl Cluster {
 
     /// `user` has its first connection on this node: it goes online
     /// cluster-wide, and direct messages to it from other nodes come here.
-    pub fn user_online(&self, user: &Arc<str>) {
+    pub fn user_online(self: &Arc<Self>, user: &Arc<str>) {
         self.background("user online", self.directory.user_online(&self.node, user));
         self.background("subscribe", self.relay.subscribe(&Channel::User(user.clone())));
     }
 
     /// `user` has no connection left on this node.
-    pub fn user_offline(&self, user: &Arc<str>) {
+    pub fn user_offline(self: &Arc<Self>, user: &Arc<str>) {
         self.background("user offline", self.directory.user_offline(&self.node, user));
         self.background("unsubscribe", self.relay.unsubscribe(&Channel::User(user.clone())));
     }
 
     /// Stops receiving `room`'s channel (its last local member left).
-    pub fn room_retired(&self, room: &Arc<str>) {
+    pub fn room_retired(self: &Arc<Self>, room: &Arc<str>) {
         self.background("unsubscribe", self.relay.unsubscribe(&Channel::Room(room.clone())));
     }
 
     /// The users in `room` on every live node, each once, sorted.
-    pub fn room_users(&self, room: &str) -> impl Future<Output = Result<Vec<Arc<str>>, RelayError>> + Send + 'static {
+    pub fn room_users(self: &Arc<Self>, room: &str) -> impl Future<Output = Result<Vec<Arc<str>>, RelayError>> + Send + 'static {
         let call = self.checked("presence query", self.directory.room_members(room));
         async move { Ok(directory::users_of(&call.await?).into_iter().map(Arc::from).collect()) }
     }
 
     /// Whether each of `users` is online on a live node.
-    pub fn online(&self, users: Vec<String>) -> Pending<Vec<bool>> {
+    pub fn online(self: &Arc<Self>, users: Vec<String>) -> Pending<Vec<bool>> {
         self.checked("status query", self.directory.online(users))
     }
 
     /// Sends a `direct` frame to `user`'s connections on the other nodes.
-    pub fn direct(&self, user: &str, frame: &str) {
+    pub fn direct(self: &Arc<Self>, user: &str, frame: &str) {
         self.publish(&Channel::User(user.into()), Body::Direct { user: user.to_owned(), frame: frame.to_owned() });
     }
 
     /// Sends a `broadcast` frame to every connection on the other nodes.
-    pub fn broadcast(&self, frame: &str) {
+    pub fn broadcast(self: &Arc<Self>, frame: &str) {
         self.publish(&Channel::Broadcast, Body::Broadcast { frame: frame.to_owned() });
     }
 }

@@ -10,7 +10,7 @@
 //! delivers a node's own envelopes back to it when it is subscribed to the
 //! channel, as Redis does: receivers drop echoes by [`Envelope::origin`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
 use futures_util::future::BoxFuture;
@@ -64,8 +64,23 @@ pub struct Incoming {
 /// Why a relay operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RelayError {
+    /// Never sent: certainly without effect.
     #[error("the backplane is unreachable: {0}")]
     Unreachable(String),
+    /// Sent, but no answer came: it may or may not have taken effect.
+    #[error("no answer from the backplane: {0}")]
+    Unanswered(String),
+}
+
+impl RelayError {
+    /// A backplane error, told apart by whether the command was sent.
+    pub fn from_backplane(error: fred::error::Error) -> Self {
+        if super::backplane::not_sent(&error) {
+            Self::Unreachable(error.to_string())
+        } else {
+            Self::Unanswered(error.to_string())
+        }
+    }
 }
 
 /// The answer to a relay call. The call itself has already taken its place
@@ -92,10 +107,15 @@ pub trait Relay: Send + Sync + 'static {
     fn subscribe(&self, channel: &Channel) -> Pending<()>;
     /// Stops receiving `channel`.
     fn unsubscribe(&self, channel: &Channel) -> Pending<()>;
+    /// Drops every subscription whose channel name is not in `keep`.
+    fn retain_subscriptions(&self, keep: &BTreeSet<String>) -> Pending<()>;
     /// Everything that arrives on the subscribed channels.
     fn incoming(&self) -> broadcast::Receiver<Incoming>;
     /// Whether envelopes can travel now.
     fn is_connected(&self) -> bool;
+    /// Moves every time the link to the backplane is (re-)established:
+    /// envelopes in flight across that moment may have been lost.
+    fn epoch(&self) -> u64;
 }
 
 /// Joins the [`MemoryRelay`]s of one process, as Redis joins nodes.
@@ -186,12 +206,32 @@ impl Relay for MemoryRelay {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn retain_subscriptions(&self, keep: &BTreeSet<String>) -> Pending<()> {
+        let dropped: Vec<String> = {
+            let mut subscribed = self.node.subscribed.lock();
+            let dropped = subscribed.iter().filter(|name| !keep.contains(*name)).cloned().collect();
+            subscribed.retain(|name| keep.contains(name));
+            dropped
+        };
+        let mut channels = self.hub.channels.lock();
+        for name in dropped {
+            if let Some(nodes) = channels.get_mut(&name) {
+                nodes.retain(|n| !std::ptr::eq(n.as_ptr(), Arc::as_ptr(&self.node)));
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn incoming(&self) -> broadcast::Receiver<Incoming> {
         self.node.tx.subscribe()
     }
 
     fn is_connected(&self) -> bool {
         true
+    }
+
+    fn epoch(&self) -> u64 {
+        0
     }
 }
 
@@ -241,7 +281,7 @@ impl Drop for RedisRelay {
 }
 
 fn unreachable(error: fred::error::Error) -> RelayError {
-    RelayError::Unreachable(error.to_string())
+    RelayError::from_backplane(error)
 }
 
 impl Relay for RedisRelay {
@@ -267,11 +307,31 @@ impl Relay for RedisRelay {
         Box::pin(self.backplane.unsubscribe(channel.name()).map_err(unreachable))
     }
 
+    fn retain_subscriptions(&self, keep: &BTreeSet<String>) -> Pending<()> {
+        let calls: Vec<_> = self
+            .backplane
+            .subscriptions()
+            .into_iter()
+            .filter(|name| !keep.contains(name))
+            .map(|name| self.backplane.unsubscribe(name))
+            .collect();
+        Box::pin(async move {
+            for call in calls {
+                call.await.map_err(unreachable)?;
+            }
+            Ok(())
+        })
+    }
+
     fn incoming(&self) -> broadcast::Receiver<Incoming> {
         self.tx.subscribe()
     }
 
     fn is_connected(&self) -> bool {
         self.backplane.is_connected()
+    }
+
+    fn epoch(&self) -> u64 {
+        self.backplane.epoch()
     }
 }

@@ -112,6 +112,11 @@ impl Presence {
         }
     }
 
+    /// The users with a connection on this node now.
+    pub fn local_users(&self) -> Vec<Arc<str>> {
+        self.cell.local_users()
+    }
+
     /// Has the registry rewrite its cluster entries (see [`PresenceMsg::Resync`]).
     pub fn resync(&self) {
         self.cast(PresenceMsg::Resync);

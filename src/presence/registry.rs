@@ -86,6 +86,11 @@ pub struct PresenceCell {
 }
 
 impl PresenceCell {
+    /// The users with a connection on this node now.
+    pub fn local_users(&self) -> Vec<Arc<str>> {
+        self.state.lock().online.keys().cloned().collect()
+    }
+
     pub fn new(metrics: Arc<Metrics>, cluster: Option<Arc<Cluster>>) -> Self {
         let state = PresenceState { metrics, cluster: cluster.clone(), online: HashMap::new(), rooms: HashMap::new() };
         Self { mailbox: Mailbox::default(), cluster, state: Mutex::new(state) }

@@ -32,7 +32,7 @@ use crate::cluster::Cluster;
 use crate::connection::{ConnId, Delivery, Member, Outbox};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
-use crate::protocol::{now_ms, Encoded, ServerFrame, ServerKind};
+use crate::protocol::{now_ms, Encoded, ErrorCode, ServerFrame, ServerKind};
 use crate::supervisor::Mailbox;
 
 /// A publish on its way to a room.
@@ -82,8 +82,8 @@ pub enum RoomMsg {
     Sync {
         initial: bool,
     },
-    /// Cluster: how a sync went (`None`: the backplane is away).
-    Synced(Option<SyncOutcome>),
+    /// Cluster: how sync number `generation` went (`None`: it failed).
+    Synced { generation: u64, outcome: Option<SyncOutcome> },
     /// Cluster: the number a publish of this room was given, or why none.
     Numbered {
         token: u64,
@@ -126,6 +126,11 @@ struct Clustered {
     /// Between asking for the other nodes' members and having them:
     /// membership changes wait in `deferred`, so they apply on top.
     syncing: bool,
+    /// The latest sync; answers to older ones are ignored.
+    generation: u64,
+    /// Subscribed to the room's channel (the last sync went through): only
+    /// then do publishes go through the backplane.
+    subscribed: bool,
     deferred: VecDeque<RoomMsg>,
     /// Publishes waiting for their number, by token.
     waiting: HashMap<u64, Waiting>,
@@ -175,6 +180,8 @@ impl RoomCell {
                 cluster,
                 remote: BTreeMap::new(),
                 syncing: false,
+                generation: 0,
+                subscribed: false,
                 deferred: VecDeque::new(),
                 waiting: HashMap::new(),
             })
@@ -249,10 +256,11 @@ impl RoomCell {
             }
             RoomMsg::Relayed { seq, origin, body } => state.relayed(seq, origin, body),
             RoomMsg::Sync { initial } => state.sync(self, initial),
-            RoomMsg::Synced(outcome) => {
-                state.synced(outcome);
-                while let Some(msg) = state.cluster.as_mut().and_then(|c| c.deferred.pop_front()) {
-                    self.handle(state, msg);
+            RoomMsg::Synced { generation, outcome } => {
+                if state.synced(generation, outcome) {
+                    while let Some(msg) = state.cluster.as_mut().and_then(|c| c.deferred.pop_front()) {
+                        self.handle(state, msg);
+                    }
                 }
             }
             RoomMsg::Numbered { token, result } => state.numbered(token, result),
@@ -278,7 +286,7 @@ impl RoomCell {
 fn defers(msg: &RoomMsg) -> bool {
     match msg {
         RoomMsg::Relayed { body, .. } => !matches!(body, Body::Message { .. }),
-        RoomMsg::Synced(_) | RoomMsg::Numbered { .. } | RoomMsg::Sync { .. } | RoomMsg::Crash => false,
+        RoomMsg::Synced { .. } | RoomMsg::Numbered { .. } | RoomMsg::Sync { .. } | RoomMsg::Crash => false,
         _ => true,
     }
 }
@@ -398,9 +406,9 @@ impl RoomState {
     /// backplane up. Otherwise the room numbers and delivers on its own.
     /// A publish the backplane cannot take counts as a relay error.
     fn relaying(&self) -> Option<&Arc<Cluster>> {
-        let cluster = &self.cluster.as_ref()?.cluster;
-        if cluster.is_connected() {
-            return Some(cluster);
+        let clustered = self.cluster.as_ref()?;
+        if clustered.subscribed && clustered.cluster.is_connected() {
+            return Some(&clustered.cluster);
         }
         self.metrics.relay_errors.inc();
         None
@@ -410,9 +418,7 @@ impl RoomState {
     /// delivered here when it comes back on the room's channel.
     fn relay_publish(&mut self, cell: &Arc<RoomCell>, from: Arc<str>, data: Box<RawValue>, publisher: Publisher) {
         let floor = self.seq.load(Ordering::Relaxed);
-        let Some(clustered) = self.cluster.as_mut() else {
-            return;
-        };
+        let Some(clustered) = self.cluster.as_mut() else { return };
         let cluster = clustered.cluster.clone();
         let token = cluster.token();
         let except = match &publisher {
@@ -449,20 +455,33 @@ impl RoomState {
         }
     }
 
-    /// A publish of this room was numbered (or could not be): ack it, or
-    /// deliver it here alone if the backplane failed.
+    /// A publish of this room was numbered (or could not be): ack it; if
+    /// it was never sent, deliver it here alone; if its fate is unknown,
+    /// tell the publisher.
     fn numbered(&mut self, token: u64, result: Result<u64, RelayError>) {
-        let Some(mut waiting) = self.cluster.as_mut().and_then(|c| c.waiting.remove(&token)) else {
-            return;
-        };
+        let Some(mut waiting) = self.cluster.as_mut().and_then(|c| c.waiting.remove(&token)) else { return };
         match result {
             Ok(seq) => {
+                let came_back = waiting.acked;
                 self.ack(&mut waiting, seq);
+                // Numbered but not back, and the subscription is down: it
+                // will not come back, so deliver it here.
+                let lost = !came_back && self.cluster.as_ref().is_some_and(|c| !c.cluster.relay.is_connected());
+                if lost && self.seq.fetch_max(seq, Ordering::Relaxed) < seq {
+                    let frame =
+                        ServerFrame::Message { room: &self.name, from: &waiting.from, data: &waiting.data, seq, ts: now_ms() }
+                            .encode();
+                    let except = match &waiting.publisher {
+                        Publisher::Member { conn, echo: false, .. } => Some(*conn),
+                        _ => None,
+                    };
+                    self.fan_out(&frame, except);
+                }
                 if let Publisher::Server { reply } = waiting.publisher {
                     let _ = reply.send(seq);
                 }
             }
-            Err(_) => {
+            Err(RelayError::Unreachable(_)) if !waiting.acked => {
                 let (seq, frame) = self.message(&waiting.from, &waiting.data);
                 self.ack(&mut waiting, seq);
                 match waiting.publisher {
@@ -473,14 +492,26 @@ impl RoomState {
                     }
                 }
             }
+            // Sent, but unanswered: Redis may have numbered and published it
+            // (then it arrives like any other), or not. Numbering it here
+            // could give one message two numbers.
+            Err(_) => match waiting.publisher {
+                Publisher::Member { conn, id: Some(id), .. } if !waiting.acked => {
+                    if let Some((_, outbox)) = self.members.get(&conn) {
+                        let message = "the cluster backplane did not answer: the message may not have been delivered";
+                        let error = ServerFrame::Error { code: ErrorCode::Internal, message, id: Some(&id) };
+                        outbox.deliver(error.encode(), &self.metrics);
+                    }
+                }
+                // The dropped reply port answers the API caller 503.
+                _ => {}
+            },
         }
     }
 
     /// An envelope from the room's channel.
     fn relayed(&mut self, seq: Option<u64>, origin: Arc<str>, body: Body) {
-        let Some(clustered) = self.cluster.as_mut() else {
-            return;
-        };
+        let Some(clustered) = self.cluster.as_mut() else { return };
         let own = origin == clustered.cluster.node;
         match body {
             Body::Message { from, data, ts, token, except, .. } => {
@@ -518,9 +549,7 @@ impl RoomState {
     /// `node` now has (or no longer has) `user` in the room.
     fn remote_change(&mut self, node: Arc<str>, user: Arc<str>, joined: bool) {
         let was = self.present(&user);
-        let Some(clustered) = self.cluster.as_mut() else {
-            return;
-        };
+        let Some(clustered) = self.cluster.as_mut() else { return };
         let nodes = clustered.remote.entry(user.clone()).or_default();
         if joined {
             if !nodes.contains(&node) {
@@ -538,9 +567,7 @@ impl RoomState {
 
     /// Drops the users of dead `nodes`.
     fn nodes_gone(&mut self, nodes: &BTreeSet<Arc<str>>) {
-        let Some(clustered) = self.cluster.as_mut() else {
-            return;
-        };
+        let Some(clustered) = self.cluster.as_mut() else { return };
         let mut changed = Vec::new();
         clustered.remote.retain(|user, on| {
             let before = on.len();
@@ -561,10 +588,10 @@ impl RoomState {
     fn sync(&mut self, cell: &Arc<RoomCell>, initial: bool) {
         let floor = self.seq.load(Ordering::Relaxed);
         let users: Vec<String> = self.users.keys().map(|u| u.to_string()).collect();
-        let Some(clustered) = self.cluster.as_mut() else {
-            return;
-        };
+        let Some(clustered) = self.cluster.as_mut() else { return };
         clustered.syncing = true;
+        clustered.generation += 1;
+        let generation = clustered.generation;
         let cluster = clustered.cluster.clone();
         let channel = Channel::Room(self.name.clone());
         let subscribed = cluster.checked("subscribe", cluster.relay.subscribe(&channel));
@@ -584,19 +611,24 @@ impl RoomState {
                 let members = cluster.checked("presence query", cluster.directory.room_members(&name)).await?;
                 Ok::<_, RelayError>(SyncOutcome { changes, members })
             };
-            cell.send(RoomMsg::Synced(outcome.await.ok()));
+            cell.send(RoomMsg::Synced { generation, outcome: outcome.await.ok() });
         });
     }
 
-    /// Takes in what a sync learnt: tells the other nodes how this node's
-    /// entries changed, and the members who arrived or left meanwhile.
-    fn synced(&mut self, outcome: Option<SyncOutcome>) {
-        let Some(clustered) = self.cluster.as_mut() else {
-            return;
-        };
+    /// Takes in what the latest sync learnt: tells the other nodes how this
+    /// node's entries changed, and the members who arrived or left
+    /// meanwhile. Returns whether the sync is over (an older one's answer
+    /// is ignored: the latest is still on its way).
+    fn synced(&mut self, generation: u64, outcome: Option<SyncOutcome>) -> bool {
+        let Some(clustered) = self.cluster.as_mut() else { return true };
+        if generation != clustered.generation {
+            return false;
+        }
         clustered.syncing = false;
+        clustered.subscribed = outcome.is_some();
         let Some(SyncOutcome { changes, members }) = outcome else {
-            return;
+            tracing::warn!(room = %self.name, "cluster: room sync failed; serving it locally until the backplane is back");
+            return true;
         };
         let cluster = clustered.cluster.clone();
         let channel = Channel::Room(self.name.clone());
@@ -619,6 +651,7 @@ impl RoomState {
             let now = self.present(&user);
             self.announce(&user, was, now);
         }
+        true
     }
 }
 

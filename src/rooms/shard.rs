@@ -149,45 +149,42 @@ impl ShardCell {
     /// Gives a server publish its `seq`: through the room when there is one,
     /// so it is ordered with the members' own publishes; here otherwise.
     fn publish(&self, name: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>) {
-        let room = {
-            let mut slots = self.slots.lock();
-            let slot = slots.entry(name.clone()).or_insert_with(Slot::new);
-            match &slot.room {
-                Some(room) => {
-                    slot.forwarded += 1;
-                    room.clone()
-                }
-                None => match self.cluster.as_ref().filter(|c| c.is_connected()) {
-                    Some(cluster) => {
-                        let floor = slot.seq.load(Ordering::Relaxed);
-                        let body = Body::Message {
-                            room: name.to_string(),
-                            from: from.to_string(),
-                            data: data.get().to_owned(),
-                            ts: crate::protocol::now_ms(),
-                            token: cluster.token(),
-                            except: None,
-                        };
-                        let call = cluster.publish_sequenced(&name, body, floor);
-                        let seq = slot.seq.clone();
-                        cluster.spawn(async move {
-                            // Nobody here to deliver to: a failed publish is numbered here.
-                            let number = match call.await {
-                                Ok(number) => number,
-                                Err(_) => seq.fetch_add(1, Ordering::Relaxed) + 1,
-                            };
-                            let _ = reply.send(number);
-                        });
-                        return;
-                    }
-                    None => {
-                        let _ = reply.send(slot.seq.fetch_add(1, Ordering::Relaxed) + 1);
-                        return;
-                    }
-                },
+        let mut slots = self.slots.lock();
+        if let Some(slot) = slots.get_mut(&name) {
+            if let Some(room) = slot.room.clone() {
+                slot.forwarded += 1;
+                drop(slots);
+                room.send(RoomMsg::ServerPublish { from, data, reply });
+                return;
             }
-        };
-        room.send(RoomMsg::ServerPublish { from, data, reply });
+        }
+        match self.cluster.as_ref().filter(|c| c.is_connected()) {
+            // Nobody here to deliver to: Redis numbers it for the other
+            // nodes. Nothing is kept here for the room.
+            Some(cluster) => {
+                let floor = slots.get(&name).map_or(0, |slot| slot.seq.load(Ordering::Relaxed));
+                drop(slots);
+                let body = Body::Message {
+                    room: name.to_string(),
+                    from: from.to_string(),
+                    data: data.get().to_owned(),
+                    ts: crate::protocol::now_ms(),
+                    token: cluster.token(),
+                    except: None,
+                };
+                let call = cluster.publish_sequenced(&name, body, floor);
+                cluster.spawn(async move {
+                    // Without a number the reply port is dropped: the caller gets 503.
+                    if let Ok(seq) = call.await {
+                        let _ = reply.send(seq);
+                    }
+                });
+            }
+            None => {
+                let slot = slots.entry(name).or_insert_with(Slot::new);
+                let _ = reply.send(slot.seq.fetch_add(1, Ordering::Relaxed) + 1);
+            }
+        }
     }
 
     fn last_seq(&self, name: &str) -> u64 {
