@@ -109,6 +109,19 @@ pub struct ShapeArgs {
     pub max_loss: f64,
 }
 
+/// Where the publishers of `fanout` and `ramp` connect, when not to `--url`:
+/// another node of a cluster, to measure delivery from one node to another.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PublishArgs {
+    /// WebSocket URL (Socket.IO: base URL) of the publishing connections, the first
+    /// `--publishers` members of each room; the other members stay on `--url`.
+    #[arg(long)]
+    pub publish_url: Option<String>,
+    /// The process id of the server at `--publish-url`, for its CPU time.
+    #[arg(long, requires = "publish_url")]
+    pub publish_server_pid: Option<u32>,
+}
+
 /// `fanout`.
 #[derive(Debug, Clone, Args)]
 pub struct FanoutArgs {
@@ -116,6 +129,8 @@ pub struct FanoutArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub shape: ShapeArgs,
+    #[command(flatten)]
+    pub publish: PublishArgs,
     /// Publishes per second, all publishers together.
     #[arg(long)]
     pub rate: f64,
@@ -131,6 +146,8 @@ pub struct RampArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub shape: ShapeArgs,
+    #[command(flatten)]
+    pub publish: PublishArgs,
     /// Publishes per second of the first step.
     #[arg(long)]
     pub start_rate: f64,
@@ -159,8 +176,15 @@ pub fn parse_sources(text: &str) -> Result<Sources, String> {
                 let first: Ipv4Addr = first.trim().parse().map_err(|e| format!("{first}: {e}"))?;
                 let last_octet = match last.trim().parse::<Ipv4Addr>() {
                     Ok(addr) if addr.octets()[..3] == first.octets()[..3] => addr.octets()[3],
-                    Ok(addr) => return Err(format!("{first}-{addr}: a range may only vary the last octet")),
-                    Err(_) => last.trim().parse::<u8>().map_err(|e| format!("{last}: {e}"))?,
+                    Ok(addr) => {
+                        return Err(format!(
+                            "{first}-{addr}: a range may only vary the last octet"
+                        ))
+                    }
+                    Err(_) => last
+                        .trim()
+                        .parse::<u8>()
+                        .map_err(|e| format!("{last}: {e}"))?,
                 };
                 let [a, b, c, start] = first.octets();
                 if last_octet < start {
@@ -192,6 +216,88 @@ mod tests {
         let list = parse_sources("127.0.0.2,127.0.0.3").unwrap();
         assert_eq!(list.0, vec![Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)]);
         assert_eq!(parse_sources("127.0.0.2-3,127.0.0.9").unwrap().0.len(), 3);
+    }
+
+    fn parse(args: &[&str]) -> Result<Mode, clap::Error> {
+        Cli::try_parse_from(["herald-load"].iter().chain(args)).map(|cli| cli.mode)
+    }
+
+    const FANOUT: &[&str] = &[
+        "fanout",
+        "--rooms",
+        "2",
+        "--members",
+        "5",
+        "--publishers",
+        "1",
+        "--rate",
+        "10",
+        "--duration-secs",
+        "1",
+    ];
+
+    #[test]
+    fn publishers_connect_to_url_unless_publish_url_is_given() {
+        let Mode::Fanout(plain) = parse(FANOUT).unwrap() else {
+            panic!("not fanout")
+        };
+        assert_eq!(plain.publish.publish_url, None);
+        assert_eq!(plain.publish.publish_server_pid, None);
+
+        let flags = [
+            "--url",
+            "ws://127.0.0.1:9002/ws",
+            "--server-pid",
+            "2",
+            "--publish-url",
+            "ws://127.0.0.1:9001/ws",
+            "--publish-server-pid",
+            "1",
+        ];
+        let Mode::Fanout(split) = parse(&[FANOUT, &flags].concat()).unwrap() else {
+            panic!("not fanout")
+        };
+        assert_eq!(split.common.url, "ws://127.0.0.1:9002/ws");
+        assert_eq!(split.common.server_pid, Some(2));
+        assert_eq!(
+            split.publish.publish_url.as_deref(),
+            Some("ws://127.0.0.1:9001/ws")
+        );
+        assert_eq!(split.publish.publish_server_pid, Some(1));
+
+        let ramp = [
+            "ramp",
+            "--rooms",
+            "2",
+            "--members",
+            "5",
+            "--publishers",
+            "1",
+            "--start-rate",
+            "10",
+            "--publish-url",
+            "ws://127.0.0.1:9001/ws",
+        ];
+        let Mode::Ramp(ramp) = parse(&ramp).unwrap() else {
+            panic!("not ramp")
+        };
+        assert_eq!(
+            ramp.publish.publish_url.as_deref(),
+            Some("ws://127.0.0.1:9001/ws")
+        );
+    }
+
+    #[test]
+    fn publish_server_pid_needs_publish_url() {
+        assert!(parse(&[FANOUT, &["--publish-server-pid", "1"]].concat()).is_err());
+        assert!(parse(&[
+            "idle",
+            "--connections",
+            "1",
+            "--publish-url",
+            "ws://127.0.0.1:9001/ws"
+        ])
+        .is_err());
     }
 
     #[test]

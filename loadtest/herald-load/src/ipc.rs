@@ -30,6 +30,8 @@ pub enum Command {
 pub struct Setup {
     /// The exact URL to connect to, without a token.
     pub url: String,
+    /// The exact URL publishers connect to instead of `url`, without a token.
+    pub publish_url: Option<String>,
     pub dialect: Dialect,
     pub secret: Option<String>,
     pub sources: Vec<Ipv4Addr>,

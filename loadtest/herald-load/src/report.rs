@@ -62,6 +62,10 @@ pub struct FanoutReport {
     pub send_lag_ms: BriefPercentiles,
     pub server_cpu_secs: Option<f64>,
     pub deliveries_per_server_cpu_sec: Option<f64>,
+    /// CPU of the server at `--publish-url`, over the same time as
+    /// `server_cpu_secs`; only with `--publish-server-pid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_server_cpu_secs: Option<f64>,
     #[serde(flatten)]
     pub trouble: Trouble,
     pub connect_failures: u64,
@@ -184,6 +188,7 @@ mod tests {
             send_lag_ms: BriefPercentiles::default(),
             server_cpu_secs: None,
             deliveries_per_server_cpu_sec: None,
+            publish_server_cpu_secs: None,
             trouble: Trouble::default(),
             connect_failures: 0,
             held: false,
@@ -228,6 +233,10 @@ mod tests {
             assert!(v.get(key).is_some(), "{key} missing from {v}");
         }
         assert!(v["server_cpu_secs"].is_null());
+        assert!(
+            v.get("publish_server_cpu_secs").is_none(),
+            "only with --publish-server-pid: {v}"
+        );
         assert!(v["latency_ms"]["p999"].is_number());
     }
 }

@@ -133,7 +133,87 @@ fn fanout_delivers_every_message_to_every_member() {
     let l = &r["latency_ms"];
     let p: Vec<f64> = ["p50", "p90", "p99", "p999", "max"].iter().map(|k| l[k].as_f64().unwrap()).collect();
     assert!(p[0] > 0.0, "{r}");
-    assert!(p.windows(2).all(|w| w[0] <= w[1]), "percentiles out of order: {r}");
+    assert!(
+        p.windows(2).all(|w| w[0] <= w[1]),
+        "percentiles out of order: {r}"
+    );
+}
+
+#[test]
+fn publish_url_takes_the_publishers_and_only_them() {
+    let addr = start(config());
+    let url = ws_url(addr);
+    let pid = std::process::id().to_string();
+    let shape = [
+        "fanout",
+        "--rooms",
+        "2",
+        "--members",
+        "5",
+        "--publishers",
+        "1",
+        "--rate",
+        "100",
+        "--duration-secs",
+        "1",
+        "--warmup-secs",
+        "0.5",
+        "--max-p99-ms",
+        ANY_LATENCY,
+        "--url",
+        url.as_str(),
+    ];
+    // The same server behind `--publish-url`: every member still gets every message.
+    let run = herald_load(
+        &[
+            &shape[..],
+            &[
+                "--publish-url",
+                &url,
+                "--server-pid",
+                &pid,
+                "--publish-server-pid",
+                &pid,
+            ][..],
+        ]
+        .concat(),
+    );
+    let r = &run.report;
+    assert!(run.success, "{r}\n{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the 2 publishers among them connect to"),
+        "{}",
+        run.stderr
+    );
+    let published = u(r, "published");
+    assert!(published > 0, "{r}");
+    assert_eq!(u(r, "deliveries"), published * 5, "{r}");
+    assert_eq!(r["loss"].as_f64(), Some(0.0));
+    assert!(r["publish_server_cpu_secs"].is_number(), "{r}");
+
+    // Nothing listens at `--publish-url`: exactly the publishers fail to open.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nowhere = format!("ws://127.0.0.1:{port}/ws");
+    let run = herald_load(
+        &[
+            &shape[..],
+            &["--publish-url", &nowhere, "--connect-timeout-secs", "20"][..],
+        ]
+        .concat(),
+    );
+    let r = &run.report;
+    assert!(!run.success, "{r}");
+    assert_eq!(u(r, "connect_failures"), 2, "{r}");
+    assert_eq!(u(r, "published"), 0, "{r}");
+    assert!(
+        r.get("publish_server_cpu_secs").is_none(),
+        "no --publish-server-pid, no figure: {r}"
+    );
 }
 
 #[test]

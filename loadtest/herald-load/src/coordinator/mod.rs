@@ -10,7 +10,9 @@ mod workers;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::cli::{CommonArgs, Dialect, FanoutArgs, IdleArgs, Mode, RampArgs, ShapeArgs};
+use crate::cli::{
+    CommonArgs, Dialect, FanoutArgs, IdleArgs, Mode, PublishArgs, RampArgs, ShapeArgs,
+};
 use crate::histogram::{round3, Micros};
 use crate::ipc::{Command, Connected, Event, RoomPlan, StepDone, Trouble};
 use crate::report::{ConnectSummary, FanoutReport, IdleReport, RampReport, Thresholds, Verdict};
@@ -62,18 +64,25 @@ fn finish<R: Verdict>(report: &R, json: bool) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// The URL workers connect to.
-fn target_url(common: &CommonArgs) -> Result<String, String> {
-    if !common.url.starts_with("ws://") {
-        return Err(format!("{}: only ws:// URLs are supported", common.url));
+/// The URL workers connect to for the `url` given on the command line.
+fn target_url(url: &str, dialect: Dialect) -> Result<String, String> {
+    if !url.starts_with("ws://") {
+        return Err(format!("{url}: only ws:// URLs are supported"));
     }
-    Ok(match common.dialect {
-        Dialect::Herald => common.url.clone(),
-        Dialect::Socketio => format!("{}/socket.io/?EIO=4&transport=websocket", common.url.trim_end_matches('/')),
+    Ok(match dialect {
+        Dialect::Herald => url.to_string(),
+        Dialect::Socketio => format!(
+            "{}/socket.io/?EIO=4&transport=websocket",
+            url.trim_end_matches('/')
+        ),
     })
 }
 
-fn share(common: &CommonArgs, rooms: Option<RoomPlan>) -> Result<Share, String> {
+fn share(
+    common: &CommonArgs,
+    publish_url: Option<&str>,
+    rooms: Option<RoomPlan>,
+) -> Result<Share, String> {
     let secret = match (common.dialect, &common.secret) {
         (Dialect::Socketio, Some(_)) => {
             eprintln!("herald-load: --secret applies to the Herald dialect only; ignored");
@@ -82,7 +91,10 @@ fn share(common: &CommonArgs, rooms: Option<RoomPlan>) -> Result<Share, String> 
         (_, secret) => secret.clone(),
     };
     Ok(Share {
-        url: target_url(common)?,
+        url: target_url(&common.url, common.dialect)?,
+        publish_url: publish_url
+            .map(|url| target_url(url, common.dialect))
+            .transpose()?,
         dialect: common.dialect,
         secret,
         sources: common.sources.0.clone(),
@@ -92,17 +104,33 @@ fn share(common: &CommonArgs, rooms: Option<RoomPlan>) -> Result<Share, String> 
 }
 
 /// Spawns the workers and waits until every connection has opened or failed.
-fn connect(common: &CommonArgs, total: usize, rooms: Option<RoomPlan>) -> Result<(Workers, ConnectSummary, Trouble), String> {
+/// With `publish_url`, the publishers of `rooms` connect there instead of to `--url`.
+fn connect(
+    common: &CommonArgs,
+    publish_url: Option<&str>,
+    total: usize,
+    rooms: Option<RoomPlan>,
+) -> Result<(Workers, ConnectSummary, Trouble), String> {
     if total == 0 {
         return Err("nothing to connect: the run needs at least one connection".into());
     }
     if common.per_process == 0 {
         return Err("--per-process must be at least 1".into());
     }
-    let share = share(common, rooms)?;
+    let share = share(common, publish_url, rooms)?;
     let started = Instant::now();
     let mut workers = Workers::spawn(&share, total, common.per_process)?;
-    eprintln!("herald-load: opening {total} connections to {} from {} worker process(es)", share.url, workers.len());
+    eprintln!(
+        "herald-load: opening {total} connections to {} from {} worker process(es)",
+        share.url,
+        workers.len()
+    );
+    if let (Some(url), Some(plan)) = (&share.publish_url, rooms) {
+        eprintln!(
+            "herald-load: the {} publishers among them connect to {url}",
+            plan.total_publishers()
+        );
+    }
     let deadline = started + share.connect_timeout + REPORT_SLACK;
     let reports = workers.gather(deadline, "connected", |e| match e {
         Event::Connected(c) => Some(c),
@@ -156,7 +184,7 @@ fn close(mut workers: Workers) -> Result<Trouble, String> {
 fn idle(args: &IdleArgs) -> Result<IdleReport, String> {
     let server = args.common.server_pid.map(ServerProcess::new);
     let rss_before = server.and_then(|s| s.rss_kb());
-    let (workers, connect, mut trouble) = connect(&args.common, args.connections, None)?;
+    let (workers, connect, mut trouble) = connect(&args.common, None, args.connections, None)?;
     eprintln!("herald-load: holding for {} s", args.hold_secs);
     let cpu_before = server.and_then(|s| s.cpu_secs());
     std::thread::sleep(Duration::from_secs(args.hold_secs));
@@ -205,11 +233,42 @@ fn check_rate(rate: f64, secs: f64) -> Result<(), String> {
     }
 }
 
+/// The servers whose CPU time a step measures.
+#[derive(Debug, Clone, Copy)]
+struct Servers {
+    /// The server at `--url`.
+    server: Option<ServerProcess>,
+    /// The server at `--publish-url`.
+    publish_server: Option<ServerProcess>,
+}
+
+impl Servers {
+    fn new(common: &CommonArgs, publish: &PublishArgs) -> Self {
+        Self {
+            server: common.server_pid.map(ServerProcess::new),
+            publish_server: publish.publish_server_pid.map(ServerProcess::new),
+        }
+    }
+
+    /// CPU seconds of each server, `None` for one not given or gone.
+    fn cpu_secs(&self) -> (Option<f64>, Option<f64>) {
+        (
+            self.server.and_then(|s| s.cpu_secs()),
+            self.publish_server.and_then(|s| s.cpu_secs()),
+        )
+    }
+}
+
+/// CPU seconds spent between two readings of the same server.
+fn cpu_between(start: Option<f64>, end: Option<f64>) -> Option<f64> {
+    start.zip(end).map(|(s, e)| e - s)
+}
+
 /// Runs one step at `rate` on open connections and reports it.
 fn step(
     workers: &mut Workers,
     shape: &ShapeArgs,
-    server: Option<ServerProcess>,
+    servers: Servers,
     rate: f64,
     window_secs: f64,
     connect_failures: u64,
@@ -226,14 +285,21 @@ fn step(
     eprintln!("herald-load: step at {rate} publishes/s for {window_secs} s (after {} s warm-up)", shape.warmup_secs);
     workers.broadcast(&Command::Step(step))?;
     sleep_until_us(step.window_start_us());
-    let cpu_start = server.and_then(|s| s.cpu_secs());
+    let (cpu_start, publish_cpu_start) = servers.cpu_secs();
     sleep_until_us(step.end_us());
-    let cpu_end = server.and_then(|s| s.cpu_secs());
+    let (cpu_end, publish_cpu_end) = servers.cpu_secs();
     let reports = workers.gather(Instant::now() + REPORT_SLACK, "step_done", |e| match e {
         Event::StepDone(done) => Some(done),
         _ => None,
     })?;
-    let mut report = fanout_report(shape, rate, window_secs, &reports, cpu_start.zip(cpu_end).map(|(s, e)| e - s));
+    let mut report = fanout_report(
+        shape,
+        rate,
+        window_secs,
+        &reports,
+        cpu_between(cpu_start, cpu_end),
+    );
+    report.publish_server_cpu_secs = cpu_between(publish_cpu_start, publish_cpu_end).map(round3);
     report.connect_failures = connect_failures;
     report.judge(Thresholds { max_p99_ms: shape.max_p99_ms, max_loss: shape.max_loss });
     eprintln!(
@@ -289,7 +355,10 @@ fn fanout_report(shape: &ShapeArgs, rate: f64, window_secs: f64, reports: &[Step
         latency_ms: latency.percentiles(),
         send_lag_ms: send_lag.brief_percentiles(),
         server_cpu_secs: cpu,
-        deliveries_per_server_cpu_sec: cpu.filter(|c| *c > 0.0).map(|c| (deliveries as f64 / c).round()),
+        deliveries_per_server_cpu_sec: cpu
+            .filter(|c| *c > 0.0)
+            .map(|c| (deliveries as f64 / c).round()),
+        publish_server_cpu_secs: None,
         trouble,
         connect_failures: 0,
         held: false,
@@ -304,9 +373,22 @@ fn sleep_until_us(t_us: u64) {
 fn fanout(args: &FanoutArgs) -> Result<FanoutReport, String> {
     check_rate(args.rate, args.duration_secs)?;
     let plan = room_plan(&args.shape)?;
-    let server = args.common.server_pid.map(ServerProcess::new);
-    let (mut workers, connect, before) = connect(&args.common, plan.rooms * plan.members, Some(plan))?;
-    let mut report = step(&mut workers, &args.shape, server, args.rate, args.duration_secs, connect.connect_failures)?;
+    let servers = Servers::new(&args.common, &args.publish);
+    let publish_url = args.publish.publish_url.as_deref();
+    let (mut workers, connect, before) = connect(
+        &args.common,
+        publish_url,
+        plan.rooms * plan.members,
+        Some(plan),
+    )?;
+    let mut report = step(
+        &mut workers,
+        &args.shape,
+        servers,
+        args.rate,
+        args.duration_secs,
+        connect.connect_failures,
+    )?;
     // Trouble before the step (while joining) and after it (while closing)
     // belongs to the run as much as trouble during it.
     report.trouble.add(&before);
@@ -321,13 +403,26 @@ fn ramp(args: &RampArgs) -> Result<RampReport, String> {
         return Err("--factor must be greater than 1".into());
     }
     let plan = room_plan(&args.shape)?;
-    let server = args.common.server_pid.map(ServerProcess::new);
-    let (mut workers, connect, before) = connect(&args.common, plan.rooms * plan.members, Some(plan))?;
+    let servers = Servers::new(&args.common, &args.publish);
+    let publish_url = args.publish.publish_url.as_deref();
+    let (mut workers, connect, before) = connect(
+        &args.common,
+        publish_url,
+        plan.rooms * plan.members,
+        Some(plan),
+    )?;
     let mut trouble = before;
     let mut steps: Vec<FanoutReport> = Vec::new();
     let mut rate = args.start_rate;
     while rate <= args.max_rate {
-        let report = step(&mut workers, &args.shape, server, rate, args.step_secs, connect.connect_failures)?;
+        let report = step(
+            &mut workers,
+            &args.shape,
+            servers,
+            rate,
+            args.step_secs,
+            connect.connect_failures,
+        )?;
         trouble.add(&report.trouble);
         let held = report.held;
         steps.push(report);
@@ -346,4 +441,51 @@ fn ramp(args: &RampArgs) -> Result<RampReport, String> {
         steps,
         trouble,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn common(dialect: &str) -> CommonArgs {
+        let cli = Cli::try_parse_from([
+            "herald-load",
+            "idle",
+            "--connections",
+            "1",
+            "--dialect",
+            dialect,
+            "--url",
+            "ws://127.0.0.1:3000",
+        ]);
+        match cli.unwrap().mode {
+            Mode::Idle(args) => args.common,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn publish_url_is_checked_and_shaped_like_url() {
+        assert_eq!(
+            share(&common("herald"), None, None).unwrap().publish_url,
+            None
+        );
+        let herald = share(&common("herald"), Some("ws://127.0.0.1:3001/ws"), None).unwrap();
+        assert_eq!(
+            herald.publish_url.as_deref(),
+            Some("ws://127.0.0.1:3001/ws")
+        );
+        let socketio = share(&common("socketio"), Some("ws://127.0.0.1:3001/"), None).unwrap();
+        assert_eq!(
+            socketio.url,
+            "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket"
+        );
+        assert_eq!(
+            socketio.publish_url.as_deref(),
+            Some("ws://127.0.0.1:3001/socket.io/?EIO=4&transport=websocket")
+        );
+        assert!(share(&common("herald"), Some("http://127.0.0.1:3001/ws"), None).is_err());
+    }
 }

@@ -25,6 +25,8 @@ pub struct Workers {
 /// The part of a setup that is the same for every worker.
 pub struct Share {
     pub url: String,
+    /// Where the publishers connect instead of `url`.
+    pub publish_url: Option<String>,
     pub dialect: crate::cli::Dialect,
     pub secret: Option<String>,
     pub sources: Vec<std::net::Ipv4Addr>,
@@ -86,6 +88,7 @@ impl Workers {
             });
             let setup = Setup {
                 url: share.url.clone(),
+                publish_url: share.publish_url.clone(),
                 dialect: share.dialect,
                 secret: share.secret.clone(),
                 sources: share.sources.clone(),

@@ -49,7 +49,9 @@ pub(super) async fn run(
         let (ws, authenticated) = match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(reason)) => return connect.failed(&format!("#{}: {reason}", plan.index)),
-            Err(_) => return connect.failed(&format!("#{}: no welcome before the deadline", plan.index)),
+            Err(_) => {
+                return connect.failed(&format!("#{}: no welcome before the deadline", plan.index))
+            }
         };
         connect.connected += 1;
         connect.authenticated += authenticated as u64;
@@ -84,13 +86,18 @@ fn websocket_config() -> WebSocketConfig {
 /// TCP connect from the plan's source address, WebSocket handshake, welcome,
 /// and the join. Returns the stream and whether the welcome named a user.
 async fn open(shared: &Shared, plan: &Plan) -> Result<(Ws, bool), String> {
-    let stream = tcp_connect(shared.target, plan).await?;
+    let endpoint = shared.endpoint_of(plan);
+    let stream = tcp_connect(endpoint.target, plan).await?;
     let url = match &shared.secret {
         Some(secret) => {
-            let separator = if shared.url.contains('?') { '&' } else { '?' };
-            format!("{}{separator}token={}", shared.url, crate::token::mint(secret, plan.index)?)
+            let separator = if endpoint.url.contains('?') { '&' } else { '?' };
+            format!(
+                "{}{separator}token={}",
+                endpoint.url,
+                crate::token::mint(secret, plan.index)?
+            )
         }
-        None => shared.url.clone(),
+        None => endpoint.url.clone(),
     };
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(websocket_config()))
         .await

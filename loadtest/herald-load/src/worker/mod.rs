@@ -43,12 +43,28 @@ pub(crate) enum Phase {
     Close,
 }
 
+/// Where a connection goes: the URL of its handshake and the address behind it.
+pub(crate) struct Endpoint {
+    pub url: String,
+    pub target: SocketAddr,
+}
+
+impl Endpoint {
+    async fn resolve(url: &str) -> Result<Self, String> {
+        Ok(Self {
+            url: url.to_string(),
+            target: resolve(url).await?,
+        })
+    }
+}
+
 /// State shared by the worker's connection tasks.
 pub(crate) struct Shared {
     pub dialect: Dialect,
     pub secret: Option<String>,
-    pub url: String,
-    pub target: SocketAddr,
+    pub endpoint: Endpoint,
+    /// Where publishers connect instead of `endpoint`.
+    pub publish_endpoint: Option<Endpoint>,
     pub pad: String,
     /// The step whose window deliveries are measured against, if one runs.
     pub step: Cell<Option<Step>>,
@@ -58,6 +74,16 @@ pub(crate) struct Shared {
     pub live: Cell<usize>,
     /// Woken when a connection finishes opening (either way) or a task ends.
     pub progress: Notify,
+}
+
+impl Shared {
+    /// The endpoint of the connection planned by `plan`.
+    pub fn endpoint_of(&self, plan: &Plan) -> &Endpoint {
+        match (&self.publish_endpoint, plan.publisher) {
+            (Some(publish), Some(_)) => publish,
+            _ => &self.endpoint,
+        }
+    }
 }
 
 /// Measurements of the running step, and trouble since the last report.
@@ -128,18 +154,24 @@ async fn serve() -> Result<(), String> {
         Some(other) => return Err(format!("expected setup first, got {other:?}")),
         None => return Ok(()),
     };
-    let target = resolve(&setup.url).await?;
+    let endpoint = Endpoint::resolve(&setup.url).await?;
+    let publish_endpoint = match &setup.publish_url {
+        Some(url) => Some(Endpoint::resolve(url).await?),
+        None => None,
+    };
     let mut setup = setup;
-    if !target.ip().is_loopback() && !setup.sources.is_empty() {
-        // Loopback source addresses cannot reach another host.
-        eprintln!("herald-load worker: {target} is not a loopback address; connecting without --sources");
-        setup.sources.clear();
+    for Endpoint { target, .. } in std::iter::once(&endpoint).chain(&publish_endpoint) {
+        if !target.ip().is_loopback() && !setup.sources.is_empty() {
+            // Loopback source addresses cannot reach another host.
+            eprintln!("herald-load worker: {target} is not a loopback address; connecting without --sources");
+            setup.sources.clear();
+        }
     }
     let shared = Rc::new(Shared {
         dialect: setup.dialect,
         secret: setup.secret.clone(),
-        url: setup.url.clone(),
-        target,
+        endpoint,
+        publish_endpoint,
         pad: dialect::padding(setup.rooms.map_or(0, |r| r.payload_bytes)),
         step: Cell::new(None),
         stats: RefCell::new(Stats::default()),
