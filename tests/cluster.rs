@@ -475,6 +475,44 @@ fn kill_subscribers(redis: &RedisServer) {
     assert!(reply[..n].starts_with(b":"), "CLIENT KILL answered {:?}", String::from_utf8_lossy(&reply[..n]));
 }
 
+/// How many subscribers Redis counts on `channel`.
+fn subscribers(redis: &RedisServer, channel: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    let command = format!("*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n${}\r\n{channel}\r\n", channel.len());
+    stream.write_all(command.as_bytes()).unwrap();
+    let mut reply = vec![0u8; 256];
+    let n = stream.read(&mut reply).unwrap();
+    // *2 $len channel :count
+    let text = String::from_utf8_lossy(&reply[..n]).to_string();
+    text.lines().find_map(|l| l.strip_prefix(':')).and_then(|c| c.trim().parse().ok()).expect("a NUMSUB count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_subscribe_to_a_room_only_while_they_have_members_in_it() {
+    let redis = RedisServer::start();
+    let (a, b) = tokio::join!(Node::start("a", redis.url(), true), Node::start("b", redis.url(), true));
+    let count = |channel: &'static str, n: u64| {
+        let redis = &redis;
+        async move { eventually(WAIT, || async { subscribers(redis, channel) == n }).await }
+    };
+    assert!(count("herald:room:t", 0).await);
+    let mut alice = a.client("alice").await;
+    assert!(count("herald:user:alice", 1).await, "a user's channel while the user is online here");
+    alice.join("t").await;
+    assert!(count("herald:room:t", 1).await);
+    let mut bob = b.client("bob").await;
+    bob.join("t").await;
+    assert!(count("herald:room:t", 2).await);
+    alice.request(json!({"type": "leave", "room": "t"})).await;
+    assert!(count("herald:room:t", 1).await, "a has no member left in t");
+    bob.close().await;
+    assert!(count("herald:room:t", 0).await);
+    alice.close().await;
+    assert!(count("herald:user:alice", 0).await);
+    assert_eq!(subscribers(&redis, "herald:broadcast"), 2, "every node hears broadcasts");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_brief_disconnect_missed_is_caught_up() {
     let redis = RedisServer::start();
