@@ -212,12 +212,15 @@ impl Cluster {
     }
 
     /// `user` now has a connection in `room` on this node (its first).
-    pub fn room_joined(self: &Arc<Self>, room: &Arc<str>, user: &Arc<str>) {
-        self.background("room join", self.directory.room_joined(&self.node, room, user));
+    /// Resolves once the directory has the entry (or could not be told),
+    /// so a `joined` answered after it is visible on every node.
+    pub fn room_joined(self: &Arc<Self>, room: &Arc<str>, user: &Arc<str>) -> Pending<()> {
+        let written = self.checked("room join", self.directory.room_joined(&self.node, room, user));
         self.publish(
             &Channel::Room(room.clone()),
             Body::Presence { room: room.to_string(), user: user.to_string(), joined: true },
         );
+        written
     }
 
     /// `user` no longer has a connection in `room` on this node.

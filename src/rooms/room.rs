@@ -27,7 +27,7 @@ use serde_json::value::RawValue;
 use super::shard::ShardMsg;
 use crate::cluster::codec::Body;
 use crate::cluster::directory::Changes;
-use crate::cluster::relay::{Channel, RelayError};
+use crate::cluster::relay::{Channel, Pending, RelayError};
 use crate::cluster::Cluster;
 use crate::connection::{ConnId, Delivery, Member, Outbox};
 use crate::metrics::Metrics;
@@ -228,9 +228,19 @@ impl RoomCell {
             RoomMsg::Join { member, reply } => {
                 // Only a transport that writes `joined` needs the user list.
                 let users_wanted = member.outbox.carries(ServerKind::Joined);
-                state.join(member);
+                let written = state.join(member);
                 let users = if users_wanted { state.users() } else { Vec::new() };
-                let _ = reply.send(JoinReply { room: self.clone(), users });
+                let answer = JoinReply { room: self.clone(), users };
+                match (written, &state.cluster) {
+                    // Answered once the other nodes can see the new user.
+                    (Some(written), Some(clustered)) => clustered.cluster.spawn(async move {
+                        let _ = written.await;
+                        let _ = reply.send(answer);
+                    }),
+                    _ => {
+                        let _ = reply.send(answer);
+                    }
+                }
             }
             RoomMsg::Leave { conn } => state.remove(conn),
             RoomMsg::Publish(publication) => match state.relaying() {
@@ -341,24 +351,26 @@ impl RoomState {
         }
     }
 
-    fn join(&mut self, member: Member) {
+    /// Adds a member. With clustering, returns the directory write of a
+    /// user new to the room on this node.
+    fn join(&mut self, member: Member) -> Option<Pending<()>> {
         if self.members.contains_key(&member.conn) {
-            return;
+            return None;
         }
         self.members.insert(member.conn, (member.user.clone(), member.outbox));
         let elsewhere = self.present(&member.user);
         let count = self.users.entry(member.user.clone()).or_insert(0);
         *count += 1;
-        if *count == 1 {
-            self.presence.room_joined(self.name.clone(), member.user.clone());
-            if let Some(clustered) = &self.cluster {
-                clustered.cluster.room_joined(&self.name, &member.user);
-            }
-            if !elsewhere {
-                let frame = ServerFrame::UserJoined { room: &self.name, user: &member.user }.encode();
-                self.fan_out(&frame, Some(member.conn));
-            }
+        if *count != 1 {
+            return None;
         }
+        self.presence.room_joined(self.name.clone(), member.user.clone());
+        let written = self.cluster.as_ref().map(|c| c.cluster.room_joined(&self.name, &member.user));
+        if !elsewhere {
+            let frame = ServerFrame::UserJoined { room: &self.name, user: &member.user }.encode();
+            self.fan_out(&frame, Some(member.conn));
+        }
+        written
     }
 
     fn remove(&mut self, conn: ConnId) {
