@@ -38,6 +38,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub supervision: SupervisionConfig,
     pub debug: DebugConfig,
+    pub log: LogConfig,
 }
 
 /// `[server]`: where Herald listens and how this node names itself.
@@ -187,6 +188,33 @@ pub struct DebugConfig {
     pub fault_injection: bool,
 }
 
+/// `[log]`: what the server writes to stderr.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `"text"`: one human-readable line per event; `"json"`: one JSON
+    /// object per line, for log pipelines. Default `"text"`.
+    pub format: LogFormat,
+    /// The least severe level written (`error`, `warn`, `info`, `debug`,
+    /// `trace`), or a filter such as `"info,herald::cluster=debug"`. The
+    /// `RUST_LOG` environment variable, when set, takes its place. Default `"info"`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// How log lines are written: the values of `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// `[cluster]`: relaying between nodes through Redis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -333,6 +361,9 @@ impl Config {
         }
         if self.cluster.node_ttl_ms < 1000 {
             return Err(invalid("cluster.node_ttl_ms", "must be at least 1000"));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return Err(invalid("log.level", format!("{error}: use error, warn, info, debug, trace or a filter like \"info,herald=debug\"")));
         }
         Ok(())
     }

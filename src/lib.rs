@@ -21,6 +21,7 @@
 //! - [`node`]: the services one node shares between its connections.
 //! - [`server`]: runtimes, listening socket and HTTP server, put together.
 //! - [`metrics`]: the Prometheus registry and every metric.
+//! - [`logging`]: structured logs (`log.format`, `log.level`).
 //! - [`rpc`]: request/reply to actors with a deadline.
 //! - [`cluster`]: nodes acting as one through Redis: codec, backplane, relay,
 //!   directory (cluster-wide presence and liveness) and the cluster link actor.
@@ -29,6 +30,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod logging;
 pub mod connection;
 pub mod metrics;
 pub mod node;

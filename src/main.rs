@@ -27,7 +27,8 @@ Configuration:
   timeout_ms; [limits] max_message_bytes, rate_per_sec, rate_burst, rate_strikes,
   max_rooms_per_conn, outbound_queue, max_connections; [heartbeat] interval_ms,
   timeout_ms; [api] key; [cluster] enabled, redis_url, node_ttl_ms;
-  [supervision] max_restarts, window_ms; [debug] fault_injection.
+  [supervision] max_restarts, window_ms; [debug] fault_injection; [log] format,
+  level.
   See README.md for what each key does and its default.
 
 Signals:
@@ -39,7 +40,9 @@ Exit status:
   keeps failing past supervision.max_restarts and the node stops itself.
 
 Logging:
-  RUST_LOG sets the log filter (default: info), e.g. RUST_LOG=herald=debug.";
+  To stderr, as text or JSON lines (log.format), at log.level (default: info;
+  debug adds a line per connection opened, authenticated, closing and closed).
+  RUST_LOG, when set, replaces log.level, e.g. RUST_LOG=herald=debug.";
 
 /// Herald: a real-time WebSocket engine for very many concurrent connections.
 #[derive(Parser)]
@@ -68,13 +71,6 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let (path, required) = match cli.config {
         Some(path) => (path, true),
         None => (PathBuf::from("config.toml"), false),
@@ -84,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", effective_toml(&config));
         return Ok(());
     }
+    herald::logging::init(&config.log);
     Server::bind(config)?.with_signal_handling().run()?;
     Ok(())
 }

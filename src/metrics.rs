@@ -1,13 +1,19 @@
 //! Prometheus metrics: one registry per server, every series named
-//! `herald_<subsystem>_<name>`.
+//! `herald_<subsystem>_<name>` in base units (`_seconds`, `_bytes`), counters
+//! ending in `_total`, labels from small fixed sets (never a room or a user).
 //!
-//! Labelled children are resolved once at start-up into arrays indexed by the
-//! frame kind, so the hot path is a relaxed atomic add with no hashing and no
-//! lock. Label values come from the fixed sets in [`crate::protocol`].
+//! Labelled children are resolved once at start-up into arrays indexed by
+//! their label's enum, so the hot path is a relaxed atomic add with no
+//! hashing and no lock. What is cheaper to read than to track (the deepest
+//! outbound queue, whether Redis is up) is sampled when `/metrics` is
+//! scraped, by [`crate::transport::http`].
+
+use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::api::ApiRoute;
@@ -37,8 +43,70 @@ impl Refusal {
     }
 }
 
-/// A kind of actor: the `actor` label of `herald_actor_failures_total` and
-/// `herald_actor_restarts_total`.
+/// Why the server ended a connection for something its client did or did
+/// not do: the `reason` label of `herald_connections_dropped_total`. The
+/// first three also drop frames: the `reason` label of `herald_frames_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Too many rate-limited frames in a row (close 1008); a frame: refused with `RATE_LIMITED`.
+    RateLimit,
+    /// A message over `limits.max_message_bytes` (close 1009).
+    Size,
+    /// The outbound queue overflowed (close 4008); a frame: not queued to it.
+    SlowConsumer,
+    /// Nothing heard for `heartbeat.timeout_ms`.
+    Heartbeat,
+    /// No valid authentication: a bad token (4002), none in time (4001), or
+    /// a frame before it (4003).
+    Auth,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 5] = [Self::RateLimit, Self::Size, Self::SlowConsumer, Self::Heartbeat, Self::Auth];
+    /// The faults that drop frames, in the order of `herald_frames_dropped_total`'s children.
+    pub const FRAME: [Fault; 3] = [Self::RateLimit, Self::Size, Self::SlowConsumer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimit => "rate_limit",
+            Self::Size => "size",
+            Self::SlowConsumer => "slow_consumer",
+            Self::Heartbeat => "heartbeat",
+            Self::Auth => "auth",
+        }
+    }
+}
+
+/// The close codes `herald_connections_closed_total` counts one by one; any
+/// other is `other`. 1006 stands for a connection that ended without a close
+/// code: its client vanished, its socket was shut, or an SSE client left.
+pub const CLOSE_CODES: [u16; 12] = [1000, 1001, 1002, 1006, 1007, 1008, 1009, 1011, 4001, 4002, 4003, 4008];
+
+/// The code of a connection that ended without one.
+pub const NO_CLOSE_CODE: u16 = 1006;
+
+/// Where a published message came from: the `source` label of `herald_messages_published_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A client's `publish` frame.
+    Client,
+    /// `POST /api/publish`.
+    Api,
+}
+
+impl Source {
+    pub const ALL: [Source; 2] = [Self::Client, Self::Api];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Api => "api",
+        }
+    }
+}
+
+/// A kind of actor: the `actor` label of `herald_actor_failures_total`,
+/// `herald_actor_restarts_total` and `herald_actor_mailbox_backlog`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActorKind {
     Room,
@@ -94,34 +162,56 @@ impl StatusClass {
     }
 }
 
+/// Buckets of latencies inside one node: 50 µs to 1 s.
+const LOCAL_BUCKETS: [f64; 14] =
+    [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Buckets of latencies through Redis or over HTTP: 100 µs to 2.5 s.
+const NETWORK_BUCKETS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
 /// Every metric Herald exports.
 pub struct Metrics {
     registry: Registry,
-    /// `herald_connections_open{transport}`, indexed by [`TransportKind`].
+    /// `herald_build_info{version,node}`: always 1; names the node behind an instance.
+    build_info: IntGaugeVec,
+    /// `herald_connections_open{transport}`.
     connections_open: Vec<IntGauge>,
-    /// `herald_connections_accepted_total{transport}`, indexed by [`TransportKind`].
+    /// `herald_connections_accepted_total{transport}`.
     connections_accepted: Vec<IntCounter>,
-    /// `herald_rooms`: room actors alive on this node (rooms with local members).
-    pub rooms: IntGauge,
-    /// `herald_slow_consumers_total`: connections closed (4008) because their queue was full.
-    pub slow_consumers: IntCounter,
-    /// `herald_rate_limited_frames_total`: client frames refused with `RATE_LIMITED`.
-    pub rate_limited: IntCounter,
-    /// `herald_rate_limit_closes_total`: connections closed (1008) after too many rate-limited frames.
-    pub rate_limit_closes: IntCounter,
-    /// `herald_oversized_frames_total`: client messages over `max_message_bytes` (close 1009).
-    pub oversized: IntCounter,
-    /// `herald_heartbeat_timeouts_total`: connections dropped for silence.
-    pub heartbeat_timeouts: IntCounter,
-    /// `herald_accept_errors_total`: failed `accept` calls (e.g. out of file descriptors).
-    pub accept_errors: IntCounter,
+    /// `herald_connections_refused_total{reason}`, by [`Refusal`].
     refused: Vec<IntCounter>,
-    actor_failures: Vec<IntCounter>,
-    actor_restarts: Vec<IntCounter>,
+    /// `herald_connections_closed_total{code}`: [`CLOSE_CODES`], then `other`.
+    closed: Vec<IntCounter>,
+    /// `herald_connections_dropped_total{reason}`, by [`Fault`].
+    dropped: Vec<IntCounter>,
+    /// `herald_connections_accept_errors_total`: failed `accept` calls (e.g. out of file descriptors).
+    pub accept_errors: IntCounter,
+    /// `herald_connections_queue_depth_max`: the longest outbound queue of any connection, sampled at scrape.
+    pub queue_depth_max: IntGauge,
     frames_in: Vec<IntCounter>,
     frames_out: Vec<IntCounter>,
+    /// `herald_frames_dropped_total{reason}`, by [`Fault::FRAME`].
+    frames_dropped: Vec<IntCounter>,
+    bytes_in: Vec<IntCounter>,
+    bytes_out: Vec<IntCounter>,
+    /// `herald_rooms_active`: room actors alive on this node (rooms with local members).
+    pub rooms: IntGauge,
+    /// `herald_rooms_memberships`: (connection, room) pairs on this node.
+    pub memberships: IntGauge,
+    /// `herald_users_online`: distinct users with a connection on this node.
+    pub users_online: IntGauge,
+    published: Vec<IntCounter>,
+    /// `herald_messages_delivered_total`: `message` frames rooms queued to their members.
+    pub delivered: IntCounter,
+    /// `herald_messages_publish_latency_seconds`: from a publish reaching the server to its
+    /// room having queued it to every local member.
+    pub publish_latency: Histogram,
+    actor_failures: Vec<IntCounter>,
+    actor_restarts: Vec<IntCounter>,
+    mailbox_backlog: Vec<IntGauge>,
     /// Indexed by `route * StatusClass::ALL.len() + class`.
     api_requests: Vec<IntCounter>,
+    api_duration: Vec<Histogram>,
     /// `herald_cluster_relayed_total{direction="out"}`: envelopes this node published to the backplane.
     pub relayed_out: IntCounter,
     /// `herald_cluster_relayed_total{direction="in"}`: envelopes from other nodes handled here.
@@ -137,126 +227,205 @@ pub struct Metrics {
     pub relay_latency: Histogram,
 }
 
+/// Creates metrics and registers each as it is made.
+struct Builder(Registry);
+
+impl Builder {
+    fn register<C: Collector + Clone + 'static>(&self, collector: C) -> C {
+        // Names are distinct constants, so registration cannot collide.
+        self.0.register(Box::new(collector.clone())).expect("metric names are unique");
+        collector
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        self.register(Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid metric"))
+    }
+
+    /// One counter per value of `label`, in the order of `values`.
+    fn counters<'a>(&self, name: &str, help: &str, label: &str, values: impl IntoIterator<Item = &'a str>) -> Vec<IntCounter> {
+        let vec = self.register(IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric"));
+        values.into_iter().map(|v| vec.with_label_values(&[v])).collect()
+    }
+
+    fn gauges<'a>(&self, name: &str, help: &str, label: &str, values: impl IntoIterator<Item = &'a str>) -> Vec<IntGauge> {
+        let vec = self.register(IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric"));
+        values.into_iter().map(|v| vec.with_label_values(&[v])).collect()
+    }
+
+    fn histograms<'a>(
+        &self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: impl IntoIterator<Item = &'a str>,
+        buckets: &[f64],
+    ) -> Vec<Histogram> {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        let vec = self.register(HistogramVec::new(opts, &[label]).expect("valid metric"));
+        values.into_iter().map(|v| vec.with_label_values(&[v])).collect()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let open_vec = IntGaugeVec::new(
-            Opts::new("herald_connections_open", "Connections currently open, by transport"),
-            &["transport"],
-        )
-        .unwrap();
-        let counter_vec =
-            |name: &str, help: &str, label: &str| IntCounterVec::new(Opts::new(name, help), &[label]).unwrap();
-        let children = |vec: &IntCounterVec, values: &mut dyn Iterator<Item = &'static str>| -> Vec<IntCounter> {
-            values.map(|v| vec.with_label_values(&[v])).collect()
-        };
-        let accepted_vec =
-            counter_vec("herald_connections_accepted_total", "Connections accepted, by transport", "transport");
-        let connections_open = TransportKind::ALL.iter().map(|t| open_vec.with_label_values(&[t.as_str()])).collect();
-        let connections_accepted = children(&accepted_vec, &mut TransportKind::ALL.iter().map(|t| t.as_str()));
-        let rooms = IntGauge::new("herald_rooms", "Rooms with members on this node").unwrap();
-        let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
-        let slow_consumers =
-            counter("herald_slow_consumers_total", "Connections closed because their outbound queue was full");
-        let rate_limited = counter("herald_rate_limited_frames_total", "Client frames refused with RATE_LIMITED");
-        let rate_limit_closes =
-            counter("herald_rate_limit_closes_total", "Connections closed after too many rate-limited frames");
-        let oversized = counter("herald_oversized_frames_total", "Client messages larger than max_message_bytes");
-        let heartbeat_timeouts = counter("herald_heartbeat_timeouts_total", "Connections dropped for silence");
-        let accept_errors = counter("herald_accept_errors_total", "Failed accept calls on the listening socket");
-        let refused_vec =
-            counter_vec("herald_connections_refused_total", "Connections refused before they opened, by reason", "reason");
-        let refused = children(&refused_vec, &mut Refusal::ALL.iter().map(|r| r.as_str()));
-        let failures_vec = counter_vec("herald_actor_failures_total", "Actors that panicked or failed, by kind", "actor");
-        let restarts_vec =
-            counter_vec("herald_actor_restarts_total", "Actors restarted by their supervisor, by kind", "actor");
-        let actor_failures = children(&failures_vec, &mut ActorKind::ALL.iter().map(|a| a.as_str()));
-        let actor_restarts = children(&restarts_vec, &mut ActorKind::ALL.iter().map(|a| a.as_str()));
-        let frames_in_vec = counter_vec("herald_frames_received_total", "Client frames received, by frame type", "type");
-        let frames_out_vec = counter_vec("herald_frames_sent_total", "Server frames sent, by frame type", "type");
-        let frames_in = children(&frames_in_vec, &mut ClientKind::ALL.iter().map(|k| k.as_str()));
-        let frames_out = children(&frames_out_vec, &mut ServerKind::ALL.iter().map(|k| k.as_str()));
-        let api_vec = IntCounterVec::new(
-            Opts::new("herald_api_requests_total", "Server API requests, by route template and status class"),
-            &["route", "status"],
-        )
-        .unwrap();
+        let b = Builder(Registry::new());
+        let transports = || TransportKind::ALL.iter().map(|t| t.as_str());
+        let actors = || ActorKind::ALL.iter().map(|a| a.as_str());
+        let codes: Vec<String> = CLOSE_CODES.iter().map(u16::to_string).chain(["other".into()]).collect();
+        let build_info = b.register(
+            IntGaugeVec::new(Opts::new("herald_build_info", "Always 1: the version and node id of this server"), &[
+                "version", "node",
+            ])
+            .expect("valid metric"),
+        );
+        let api_vec = b.register(
+            IntCounterVec::new(
+                Opts::new("herald_api_requests_total", "Server API requests, by route template and status class"),
+                &["route", "status"],
+            )
+            .expect("valid metric"),
+        );
         let api_requests = ApiRoute::ALL
             .iter()
             .flat_map(|r| StatusClass::ALL.iter().map(|c| api_vec.with_label_values(&[r.as_str(), c.as_str()])))
             .collect();
-        let relayed_vec = counter_vec(
+        let relayed = b.counters(
             "herald_cluster_relayed_total",
             "Envelopes relayed through the cluster backplane, by direction (out: published here; in: from other nodes)",
             "direction",
+            ["out", "in"],
         );
-        let relayed_out = relayed_vec.with_label_values(&["out"]);
-        let relayed_in = relayed_vec.with_label_values(&["in"]);
-        let relay_errors = counter("herald_cluster_relay_errors_total", "Cluster backplane calls that failed");
-        let redis_connected =
-            IntGauge::new("herald_cluster_redis_connected", "1 while the cluster backplane (Redis) is connected")
-                .unwrap();
-        let nodes_alive =
-            IntGauge::new("herald_cluster_nodes_alive", "Live nodes in the cluster, this one included").unwrap();
-        let relay_latency = Histogram::with_opts(
-            HistogramOpts::new(
+        let process = prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, "herald");
+        b.0.register(Box::new(process)).expect("metric names are unique");
+        Self {
+            build_info,
+            connections_open: b.gauges("herald_connections_open", "Connections open now, by transport", "transport", transports()),
+            connections_accepted: b.counters(
+                "herald_connections_accepted_total",
+                "Connections accepted, by transport",
+                "transport",
+                transports(),
+            ),
+            refused: b.counters(
+                "herald_connections_refused_total",
+                "Connections refused before they opened, by reason",
+                "reason",
+                Refusal::ALL.iter().map(|r| r.as_str()),
+            ),
+            closed: b.counters(
+                "herald_connections_closed_total",
+                "Connections ended, by close code (1006: ended without one)",
+                "code",
+                codes.iter().map(String::as_str),
+            ),
+            dropped: b.counters(
+                "herald_connections_dropped_total",
+                "Connections the server ended for what their client did or did not do, by reason",
+                "reason",
+                Fault::ALL.iter().map(|f| f.as_str()),
+            ),
+            accept_errors: b.counter("herald_connections_accept_errors_total", "Failed accept calls on the listening socket"),
+            queue_depth_max: b.gauge(
+                "herald_connections_queue_depth_max",
+                "Frames waiting in the longest outbound queue of any connection",
+            ),
+            frames_in: b.counters(
+                "herald_frames_received_total",
+                "Client frames received, by frame type",
+                "type",
+                ClientKind::ALL.iter().map(|k| k.as_str()),
+            ),
+            frames_out: b.counters(
+                "herald_frames_sent_total",
+                "Server frames written to clients, by frame type",
+                "type",
+                ServerKind::ALL.iter().map(|k| k.as_str()),
+            ),
+            frames_dropped: b.counters(
+                "herald_frames_dropped_total",
+                "Frames refused from clients or not queued to them, by reason",
+                "reason",
+                Fault::FRAME.iter().map(|f| f.as_str()),
+            ),
+            bytes_in: b.counters(
+                "herald_transport_received_bytes_total",
+                "Bytes of client messages received, by transport (framing not included)",
+                "transport",
+                transports(),
+            ),
+            bytes_out: b.counters(
+                "herald_transport_sent_bytes_total",
+                "Bytes of frames written to clients, by transport (framing not included)",
+                "transport",
+                transports(),
+            ),
+            rooms: b.gauge("herald_rooms_active", "Rooms with members on this node"),
+            memberships: b.gauge("herald_rooms_memberships", "Room memberships of this node's connections"),
+            users_online: b.gauge("herald_users_online", "Distinct users with a connection on this node"),
+            published: b.counters(
+                "herald_messages_published_total",
+                "Messages published on this node, by source",
+                "source",
+                Source::ALL.iter().map(|s| s.as_str()),
+            ),
+            delivered: b.counter("herald_messages_delivered_total", "Message frames queued to room members (fan-out)"),
+            publish_latency: b.histogram(
+                "herald_messages_publish_latency_seconds",
+                "Time from a publish reaching the server to its room having queued it to every local member",
+                &LOCAL_BUCKETS,
+            ),
+            actor_failures: b.counters(
+                "herald_actor_failures_total",
+                "Actors that panicked or failed, by kind",
+                "actor",
+                actors(),
+            ),
+            actor_restarts: b.counters(
+                "herald_actor_restarts_total",
+                "Actors restarted by their supervisor, by kind",
+                "actor",
+                actors(),
+            ),
+            mailbox_backlog: b.gauges(
+                "herald_actor_mailbox_backlog",
+                "Messages waiting in actor mailboxes, by kind (connection: frames in outbound queues)",
+                "actor",
+                actors(),
+            ),
+            api_requests,
+            api_duration: b.histograms(
+                "herald_api_request_duration_seconds",
+                "Time to answer a server API request, by route template",
+                "route",
+                ApiRoute::ALL.iter().map(|r| r.as_str()),
+                &NETWORK_BUCKETS,
+            ),
+            relayed_out: relayed[0].clone(),
+            relayed_in: relayed[1].clone(),
+            relay_errors: b.counter("herald_cluster_relay_errors_total", "Cluster backplane calls that failed"),
+            redis_connected: b.gauge("herald_cluster_redis_connected", "1 while the cluster backplane (Redis) is connected"),
+            nodes_alive: b.gauge("herald_cluster_nodes_alive", "Live nodes in the cluster, this one included"),
+            relay_latency: b.histogram(
                 "herald_cluster_relay_latency_seconds",
                 "Time from publish on the origin node to delivery on this node",
-            )
-            .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
-        )
-        .unwrap();
-        let collectors: Vec<Box<dyn Collector>> = vec![
-            Box::new(relayed_vec),
-            Box::new(relay_errors.clone()),
-            Box::new(redis_connected.clone()),
-            Box::new(nodes_alive.clone()),
-            Box::new(relay_latency.clone()),
-            Box::new(open_vec),
-            Box::new(accepted_vec),
-            Box::new(rooms.clone()),
-            Box::new(slow_consumers.clone()),
-            Box::new(rate_limited.clone()),
-            Box::new(rate_limit_closes.clone()),
-            Box::new(oversized.clone()),
-            Box::new(heartbeat_timeouts.clone()),
-            Box::new(accept_errors.clone()),
-            Box::new(refused_vec),
-            Box::new(failures_vec),
-            Box::new(restarts_vec),
-            Box::new(frames_in_vec),
-            Box::new(frames_out_vec),
-            Box::new(api_vec),
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
-        ];
-        for collector in collectors {
-            // Names are distinct constants, so registration cannot collide.
-            registry.register(collector).expect("metric names are unique");
+                &NETWORK_BUCKETS,
+            ),
+            registry: b.0,
         }
-        Self {
-            registry,
-            connections_open,
-            connections_accepted,
-            rooms,
-            slow_consumers,
-            rate_limited,
-            rate_limit_closes,
-            oversized,
-            heartbeat_timeouts,
-            accept_errors,
-            refused,
-            actor_failures,
-            actor_restarts,
-            frames_in,
-            frames_out,
-            api_requests,
-            relayed_out,
-            relayed_in,
-            relay_errors,
-            redis_connected,
-            nodes_alive,
-            relay_latency,
-        }
+    }
+
+    /// Sets `herald_build_info` for the node this registry belongs to.
+    pub fn set_node(&self, node: &str) {
+        self.build_info.reset();
+        self.build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), node]).set(1);
     }
 
     /// The open-connections gauge of one transport.
@@ -274,6 +443,29 @@ impl Metrics {
         self.refused[reason as usize].inc();
     }
 
+    /// Counts one ended connection by its close code.
+    pub fn connection_closed(&self, code: u16) {
+        let index = CLOSE_CODES.iter().position(|&c| c == code).unwrap_or(CLOSE_CODES.len());
+        self.closed[index].inc();
+    }
+
+    /// Counts one connection ended for `fault`.
+    pub fn connection_dropped(&self, fault: Fault) {
+        self.dropped[fault as usize].inc();
+    }
+
+    /// Connections ended for `fault` so far.
+    pub fn connections_dropped(&self, fault: Fault) -> u64 {
+        self.dropped[fault as usize].get()
+    }
+
+    /// Counts `n` frames dropped for `fault`, one of [`Fault::FRAME`].
+    pub fn frames_dropped(&self, fault: Fault, n: u64) {
+        if let Some(index) = Fault::FRAME.iter().position(|&f| f == fault) {
+            self.frames_dropped[index].inc_by(n);
+        }
+    }
+
     /// Counts one failed actor.
     pub fn actor_failed(&self, kind: ActorKind) {
         self.actor_failures[kind as usize].inc();
@@ -284,9 +476,15 @@ impl Metrics {
         self.actor_restarts[kind as usize].inc();
     }
 
-    /// Counts one received client frame.
-    pub fn frame_in(&self, kind: ClientKind) {
+    /// The mailbox backlog gauge of one kind of actor.
+    pub fn mailbox_backlog(&self, kind: ActorKind) -> &IntGauge {
+        &self.mailbox_backlog[kind as usize]
+    }
+
+    /// Counts one received client frame of `bytes` bytes.
+    pub fn frame_in(&self, kind: ClientKind, transport: TransportKind, bytes: usize) {
         self.frames_in[kind as usize].inc();
+        self.bytes_in[transport as usize].inc_by(bytes as u64);
     }
 
     /// Counts `n` sent server frames of one kind.
@@ -294,14 +492,25 @@ impl Metrics {
         self.frames_out[kind as usize].inc_by(n);
     }
 
+    /// Counts `bytes` written to a client of `transport`.
+    pub fn bytes_out(&self, transport: TransportKind, bytes: usize) {
+        self.bytes_out[transport as usize].inc_by(bytes as u64);
+    }
+
+    /// Counts one published message.
+    pub fn published(&self, source: Source) {
+        self.published[source as usize].inc();
+    }
+
     /// Counts one answered server API request.
-    pub fn api_request(&self, route: ApiRoute, status: u16) {
+    pub fn api_request(&self, route: ApiRoute, status: u16, took: Duration) {
         self.api_requests[route as usize * StatusClass::ALL.len() + StatusClass::of(status) as usize].inc();
+        self.api_duration[route as usize].observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = Vec::with_capacity(8 * 1024);
+        let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec only fails on invalid metric names, which are constants here.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
@@ -313,7 +522,6 @@ impl Default for Metrics {
         Self::new()
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,7 +529,7 @@ mod tests {
     #[test]
     fn counts_frames_by_kind() {
         let m = Metrics::new();
-        m.frame_in(ClientKind::Publish);
+        m.frame_in(ClientKind::Publish, TransportKind::WebSocket, 42);
         m.frames_out(ServerKind::Message, 3);
         m.frames_out(ServerKind::Error, 1);
         let text = m.render();
@@ -334,11 +542,40 @@ mod tests {
         let text = m.render();
         assert!(text.contains(r#"herald_connections_open{transport="sse"} 1"#), "{text}");
         assert!(text.contains(r#"herald_connections_accepted_total{transport="sse"} 1"#), "{text}");
-        m.api_request(ApiRoute::RoomPresence, 200);
-        m.api_request(ApiRoute::Other, 404);
+        m.api_request(ApiRoute::RoomPresence, 200, Duration::from_millis(3));
+        m.api_request(ApiRoute::Other, 404, Duration::ZERO);
         let text = m.render();
         assert!(text.contains(r#"herald_api_requests_total{route="/api/rooms/{room}/presence",status="2xx"} 1"#), "{text}");
         assert!(text.contains(r#"herald_api_requests_total{route="other",status="4xx"} 1"#), "{text}");
-        assert!(text.contains("process_resident_memory_bytes"));
+        assert!(text.contains(r#"herald_api_request_duration_seconds_count{route="/api/rooms/{room}/presence"} 1"#), "{text}");
+        assert!(text.contains("herald_process_resident_memory_bytes"), "{text}");
+        assert!(text.contains(r#"herald_transport_received_bytes_total{transport="ws"} 42"#), "{text}");
+    }
+
+    #[test]
+    fn closes_count_by_code_and_drops_by_reason() {
+        let m = Metrics::new();
+        m.connection_closed(4008);
+        m.connection_closed(1006);
+        m.connection_closed(3999);
+        m.connection_dropped(Fault::Heartbeat);
+        m.frames_dropped(Fault::SlowConsumer, 5);
+        m.frames_dropped(Fault::Heartbeat, 1);
+        m.set_node("n1");
+        let text = m.render();
+        for series in [
+            r#"herald_connections_closed_total{code="4008"} 1"#,
+            r#"herald_connections_closed_total{code="1006"} 1"#,
+            r#"herald_connections_closed_total{code="other"} 1"#,
+            r#"herald_connections_closed_total{code="1000"} 0"#,
+            r#"herald_connections_dropped_total{reason="heartbeat"} 1"#,
+            r#"herald_frames_dropped_total{reason="slow_consumer"} 5"#,
+            r#"herald_frames_dropped_total{reason="rate_limit"} 0"#,
+            r#"herald_actor_mailbox_backlog{actor="room"} 0"#,
+            r#"node="n1""#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+        assert!(!text.contains(r#"herald_frames_dropped_total{reason="heartbeat"}"#), "{text}");
     }
 }

@@ -221,7 +221,7 @@ async fn metrics_are_prometheus_text_with_the_documented_series() {
     let server = start(config());
     let (status, text) = http_get(server.addr, "/metrics").await;
     assert_eq!(status, 200);
-    for series in [OPEN_WS, ACCEPTED_WS, OPEN_SSE, ACCEPTED_SSE, "herald_rooms"] {
+    for series in [OPEN_WS, ACCEPTED_WS, OPEN_SSE, ACCEPTED_SSE, "herald_rooms_active"] {
         assert!(metric(&text, series).is_some(), "{series} missing:\n{text}");
     }
     assert!(text.contains("# TYPE herald_connections_accepted_total counter"), "{text}");
@@ -230,6 +230,28 @@ async fn metrics_are_prometheus_text_with_the_documented_series() {
         let labelled = format!("{family}{{type=\"");
         assert!(text.lines().any(|l| l.starts_with(&labelled)), "{family} with a type label missing:\n{text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_documents_every_exported_metric_and_no_other() {
+    let server = start(config());
+    let (_, text) = http_get(server.addr, "/metrics").await;
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let documented: std::collections::BTreeSet<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter(|l| l.starts_with("herald_"))
+        .filter_map(|l| l.split(['{', '`']).next())
+        .collect();
+    assert!(exported.iter().all(|m| m.starts_with("herald_")), "every metric is herald_*: {exported:?}");
+    let missing: Vec<_> = exported.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&exported).collect();
+    assert!(missing.is_empty() && stale.is_empty(), "undocumented: {missing:?}; documented but not exported: {stale:?}");
 }
 
 /// The current `/metrics` text.
@@ -253,7 +275,7 @@ async fn metric_is(server: &TestServer, series: &str, expected: f64) -> bool {
 async fn metrics_count_a_scripted_session_exactly() {
     let server = start(config());
     let before = metrics(&server).await;
-    assert_eq!(value(&before, "herald_rooms"), 0.0, "a fresh server has no rooms");
+    assert_eq!(value(&before, "herald_rooms_active"), 0.0, "a fresh server has no rooms");
 
     let (mut a, _) = ws_connect(&server).await;
     let (b, _) = ws_connect(&server).await;
@@ -268,7 +290,7 @@ async fn metrics_count_a_scripted_session_exactly() {
     }
     kinds.sort();
     assert_eq!(kinds, ["ack", "ack", "ack", "message", "message", "message"]);
-    assert!(eventually(WAIT, || metric_is(&server, "herald_rooms", 1.0)).await, "one room while joined");
+    assert!(eventually(WAIT, || metric_is(&server, "herald_rooms_active", 1.0)).await, "one room while joined");
     assert!(eventually(WAIT, || metric_is(&server, OPEN_WS, 2.0)).await, "two open");
 
     let after = metrics(&server).await;
@@ -283,8 +305,116 @@ async fn metrics_count_a_scripted_session_exactly() {
 
     a.close().await;
     b.close().await;
-    assert!(eventually(WAIT, || metric_is(&server, "herald_rooms", 0.0)).await, "no rooms after everyone left");
+    assert!(eventually(WAIT, || metric_is(&server, "herald_rooms_active", 0.0)).await, "no rooms after everyone left");
     assert!(eventually(WAIT, || metric_is(&server, OPEN_WS, 0.0)).await, "none open");
     let end = metrics(&server).await;
     assert_eq!(value(&end, ACCEPTED_WS) - value(&before, ACCEPTED_WS), 2.0);
+}
+
+// ---- logs ----------------------------------------------------------------
+
+/// A running `herald` whose stderr lines are collected as they come.
+struct Logging {
+    _child: Running,
+    addr: SocketAddr,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Logging {
+    /// Starts the binary with `log.format` and `log.level` from the environment
+    /// (`RUST_LOG` unset, so `log.level` decides).
+    async fn start(format: &str, level: &str) -> Self {
+        let port = free_port();
+        let mut command = herald();
+        command
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .env("HERALD_SERVER__PORT", port.to_string())
+            .env("HERALD_LOG__FORMAT", format)
+            .env("HERALD_LOG__LEVEL", level)
+            .env("HERALD_LIMITS__RATE_PER_SEC", "100000")
+            .env("HERALD_LIMITS__RATE_BURST", "100000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = Running(command.spawn().expect("spawn herald"));
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.0.stderr.take().expect("piped stderr");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_until_listening(addr, &mut child).await;
+        Self { _child: child, addr, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// A client session: connect, join, `frames` publishes and pings, close;
+    /// returns the connection's id as the server logs it (`<node>-<n>` minus the node).
+    async fn session(&self, frames: usize) -> String {
+        let server = TestServer { addr: self.addr };
+        let (mut client, welcome) = ws_connect(&server).await;
+        client.join("logs").await;
+        for n in 0..frames {
+            client.request(json!({"type": "publish", "room": "logs", "data": n, "id": n})).await;
+            client.request(json!({"type": "ping", "id": n})).await;
+        }
+        client.close().await;
+        let conn = welcome["conn"].as_str().expect("conn is a string");
+        conn.rsplit('-').next().expect("conn has a number").to_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_give_one_line_per_connection_lifecycle_event_at_debug() {
+    let herald = Logging::start("json", "debug").await;
+    let conn = herald.session(25).await;
+    let closed = eventually(WAIT, || async {
+        herald.lines().iter().any(|l| l.contains("connection closed") && l.contains(&format!("\"conn\":\"{conn}\"")))
+    })
+    .await;
+    let lines = herald.lines();
+    assert!(closed, "no `connection closed` line for {conn}: {lines:#?}");
+    let events: Vec<serde_json::Value> =
+        lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    for event in &events {
+        for field in ["timestamp", "level", "target", "message"] {
+            assert!(event.get(field).is_some(), "`{field}` missing from {event}");
+        }
+    }
+    let of_conn: Vec<&serde_json::Value> = events.iter().filter(|e| e["conn"] == conn.as_str()).collect();
+    let messages: Vec<&str> = of_conn.iter().filter_map(|e| e["message"].as_str()).collect();
+    assert_eq!(messages, ["connection opened", "connection authenticated", "connection closed"], "{of_conn:#?}");
+    let closed = of_conn.last().unwrap();
+    assert_eq!((closed["level"].as_str(), closed["code"].as_u64(), closed["transport"].as_str()), (Some("DEBUG"), Some(1000), Some("ws")));
+    assert!(events.iter().any(|e| e["message"] == "herald listening" && e["level"] == "INFO"), "{events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_logs_say_nothing_per_connection_or_message() {
+    let herald = Logging::start("text", "info").await;
+    assert!(eventually(WAIT, || async { herald.lines().iter().any(|l| l.contains("herald listening")) }).await);
+    let before = herald.lines();
+    assert!(before.iter().all(|l| serde_json::from_str::<serde_json::Value>(l).is_err()), "text, not JSON: {before:#?}");
+    herald.session(25).await;
+    herald.session(25).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(herald.lines(), before, "two sessions of 100 frames wrote nothing at info");
+}
+
+#[test]
+fn bad_log_settings_stop_start_up_naming_the_key() {
+    let mut command = herald();
+    command.env("HERALD_LOG__FORMAT", "xml");
+    assert_fails_naming(&run_to_exit(command), "log.format");
+    let mut command = herald();
+    command.env("HERALD_LOG__LEVEL", "info,herald=loudly");
+    assert_fails_naming(&run_to_exit(command), "log.level");
 }

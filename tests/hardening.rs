@@ -16,10 +16,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-const RATE_LIMITED: &str = "herald_rate_limited_frames_total";
-const RATE_CLOSES: &str = "herald_rate_limit_closes_total";
-const OVERSIZED: &str = "herald_oversized_frames_total";
-const HEARTBEAT: &str = "herald_heartbeat_timeouts_total";
+const RATE_LIMITED: &str = r#"herald_frames_dropped_total{reason="rate_limit"}"#;
+const RATE_CLOSES: &str = r#"herald_connections_dropped_total{reason="rate_limit"}"#;
+const OVERSIZED: &str = r#"herald_frames_dropped_total{reason="size"}"#;
+const HEARTBEAT: &str = r#"herald_connections_dropped_total{reason="heartbeat"}"#;
 const ACCEPTED: &str = ACCEPTED_WS;
 const REFUSED_MAX: &str = "herald_connections_refused_total{reason=\"max_connections\"}";
 const REFUSED_ORIGIN: &str = "herald_connections_refused_total{reason=\"origin\"}";

@@ -359,7 +359,7 @@ async fn slow_consumer_is_dropped_while_the_room_gets_everything_and_memory_stay
     assert!(matches!(end, None | Some((4008, _))), "slow consumer closed with {end:?}");
 
     let metrics = herald.metrics().await;
-    assert_eq!(metric(&metrics, "herald_slow_consumers_total"), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, r#"herald_connections_dropped_total{reason="slow_consumer"}"#), Some(1.0), "{metrics}");
     let open_is_two = || async { metric(&herald.metrics().await, OPEN_WS) == Some(2.0) };
     assert!(eventually(WAIT, open_is_two).await, "the slow consumer's connection is still counted as open");
 
@@ -422,8 +422,8 @@ async fn at_the_file_limit_open_connections_are_served_and_accepting_resumes() {
             other => panic!("/metrics after closing 20 connections: {other:?}\n{}", herald.log()),
         }
     };
-    let errors = metric(&text, "herald_accept_errors_total").unwrap_or(0.0);
-    assert!(errors > 0.0, "herald_accept_errors_total is {errors}:\n{text}");
+    let errors = metric(&text, "herald_connections_accept_errors_total").unwrap_or(0.0);
+    assert!(errors > 0.0, "herald_connections_accept_errors_total is {errors}:\n{text}");
 
     // New connections are accepted again, and the held ones still work.
     assert!(eventually(Duration::from_secs(10), || async { open(&url).await.is_some() }).await, "no new connection");

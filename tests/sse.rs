@@ -349,7 +349,7 @@ async fn a_stalled_sse_reader_is_dropped_while_other_members_keep_receiving() {
     let (_ws, ws_seqs) = ws_reading.await.expect("the WebSocket member gets every message");
     assert_eq!(ws_seqs, seqs);
 
-    assert_eq!(metric_value(&server, "herald_slow_consumers_total").await, 1.0);
+    assert_eq!(metric_value(&server, r#"herald_connections_dropped_total{reason="slow_consumer"}"#).await, 1.0);
     assert!(
         eventually(WAIT, || async { users_in(&server, "flood").await == ["reader", "wes"] }).await,
         "the stalled reader should have left presence: {:?}",

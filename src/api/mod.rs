@@ -10,7 +10,8 @@
 //! it refuses the call when no key is configured (403) or the key is missing
 //! or wrong (401), before any routing, so nothing about the API can be learnt
 //! without the key. It also counts every answer in
-//! `herald_api_requests_total` by route template and status class.
+//! `herald_api_requests_total` by route template and status class, and times
+//! it in `herald_api_request_duration_seconds`.
 //!
 //! Publishes go through the room registry like a WebSocket publish, so they
 //! share the room's `seq` and order; direct messages go through presence like
@@ -27,6 +28,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::connection::Delivery;
+use crate::metrics::Source;
 use crate::node::Node;
 use crate::protocol::{now_ms, valid_room, valid_user, ServerFrame};
 pub use error::ApiError;
@@ -117,17 +119,18 @@ async fn guard<B: MessageBody>(
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     let route = ApiRoute::of(req.path());
+    let started = std::time::Instant::now();
     let response = match auth::check(&node.config.api.key, req.headers()) {
         Err(refusal) => req.error_response(refusal).map_into_right_body(),
         Ok(()) => match next.call(req).await {
             Ok(response) => response.map_into_left_body(),
             Err(error) => {
-                node.metrics.api_request(route, error.as_response_error().status_code().as_u16());
+                node.metrics.api_request(route, error.as_response_error().status_code().as_u16(), started.elapsed());
                 return Err(error);
             }
         },
     };
-    node.metrics.api_request(route, response.status().as_u16());
+    node.metrics.api_request(route, response.status().as_u16(), started.elapsed());
     Ok(response)
 }
 
@@ -144,6 +147,7 @@ async fn publish(node: web::Data<Node>, payload: web::Payload) -> Result<HttpRes
     let bytes = body::read(payload, node.config.limits.max_message_bytes).await?;
     let fields = body::Fields::parse(&bytes)?;
     let (room, data, from) = (fields.room()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
+    node.metrics.published(Source::Api);
     let seq = node
         .rooms
         .publish_from_server(room.into(), from.into(), data.to_owned())

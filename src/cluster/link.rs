@@ -38,6 +38,7 @@ use super::codec::Body;
 use super::relay::{Channel, Incoming};
 use super::{now_us, Cluster};
 use crate::connection::registry::Registry;
+use crate::metrics::ActorKind;
 use crate::presence::Presence;
 use crate::protocol::{Encoded, ServerKind};
 use crate::rooms::RoomRegistry;
@@ -97,7 +98,7 @@ impl LinkCell {
     /// on the actors' runtime.
     pub fn start(cluster: Arc<Cluster>, targets: Targets) -> Arc<Self> {
         let cell = Arc::new(Self {
-            mailbox: Mailbox::default(),
+            mailbox: Mailbox::counted(cluster.metrics.mailbox_backlog(ActorKind::Cluster).clone()),
             cluster,
             targets,
             state: Mutex::default(),

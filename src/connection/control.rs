@@ -14,7 +14,7 @@
 //! connection.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use parking_lot::Mutex;
 
@@ -31,6 +31,9 @@ pub struct Control {
     socket: Mutex<Option<RawFd>>,
     slow: AtomicBool,
     oversized: AtomicBool,
+    /// Frames queued to the connection and not yet taken by it: its
+    /// outbound queue's depth, read when `/metrics` is scraped.
+    queued: AtomicU32,
     /// The frame kinds the connection's transport writes, one bit per
     /// [`ServerKind`]: rooms skip the others without queueing them.
     carried: u16,
@@ -49,12 +52,33 @@ impl Default for Control {
 impl Control {
     pub fn new(socket: Option<RawFd>, carries: impl Fn(ServerKind) -> bool) -> Self {
         let carried = ServerKind::ALL.iter().filter(|&&kind| carries(kind)).fold(0, |bits, &kind| bits | 1 << kind as u16);
-        Self { socket: Mutex::new(socket), slow: AtomicBool::new(false), oversized: AtomicBool::new(false), carried }
+        Self {
+            socket: Mutex::new(socket),
+            slow: AtomicBool::new(false),
+            oversized: AtomicBool::new(false),
+            queued: AtomicU32::new(0),
+            carried,
+        }
     }
 
     /// Whether frames of `kind` are written to this connection's client.
     pub fn carries(&self, kind: ServerKind) -> bool {
         self.carried & 1 << kind as u16 != 0
+    }
+
+    /// Records a frame queued to the connection.
+    pub fn queued_one(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a queued frame taken by the connection.
+    pub fn took_one(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Frames waiting in the connection's outbound queue.
+    pub fn queue_depth(&self) -> u32 {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Marks the connection a slow consumer; true only the first time.

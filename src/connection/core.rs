@@ -21,7 +21,7 @@ use crate::auth::Identity;
 use crate::connection::rate::{self, RateLimiter, RateRule};
 use crate::connection::session::{JoinRefusal, Session};
 use crate::connection::{Control, Member, Outbound, Outbox};
-use crate::metrics::ActorKind;
+use crate::metrics::{ActorKind, Fault, Source, NO_CLOSE_CODE};
 use crate::node::{Node, OpenSlot};
 use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, Request, ServerFrame};
 use crate::transport::admission::{Admitted, Handshake};
@@ -42,6 +42,8 @@ pub struct Connection<T: Transport> {
     next_ping: Instant,
     /// Set while `auth.required` and the connection has not authenticated.
     auth_deadline: Option<Instant>,
+    /// The code the connection is closing with (0: not closing yet).
+    close_code: u16,
     /// What only the transport keeps.
     pub transport: T,
 }
@@ -63,6 +65,7 @@ impl<T: Transport> Connection<T> {
             last_seen: now,
             next_ping,
             auth_deadline: None,
+            close_code: 0,
             transport,
         }
     }
@@ -110,9 +113,12 @@ impl<T: Transport> Connection<T> {
         if !self.control.carries(frame.kind) {
             return;
         }
-        let kind = frame.kind;
+        let (kind, len) = (frame.kind, frame.text.len());
         match self.transport.write(ctx, frame) {
-            Ok(()) => self.node.metrics.frames_out(kind, 1),
+            Ok(()) => {
+                self.node.metrics.frames_out(kind, 1);
+                self.node.metrics.bytes_out(T::KIND, len);
+            }
             Err(Full) => self.outbox(ctx).slow_consumer(&self.node.metrics),
         }
     }
@@ -125,9 +131,32 @@ impl<T: Transport> Connection<T> {
         self.reply(ctx, ServerFrame::Error { code, message, id });
     }
 
-    /// Ends the connection with `code` and `reason`.
+    /// Ends the connection with `code` and `reason`. The first close is the
+    /// one counted: by code, and by fault when the client caused it.
     pub fn close(&mut self, ctx: &mut T::Context, code: u16, reason: &str) {
+        if self.close_code == 0 {
+            self.close_code = code;
+            let fault = match code {
+                close::POLICY => Some(Fault::RateLimit),
+                close::TOO_BIG => Some(Fault::Size),
+                close::AUTH_TIMEOUT | close::INVALID_TOKEN | close::NOT_AUTHENTICATED => Some(Fault::Auth),
+                // Slow consumers are counted when they are found, which may be
+                // long before (or instead of) their close.
+                _ => None,
+            };
+            if let Some(fault) = fault {
+                self.node.metrics.connection_dropped(fault);
+            }
+            tracing::debug!(conn = %self.session.id, code, reason, "closing connection");
+        }
         self.transport.close(ctx, code, reason);
+    }
+
+    /// Records the close code the client sent.
+    pub fn closed_by_client(&mut self, code: u16) {
+        if self.close_code == 0 {
+            self.close_code = code;
+        }
     }
 
     fn welcome(&mut self, ctx: &mut T::Context) {
@@ -164,7 +193,7 @@ impl<T: Transport> Connection<T> {
         let heartbeat = &self.node.config.heartbeat;
         if T::DUPLEX && now.duration_since(self.last_seen) >= Duration::from_millis(heartbeat.timeout_ms) {
             tracing::debug!(conn = %self.session.id, "heartbeat timeout");
-            self.node.metrics.heartbeat_timeouts.inc();
+            self.node.metrics.connection_dropped(Fault::Heartbeat);
             return self.close(ctx, close::NORMAL, close::HEARTBEAT_REASON);
         }
         if now >= self.next_ping {
@@ -184,10 +213,9 @@ impl<T: Transport> Connection<T> {
             self.strikes = 0;
             return true;
         }
-        self.node.metrics.rate_limited.inc();
+        self.node.metrics.frames_dropped(Fault::RateLimit, 1);
         self.strikes += 1;
         if self.strikes >= limits.rate_strikes {
-            self.node.metrics.rate_limit_closes.inc();
             self.close(ctx, close::POLICY, close::POLICY_REASON);
         } else {
             self.error(ctx, ErrorCode::RateLimited, "too many frames, slow down", id);
@@ -199,7 +227,7 @@ impl<T: Transport> Connection<T> {
     pub fn on_text(&mut self, text: &str, ctx: &mut T::Context) {
         let decoded = protocol::decode(text);
         let kind = decoded.as_ref().map_or(ClientKind::Invalid, |r| r.frame.kind());
-        self.node.metrics.frame_in(kind);
+        self.node.metrics.frame_in(kind, T::KIND, text.len());
         let id = match &decoded {
             Ok(request) => request.id,
             Err(rejection) => rejection.id,
@@ -217,9 +245,9 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Handles a client frame the protocol does not carry (a binary message).
-    pub fn on_unsupported(&mut self, ctx: &mut T::Context) {
-        self.node.metrics.frame_in(ClientKind::Invalid);
+    /// Handles a client frame the protocol does not carry (a binary message of `len` bytes).
+    pub fn on_unsupported(&mut self, len: usize, ctx: &mut T::Context) {
+        self.node.metrics.frame_in(ClientKind::Invalid, T::KIND, len);
         if !self.admit(None, ctx) {
             return;
         }
@@ -240,7 +268,10 @@ impl<T: Transport> Connection<T> {
                 self.reply(ctx, ServerFrame::Left { room: &room, id });
             }
             ClientFrame::Publish { room, data, echo } => match self.session.room(&room) {
-                Some(handle) => handle.publish(conn, user, data, echo, id),
+                Some(handle) => {
+                    self.node.metrics.published(Source::Client);
+                    handle.publish(conn, user, data, echo, id);
+                }
                 None => self.error(ctx, ErrorCode::NotInRoom, "publish to a room this connection has not joined", id),
             },
             ClientFrame::Typing { room, typing } => match self.session.room(&room) {
@@ -424,7 +455,13 @@ impl<T: Transport> Actor for Connection<T> {
         self.session.leave_everything(&self.node);
         self.node.connections.remove(self.session.id);
         self.transport.stopped(&self.control);
-        tracing::debug!(conn = %self.session.id, transport = T::KIND.as_str(), "connection closed");
+        let code = match self.close_code {
+            0 if self.control.is_slow() => close::SLOW_CONSUMER,
+            0 => NO_CLOSE_CODE,
+            code => code,
+        };
+        self.node.metrics.connection_closed(code);
+        tracing::debug!(conn = %self.session.id, transport = T::KIND.as_str(), code, "connection closed");
     }
 }
 
@@ -433,7 +470,10 @@ impl<T: Transport> Handler<Outbound> for Connection<T> {
 
     fn handle(&mut self, msg: Outbound, ctx: &mut T::Context) {
         self.guarded(ctx, |conn, ctx| match msg {
-            Outbound::Frame(frame) => conn.send(ctx, frame),
+            Outbound::Frame(frame) => {
+                conn.control.took_one();
+                conn.send(ctx, frame);
+            }
             Outbound::Close { code, reason } => conn.close(ctx, code, reason),
             Outbound::Crash => panic!("fault injection: connection {}", conn.session.id),
         });

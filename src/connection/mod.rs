@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Fault, Metrics};
 use crate::protocol::{close, Encoded, ServerKind};
 pub use control::Control;
 
@@ -77,19 +77,32 @@ impl Outbox {
     /// connection's transport does not carry counts as queued, and is not.
     pub fn deliver(&self, frame: Encoded, metrics: &Metrics) -> Delivery {
         if self.control.is_slow() {
+            metrics.frames_dropped(Fault::SlowConsumer, 1);
             return Delivery::Full;
         }
         if !self.control.carries(frame.kind) {
             return Delivery::Queued;
         }
+        // Counted before the send: the connection may take the frame at once.
+        self.control.queued_one();
         match self.tx.try_send(Outbound::Frame(frame)) {
             Ok(()) => Delivery::Queued,
             Err(SendError::Full(_)) => {
+                self.control.took_one();
+                metrics.frames_dropped(Fault::SlowConsumer, 1);
                 self.slow_consumer(metrics);
                 Delivery::Full
             }
-            Err(SendError::Closed(_)) => Delivery::Closed,
+            Err(SendError::Closed(_)) => {
+                self.control.took_one();
+                Delivery::Closed
+            }
         }
+    }
+
+    /// Frames waiting in the connection's outbound queue.
+    pub fn queue_depth(&self) -> u32 {
+        self.control.queue_depth()
     }
 
     /// Whether the connection's transport writes frames of `kind`.
@@ -114,7 +127,7 @@ impl Outbox {
         if !self.control.mark_slow() {
             return;
         }
-        metrics.slow_consumers.inc();
+        metrics.connection_dropped(Fault::SlowConsumer);
         self.close(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
         let control = self.control.clone();
         // Runs on whichever tokio runtime the delivering actor lives on.

@@ -51,6 +51,7 @@ impl Session {
         }
         let member = Member { conn: self.id, user: identity.user.clone(), outbox };
         node.presence.online(member);
+        tracing::debug!(conn = %self.id, user = %identity.user, anonymous, "connection authenticated");
         self.identity = Some(identity);
         self.anonymous = anonymous;
     }

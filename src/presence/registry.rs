@@ -21,7 +21,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::cluster::{Channel, Cluster};
 use crate::connection::{ConnId, Member, Outbox};
-use crate::metrics::Metrics;
+use crate::metrics::{ActorKind, Metrics};
 use crate::protocol::Encoded;
 use crate::supervisor::Mailbox;
 
@@ -92,8 +92,9 @@ impl PresenceCell {
     }
 
     pub fn new(metrics: Arc<Metrics>, cluster: Option<Arc<Cluster>>) -> Self {
+        let mailbox = Mailbox::counted(metrics.mailbox_backlog(ActorKind::Presence).clone());
         let state = PresenceState { metrics, cluster: cluster.clone(), online: HashMap::new(), rooms: HashMap::new() };
-        Self { mailbox: Mailbox::default(), cluster, state: Mutex::new(state) }
+        Self { mailbox, cluster, state: Mutex::new(state) }
     }
 }
 
@@ -136,6 +137,7 @@ impl PresenceState {
             }
         }
         conns.push((member.conn, member.outbox));
+        self.metrics.users_online.set(self.online.len() as i64);
     }
 
     fn offline(&mut self, user: &str, conn: ConnId) {
@@ -149,6 +151,7 @@ impl PresenceState {
                     cluster.user_offline(&user);
                 }
             }
+            self.metrics.users_online.set(self.online.len() as i64);
         }
     }
 

@@ -14,6 +14,7 @@ pub mod shard;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::time::Instant;
 
 use std::collections::BTreeSet;
 
@@ -89,7 +90,8 @@ impl RoomRegistry {
         from: Arc<str>,
         data: Box<RawValue>,
     ) -> impl Future<Output = Result<u64, CallError>> + 'static {
-        self.ask(&room.clone(), |reply| ShardMsg::Publish { room, from, data, reply })
+        let at = Instant::now();
+        self.ask(&room.clone(), move |reply| ShardMsg::Publish { room, from, data, reply, at })
     }
 
     /// The last `seq` given out in `room` (0 when none).
@@ -165,8 +167,8 @@ impl RoomRegistry {
 impl RoomHandle {
     /// Publishes to the room; the room sends the `ack` when `id` is set.
     pub fn publish(&self, conn: ConnId, user: Arc<str>, data: &RawValue, echo: bool, id: Option<&RawValue>) {
-        let publication =
-            Publication { conn, user, data: data.to_owned(), echo, id: id.map(ToOwned::to_owned) };
+        let (data, id, at) = (data.to_owned(), id.map(ToOwned::to_owned), Instant::now());
+        let publication = Publication { conn, user, data, echo, id, at };
         self.room.send(RoomMsg::Publish(publication));
     }
 

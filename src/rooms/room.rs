@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -30,7 +31,7 @@ use crate::cluster::directory::Changes;
 use crate::cluster::relay::{Channel, Pending, RelayError};
 use crate::cluster::Cluster;
 use crate::connection::{ConnId, Delivery, Member, Outbox};
-use crate::metrics::Metrics;
+use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
 use crate::protocol::{now_ms, Encoded, ErrorCode, ServerFrame, ServerKind};
 use crate::supervisor::Mailbox;
@@ -44,6 +45,8 @@ pub struct Publication {
     pub echo: bool,
     /// The client frame's `id`; with one, the publisher gets an `ack` with the `seq`.
     pub id: Option<Box<RawValue>>,
+    /// When the frame reached the server.
+    pub at: Instant,
 }
 
 /// What a join answers: the room to publish to, and the users now in it.
@@ -63,6 +66,8 @@ pub enum RoomMsg {
         from: Arc<str>,
         data: Box<RawValue>,
         reply: RpcReplyPort<u64>,
+        /// When the request reached the server.
+        at: Instant,
     },
     Typing {
         conn: ConnId,
@@ -116,6 +121,8 @@ struct Waiting {
     data: Box<RawValue>,
     /// The member's `ack` went out already (its message came back first).
     acked: bool,
+    /// When the publish reached the server.
+    at: Instant,
 }
 
 /// A room's part in a cluster.
@@ -134,6 +141,9 @@ struct Clustered {
     deferred: VecDeque<RoomMsg>,
     /// Publishes waiting for their number, by token.
     waiting: HashMap<u64, Waiting>,
+    /// Publishes numbered before their message came back: `(seq, when it
+    /// reached the server)`, for the latency of their delivery here.
+    unechoed: VecDeque<(u64, Instant)>,
 }
 
 /// The room actor.
@@ -184,6 +194,7 @@ impl RoomCell {
                 subscribed: false,
                 deferred: VecDeque::new(),
                 waiting: HashMap::new(),
+                unechoed: VecDeque::new(),
             })
         });
         let state = RoomState {
@@ -197,7 +208,8 @@ impl RoomCell {
             seen: 0,
             cluster,
         };
-        Self { name, mailbox: Mailbox::default(), state: Mutex::new(state) }
+        let mailbox = Mailbox::counted(state.metrics.mailbox_backlog(ActorKind::Room).clone());
+        Self { name, mailbox, state: Mutex::new(state) }
     }
 
     /// Queues `msg` for the room, whichever actor runs it.
@@ -245,15 +257,15 @@ impl RoomCell {
             RoomMsg::Leave { conn } => state.remove(conn),
             RoomMsg::Publish(publication) => match state.relaying() {
                 Some(_) => {
-                    let Publication { conn, user, data, echo, id } = publication;
-                    state.relay_publish(self, user, data, Publisher::Member { conn, id, echo });
+                    let Publication { conn, user, data, echo, id, at } = publication;
+                    state.relay_publish(self, user, data, Publisher::Member { conn, id, echo }, at);
                 }
                 None => state.publish(publication),
             },
-            RoomMsg::ServerPublish { from, data, reply } => match state.relaying() {
-                Some(_) => state.relay_publish(self, from, data, Publisher::Server { reply }),
+            RoomMsg::ServerPublish { from, data, reply, at } => match state.relaying() {
+                Some(_) => state.relay_publish(self, from, data, Publisher::Server { reply }, at),
                 None => {
-                    let _ = reply.send(state.server_publish(&from, &data));
+                    let _ = reply.send(state.server_publish(&from, &data, at));
                 }
             },
             RoomMsg::Typing { conn, user, typing } => {
@@ -338,13 +350,18 @@ impl RoomState {
     /// it (slow consumers, closed connections) leave the room.
     fn fan_out(&mut self, frame: &Encoded, except: Option<ConnId>) {
         let mut gone = Vec::new();
+        let mut queued = 0;
         for (conn, (_, outbox)) in &self.members {
             if Some(*conn) == except {
                 continue;
             }
-            if outbox.deliver(frame.clone(), &self.metrics) != Delivery::Queued {
-                gone.push(*conn);
+            match outbox.deliver(frame.clone(), &self.metrics) {
+                Delivery::Queued => queued += 1,
+                _ => gone.push(*conn),
             }
+        }
+        if frame.kind == ServerKind::Message {
+            self.metrics.delivered.inc_by(queued);
         }
         for conn in gone {
             self.remove(conn);
@@ -358,6 +375,7 @@ impl RoomState {
             return None;
         }
         self.members.insert(member.conn, (member.user.clone(), member.outbox));
+        self.metrics.memberships.inc();
         let elsewhere = self.present(&member.user);
         let count = self.users.entry(member.user.clone()).or_insert(0);
         *count += 1;
@@ -375,6 +393,7 @@ impl RoomState {
 
     fn remove(&mut self, conn: ConnId) {
         let Some((user, _)) = self.members.remove(&conn) else { return };
+        self.metrics.memberships.dec();
         let last = match self.users.get_mut(&user) {
             Some(count) if *count > 1 => {
                 *count -= 1;
@@ -406,11 +425,13 @@ impl RoomState {
         }
         let except = (!publication.echo).then_some(publication.conn);
         self.fan_out(&frame, except);
+        self.metrics.publish_latency.observe(publication.at.elapsed().as_secs_f64());
     }
 
-    fn server_publish(&mut self, from: &str, data: &RawValue) -> u64 {
+    fn server_publish(&mut self, from: &str, data: &RawValue, at: Instant) -> u64 {
         let (seq, frame) = self.message(from, data);
         self.fan_out(&frame, None);
+        self.metrics.publish_latency.observe(at.elapsed().as_secs_f64());
         seq
     }
 
@@ -428,7 +449,14 @@ impl RoomState {
 
     /// Sends a publish through the backplane, which numbers it; it is
     /// delivered here when it comes back on the room's channel.
-    fn relay_publish(&mut self, cell: &Arc<RoomCell>, from: Arc<str>, data: Box<RawValue>, publisher: Publisher) {
+    fn relay_publish(
+        &mut self,
+        cell: &Arc<RoomCell>,
+        from: Arc<str>,
+        data: Box<RawValue>,
+        publisher: Publisher,
+        at: Instant,
+    ) {
         let floor = self.seq.load(Ordering::Relaxed);
         let Some(clustered) = self.cluster.as_mut() else { return };
         let cluster = clustered.cluster.clone();
@@ -446,7 +474,7 @@ impl RoomState {
             except,
         };
         let call = cluster.publish_sequenced(&self.name, body, floor);
-        clustered.waiting.insert(token, Waiting { publisher, from, data, acked: false });
+        clustered.waiting.insert(token, Waiting { publisher, from, data, acked: false, at });
         let cell = cell.clone();
         cluster.spawn(async move {
             let result = call.await;
@@ -488,6 +516,9 @@ impl RoomState {
                         _ => None,
                     };
                     self.fan_out(&frame, except);
+                    self.metrics.publish_latency.observe(waiting.at.elapsed().as_secs_f64());
+                } else if !came_back {
+                    self.unechoed(seq, waiting.at);
                 }
                 if let Publisher::Server { reply } = waiting.publisher {
                     let _ = reply.send(seq);
@@ -503,6 +534,7 @@ impl RoomState {
                         let _ = reply.send(seq);
                     }
                 }
+                self.metrics.publish_latency.observe(waiting.at.elapsed().as_secs_f64());
             }
             // Sent, but unanswered: Redis may have numbered and published it
             // (then it arrives like any other), or not. Numbering it here
@@ -521,6 +553,17 @@ impl RoomState {
         }
     }
 
+    /// Remembers when a publish numbered ahead of its message's return
+    /// reached the server; only the latest few are kept.
+    fn unechoed(&mut self, seq: u64, at: Instant) {
+        const KEPT: usize = 64;
+        let Some(clustered) = self.cluster.as_mut() else { return };
+        if clustered.unechoed.len() == KEPT {
+            clustered.unechoed.pop_front();
+        }
+        clustered.unechoed.push_back((seq, at));
+    }
+
     /// An envelope from the room's channel.
     fn relayed(&mut self, seq: Option<u64>, origin: Arc<str>, body: Body) {
         let Some(clustered) = self.cluster.as_mut() else { return };
@@ -528,12 +571,17 @@ impl RoomState {
         match body {
             Body::Message { from, data, ts, token, except, .. } => {
                 let Some(seq) = seq else { return };
+                // When this node's own publish reached the server.
+                let mut at = None;
                 if own {
                     if let Some(mut waiting) = clustered.waiting.remove(&token) {
+                        at = Some(waiting.at);
                         self.ack(&mut waiting, seq);
                         if let Some(clustered) = self.cluster.as_mut() {
                             clustered.waiting.insert(token, waiting);
                         }
+                    } else if let Some(i) = clustered.unechoed.iter().position(|&(s, _)| s == seq) {
+                        at = clustered.unechoed.remove(i).map(|(_, at)| at);
                     }
                 }
                 // Only after Redis lost its counters can a number repeat.
@@ -548,6 +596,9 @@ impl RoomState {
                 let frame = ServerFrame::Message { room: &self.name, from: &from, data: &data, seq, ts }.encode();
                 let except = if own { except.map(ConnId) } else { None };
                 self.fan_out(&frame, except);
+                if let Some(at) = at {
+                    self.metrics.publish_latency.observe(at.elapsed().as_secs_f64());
+                }
             }
             Body::Presence { user, joined, .. } if !own => self.remote_change(origin, user.into(), joined),
             Body::Typing { user, typing, .. } if !own => {
@@ -703,6 +754,7 @@ mod tests {
     use super::*;
     use crate::connection::testing::{collector, collector_with};
     use crate::connection::Control;
+    use crate::metrics::Fault;
     use crate::rooms::RoomRegistry;
     use crate::supervisor;
 
@@ -919,7 +971,7 @@ mod tests {
         let left: Vec<_> = fast.iter().filter(|m| m["type"] == "user_left").collect();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0]["user"], "slow");
-        assert_eq!(f.metrics.slow_consumers.get(), 1);
+        assert_eq!(f.metrics.connections_dropped(Fault::SlowConsumer), 1);
         let slow = slow_frames.lock().clone();
         assert_eq!(slow.last().map(String::as_str), Some("close 4008"), "{slow:?}");
         assert!(slow.len() < 10, "nothing more was queued for it: {slow:?}");
@@ -943,6 +995,6 @@ mod tests {
         let got = taken(&listener_frames);
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!((got[0]["type"].as_str(), got[0]["seq"].as_u64()), (Some("message"), Some(1)));
-        assert_eq!(f.metrics.slow_consumers.get(), 0);
+        assert_eq!(f.metrics.connections_dropped(Fault::SlowConsumer), 0);
     }
 }

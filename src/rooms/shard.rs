@@ -45,7 +45,7 @@ pub enum ShardMsg {
     /// Sent by a room after any message that leaves it without members.
     Empty { room: Arc<RoomCell>, seen: u64 },
     /// A publish from the server API; the reply is its `seq`.
-    Publish { room: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64> },
+    Publish { room: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>, at: Instant },
     /// The last `seq` given out in a room (0 when none).
     LastSeq { room: Arc<str>, reply: RpcReplyPort<u64> },
     /// Panics the shard (fault injection).
@@ -85,7 +85,8 @@ impl ShardCell {
         supervision: SupervisionConfig,
         cluster: Option<Arc<Cluster>>,
     ) -> Self {
-        Self { mailbox: Arc::default(), slots: Mutex::default(), presence, metrics, supervision, cluster }
+        let mailbox = Arc::new(Mailbox::counted(metrics.mailbox_backlog(ActorKind::Registry).clone()));
+        Self { mailbox, slots: Mutex::default(), presence, metrics, supervision, cluster }
     }
 
     /// The live room named `name`, if it has one.
@@ -148,13 +149,13 @@ impl ShardCell {
 
     /// Gives a server publish its `seq`: through the room when there is one,
     /// so it is ordered with the members' own publishes; here otherwise.
-    fn publish(&self, name: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>) {
+    fn publish(&self, name: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>, at: Instant) {
         let mut slots = self.slots.lock();
         if let Some(slot) = slots.get_mut(&name) {
             if let Some(room) = slot.room.clone() {
                 slot.forwarded += 1;
                 drop(slots);
-                room.send(RoomMsg::ServerPublish { from, data, reply });
+                room.send(RoomMsg::ServerPublish { from, data, reply, at });
                 return;
             }
         }
@@ -240,7 +241,7 @@ impl ShardCell {
                 }
             }
             ShardMsg::Empty { room, seen } => self.empty(&room, seen),
-            ShardMsg::Publish { room, from, data, reply } => self.publish(room, from, data, reply),
+            ShardMsg::Publish { room, from, data, reply, at } => self.publish(room, from, data, reply, at),
             ShardMsg::LastSeq { room, reply } => {
                 let _ = reply.send(self.last_seq(&room));
             }

@@ -115,6 +115,7 @@ impl Server {
             })
         };
         let id = node_id(&config);
+        metrics.set_node(&id);
         let connections = Arc::new(Registry::default());
         let cluster = match config.cluster.enabled {
             true => Some(

@@ -7,11 +7,15 @@
 //! lost; everything behind it waits in the queue for the actor its
 //! supervisor starts next, which drains it as soon as it attaches. Handles
 //! never see a stale `ActorRef`: they only ever touch the mailbox.
+//!
+//! A mailbox made with [`Mailbox::counted`] keeps its length in a gauge
+//! shared by every actor of its kind (`herald_actor_mailbox_backlog`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
+use prometheus::IntGauge;
 use ractor::{ActorId, ActorRef};
 
 /// Messages an actor handles per turn before it lets others run.
@@ -24,18 +28,40 @@ pub struct Mailbox<M> {
     /// the next one will drain on attach).
     scheduled: AtomicBool,
     actor: RwLock<Option<ActorRef<()>>>,
+    /// Messages waiting, summed over the mailboxes of one kind of actor.
+    backlog: Option<IntGauge>,
 }
 
 impl<M> Default for Mailbox<M> {
     fn default() -> Self {
-        Self { queue: Mutex::new(VecDeque::new()), scheduled: AtomicBool::new(false), actor: RwLock::new(None) }
+        Self::with_backlog(None)
+    }
+}
+
+impl<M> Drop for Mailbox<M> {
+    fn drop(&mut self) {
+        if let Some(backlog) = &self.backlog {
+            backlog.sub(self.queue.get_mut().len() as i64);
+        }
     }
 }
 
 impl<M> Mailbox<M> {
+    /// A mailbox whose waiting messages count in `backlog`.
+    pub fn counted(backlog: IntGauge) -> Self {
+        Self::with_backlog(Some(backlog))
+    }
+
+    fn with_backlog(backlog: Option<IntGauge>) -> Self {
+        Self { queue: Mutex::new(VecDeque::new()), scheduled: AtomicBool::new(false), actor: RwLock::new(None), backlog }
+    }
+
     /// Queues `msg` for the actor, whichever actor that is when it runs.
     pub fn send(&self, msg: M) {
         self.queue.lock().push_back(msg);
+        if let Some(backlog) = &self.backlog {
+            backlog.inc();
+        }
         self.wake();
     }
 
@@ -99,7 +125,11 @@ impl<M> Turn<'_, M> {
             return None;
         }
         self.left -= 1;
-        self.mailbox.queue.lock().pop_front()
+        let msg = self.mailbox.queue.lock().pop_front();
+        if let (Some(backlog), Some(_)) = (&self.mailbox.backlog, &msg) {
+            backlog.dec();
+        }
+        msg
     }
 }
 
@@ -116,6 +146,20 @@ mod tests {
         let mut turn = mailbox.turn();
         let got: Vec<i32> = std::iter::from_fn(|| turn.next()).collect();
         assert_eq!(got, [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_counted_mailbox_keeps_its_length_in_the_gauge() {
+        let backlog = IntGauge::new("backlog", "test").unwrap();
+        let mailbox = Mailbox::counted(backlog.clone());
+        for n in 0..3 {
+            mailbox.send(n);
+        }
+        assert_eq!(backlog.get(), 3);
+        assert_eq!(mailbox.turn().next(), Some(0));
+        assert_eq!(backlog.get(), 2);
+        drop(mailbox);
+        assert_eq!(backlog.get(), 0, "what a dropped mailbox held is no longer waiting");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
+use crate::metrics::ActorKind;
 use crate::node::Node;
 
 /// Registers every route of the HTTP port; `/api/debug/*` only when
@@ -38,6 +39,15 @@ async fn metrics(node: web::Data<Node>) -> HttpResponse {
         // As of this scrape, not of the cluster link's last tick.
         node.metrics.redis_connected.set(cluster.is_connected() as i64);
     }
+    // Outbound queues are read, not tracked: one relaxed load per connection.
+    let (mut deepest, mut queued) = (0, 0);
+    node.connections.for_each(|outbox| {
+        let depth = outbox.queue_depth();
+        deepest = deepest.max(depth);
+        queued += u64::from(depth);
+    });
+    node.metrics.queue_depth_max.set(deepest.into());
+    node.metrics.mailbox_backlog(ActorKind::Connection).set(queued as i64);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(node.metrics.render())
 }
 

@@ -14,6 +14,7 @@ use super::admission;
 use super::{Full, Transport, TransportKind};
 use crate::connection::core::Connection;
 use crate::connection::Control;
+use crate::metrics::Fault;
 use crate::node::Node;
 use crate::protocol::{close, Encoded};
 use crate::transport::frame_guard::FrameGuard;
@@ -106,7 +107,7 @@ impl WsConnection {
             (Item::FirstText(bytes), _) => self.transport.fragments = Some(Fragments::Text(bytes.to_vec())),
             (Item::FirstBinary(bytes), _) => {
                 self.transport.fragments = Some(Fragments::Binary(bytes.len()));
-                self.on_unsupported(ctx);
+                self.on_unsupported(bytes.len(), ctx);
             }
             (Item::Continue(bytes) | Item::Last(bytes), Some(fragments)) => {
                 match fragments {
@@ -124,7 +125,7 @@ impl WsConnection {
         let max = self.node().config.limits.max_message_bytes;
         if self.transport.fragments.as_ref().is_some_and(|f| f.len() > max) {
             self.transport.fragments = None;
-            self.node().metrics.oversized.inc();
+            self.node().metrics.frames_dropped(Fault::Size, 1);
             return self.close(ctx, close::TOO_BIG, close::TOO_BIG_REASON);
         }
         if !last {
@@ -150,21 +151,28 @@ impl WsConnection {
     fn on_message(&mut self, msg: Result<ws::Message, ProtocolError>, ctx: &mut Ctx) {
         match msg {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(ws::Message::Binary(_)) => self.on_unsupported(ctx),
+            Ok(ws::Message::Binary(bytes)) => self.on_unsupported(bytes.len(), ctx),
             Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
             Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
+                self.closed_by_client(reason.as_ref().map_or(1005, |r| r.code.into()));
                 ctx.close(reason);
                 ctx.stop();
             }
             Err(ProtocolError::Overflow) => {
-                self.node().metrics.oversized.inc();
+                self.node().metrics.frames_dropped(Fault::Size, 1);
                 self.close(ctx, close::TOO_BIG, close::TOO_BIG_REASON);
             }
             Err(_) if self.control().is_oversized() => {
-                self.node().metrics.oversized.inc();
+                self.node().metrics.frames_dropped(Fault::Size, 1);
                 self.close(ctx, close::TOO_BIG, close::TOO_BIG_REASON);
+            }
+            // The stream broke off (the socket was reset or ended mid-frame):
+            // nobody is there to take a close frame.
+            Err(ProtocolError::Io(error)) if self.control().peer_gone() => {
+                tracing::debug!(conn = %self.session().id, %error, "connection lost");
+                ctx.stop();
             }
             Err(error) => {
                 tracing::debug!(conn = %self.session().id, %error, "websocket protocol error");
