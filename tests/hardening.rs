@@ -31,28 +31,6 @@ fn server_with(edit: impl FnOnce(&mut herald::Config)) -> TestServer {
     start(config)
 }
 
-/// A `/metrics` exposition read at one moment.
-struct Snapshot(String);
-
-impl Snapshot {
-    async fn take(server: &TestServer) -> Self {
-        let (status, body) = http_get(server.addr, "/metrics").await;
-        assert_eq!(status, 200, "{body}");
-        Snapshot(body)
-    }
-
-    fn get(&self, series: &str) -> f64 {
-        metric(&self.0, series).unwrap_or_else(|| panic!("{series} is missing from /metrics"))
-    }
-}
-
-/// Asserts how far each series moved between two snapshots.
-fn assert_moved(before: &Snapshot, after: &Snapshot, expected: &[(&str, f64)]) {
-    for (series, delta) in expected {
-        assert_eq!(after.get(series) - before.get(series), *delta, "change of {series}");
-    }
-}
-
 fn ping(id: Value) -> Value {
     json!({"type": "ping", "id": id})
 }

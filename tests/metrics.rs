@@ -10,29 +10,6 @@ use serde_json::{json, Value};
 
 const KEY: &str = "metrics-test-key";
 
-/// One scrape of `/metrics`.
-struct Snapshot(String);
-
-impl Snapshot {
-    async fn take(server: &TestServer) -> Self {
-        let (status, body) = http_get(server.addr, "/metrics").await;
-        assert_eq!(status, 200, "{body}");
-        Snapshot(body)
-    }
-
-    fn get(&self, series: &str) -> f64 {
-        metric(&self.0, series).unwrap_or_else(|| panic!("{series} is missing from /metrics:\n{}", self.0))
-    }
-}
-
-/// Asserts how far each series moved between two snapshots.
-#[track_caller]
-fn assert_moved(before: &Snapshot, after: &Snapshot, expected: &[(&str, f64)]) {
-    for (series, delta) in expected {
-        assert_eq!(after.get(series) - before.get(series), *delta, "change of {series}");
-    }
-}
-
 /// Asserts the value of each series.
 #[track_caller]
 fn assert_values(snapshot: &Snapshot, expected: &[(&str, f64)]) {

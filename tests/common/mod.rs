@@ -301,6 +301,30 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// A `/metrics` exposition read at one moment.
+pub struct Snapshot(pub String);
+
+impl Snapshot {
+    pub async fn take(server: &TestServer) -> Self {
+        let (status, body) = http_get(server.addr, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        Snapshot(body)
+    }
+
+    /// The value of `series`; panics when it is not exported.
+    pub fn get(&self, series: &str) -> f64 {
+        metric(&self.0, series).unwrap_or_else(|| panic!("{series} is missing from /metrics:\n{}", self.0))
+    }
+}
+
+/// Asserts how far each series moved between two snapshots.
+#[track_caller]
+pub fn assert_moved(before: &Snapshot, after: &Snapshot, expected: &[(&str, f64)]) {
+    for (series, delta) in expected {
+        assert_eq!(after.get(series) - before.get(series), *delta, "change of {series}");
+    }
+}
+
 /// Calls the server API: `key` goes in `Authorization: Bearer` (none: no header).
 /// Returns the status and the JSON body (every API answer has one).
 pub async fn api(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
