@@ -425,13 +425,19 @@ impl RoomState {
         }
         let except = (!publication.echo).then_some(publication.conn);
         self.fan_out(&frame, except);
-        self.metrics.publish_latency.observe(publication.at.elapsed().as_secs_f64());
+        self.enqueued(publication.at);
+    }
+
+    /// Records the latency of a publish that reached the server at `at` and
+    /// has now been queued to every member here.
+    fn enqueued(&self, at: Instant) {
+        self.metrics.publish_latency.observe(at.elapsed().as_secs_f64());
     }
 
     fn server_publish(&mut self, from: &str, data: &RawValue, at: Instant) -> u64 {
         let (seq, frame) = self.message(from, data);
         self.fan_out(&frame, None);
-        self.metrics.publish_latency.observe(at.elapsed().as_secs_f64());
+        self.enqueued(at);
         seq
     }
 
@@ -516,7 +522,7 @@ impl RoomState {
                         _ => None,
                     };
                     self.fan_out(&frame, except);
-                    self.metrics.publish_latency.observe(waiting.at.elapsed().as_secs_f64());
+                    self.enqueued(waiting.at);
                 } else if !came_back {
                     self.unechoed(seq, waiting.at);
                 }
@@ -534,7 +540,7 @@ impl RoomState {
                         let _ = reply.send(seq);
                     }
                 }
-                self.metrics.publish_latency.observe(waiting.at.elapsed().as_secs_f64());
+                self.enqueued(waiting.at);
             }
             // Sent, but unanswered: Redis may have numbered and published it
             // (then it arrives like any other), or not. Numbering it here
@@ -597,7 +603,7 @@ impl RoomState {
                 let except = if own { except.map(ConnId) } else { None };
                 self.fan_out(&frame, except);
                 if let Some(at) = at {
-                    self.metrics.publish_latency.observe(at.elapsed().as_secs_f64());
+                    self.enqueued(at);
                 }
             }
             Body::Presence { user, joined, .. } if !own => self.remote_change(origin, user.into(), joined),

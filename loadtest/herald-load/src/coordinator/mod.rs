@@ -370,17 +370,23 @@ fn sleep_until_us(t_us: u64) {
     std::thread::sleep(Duration::from_micros(t_us.saturating_sub(crate::now_us())));
 }
 
+/// Connects the rooms of `shape` (publishers on `--publish-url` when given)
+/// and names the servers a step measures.
+fn connect_rooms(
+    common: &CommonArgs,
+    publish: &PublishArgs,
+    shape: &ShapeArgs,
+) -> Result<(Servers, Workers, ConnectSummary, Trouble), String> {
+    let plan = room_plan(shape)?;
+    let servers = Servers::new(common, publish);
+    let (workers, connect, before) =
+        connect(common, publish.publish_url.as_deref(), plan.rooms * plan.members, Some(plan))?;
+    Ok((servers, workers, connect, before))
+}
+
 fn fanout(args: &FanoutArgs) -> Result<FanoutReport, String> {
     check_rate(args.rate, args.duration_secs)?;
-    let plan = room_plan(&args.shape)?;
-    let servers = Servers::new(&args.common, &args.publish);
-    let publish_url = args.publish.publish_url.as_deref();
-    let (mut workers, connect, before) = connect(
-        &args.common,
-        publish_url,
-        plan.rooms * plan.members,
-        Some(plan),
-    )?;
+    let (servers, mut workers, connect, before) = connect_rooms(&args.common, &args.publish, &args.shape)?;
     let mut report = step(
         &mut workers,
         &args.shape,
@@ -402,15 +408,7 @@ fn ramp(args: &RampArgs) -> Result<RampReport, String> {
     if args.factor.is_nan() || args.factor <= 1.0 {
         return Err("--factor must be greater than 1".into());
     }
-    let plan = room_plan(&args.shape)?;
-    let servers = Servers::new(&args.common, &args.publish);
-    let publish_url = args.publish.publish_url.as_deref();
-    let (mut workers, connect, before) = connect(
-        &args.common,
-        publish_url,
-        plan.rooms * plan.members,
-        Some(plan),
-    )?;
+    let (servers, mut workers, connect, before) = connect_rooms(&args.common, &args.publish, &args.shape)?;
     let mut trouble = before;
     let mut steps: Vec<FanoutReport> = Vec::new();
     let mut rate = args.start_rate;
