@@ -2,34 +2,40 @@
 //! 10,000 connections, in process.
 //!
 //! The pieces are the server's own: the supervision tree on a multi-thread
-//! tokio runtime, rooms joined through the `RoomRegistry`, and the publish
-//! sent through the `RoomHandle` a connection holds after its join. Each
-//! member is an actix actor on one of several arbiters (as connections live
-//! on several HTTP workers), with a mailbox bounded by the default
-//! `limits.outbound_queue`, reached through a real `Outbox`. The only thing
-//! missing is the socket: a member counts the `message` frames it is handed
-//! instead of writing them.
+//! tokio runtime, rooms joined through the `RoomRegistry`, the publish sent
+//! through the `RoomHandle` a connection holds after its join, and each
+//! member a real `Outbox` over a real socket, so every delivery is the
+//! server's own write path: one non-blocking `send` of the shared frame
+//! bytes. Members share [`SOCKETS`] Unix socket pairs (a room of 10,000 with
+//! a socket each would pass the file limit); reader threads drain the other
+//! ends and count the bytes.
 //!
-//! One iteration publishes one message and ends when the last member has it,
-//! so the time covers the room's serialisation, one `try_send` per member and
-//! every mailbox being drained. Throughput is members reached per second.
+//! One iteration publishes one message and ends when the readers have every
+//! member's copy, so the time covers the room's serialisation and one
+//! `send` per member. Throughput is members reached per second.
 
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
-use herald::connection::{ConnId, Control, Member, Outbound, Outbox};
+use herald::connection::{Bounds, ConnId, Member, Outbox};
 use herald::protocol::ServerKind;
 use herald::rooms::{RoomHandle, RoomRegistry};
+use herald::transport::TransportKind;
 use herald::Config;
 use serde_json::value::RawValue;
 
 mod support;
 
 const SIZES: [u64; 3] = [10, 1_000, 10_000];
+
+/// Socket pairs the members of one room share.
+const SOCKETS: usize = 32;
 
 /// Members are connections of this many users, like tabs. Only a user's first
 /// connection makes the room announce `user_joined` to everyone, so building
@@ -41,8 +47,8 @@ const USERS: u64 = 16;
 /// fails rather than hangs.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// `message` frames received by all members of one room so far, and the count
-/// at which the message in flight has reached everyone.
+/// Bytes the readers have taken off the members' sockets, and the count at
+/// which the message in flight has reached everyone.
 struct Tally {
     received: AtomicU64,
     target: AtomicU64,
@@ -50,34 +56,31 @@ struct Tally {
 }
 
 impl Tally {
-    fn arrived(&self) {
-        let received = self.received.fetch_add(1, Ordering::AcqRel) + 1;
-        if received == self.target.load(Ordering::Acquire) {
+    fn arrived(&self, bytes: u64) {
+        let received = self.received.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        let target = self.target.load(Ordering::Acquire);
+        if target != 0 && received >= target && received - bytes < target {
             let _ = self.done.send(());
         }
     }
 }
 
-/// A connection without a socket: takes frames from its mailbox as the
-/// WebSocket actor does, and counts messages instead of writing them.
-struct Connection {
-    tally: Arc<Tally>,
-}
-
-impl Actor for Connection {
-    type Context = Context<Self>;
-}
-
-impl Handler<Outbound> for Connection {
-    type Result = ();
-
-    fn handle(&mut self, msg: Outbound, _: &mut Context<Self>) {
-        if let Outbound::Frame(frame) = msg {
-            if frame.kind == ServerKind::Message {
-                self.tally.arrived();
-            }
-        }
-    }
+/// The sockets members write to, each drained by a thread of its own.
+fn sockets(tally: &Arc<Tally>) -> Vec<UnixStream> {
+    (0..SOCKETS)
+        .map(|_| {
+            let (ours, mut theirs) = UnixStream::pair().expect("a socket pair");
+            ours.set_nonblocking(true).expect("non-blocking");
+            let tally = tally.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 256 * 1024];
+                while let Ok(n @ 1..) = theirs.read(&mut buf) {
+                    tally.arrived(n as u64);
+                }
+            });
+            ours
+        })
+        .collect()
 }
 
 /// A room with `members` connections and a publisher among them.
@@ -88,41 +91,58 @@ struct BenchRoom {
     data: Box<RawValue>,
     tally: Arc<Tally>,
     done: Receiver<()>,
+    /// Bytes of one `message` frame on the wire.
+    frame_len: u64,
+    /// The seq the next publish gets.
+    next_seq: AtomicU64,
+    _sockets: Vec<UnixStream>,
 }
 
 impl BenchRoom {
-    fn build(actors: &tokio::runtime::Runtime, rooms: &RoomRegistry, workers: &[Arbiter], members: u64) -> Self {
+    fn build(actors: &tokio::runtime::Runtime, rooms: &RoomRegistry, members: u64) -> Self {
         let (done_tx, done) = channel();
         let tally = Arc::new(Tally { received: AtomicU64::new(0), target: AtomicU64::new(0), done: done_tx });
+        let sockets = sockets(&tally);
         let name: Arc<str> = format!("bench:fanout:{members}").into();
-        let capacity = Config::default().limits.outbound_queue;
+        let limits = Config::default().limits;
+        let bounds = Bounds::new(limits.outbound_queue, limits.outbound_queue_bytes);
+        // Members carry only `message` frames: the joins' `user_joined`
+        // frames would otherwise be in flight when timing starts.
+        let carries = |kind| kind == ServerKind::Message;
         let mut handle = None;
         for conn in 0..members {
-            let worker = workers[conn as usize % workers.len()].handle();
-            let connection = Connection { tally: tally.clone() };
-            let addr = Connection::start_in_arbiter(&worker, move |ctx| {
-                ctx.set_mailbox_capacity(capacity);
-                connection
-            });
-            let outbox = Outbox::new(addr.recipient(), Arc::new(Control::default()));
+            let fd = sockets[conn as usize % SOCKETS].as_raw_fd();
+            let outbox = Outbox::new(fd, TransportKind::WebSocket, carries, bounds);
             let member = Member { conn: ConnId(conn), user: format!("user-{}", conn % USERS).into(), outbox };
             let (room, _) = actors.block_on(rooms.join(name.clone(), member)).expect("the room takes the join");
             handle = Some(room);
         }
+        let data: Box<RawValue> = serde_json::from_str(r#"{"text":"hello, room"}"#).expect("valid JSON");
+        let frame_len = herald::protocol::ServerFrame::Message { room: &name, from: "user-0", data: &data, seq: 1, ts: herald::protocol::now_ms() }
+            .encode()
+            .wire()
+            .len() as u64;
         Self {
             members,
             handle: handle.expect("a room has members"),
             publisher: (ConnId(0), "user-0".into()),
-            data: serde_json::from_str(r#"{"text":"hello, room"}"#).expect("valid JSON"),
+            data,
             tally,
             done,
+            frame_len,
+            next_seq: AtomicU64::new(1),
+            _sockets: sockets,
         }
     }
 
     /// Publishes one message (echoed, so the publisher counts too) and waits
     /// until every member has it.
     fn publish_to_all(&self) {
-        self.tally.target.fetch_add(self.members, Ordering::AcqRel);
+        // A message's seq grows by a digit now and then; the readers wait for
+        // the bytes of this one exactly, measured before the publish.
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let frame_len = self.frame_len + seq.to_string().len() as u64 - 1;
+        self.tally.target.fetch_add(self.members * frame_len, Ordering::AcqRel);
         let (conn, user) = &self.publisher;
         self.handle.publish(*conn, user.clone(), &self.data, true, None);
         self.done.recv_timeout(PATIENCE).expect("every member received the message");
@@ -131,17 +151,13 @@ impl BenchRoom {
 
 fn fanout(c: &mut Criterion) {
     let (actors, tree) = support::start_tree();
-    let cores = support::cores();
-    // Arbiters need a registered actix system; they run on their own threads.
-    let _system = System::new();
-    let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
 
     let mut group = c.benchmark_group("fanout");
     // Equal samples rather than growing ones: at 10,000 members one iteration
     // takes milliseconds, and growing samples would overrun the time budget.
     group.sampling_mode(SamplingMode::Flat);
     for members in SIZES {
-        let room = BenchRoom::build(&actors, &tree.rooms, &workers, members);
+        let room = BenchRoom::build(&actors, &tree.rooms, members);
         room.publish_to_all();
         group.throughput(Throughput::Elements(members));
         group.bench_function(BenchmarkId::from_parameter(members), |b| {
@@ -155,9 +171,6 @@ fn fanout(c: &mut Criterion) {
         });
     }
     group.finish();
-    for worker in workers {
-        worker.stop();
-    }
 }
 
 /// Few samples: a 10,000-member iteration takes milliseconds. Flags such as

@@ -80,7 +80,7 @@ fn encoding(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("encode");
     for (name, frame) in &frames {
-        group.throughput(Throughput::Bytes(frame.encode().text.len() as u64));
+        group.throughput(Throughput::Bytes(frame.encode().text().len() as u64));
         group.bench_function(*name, |b| b.iter(|| black_box(frame).encode()));
     }
     group.finish();

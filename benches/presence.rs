@@ -16,9 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use herald::connection::{ConnId, Control, Member, Outbound, Outbox};
+use herald::connection::{testing, ConnId, Member};
 use herald::presence::Presence;
 
 mod support;
@@ -26,20 +25,6 @@ mod support;
 /// Users per update iteration.
 const BATCH: u64 = 1_000;
 const ROOM_SIZES: [u64; 3] = [10, 1_000, 10_000];
-
-/// A connection that drops whatever reaches it; presence only holds on to its
-/// outbox here, since nothing sends `direct` frames.
-struct Sink;
-
-impl Actor for Sink {
-    type Context = Context<Self>;
-}
-
-impl Handler<Outbound> for Sink {
-    type Result = ();
-
-    fn handle(&mut self, _: Outbound, _: &mut Context<Self>) {}
-}
 
 fn users(prefix: &str, count: u64) -> Vec<Arc<str>> {
     (0..count).map(|n| format!("{prefix}-{n}").into()).collect()
@@ -71,15 +56,15 @@ fn join_leave(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence: &Pr
 }
 
 fn online_offline(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence: &Presence) {
-    let worker = Arbiter::new();
-    let sink = Sink::start_in_arbiter(&worker.handle(), |_| Sink);
+    // Presence only holds on to the outboxes here: nothing sends `direct` frames.
+    let (outbox, _) = testing::collector(0);
     let members: Vec<Member> = users("conn", BATCH)
         .into_iter()
         .zip(0..)
         .map(|(user, conn)| Member {
             conn: ConnId(conn),
             user,
-            outbox: Outbox::new(sink.clone().recipient(), Arc::new(Control::default())),
+            outbox: outbox.clone(),
         })
         .collect();
     let room: Arc<str> = "bench:presence:none".into();
@@ -97,7 +82,6 @@ fn online_offline(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence:
         })
     });
     group.finish();
-    worker.stop();
 }
 
 fn room_users(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence: &Presence) {
@@ -116,8 +100,6 @@ fn room_users(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence: &Pr
 
 fn presence(c: &mut Criterion) {
     let (actors, tree) = support::start_tree();
-    // The sink's arbiter needs a registered actix system.
-    let _system = System::new();
     join_leave(c, &actors, &tree.presence);
     online_offline(c, &actors, &tree.presence);
     room_users(c, &actors, &tree.presence);

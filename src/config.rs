@@ -62,6 +62,10 @@ pub struct ServerConfig {
     /// After SIGTERM or SIGINT, how long open connections get to close before
     /// the process exits anyway. Default `10000`.
     pub shutdown_timeout_ms: u64,
+    /// How long a client has to send its whole request (head, and body for the
+    /// API) once its socket is accepted; a slower one is dropped (408 or a
+    /// closed socket). Default `10000`.
+    pub handshake_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +77,7 @@ impl Default for ServerConfig {
             workers: 0,
             allowed_origins: Vec::new(),
             shutdown_timeout_ms: 10000,
+            handshake_timeout_ms: 10000,
         }
     }
 }
@@ -116,9 +121,14 @@ pub struct LimitsConfig {
     /// Frames buffered for one connection; one more and it is a slow consumer,
     /// closed with 4008. Default `1024`.
     pub outbound_queue: usize,
-    /// Open connections this node accepts; past it upgrades get 503. `0` means
-    /// as many as the file limit allows. Default `0`.
+    /// Open connections this node accepts, sockets still sending their
+    /// request included; past it upgrades get 503. `0` means as many as the
+    /// file limit allows, less a reserve that keeps `/healthz`, `/readyz`,
+    /// `/metrics` and the API reachable. Default `0`.
     pub max_connections: usize,
+    /// Bytes buffered for one connection; past it, as past `outbound_queue`
+    /// frames, it is a slow consumer. Default `1048576` (1 MiB).
+    pub outbound_queue_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -131,6 +141,7 @@ impl Default for LimitsConfig {
             max_rooms_per_conn: 100,
             outbound_queue: 1024,
             max_connections: 0,
+            outbound_queue_bytes: 1 << 20,
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::cluster::link::LinkCell;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connection::registry::Registry;
-use crate::connection::ConnId;
+use crate::connection::{Bounds, ConnId};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::rooms::RoomRegistry;
@@ -34,6 +34,11 @@ pub struct Node {
     next_conn: AtomicU64,
     /// Connections holding an [`OpenSlot`].
     open: AtomicUsize,
+    /// Accepted sockets whose first request is still being read.
+    handshaking: AtomicUsize,
+    /// The most connections open at once (`limits.max_connections`, or
+    /// what the file limit allows).
+    max_open: usize,
     /// Accepted TCP connections not yet closed (WebSocket or plain HTTP).
     sockets: AtomicUsize,
     ready: AtomicBool,
@@ -49,6 +54,36 @@ impl Drop for SocketGuard {
     fn drop(&mut self) {
         self.node.sockets.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// A socket whose first request is being read, counted until it drops.
+pub struct HandshakeGuard {
+    node: Arc<Node>,
+}
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        self.node.handshaking.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Descriptors kept free beyond the connections a node takes by default:
+/// they keep `/healthz`, `/readyz`, `/metrics` and the API reachable when
+/// connections have taken everything else. An eighth of the file limit, at
+/// least 8 and at most [`FD_RESERVE`].
+pub const FD_RESERVE: u64 = 64;
+
+/// The connections the file limit leaves room for: the limit, less the
+/// descriptors already open, less the reserve.
+pub fn connection_capacity() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    let in_use = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let reserve = (limit.rlim_cur / 8).clamp(8, FD_RESERVE);
+    Some(limit.rlim_cur.saturating_sub(in_use + reserve))
 }
 
 /// A place among `limits.max_connections`, held for a connection's lifetime.
@@ -89,7 +124,6 @@ impl Node {
         let Parts { id, rooms, presence, metrics, connections, cluster, link } = parts;
         Self {
             auth: Authenticator::new(&config.auth.jwt_secret),
-            config,
             id,
             rooms,
             presence,
@@ -99,22 +133,45 @@ impl Node {
             link,
             next_conn: AtomicU64::new(1),
             open: AtomicUsize::new(0),
+            handshaking: AtomicUsize::new(0),
+            max_open: match config.limits.max_connections {
+                0 => connection_capacity().map_or(usize::MAX, |n| n as usize),
+                n => n,
+            },
             sockets: AtomicUsize::new(0),
             ready: AtomicBool::new(true),
             draining: AtomicBool::new(false),
+            config,
         }
     }
 
     /// Takes a slot for a `kind` connection, or `None` when
-    /// `limits.max_connections` are open (all transports together).
+    /// [`Self::max_connections`] are open or opening (all transports
+    /// together, and the other sockets still in their handshake). Called
+    /// by a socket in its handshake.
     pub fn try_open(self: &Arc<Self>, kind: TransportKind) -> Option<OpenSlot> {
-        let max = match self.config.limits.max_connections {
-            0 => usize::MAX,
-            n => n,
-        };
-        self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        let max = self.max_open;
+        let others = self.handshaking.load(Ordering::Acquire).saturating_sub(1);
+        self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n + others < max).then_some(n + 1)).ok()?;
         self.metrics.connections_open(kind).inc();
         Some(OpenSlot { node: self.clone(), kind })
+    }
+
+    /// The most connections open at once: `limits.max_connections`, or
+    /// when that is 0, what the file limit allows less a reserve.
+    pub fn max_connections(&self) -> usize {
+        self.max_open
+    }
+
+    /// Counts a socket in its handshake until the returned guard drops.
+    pub fn handshake_started(self: &Arc<Self>) -> HandshakeGuard {
+        self.handshaking.fetch_add(1, Ordering::AcqRel);
+        HandshakeGuard { node: self.clone() }
+    }
+
+    /// The bounds of every connection's outbound queue.
+    pub fn bounds(&self) -> Bounds {
+        Bounds::new(self.config.limits.outbound_queue, self.config.limits.outbound_queue_bytes)
     }
 
     /// Connections open now.

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use bytestring::ByteString;
+use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
@@ -445,11 +445,72 @@ pub enum ServerFrame<'a> {
     },
 }
 
-/// A serialised server frame, cheap to clone (a reference count).
+/// A serialised server frame, cheap to clone (a reference count). It is kept
+/// as the whole WebSocket text frame (header and payload): server frames are
+/// unmasked, so every member of a room is sent these very bytes.
 #[derive(Debug, Clone)]
 pub struct Encoded {
     pub kind: ServerKind,
-    pub text: ByteString,
+    /// The WebSocket frame: a 2, 4 or 10-byte header, then the JSON text.
+    wire: Bytes,
+}
+
+/// The longest WebSocket header of an unmasked server frame.
+const WS_HEADER_MAX: usize = 10;
+
+impl Encoded {
+    /// `text` framed as one WebSocket text message.
+    pub fn new(kind: ServerKind, text: &str) -> Self {
+        let mut out = Vec::with_capacity(WS_HEADER_MAX + text.len());
+        out.resize(WS_HEADER_MAX, 0);
+        out.extend_from_slice(text.as_bytes());
+        Self::framed(kind, out)
+    }
+
+    /// Frames the JSON in `buffer[WS_HEADER_MAX..]`, writing its header into
+    /// the reserved bytes just before it.
+    fn framed(kind: ServerKind, buffer: Vec<u8>) -> Self {
+        let len = buffer.len() - WS_HEADER_MAX;
+        let mut header = [0u8; WS_HEADER_MAX];
+        header[0] = 0x81;
+        let used = match len {
+            0..=125 => {
+                header[1] = len as u8;
+                2
+            }
+            126..=65535 => {
+                header[1] = 126;
+                header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                4
+            }
+            _ => {
+                header[1] = 127;
+                header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+                10
+            }
+        };
+        let start = WS_HEADER_MAX - used;
+        let mut buffer = buffer;
+        buffer[start..WS_HEADER_MAX].copy_from_slice(&header[..used]);
+        Self { kind, wire: Bytes::from(buffer).slice(start..) }
+    }
+
+    /// The frame's JSON text.
+    pub fn text(&self) -> &str {
+        let start = match self.wire[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        // SAFETY: `wire` after its header is the JSON text it was built from,
+        // which was a `str`.
+        unsafe { std::str::from_utf8_unchecked(&self.wire[start..]) }
+    }
+
+    /// The whole WebSocket frame, ready for the socket.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
 }
 
 impl ServerFrame<'_> {
@@ -476,13 +537,17 @@ impl ServerFrame<'_> {
     pub fn encode(&self) -> Encoded {
         // Serialising these types cannot fail: every map key is a string and
         // raw values were valid JSON when they were received.
-        let mut text = serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"));
+        let mut buffer = vec![0u8; WS_HEADER_MAX];
+        if serde_json::to_writer(&mut buffer, self).is_err() {
+            buffer.truncate(WS_HEADER_MAX);
+            buffer.extend_from_slice(b"{}");
+        }
         // The buffer grew by doubling; a frame can wait in up to
         // `outbound_queue` slots per member, so it keeps only its own bytes.
-        if text.capacity() - text.len() > 1024 {
-            text.shrink_to_fit();
+        if buffer.capacity() - buffer.len() > 1024 {
+            buffer.shrink_to_fit();
         }
-        Encoded { kind: self.kind(), text: ByteString::from(text) }
+        Encoded::framed(self.kind(), buffer)
     }
 }
 
@@ -594,13 +659,13 @@ mod tests {
     fn server_frames_serialise_as_documented() {
         let id = RawValue::from_string("\"q\"".into()).unwrap();
         let ack = ServerFrame::Ack { seq: Some(3), id: Some(&id) }.encode();
-        assert_eq!(&*ack.text, r#"{"type":"ack","seq":3,"id":"q"}"#);
+        assert_eq!(ack.text(), r#"{"type":"ack","seq":3,"id":"q"}"#);
         let data = RawValue::from_string("[1]".into()).unwrap();
         let msg = ServerFrame::Message { room: "r", from: "u", data: &data, seq: 1, ts: 2 }.encode();
-        assert_eq!(&*msg.text, r#"{"type":"message","room":"r","from":"u","data":[1],"seq":1,"ts":2}"#);
+        assert_eq!(msg.text(), r#"{"type":"message","room":"r","from":"u","data":[1],"seq":1,"ts":2}"#);
         let joined = ServerFrame::UserJoined { room: "r", user: "u" }.encode();
-        assert_eq!(&*joined.text, r#"{"type":"user_joined","room":"r","user":"u"}"#);
+        assert_eq!(joined.text(), r#"{"type":"user_joined","room":"r","user":"u"}"#);
         let err = ServerFrame::Error { code: ErrorCode::NotInRoom, message: "m", id: None }.encode();
-        assert_eq!(&*err.text, r#"{"type":"error","code":"NOT_IN_ROOM","message":"m"}"#);
+        assert_eq!(err.text(), r#"{"type":"error","code":"NOT_IN_ROOM","message":"m"}"#);
     }
 }

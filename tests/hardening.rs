@@ -181,15 +181,17 @@ async fn a_burst_passes_then_frames_are_rate_limited_with_their_id() {
 }
 
 #[tokio::test]
-async fn every_text_and_binary_frame_takes_a_token_but_control_frames_do_not() {
+async fn every_text_binary_and_ping_frame_takes_a_token_but_pongs_do_not() {
     let server = server_with(|c| {
         c.limits.rate_per_sec = 1;
-        c.limits.rate_burst = 2;
+        c.limits.rate_burst = 3;
     });
     let (mut client, _) = ws_connect(&server).await;
+    // Unsolicited pongs are free; a ping takes the first of three tokens.
     for _ in 0..5 {
-        client.send_message(Message::Ping(b"hi".to_vec().into())).await;
+        client.send_message(Message::Pong(b"hi".to_vec().into())).await;
     }
+    client.send_message(Message::Ping(b"hi".to_vec().into())).await;
     client.send_message(Message::Binary(vec![1, 2, 3].into())).await;
     client.send_text("{not json").await;
     client.send(ping(json!(7))).await;

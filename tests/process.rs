@@ -381,17 +381,12 @@ async fn slow_consumer_is_dropped_while_the_room_gets_everything_and_memory_stay
 
 // ---- the file limit ------------------------------------------------------
 
-#[tokio::test]
-async fn at_the_file_limit_open_connections_are_served_and_accepting_resumes() {
-    let herald = Herald::start("[server]\nnode_id = \"proc\"\n", Some(96)).await;
-    let logged = || async { herald.log().contains("file_limit=96") };
-    assert!(eventually(WAIT, logged).await, "start-up log should report the limit:\n{}", herald.log());
-    let url = herald.url();
-
-    // Opens connections until upgrades stop completing (three failures in a row).
+/// Opens WebSocket connections until upgrades stop completing (three
+/// failures in a row), at most `tries`.
+async fn open_until_refused(url: &str, tries: usize) -> (Vec<Ws<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>, u32) {
     let (mut held, mut failures) = (Vec::new(), 0);
-    for _ in 0..150 {
-        match open(&url).await {
+    for _ in 0..tries {
+        match open(url).await {
             Some(ws) => {
                 held.push(ws);
                 failures = 0;
@@ -403,6 +398,48 @@ async fn at_the_file_limit_open_connections_are_served_and_accepting_resumes() {
             None => failures += 1,
         }
     }
+    (held, failures)
+}
+
+#[tokio::test]
+async fn by_default_the_file_limit_caps_connections_and_keeps_operators_served() {
+    let herald = Herald::start("[server]\nnode_id = \"proc\"\n", Some(96)).await;
+    let logged = || async { herald.log().contains("file_limit=96") };
+    assert!(eventually(WAIT, logged).await, "start-up log should report the limit:\n{}", herald.log());
+
+    let (mut held, failures) = open_until_refused(&herald.url(), 150).await;
+    println!("file limit 96: {} WebSocket connections held before upgrades were refused", held.len());
+    assert_eq!(failures, 3, "150 connections opened under a file limit of 96");
+    assert!(held.len() >= 30, "only {} connections before the limit", held.len());
+
+    // At the limit, operators are still served and the refusals are counted,
+    // and the process never ran out of descriptors.
+    assert_eq!(fetch(herald.addr, "/healthz").await.map(|(status, _)| status), Some(200));
+    assert_eq!(fetch(herald.addr, "/readyz").await.map(|(status, _)| status), Some(200));
+    let (status, text) = fetch(herald.addr, "/metrics").await.expect("/metrics answers at the limit");
+    assert_eq!(status, 200);
+    let refused = metric(&text, r#"herald_connections_refused_total{reason="max_connections"}"#).unwrap_or(0.0);
+    assert!(refused >= 3.0, "refusals at the limit: {refused}\n{text}");
+    assert_eq!(metric(&text, "herald_connections_accept_errors_total"), Some(0.0), "{text}");
+    let last = held.len() - 1;
+    for i in [0, last] {
+        assert!(pongs(&mut held[i]).await, "connection {i} of {} no longer answers at the limit", held.len());
+    }
+    // One leaves, one more gets in.
+    held.pop();
+    assert!(eventually(Duration::from_secs(10), || async { open(&herald.url()).await.is_some() }).await, "no new connection");
+}
+
+#[tokio::test]
+async fn past_the_file_limit_open_connections_are_served_and_accepting_resumes() {
+    // A configured limit above what the file limit allows: accepting fails
+    // with EMFILE, and the node rides it out.
+    let herald = Herald::start("[server]\nnode_id = \"proc\"\n[limits]\nmax_connections = 1000\n", Some(96)).await;
+    let logged = || async { herald.log().contains("file_limit=96") };
+    assert!(eventually(WAIT, logged).await, "start-up log should report the limit:\n{}", herald.log());
+    let url = herald.url();
+
+    let (mut held, failures) = open_until_refused(&url, 150).await;
     println!("file limit 96: {} WebSocket connections held before upgrades failed", held.len());
     assert_eq!(failures, 3, "150 connections opened under a file limit of 96");
     assert!(held.len() >= 30, "only {} connections before the limit", held.len());

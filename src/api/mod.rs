@@ -163,7 +163,7 @@ async fn direct(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResp
     let (user, data, from) = (fields.user()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
     let frame = ServerFrame::Direct { from: &from, data, ts: now_ms() }.encode();
     if let Some(cluster) = &node.cluster {
-        cluster.direct(&user, &frame.text);
+        cluster.direct(&user, frame.text());
     }
     node.presence.direct(user.into(), frame);
     Ok(HttpResponse::Ok().json(json!({})))
@@ -177,7 +177,7 @@ async fn broadcast(node: web::Data<Node>, payload: web::Payload) -> Result<HttpR
     let data = body::Fields::parse(&bytes)?.data()?;
     let frame = ServerFrame::Broadcast { data, ts: now_ms() }.encode();
     if let Some(cluster) = &node.cluster {
-        cluster.broadcast(&frame.text);
+        cluster.broadcast(frame.text());
     }
     let mut delivered = 0u64;
     node.connections.for_each(|outbox| {

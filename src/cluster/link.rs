@@ -168,10 +168,10 @@ impl LinkCell {
             // Delivered at the origin already.
             Body::Direct { .. } | Body::Broadcast { .. } if own => {}
             Body::Direct { user, frame } => {
-                self.targets.presence.direct(user.into(), Encoded { kind: ServerKind::Direct, text: frame.into() });
+                self.targets.presence.direct(user.into(), Encoded::new(ServerKind::Direct, &frame));
             }
             Body::Broadcast { frame } => {
-                let frame = Encoded { kind: ServerKind::Broadcast, text: frame.into() };
+                let frame = Encoded::new(ServerKind::Broadcast, &frame);
                 self.targets.connections.for_each(|outbox| {
                     outbox.deliver(frame.clone(), &cluster.metrics);
                 });

@@ -759,7 +759,6 @@ mod tests {
 
     use super::*;
     use crate::connection::testing::{collector, collector_with};
-    use crate::connection::Control;
     use crate::metrics::Fault;
     use crate::rooms::RoomRegistry;
     use crate::supervisor;
@@ -986,8 +985,7 @@ mod tests {
     #[actix_web::test]
     async fn members_get_only_the_frame_kinds_their_transport_carries() {
         let f = fixture().await;
-        let messages_only = Control::new(None, |kind| kind == ServerKind::Message);
-        let (outbox, listener_frames) = collector_with(4, messages_only);
+        let (outbox, listener_frames) = collector_with(4, |kind| kind == ServerKind::Message);
         let listener = Member { conn: ConnId(1), user: "listener".into(), outbox };
         let (talker, _) = member(2, "talker", 1000);
         let (room, _) = f.rooms.join("r".into(), listener).await.unwrap();

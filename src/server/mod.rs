@@ -174,6 +174,7 @@ impl Server {
             .build()
             .map_err(ServerError::Runtime)?;
         let workers = Workers::start(workers, &node).map_err(ServerError::Workers)?;
+        let sweep = actors.spawn(crate::connection::sweep::run(node.clone()));
         let user_timeout = Duration::from_millis(node.config.heartbeat.timeout_ms);
         let acceptor = acceptor_rt.block_on(async {
             let listener = tokio::net::TcpListener::from_std(listener).map_err(ServerError::Runtime)?;
@@ -189,6 +190,7 @@ impl Server {
             Ok::<_, ServerError>(acceptor)
         })?;
         acceptor.stop();
+        sweep.abort();
         fatal.stopping.store(true, std::sync::atomic::Ordering::Release);
         actors.shutdown_background();
         if let Some(reason) = fatal.reason.lock().take() {
@@ -278,14 +280,13 @@ fn log_capacity(node: &Node) {
         return;
     }
     let in_use = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
-    // Each connection holds one descriptor; keep a few for logs, metrics and clients.
-    let capacity = limit.rlim_cur.saturating_sub(in_use + 16);
+    let capacity = crate::node::connection_capacity().unwrap_or(0);
     let configured = node.config.limits.max_connections;
     tracing::info!(
         file_limit = limit.rlim_cur,
         descriptors_in_use = in_use,
         connection_capacity = capacity,
-        max_connections = configured,
+        max_connections = node.max_connections(),
         "file limit allows about {capacity} connections"
     );
     if configured as u64 > capacity {

@@ -1,25 +1,28 @@
 //! HTTP workers: threads each running an actix system that serves the
-//! connections the acceptor hands it, with actix-http and the actix-web app.
+//! sockets the acceptor hands it: WebSocket and SSE connections as Herald's
+//! own tasks, everything else with actix-http and the actix-web app.
 //!
 //! actix-web's `HttpServer` would own accepting too; Herald accepts itself
-//! (see [`super::acceptor`]) and gives each worker ready sockets.
+//! (see [`super::acceptor`]) and gives each worker ready sockets. A worker
+//! also runs the connection tasks of the sockets it upgraded: each worker's
+//! runtime is single-threaded, so a connection lives on one thread.
 
 use std::net::TcpStream as StdTcpStream;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use actix_http::HttpService;
+use std::time::Duration;
+
+use actix_http::{HttpService, Protocol};
 use actix_service::{map_config, Service, ServiceFactory};
 use actix_web::dev::AppConfig;
-use actix_web::rt::net::TcpStream;
 use actix_web::{web, App};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::connection::control::SocketFd;
 use crate::node::Node;
-use crate::transport;
+use crate::transport::{self, handshake, replay::Replay};
 
 /// The running workers and the channels that feed them.
 pub struct Workers {
@@ -61,17 +64,17 @@ impl Workers {
     }
 }
 
-/// One worker: builds the HTTP service, then serves every socket it is given.
+/// One worker: builds the HTTP service, then serves every socket it is
+/// given: each one's first request is read by [`handshake::serve`], which
+/// keeps `/ws` and `/sse` and hands the rest to actix-http.
 async fn serve(mut sockets: mpsc::UnboundedReceiver<StdTcpStream>, node: Arc<Node>) {
     let data = web::Data::from(node.clone());
     let fault_injection = node.config.debug.fault_injection;
+    let request_timeout = Duration::from_millis(node.config.server.handshake_timeout_ms);
     let app = App::new().app_data(data).configure(|cfg| transport::http::routes(cfg, fault_injection));
-    let factory = HttpService::build()
-        .on_connect_ext(|io: &TcpStream, ext| {
-            ext.insert(SocketFd(io.as_raw_fd()));
-        })
-        .finish(map_config(app, |_| AppConfig::default()))
-        .tcp();
+    let factory = HttpService::<Replay, _, _, _, _>::build()
+        .client_request_timeout(request_timeout)
+        .finish(map_config(app, |_| AppConfig::default()));
     let service = match factory.new_service(()).await {
         Ok(service) => Rc::new(service),
         Err(()) => {
@@ -88,10 +91,13 @@ async fn serve(mut sockets: mpsc::UnboundedReceiver<StdTcpStream>, node: Arc<Nod
             }
         };
         let service = service.clone();
+        let node = node.clone();
         let guard = node.socket_opened();
         actix_web::rt::spawn(async move {
             let _guard = guard;
-            if let Err(error) = service.call(stream).await {
+            let peer = stream.peer_addr().ok();
+            let Some(replay) = handshake::serve(stream, &node).await else { return };
+            if let Err(error) = service.call((replay, Protocol::Http1, peer)).await {
                 tracing::debug!(?error, "http connection ended with an error");
             }
         });

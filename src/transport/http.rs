@@ -11,12 +11,22 @@ use crate::node::Node;
 /// Registers every route of the HTTP port; `/api/debug/*` only when
 /// `debug.fault_injection` is on.
 pub fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool) {
-    cfg.route("/ws", web::get().to(super::ws::upgrade))
-        .route("/sse", web::get().to(super::sse::subscribe))
+    cfg.route("/ws", web::get().to(reconnect))
+        .route("/sse", web::get().to(reconnect))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
         .configure(|cfg| crate::api::routes(cfg, fault_injection));
+}
+
+/// `GET /ws` or `GET /sse` on a kept-alive HTTP connection: a connection
+/// takes over its socket from the first request on, so the client is sent
+/// to the same URL on a fresh one (307, and this one is closed).
+async fn reconnect(req: actix_web::HttpRequest) -> HttpResponse {
+    HttpResponse::TemporaryRedirect()
+        .insert_header((actix_web::http::header::LOCATION, req.uri().to_string()))
+        .force_close()
+        .finish()
 }
 
 /// `GET /healthz`: 200 while the process runs.

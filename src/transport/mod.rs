@@ -1,30 +1,31 @@
-//! Transports: how frames reach a client's socket.
+//! Transports: how a connection's frames look on its socket, and how its
+//! socket is taken over from HTTP.
 //!
 //! A connection is one actor type, [`Connection<T>`](crate::connection::core::Connection),
-//! whatever carries it: rooms, presence, authentication, rate limits,
-//! heartbeats and metrics live there once. A transport is the [`Transport`]
-//! it is instantiated with: the actor context that owns the socket, and how a
-//! frame, a ping and a close are written to it. Adding one (long-polling,
-//! WebTransport) means a new `Transport` and a route, nothing copied.
+//! whatever carries it: rooms, presence, authentication, rate limits and
+//! metrics live there once. A transport is the `T` it is instantiated with:
+//! how the client's bytes become frames, and how a close looks on the wire.
 //!
-//! - [`ws`]: WebSocket (`GET /ws`): duplex, the connection actor is driven by its socket.
+//! - [`handshake`]: every accepted socket's first request, read by Herald
+//!   itself: `/ws` and `/sse` become connections that own their socket, the
+//!   rest goes to actix-web.
+//! - [`ws`]: WebSocket (`GET /ws`): frames, fragments, control frames, limits.
 //! - [`sse`]: Server-Sent Events (`GET /sse`): read-only subscriptions to rooms.
 //! - [`admission`]: what every transport checks before it opens a connection.
-//! - [`frame_guard`]: refuses oversized WebSocket frames from their headers.
+//! - [`replay`]: hands a socket whose request head was already read to actix-http.
 //! - [`http`]: the plain HTTP routes (`/healthz`, `/readyz`, `/metrics`).
 
 pub mod admission;
-pub mod frame_guard;
+pub mod handshake;
 pub mod http;
+pub mod replay;
 pub mod sse;
 pub mod ws;
 
-use actix::dev::ToEnvelope;
-use actix::{ActorContext, AsyncContext};
+use bytes::Bytes;
 
 use crate::connection::core::Connection;
-use crate::connection::{Control, Outbound};
-use crate::protocol::{Encoded, ServerKind};
+use crate::protocol::ServerKind;
 
 /// Which transport carries a connection: the `transport` label of the
 /// connection metrics.
@@ -43,56 +44,47 @@ impl TransportKind {
             Self::Sse => "sse",
         }
     }
-}
-
-/// The client is not taking frames as fast as they come: the connection's
-/// queue toward its socket is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
-
-/// How frames reach one kind of socket. Implemented by a connection's
-/// transport-specific state, which the core keeps in `Connection::transport`.
-pub trait Transport: Sized + Unpin + 'static {
-    /// The actor context that owns the socket.
-    type Context: ActorContext + AsyncContext<Connection<Self>> + ToEnvelope<Connection<Self>, Outbound>;
-
-    const KIND: TransportKind;
 
     /// Whether the client sends frames and answers pings. A connection that
     /// cannot be heard from is never closed for silence; a dead peer shows
-    /// up as a failed write instead.
-    const DUPLEX: bool;
+    /// up as the end of its stream or a failed write instead.
+    pub fn is_duplex(self) -> bool {
+        self == Self::WebSocket
+    }
 
-    /// Bounds the connection's mailbox (`limits.outbound_queue`).
-    fn set_mailbox_capacity(ctx: &mut Self::Context, capacity: usize);
+    /// The heartbeat, as this transport writes it.
+    pub fn ping(self) -> Bytes {
+        match self {
+            Self::WebSocket => Bytes::from_static(ws::PING),
+            Self::Sse => Bytes::from_static(sse::PING),
+        }
+    }
+}
+
+/// What one kind of socket does differently. Implemented by a connection's
+/// transport-specific state, which the core keeps in `Connection::transport`.
+pub trait Transport: Sized + Unpin + 'static {
+    const KIND: TransportKind;
 
     /// Whether frames of `kind` are written to this transport's clients.
-    /// Read once per connection into its [`Control`], which rooms consult
-    /// before they queue anything.
+    /// Read once per connection into its outbox, which rooms consult before
+    /// they queue anything.
     fn carries(kind: ServerKind) -> bool {
         let _ = kind;
         true
     }
 
-    /// Writes one frame, or reports that the client is not keeping up.
-    fn write(&mut self, ctx: &mut Self::Context, frame: Encoded) -> Result<(), Full>;
+    /// The last bytes of a connection closed with `code` and `reason`.
+    fn close_bytes(code: u16, reason: &str) -> Bytes;
 
-    /// Writes the heartbeat.
-    fn ping(&mut self, ctx: &mut Self::Context) -> Result<(), Full>;
-
-    /// Ends the connection with `code` and `reason` where the transport can
-    /// say them, and stops the actor.
-    fn close(&mut self, ctx: &mut Self::Context, code: u16, reason: &str);
-
-    /// Runs once the connection has started and is authenticated, before its
-    /// first heartbeat: where a transport subscribes to what its request asked.
-    fn opened(conn: &mut Connection<Self>, ctx: &mut Self::Context) {
-        let _ = (conn, ctx);
+    /// Runs once the connection is open, after `welcome`: where a transport
+    /// subscribes to what its request asked.
+    fn opened(conn: &mut Connection<Self>) {
+        let _ = conn;
     }
 
-    /// Runs when the actor has stopped. Whatever ends together with the
-    /// HTTP response body (before actix-http closes the socket) must
-    /// [`Control::release`] the socket: a transport whose actor is its body
-    /// does it here.
-    fn stopped(&mut self, control: &Control);
+    /// Handles bytes from the client, as many whole frames as it can while
+    /// the connection is neither closing nor waiting for an answer; returns
+    /// how many bytes it used. The rest is given again with what follows.
+    fn on_input(conn: &mut Connection<Self>, input: &mut [u8]) -> usize;
 }

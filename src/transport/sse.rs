@@ -2,109 +2,119 @@
 //! subscription for clients that cannot hold a WebSocket (`EventSource` in a
 //! browser, `curl -N` in a shell).
 //!
-//! The request is checked in full before anything is sent: the node takes
-//! it ([`admission`]), its token is good (or none is needed: 401 otherwise),
-//! every room name is valid (400) and one the user may join (403). The
-//! connection actor then starts, comes online in presence and joins its
-//! rooms; only when every join has landed does the response begin, so a
-//! message published after the client sees the headers reaches it.
+//! The request is checked in full before anything is sent (see
+//! [`super::handshake`]): the node takes it, its token is good (or none is
+//! needed: 401 otherwise), every room name is valid (400) and one the user
+//! may join (403). The connection then opens, comes online in presence and
+//! joins its rooms; its outbox is corked meanwhile, and only when every join
+//! has landed does the response head go out, followed by whatever rooms
+//! delivered during the joins. So a message published after the client sees
+//! the headers reaches it.
 //!
-//! Every `message`, `direct` and `broadcast` frame for the connection is one
-//! event, `data: <frame as JSON>`; a `: ping` comment goes out at the
-//! heartbeat interval. Frames travel from the actor to the response body
-//! through a channel of `limits.outbound_queue` frames: a client that stops
-//! reading fills it and becomes a slow consumer like any other, its stream
-//! ended and its socket shut down after the grace period. The stream ends
-//! when the client goes away (a client sends nothing after its request, so
-//! its socket is peeked every second for the end of its stream), and the
-//! connection leaves its rooms and presence with it.
+//! The response body is chunked; each `message`, `direct` and `broadcast`
+//! frame is one chunk holding one event, `data: <frame as JSON>`, and a
+//! `: ping` comment goes out at the heartbeat interval. A subscriber is a
+//! connection like a WebSocket one: same outbox, same bounds, same slow
+//! consumer rule, and it ends when its client's socket does.
 
 use std::collections::BTreeSet;
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 
-use actix::prelude::*;
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
-use actix_web::web::{self, Bytes, BytesMut};
-use actix_web::{HttpRequest, HttpResponse};
-use futures_core::Stream;
-use tokio::sync::{mpsc, oneshot};
+use bytes::{BufMut, Bytes, BytesMut};
 
-use super::admission::{self, Handshake};
-use super::http::error_response;
-use super::{Full, Transport, TransportKind};
-use crate::auth::Identity;
+use super::{Transport, TransportKind};
 use crate::connection::core::Connection;
-use crate::connection::Control;
-use crate::node::{Node, OpenSlot};
-use crate::protocol::{self, Encoded, ServerKind};
-
-/// How often an SSE connection checks that its client is still there.
-const PEER_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+use crate::protocol::{self, ServerKind};
 
 /// A Server-Sent Events connection.
 pub type SseConnection = Connection<Sse>;
 
-/// `GET /sse?rooms=a,b`: subscribes to rooms (the parameter may repeat;
-/// none at all gives a stream of the user's `direct` and `broadcast` frames).
-pub async fn subscribe(req: HttpRequest, node: web::Data<Node>) -> HttpResponse {
-    let node = node.into_inner();
-    let admitted = match admission::admit::<Sse>(&req, &node) {
-        Ok(admitted) => admitted,
-        Err(refused) => return refused.response(),
-    };
-    let id = node.next_conn();
-    let identity = match &admitted.handshake {
-        Handshake::Valid(identity) => identity.clone(),
-        Handshake::None if !node.config.auth.required => Identity::anonymous(&node.conn_label(id)),
-        Handshake::None => return unauthorized("a token is required (Authorization: Bearer or ?token=)"),
-        Handshake::Invalid => return unauthorized("invalid token"),
-    };
-    let rooms = match requested_rooms(req.query_string(), node.config.limits.max_rooms_per_conn) {
-        Ok(rooms) => rooms,
-        Err(message) => return error_response(StatusCode::BAD_REQUEST, &message),
-    };
-    if let Some(room) = rooms.iter().find(|room| !identity.may_join(room)) {
-        return error_response(StatusCode::FORBIDDEN, &format!("this user may not join room {room}"));
-    }
+/// The heartbeat: a comment, as one chunk.
+pub const PING: &[u8] = b"8\r\n: ping\n\n\r\n";
 
-    let queue = node.config.limits.outbound_queue;
-    let (tx, rx) = mpsc::channel(queue);
-    let (ready, opened) = oneshot::channel();
-    let mut admitted = admitted;
-    // The body outlives the actor by as long as the socket takes to close,
-    // so it holds the connection's slot.
-    let body = EventStream { rx, control: admitted.control.clone(), _slot: admitted.slot.take() };
-    let transport = Sse { tx, opening: Some(Box::new(Opening { rooms, ready })) };
-    Connection::new(node, id, admitted, transport).start();
-    if opened.await != Ok(true) {
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, "the rooms are unavailable, try again");
-    }
-
-    let mut response = HttpResponse::Ok();
-    response
-        .content_type("text/event-stream")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .force_close();
-    if let Some(origin) = admission::allow_origin(&req) {
-        response.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin)).insert_header((header::VARY, "Origin"));
-    }
-    response.streaming(body)
+/// What an SSE connection keeps beyond the core: until its rooms are
+/// joined, what it still has to do to open.
+#[derive(Default)]
+pub struct Sse {
+    opening: Option<Box<Opening>>,
 }
 
-fn unauthorized(message: &str) -> HttpResponse {
-    let mut response = error_response(StatusCode::UNAUTHORIZED, message);
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
+/// Rooms to join as the stream opens, and the response head to send once they are.
+struct Opening {
+    rooms: Vec<Arc<str>>,
+    head: Bytes,
+}
+
+impl Sse {
+    /// A subscriber to `rooms` whose response begins with `head`.
+    pub fn new(rooms: Vec<Arc<str>>, head: Bytes) -> Self {
+        Self { opening: Some(Box::new(Opening { rooms, head })) }
+    }
+}
+
+impl Transport for Sse {
+    const KIND: TransportKind = TransportKind::Sse;
+
+    fn carries(kind: ServerKind) -> bool {
+        matches!(kind, ServerKind::Message | ServerKind::Direct | ServerKind::Broadcast)
+    }
+
+    /// Says why in a comment, and ends the body.
+    fn close_bytes(code: u16, reason: &str) -> Bytes {
+        let mut out = BytesMut::new();
+        chunk(&mut out, format!(": close {code} {reason}\n\n").as_bytes());
+        out.put_slice(b"0\r\n\r\n");
+        out.freeze()
+    }
+
+    fn opened(conn: &mut SseConnection) {
+        let Some(opening) = conn.transport.opening.take() else { return };
+        let Opening { rooms, head } = *opening;
+        conn.outbox().cork();
+        conn.join_all(rooms, move |conn, joined| {
+            if joined {
+                conn.outbox().uncork(head);
+            } else {
+                conn.outbox().refuse(super::handshake::response(503, "the rooms are unavailable, try again", &[]));
+                conn.close(1011, "the rooms are unavailable");
+            }
+        });
+    }
+
+    /// A subscriber sends nothing after its request; whatever comes is ignored.
+    fn on_input(_: &mut SseConnection, input: &mut [u8]) -> usize {
+        input.len()
+    }
+}
+
+/// Appends `payload` as one chunk of a chunked body.
+fn chunk(out: &mut BytesMut, payload: &[u8]) {
+    out.put_slice(format!("{:x}\r\n", payload.len()).as_bytes());
+    out.put_slice(payload);
+    out.put_slice(b"\r\n");
+}
+
+/// `frame` as one event on one `data:` line, in one chunk. JSON needs no line
+/// break, but a client's `data` may carry some between its tokens (it is
+/// relayed verbatim); there they are whitespace, and become spaces.
+pub fn event(frame: &str) -> Bytes {
+    let len = frame.len() + 8;
+    let mut out = BytesMut::with_capacity(len + 12);
+    out.put_slice(format!("{len:x}\r\ndata: ").as_bytes());
+    let start = out.len();
+    out.put_slice(frame.as_bytes());
+    for byte in &mut out[start..] {
+        if matches!(*byte, b'\r' | b'\n') {
+            *byte = b' ';
+        }
+    }
+    out.put_slice(b"\n\n\r\n");
+    out.freeze()
 }
 
 /// The distinct rooms of every `rooms` parameter, each a comma-separated
 /// list; an error names the first bad room.
-fn requested_rooms(query: &str, max: usize) -> Result<Vec<Arc<str>>, String> {
+pub fn requested_rooms(query: &str, max: usize) -> Result<Vec<Arc<str>>, String> {
     let params: Vec<(String, String)> =
         serde_urlencoded::from_str(query).map_err(|_| "the query string is malformed".to_owned())?;
     let mut rooms = BTreeSet::new();
@@ -128,142 +138,30 @@ fn requested_rooms(query: &str, max: usize) -> Result<Vec<Arc<str>>, String> {
     Ok(rooms.into_iter().map(Arc::from).collect())
 }
 
-/// What an SSE connection keeps beyond the core: the sending end of its
-/// response body, and the rooms it still has to join.
-pub struct Sse {
-    tx: mpsc::Sender<Bytes>,
-    opening: Option<Box<Opening>>,
-}
-
-/// Rooms to join as the stream opens, and the request waiting for them.
-struct Opening {
-    rooms: Vec<Arc<str>>,
-    ready: oneshot::Sender<bool>,
-}
-
-impl Sse {
-    fn push(&mut self, ctx: &mut Context<SseConnection>, chunk: Bytes) -> Result<(), Full> {
-        match self.tx.try_send(chunk) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(Full),
-            // The response body is gone: the client left.
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                ctx.stop();
-                Ok(())
-            }
-        }
-    }
-}
-
-impl Transport for Sse {
-    type Context = Context<SseConnection>;
-
-    const KIND: TransportKind = TransportKind::Sse;
-    const DUPLEX: bool = false;
-
-    fn set_mailbox_capacity(ctx: &mut Self::Context, capacity: usize) {
-        ctx.set_mailbox_capacity(capacity);
-    }
-
-    fn carries(kind: ServerKind) -> bool {
-        matches!(kind, ServerKind::Message | ServerKind::Direct | ServerKind::Broadcast)
-    }
-
-    fn write(&mut self, ctx: &mut Self::Context, frame: Encoded) -> Result<(), Full> {
-        self.push(ctx, event(&frame.text))
-    }
-
-    fn ping(&mut self, ctx: &mut Self::Context) -> Result<(), Full> {
-        self.push(ctx, Bytes::from_static(b": ping\n\n"))
-    }
-
-    /// Says why in a comment, when there is room for it, and ends the stream.
-    fn close(&mut self, ctx: &mut Self::Context, code: u16, reason: &str) {
-        let _ = self.tx.try_send(Bytes::from(format!(": close {code} {reason}\n\n")));
-        ctx.stop();
-    }
-
-    fn opened(conn: &mut SseConnection, ctx: &mut Self::Context) {
-        let Some(opening) = conn.transport.opening.take() else { return };
-        // The connection ends with its response body, and with its client:
-        // a client that closes its socket is noticed within PEER_CHECK.
-        let tx = conn.transport.tx.clone();
-        ctx.spawn(async move { tx.closed().await }.into_actor(conn).map(|(), _, ctx| ctx.stop()));
-        ctx.run_interval(PEER_CHECK, |conn, ctx| {
-            if conn.control().peer_gone() {
-                ctx.stop();
-            }
-        });
-        let _ = conn.transport.push(ctx, Bytes::from_static(b": subscribed\n\n"));
-        let Opening { rooms, ready } = *opening;
-        let Some(user) = conn.session().user().cloned() else { return };
-        // Joins run side by side, and the mailbox keeps flowing meanwhile.
-        let joins = conn.join_all(rooms, user, ctx);
-        ctx.spawn(joins.map(move |joined, _, ctx| {
-            if ready.send(joined.is_ok()).is_err() || joined.is_err() {
-                ctx.stop();
-            }
-        }));
-    }
-
-    /// The response body releases the socket, when actix-http drops it.
-    fn stopped(&mut self, _: &Control) {}
-}
-
-/// `frame` as one event on one `data:` line. JSON needs no line break, but a
-/// client's `data` may carry some between its tokens (it is relayed
-/// verbatim); there they are whitespace, and become spaces.
-fn event(frame: &str) -> Bytes {
-    let mut out = BytesMut::with_capacity(frame.len() + 8);
-    out.extend_from_slice(b"data: ");
-    let start = out.len();
-    out.extend_from_slice(frame.as_bytes());
-    for byte in &mut out[start..] {
-        if matches!(*byte, b'\r' | b'\n') {
-            *byte = b' ';
-        }
-    }
-    out.extend_from_slice(b"\n\n");
-    out.freeze()
-}
-
-/// The response body: whatever the connection writes, until it stops or the
-/// client leaves.
-struct EventStream {
-    rx: mpsc::Receiver<Bytes>,
-    control: Arc<Control>,
-    _slot: Option<OpenSlot>,
-}
-
-impl Stream for EventStream {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|chunk| chunk.map(Ok))
-    }
-}
-
-impl Drop for EventStream {
-    /// actix-http drops the body before it closes the socket.
-    fn drop(&mut self) {
-        self.control.release();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The body of one chunk.
+    fn unchunked(bytes: &[u8]) -> &[u8] {
+        let text = std::str::from_utf8(bytes).unwrap();
+        let (size, rest) = text.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size, 16).unwrap();
+        assert_eq!(&rest[size..], "\r\n");
+        &bytes[bytes.len() - 2 - size..bytes.len() - 2]
+    }
+
     #[test]
-    fn an_event_is_one_data_line() {
-        assert_eq!(&event(r#"{"type":"message"}"#)[..], b"data: {\"type\":\"message\"}\n\n");
+    fn an_event_is_one_data_line_in_one_chunk() {
+        assert_eq!(unchunked(&event(r#"{"type":"message"}"#)), b"data: {\"type\":\"message\"}\n\n");
+        assert_eq!(unchunked(PING), b": ping\n\n");
     }
 
     #[test]
     fn line_breaks_in_a_frame_become_spaces_on_one_line() {
         let text = "{\"type\":\"message\",\"data\":{\r\n\"a\":1,\n\"b\":\"x y\"\r}}";
         let chunk = event(text);
-        let chunk = std::str::from_utf8(&chunk).unwrap();
+        let chunk = std::str::from_utf8(unchunked(&chunk)).unwrap();
         let line = chunk.strip_suffix("\n\n").unwrap().strip_prefix("data: ").unwrap();
         assert!(!line.contains(['\r', '\n']), "{line:?}");
         let value: serde_json::Value = serde_json::from_str(line).unwrap();

@@ -1,200 +1,267 @@
-//! The WebSocket transport (`GET /ws`): the connection actor runs in a
-//! [`WebsocketContext`] (actix-web-actors), so it is polled only when its
-//! socket can take more bytes; a client that stops reading stalls it, fills
-//! its mailbox, and becomes a slow consumer. Text frames go to the
-//! connection core; this module adds what is WebSocket's own: control
-//! frames, fragment reassembly, close codes, and the frame-size guard.
+//! The WebSocket transport (`GET /ws`): the client's bytes become frames
+//! here, parsed where they lie (tungstenite's frame header parser on
+//! borrowed bytes, payloads unmasked in place), and whole text messages go
+//! to the connection core. What is WebSocket's own lives here: control
+//! frames, fragments, close codes and the size limit.
+//!
+//! - A frame whose header announces more than `limits.max_message_bytes`
+//!   closes the connection with 1009 before any of its payload is awaited;
+//!   so does a fragmented message whose fragments add up to more.
+//! - The fragments of one message count once against the rate limit, and a
+//!   message in more than [`MAX_FRAGMENTS`] fragments closes with 1008.
+//! - Pings count against the rate limit like any frame (pongs do not).
+//! - A text message that is not UTF-8 closes with 1007.
 
-use actix::prelude::*;
-use actix_http::ws::Item;
-use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
+use std::io::Cursor;
 
-use super::admission;
-use super::{Full, Transport, TransportKind};
+use bytes::{BufMut, Bytes, BytesMut};
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+use super::{Transport, TransportKind};
 use crate::connection::core::Connection;
-use crate::connection::Control;
 use crate::metrics::Fault;
-use crate::node::Node;
-use crate::protocol::{close, Encoded};
-use crate::transport::frame_guard::FrameGuard;
+use crate::protocol::close;
 
 /// A WebSocket connection.
 pub type WsConnection = Connection<Ws>;
 
-/// `GET /ws`: admits the request (see [`admission`]), then upgrades. A bad
-/// token still upgrades: the connection then closes with 4002, as the
-/// protocol says.
-pub async fn upgrade(req: HttpRequest, stream: web::Payload, node: web::Data<Node>) -> actix_web::Result<HttpResponse> {
-    let node = node.into_inner();
-    let admitted = match admission::admit::<Ws>(&req, &node) {
-        Ok(admitted) => admitted,
-        Err(refused) => return Ok(refused.response()),
-    };
-    let max = node.config.limits.max_message_bytes;
-    let stream = FrameGuard::new(stream, max, admitted.control.clone());
-    let id = node.next_conn();
-    let conn = Connection::new(node, id, admitted, Ws::default());
-    ws::WsResponseBuilder::new(conn, &req, stream).frame_size(max).start()
-}
+/// The most fragments one message may come in.
+pub const MAX_FRAGMENTS: u32 = 128;
 
-/// What a WebSocket connection keeps beyond the core: a fragmented message under way.
+/// The heartbeat: a ping with no payload.
+pub const PING: &[u8] = &[0x89, 0x00];
+
+/// Close code: the peer broke the WebSocket protocol.
+const PROTOCOL_ERROR: u16 = 1002;
+/// Close code: a text message that is not UTF-8.
+const INVALID_UTF8: u16 = 1007;
+/// The close code a close frame without one stands for.
+const NO_STATUS: u16 = 1005;
+
+/// What a WebSocket connection keeps beyond the core: a fragmented message
+/// under way (nothing while idle).
 #[derive(Default)]
 pub struct Ws {
-    fragments: Option<Fragments>,
+    fragments: Option<Box<Fragments>>,
 }
 
 /// A fragmented message being received.
-enum Fragments {
-    /// Text, reassembled for the core.
-    Text(Vec<u8>),
-    /// Binary, already refused; only its size is counted, against the limit.
-    Binary(usize),
+struct Fragments {
+    /// Text so far; empty for a binary message, which was refused at its start.
+    text: Vec<u8>,
+    binary: bool,
+    len: usize,
+    count: u32,
 }
-
-impl Fragments {
-    fn len(&self) -> usize {
-        match self {
-            Self::Text(bytes) => bytes.len(),
-            Self::Binary(len) => *len,
-        }
-    }
-}
-
-type Ctx = WebsocketContext<WsConnection>;
 
 impl Transport for Ws {
-    type Context = Ctx;
-
     const KIND: TransportKind = TransportKind::WebSocket;
-    const DUPLEX: bool = true;
 
-    fn set_mailbox_capacity(ctx: &mut Ctx, capacity: usize) {
-        ctx.set_mailbox_capacity(capacity);
+    fn close_bytes(code: u16, reason: &str) -> Bytes {
+        // A control frame's payload is at most 125 bytes: the code and 123 of reason.
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let reason = &reason[..end];
+        let mut frame = BytesMut::with_capacity(4 + reason.len());
+        frame.put_u8(0x88);
+        frame.put_u8(2 + reason.len() as u8);
+        frame.put_u16(code);
+        frame.put_slice(reason.as_bytes());
+        frame.freeze()
     }
 
-    /// Always succeeds: the context buffers what the actor writes, and the
-    /// actor only runs while the socket drains that buffer.
-    fn write(&mut self, ctx: &mut Ctx, frame: Encoded) -> Result<(), Full> {
-        ctx.text(frame.text);
-        Ok(())
-    }
-
-    fn ping(&mut self, ctx: &mut Ctx) -> Result<(), Full> {
-        ctx.ping(b"");
-        Ok(())
-    }
-
-    fn close(&mut self, ctx: &mut Ctx, code: u16, reason: &str) {
-        ctx.close(Some(CloseReason { code: CloseCode::from(code), description: Some(reason.to_owned()) }));
-        ctx.stop();
-    }
-
-    /// The actor is the response body: it stops before the socket closes.
-    fn stopped(&mut self, control: &Control) {
-        control.release();
-    }
-}
-
-impl WsConnection {
-    /// Reassembles a fragmented text message and hands it to the core;
-    /// a fragmented binary message is refused once and counted to its end.
-    /// Every fragment takes a rate token, and the whole message is held to
-    /// `limits.max_message_bytes`.
-    fn on_fragment(&mut self, item: Item, ctx: &mut Ctx) {
-        let last = matches!(item, Item::Last(_));
-        match (item, self.transport.fragments.as_mut()) {
-            (Item::FirstText(bytes), _) => self.transport.fragments = Some(Fragments::Text(bytes.to_vec())),
-            (Item::FirstBinary(bytes), _) => {
-                self.transport.fragments = Some(Fragments::Binary(bytes.len()));
-                self.on_unsupported(bytes.len(), ctx);
-            }
-            (Item::Continue(bytes) | Item::Last(bytes), Some(fragments)) => {
-                match fragments {
-                    Fragments::Text(buffer) => buffer.extend_from_slice(&bytes),
-                    Fragments::Binary(len) => *len += bytes.len(),
+    fn on_input(conn: &mut WsConnection, input: &mut [u8]) -> usize {
+        let max = conn.node().config.limits.max_message_bytes as u64;
+        let mut at = 0;
+        while at < input.len() && !conn.is_closing() && conn.pending.is_none() {
+            let rest = &mut input[at..];
+            let mut cursor = Cursor::new(&*rest);
+            let (header, len) = match FrameHeader::parse(&mut cursor) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => {
+                    // The length may be known before the mask key is in.
+                    if announced_len(rest).is_some_and(|len| len > max) {
+                        too_big(conn);
+                        return input.len();
+                    }
+                    break;
                 }
-                if !self.admit(None, ctx) {
-                    return;
+                Err(_) => {
+                    conn.close(PROTOCOL_ERROR, "protocol error");
+                    return input.len();
+                }
+            };
+            if len > max {
+                too_big(conn);
+                return input.len();
+            }
+            let start = cursor.position() as usize;
+            let end = start + len as usize;
+            if rest.len() < end {
+                break;
+            }
+            let payload = &mut rest[start..end];
+            at += end;
+            match header.mask {
+                Some(mask) => unmask(payload, mask),
+                None => {
+                    conn.close(PROTOCOL_ERROR, "client frames must be masked");
+                    return input.len();
                 }
             }
-            // A continuation with nothing under way: the codec reports it as a
-            // protocol error before it gets here.
-            (Item::Continue(_) | Item::Last(_), None) => return,
-        }
-        let max = self.node().config.limits.max_message_bytes;
-        if self.transport.fragments.as_ref().is_some_and(|f| f.len() > max) {
-            self.transport.fragments = None;
-            self.node().metrics.frames_dropped(Fault::Size, 1);
-            return self.close(ctx, close::TOO_BIG, close::TOO_BIG_REASON);
-        }
-        if !last {
-            return;
-        }
-        if let Some(Fragments::Text(buffer)) = self.transport.fragments.take() {
-            match String::from_utf8(buffer) {
-                Ok(text) => self.on_text(&text, ctx),
-                Err(_) => self.close(ctx, 1007, "invalid utf-8"),
+            if header.rsv1 || header.rsv2 || header.rsv3 {
+                conn.close(PROTOCOL_ERROR, "reserved bits set");
+                return input.len();
             }
+            on_frame(conn, &header, payload);
+        }
+        at
+    }
+}
+
+/// Handles one whole frame.
+fn on_frame(conn: &mut WsConnection, header: &FrameHeader, payload: &[u8]) {
+    match header.opcode {
+        OpCode::Data(Data::Text | Data::Binary) if conn.transport.fragments.is_some() => {
+            conn.close(PROTOCOL_ERROR, "a new message inside a fragmented one")
+        }
+        OpCode::Data(Data::Text) if header.is_final => on_text(conn, payload),
+        OpCode::Data(Data::Binary) if header.is_final => conn.on_unsupported(payload.len()),
+        OpCode::Data(Data::Text) => {
+            conn.transport.fragments =
+                Some(Box::new(Fragments { text: payload.to_vec(), binary: false, len: payload.len(), count: 1 }));
+        }
+        OpCode::Data(Data::Binary) => {
+            conn.transport.fragments =
+                Some(Box::new(Fragments { text: Vec::new(), binary: true, len: payload.len(), count: 1 }));
+            conn.on_unsupported(payload.len());
+        }
+        OpCode::Data(Data::Continue) => on_continuation(conn, header.is_final, payload),
+        OpCode::Control(_) if !header.is_final || payload.len() > 125 => {
+            conn.close(PROTOCOL_ERROR, "invalid control frame")
+        }
+        OpCode::Control(Control::Ping) => {
+            if conn.admit(None, false) {
+                conn.outbox().write(pong(payload), false);
+            }
+        }
+        OpCode::Control(Control::Pong) => {}
+        OpCode::Control(Control::Close) => on_close(conn, payload),
+        OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
+            conn.close(PROTOCOL_ERROR, "reserved opcode")
         }
     }
 }
 
-impl StreamHandler<Result<ws::Message, ProtocolError>> for WsConnection {
-    fn handle(&mut self, msg: Result<ws::Message, ProtocolError>, ctx: &mut Ctx) {
-        self.heard();
-        self.guarded(ctx, |conn, ctx| conn.on_message(msg, ctx));
+fn on_continuation(conn: &mut WsConnection, last: bool, payload: &[u8]) {
+    let max = conn.node().config.limits.max_message_bytes;
+    let Some(fragments) = conn.transport.fragments.as_mut() else {
+        return conn.close(PROTOCOL_ERROR, "a continuation with no message under way");
+    };
+    fragments.count += 1;
+    fragments.len += payload.len();
+    if !fragments.binary {
+        fragments.text.extend_from_slice(payload);
+    }
+    if fragments.len > max {
+        conn.transport.fragments = None;
+        return too_big(conn);
+    }
+    if fragments.count > MAX_FRAGMENTS {
+        conn.transport.fragments = None;
+        conn.node().metrics.frames_dropped(Fault::Size, 1);
+        return conn.close(close::POLICY, "too many fragments");
+    }
+    if !last {
+        return;
+    }
+    if let Some(fragments) = conn.transport.fragments.take() {
+        if !fragments.binary {
+            on_text(conn, &fragments.text);
+        }
     }
 }
 
-impl WsConnection {
-    fn on_message(&mut self, msg: Result<ws::Message, ProtocolError>, ctx: &mut Ctx) {
-        match msg {
-            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(ws::Message::Binary(bytes)) => self.on_unsupported(bytes.len(), ctx),
-            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => {
-                self.closed_by_client(reason.as_ref().map_or(1005, |r| r.code.into()));
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Err(ProtocolError::Overflow) => {
-                self.node().metrics.frames_dropped(Fault::Size, 1);
-                self.close(ctx, close::TOO_BIG, close::TOO_BIG_REASON);
-            }
-            Err(_) if self.control().is_oversized() => {
-                self.node().metrics.frames_dropped(Fault::Size, 1);
-                self.close(ctx, close::TOO_BIG, close::TOO_BIG_REASON);
-            }
-            // The stream broke off (the socket was reset or ended mid-frame):
-            // nobody is there to take a close frame.
-            Err(ProtocolError::Io(error)) if self.control().peer_gone() => {
-                tracing::debug!(conn = %self.session().id, %error, "connection lost");
-                ctx.stop();
-            }
-            Err(error) => {
-                tracing::debug!(conn = %self.session().id, %error, "websocket protocol error");
-                self.close(ctx, 1002, "protocol error");
-            }
-        }
+fn on_text(conn: &mut WsConnection, payload: &[u8]) {
+    match std::str::from_utf8(payload) {
+        Ok(text) => conn.on_text(text),
+        Err(_) => conn.close(INVALID_UTF8, "invalid utf-8"),
     }
+}
+
+fn on_close(conn: &mut WsConnection, payload: &[u8]) {
+    match payload {
+        [] => conn.closed_by_client(NO_STATUS),
+        [hi, lo, reason @ ..] if std::str::from_utf8(reason).is_ok() => {
+            conn.closed_by_client(u16::from_be_bytes([*hi, *lo]))
+        }
+        _ => conn.close(PROTOCOL_ERROR, "invalid close frame"),
+    }
+}
+
+fn too_big(conn: &mut WsConnection) {
+    conn.node().metrics.frames_dropped(Fault::Size, 1);
+    conn.close(close::TOO_BIG, close::TOO_BIG_REASON);
+}
+
+/// The payload length a frame header announces, once enough of it is in.
+fn announced_len(bytes: &[u8]) -> Option<u64> {
+    match *bytes.get(1)? & 0x7f {
+        126 => Some(u64::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?))),
+        127 => Some(u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?)),
+        short => Some(u64::from(short)),
+    }
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+    }
+}
+
+fn pong(payload: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(2 + payload.len());
+    frame.put_u8(0x8a);
+    frame.put_u8(payload.len() as u8);
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// The text of a whole unmasked server frame (tests and recorders).
+pub fn payload_text(frame: &[u8]) -> String {
+    let start = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return String::new(),
+    };
+    String::from_utf8_lossy(frame.get(start..).unwrap_or_default()).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every idle connection holds one `WsConnection`; a million of them make
-    /// each byte here a megabyte. Growing it is a decision, not an accident.
     #[test]
-    fn connection_state_stays_small() {
-        let (state, control) = (std::mem::size_of::<WsConnection>(), std::mem::size_of::<Control>());
-        let sse = std::mem::size_of::<super::super::sse::SseConnection>();
-        println!("WsConnection: {state} bytes, SseConnection: {sse} bytes, Control: {control} bytes");
-        assert!(state <= 256, "WsConnection grew to {state} bytes");
-        assert!(sse <= 256, "SseConnection grew to {sse} bytes");
-        assert!(control <= 32, "Control grew to {control} bytes");
+    fn close_frames_carry_their_code_and_a_reason_cut_to_fit() {
+        let frame = Ws::close_bytes(4008, "slow consumer");
+        assert_eq!(&frame[..4], &[0x88, 15, 0x0f, 0xa8]);
+        assert_eq!(&frame[4..], b"slow consumer");
+        let long = "é".repeat(100);
+        let frame = Ws::close_bytes(1000, &long);
+        assert!(frame[1] as usize <= 125 && frame.len() == 2 + frame[1] as usize);
+        assert!(std::str::from_utf8(&frame[4..]).is_ok());
+    }
+
+    #[test]
+    fn the_announced_length_is_read_before_the_mask_key() {
+        assert_eq!(announced_len(&[0x81]), None);
+        assert_eq!(announced_len(&[0x81, 0x85]), Some(5));
+        assert_eq!(announced_len(&[0x81, 0xfe, 0x01]), None);
+        assert_eq!(announced_len(&[0x81, 0xfe, 0x01, 0x00]), Some(256));
+        assert_eq!(announced_len(&[0x81, 0xff, 0, 0, 0, 1, 0, 0, 0, 0]), Some(1 << 32));
     }
 }

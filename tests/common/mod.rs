@@ -554,3 +554,19 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// Connects as an anonymous client over a socket whose receive buffer is
+/// `size` bytes, and reads `welcome`. A client that then stops reading fills
+/// its server-side buffers after little traffic.
+pub async fn ws_connect_recv_buffer(server: &TestServer, size: u32) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
+    let stream = socket.connect(server.addr).await.expect("connect");
+    let (ws, _) = tokio_tungstenite::client_async(server.ws_url(), MaybeTlsStream::Plain(stream))
+        .await
+        .expect("websocket upgrade");
+    let mut client = Client { ws };
+    let welcome = client.recv().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    client
+}

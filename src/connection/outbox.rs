@@ -1,0 +1,463 @@
+//! A connection's way out: the one place bytes for its client are written.
+//!
+//! Rooms, presence, the cluster link and the connection itself all write
+//! through an [`Outbox`]. While the connection's queue is empty, a frame is
+//! written to the socket right there, on the delivering thread, with one
+//! non-blocking `send`: no hop to the connection's thread, no wake-up, no
+//! copy. Only what the kernel does not take waits, in a queue that costs
+//! nothing while empty; the connection's owner is woken once when the queue
+//! becomes non-empty, and writes everything queued meanwhile in one `writev`.
+//!
+//! The queue is bounded by frames (`limits.outbound_queue`) and by bytes
+//! (`limits.outbound_queue_bytes`), whichever is reached first: a frame that
+//! does not fit makes the connection a slow consumer. Its owner is asked to
+//! close it with 4008 (the close frame is the one write allowed past the
+//! bound), and ends it after a grace period if even that cannot get through.
+//!
+//! The socket's descriptor sits under the same lock as the queue and is
+//! cleared by the owner before the socket is closed, so a write never lands
+//! on a descriptor number that another connection has since been given.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Waker;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::metrics::{Fault, Metrics};
+use crate::protocol::{close, Encoded, ServerKind};
+use crate::transport::TransportKind;
+
+/// How a delivery went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Written to the socket, or queued for it.
+    Queued,
+    /// The connection's queue is full: it is now a slow consumer, on its way out.
+    Full,
+    /// The connection is gone.
+    Closed,
+}
+
+/// The queue bounds every connection of a node shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub frames: u32,
+    pub bytes: u32,
+}
+
+impl Bounds {
+    pub fn new(frames: usize, bytes: usize) -> Self {
+        Self { frames: frames.clamp(1, u32::MAX as usize) as u32, bytes: bytes.clamp(1, u32::MAX as usize) as u32 }
+    }
+}
+
+/// What the owner of a connection is asked to do, from outside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Close { code: u16, reason: &'static str },
+    /// Panic while handling this (fault injection).
+    Crash,
+}
+
+/// Where frames for one connection go. Cheap to clone (a reference count).
+#[derive(Clone)]
+pub struct Outbox {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    out: Mutex<Out>,
+    /// Last time anything came from the client, in ms since [`crate::connection::clock`]'s epoch.
+    heard_ms: AtomicU64,
+    bounds: Bounds,
+    /// The frame kinds the connection's transport writes, one bit per [`ServerKind`].
+    carried: u16,
+    transport: TransportKind,
+}
+
+// One bit per frame kind in `Shared::carried`.
+const _: () = assert!(ServerKind::ALL.len() <= u16::BITS as usize);
+
+/// The part of a connection behind its lock.
+struct Out {
+    /// The socket, or -1 once the connection has ended (or before it has one).
+    fd: RawFd,
+    /// Bytes the socket has not taken yet, oldest first; the first may be
+    /// the unwritten rest of a frame.
+    queue: VecDeque<Bytes>,
+    queued_bytes: u32,
+    /// Wakes the connection's owner.
+    waker: Option<Waker>,
+    request: Option<Request>,
+    /// Everything is queued and nothing written until uncorked: the
+    /// response head of an SSE stream must precede what its rooms deliver.
+    corked: bool,
+    /// Nothing more may be written: the last bytes are queued.
+    sealed: bool,
+    /// Set once: found too slow, or the socket failed.
+    slow: bool,
+    broken: bool,
+    /// When the next heartbeat is due, in ms (0: none).
+    next_ping_ms: u64,
+    /// When an unauthenticated connection times out, in ms (0: none).
+    auth_deadline_ms: u64,
+    /// Without a socket: frames kept in memory instead (tests and benches).
+    record: Option<Recorder>,
+}
+
+/// What an outbox without a socket keeps: every frame written, as text, and
+/// every close request as `close <code>`, up to `capacity` entries held at
+/// once, after which it behaves as a stalled client's.
+#[derive(Clone)]
+struct Recorder {
+    entries: Arc<Mutex<Vec<String>>>,
+    capacity: usize,
+}
+
+impl Outbox {
+    /// An outbox for a connection over `fd` carried by `transport`.
+    pub fn new(fd: RawFd, transport: TransportKind, carries: impl Fn(ServerKind) -> bool, bounds: Bounds) -> Self {
+        let carried = ServerKind::ALL.iter().filter(|&&kind| carries(kind)).fold(0, |bits, &kind| bits | 1 << kind as u16);
+        let out = Out {
+            fd,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            waker: None,
+            request: None,
+            corked: false,
+            sealed: false,
+            slow: false,
+            broken: false,
+            next_ping_ms: 0,
+            auth_deadline_ms: 0,
+            record: None,
+        };
+        let heard_ms = AtomicU64::new(super::clock::now_ms());
+        Self { shared: Arc::new(Shared { out: Mutex::new(out), heard_ms, bounds, carried, transport }) }
+    }
+
+    /// Queues `frame` without ever waiting or growing the queue past its
+    /// bounds; a frame that does not fit turns the connection into a slow
+    /// consumer. A frame the connection's transport does not carry counts as
+    /// queued, and is not.
+    pub fn deliver(&self, frame: Encoded, metrics: &Metrics) -> Delivery {
+        if !self.carries(frame.kind) {
+            return Delivery::Queued;
+        }
+        let bytes = match self.shared.transport {
+            TransportKind::WebSocket => frame.wire().clone(),
+            TransportKind::Sse => crate::transport::sse::event(frame.text()),
+        };
+        let delivery = self.write(bytes, false);
+        match delivery {
+            Delivery::Queued => {
+                metrics.frames_out(frame.kind, 1);
+                metrics.bytes_out(self.shared.transport, frame.text().len());
+            }
+            Delivery::Full => {
+                metrics.frames_dropped(Fault::SlowConsumer, 1);
+                self.slow_consumer(metrics);
+            }
+            Delivery::Closed => {}
+        }
+        delivery
+    }
+
+    /// Writes `bytes` as they are: to the socket while nothing is queued,
+    /// else to the back of the queue. `past_bounds` lets a close frame in
+    /// when the queue is full.
+    pub fn write(&self, bytes: Bytes, past_bounds: bool) -> Delivery {
+        let mut out = self.shared.out.lock();
+        if out.sealed {
+            return Delivery::Closed;
+        }
+        if out.slow && !past_bounds {
+            return Delivery::Full;
+        }
+        if let Some(recorder) = &out.record {
+            return recorder.keep(crate::transport::ws::payload_text(&bytes), past_bounds);
+        }
+        if out.fd < 0 || out.broken {
+            return Delivery::Closed;
+        }
+        let len = bytes.len();
+        if !out.queue.is_empty() || out.corked {
+            let bounds = self.shared.bounds;
+            let fits = out.queue.len() < bounds.frames as usize && out.queued_bytes as usize + len <= bounds.bytes as usize;
+            if !fits && !past_bounds {
+                return Delivery::Full;
+            }
+            out.queued_bytes = out.queued_bytes.saturating_add(len as u32);
+            out.queue.push_back(bytes);
+            return Delivery::Queued;
+        }
+        let written = match send(out.fd, &bytes) {
+            Ok(n) => n,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(_) => {
+                out.broken = true;
+                out.wake();
+                return Delivery::Closed;
+            }
+        };
+        if written < len {
+            out.queued_bytes = (len - written) as u32;
+            out.queue.push_back(bytes.slice(written..));
+            out.wake();
+        }
+        Delivery::Queued
+    }
+
+    /// Whether frames of `kind` are written to this connection's client.
+    pub fn carries(&self, kind: ServerKind) -> bool {
+        self.shared.carried & 1 << kind as u16 != 0
+    }
+
+    /// Frames (or their unwritten rests) waiting for the socket.
+    pub fn queue_depth(&self) -> u32 {
+        self.shared.out.lock().queue.len() as u32
+    }
+
+    /// Asks the connection to close with `code`, even when its queue is full.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        self.ask(Request::Close { code, reason });
+    }
+
+    /// Makes the connection panic while it handles this (fault injection).
+    pub fn crash(&self) {
+        self.ask(Request::Crash);
+    }
+
+    fn ask(&self, request: Request) {
+        let mut out = self.shared.out.lock();
+        if let Some(recorder) = &out.record {
+            let text = match request {
+                Request::Close { code, .. } => format!("close {code}"),
+                Request::Crash => "crash".into(),
+            };
+            recorder.keep(text, true);
+        }
+        if out.request.is_none() || request == Request::Crash {
+            out.request = Some(request);
+        }
+        out.wake();
+    }
+
+    /// Turns the connection into a slow consumer: counted once, and asked to
+    /// close with 4008.
+    pub fn slow_consumer(&self, metrics: &Metrics) {
+        {
+            let mut out = self.shared.out.lock();
+            if out.slow {
+                return;
+            }
+            out.slow = true;
+        }
+        metrics.connection_dropped(Fault::SlowConsumer);
+        self.close(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
+    }
+
+    pub fn is_slow(&self) -> bool {
+        self.shared.out.lock().slow
+    }
+
+    // ---- for the connection's owner ------------------------------------
+
+    /// Registers the owner's waker, and takes what it was asked to do.
+    pub(crate) fn poll_request(&self, waker: &Waker) -> Option<Request> {
+        let mut out = self.shared.out.lock();
+        match &out.waker {
+            Some(current) if current.will_wake(waker) => {}
+            _ => out.waker = Some(waker.clone()),
+        }
+        out.request.take()
+    }
+
+    /// Whether anything waits in the queue to be flushed.
+    pub(crate) fn has_queued(&self) -> bool {
+        let out = self.shared.out.lock();
+        !out.queue.is_empty() && !out.corked
+    }
+
+    /// Writes as much of the queue as the socket takes, in one `writev`
+    /// per up to [`IOV_MAX`] frames: `Ok` once it is empty, `WouldBlock`
+    /// while the socket takes no more, another error once the socket failed.
+    pub(crate) fn flush(&self) -> std::io::Result<()> {
+        let mut out = self.shared.out.lock();
+        loop {
+            if out.broken || out.fd < 0 {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            if out.queue.is_empty() || out.corked {
+                return Ok(());
+            }
+            let written = {
+                let mut slices = [IoSlice::new(&[]); IOV_MAX];
+                let mut count = 0;
+                for (slot, bytes) in slices.iter_mut().zip(out.queue.iter()) {
+                    *slot = IoSlice::new(bytes);
+                    count += 1;
+                }
+                writev(out.fd, &slices[..count])
+            };
+            match written {
+                Ok(mut n) => {
+                    out.queued_bytes = out.queued_bytes.saturating_sub(n as u32);
+                    while n > 0 {
+                        let Some(front) = out.queue.front_mut() else { break };
+                        if front.len() <= n {
+                            n -= front.len();
+                            out.queue.pop_front();
+                        } else {
+                            *front = front.slice(n..);
+                            n = 0;
+                        }
+                    }
+                    if out.queue.is_empty() {
+                        // A burst is over: its queue's block goes back.
+                        out.queue = VecDeque::new();
+                    }
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Err(error),
+                Err(error) => {
+                    out.broken = true;
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Holds every write in the queue until [`Self::uncork`].
+    pub(crate) fn cork(&self) {
+        self.shared.out.lock().corked = true;
+    }
+
+    /// Writes `head`, then everything held since [`Self::cork`].
+    pub(crate) fn uncork(&self, head: Bytes) {
+        let mut out = self.shared.out.lock();
+        out.queued_bytes = out.queued_bytes.saturating_add(head.len() as u32);
+        out.queue.push_front(head);
+        out.corked = false;
+        out.wake();
+    }
+
+    /// Drops everything held since [`Self::cork`] and writes `bytes` alone,
+    /// the last bytes of the connection.
+    pub(crate) fn refuse(&self, bytes: Bytes) {
+        let mut out = self.shared.out.lock();
+        out.queued_bytes = bytes.len() as u32;
+        out.queue.clear();
+        out.queue.push_back(bytes);
+        out.corked = false;
+        out.sealed = true;
+        out.wake();
+    }
+
+    /// Records that the client was heard from.
+    pub(crate) fn heard(&self, now_ms: u64) {
+        self.shared.heard_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn heard_ms(&self) -> u64 {
+        self.shared.heard_ms.load(Ordering::Relaxed)
+    }
+
+    /// Sets when the next heartbeat is due (0: never).
+    pub(crate) fn set_next_ping(&self, at_ms: u64) {
+        self.shared.out.lock().next_ping_ms = at_ms;
+    }
+
+    /// Sets when an unauthenticated connection times out (0: never).
+    pub(crate) fn set_auth_deadline(&self, at_ms: u64) {
+        self.shared.out.lock().auth_deadline_ms = at_ms;
+    }
+
+    /// The heartbeat and authentication deadlines, for the sweep.
+    pub(crate) fn deadlines(&self) -> (u64, u64) {
+        let out = self.shared.out.lock();
+        (out.next_ping_ms, out.auth_deadline_ms)
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.shared.transport
+    }
+
+    /// Forgets the socket: called by the owner before it closes it.
+    pub(crate) fn release(&self) {
+        let mut out = self.shared.out.lock();
+        out.fd = -1;
+        out.queue = VecDeque::new();
+        out.queued_bytes = 0;
+        out.waker = None;
+    }
+
+    /// An outbox without a socket whose writes and requests are kept in
+    /// memory as text, at most `capacity` at once (tests and benches).
+    #[doc(hidden)]
+    pub fn recorder(
+        transport: TransportKind,
+        carries: impl Fn(ServerKind) -> bool,
+        capacity: usize,
+    ) -> (Self, Arc<Mutex<Vec<String>>>) {
+        let outbox = Self::new(-1, transport, carries, Bounds::new(usize::MAX, usize::MAX));
+        let entries = Arc::new(Mutex::new(Vec::new()));
+        outbox.shared.out.lock().record = Some(Recorder { entries: entries.clone(), capacity });
+        (outbox, entries)
+    }
+}
+
+impl Recorder {
+    fn keep(&self, entry: String, past_bounds: bool) -> Delivery {
+        let mut entries = self.entries.lock();
+        if entries.len() >= self.capacity && !past_bounds {
+            return Delivery::Full;
+        }
+        entries.push(entry);
+        Delivery::Queued
+    }
+}
+
+impl Out {
+    fn wake(&self) {
+        if let Some(waker) = &self.waker {
+            waker.wake_by_ref();
+        }
+    }
+
+}
+
+/// Frames written in one `writev` at most.
+const IOV_MAX: usize = 64;
+
+fn send(fd: RawFd, bytes: &[u8]) -> std::io::Result<usize> {
+    // SAFETY: `fd` is this connection's open socket (the caller holds the
+    // lock that keeps it from being released), and `bytes` is valid for reads.
+    let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn writev(fd: RawFd, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
+    // SAFETY: an all-zero `msghdr` is valid (no address, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = slices.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = slices.len() as _;
+    // SAFETY: as in `send`; `IoSlice` is ABI-compatible with `iovec`, and
+    // `msg` points at `slices` only for this call.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}

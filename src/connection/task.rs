@@ -1,0 +1,236 @@
+//! The connection actor's body: one task per connection, on the worker
+//! that accepted its socket, owning the socket and the [`Connection`].
+//!
+//! Why a hand-written future rather than an `async fn` or an actix actor:
+//! an idle connection is then exactly this struct plus the task's header
+//! (see BENCHMARKS.md for the bytes). It keeps the actor properties: one
+//! owner of the state, one thing handled at a time (client frames in
+//! order; requests from outside, such as a close, through its outbox), a
+//! bounded queue toward the client, and a panic that ends this connection
+//! alone with 1011.
+//!
+//! Each poll, in order: requests from outside; the answer the connection
+//! waits for, if any; flushing what the socket did not take; then, unless
+//! waiting, reading. Reads go into a buffer shared by every connection of
+//! the worker; only an incomplete frame is copied into the connection's own
+//! `input`. A closing connection writes its close, shuts its side, and reads
+//! (discarding) until the client closes or [`CLOSE_GRACE`] passes, so the
+//! client reads the close frame rather than a reset.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+use super::core::Connection;
+use super::outbox::Request;
+use super::{clock, CLOSE_GRACE};
+use crate::metrics::ActorKind;
+use crate::protocol::close;
+use crate::transport::Transport;
+
+/// Bytes read from a socket at once, into the worker's shared buffer.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Reads per poll before the task lets the worker's other tasks run.
+const READS_PER_POLL: usize = 16;
+
+thread_local! {
+    /// The worker's read buffer, shared by all of its connections.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// A connection and its socket.
+pub struct Task<T: Transport> {
+    conn: Connection<T>,
+    stream: TcpStream,
+    /// An incomplete frame, or frames not handled yet because the
+    /// connection waits for an answer. Empty (and unallocated) while idle.
+    input: Vec<u8>,
+    /// Set once the connection is closing: when its socket is dropped anyway.
+    closing: Option<Pin<Box<Sleep>>>,
+    /// Whether this side of the socket is shut (the close is written).
+    shut: bool,
+    finished: bool,
+}
+
+impl<T: Transport> Task<T> {
+    /// Drives `conn` over `stream`; `early` is what the client sent before
+    /// the connection opened (frames right behind its request).
+    pub fn new(conn: Connection<T>, stream: TcpStream, early: &[u8]) -> Self {
+        let mut task = Self { conn, stream, input: early.to_vec(), closing: None, shut: false, finished: false };
+        task.handle_input();
+        task
+    }
+
+    fn finish(&mut self) -> Poll<()> {
+        if !self.finished {
+            self.finished = true;
+            self.conn.finish();
+        }
+        Poll::Ready(())
+    }
+
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut reads = 0;
+        loop {
+            match self.conn.outbox().poll_request(cx.waker()) {
+                Some(Request::Close { code, reason }) => self.conn.close(code, reason),
+                Some(Request::Crash) => panic!("fault injection: connection {}", self.conn.session().id),
+                None => {}
+            }
+            if let Some(pending) = self.conn.pending.as_mut() {
+                if let Poll::Ready(then) = pending.as_mut().poll(cx) {
+                    self.conn.pending = None;
+                    then(&mut self.conn);
+                    self.handle_input();
+                    continue;
+                }
+            }
+            if self.conn.is_closing() && self.closing.is_none() {
+                self.closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+                self.input = Vec::new();
+            }
+            if self.conn.outbox().has_queued() {
+                match self.stream.poll_write_ready(cx) {
+                    // `try_io` clears the readiness it saw when the socket
+                    // turns out to take nothing, so the next poll waits.
+                    Poll::Ready(Ok(())) => match self.stream.try_io(Interest::WRITABLE, || self.conn.outbox().flush()) {
+                        Ok(()) => {}
+                        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(_) => return self.lost(),
+                    },
+                    Poll::Ready(Err(_)) => return self.lost(),
+                    Poll::Pending => {}
+                }
+            }
+            if let Some(grace) = self.closing.as_mut() {
+                if grace.as_mut().poll(cx).is_ready() {
+                    return self.finish();
+                }
+                if !self.shut && !self.conn.outbox().has_queued() {
+                    self.shut = true;
+                    let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
+                }
+            } else if self.conn.pending.is_some() {
+                return Poll::Pending;
+            }
+            if reads == READS_PER_POLL {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match self.stream.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return self.lost(),
+                Poll::Pending => return Poll::Pending,
+            }
+            reads += 1;
+            match self.read() {
+                Read::Data | Read::WouldBlock => {}
+                Read::End if self.closing.is_some() => return self.finish(),
+                Read::End => return self.lost(),
+            }
+        }
+    }
+
+    /// Ends a connection whose socket went away under it.
+    fn lost(&mut self) -> Poll<()> {
+        self.conn.lost();
+        self.finish()
+    }
+
+    /// Reads what the socket has and hands it to the transport.
+    fn read(&mut self) -> Read {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let n = match self.stream.try_read(&mut scratch) {
+                Ok(0) => return Read::End,
+                Ok(n) => n,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Read::WouldBlock,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => return Read::WouldBlock,
+                Err(_) => return Read::End,
+            };
+            if self.closing.is_some() {
+                // Closing: what the client still sends is not read.
+                return Read::Data;
+            }
+            self.conn.outbox().heard(clock::now_ms());
+            if self.input.is_empty() {
+                let used = T::on_input(&mut self.conn, &mut scratch[..n]);
+                if used < n && !self.conn.is_closing() {
+                    self.input.extend_from_slice(&scratch[used..n]);
+                }
+            } else {
+                self.input.extend_from_slice(&scratch[..n]);
+                self.handle_input();
+            }
+            Read::Data
+        })
+    }
+
+    /// Hands what is kept in `input` to the transport again.
+    fn handle_input(&mut self) {
+        if self.input.is_empty() || self.conn.pending.is_some() || self.conn.is_closing() {
+            return;
+        }
+        let mut input = std::mem::take(&mut self.input);
+        let used = T::on_input(&mut self.conn, &mut input);
+        if self.conn.is_closing() || used == input.len() {
+            return;
+        }
+        input.drain(..used);
+        self.input = input;
+    }
+}
+
+/// What a read found.
+enum Read {
+    Data,
+    WouldBlock,
+    /// The client closed its side, or the socket failed.
+    End,
+}
+
+impl<T: Transport> Future for Task<T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(());
+        }
+        match std::panic::catch_unwind(AssertUnwindSafe(|| this.step(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                this.conn.node().metrics.actor_failed(ActorKind::Connection);
+                tracing::error!(conn = %this.conn.session().id, panic = %what, "connection failed; closing it with 1011");
+                this.conn.pending = None;
+                this.input = Vec::new();
+                // Unless it was already closing when it failed: one close is enough.
+                this.conn.close(close::INTERNAL, close::INTERNAL_REASON);
+                match std::panic::catch_unwind(AssertUnwindSafe(|| this.step(cx))) {
+                    Ok(poll) => poll,
+                    Err(_) => this.finish(),
+                }
+            }
+        }
+    }
+}
+
+impl<T: Transport> Drop for Task<T> {
+    /// A task dropped unfinished (its worker stopping) still leaves its
+    /// rooms and presence, and releases its socket before closing it.
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
