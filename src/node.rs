@@ -38,7 +38,7 @@ pub struct Node {
     handshaking: AtomicUsize,
     /// The most connections open at once (`limits.max_connections`, or
     /// what the file limit allows).
-    max_open: usize,
+    max_open: AtomicUsize,
     /// Accepted TCP connections not yet closed (WebSocket or plain HTTP).
     sockets: AtomicUsize,
     ready: AtomicBool,
@@ -134,10 +134,10 @@ impl Node {
             next_conn: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             handshaking: AtomicUsize::new(0),
-            max_open: match config.limits.max_connections {
+            max_open: AtomicUsize::new(match config.limits.max_connections {
                 0 => connection_capacity().map_or(usize::MAX, |n| n as usize),
                 n => n,
-            },
+            }),
             sockets: AtomicUsize::new(0),
             ready: AtomicBool::new(true),
             draining: AtomicBool::new(false),
@@ -150,7 +150,7 @@ impl Node {
     /// together, and the other sockets still in their handshake). Called
     /// by a socket in its handshake.
     pub fn try_open(self: &Arc<Self>, kind: TransportKind) -> Option<OpenSlot> {
-        let max = self.max_open;
+        let max = self.max_open.load(Ordering::Relaxed);
         let others = self.handshaking.load(Ordering::Acquire).saturating_sub(1);
         self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n + others < max).then_some(n + 1)).ok()?;
         self.metrics.connections_open(kind).inc();
@@ -160,7 +160,18 @@ impl Node {
     /// The most connections open at once: `limits.max_connections`, or
     /// when that is 0, what the file limit allows less a reserve.
     pub fn max_connections(&self) -> usize {
-        self.max_open
+        self.max_open.load(Ordering::Relaxed)
+    }
+
+    /// Derives the connection limit from the file limit again, once every
+    /// thread and runtime of the node holds its descriptors (when
+    /// `limits.max_connections` is 0).
+    pub fn measure_capacity(&self) {
+        if self.config.limits.max_connections == 0 {
+            if let Some(capacity) = connection_capacity() {
+                self.max_open.store(capacity as usize, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Counts a socket in its handshake until the returned guard drops.

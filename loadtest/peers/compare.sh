@@ -261,6 +261,21 @@ run_server() {
     fanout $(fanout_args) --rate "$held" --duration-secs "$DURATION"
 }
 
+# The kernel's floor for the fan-out shape: a C program that does nothing but
+# one send() per delivery (SEND_FLOOR_C, default ../shared/tools/send_floor.c
+# beside the repository), in this same run. Skipped when the source is absent.
+send_floor() {
+  local src="${SEND_FLOOR_C:-$ROOT/../shared/tools/send_floor.c}" bin="$RESULTS/send_floor"
+  if [ ! -f "$src" ] || ! command -v cc >/dev/null; then
+    log "send_floor: $src or cc missing, skipped"
+    return 0
+  fi
+  cc -O2 -o "$bin" "$src" || { log "send_floor: build failed"; return 0; }
+  log "send_floor: $ROOMS rooms x $MEMBERS members, $RATE publishes/s, ${DURATION}s"
+  timeout $((DURATION + 60)) "$bin" "$PORT" "$ROOMS" "$MEMBERS" "$RATE" "$DURATION" | head -1 >"$RESULTS/send_floor.json"
+  log "send_floor: $(cat "$RESULTS/send_floor.json")"
+}
+
 print_tables() {
   python3 - "$RESULTS" "$SERVERS" <<'PY'
 import csv, json, os, sys
@@ -433,6 +448,7 @@ main() {
   for server in $SERVERS; do
     run_server "$server"
   done
+  [ "$FANOUT" = 1 ] && send_floor
   print_tables | tee "$RESULTS/summary.md"
 }
 

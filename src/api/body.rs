@@ -9,16 +9,20 @@ use actix_web::web::{Bytes, Payload};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use std::time::Duration;
+
 use super::error::ApiError;
 use crate::connection::ConnId;
 use crate::protocol::{nests_deeper_than, present, string, valid_room, valid_user, MAX_DATA_DEPTH};
 
-/// Reads the whole body, refusing it once it grows past `limit` bytes.
-pub async fn read(payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(ApiError::bad_request("the body could not be read")),
-        Err(_) => Err(ApiError::TooLarge(limit)),
+/// Reads the whole body, refusing it once it grows past `limit` bytes or
+/// takes longer than `timeout` to arrive.
+pub async fn read(payload: Payload, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(timeout, payload.to_bytes_limited(limit)).await {
+        Ok(Ok(Ok(bytes))) => Ok(bytes),
+        Ok(Ok(Err(_))) => Err(ApiError::bad_request("the body could not be read")),
+        Ok(Err(_)) => Err(ApiError::TooLarge(limit)),
+        Err(_) => Err(ApiError::Timeout),
     }
 }
 

@@ -33,6 +33,10 @@ pub enum ApiError {
     /// The route exists with another method (405).
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// The body did not arrive within `server.handshake_timeout_ms` (408);
+    /// the connection is closed.
+    #[error("the request body took too long")]
+    Timeout,
     /// A room or presence actor did not answer (503); the request may be retried.
     #[error("the node is busy, try again")]
     Unavailable,
@@ -54,11 +58,16 @@ impl ResponseError for ApiError {
             Self::NotFound | Self::NoSuch(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = error_response(self.status_code(), &self.to_string());
+        if matches!(self, Self::Timeout) {
+            // The rest of the body may never come: the connection cannot be reused.
+            response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+        }
         if matches!(self, Self::Unauthorized) {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }

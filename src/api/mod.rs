@@ -143,8 +143,13 @@ async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
 }
 
 /// `POST /api/publish {room, data, from?}` → `{"seq": n}`.
+/// How long an API request's body has to arrive.
+fn body_timeout(node: &Node) -> std::time::Duration {
+    std::time::Duration::from_millis(node.config.server.handshake_timeout_ms)
+}
+
 async fn publish(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let bytes = body::read(payload, node.config.limits.max_message_bytes).await?;
+    let bytes = body::read(payload, node.config.limits.max_message_bytes, body_timeout(&node)).await?;
     let fields = body::Fields::parse(&bytes)?;
     let (room, data, from) = (fields.room()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
     node.metrics.published(Source::Api);
@@ -158,7 +163,7 @@ async fn publish(node: web::Data<Node>, payload: web::Payload) -> Result<HttpRes
 
 /// `POST /api/direct {user, data, from?}` → `{}`, whether or not the user is online.
 async fn direct(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let bytes = body::read(payload, node.config.limits.max_message_bytes).await?;
+    let bytes = body::read(payload, node.config.limits.max_message_bytes, body_timeout(&node)).await?;
     let fields = body::Fields::parse(&bytes)?;
     let (user, data, from) = (fields.user()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
     let frame = ServerFrame::Direct { from: &from, data, ts: now_ms() }.encode();
@@ -173,7 +178,7 @@ async fn direct(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResp
 /// connection, in rooms or not, anonymous or not; `delivered` counts this
 /// node's (with clustering, the other nodes deliver to theirs).
 async fn broadcast(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let bytes = body::read(payload, node.config.limits.max_message_bytes).await?;
+    let bytes = body::read(payload, node.config.limits.max_message_bytes, body_timeout(&node)).await?;
     let data = body::Fields::parse(&bytes)?.data()?;
     let frame = ServerFrame::Broadcast { data, ts: now_ms() }.encode();
     if let Some(cluster) = &node.cluster {
@@ -228,7 +233,7 @@ async fn stats(node: web::Data<Node>) -> Result<HttpResponse, ApiError> {
 /// Answers once the actor has been replaced (or, for a connection, is
 /// gone), so what the caller sends next meets the new actor.
 async fn crash(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let bytes = body::read(payload, node.config.limits.max_message_bytes).await?;
+    let bytes = body::read(payload, node.config.limits.max_message_bytes, body_timeout(&node)).await?;
     let fields = body::Fields::parse(&bytes)?;
     let target = fields.target()?;
     match &*target {

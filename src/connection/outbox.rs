@@ -461,3 +461,9 @@ fn writev(fd: RawFd, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
         Ok(n as usize)
     }
 }
+
+/// The bytes of one connection's outbox, as allocated (for the size guard).
+#[cfg(test)]
+pub(crate) fn shared_size() -> usize {
+    std::mem::size_of::<Shared>()
+}

@@ -234,3 +234,26 @@ impl<T: Transport> Drop for Task<T> {
         let _ = self.finish();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::sse::Sse;
+    use crate::transport::ws::Ws;
+
+    /// Every idle connection holds one `Task` (the whole future its tokio
+    /// task owns) and one outbox; a million of them make each byte here a
+    /// megabyte. Growing them is a decision, not an accident: BENCHMARKS.md
+    /// has where each byte goes.
+    #[test]
+    fn connection_state_stays_small() {
+        let ws = std::mem::size_of::<Task<Ws>>();
+        let sse = std::mem::size_of::<Task<Sse>>();
+        let conn = std::mem::size_of::<Connection<Ws>>();
+        let outbox = super::super::outbox::shared_size();
+        println!("Task<Ws>: {ws} bytes, Task<Sse>: {sse} bytes, Connection<Ws>: {conn} bytes, outbox: {outbox} bytes");
+        assert!(ws <= 224, "Task<Ws> grew to {ws} bytes");
+        assert!(sse <= 224, "Task<Sse> grew to {sse} bytes");
+        assert!(outbox <= 136, "the outbox grew to {outbox} bytes");
+    }
+}

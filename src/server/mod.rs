@@ -168,13 +168,14 @@ impl Server {
             0 => cores(),
             n => n,
         };
-        log_capacity(&node);
         let acceptor_rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(ServerError::Runtime)?;
         let workers = Workers::start(workers, &node).map_err(ServerError::Workers)?;
         let sweep = actors.spawn(crate::connection::sweep::run(node.clone()));
+        node.measure_capacity();
+        log_capacity(&node);
         let user_timeout = Duration::from_millis(node.config.heartbeat.timeout_ms);
         let acceptor = acceptor_rt.block_on(async {
             let listener = tokio::net::TcpListener::from_std(listener).map_err(ServerError::Runtime)?;

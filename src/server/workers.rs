@@ -35,14 +35,21 @@ impl Workers {
     /// Starts `count` worker threads.
     pub fn start(count: usize, node: &Arc<Node>) -> std::io::Result<Self> {
         let mut workers = Self { senders: Vec::new(), threads: Vec::new(), next: 0 };
+        let (ready_tx, ready) = std::sync::mpsc::channel();
         for i in 0..count.max(1) {
             let (tx, rx) = mpsc::unbounded_channel();
             let node = node.clone();
+            let ready_tx = ready_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("herald-http-{i}"))
-                .spawn(move || actix_web::rt::System::new().block_on(serve(rx, node)))?;
+                .spawn(move || actix_web::rt::System::new().block_on(serve(rx, node, ready_tx)))?;
             workers.senders.push(tx);
             workers.threads.push(thread);
+        }
+        // Every worker holds its runtime's descriptors before the node
+        // measures what the file limit leaves for connections.
+        for _ in 0..workers.threads.len() {
+            let _ = ready.recv_timeout(Duration::from_secs(5));
         }
         Ok(workers)
     }
@@ -67,7 +74,7 @@ impl Workers {
 /// One worker: builds the HTTP service, then serves every socket it is
 /// given: each one's first request is read by [`handshake::serve`], which
 /// keeps `/ws` and `/sse` and hands the rest to actix-http.
-async fn serve(mut sockets: mpsc::UnboundedReceiver<StdTcpStream>, node: Arc<Node>) {
+async fn serve(mut sockets: mpsc::UnboundedReceiver<StdTcpStream>, node: Arc<Node>, ready: std::sync::mpsc::Sender<()>) {
     let data = web::Data::from(node.clone());
     let fault_injection = node.config.debug.fault_injection;
     let request_timeout = Duration::from_millis(node.config.server.handshake_timeout_ms);
@@ -82,6 +89,7 @@ async fn serve(mut sockets: mpsc::UnboundedReceiver<StdTcpStream>, node: Arc<Nod
             return;
         }
     };
+    let _ = ready.send(());
     while let Some(stream) = sockets.recv().await {
         let stream = match TcpStream::from_std(stream) {
             Ok(stream) => stream,
