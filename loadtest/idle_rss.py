@@ -5,6 +5,9 @@ Usage: python3 loadtest/idle_rss.py SERVER_PID URL N
   URL ws://127.0.0.1:8080/ws                 N idle WebSocket connections
       (needs `pip install websockets`)
   URL http://127.0.0.1:8080/sse?rooms=lobby  N idle SSE subscribers (plain sockets)
+  URL tcp://127.0.0.1:8080                   N sockets that connect and send
+      nothing: sockets still in their handshake (run the server with a
+      server.handshake_timeout_ms longer than the measurement)
 Opens N connections from one process (keep N below the per-process file
 limit), waits until each is open (`welcome` / `: subscribed`), waits 2 s, and
 reports the RSS delta of SERVER_PID divided by N.
@@ -51,7 +54,20 @@ def sse_idle():
     report("SSE subscribers", before, rss())
     for s in socks: s.close()
 
-if url.startswith("http"):
+def silent():
+    parts = urlsplit(url)
+    before = rss(); socks = []
+    for i in range(n):
+        s = socket.socket(); s.bind((f"127.0.0.{2 + i % 8}", 0))
+        s.connect((parts.hostname, parts.port))
+        socks.append(s)
+    time.sleep(2)
+    report("sockets in their handshake", before, rss())
+    for s in socks: s.close()
+
+if url.startswith("tcp"):
+    silent()
+elif url.startswith("http"):
     sse_idle()
 else:
     asyncio.run(websockets_idle())

@@ -94,8 +94,18 @@ pub struct OpenSlot {
 
 impl Drop for OpenSlot {
     fn drop(&mut self) {
-        self.node.open.fetch_sub(1, Ordering::AcqRel);
-        self.node.metrics.connections_open(self.kind).dec();
+        self.node.release_slot(self.kind);
+    }
+}
+
+impl OpenSlot {
+    /// Hands the slot to a connection, which gives it back with
+    /// [`Node::release_slot`] when it ends (and holds no guard meanwhile).
+    pub fn keep(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped nor used again: its node handle
+        // is moved out once and dropped here.
+        drop(unsafe { std::ptr::read(&this.node) });
     }
 }
 
@@ -183,6 +193,12 @@ impl Node {
     /// The bounds of every connection's outbound queue.
     pub fn bounds(&self) -> Bounds {
         Bounds::new(self.config.limits.outbound_queue, self.config.limits.outbound_queue_bytes)
+    }
+
+    /// Gives back a slot a connection kept (see [`OpenSlot::keep`]).
+    pub fn release_slot(&self, kind: TransportKind) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.connections_open(kind).dec();
     }
 
     /// Connections open now.

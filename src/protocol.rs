@@ -57,6 +57,23 @@ pub mod close {
     pub const INTERNAL_REASON: &str = "internal error";
     pub const SLOW_CONSUMER_REASON: &str = "slow consumer";
     pub const HEARTBEAT_REASON: &str = "heartbeat timeout";
+
+    /// The reason Herald gives with a close it asks for by `code` alone
+    /// (a heartbeat timeout is the one 1000 the server sends unasked).
+    pub fn reason(code: u16) -> &'static str {
+        match code {
+            NORMAL => HEARTBEAT_REASON,
+            GOING_AWAY => GOING_AWAY_REASON,
+            POLICY => POLICY_REASON,
+            TOO_BIG => TOO_BIG_REASON,
+            INTERNAL => INTERNAL_REASON,
+            AUTH_TIMEOUT => AUTH_TIMEOUT_REASON,
+            INVALID_TOKEN => INVALID_TOKEN_REASON,
+            NOT_AUTHENTICATED => NOT_AUTHENTICATED_REASON,
+            SLOW_CONSUMER => SLOW_CONSUMER_REASON,
+            _ => "",
+        }
+    }
 }
 
 /// Whether `name` is a valid room name: 1 to 128 bytes of `[A-Za-z0-9_.:-]`.

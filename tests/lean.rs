@@ -462,3 +462,39 @@ async fn sockets_in_the_handshake_count_toward_max_connections() {
     let served = eventually(WAIT, || async move { upgrade_served(url).await }).await;
     assert!(served, "closed handshake sockets free their slots");
 }
+
+#[tokio::test]
+async fn an_upgrade_on_a_kept_alive_http_connection_is_sent_to_a_fresh_one() {
+    let server = server_with(|_| {});
+    // A first request keeps the connection alive for actix-web ...
+    let (mut stream, head) = exchange(server.addr, "GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n").await;
+    assert_eq!(head.status, 200, "{}", head.text);
+    let len: usize = head.header("content-length").and_then(|v| v.parse().ok()).expect("content-length");
+    let mut body = head.rest;
+    while body.len() < len {
+        let mut chunk = [0u8; 256];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk)).await.expect("body in time").expect("read");
+        assert!(n > 0, "closed mid-body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    // ... and a subscription asked for on it is redirected to the same URL,
+    // and the connection closed, so the client opens a fresh one.
+    stream.write_all(b"GET /sse?rooms=lobby HTTP/1.1\r\nHost: herald\r\n\r\n").await.expect("write");
+    let mut reply = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 1024];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.expect("the connection closes after the redirect");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 307"), "{reply}");
+    assert!(reply.to_ascii_lowercase().contains("location: /sse?rooms=lobby"), "{reply}");
+    // On a fresh connection the same request subscribes.
+    let sse = sse_open(&server, "rooms=lobby").await;
+    assert_eq!(sse.status, 200);
+}

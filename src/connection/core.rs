@@ -40,12 +40,17 @@ pub enum Handshake {
     Invalid,
 }
 
+impl<T: Transport> Drop for Connection<T> {
+    fn drop(&mut self) {
+        self.node.release_slot(T::KIND);
+    }
+}
+
 /// One client connection, carried by transport `T`.
 pub struct Connection<T: Transport> {
     node: Arc<Node>,
     session: Session,
     outbox: Outbox,
-    _slot: OpenSlot,
     rate: RateLimiter,
     /// Consecutive rate-limited frames.
     strikes: u32,
@@ -58,14 +63,15 @@ pub struct Connection<T: Transport> {
 }
 
 impl<T: Transport> Connection<T> {
-    /// A connection that holds `slot` and writes through `outbox`; `id` is
-    /// from [`Node::next_conn`]. Call [`Self::open`] next.
+    /// A connection that keeps `slot` (given back when it drops) and writes
+    /// through `outbox`; `id` is from [`Node::next_conn`]. Call
+    /// [`Self::open`] next.
     pub fn new(node: Arc<Node>, id: ConnId, slot: OpenSlot, outbox: Outbox, transport: T) -> Self {
+        slot.keep();
         Self {
             node,
             session: Session::new(id),
             outbox,
-            _slot: slot,
             rate: RateLimiter::default(),
             strikes: 0,
             close_code: 0,
@@ -97,13 +103,13 @@ impl<T: Transport> Connection<T> {
         self.node.metrics.connection_accepted(T::KIND);
         self.node.connections.insert(self.session.id, self.outbox.clone());
         tracing::debug!(conn = %self.session.id, transport = T::KIND.as_str(), "connection opened");
-        let now = clock::now_ms();
-        self.outbox.set_next_ping(now + self.node.config.heartbeat.interval_ms);
+        let now = clock::now();
+        self.outbox.set_next_ping(Some(clock::after(now, self.node.config.heartbeat.interval_ms)));
         match handshake {
             Handshake::Invalid => return self.close(close::INVALID_TOKEN, close::INVALID_TOKEN_REASON),
             Handshake::Valid(identity) => self.session.authenticate(&self.node, identity, false, self.outbox.clone()),
             Handshake::None if self.node.config.auth.required => {
-                self.outbox.set_auth_deadline(now + self.node.config.auth.timeout_ms);
+                self.outbox.set_auth_deadline(Some(clock::after(now, self.node.config.auth.timeout_ms)));
             }
             Handshake::None => {
                 let identity = Identity::anonymous(&self.node.conn_label(self.session.id));
@@ -160,8 +166,8 @@ impl<T: Transport> Connection<T> {
         }
         tracing::debug!(conn = %self.session.id, code, reason, "closing connection");
         self.pending = None;
-        self.outbox.set_auth_deadline(0);
-        self.outbox.set_next_ping(0);
+        self.outbox.set_auth_deadline(None);
+        self.outbox.set_next_ping(None);
         self.outbox.write(T::close_bytes(code, reason), true);
     }
 
@@ -317,7 +323,7 @@ impl<T: Transport> Connection<T> {
         } else if self.session.identity().is_some() && !self.session.is_anonymous() {
             return self.error(ErrorCode::BadRequest, "this connection is already authenticated as another user", id);
         } else {
-            self.outbox.set_auth_deadline(0);
+            self.outbox.set_auth_deadline(None);
             self.session.authenticate(&self.node, identity.clone(), false, self.outbox.clone());
         }
         self.reply(ServerFrame::Authed { user: &identity.user, id });

@@ -12,6 +12,7 @@
 pub mod core;
 pub mod outbox;
 pub mod rate;
+pub mod reactor;
 pub mod registry;
 pub mod session;
 pub mod sweep;
@@ -51,10 +52,45 @@ impl fmt::Debug for Member {
     }
 }
 
-/// The connections' clock: milliseconds since the process started.
+/// The connections' clock: milliseconds since the process started, as a
+/// `u32` that wraps every 49.7 days. Deadlines are compared with
+/// [`clock::reached`], which is right across a wrap as long as they lie
+/// within 24 days of now (heartbeats and timeouts do).
 pub mod clock {
-    pub fn now_ms() -> u64 {
-        super::rate::now_us() / 1000
+    /// Now, on this clock.
+    pub fn now() -> u32 {
+        (super::rate::now_us() / 1000) as u32
+    }
+
+    /// `now + ms`, on this clock.
+    pub fn after(now: u32, ms: u64) -> u32 {
+        now.wrapping_add(ms.min(i32::MAX as u64) as u32)
+    }
+
+    /// Whether `deadline` has come at `now`.
+    pub fn reached(now: u32, deadline: u32) -> bool {
+        now.wrapping_sub(deadline) as i32 >= 0
+    }
+
+    /// Milliseconds from `earlier` to `now`.
+    pub fn since(now: u32, earlier: u32) -> u64 {
+        u64::from(now.wrapping_sub(earlier))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn deadlines_hold_across_a_wrap() {
+            let now = u32::MAX - 10;
+            let deadline = after(now, 100);
+            assert!(deadline < now, "wrapped");
+            assert!(!reached(now, deadline));
+            assert!(reached(after(now, 100), deadline));
+            assert!(reached(after(now, 5000), deadline));
+            assert_eq!(since(after(now, 250), now), 250);
+        }
     }
 }
 

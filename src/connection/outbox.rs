@@ -21,13 +21,15 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::Waker;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Wake, Waker};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::clock;
+use super::reactor::{Place, Wakeups};
 use crate::metrics::{Fault, Metrics};
 use crate::protocol::{close, Encoded, ServerKind};
 use crate::transport::TransportKind;
@@ -72,8 +74,12 @@ pub struct Outbox {
 
 struct Shared {
     out: Mutex<Out>,
-    /// Last time anything came from the client, in ms since [`crate::connection::clock`]'s epoch.
-    heard_ms: AtomicU64,
+    /// The worker loop that polls this connection, and where (see [`super::reactor`]).
+    owner: OnceLock<(Arc<Wakeups>, Place)>,
+    /// Whether the connection is on its worker's queue already.
+    scheduled: AtomicBool,
+    /// Last time anything came from the client, on the [`clock`].
+    heard_ms: AtomicU32,
     bounds: Bounds,
     /// The frame kinds the connection's transport writes, one bit per [`ServerKind`].
     carried: u16,
@@ -83,17 +89,17 @@ struct Shared {
 // One bit per frame kind in `Shared::carried`.
 const _: () = assert!(ServerKind::ALL.len() <= u16::BITS as usize);
 
-/// The part of a connection behind its lock.
+/// The part of a connection behind its lock, kept small: every idle
+/// connection has one.
 struct Out {
     /// The socket, or -1 once the connection has ended (or before it has one).
     fd: RawFd,
-    /// Bytes the socket has not taken yet, oldest first; the first may be
-    /// the unwritten rest of a frame.
-    queue: VecDeque<Bytes>,
     queued_bytes: u32,
-    /// Wakes the connection's owner.
-    waker: Option<Waker>,
-    request: Option<Request>,
+    /// Bytes the socket has not taken yet, oldest first; the first may be
+    /// the unwritten rest of a frame. Allocated only while anything waits.
+    queue: Option<Box<VecDeque<Bytes>>>,
+    /// The close code asked for ([`CRASH`] for a crash; 0: nothing).
+    request: u16,
     /// Everything is queued and nothing written until uncorked: the
     /// response head of an SSE stream must precede what its rooms deliver.
     corked: bool,
@@ -102,13 +108,16 @@ struct Out {
     /// Set once: found too slow, or the socket failed.
     slow: bool,
     broken: bool,
-    /// When the next heartbeat is due, in ms (0: none).
-    next_ping_ms: u64,
-    /// When an unauthenticated connection times out, in ms (0: none).
-    auth_deadline_ms: u64,
+    /// When the next heartbeat is due, on the [`clock`] (0: none).
+    next_ping_ms: u32,
+    /// When an unauthenticated connection times out, on the [`clock`] (0: none).
+    auth_deadline_ms: u32,
     /// Without a socket: frames kept in memory instead (tests and benches).
-    record: Option<Recorder>,
+    record: Option<Box<Recorder>>,
 }
+
+/// [`Out::request`] for a crash.
+const CRASH: u16 = u16::MAX;
 
 /// What an outbox without a socket keeps: every frame written, as text, and
 /// every close request as `close <code>`, up to `capacity` entries held at
@@ -125,10 +134,9 @@ impl Outbox {
         let carried = ServerKind::ALL.iter().filter(|&&kind| carries(kind)).fold(0, |bits, &kind| bits | 1 << kind as u16);
         let out = Out {
             fd,
-            queue: VecDeque::new(),
+            queue: None,
             queued_bytes: 0,
-            waker: None,
-            request: None,
+            request: 0,
             corked: false,
             sealed: false,
             slow: false,
@@ -137,8 +145,17 @@ impl Outbox {
             auth_deadline_ms: 0,
             record: None,
         };
-        let heard_ms = AtomicU64::new(super::clock::now_ms());
-        Self { shared: Arc::new(Shared { out: Mutex::new(out), heard_ms, bounds, carried, transport }) }
+        let heard_ms = AtomicU32::new(clock::now());
+        let shared = Shared {
+            out: Mutex::new(out),
+            owner: OnceLock::new(),
+            scheduled: AtomicBool::new(false),
+            heard_ms,
+            bounds,
+            carried,
+            transport,
+        };
+        Self { shared: Arc::new(shared) }
     }
 
     /// Queues `frame` without ever waiting or growing the queue past its
@@ -186,14 +203,15 @@ impl Outbox {
             return Delivery::Closed;
         }
         let len = bytes.len();
-        if !out.queue.is_empty() || out.corked {
+        if out.queue.is_some() || out.corked {
             let bounds = self.shared.bounds;
-            let fits = out.queue.len() < bounds.frames as usize && out.queued_bytes as usize + len <= bounds.bytes as usize;
+            let frames = out.queue.as_ref().map_or(0, |q| q.len());
+            let fits = frames < bounds.frames as usize && out.queued_bytes as usize + len <= bounds.bytes as usize;
             if !fits && !past_bounds {
                 return Delivery::Full;
             }
             out.queued_bytes = out.queued_bytes.saturating_add(len as u32);
-            out.queue.push_back(bytes);
+            out.queue.get_or_insert_default().push_back(bytes);
             return Delivery::Queued;
         }
         let written = match send(out.fd, &bytes) {
@@ -202,14 +220,14 @@ impl Outbox {
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => 0,
             Err(_) => {
                 out.broken = true;
-                out.wake();
+                self.shared.wake_owner();
                 return Delivery::Closed;
             }
         };
         if written < len {
             out.queued_bytes = (len - written) as u32;
-            out.queue.push_back(bytes.slice(written..));
-            out.wake();
+            out.queue.get_or_insert_default().push_back(bytes.slice(written..));
+            self.shared.wake_owner();
         }
         Delivery::Queued
     }
@@ -221,32 +239,33 @@ impl Outbox {
 
     /// Frames (or their unwritten rests) waiting for the socket.
     pub fn queue_depth(&self) -> u32 {
-        self.shared.out.lock().queue.len() as u32
+        self.shared.out.lock().queue.as_ref().map_or(0, |q| q.len() as u32)
     }
 
-    /// Asks the connection to close with `code`, even when its queue is full.
-    pub fn close(&self, code: u16, reason: &'static str) {
-        self.ask(Request::Close { code, reason });
+    /// Asks the connection to close with `code` (and that code's reason,
+    /// [`close::reason`]), even when its queue is full.
+    pub fn close(&self, code: u16) {
+        self.ask(code);
     }
 
     /// Makes the connection panic while it handles this (fault injection).
     pub fn crash(&self) {
-        self.ask(Request::Crash);
+        self.ask(CRASH);
     }
 
-    fn ask(&self, request: Request) {
+    fn ask(&self, request: u16) {
         let mut out = self.shared.out.lock();
         if let Some(recorder) = &out.record {
             let text = match request {
-                Request::Close { code, .. } => format!("close {code}"),
-                Request::Crash => "crash".into(),
+                CRASH => "crash".into(),
+                code => format!("close {code}"),
             };
             recorder.keep(text, true);
         }
-        if out.request.is_none() || request == Request::Crash {
-            out.request = Some(request);
+        if out.request == 0 || request == CRASH {
+            out.request = request;
         }
-        out.wake();
+        self.shared.wake_owner();
     }
 
     /// Turns the connection into a slow consumer: counted once, and asked to
@@ -260,7 +279,7 @@ impl Outbox {
             out.slow = true;
         }
         metrics.connection_dropped(Fault::SlowConsumer);
-        self.close(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
+        self.close(close::SLOW_CONSUMER);
     }
 
     pub fn is_slow(&self) -> bool {
@@ -269,20 +288,34 @@ impl Outbox {
 
     // ---- for the connection's owner ------------------------------------
 
-    /// Registers the owner's waker, and takes what it was asked to do.
-    pub(crate) fn poll_request(&self, waker: &Waker) -> Option<Request> {
-        let mut out = self.shared.out.lock();
-        match &out.waker {
-            Some(current) if current.will_wake(waker) => {}
-            _ => out.waker = Some(waker.clone()),
+    /// Takes what the connection was asked to do.
+    pub(crate) fn take_request(&self) -> Option<Request> {
+        match std::mem::take(&mut self.shared.out.lock().request) {
+            0 => None,
+            CRASH => Some(Request::Crash),
+            code => Some(Request::Close { code, reason: close::reason(code) }),
         }
-        out.request.take()
+    }
+
+    /// Ties the outbox to the worker loop that polls its connection.
+    pub(crate) fn attach(&self, wakeups: Arc<Wakeups>, place: Place) {
+        let _ = self.shared.owner.set((wakeups, place));
+    }
+
+    /// The connection's waker: it puts the connection on its worker's queue.
+    pub(crate) fn waker(&self) -> Waker {
+        Waker::from(self.shared.clone())
+    }
+
+    /// Called as the connection is polled: a wake from now on queues it again.
+    pub(crate) fn unschedule(&self) {
+        self.shared.scheduled.store(false, Ordering::Release);
     }
 
     /// Whether anything waits in the queue to be flushed.
     pub(crate) fn has_queued(&self) -> bool {
         let out = self.shared.out.lock();
-        !out.queue.is_empty() && !out.corked
+        out.queue.is_some() && !out.corked
     }
 
     /// Writes as much of the queue as the socket takes, in one `writev`
@@ -294,35 +327,38 @@ impl Outbox {
             if out.broken || out.fd < 0 {
                 return Err(std::io::ErrorKind::BrokenPipe.into());
             }
-            if out.queue.is_empty() || out.corked {
+            if out.corked {
                 return Ok(());
             }
+            let fd = out.fd;
+            let Some(queue) = out.queue.as_mut() else { return Ok(()) };
             let written = {
                 let mut slices = [IoSlice::new(&[]); IOV_MAX];
                 let mut count = 0;
-                for (slot, bytes) in slices.iter_mut().zip(out.queue.iter()) {
+                for (slot, bytes) in slices.iter_mut().zip(queue.iter()) {
                     *slot = IoSlice::new(bytes);
                     count += 1;
                 }
-                writev(out.fd, &slices[..count])
+                writev(fd, &slices[..count])
             };
             match written {
                 Ok(mut n) => {
-                    out.queued_bytes = out.queued_bytes.saturating_sub(n as u32);
+                    let taken = n as u32;
                     while n > 0 {
-                        let Some(front) = out.queue.front_mut() else { break };
+                        let Some(front) = queue.front_mut() else { break };
                         if front.len() <= n {
                             n -= front.len();
-                            out.queue.pop_front();
+                            queue.pop_front();
                         } else {
                             *front = front.slice(n..);
                             n = 0;
                         }
                     }
-                    if out.queue.is_empty() {
-                        // A burst is over: its queue's block goes back.
-                        out.queue = VecDeque::new();
+                    if queue.is_empty() {
+                        // A burst is over: the queue goes back.
+                        out.queue = None;
                     }
+                    out.queued_bytes = out.queued_bytes.saturating_sub(taken);
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Err(error),
@@ -343,9 +379,9 @@ impl Outbox {
     pub(crate) fn uncork(&self, head: Bytes) {
         let mut out = self.shared.out.lock();
         out.queued_bytes = out.queued_bytes.saturating_add(head.len() as u32);
-        out.queue.push_front(head);
+        out.queue.get_or_insert_default().push_front(head);
         out.corked = false;
-        out.wake();
+        self.shared.wake_owner();
     }
 
     /// Drops everything held since [`Self::cork`] and writes `bytes` alone,
@@ -353,36 +389,37 @@ impl Outbox {
     pub(crate) fn refuse(&self, bytes: Bytes) {
         let mut out = self.shared.out.lock();
         out.queued_bytes = bytes.len() as u32;
-        out.queue.clear();
-        out.queue.push_back(bytes);
+        out.queue = Some(Box::new(VecDeque::from([bytes])));
         out.corked = false;
         out.sealed = true;
-        out.wake();
+        self.shared.wake_owner();
     }
 
     /// Records that the client was heard from.
-    pub(crate) fn heard(&self, now_ms: u64) {
-        self.shared.heard_ms.store(now_ms, Ordering::Relaxed);
+    pub(crate) fn heard(&self, now: u32) {
+        self.shared.heard_ms.store(now, Ordering::Relaxed);
     }
 
-    pub(crate) fn heard_ms(&self) -> u64 {
+    /// When the client was last heard from, on the [`clock`].
+    pub(crate) fn heard_ms(&self) -> u32 {
         self.shared.heard_ms.load(Ordering::Relaxed)
     }
 
-    /// Sets when the next heartbeat is due (0: never).
-    pub(crate) fn set_next_ping(&self, at_ms: u64) {
-        self.shared.out.lock().next_ping_ms = at_ms;
+    /// Sets when the next heartbeat is due, on the [`clock`] (`None`: never).
+    pub(crate) fn set_next_ping(&self, at: Option<u32>) {
+        self.shared.out.lock().next_ping_ms = at.map_or(0, |at| at.max(1));
     }
 
-    /// Sets when an unauthenticated connection times out (0: never).
-    pub(crate) fn set_auth_deadline(&self, at_ms: u64) {
-        self.shared.out.lock().auth_deadline_ms = at_ms;
+    /// Sets when an unauthenticated connection times out (`None`: never).
+    pub(crate) fn set_auth_deadline(&self, at: Option<u32>) {
+        self.shared.out.lock().auth_deadline_ms = at.map_or(0, |at| at.max(1));
     }
 
     /// The heartbeat and authentication deadlines, for the sweep.
-    pub(crate) fn deadlines(&self) -> (u64, u64) {
+    pub(crate) fn deadlines(&self) -> (Option<u32>, Option<u32>) {
         let out = self.shared.out.lock();
-        (out.next_ping_ms, out.auth_deadline_ms)
+        let some = |at: u32| (at != 0).then_some(at);
+        (some(out.next_ping_ms), some(out.auth_deadline_ms))
     }
 
     pub fn transport(&self) -> TransportKind {
@@ -393,9 +430,8 @@ impl Outbox {
     pub(crate) fn release(&self) {
         let mut out = self.shared.out.lock();
         out.fd = -1;
-        out.queue = VecDeque::new();
+        out.queue = None;
         out.queued_bytes = 0;
-        out.waker = None;
     }
 
     /// An outbox without a socket whose writes and requests are kept in
@@ -408,7 +444,7 @@ impl Outbox {
     ) -> (Self, Arc<Mutex<Vec<String>>>) {
         let outbox = Self::new(-1, transport, carries, Bounds::new(usize::MAX, usize::MAX));
         let entries = Arc::new(Mutex::new(Vec::new()));
-        outbox.shared.out.lock().record = Some(Recorder { entries: entries.clone(), capacity });
+        outbox.shared.out.lock().record = Some(Box::new(Recorder { entries: entries.clone(), capacity }));
         (outbox, entries)
     }
 }
@@ -424,13 +460,25 @@ impl Recorder {
     }
 }
 
-impl Out {
-    fn wake(&self) {
-        if let Some(waker) = &self.waker {
-            waker.wake_by_ref();
+impl Shared {
+    /// Has the connection's worker poll it (once, however often woken).
+    fn wake_owner(&self) {
+        if let Some((wakeups, place)) = self.owner.get() {
+            if !self.scheduled.swap(true, Ordering::AcqRel) {
+                wakeups.wake(*place);
+            }
         }
     }
+}
 
+impl Wake for Shared {
+    fn wake(self: Arc<Self>) {
+        self.wake_owner();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_owner();
+    }
 }
 
 /// Frames written in one `writev` at most.

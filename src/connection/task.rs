@@ -1,13 +1,14 @@
-//! The connection actor's body: one task per connection, on the worker
-//! that accepted its socket, owning the socket and the [`Connection`].
+//! The connection actor's body: a state machine per connection, driven by
+//! the loop of the worker that accepted its socket ([`super::reactor`]),
+//! owning the socket and the [`Connection`].
 //!
-//! Why a hand-written future rather than an `async fn` or an actix actor:
-//! an idle connection is then exactly this struct plus the task's header
-//! (see BENCHMARKS.md for the bytes). It keeps the actor properties: one
-//! owner of the state, one thing handled at a time (client frames in
-//! order; requests from outside, such as a close, through its outbox), a
-//! bounded queue toward the client, and a panic that ends this connection
-//! alone with 1011.
+//! Why a state machine in a worker's table rather than an `async fn`, a
+//! tokio task or an actix actor: an idle connection is then exactly this
+//! struct in a box (see BENCHMARKS.md for the bytes). It keeps the actor
+//! properties: one owner of the state, one thing handled at a time (client
+//! frames in order; requests from outside, such as a close, through its
+//! outbox), a bounded queue toward the client, and a panic that ends this
+//! connection alone with 1011.
 //!
 //! Each poll, in order: requests from outside; the answer the connection
 //! waits for, if any; flushing what the socket did not take; then, unless
@@ -19,16 +20,18 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::io::Read as _;
+use std::net::TcpStream;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::Interest;
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use super::core::Connection;
 use super::outbox::Request;
+use super::reactor::Driven;
+use super::Outbox;
 use super::{clock, CLOSE_GRACE};
 use crate::metrics::ActorKind;
 use crate::protocol::close;
@@ -50,20 +53,32 @@ pub struct Task<T: Transport> {
     conn: Connection<T>,
     stream: TcpStream,
     /// An incomplete frame, or frames not handled yet because the
-    /// connection waits for an answer. Empty (and unallocated) while idle.
-    input: Vec<u8>,
+    /// connection waits for an answer. `None` while idle.
+    input: Option<Box<Vec<u8>>>,
     /// Set once the connection is closing: when its socket is dropped anyway.
     closing: Option<Pin<Box<Sleep>>>,
     /// Whether this side of the socket is shut (the close is written).
     shut: bool,
     finished: bool,
+    /// Readiness the socket reported and no read or write has used up.
+    readable: bool,
+    writable: bool,
 }
 
 impl<T: Transport> Task<T> {
     /// Drives `conn` over `stream`; `early` is what the client sent before
     /// the connection opened (frames right behind its request).
     pub fn new(conn: Connection<T>, stream: TcpStream, early: &[u8]) -> Self {
-        let mut task = Self { conn, stream, input: early.to_vec(), closing: None, shut: false, finished: false };
+        let mut task = Self {
+            conn,
+            stream,
+            input: (!early.is_empty()).then(|| Box::new(early.to_vec())),
+            closing: None,
+            shut: false,
+            finished: false,
+            readable: true,
+            writable: true,
+        };
         task.handle_input();
         task
     }
@@ -79,7 +94,7 @@ impl<T: Transport> Task<T> {
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut reads = 0;
         loop {
-            match self.conn.outbox().poll_request(cx.waker()) {
+            match self.conn.outbox().take_request() {
                 Some(Request::Close { code, reason }) => self.conn.close(code, reason),
                 Some(Request::Crash) => panic!("fault injection: connection {}", self.conn.session().id),
                 None => {}
@@ -94,19 +109,14 @@ impl<T: Transport> Task<T> {
             }
             if self.conn.is_closing() && self.closing.is_none() {
                 self.closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
-                self.input = Vec::new();
+                self.input = None;
             }
-            if self.conn.outbox().has_queued() {
-                match self.stream.poll_write_ready(cx) {
-                    // `try_io` clears the readiness it saw when the socket
-                    // turns out to take nothing, so the next poll waits.
-                    Poll::Ready(Ok(())) => match self.stream.try_io(Interest::WRITABLE, || self.conn.outbox().flush()) {
-                        Ok(()) => {}
-                        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(_) => return self.lost(),
-                    },
-                    Poll::Ready(Err(_)) => return self.lost(),
-                    Poll::Pending => {}
+            if self.writable && self.conn.outbox().has_queued() {
+                match self.conn.outbox().flush() {
+                    Ok(()) => {}
+                    // The socket's next writable edge brings the loop back.
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => self.writable = false,
+                    Err(_) => return self.lost(),
                 }
             }
             if let Some(grace) = self.closing.as_mut() {
@@ -124,10 +134,8 @@ impl<T: Transport> Task<T> {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            match self.stream.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return self.lost(),
-                Poll::Pending => return Poll::Pending,
+            if !self.readable {
+                return Poll::Pending;
             }
             reads += 1;
             match self.read() {
@@ -148,10 +156,13 @@ impl<T: Transport> Task<T> {
     fn read(&mut self) -> Read {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let n = match self.stream.try_read(&mut scratch) {
+            let n = match (&self.stream).read(&mut scratch) {
                 Ok(0) => return Read::End,
                 Ok(n) => n,
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Read::WouldBlock,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return Read::WouldBlock;
+                }
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => return Read::WouldBlock,
                 Err(_) => return Read::End,
             };
@@ -159,15 +170,18 @@ impl<T: Transport> Task<T> {
                 // Closing: what the client still sends is not read.
                 return Read::Data;
             }
-            self.conn.outbox().heard(clock::now_ms());
-            if self.input.is_empty() {
-                let used = T::on_input(&mut self.conn, &mut scratch[..n]);
-                if used < n && !self.conn.is_closing() {
-                    self.input.extend_from_slice(&scratch[used..n]);
+            self.conn.outbox().heard(clock::now());
+            match self.input.as_mut() {
+                None => {
+                    let used = T::on_input(&mut self.conn, &mut scratch[..n]);
+                    if used < n && !self.conn.is_closing() {
+                        self.input = Some(Box::new(scratch[used..n].to_vec()));
+                    }
                 }
-            } else {
-                self.input.extend_from_slice(&scratch[..n]);
-                self.handle_input();
+                Some(input) => {
+                    input.extend_from_slice(&scratch[..n]);
+                    self.handle_input();
+                }
             }
             Read::Data
         })
@@ -175,16 +189,16 @@ impl<T: Transport> Task<T> {
 
     /// Hands what is kept in `input` to the transport again.
     fn handle_input(&mut self) {
-        if self.input.is_empty() || self.conn.pending.is_some() || self.conn.is_closing() {
+        if self.conn.pending.is_some() || self.conn.is_closing() {
             return;
         }
-        let mut input = std::mem::take(&mut self.input);
+        let Some(mut input) = self.input.take() else { return };
         let used = T::on_input(&mut self.conn, &mut input);
         if self.conn.is_closing() || used == input.len() {
             return;
         }
         input.drain(..used);
-        self.input = input;
+        self.input = Some(input);
     }
 }
 
@@ -196,11 +210,18 @@ enum Read {
     End,
 }
 
-impl<T: Transport> Future for Task<T> {
-    type Output = ();
+impl<T: Transport> Driven for Task<T> {
+    fn ready(&mut self, readable: bool, writable: bool) {
+        self.readable |= readable;
+        self.writable |= writable;
+    }
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
+    fn outbox(&self) -> &Outbox {
+        self.conn.outbox()
+    }
+
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self;
         if this.finished {
             return Poll::Ready(());
         }
@@ -215,7 +236,7 @@ impl<T: Transport> Future for Task<T> {
                 this.conn.node().metrics.actor_failed(ActorKind::Connection);
                 tracing::error!(conn = %this.conn.session().id, panic = %what, "connection failed; closing it with 1011");
                 this.conn.pending = None;
-                this.input = Vec::new();
+                this.input = None;
                 // Unless it was already closing when it failed: one close is enough.
                 this.conn.close(close::INTERNAL, close::INTERNAL_REASON);
                 match std::panic::catch_unwind(AssertUnwindSafe(|| this.step(cx))) {
@@ -241,10 +262,11 @@ mod tests {
     use crate::transport::sse::Sse;
     use crate::transport::ws::Ws;
 
-    /// Every idle connection holds one `Task` (the whole future its tokio
-    /// task owns) and one outbox; a million of them make each byte here a
-    /// megabyte. Growing them is a decision, not an accident: BENCHMARKS.md
-    /// has where each byte goes.
+    /// Every idle connection holds one boxed `Task` in its worker's table
+    /// and one outbox; a million of them make each byte here a megabyte.
+    /// The bounds keep each in its allocator size class (160 and 112 bytes
+    /// with the reference count). Growing them is a decision, not an
+    /// accident: BENCHMARKS.md has where each byte goes.
     #[test]
     fn connection_state_stays_small() {
         let ws = std::mem::size_of::<Task<Ws>>();
@@ -252,8 +274,8 @@ mod tests {
         let conn = std::mem::size_of::<Connection<Ws>>();
         let outbox = super::super::outbox::shared_size();
         println!("Task<Ws>: {ws} bytes, Task<Sse>: {sse} bytes, Connection<Ws>: {conn} bytes, outbox: {outbox} bytes");
-        assert!(ws <= 224, "Task<Ws> grew to {ws} bytes");
-        assert!(sse <= 224, "Task<Sse> grew to {sse} bytes");
-        assert!(outbox <= 136, "the outbox grew to {outbox} bytes");
+        assert!(ws <= 160, "Task<Ws> grew to {ws} bytes");
+        assert!(sse <= 160, "Task<Sse> grew to {sse} bytes");
+        assert!(outbox <= 96, "the outbox grew to {outbox} bytes");
     }
 }

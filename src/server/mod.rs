@@ -245,7 +245,7 @@ const FLUSH_GRACE: Duration = Duration::from_millis(500);
 /// with 503 meanwhile), in all at most `server.shutdown_timeout_ms`.
 async fn drain(node: &Node, acceptor: &mut Acceptor) {
     node.start_drain();
-    node.connections.for_each(|outbox| outbox.close(close::GOING_AWAY, close::GOING_AWAY_REASON));
+    node.connections.for_each(|outbox| outbox.close(close::GOING_AWAY));
     let deadline = Instant::now() + Duration::from_millis(node.config.server.shutdown_timeout_ms);
     let drained = async {
         while node.open_connections() > 0 && Instant::now() < deadline {

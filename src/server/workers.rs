@@ -89,6 +89,10 @@ async fn serve(mut sockets: mpsc::UnboundedReceiver<StdTcpStream>, node: Arc<Nod
             return;
         }
     };
+    if let Err(error) = crate::connection::reactor::Reactor::start() {
+        tracing::error!(%error, "could not start the connections' loop");
+        return;
+    }
     let _ = ready.send(());
     while let Some(stream) = sockets.recv().await {
         let stream = match TcpStream::from_std(stream) {
@@ -101,13 +105,17 @@ async fn serve(mut sockets: mpsc::UnboundedReceiver<StdTcpStream>, node: Arc<Nod
         let service = service.clone();
         let node = node.clone();
         let guard = node.socket_opened();
+        // Two tasks, so that a socket that becomes a connection never
+        // carries the size of an HTTP dispatcher's future.
         actix_web::rt::spawn(async move {
-            let _guard = guard;
             let peer = stream.peer_addr().ok();
             let Some(replay) = handshake::serve(stream, &node).await else { return };
-            if let Err(error) = service.call((replay, Protocol::Http1, peer)).await {
-                tracing::debug!(?error, "http connection ended with an error");
-            }
+            actix_web::rt::spawn(async move {
+                let _guard = guard;
+                if let Err(error) = service.call((replay, Protocol::Http1, peer)).await {
+                    tracing::debug!(?error, "http connection ended with an error");
+                }
+            });
         });
     }
 }

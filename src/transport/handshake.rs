@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::admission::{self, Refused};
@@ -32,6 +32,7 @@ use super::ws::Ws;
 use super::{Transport, TransportKind};
 use crate::auth::Identity;
 use crate::connection::core::{Connection, Handshake};
+use crate::connection::reactor::Reactor;
 use crate::connection::task::Task;
 use crate::connection::Outbox;
 use crate::node::Node;
@@ -115,15 +116,24 @@ struct Opening<T: Transport> {
     response: Option<Bytes>,
 }
 
-/// Opens the connection and starts the task that drives it, on this
-/// worker; `early` is what the client sent after its request head.
+/// Opens the connection and hands it to this worker's loop; `early` is
+/// what the client sent after its request head.
 fn start<T: Transport>(opening: Opening<T>, stream: TcpStream, early: &[u8]) {
     let Opening { mut conn, handshake, response } = opening;
+    // From here on the socket is the connection's alone: out of tokio's
+    // registry, into the worker's epoll set.
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => return tracing::warn!(%error, "could not take over an upgraded socket"),
+    };
     if let Some(response) = response {
         conn.outbox().write(response, true);
     }
     conn.open(handshake);
-    tokio::task::spawn_local(Task::new(conn, stream, early));
+    let fd = stream.as_raw_fd();
+    if let Err(error) = Reactor::adopt(fd, Box::new(Task::new(conn, stream, early))) {
+        tracing::error!(%error, "could not start a connection");
+    }
 }
 
 /// The bytes of a request head, and where the head ends in them.
@@ -284,11 +294,24 @@ pub fn response(status: u16, message: &str, headers: &[(&str, &str)]) -> Bytes {
     Bytes::from(out)
 }
 
+/// How long a refused client gets to read its answer while what it still
+/// sends is read and dropped: closing a socket with unread bytes resets it,
+/// and a reset can overtake the answer.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
 /// Writes a refusal (within the handshake's time) and closes the socket.
 async fn refuse(stream: &mut TcpStream, deadline: Instant, response: Bytes) {
     let write = async {
         stream.write_all(&response).await?;
         stream.shutdown().await
     };
-    let _ = tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_millis(100)).into(), write).await;
+    let written = tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_millis(100)).into(), write).await;
+    if !matches!(written, Ok(Ok(()))) {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 1024];
+        while matches!(stream.read(&mut sink).await, Ok(1..)) {}
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
 }

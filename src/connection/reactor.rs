@@ -1,0 +1,245 @@
+//! Each worker's connections, driven by one loop: the worker's own epoll
+//! instance and a table of connection state machines.
+//!
+//! A tokio task and a tokio-registered socket per connection would cost
+//! about 640 bytes before the connection holds anything of its own (the
+//! task cell and the socket's readiness record are each padded to 128-byte
+//! cache lines). Here a connection is one boxed [`Task`] in its worker's
+//! table, and its socket one entry in the worker's epoll set; the epoll
+//! descriptor itself is the one thing registered with tokio.
+//!
+//! The loop wakes when the epoll set has events (it then records each
+//! socket's readiness and polls its connection) or when a connection was
+//! woken from elsewhere: its outbox (a frame queued, a close asked for) or
+//! an answer it waits for. A connection's waker is its outbox, which knows
+//! its worker and its place in the table; a wake puts that place on the
+//! worker's queue once, and the loop polls it.
+
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+use super::Outbox;
+
+/// Epoll events taken at once.
+const EVENTS: usize = 256;
+
+/// A connection as its worker's loop drives it.
+pub trait Driven {
+    /// Records readiness the socket reported.
+    fn ready(&mut self, readable: bool, writable: bool);
+    /// Advances the connection; `Ready` once it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    /// The connection's outbox, its waker.
+    fn outbox(&self) -> &Outbox;
+}
+
+/// Where a connection sits in its worker's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+impl Place {
+    fn pack(self) -> u64 {
+        u64::from(self.slot) << 32 | u64::from(self.generation)
+    }
+
+    fn unpack(data: u64) -> Self {
+        Self { slot: (data >> 32) as u32, generation: data as u32 }
+    }
+}
+
+/// What other threads reach a worker's loop through: places to poll.
+pub struct Wakeups {
+    queue: Mutex<Vec<Place>>,
+    notify: Notify,
+}
+
+impl Wakeups {
+    /// Has the loop poll the connection at `place`.
+    pub fn wake(&self, place: Place) {
+        let mut queue = self.queue.lock();
+        queue.push(place);
+        if queue.len() == 1 {
+            drop(queue);
+            self.notify.notify_one();
+        }
+    }
+}
+
+struct Entry {
+    generation: u32,
+    conn: Option<Box<dyn Driven>>,
+}
+
+/// One worker's connections.
+pub struct Reactor {
+    epoll: AsyncFd<OwnedFd>,
+    wakeups: Arc<Wakeups>,
+    table: RefCell<Vec<Entry>>,
+    free: RefCell<Vec<u32>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Reactor>>> = const { RefCell::new(None) };
+}
+
+impl Reactor {
+    /// Creates this worker's reactor and starts its loop (inside the
+    /// worker's runtime).
+    pub fn start() -> std::io::Result<()> {
+        // SAFETY: epoll_create1 returns a new descriptor or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else, and the
+        // `OwnedFd` keeps it open for as long as the registration lives.
+        let epoll = unsafe { AsyncFd::register(OwnedFd::from_raw_fd(fd)) }.map_err(std::io::Error::from)?;
+        let reactor = Rc::new(Reactor {
+            epoll,
+            wakeups: Arc::new(Wakeups { queue: Mutex::new(Vec::new()), notify: Notify::new() }),
+            table: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+        });
+        CURRENT.with(|current| *current.borrow_mut() = Some(reactor.clone()));
+        tokio::task::spawn_local(async move { reactor.run().await });
+        Ok(())
+    }
+
+    /// Hands `conn` over `fd` to this worker's loop and polls it once.
+    pub fn adopt(fd: RawFd, conn: Box<dyn Driven>) -> std::io::Result<()> {
+        let reactor = CURRENT.with(|current| current.borrow().clone());
+        let Some(reactor) = reactor else {
+            return Err(std::io::Error::other("no reactor on this thread"));
+        };
+        reactor.insert(fd, conn)
+    }
+
+    fn insert(&self, fd: RawFd, conn: Box<dyn Driven>) -> std::io::Result<()> {
+        let place = {
+            let mut table = self.table.borrow_mut();
+            match self.free.borrow_mut().pop() {
+                Some(slot) => {
+                    let entry = &mut table[slot as usize];
+                    entry.generation = entry.generation.wrapping_add(1);
+                    entry.conn = Some(conn);
+                    Place { slot, generation: entry.generation }
+                }
+                None => {
+                    table.push(Entry { generation: 0, conn: Some(conn) });
+                    Place { slot: (table.len() - 1) as u32, generation: 0 }
+                }
+            }
+        };
+        if let Some(conn) = &self.table.borrow()[place.slot as usize].conn {
+            conn.outbox().attach(self.wakeups.clone(), place);
+        }
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: place.pack(),
+        };
+        // SAFETY: both descriptors are open; `event` is valid for the call.
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
+            let error = std::io::Error::last_os_error();
+            self.remove(place);
+            return Err(error);
+        }
+        self.poll(place);
+        Ok(())
+    }
+
+    fn remove(&self, place: Place) {
+        let conn = {
+            let mut table = self.table.borrow_mut();
+            let entry = &mut table[place.slot as usize];
+            entry.conn.take()
+        };
+        self.free.borrow_mut().push(place.slot);
+        // Dropped with the table released: a connection's drop may wake others.
+        drop(conn);
+    }
+
+    /// Polls the connection at `place`, if it is still there.
+    fn poll(&self, place: Place) {
+        let taken = {
+            let mut table = self.table.borrow_mut();
+            match table.get_mut(place.slot as usize) {
+                Some(entry) if entry.generation == place.generation => entry.conn.take(),
+                _ => None,
+            }
+        };
+        let Some(mut conn) = taken else { return };
+        conn.outbox().unschedule();
+        let waker = conn.outbox().waker();
+        let mut cx = Context::from_waker(&waker);
+        match conn.drive(&mut cx) {
+            Poll::Ready(()) => {
+                self.free.borrow_mut().push(place.slot);
+                drop(conn);
+            }
+            Poll::Pending => self.table.borrow_mut()[place.slot as usize].conn = Some(conn),
+        }
+    }
+
+    /// Records readiness for the connection at `place`, then polls it.
+    fn ready(&self, place: Place, readable: bool, writable: bool) {
+        {
+            let mut table = self.table.borrow_mut();
+            match table.get_mut(place.slot as usize) {
+                Some(Entry { generation, conn: Some(conn) }) if *generation == place.generation => {
+                    conn.ready(readable, writable)
+                }
+                _ => return,
+            }
+        }
+        self.poll(place);
+    }
+
+    async fn run(self: Rc<Self>) {
+        let mut events: Vec<libc::epoll_event> = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        let mut woken = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                guard = self.epoll.readable() => {
+                    let Ok(mut guard) = guard else { return };
+                    loop {
+                        // SAFETY: `events` has room for EVENTS entries; a zero timeout never blocks.
+                        let n = unsafe {
+                            libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EVENTS as libc::c_int, 0)
+                        };
+                        if n <= 0 {
+                            guard.clear_ready();
+                            break;
+                        }
+                        for event in &events[..n as usize] {
+                            let flags = event.events as libc::c_int;
+                            let readable = flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0;
+                            let writable = flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0;
+                            self.ready(Place::unpack(event.u64), readable, writable);
+                        }
+                        if (n as usize) < EVENTS {
+                            guard.clear_ready();
+                            break;
+                        }
+                    }
+                }
+                () = self.wakeups.notify.notified() => {}
+            }
+            std::mem::swap(&mut woken, &mut *self.wakeups.queue.lock());
+            for place in woken.drain(..) {
+                self.poll(place);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
