@@ -22,6 +22,7 @@
 //! - [`server`]: runtimes, listening socket and HTTP server, put together.
 //! - [`metrics`]: the Prometheus registry and every metric.
 //! - [`logging`]: structured logs (`log.format`, `log.level`).
+//! - [`memory`]: giving freed memory back to the OS after a burst.
 //! - [`rpc`]: request/reply to actors with a deadline.
 //! - [`cluster`]: nodes acting as one through Redis: codec, backplane, relay,
 //!   directory (cluster-wide presence and liveness) and the cluster link actor.
@@ -32,6 +33,7 @@ pub mod cluster;
 pub mod config;
 pub mod logging;
 pub mod connection;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod presence;

@@ -72,9 +72,10 @@ pub mod clock {
         now.wrapping_sub(deadline) as i32 >= 0
     }
 
-    /// Milliseconds from `earlier` to `now`.
+    /// Milliseconds from `earlier` to `now`; 0 when `earlier` is in fact
+    /// later (another thread read the clock after `now` was taken).
     pub fn since(now: u32, earlier: u32) -> u64 {
-        u64::from(now.wrapping_sub(earlier))
+        (now.wrapping_sub(earlier) as i32).max(0) as u64
     }
 
     #[cfg(test)]
@@ -90,6 +91,15 @@ pub mod clock {
             assert!(reached(after(now, 100), deadline));
             assert!(reached(after(now, 5000), deadline));
             assert_eq!(since(after(now, 250), now), 250);
+        }
+
+        #[test]
+        fn a_time_read_after_now_is_no_time_ago() {
+            // A connection heard from just after a sweep took its `now` is
+            // not 49 days silent.
+            for now in [5_000, u32::MAX - 3] {
+                assert_eq!(since(now, after(now, 7)), 0);
+            }
         }
     }
 }

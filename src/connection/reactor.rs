@@ -30,6 +30,9 @@ use super::Outbox;
 /// Epoll events taken at once.
 const EVENTS: usize = 256;
 
+/// How often a worker that was busy gives freed memory back ([`crate::memory`]).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A connection as its worker's loop drives it.
 pub trait Driven {
     /// Records readiness the socket reported.
@@ -207,9 +210,19 @@ impl Reactor {
     async fn run(self: Rc<Self>) {
         let mut events: Vec<libc::epoll_event> = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         let mut woken = Vec::new();
+        let mut settle = tokio::time::interval(SETTLE);
+        settle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether anything happened since memory was last settled.
+        let mut busy = false;
         loop {
             tokio::select! {
                 biased;
+                _ = settle.tick() => {
+                    if std::mem::take(&mut busy) {
+                        crate::memory::settle();
+                    }
+                    continue;
+                }
                 guard = self.epoll.readable() => {
                     let Ok(mut guard) = guard else { return };
                     loop {
@@ -235,6 +248,7 @@ impl Reactor {
                 }
                 () = self.wakeups.notify.notified() => {}
             }
+            busy = true;
             std::mem::swap(&mut woken, &mut *self.wakeups.queue.lock());
             for place in woken.drain(..) {
                 self.poll(place);

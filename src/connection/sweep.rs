@@ -34,6 +34,7 @@ pub async fn run(node: Arc<Node>) {
     loop {
         interval.tick().await;
         sweep(&node);
+        crate::memory::settle();
     }
 }
 
