@@ -35,12 +35,33 @@ const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A connection as its worker's loop drives it.
 pub trait Driven {
-    /// Records readiness the socket reported.
-    fn ready(&mut self, readable: bool, writable: bool);
+    /// Records readiness the socket reported: what may be read or written,
+    /// and whether the peer has hung up (so reading goes on to the end).
+    fn ready(&mut self, readiness: Readiness);
     /// Advances the connection; `Ready` once it has ended.
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()>;
     /// The connection's outbox, its waker.
     fn outbox(&self) -> &Outbox;
+}
+
+/// What an epoll event said of a socket.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Readiness {
+    pub readable: bool,
+    pub writable: bool,
+    pub hangup: bool,
+}
+
+impl Readiness {
+    fn of(events: u32) -> Self {
+        let flags = events as libc::c_int;
+        let hangup = flags & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0;
+        Self {
+            readable: hangup || flags & libc::EPOLLIN != 0,
+            writable: flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0,
+            hangup,
+        }
+    }
 }
 
 /// Where a connection sits in its worker's table.
@@ -194,12 +215,12 @@ impl Reactor {
     }
 
     /// Records readiness for the connection at `place`, then polls it.
-    fn ready(&self, place: Place, readable: bool, writable: bool) {
+    fn ready(&self, place: Place, readiness: Readiness) {
         {
             let mut table = self.table.borrow_mut();
             match table.get_mut(place.slot as usize) {
                 Some(Entry { generation, conn: Some(conn) }) if *generation == place.generation => {
-                    conn.ready(readable, writable)
+                    conn.ready(readiness)
                 }
                 _ => return,
             }
@@ -235,10 +256,7 @@ impl Reactor {
                             break;
                         }
                         for event in &events[..n as usize] {
-                            let flags = event.events as libc::c_int;
-                            let readable = flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0;
-                            let writable = flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0;
-                            self.ready(Place::unpack(event.u64), readable, writable);
+                            self.ready(Place::unpack(event.u64), Readiness::of(event.events));
                         }
                         if (n as usize) < EVENTS {
                             guard.clear_ready();

@@ -30,7 +30,7 @@ use tokio::time::Sleep;
 
 use super::core::Connection;
 use super::outbox::Request;
-use super::reactor::Driven;
+use super::reactor::{Driven, Readiness};
 use super::Outbox;
 use super::{clock, CLOSE_GRACE};
 use crate::metrics::ActorKind;
@@ -63,6 +63,8 @@ pub struct Task<T: Transport> {
     /// Readiness the socket reported and no read or write has used up.
     readable: bool,
     writable: bool,
+    /// The peer hung up: read to the end of the stream.
+    hangup: bool,
 }
 
 impl<T: Transport> Task<T> {
@@ -78,6 +80,7 @@ impl<T: Transport> Task<T> {
             finished: false,
             readable: true,
             writable: true,
+            hangup: false,
         };
         task.handle_input();
         task
@@ -158,6 +161,13 @@ impl<T: Transport> Task<T> {
             let mut scratch = scratch.borrow_mut();
             let n = match (&self.stream).read(&mut scratch) {
                 Ok(0) => return Read::End,
+                // A short read emptied the socket: the next bytes bring a new
+                // edge, so no read is spent to hear "would block". Unless the
+                // peer hung up, when the end of the stream must still be read.
+                Ok(n) if n < scratch.len() && !self.hangup => {
+                    self.readable = false;
+                    n
+                }
                 Ok(n) => n,
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
                     self.readable = false;
@@ -211,9 +221,10 @@ enum Read {
 }
 
 impl<T: Transport> Driven for Task<T> {
-    fn ready(&mut self, readable: bool, writable: bool) {
-        self.readable |= readable;
-        self.writable |= writable;
+    fn ready(&mut self, readiness: Readiness) {
+        self.readable |= readiness.readable;
+        self.writable |= readiness.writable;
+        self.hangup |= readiness.hangup;
     }
 
     fn outbox(&self) -> &Outbox {
