@@ -10,10 +10,11 @@
 //! - [`config`]: the `config.toml` tree, environment overrides and validation.
 //! - [`protocol`]: every frame, error code and close code of the wire protocol.
 //! - [`auth`]: JWT verification and room permissions.
-//! - [`connection`]: the connection core every transport shares: one actor
-//!   type with its session, outbox, limits and heartbeat.
-//! - [`transport`]: the `Transport` seam, WebSocket and SSE, admission, and the
-//!   plain HTTP routes.
+//! - [`connection`]: the connection actor every transport shares: its core
+//!   (session, limits, frames), its outbox (where every write goes), the
+//!   per-worker loop that drives connections, and the heartbeat sweep.
+//! - [`transport`]: the handshake Herald reads itself, WebSocket and SSE,
+//!   admission, and the plain HTTP routes.
 //! - [`api`]: the server API (`/api/*`): publish, direct, broadcast, presence, stats.
 //! - [`rooms`]: the sharded room registry and the room actors.
 //! - [`presence`]: the presence registry actor (who is online, who is where).

@@ -186,7 +186,7 @@ async fn broadcast(node: web::Data<Node>, payload: web::Payload) -> Result<HttpR
     }
     let mut delivered = 0u64;
     node.connections.for_each(|outbox| {
-        if outbox.deliver(frame.clone(), &node.metrics) == Delivery::Queued {
+        if outbox.deliver(&frame, &node.metrics) == Delivery::Queued {
             delivered += 1;
         }
     });

@@ -173,7 +173,7 @@ impl LinkCell {
             Body::Broadcast { frame } => {
                 let frame = Encoded::new(ServerKind::Broadcast, &frame);
                 self.targets.connections.for_each(|outbox| {
-                    outbox.deliver(frame.clone(), &cluster.metrics);
+                    outbox.deliver(&frame, &cluster.metrics);
                 });
             }
         }

@@ -133,7 +133,7 @@ impl<T: Transport> Connection<T> {
     }
 
     fn send(&mut self, frame: Encoded) {
-        self.outbox.deliver(frame, &self.node.metrics);
+        self.outbox.deliver(&frame, &self.node.metrics);
     }
 
     fn reply(&mut self, frame: ServerFrame<'_>) {

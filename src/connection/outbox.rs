@@ -162,25 +162,28 @@ impl Outbox {
     /// bounds; a frame that does not fit turns the connection into a slow
     /// consumer. A frame the connection's transport does not carry counts as
     /// queued, and is not.
-    pub fn deliver(&self, frame: Encoded, metrics: &Metrics) -> Delivery {
+    pub fn deliver(&self, frame: &Encoded, metrics: &Metrics) -> Delivery {
+        let delivery = self.deliver_uncounted(frame, metrics);
+        if delivery == Delivery::Queued && self.carries(frame.kind) {
+            metrics.frames_out(frame.kind, 1);
+            metrics.bytes_out(self.shared.transport, frame.text().len());
+        }
+        delivery
+    }
+
+    /// [`Self::deliver`], leaving `herald_frames_sent_total` and the bytes
+    /// sent to the caller, which counts a whole fan-out at once.
+    pub fn deliver_uncounted(&self, frame: &Encoded, metrics: &Metrics) -> Delivery {
         if !self.carries(frame.kind) {
             return Delivery::Queued;
         }
-        let bytes = match self.shared.transport {
-            TransportKind::WebSocket => frame.wire().clone(),
-            TransportKind::Sse => crate::transport::sse::event(frame.text()),
+        let delivery = match self.shared.transport {
+            TransportKind::WebSocket => self.write_shared(frame.wire(), false),
+            TransportKind::Sse => self.write_shared(&crate::transport::sse::event(frame.text()), false),
         };
-        let delivery = self.write(bytes, false);
-        match delivery {
-            Delivery::Queued => {
-                metrics.frames_out(frame.kind, 1);
-                metrics.bytes_out(self.shared.transport, frame.text().len());
-            }
-            Delivery::Full => {
-                metrics.frames_dropped(Fault::SlowConsumer, 1);
-                self.slow_consumer(metrics);
-            }
-            Delivery::Closed => {}
+        if delivery == Delivery::Full {
+            metrics.frames_dropped(Fault::SlowConsumer, 1);
+            self.slow_consumer(metrics);
         }
         delivery
     }
@@ -189,6 +192,12 @@ impl Outbox {
     /// else to the back of the queue. `past_bounds` lets a close frame in
     /// when the queue is full.
     pub fn write(&self, bytes: Bytes, past_bounds: bool) -> Delivery {
+        self.write_shared(&bytes, past_bounds)
+    }
+
+    /// [`Self::write`] of bytes shared with other connections: they are
+    /// referenced again only if they have to wait in the queue.
+    fn write_shared(&self, bytes: &Bytes, past_bounds: bool) -> Delivery {
         let mut out = self.shared.out.lock();
         if out.sealed {
             return Delivery::Closed;
@@ -197,7 +206,7 @@ impl Outbox {
             return Delivery::Full;
         }
         if let Some(recorder) = &out.record {
-            return recorder.keep(crate::transport::ws::payload_text(&bytes), past_bounds);
+            return recorder.keep(crate::transport::ws::payload_text(bytes), past_bounds);
         }
         if out.fd < 0 || out.broken {
             return Delivery::Closed;
@@ -211,10 +220,10 @@ impl Outbox {
                 return Delivery::Full;
             }
             out.queued_bytes = out.queued_bytes.saturating_add(len as u32);
-            out.queue.get_or_insert_default().push_back(bytes);
+            out.queue.get_or_insert_default().push_back(bytes.clone());
             return Delivery::Queued;
         }
-        let written = match send(out.fd, &bytes) {
+        let written = match send(out.fd, bytes) {
             Ok(n) => n,
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => 0,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => 0,

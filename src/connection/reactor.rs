@@ -33,6 +33,10 @@ const EVENTS: usize = 256;
 /// How often a worker that was busy gives freed memory back ([`crate::memory`]).
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Rounds of work in a second below which a worker counts as quiet: under
+/// steady load memory is reused, not given back.
+const QUIET_ROUNDS: u32 = 100;
+
 /// A connection as its worker's loop drives it.
 pub trait Driven {
     /// Records readiness the socket reported: what may be read or written,
@@ -233,15 +237,19 @@ impl Reactor {
         let mut woken = Vec::new();
         let mut settle = tokio::time::interval(SETTLE);
         settle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Whether anything happened since memory was last settled.
-        let mut busy = false;
+        // Rounds of work since the last tick, and whether any came since
+        // memory was last settled: it is settled once things quiet down.
+        let (mut rounds, mut dirty) = (0u32, false);
         loop {
             tokio::select! {
                 biased;
                 _ = settle.tick() => {
-                    if std::mem::take(&mut busy) {
+                    dirty |= rounds > 0;
+                    if dirty && rounds < QUIET_ROUNDS {
                         crate::memory::settle();
+                        dirty = false;
                     }
+                    rounds = 0;
                     continue;
                 }
                 guard = self.epoll.readable() => {
@@ -266,7 +274,7 @@ impl Reactor {
                 }
                 () = self.wakeups.notify.notified() => {}
             }
-            busy = true;
+            rounds = rounds.saturating_add(1);
             std::mem::swap(&mut woken, &mut *self.wakeups.queue.lock());
             for place in woken.drain(..) {
                 self.poll(place);

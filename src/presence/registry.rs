@@ -203,7 +203,7 @@ impl PresenceState {
 
     fn direct(&self, to: &str, frame: Encoded) {
         for (_, outbox) in self.online.get(to).into_iter().flatten() {
-            outbox.deliver(frame.clone(), &self.metrics);
+            outbox.deliver(&frame, &self.metrics);
         }
     }
 }

@@ -34,6 +34,7 @@ use crate::connection::{ConnId, Delivery, Member, Outbox};
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
 use crate::protocol::{now_ms, Encoded, ErrorCode, ServerFrame, ServerKind};
+use crate::transport::TransportKind;
 use crate::supervisor::Mailbox;
 
 /// A publish on its way to a room.
@@ -350,14 +351,28 @@ impl RoomState {
     /// it (slow consumers, closed connections) leave the room.
     fn fan_out(&mut self, frame: &Encoded, except: Option<ConnId>) {
         let mut gone = Vec::new();
+        // Counted once per publish rather than once per member: the fan-out
+        // loop is one write per member and nothing else.
+        let mut written = [0u64; TransportKind::ALL.len()];
         let mut queued = 0;
         for (conn, (_, outbox)) in &self.members {
             if Some(*conn) == except {
                 continue;
             }
-            match outbox.deliver(frame.clone(), &self.metrics) {
-                Delivery::Queued => queued += 1,
+            match outbox.deliver_uncounted(frame, &self.metrics) {
+                Delivery::Queued => {
+                    queued += 1;
+                    if outbox.carries(frame.kind) {
+                        written[outbox.transport() as usize] += 1;
+                    }
+                }
                 _ => gone.push(*conn),
+            }
+        }
+        for (transport, frames) in TransportKind::ALL.into_iter().zip(written) {
+            if frames > 0 {
+                self.metrics.frames_out(frame.kind, frames);
+                self.metrics.bytes_out(transport, frames as usize * frame.text().len());
             }
         }
         if frame.kind == ServerKind::Message {
@@ -421,7 +436,7 @@ impl RoomState {
     fn publish(&mut self, publication: Publication) {
         let (seq, frame) = self.message(&publication.user, &publication.data);
         if let (Some(id), Some((_, outbox))) = (&publication.id, self.members.get(&publication.conn)) {
-            outbox.deliver(ServerFrame::Ack { seq: Some(seq), id: Some(id) }.encode(), &self.metrics);
+            outbox.deliver(&ServerFrame::Ack { seq: Some(seq), id: Some(id) }.encode(), &self.metrics);
         }
         let except = (!publication.echo).then_some(publication.conn);
         self.fan_out(&frame, except);
@@ -496,7 +511,7 @@ impl RoomState {
         waiting.acked = true;
         if let Publisher::Member { conn, id: Some(id), .. } = &waiting.publisher {
             if let Some((_, outbox)) = self.members.get(conn) {
-                outbox.deliver(ServerFrame::Ack { seq: Some(seq), id: Some(id) }.encode(), &self.metrics);
+                outbox.deliver(&ServerFrame::Ack { seq: Some(seq), id: Some(id) }.encode(), &self.metrics);
             }
         }
     }
@@ -550,7 +565,7 @@ impl RoomState {
                     if let Some((_, outbox)) = self.members.get(&conn) {
                         let message = "the cluster backplane did not answer: the message may not have been delivered";
                         let error = ServerFrame::Error { code: ErrorCode::Internal, message, id: Some(&id) };
-                        outbox.deliver(error.encode(), &self.metrics);
+                        outbox.deliver(&error.encode(), &self.metrics);
                     }
                 }
                 // The dropped reply port answers the API caller 503.
