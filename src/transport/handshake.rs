@@ -17,7 +17,9 @@
 //! [`Node::handshake_started`]), so sockets that never finish their request
 //! cannot crowd out the limit's accounting.
 
+use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,20 +72,19 @@ enum HeadError {
 pub async fn serve(stream: TcpStream, node: &Arc<Node>) -> Option<Replay> {
     let guard = node.handshake_started();
     let deadline = Instant::now() + Duration::from_millis(node.config.server.handshake_timeout_ms);
-    let mut stream = stream;
     let (head, raw) = match tokio::time::timeout_at(deadline.into(), read_head(&stream)).await {
         Ok(Ok(read)) => read,
         Ok(Err(HeadError::Gone)) => return None,
         Ok(Err(HeadError::TooLarge)) => {
-            refuse(&mut stream, deadline, response(431, "the request head is too large", &[])).await;
+            refuse(stream, deadline, response(431, "the request head is too large", &[])).await;
             return None;
         }
         Ok(Err(HeadError::Malformed)) => {
-            refuse(&mut stream, deadline, response(400, "malformed request", &[])).await;
+            refuse(stream, deadline, response(400, "malformed request", &[])).await;
             return None;
         }
         Err(_) => {
-            refuse(&mut stream, deadline, response(408, "the request took too long", &[])).await;
+            refuse(stream, deadline, response(408, "the request took too long", &[])).await;
             return None;
         }
     };
@@ -91,7 +92,7 @@ pub async fn serve(stream: TcpStream, node: &Arc<Node>) -> Option<Replay> {
         ("GET", "/ws") => {
             match open_ws(&head, node, stream.as_raw_fd()) {
                 Ok(opening) => start(opening, stream, &raw.bytes[raw.head_len..]),
-                Err(refusal) => refuse(&mut stream, deadline, refusal).await,
+                Err(refusal) => refuse(stream, deadline, refusal).await,
             }
             drop(guard);
             None
@@ -99,7 +100,7 @@ pub async fn serve(stream: TcpStream, node: &Arc<Node>) -> Option<Replay> {
         ("GET", "/sse") => {
             match open_sse(&head, node, stream.as_raw_fd()) {
                 Ok(opening) => start(opening, stream, &[]),
-                Err(refusal) => refuse(&mut stream, deadline, refusal).await,
+                Err(refusal) => refuse(stream, deadline, refusal).await,
             }
             drop(guard);
             None
@@ -300,7 +301,13 @@ pub fn response(status: u16, message: &str, headers: &[(&str, &str)]) -> Bytes {
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 /// Writes a refusal (within the handshake's time) and closes the socket.
-async fn refuse(stream: &mut TcpStream, deadline: Instant, response: Bytes) {
+/// Boxed, so that a socket waiting for its request does not carry the
+/// refusal's state.
+fn refuse(stream: TcpStream, deadline: Instant, response: Bytes) -> Pin<Box<dyn Future<Output = ()>>> {
+    Box::pin(refusal(stream, deadline, response))
+}
+
+async fn refusal(mut stream: TcpStream, deadline: Instant, response: Bytes) {
     let write = async {
         stream.write_all(&response).await?;
         stream.shutdown().await
@@ -310,7 +317,7 @@ async fn refuse(stream: &mut TcpStream, deadline: Instant, response: Bytes) {
         return;
     }
     let drain = async {
-        let mut sink = [0u8; 1024];
+        let mut sink = vec![0u8; 1024];
         while matches!(stream.read(&mut sink).await, Ok(1..)) {}
     };
     let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
