@@ -16,16 +16,23 @@
 //! worker's queue once, and the loop polls it.
 
 use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
 use super::Outbox;
+
+/// Milliseconds since the process started, for deadlines.
+fn now_ms() -> u64 {
+    super::rate::now_us() / 1000
+}
 
 /// Epoll events taken at once.
 const EVENTS: usize = 256;
@@ -44,8 +51,9 @@ pub trait Driven {
     fn ready(&mut self, readiness: Readiness);
     /// Advances the connection; `Ready` once it has ended.
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()>;
-    /// The connection's outbox, its waker.
-    fn outbox(&self) -> &Outbox;
+    /// The connection's outbox, its waker; `None` for a socket that is
+    /// polled only when its socket or its deadline says so.
+    fn outbox(&self) -> Option<&Outbox>;
 }
 
 /// What an epoll event said of a socket.
@@ -114,6 +122,13 @@ pub struct Reactor {
     wakeups: Arc<Wakeups>,
     table: RefCell<Vec<Entry>>,
     free: RefCell<Vec<u32>>,
+    /// Places to poll at a time (ms since start), soonest first (see
+    /// [`Reactor::poll_after`]).
+    deadlines: RefCell<BinaryHeap<Reverse<(u64, u32, u32)>>>,
+    /// Tells the loop a deadline was added.
+    timer: Notify,
+    /// The entry being polled.
+    polling: std::cell::Cell<Option<Place>>,
 }
 
 thread_local! {
@@ -137,22 +152,64 @@ impl Reactor {
             wakeups: Arc::new(Wakeups { queue: Mutex::new(Vec::new()), notify: Notify::new() }),
             table: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
+            deadlines: RefCell::new(BinaryHeap::new()),
+            timer: Notify::new(),
+            polling: std::cell::Cell::new(None),
         });
         CURRENT.with(|current| *current.borrow_mut() = Some(reactor.clone()));
         tokio::task::spawn_local(async move { reactor.run().await });
         Ok(())
     }
 
-    /// Hands `conn` over `fd` to this worker's loop and polls it once.
-    pub fn adopt(fd: RawFd, conn: Box<dyn Driven>) -> std::io::Result<()> {
-        let reactor = CURRENT.with(|current| current.borrow().clone());
-        let Some(reactor) = reactor else {
-            return Err(std::io::Error::other("no reactor on this thread"));
-        };
-        reactor.insert(fd, conn)
+    /// Drops this worker's connections (the worker is stopping), inside its
+    /// runtime rather than with the thread's locals.
+    pub fn stop() {
+        let Some(reactor) = CURRENT.with(|current| current.borrow_mut().take()) else { return };
+        let entries: Vec<Entry> = std::mem::take(&mut *reactor.table.borrow_mut());
+        drop(entries);
     }
 
-    fn insert(&self, fd: RawFd, conn: Box<dyn Driven>) -> std::io::Result<()> {
+    fn current() -> std::io::Result<Rc<Reactor>> {
+        CURRENT.with(|current| current.borrow().clone()).ok_or_else(|| std::io::Error::other("no reactor on this thread"))
+    }
+
+    /// Hands `conn` over `fd` to this worker's loop and polls it once.
+    pub fn adopt(fd: RawFd, conn: Box<dyn Driven>) -> std::io::Result<Place> {
+        Self::current()?.insert(fd, conn)
+    }
+
+    /// Has the loop poll the entry it is polling now again after `wait`,
+    /// whatever its socket does.
+    pub fn poll_again_after(wait: std::time::Duration) {
+        if let Ok(reactor) = Self::current() {
+            if let Some(place) = reactor.polling.get() {
+                reactor.poll_at(place, wait);
+            }
+        }
+    }
+
+    /// Has the loop poll `place` after `wait`, whatever its socket does.
+    pub fn poll_after(place: Place, wait: std::time::Duration) {
+        if let Ok(reactor) = Self::current() {
+            reactor.poll_at(place, wait);
+        }
+    }
+
+    fn poll_at(&self, place: Place, wait: std::time::Duration) {
+        let at = now_ms() + wait.as_millis() as u64;
+        self.deadlines.borrow_mut().push(Reverse((at, place.slot, place.generation)));
+        self.timer.notify_one();
+    }
+
+    /// Takes `fd` out of this worker's epoll set (its owner is handing it on).
+    pub fn forget(fd: RawFd) {
+        if let Ok(reactor) = Self::current() {
+            // SAFETY: both descriptors are open; a null event is allowed for DEL.
+            unsafe { libc::epoll_ctl(reactor.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+        }
+    }
+
+    fn insert(&self, fd: RawFd, conn: Box<dyn Driven>) -> std::io::Result<Place> {
         let place = {
             let mut table = self.table.borrow_mut();
             match self.free.borrow_mut().pop() {
@@ -168,8 +225,8 @@ impl Reactor {
                 }
             }
         };
-        if let Some(conn) = &self.table.borrow()[place.slot as usize].conn {
-            conn.outbox().attach(self.wakeups.clone(), place);
+        if let Some(outbox) = self.table.borrow()[place.slot as usize].conn.as_ref().and_then(|c| c.outbox()) {
+            outbox.attach(self.wakeups.clone(), place);
         }
         let mut event = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
@@ -182,7 +239,7 @@ impl Reactor {
             return Err(error);
         }
         self.poll(place);
-        Ok(())
+        Ok(place)
     }
 
     fn remove(&self, place: Place) {
@@ -206,10 +263,18 @@ impl Reactor {
             }
         };
         let Some(mut conn) = taken else { return };
-        conn.outbox().unschedule();
-        let waker = conn.outbox().waker();
+        let waker = match conn.outbox() {
+            Some(outbox) => {
+                outbox.unschedule();
+                outbox.waker()
+            }
+            None => Waker::noop().clone(),
+        };
         let mut cx = Context::from_waker(&waker);
-        match conn.drive(&mut cx) {
+        let outer = self.polling.replace(Some(place));
+        let polled = conn.drive(&mut cx);
+        self.polling.set(outer);
+        match polled {
             Poll::Ready(()) => {
                 self.free.borrow_mut().push(place.slot);
                 drop(conn);
@@ -230,6 +295,37 @@ impl Reactor {
             }
         }
         self.poll(place);
+    }
+
+    /// Resolves when the soonest deadline comes (or one is added).
+    async fn next_deadline(&self) {
+        let first = self.deadlines.borrow().peek().map(|Reverse((at, _, _))| *at);
+        match first {
+            Some(at) => {
+                let wait = at.saturating_sub(now_ms());
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+                    () = self.timer.notified() => {}
+                }
+            }
+            None => self.timer.notified().await,
+        }
+    }
+
+    /// Polls every place whose deadline has come.
+    fn poll_due(&self) {
+        let now = now_ms();
+        loop {
+            let due = {
+                let mut deadlines = self.deadlines.borrow_mut();
+                match deadlines.peek() {
+                    Some(Reverse((at, _, _))) if *at <= now => deadlines.pop(),
+                    _ => None,
+                }
+            };
+            let Some(Reverse((_, slot, generation))) = due else { return };
+            self.poll(Place { slot, generation });
+        }
     }
 
     async fn run(self: Rc<Self>) {
@@ -273,6 +369,7 @@ impl Reactor {
                     }
                 }
                 () = self.wakeups.notify.notified() => {}
+                () = self.next_deadline() => self.poll_due(),
             }
             rounds = rounds.saturating_add(1);
             std::mem::swap(&mut woken, &mut *self.wakeups.queue.lock());

@@ -45,7 +45,7 @@ const READS_PER_POLL: usize = 16;
 
 thread_local! {
     /// The worker's read buffer, shared by all of its connections.
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+    pub(crate) static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
 /// A connection and its socket.
@@ -227,8 +227,8 @@ impl<T: Transport> Driven for Task<T> {
         self.hangup |= readiness.hangup;
     }
 
-    fn outbox(&self) -> &Outbox {
-        self.conn.outbox()
+    fn outbox(&self) -> Option<&Outbox> {
+        Some(self.conn.outbox())
     }
 
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {

@@ -18,7 +18,6 @@ use actix_http::{HttpService, Protocol};
 use actix_service::{map_config, Service, ServiceFactory};
 use actix_web::dev::AppConfig;
 use actix_web::{web, App};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::node::Node;
@@ -89,33 +88,27 @@ async fn serve(mut sockets: mpsc::UnboundedReceiver<StdTcpStream>, node: Arc<Nod
             return;
         }
     };
+    let node_for_sockets = node.clone();
     if let Err(error) = crate::connection::reactor::Reactor::start() {
         tracing::error!(%error, "could not start the connections' loop");
         return;
     }
     let _ = ready.send(());
-    while let Some(stream) = sockets.recv().await {
-        let stream = match TcpStream::from_std(stream) {
-            Ok(stream) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "could not register an accepted socket");
-                continue;
-            }
-        };
+    handshake::set_http_handoff(Rc::new(move |replay, peer| {
         let service = service.clone();
-        let node = node.clone();
         let guard = node.socket_opened();
-        // Two tasks, so that a socket that becomes a connection never
-        // carries the size of an HTTP dispatcher's future.
         actix_web::rt::spawn(async move {
-            let peer = stream.peer_addr().ok();
-            let Some(replay) = handshake::serve(stream, &node).await else { return };
-            actix_web::rt::spawn(async move {
-                let _guard = guard;
-                if let Err(error) = service.call((replay, Protocol::Http1, peer)).await {
-                    tracing::debug!(?error, "http connection ended with an error");
-                }
-            });
+            let _guard = guard;
+            if let Err(error) = service.call((replay, Protocol::Http1, peer)).await {
+                tracing::debug!(?error, "http connection ended with an error");
+            }
         });
+    }));
+    while let Some(stream) = sockets.recv().await {
+        handshake::Handshaking::start(stream, &node_for_sockets);
     }
+    // The worker is stopping: its connections and its HTTP service go now,
+    // inside its runtime, not with the thread's locals.
+    handshake::clear_http_handoff();
+    crate::connection::reactor::Reactor::stop();
 }

@@ -17,14 +17,15 @@
 //! [`Node::handshake_started`]), so sockets that never finish their request
 //! cannot crowd out the limit's accounting.
 
-use std::future::Future;
+use std::cell::RefCell;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::admission::{self, Refused};
@@ -34,10 +35,10 @@ use super::ws::Ws;
 use super::{Transport, TransportKind};
 use crate::auth::Identity;
 use crate::connection::core::{Connection, Handshake};
-use crate::connection::reactor::Reactor;
-use crate::connection::task::Task;
-use crate::connection::Outbox;
-use crate::node::Node;
+use crate::connection::reactor::{Driven, Reactor, Readiness};
+use crate::connection::task::{Task, SCRATCH};
+use crate::connection::{clock, Outbox};
+use crate::node::{HandshakeGuard, Node};
 
 /// The largest request head accepted; a longer one is answered 431.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -63,49 +64,197 @@ pub struct Head {
 enum HeadError {
     TooLarge,
     Malformed,
-    /// The client closed or the socket failed.
-    Gone,
 }
 
-/// Serves `stream`'s first request: opens a connection for `/ws` and
-/// `/sse`, or returns the socket (with what was read of it) for actix-web.
-pub async fn serve(stream: TcpStream, node: &Arc<Node>) -> Option<Replay> {
-    let guard = node.handshake_started();
-    let deadline = Instant::now() + Duration::from_millis(node.config.server.handshake_timeout_ms);
-    let (head, raw) = match tokio::time::timeout_at(deadline.into(), read_head(&stream)).await {
-        Ok(Ok(read)) => read,
-        Ok(Err(HeadError::Gone)) => return None,
-        Ok(Err(HeadError::TooLarge)) => {
-            refuse(stream, deadline, response(431, "the request head is too large", &[])).await;
-            return None;
+/// How long a refused client gets to read its answer while what it still
+/// sends is read and dropped: closing a socket with unread bytes resets it,
+/// and a reset can overtake the answer.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+/// Where a worker sends the sockets whose requests are for actix-web.
+pub type HttpHandoff = Rc<dyn Fn(Replay, Option<std::net::SocketAddr>)>;
+
+thread_local! {
+    static HTTP: RefCell<Option<HttpHandoff>> = const { RefCell::new(None) };
+}
+
+/// Forgets this worker's HTTP service (the worker is stopping).
+pub fn clear_http_handoff() {
+    HTTP.with(|http| http.borrow_mut().take());
+}
+
+/// Sets where this worker's plain HTTP requests go.
+pub fn set_http_handoff(handoff: HttpHandoff) {
+    HTTP.with(|http| *http.borrow_mut() = Some(handoff));
+}
+
+/// A socket whose first request is being read: an entry in its worker's
+/// loop, like a connection, holding only what has arrived.
+pub struct Handshaking {
+    stream: Option<std::net::TcpStream>,
+    node: Arc<Node>,
+    _counted: HandshakeGuard,
+    bytes: Vec<u8>,
+    deadline: u32,
+    /// Refused: the answer is written and this side shut; what the client
+    /// still sends is dropped until it closes or the linger ends.
+    refused_at: Option<u32>,
+    readable: bool,
+    /// The client has closed its side.
+    closed: bool,
+}
+
+impl Handshaking {
+    /// Reads `stream`'s first request on this worker.
+    pub fn start(stream: std::net::TcpStream, node: &Arc<Node>) {
+        let timeout = node.config.server.handshake_timeout_ms;
+        let fd = stream.as_raw_fd();
+        let entry = Box::new(Self {
+            stream: Some(stream),
+            node: node.clone(),
+            _counted: node.handshake_started(),
+            bytes: Vec::new(),
+            deadline: clock::after(clock::now(), timeout),
+            refused_at: None,
+            readable: true,
+            closed: false,
+        });
+        match Reactor::adopt(fd, entry) {
+            // Polled again at the deadline, if nothing else wakes it first.
+            Ok(place) => Reactor::poll_after(place, Duration::from_millis(timeout)),
+            Err(error) => tracing::warn!(%error, "could not take an accepted socket"),
         }
-        Ok(Err(HeadError::Malformed)) => {
-            refuse(stream, deadline, response(400, "malformed request", &[])).await;
-            return None;
-        }
-        Err(_) => {
-            refuse(stream, deadline, response(408, "the request took too long", &[])).await;
-            return None;
-        }
-    };
-    match (head.method.as_str(), head.path.as_str()) {
-        ("GET", "/ws") => {
-            match open_ws(&head, node, stream.as_raw_fd()) {
-                Ok(opening) => start(opening, stream, &raw.bytes[raw.head_len..]),
-                Err(refusal) => refuse(stream, deadline, refusal).await,
+    }
+
+    /// Writes `response`, shuts this side, and lingers.
+    fn refuse(&mut self, response: Bytes) -> Poll<()> {
+        let Some(stream) = &self.stream else { return Poll::Ready(()) };
+        // A fresh socket's buffer takes a short answer whole.
+        let _ = (&*stream).write(&response);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        self.bytes = Vec::new();
+        self.refused_at = Some(clock::now());
+        Reactor::poll_again_after(REFUSAL_LINGER);
+        self.linger()
+    }
+
+    /// Drops what the refused client sends until it closes, or the linger ends.
+    fn linger(&mut self) -> Poll<()> {
+        let Some(stream) = &self.stream else { return Poll::Ready(()) };
+        let ended = SCRATCH.with(|scratch| loop {
+            match (&*stream).read(&mut scratch.borrow_mut()) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break false,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break true,
             }
-            drop(guard);
-            None
+        });
+        let over = self.refused_at.is_some_and(|at| clock::since(clock::now(), at) >= REFUSAL_LINGER.as_millis() as u64);
+        if ended || over {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
-        ("GET", "/sse") => {
-            match open_sse(&head, node, stream.as_raw_fd()) {
-                Ok(opening) => start(opening, stream, &[]),
-                Err(refusal) => refuse(stream, deadline, refusal).await,
+    }
+
+    /// Reads what has come; `Err` when the client is gone. A client that
+    /// closes its side after its request is still answered.
+    fn read(&mut self) -> Result<(), ()> {
+        let Some(stream) = &self.stream else { return Err(()) };
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            loop {
+                match (&*stream).read(&mut scratch) {
+                    Ok(0) if self.bytes.is_empty() => return Err(()),
+                    Ok(0) => {
+                        self.readable = false;
+                        self.closed = true;
+                        return Ok(());
+                    }
+                    Ok(n) => {
+                        self.bytes.extend_from_slice(&scratch[..n]);
+                        if self.bytes.len() > MAX_HEAD {
+                            return Ok(());
+                        }
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                        self.readable = false;
+                        return Ok(());
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return Err(()),
+                }
             }
-            drop(guard);
-            None
+        })
+    }
+
+    /// Serves a whole request head: a connection for `/ws` and `/sse`,
+    /// actix-web for the rest.
+    fn route(&mut self, head: Head, head_len: usize) -> Poll<()> {
+        let Some(fd) = self.stream.as_ref().map(|s| s.as_raw_fd()) else { return Poll::Ready(()) };
+        let opened = match (head.method.as_str(), head.path.as_str()) {
+            ("GET", "/ws") => open_ws(&head, &self.node, fd).map(|opening| self.open(opening, head_len)),
+            ("GET", "/sse") => open_sse(&head, &self.node, fd).map(|opening| self.open(opening, head_len)),
+            _ => {
+                Reactor::forget(fd);
+                let (Some(stream), Some(handoff)) = (self.stream.take(), HTTP.with(|http| http.borrow().clone())) else {
+                    return Poll::Ready(());
+                };
+                let peer = stream.peer_addr().ok();
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => handoff(Replay::new(std::mem::take(&mut self.bytes), stream), peer),
+                    Err(error) => tracing::warn!(%error, "could not hand a socket to the HTTP service"),
+                }
+                Ok(())
+            }
+        };
+        match opened {
+            Ok(()) => Poll::Ready(()),
+            Err(refusal) => self.refuse(refusal),
         }
-        _ => Some(Replay::new(raw.bytes, stream)),
+    }
+
+    /// Hands the socket to the connection it now carries, on this worker.
+    fn open<T: Transport>(&mut self, opening: Opening<T>, head_len: usize) {
+        let Some(stream) = self.stream.take() else { return };
+        // The connection takes the socket's place in the loop afresh.
+        Reactor::forget(stream.as_raw_fd());
+        start(opening, stream, self.bytes.get(head_len..).unwrap_or_default());
+    }
+}
+
+impl Driven for Handshaking {
+    fn ready(&mut self, readiness: Readiness) {
+        self.readable |= readiness.readable;
+    }
+
+    fn outbox(&self) -> Option<&Outbox> {
+        None
+    }
+
+    fn drive(&mut self, _: &mut Context<'_>) -> Poll<()> {
+        if self.refused_at.is_some() {
+            return self.linger();
+        }
+        if self.readable && self.read().is_err() {
+            return Poll::Ready(());
+        }
+        match parse_head(&self.bytes) {
+            Ok(Some((head, len))) => return self.route(head, len),
+            Err(HeadError::TooLarge) => return self.refuse(response(431, "the request head is too large", &[])),
+            Err(HeadError::Malformed) => return self.refuse(response(400, "malformed request", &[])),
+            Ok(None) if self.bytes.len() > MAX_HEAD => {
+                return self.refuse(response(431, "the request head is too large", &[]))
+            }
+            // The client closed its side before its request was whole.
+            Ok(None) if self.closed => return Poll::Ready(()),
+            Ok(None) => {}
+        }
+        if clock::reached(clock::now(), self.deadline) {
+            return self.refuse(response(408, "the request took too long", &[]));
+        }
+        Poll::Pending
     }
 }
 
@@ -119,14 +268,8 @@ struct Opening<T: Transport> {
 
 /// Opens the connection and hands it to this worker's loop; `early` is
 /// what the client sent after its request head.
-fn start<T: Transport>(opening: Opening<T>, stream: TcpStream, early: &[u8]) {
+fn start<T: Transport>(opening: Opening<T>, stream: std::net::TcpStream, early: &[u8]) {
     let Opening { mut conn, handshake, response } = opening;
-    // From here on the socket is the connection's alone: out of tokio's
-    // registry, into the worker's epoll set.
-    let stream = match stream.into_std() {
-        Ok(stream) => stream,
-        Err(error) => return tracing::warn!(%error, "could not take over an upgraded socket"),
-    };
     if let Some(response) = response {
         conn.outbox().write(response, true);
     }
@@ -134,35 +277,6 @@ fn start<T: Transport>(opening: Opening<T>, stream: TcpStream, early: &[u8]) {
     let fd = stream.as_raw_fd();
     if let Err(error) = Reactor::adopt(fd, Box::new(Task::new(conn, stream, early))) {
         tracing::error!(%error, "could not start a connection");
-    }
-}
-
-/// The bytes of a request head, and where the head ends in them.
-struct Raw {
-    bytes: Vec<u8>,
-    head_len: usize,
-}
-
-/// Reads until a whole request head is in.
-async fn read_head(stream: &TcpStream) -> Result<(Head, Raw), HeadError> {
-    let mut bytes = Vec::new();
-    loop {
-        stream.readable().await.map_err(|_| HeadError::Gone)?;
-        {
-            let mut chunk = [0u8; 2048];
-            match stream.try_read(&mut chunk) {
-                Ok(0) => return Err(HeadError::Gone),
-                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => return Err(HeadError::Gone),
-            }
-        }
-        if let Some((head, head_len)) = parse_head(&bytes)? {
-            return Ok((head, Raw { bytes, head_len }));
-        }
-        if bytes.len() > MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
     }
 }
 
@@ -293,32 +407,4 @@ pub fn response(status: u16, message: &str, headers: &[(&str, &str)]) -> Bytes {
     out.push_str("\r\n");
     out.push_str(&body);
     Bytes::from(out)
-}
-
-/// How long a refused client gets to read its answer while what it still
-/// sends is read and dropped: closing a socket with unread bytes resets it,
-/// and a reset can overtake the answer.
-const REFUSAL_LINGER: Duration = Duration::from_millis(500);
-
-/// Writes a refusal (within the handshake's time) and closes the socket.
-/// Boxed, so that a socket waiting for its request does not carry the
-/// refusal's state.
-fn refuse(stream: TcpStream, deadline: Instant, response: Bytes) -> Pin<Box<dyn Future<Output = ()>>> {
-    Box::pin(refusal(stream, deadline, response))
-}
-
-async fn refusal(mut stream: TcpStream, deadline: Instant, response: Bytes) {
-    let write = async {
-        stream.write_all(&response).await?;
-        stream.shutdown().await
-    };
-    let written = tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_millis(100)).into(), write).await;
-    if !matches!(written, Ok(Ok(()))) {
-        return;
-    }
-    let drain = async {
-        let mut sink = vec![0u8; 1024];
-        while matches!(stream.read(&mut sink).await, Ok(1..)) {}
-    };
-    let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
 }
