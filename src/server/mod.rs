@@ -178,9 +178,8 @@ impl Server {
         log_capacity(&node);
         let user_timeout = Duration::from_millis(node.config.heartbeat.timeout_ms);
         let acceptor = acceptor_rt.block_on(async {
-            let listener = tokio::net::TcpListener::from_std(listener).map_err(ServerError::Runtime)?;
             tracing::info!(addr = %listener.local_addr().map_err(ServerError::Runtime)?, node = %node.id, "herald listening");
-            let mut acceptor = Acceptor::new(listener, workers, user_timeout);
+            let mut acceptor = Acceptor::new(listener, workers, user_timeout).map_err(ServerError::Runtime)?;
             tokio::select! {
                 _ = acceptor.run(&node.metrics) => {}
                 _ = shutdown.notify.notified() => {}
