@@ -1,8 +1,10 @@
 //! Giving memory back after a burst.
 //!
-//! Herald allocates with mimalloc (set in the binary). mimalloc keeps the
-//! pages a burst freed and returns them to the OS only when the same thread
-//! allocates again after `MIMALLOC_PURGE_DELAY` (10 ms by default). A node
+//! Herald allocates with mimalloc (set in the binary, which also makes it
+//! purge freed pages at once: `MIMALLOC_PURGE_DELAY=0` unless the environment
+//! says otherwise). mimalloc keeps the pages a burst freed and returns them to
+//! the OS only when the same thread allocates again after
+//! `MIMALLOC_PURGE_DELAY` (1 s by default in the mimalloc Herald links). A node
 //! that goes quiet after a burst (19,000 clients connecting at once, a
 //! flood of API calls) would otherwise keep that memory resident for as long
 //! as it stays quiet. The threads that allocate per connection and per
