@@ -284,7 +284,12 @@ mod tests {
         let sse = std::mem::size_of::<Task<Sse>>();
         let conn = std::mem::size_of::<Connection<Ws>>();
         let outbox = super::super::outbox::shared_size();
-        println!("Task<Ws>: {ws} bytes, Task<Sse>: {sse} bytes, Connection<Ws>: {conn} bytes, outbox: {outbox} bytes");
+        let handshaking = std::mem::size_of::<crate::transport::handshake::Handshaking>();
+        println!(
+            "Task<Ws>: {ws} bytes, Task<Sse>: {sse} bytes, Connection<Ws>: {conn} bytes, outbox: {outbox} bytes, \
+             a socket in its handshake: {handshaking} bytes"
+        );
+        assert!(handshaking <= 80, "Handshaking grew to {handshaking} bytes");
         assert!(ws <= 160, "Task<Ws> grew to {ws} bytes");
         assert!(sse <= 160, "Task<Sse> grew to {sse} bytes");
         assert!(outbox <= 96, "the outbox grew to {outbox} bytes");
