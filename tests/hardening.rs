@@ -89,22 +89,6 @@ async fn raw_upgrade(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
     (stream, buf[end..].to_vec())
 }
 
-/// Reads until the server ends the connection (EOF or reset); panics if it
-/// is still open after `wait`.
-async fn read_until_closed(stream: &mut TcpStream, mut buf: Vec<u8>, wait: Duration) -> Vec<u8> {
-    let read = async {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(wait, read).await.expect("the server ends the connection");
-    buf
-}
-
 /// Reads whatever arrives for `wait`, expecting the connection to stay open.
 async fn read_for(stream: &mut TcpStream, wait: Duration) -> Vec<u8> {
     let mut buf = Vec::new();

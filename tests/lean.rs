@@ -480,17 +480,7 @@ async fn an_upgrade_on_a_kept_alive_http_connection_is_sent_to_a_fresh_one() {
     // ... and a subscription asked for on it is redirected to the same URL,
     // and the connection closed, so the client opens a fresh one.
     stream.write_all(b"GET /sse?rooms=lobby HTTP/1.1\r\nHost: herald\r\n\r\n").await.expect("write");
-    let mut reply = Vec::new();
-    let read = async {
-        let mut chunk = [0u8; 1024];
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => reply.extend_from_slice(&chunk[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, read).await.expect("the connection closes after the redirect");
+    let reply = read_until_closed(&mut stream, Vec::new(), WAIT).await;
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 307"), "{reply}");
     assert!(reply.to_ascii_lowercase().contains("location: /sse?rooms=lobby"), "{reply}");

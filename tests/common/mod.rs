@@ -570,3 +570,19 @@ pub async fn ws_connect_recv_buffer(server: &TestServer, size: u32) -> Client {
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     client
 }
+
+/// Reads until the server ends the connection (EOF or reset); panics if it
+/// is still open after `wait`.
+pub async fn read_until_closed(stream: &mut TcpStream, mut buf: Vec<u8>, wait: Duration) -> Vec<u8> {
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(wait, read).await.expect("the server ends the connection");
+    buf
+}
