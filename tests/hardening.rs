@@ -25,16 +25,6 @@ const REFUSED_MAX: &str = "herald_connections_refused_total{reason=\"max_connect
 const REFUSED_ORIGIN: &str = "herald_connections_refused_total{reason=\"origin\"}";
 const REFUSED_DRAINING: &str = "herald_connections_refused_total{reason=\"draining\"}";
 
-fn server_with(edit: impl FnOnce(&mut herald::Config)) -> TestServer {
-    let mut config = config();
-    edit(&mut config);
-    start(config)
-}
-
-fn ping(id: Value) -> Value {
-    json!({"type": "ping", "id": id})
-}
-
 async fn send_all(client: &mut Client, frames: &[Value]) {
     for frame in frames {
         client.send(frame.clone()).await;
@@ -49,14 +39,6 @@ fn assert_rate_limited(reply: &Value, id: Option<Value>) {
         Some(id) => assert_eq!(reply["id"], id, "the error echoes the frame's id: {reply}"),
         None => assert!(reply.get("id").is_none(), "{reply}"),
     }
-}
-
-/// A text frame of exactly `len` bytes: a `ping` padded with an ignored field.
-fn padded_ping(id: &str, len: usize) -> String {
-    let head = format!(r#"{{"type":"ping","id":"{id}","pad":""#);
-    let text = format!("{head}{}\"}}", "x".repeat(len - head.len() - 2));
-    assert_eq!(text.len(), len);
-    text
 }
 
 /// One fragment of a message: `Data::Text`/`Binary` to start, `Data::Continue` after.

@@ -27,24 +27,6 @@ const API_KEY: &str = "lean-key";
 /// How long past `server.handshake_timeout_ms` a socket may take to be dropped.
 const DROPPED_WITHIN: Duration = Duration::from_secs(3);
 
-fn server_with(edit: impl FnOnce(&mut herald::Config)) -> TestServer {
-    let mut config = config();
-    edit(&mut config);
-    start(config)
-}
-
-fn ping(id: Value) -> Value {
-    json!({"type": "ping", "id": id})
-}
-
-/// A text frame of exactly `len` bytes: a `ping` padded with an ignored field.
-fn padded_ping(id: &str, len: usize) -> String {
-    let head = format!(r#"{{"type":"ping","id":"{id}","pad":""#);
-    let text = format!("{head}{}\"}}", "x".repeat(len - head.len() - 2));
-    assert_eq!(text.len(), len);
-    text
-}
-
 /// `text` as one message in `count` fragments: a text frame, then continuations.
 fn fragments(text: &str, count: usize) -> Vec<Message> {
     let (bytes, size) = (text.as_bytes(), text.len() / count);

@@ -586,3 +586,23 @@ pub async fn read_until_closed(stream: &mut TcpStream, mut buf: Vec<u8>, wait: D
     tokio::time::timeout(wait, read).await.expect("the server ends the connection");
     buf
 }
+
+/// Starts a server with the test config as `edit` leaves it.
+pub fn server_with(edit: impl FnOnce(&mut herald::Config)) -> TestServer {
+    let mut config = config();
+    edit(&mut config);
+    start(config)
+}
+
+/// A `ping` frame with `id`.
+pub fn ping(id: Value) -> Value {
+    json!({"type": "ping", "id": id})
+}
+
+/// A text frame of exactly `len` bytes: a `ping` padded with an ignored field.
+pub fn padded_ping(id: &str, len: usize) -> String {
+    let head = format!(r#"{{"type":"ping","id":"{id}","pad":""#);
+    let text = format!("{head}{}\"}}", "x".repeat(len - head.len() - 2));
+    assert_eq!(text.len(), len);
+    text
+}
