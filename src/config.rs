@@ -336,6 +336,9 @@ impl Config {
         if self.server.shutdown_timeout_ms == 0 {
             return Err(invalid("server.shutdown_timeout_ms", "must be greater than 0"));
         }
+        if self.server.handshake_timeout_ms == 0 {
+            return Err(invalid("server.handshake_timeout_ms", "must be greater than 0"));
+        }
         if self.auth.required && self.auth.jwt_secret.is_empty() {
             return Err(invalid("auth.jwt_secret", "must be set when auth.required = true"));
         }
@@ -360,6 +363,9 @@ impl Config {
         }
         if limits.outbound_queue == 0 {
             return Err(invalid("limits.outbound_queue", "must be greater than 0"));
+        }
+        if limits.outbound_queue_bytes == 0 {
+            return Err(invalid("limits.outbound_queue_bytes", "must be greater than 0"));
         }
         if self.heartbeat.interval_ms == 0 {
             return Err(invalid("heartbeat.interval_ms", "must be greater than 0"));
@@ -390,6 +396,8 @@ mod tests {
         assert_eq!(config, Config::default());
         assert_eq!(config.server.port, 8080);
         assert_eq!(config.limits.outbound_queue, 1024);
+        assert_eq!(config.limits.outbound_queue_bytes, 1 << 20);
+        assert_eq!(config.server.handshake_timeout_ms, 10_000);
         assert_eq!(config.heartbeat.timeout_ms, 60000);
     }
 
@@ -439,6 +447,10 @@ mod tests {
         assert!(err.contains("heartbeat.timeout_ms"), "{err}");
         let err = Config::from_toml("[limits]\noutbound_queue = 0\n").unwrap_err().to_string();
         assert!(err.contains("limits.outbound_queue"), "{err}");
+        let err = Config::from_toml("[limits]\noutbound_queue_bytes = 0\n").unwrap_err().to_string();
+        assert!(err.contains("limits.outbound_queue_bytes"), "{err}");
+        let err = Config::from_toml("[server]\nhandshake_timeout_ms = 0\n").unwrap_err().to_string();
+        assert!(err.contains("server.handshake_timeout_ms"), "{err}");
         let err = Config::from_toml("[server]\nnode_id = \"a b\"\n").unwrap_err().to_string();
         assert!(err.contains("server.node_id"), "{err}");
     }

@@ -1,7 +1,9 @@
 //! Every accepted socket's first request, read by Herald itself.
 //!
-//! The request head is read with `httparse` into a buffer that grows only as
-//! bytes arrive (a silent socket holds none), within
+//! The socket is an entry of its worker's loop ([`Handshaking`]: no task,
+//! no timer of its own, 64 bytes). The request head is read with
+//! `httparse` into a buffer that grows only as bytes arrive (a silent
+//! socket holds none), within
 //! `server.handshake_timeout_ms` (then 408 and the socket is closed) and
 //! [`MAX_HEAD`] bytes (431). Then:
 //!
