@@ -12,7 +12,7 @@
 //! - [`auth`]: JWT verification and room permissions.
 //! - [`connection`]: the connection actor every transport shares: its core
 //!   (session, limits, frames), its outbox (where every write goes), the
-//!   per-worker loop that drives connections, and the heartbeat sweep.
+//!   per-worker loop that drives connections and runs their timers.
 //! - [`transport`]: the handshake Herald reads itself, WebSocket and SSE,
 //!   admission, and the plain HTTP routes.
 //! - [`api`]: the server API (`/api/*`): publish, direct, broadcast, presence, stats.

@@ -8,9 +8,9 @@
 //! that goes quiet after a burst (19,000 clients connecting at once, a
 //! flood of API calls) would otherwise keep that memory resident for as long
 //! as it stays quiet. The threads that allocate per connection and per
-//! request (the workers, and the actors' threads through the sweep) call
-//! [`settle`] about once a second after they have been busy, so resident
-//! memory follows live memory within a second or so.
+//! request (the workers once they quiet down, and the actors' threads
+//! through [`settle_every`]) call [`settle`] about once a second, so
+//! resident memory follows live memory within a second or so.
 //!
 //! In a process whose global allocator is not mimalloc (the tests), this
 //! tidies mimalloc's own empty heap and costs nothing.
@@ -20,4 +20,14 @@ pub fn settle() {
     // SAFETY: mi_collect has no preconditions; `false` only frees what is
     // free already, on this thread's heap.
     unsafe { libmimalloc_sys::mi_collect(false) }
+}
+
+/// Settles memory every `period` on whichever thread of a runtime runs it, forever.
+pub async fn settle_every(period: std::time::Duration) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        settle();
+    }
 }

@@ -2,8 +2,8 @@
 //! handshake's checks, the handshake timeout (silent and trickling clients,
 //! stalled API bodies), the request head limit, what the rate limit counts
 //! (pings; the fragments of one message), UTF-8 checks, slow consumers bounded
-//! by bytes, and sockets still in the handshake counted toward
-//! `limits.max_connections`.
+//! by bytes, sockets still in the handshake counted toward
+//! `limits.max_connections`, and the close grace kept by a connection's timer.
 mod common;
 use common::*;
 
@@ -469,4 +469,32 @@ async fn an_upgrade_on_a_kept_alive_http_connection_is_sent_to_a_fresh_one() {
     // On a fresh connection the same request subscribes.
     let sse = sse_open(&server, "rooms=lobby").await;
     assert_eq!(sse.status, 200);
+}
+
+// ---- timers ----------------------------------------------------------------
+
+/// Connections that ended after closing with 4001, as `/metrics` counts them.
+async fn ended_with_4001(server: &TestServer) -> f64 {
+    Snapshot::take(server).await.get(r#"herald_connections_closed_total{code="4001"}"#)
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_a_close_is_let_go_after_the_close_grace() {
+    let server = server_with(|config| {
+        config.auth.required = true;
+        config.auth.timeout_ms = 200;
+    });
+    let (mut stream, head) = exchange(server.addr, &upgrade("13", KEY, "")).await;
+    assert_eq!(head.status, 101, "{}", head.text);
+    let mut buf = head.rest;
+    assert_eq!(next_text(&mut stream, &mut buf).await["type"], "welcome");
+    // The authentication deadline comes from the connection's timer ...
+    assert_eq!(close_code(&mut stream, &mut buf).await, Some(4001));
+    let closed_at = Instant::now();
+    // ... and the client neither answers the close nor closes its socket:
+    // the connection ends (and is counted) once its close grace (2 s) is over.
+    let ended = eventually(Duration::from_secs(10), || async { ended_with_4001(&server).await == 1.0 }).await;
+    assert!(ended, "the connection is let go once its close grace ends");
+    assert!(closed_at.elapsed() >= Duration::from_millis(1500), "not before the close grace");
+    drop(stream);
 }

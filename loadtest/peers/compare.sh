@@ -5,6 +5,9 @@
 # loadtest/peers/results/<timestamp>/. Markdown tables (servers as columns) are
 # printed at the end; a run that failed shows as failed, with its reason.
 #
+# The kernel's floors for the same shapes run last: ../shared/tools/send_floor.c
+# (fan-out) and loadtest/ping_floor.c (idle connections with heartbeats).
+#
 # Knobs (environment): SERVERS, FANOUT, PORT, IDLE_SIZES, HOLD_SECS, ROOMS, MEMBERS,
 # PUBLISHERS, RATE, DURATION, PAYLOAD_BYTES, RAMP_START, RAMP_FACTOR,
 # RAMP_STEP_SECS, RAMP_MAX_RATE, FINAL, LOAD_ARGS, SKIP_BUILD, RESULTS_DIR,
@@ -276,6 +279,23 @@ send_floor() {
   log "send_floor: $(cat "$RESULTS/send_floor.json")"
 }
 
+# The kernel's floor for idle connections with heartbeats: a C program that
+# does nothing but ping every connection every 25 s (Herald's default) and read
+# the pongs (loadtest/ping_floor.c), at the first idle size, for HOLD_SECS, in
+# this same run.
+ping_floor() {
+  local src="$ROOT/loadtest/ping_floor.c" bin="$RESULTS/ping_floor" size
+  size="$(echo "$IDLE_SIZES" | awk '{print $1}')"
+  if [ -z "$size" ] || ! command -v cc >/dev/null; then
+    log "ping_floor: no idle size or no cc, skipped"
+    return 0
+  fi
+  cc -O2 -o "$bin" "$src" || { log "ping_floor: build failed"; return 0; }
+  log "ping_floor: $size connections, a ping every 25 s, ${HOLD_SECS}s"
+  timeout $((HOLD_SECS + 120)) "$bin" "$PORT" "$size" 25000 "$HOLD_SECS" | head -1 >"$RESULTS/ping_floor.json"
+  log "ping_floor: $(cat "$RESULTS/ping_floor.json")"
+}
+
 print_tables() {
   python3 - "$RESULTS" "$SERVERS" <<'PY'
 import csv, json, os, sys
@@ -449,6 +469,7 @@ main() {
     run_server "$server"
   done
   [ "$FANOUT" = 1 ] && send_floor
+  ping_floor
   print_tables | tee "$RESULTS/summary.md"
 }
 

@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use crate::auth::Identity;
 use crate::connection::rate::{self, RateLimiter, RateRule};
 use crate::connection::session::{JoinRefusal, Session};
-use crate::connection::{clock, ConnId, Member, Outbox};
+use crate::connection::{clock, ConnId, Delivery, Member, Outbox};
 use crate::metrics::{Fault, Source, NO_CLOSE_CODE};
 use crate::node::{Node, OpenSlot};
 use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, Request, ServerFrame};
@@ -30,6 +30,11 @@ pub type Continuation<T> = Box<dyn FnOnce(&mut Connection<T>)>;
 
 /// An answer a connection waits for before it reads on.
 pub type Pending<T> = Pin<Box<dyn Future<Output = Continuation<T>>>>;
+
+/// `now + ms` on the [`clock`], never 0 (which means "none").
+fn deadline(now: u32, ms: u64) -> u32 {
+    clock::after(now, ms).max(1)
+}
 
 /// How the opening request authenticated.
 pub enum Handshake {
@@ -56,6 +61,12 @@ pub struct Connection<T: Transport> {
     strikes: u32,
     /// The code the connection is closing with (0: not closing).
     close_code: u16,
+    /// When the client was last heard from, on the [`clock`].
+    heard_ms: u32,
+    /// When the next heartbeat is due (0: none, the connection is closing).
+    next_ping_ms: u32,
+    /// When an unauthenticated connection times out (0: none).
+    auth_deadline_ms: u32,
     /// An answer the connection waits for before it reads on.
     pub(crate) pending: Option<Pending<T>>,
     /// What only the transport keeps.
@@ -75,6 +86,9 @@ impl<T: Transport> Connection<T> {
             rate: RateLimiter::default(),
             strikes: 0,
             close_code: 0,
+            heard_ms: clock::now(),
+            next_ping_ms: 0,
+            auth_deadline_ms: 0,
             pending: None,
             transport,
         }
@@ -104,12 +118,12 @@ impl<T: Transport> Connection<T> {
         self.node.connections.insert(self.session.id, self.outbox.clone());
         tracing::debug!(conn = %self.session.id, transport = T::KIND.as_str(), "connection opened");
         let now = clock::now();
-        self.outbox.set_next_ping(Some(clock::after(now, self.node.config.heartbeat.interval_ms)));
+        self.next_ping_ms = deadline(now, self.node.config.heartbeat.interval_ms);
         match handshake {
             Handshake::Invalid => return self.close(close::INVALID_TOKEN, close::INVALID_TOKEN_REASON),
             Handshake::Valid(identity) => self.session.authenticate(&self.node, identity, false, self.outbox.clone()),
             Handshake::None if self.node.config.auth.required => {
-                self.outbox.set_auth_deadline(Some(clock::after(now, self.node.config.auth.timeout_ms)));
+                self.auth_deadline_ms = deadline(now, self.node.config.auth.timeout_ms);
             }
             Handshake::None => {
                 let identity = Identity::anonymous(&self.node.conn_label(self.session.id));
@@ -158,7 +172,7 @@ impl<T: Transport> Connection<T> {
             close::TOO_BIG => Some(Fault::Size),
             close::AUTH_TIMEOUT | close::INVALID_TOKEN | close::NOT_AUTHENTICATED => Some(Fault::Auth),
             // Slow consumers are counted when they are found, and heartbeat
-            // timeouts by the sweep that finds them.
+            // timeouts where they are found (`run_timers`).
             _ => None,
         };
         if let Some(fault) = fault {
@@ -166,8 +180,8 @@ impl<T: Transport> Connection<T> {
         }
         tracing::debug!(conn = %self.session.id, code, reason, "closing connection");
         self.pending = None;
-        self.outbox.set_auth_deadline(None);
-        self.outbox.set_next_ping(None);
+        self.auth_deadline_ms = 0;
+        self.next_ping_ms = 0;
         self.outbox.write(T::close_bytes(code, reason), true);
     }
 
@@ -198,6 +212,56 @@ impl<T: Transport> Connection<T> {
         };
         self.node.metrics.connection_closed(code);
         tracing::debug!(conn = %self.session.id, transport = T::KIND.as_str(), code, "connection closed");
+    }
+
+    /// Records that the client was heard from (anything it sent counts).
+    pub fn heard(&mut self, now: u32) {
+        self.heard_ms = now;
+    }
+
+    /// Runs the connection's timers that have come at `now`: the
+    /// authentication deadline (close 4001), the heartbeat timeout (close
+    /// 1000), and the next heartbeat.
+    pub fn run_timers(&mut self, now: u32) {
+        if self.auth_deadline_ms != 0 && clock::reached(now, self.auth_deadline_ms) {
+            self.close(close::AUTH_TIMEOUT, close::AUTH_TIMEOUT_REASON);
+        }
+        // A connection with no heartbeat due is closing.
+        if self.next_ping_ms == 0 {
+            return;
+        }
+        if self.silent_until().is_some_and(|until| clock::reached(now, until)) {
+            self.node.metrics.connection_dropped(Fault::Heartbeat);
+            return self.close(close::NORMAL, close::HEARTBEAT_REASON);
+        }
+        if clock::reached(now, self.next_ping_ms) {
+            self.next_ping_ms = deadline(now, self.node.config.heartbeat.interval_ms);
+            if self.outbox.write(T::KIND.ping(), false) == Delivery::Full {
+                self.outbox.slow_consumer(&self.node.metrics);
+            }
+        }
+    }
+
+    /// When the next of the connection's timers is due (`None`: no timer).
+    pub fn next_timer(&self) -> Option<u32> {
+        if self.next_ping_ms == 0 {
+            return None;
+        }
+        let mut next = self.next_ping_ms;
+        if let Some(until) = self.silent_until() {
+            next = clock::earlier(next, until);
+        }
+        if self.auth_deadline_ms != 0 {
+            next = clock::earlier(next, self.auth_deadline_ms);
+        }
+        Some(next)
+    }
+
+    /// When a client that says nothing more is given up, where the
+    /// transport can hear it (a WebSocket answers pings; an SSE subscriber
+    /// sends nothing).
+    fn silent_until(&self) -> Option<u32> {
+        T::KIND.is_duplex().then(|| clock::after(self.heard_ms, self.node.config.heartbeat.timeout_ms))
     }
 
     fn welcome(&mut self) {
@@ -323,7 +387,7 @@ impl<T: Transport> Connection<T> {
         } else if self.session.identity().is_some() && !self.session.is_anonymous() {
             return self.error(ErrorCode::BadRequest, "this connection is already authenticated as another user", id);
         } else {
-            self.outbox.set_auth_deadline(None);
+            self.auth_deadline_ms = 0;
             self.session.authenticate(&self.node, identity.clone(), false, self.outbox.clone());
         }
         self.reply(ServerFrame::Authed { user: &identity.user, id });

@@ -21,14 +21,13 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Wake, Waker};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::clock;
 use super::reactor::{Place, Wakeups};
 use crate::metrics::{Fault, Metrics};
 use crate::protocol::{close, Encoded, ServerKind};
@@ -78,8 +77,6 @@ struct Shared {
     owner: OnceLock<(Arc<Wakeups>, Place)>,
     /// Whether the connection is on its worker's queue already.
     scheduled: AtomicBool,
-    /// Last time anything came from the client, on the [`clock`].
-    heard_ms: AtomicU32,
     bounds: Bounds,
     /// The frame kinds the connection's transport writes, one bit per [`ServerKind`].
     carried: u16,
@@ -108,10 +105,6 @@ struct Out {
     /// Set once: found too slow, or the socket failed.
     slow: bool,
     broken: bool,
-    /// When the next heartbeat is due, on the [`clock`] (0: none).
-    next_ping_ms: u32,
-    /// When an unauthenticated connection times out, on the [`clock`] (0: none).
-    auth_deadline_ms: u32,
     /// Without a socket: frames kept in memory instead (tests and benches).
     record: Option<Box<Recorder>>,
 }
@@ -141,16 +134,12 @@ impl Outbox {
             sealed: false,
             slow: false,
             broken: false,
-            next_ping_ms: 0,
-            auth_deadline_ms: 0,
             record: None,
         };
-        let heard_ms = AtomicU32::new(clock::now());
         let shared = Shared {
             out: Mutex::new(out),
             owner: OnceLock::new(),
             scheduled: AtomicBool::new(false),
-            heard_ms,
             bounds,
             carried,
             transport,
@@ -402,33 +391,6 @@ impl Outbox {
         out.corked = false;
         out.sealed = true;
         self.shared.wake_owner();
-    }
-
-    /// Records that the client was heard from.
-    pub(crate) fn heard(&self, now: u32) {
-        self.shared.heard_ms.store(now, Ordering::Relaxed);
-    }
-
-    /// When the client was last heard from, on the [`clock`].
-    pub(crate) fn heard_ms(&self) -> u32 {
-        self.shared.heard_ms.load(Ordering::Relaxed)
-    }
-
-    /// Sets when the next heartbeat is due, on the [`clock`] (`None`: never).
-    pub(crate) fn set_next_ping(&self, at: Option<u32>) {
-        self.shared.out.lock().next_ping_ms = at.map_or(0, |at| at.max(1));
-    }
-
-    /// Sets when an unauthenticated connection times out (`None`: never).
-    pub(crate) fn set_auth_deadline(&self, at: Option<u32>) {
-        self.shared.out.lock().auth_deadline_ms = at.map_or(0, |at| at.max(1));
-    }
-
-    /// The heartbeat and authentication deadlines, for the sweep.
-    pub(crate) fn deadlines(&self) -> (Option<u32>, Option<u32>) {
-        let out = self.shared.out.lock();
-        let some = |at: u32| (at != 0).then_some(at);
-        (some(out.next_ping_ms), some(out.auth_deadline_ms))
     }
 
     pub fn transport(&self) -> TransportKind {

@@ -13,11 +13,19 @@
 //! woken from elsewhere: its outbox (a frame queued, a close asked for) or
 //! an answer it waits for. A connection's waker is its outbox, which knows
 //! its worker and its place in the table; a wake puts that place on the
-//! worker's queue once, and the loop polls it.
+//! worker's queue once, and the loop polls it. It also wakes for timers:
+//! an entry asks to be polled after a while ([`Reactor::poll_again_after`]),
+//! and requests are kept by tick, rounded up to the worker's grid, so every
+//! timer of a tick (with the defaults, a second's worth of heartbeats) runs
+//! in one wake-up.
+//!
+//! The table holds more than connections: the listening socket (each
+//! worker accepts from it) and sockets still in their handshake are entries
+//! too. A handshake that becomes a connection hands its place, and its
+//! socket's registration, to the connection ([`Reactor::succeed`]).
 
-use std::cell::RefCell;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -33,6 +41,9 @@ use super::Outbox;
 fn now_ms() -> u64 {
     super::rate::now_us() / 1000
 }
+
+/// What a connection's socket is watched for: edge-triggered.
+const SOCKET_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 
 /// Epoll events taken at once.
 const EVENTS: usize = 256;
@@ -122,13 +133,18 @@ pub struct Reactor {
     wakeups: Arc<Wakeups>,
     table: RefCell<Vec<Entry>>,
     free: RefCell<Vec<u32>>,
-    /// Places to poll at a time (ms since start), soonest first (see
-    /// [`Reactor::poll_after`]).
-    deadlines: RefCell<BinaryHeap<Reverse<(u64, u32, u32)>>>,
-    /// Tells the loop a deadline was added.
+    /// Places to poll at a time (ms since start, a multiple of `grid_ms`),
+    /// soonest first (see [`Reactor::poll_after`]).
+    timers: RefCell<BTreeMap<u64, Vec<Place>>>,
+    /// Deadlines are rounded up to a multiple of this, so that connections
+    /// whose timers come within it are polled in one wake-up.
+    grid_ms: u64,
+    /// Tells the loop a sooner deadline was added.
     timer: Notify,
     /// The entry being polled.
-    polling: std::cell::Cell<Option<Place>>,
+    polling: Cell<Option<Place>>,
+    /// What takes the place of the entry being polled when it ends.
+    successor: Cell<Option<Box<dyn Driven>>>,
 }
 
 thread_local! {
@@ -137,8 +153,9 @@ thread_local! {
 
 impl Reactor {
     /// Creates this worker's reactor and starts its loop (inside the
-    /// worker's runtime).
-    pub fn start() -> std::io::Result<()> {
+    /// worker's runtime). Deadlines are kept to within `grid`: timers that
+    /// fall due within it of each other are run in one wake-up.
+    pub fn start(grid: std::time::Duration) -> std::io::Result<()> {
         // SAFETY: epoll_create1 returns a new descriptor or -1.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -152,9 +169,11 @@ impl Reactor {
             wakeups: Arc::new(Wakeups { queue: Mutex::new(Vec::new()), notify: Notify::new() }),
             table: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
-            deadlines: RefCell::new(BinaryHeap::new()),
+            timers: RefCell::new(BTreeMap::new()),
+            grid_ms: (grid.as_millis() as u64).max(1),
             timer: Notify::new(),
-            polling: std::cell::Cell::new(None),
+            polling: Cell::new(None),
+            successor: Cell::new(None),
         });
         CURRENT.with(|current| *current.borrow_mut() = Some(reactor.clone()));
         tokio::task::spawn_local(async move { reactor.run().await });
@@ -175,7 +194,37 @@ impl Reactor {
 
     /// Hands `conn` over `fd` to this worker's loop and polls it once.
     pub fn adopt(fd: RawFd, conn: Box<dyn Driven>) -> std::io::Result<Place> {
-        Self::current()?.insert(fd, conn)
+        Self::current()?.insert(fd, conn, libc::EPOLL_CTL_ADD, SOCKET_EVENTS)
+    }
+
+    /// Hands `conn`, the driver of the listening socket `fd`, to this
+    /// worker's loop. Every worker listens on the same socket; a connection
+    /// wakes one of them.
+    pub fn listen(fd: RawFd, conn: Box<dyn Driven>) -> std::io::Result<Place> {
+        let events = libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE;
+        Self::current()?.insert(fd, conn, libc::EPOLL_CTL_ADD, events as u32)
+    }
+
+    /// Has the loop poll the entry it is polling now again, once the other
+    /// work already queued has run.
+    pub fn poll_again_now() {
+        if let Ok(reactor) = Self::current() {
+            if let Some(place) = reactor.polling.get() {
+                reactor.wakeups.wake(place);
+            }
+        }
+    }
+
+    /// Has `conn` take the place of the entry being polled once that one
+    /// ends (a socket whose handshake becomes a connection): the socket's
+    /// registration and its events carry over, and `conn` is polled at once.
+    pub fn succeed(conn: Box<dyn Driven>) -> std::io::Result<()> {
+        let reactor = Self::current()?;
+        if reactor.polling.get().is_none() {
+            return Err(std::io::Error::other("no entry is being polled"));
+        }
+        reactor.successor.replace(Some(conn));
+        Ok(())
     }
 
     /// Has the loop poll the entry it is polling now again after `wait`,
@@ -196,9 +245,14 @@ impl Reactor {
     }
 
     fn poll_at(&self, place: Place, wait: std::time::Duration) {
-        let at = now_ms() + wait.as_millis() as u64;
-        self.deadlines.borrow_mut().push(Reverse((at, place.slot, place.generation)));
-        self.timer.notify_one();
+        let grid = self.grid_ms;
+        let at = (now_ms() + wait.as_millis() as u64).div_ceil(grid) * grid;
+        let mut timers = self.timers.borrow_mut();
+        let sooner = timers.first_key_value().is_none_or(|(&first, _)| at < first);
+        timers.entry(at).or_default().push(place);
+        if sooner {
+            self.timer.notify_one();
+        }
     }
 
     /// Takes `fd` out of this worker's epoll set (its owner is handing it on).
@@ -209,7 +263,7 @@ impl Reactor {
         }
     }
 
-    fn insert(&self, fd: RawFd, conn: Box<dyn Driven>) -> std::io::Result<Place> {
+    fn insert(&self, fd: RawFd, conn: Box<dyn Driven>, op: libc::c_int, events: u32) -> std::io::Result<Place> {
         let place = {
             let mut table = self.table.borrow_mut();
             match self.free.borrow_mut().pop() {
@@ -228,12 +282,9 @@ impl Reactor {
         if let Some(outbox) = self.table.borrow()[place.slot as usize].conn.as_ref().and_then(|c| c.outbox()) {
             outbox.attach(self.wakeups.clone(), place);
         }
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: place.pack(),
-        };
+        let mut event = libc::epoll_event { events, u64: place.pack() };
         // SAFETY: both descriptors are open; `event` is valid for the call.
-        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) } != 0 {
             let error = std::io::Error::last_os_error();
             self.remove(place);
             return Err(error);
@@ -274,10 +325,20 @@ impl Reactor {
         let outer = self.polling.replace(Some(place));
         let polled = conn.drive(&mut cx);
         self.polling.set(outer);
+        let successor = self.successor.take();
         match polled {
             Poll::Ready(()) => {
-                self.free.borrow_mut().push(place.slot);
                 drop(conn);
+                match successor {
+                    Some(next) => {
+                        if let Some(outbox) = next.outbox() {
+                            outbox.attach(self.wakeups.clone(), place);
+                        }
+                        self.table.borrow_mut()[place.slot as usize].conn = Some(next);
+                        self.poll(place);
+                    }
+                    None => self.free.borrow_mut().push(place.slot),
+                }
             }
             Poll::Pending => self.table.borrow_mut()[place.slot as usize].conn = Some(conn),
         }
@@ -297,9 +358,9 @@ impl Reactor {
         self.poll(place);
     }
 
-    /// Resolves when the soonest deadline comes (or one is added).
+    /// Resolves when the soonest deadline comes (or a sooner one is added).
     async fn next_deadline(&self) {
-        let first = self.deadlines.borrow().peek().map(|Reverse((at, _, _))| *at);
+        let first = self.timers.borrow().first_key_value().map(|(&at, _)| at);
         match first {
             Some(at) => {
                 let wait = at.saturating_sub(now_ms());
@@ -317,14 +378,16 @@ impl Reactor {
         let now = now_ms();
         loop {
             let due = {
-                let mut deadlines = self.deadlines.borrow_mut();
-                match deadlines.peek() {
-                    Some(Reverse((at, _, _))) if *at <= now => deadlines.pop(),
+                let mut timers = self.timers.borrow_mut();
+                match timers.first_key_value() {
+                    Some((&at, _)) if at <= now => timers.pop_first().map(|(_, places)| places),
                     _ => None,
                 }
             };
-            let Some(Reverse((_, slot, generation))) = due else { return };
-            self.poll(Place { slot, generation });
+            let Some(places) = due else { return };
+            for place in places {
+                self.poll(place);
+            }
         }
     }
 

@@ -10,27 +10,27 @@
 //! outbox), a bounded queue toward the client, and a panic that ends this
 //! connection alone with 1011.
 //!
-//! Each poll, in order: requests from outside; the answer the connection
-//! waits for, if any; flushing what the socket did not take; then, unless
-//! waiting, reading. Reads go into a buffer shared by every connection of
-//! the worker; only an incomplete frame is copied into the connection's own
-//! `input`. A closing connection writes its close, shuts its side, and reads
+//! Each poll, in order: the connection's timers (heartbeat, heartbeat
+//! timeout, authentication deadline); requests from outside; the answer the
+//! connection waits for, if any; flushing what the socket did not take;
+//! then, unless waiting, reading. A connection has no timer of its own: it
+//! asks its worker's loop to poll it when its next timer is due, and the
+//! loop polls every connection due within the same tick in one wake-up, so
+//! a worker's heartbeats leave in bursts and their pongs come back in
+//! bursts. Reads go into a buffer shared by every connection of the worker;
+//! only an incomplete frame is copied into the connection's own `input`. A closing connection writes its close, shuts its side, and reads
 //! (discarding) until the client closes or [`CLOSE_GRACE`] passes, so the
 //! client reads the close frame rather than a reset.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::io::Read as _;
 use std::net::TcpStream;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::task::{Context, Poll};
-
-use tokio::time::Sleep;
 
 use super::core::Connection;
 use super::outbox::Request;
-use super::reactor::{Driven, Readiness};
+use super::reactor::{Driven, Reactor, Readiness};
 use super::Outbox;
 use super::{clock, CLOSE_GRACE};
 use crate::metrics::ActorKind;
@@ -55,8 +55,12 @@ pub struct Task<T: Transport> {
     /// An incomplete frame, or frames not handled yet because the
     /// connection waits for an answer. `None` while idle.
     input: Option<Box<Vec<u8>>>,
-    /// Set once the connection is closing: when its socket is dropped anyway.
-    closing: Option<Pin<Box<Sleep>>>,
+    /// Set once the connection is closing: when its socket is dropped
+    /// anyway, on the [`clock`] (0: not closing).
+    closing_until: u32,
+    /// When the worker's loop was asked to poll the connection next, on the
+    /// [`clock`] (0: not asked).
+    armed: u32,
     /// Whether this side of the socket is shut (the close is written).
     shut: bool,
     finished: bool,
@@ -69,16 +73,18 @@ pub struct Task<T: Transport> {
 
 impl<T: Transport> Task<T> {
     /// Drives `conn` over `stream`; `early` is what the client sent before
-    /// the connection opened (frames right behind its request).
-    pub fn new(conn: Connection<T>, stream: TcpStream, early: &[u8]) -> Self {
+    /// the connection opened (frames right behind its request), and
+    /// `readable` whether the socket may have more.
+    pub fn new(conn: Connection<T>, stream: TcpStream, early: &[u8], readable: bool) -> Self {
         let mut task = Self {
             conn,
             stream,
             input: (!early.is_empty()).then(|| Box::new(early.to_vec())),
-            closing: None,
+            closing_until: 0,
+            armed: 0,
             shut: false,
             finished: false,
-            readable: true,
+            readable,
             writable: true,
             hangup: false,
         };
@@ -94,7 +100,39 @@ impl<T: Transport> Task<T> {
         Poll::Ready(())
     }
 
+    /// Runs the timers that are due, advances the connection, and asks to
+    /// be polled again when its next timer is due.
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let now = clock::now();
+        if self.armed != 0 && clock::reached(now, self.armed) {
+            self.armed = 0;
+        }
+        if self.closing_until == 0 {
+            self.conn.run_timers(now);
+        }
+        let poll = self.advance(cx);
+        if poll.is_pending() {
+            let next = match self.closing_until {
+                0 => self.conn.next_timer(),
+                until => Some(until),
+            };
+            if let Some(at) = next {
+                self.arm(now, at);
+            }
+        }
+        poll
+    }
+
+    /// Has the worker's loop poll the connection at `at`, unless it will sooner.
+    fn arm(&mut self, now: u32, at: u32) {
+        if self.armed != 0 && clock::reached(at, self.armed) {
+            return;
+        }
+        self.armed = at.max(1);
+        Reactor::poll_again_after(std::time::Duration::from_millis(clock::since(at, now)));
+    }
+
+    fn advance(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut reads = 0;
         loop {
             match self.conn.outbox().take_request() {
@@ -110,8 +148,8 @@ impl<T: Transport> Task<T> {
                     continue;
                 }
             }
-            if self.conn.is_closing() && self.closing.is_none() {
-                self.closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+            if self.conn.is_closing() && self.closing_until == 0 {
+                self.closing_until = clock::after(clock::now(), CLOSE_GRACE.as_millis() as u64).max(1);
                 self.input = None;
             }
             if self.writable && self.conn.outbox().has_queued() {
@@ -122,8 +160,8 @@ impl<T: Transport> Task<T> {
                     Err(_) => return self.lost(),
                 }
             }
-            if let Some(grace) = self.closing.as_mut() {
-                if grace.as_mut().poll(cx).is_ready() {
+            if self.closing_until != 0 {
+                if clock::reached(clock::now(), self.closing_until) {
                     return self.finish();
                 }
                 if !self.shut && !self.conn.outbox().has_queued() {
@@ -143,7 +181,7 @@ impl<T: Transport> Task<T> {
             reads += 1;
             match self.read() {
                 Read::Data | Read::WouldBlock => {}
-                Read::End if self.closing.is_some() => return self.finish(),
+                Read::End if self.closing_until != 0 => return self.finish(),
                 Read::End => return self.lost(),
             }
         }
@@ -176,11 +214,11 @@ impl<T: Transport> Task<T> {
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => return Read::WouldBlock,
                 Err(_) => return Read::End,
             };
-            if self.closing.is_some() {
+            if self.closing_until != 0 {
                 // Closing: what the client still sends is not read.
                 return Read::Data;
             }
-            self.conn.outbox().heard(clock::now());
+            self.conn.heard(clock::now());
             match self.input.as_mut() {
                 None => {
                     let used = T::on_input(&mut self.conn, &mut scratch[..n]);
@@ -275,7 +313,7 @@ mod tests {
 
     /// Every idle connection holds one boxed `Task` in its worker's table
     /// and one outbox; a million of them make each byte here a megabyte.
-    /// The bounds keep each in its allocator size class (160 and 112 bytes
+    /// The bounds keep each in its allocator size class (160 and 96 bytes
     /// with the reference count). Growing them is a decision, not an
     /// accident: BENCHMARKS.md has where each byte goes.
     #[test]
@@ -292,6 +330,6 @@ mod tests {
         assert!(handshaking <= 80, "Handshaking grew to {handshaking} bytes");
         assert!(ws <= 160, "Task<Ws> grew to {ws} bytes");
         assert!(sse <= 160, "Task<Sse> grew to {sse} bytes");
-        assert!(outbox <= 96, "the outbox grew to {outbox} bytes");
+        assert!(outbox <= 80, "the outbox grew to {outbox} bytes");
     }
 }

@@ -1,104 +1,95 @@
-//! The accept loop: takes connections off the listening socket, sets their
-//! socket options, and hands them to the HTTP workers.
+//! Accepting, on every worker: each HTTP worker's loop has the listening
+//! socket in its epoll set (`EPOLLEXCLUSIVE`, so a connection wakes one
+//! worker, not all) and accepts what arrives itself. An accepted socket
+//! starts its handshake on the worker that took it: no accept thread, no
+//! hand-off between threads, no wake-up of another thread per connection.
+//!
+//! Accepted sockets are non-blocking from `accept4`, and inherit
+//! `TCP_NODELAY` and `TCP_USER_TIMEOUT` from the listening socket, where
+//! they are set once (see `super::bind`): accepting costs one system call.
 //!
 //! When accepting fails (most often EMFILE: the process is at its file
-//! limit) the loop counts every failure, logs the first of a burst and the
-//! recovery, and retries shortly: the connections already open keep being
+//! limit) the worker counts every failure, logs the first of a burst and
+//! the recovery, and tries again at its next timer tick or as soon as
+//! another connection arrives: the connections already open keep being
 //! served, and accepting resumes as soon as descriptors free up.
 
-use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::os::fd::{FromRawFd, RawFd};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use socket2::SockRef;
-use tokio::io::unix::AsyncFd;
+use crate::connection::reactor::{Driven, Reactor, Readiness};
+use crate::connection::Outbox;
+use crate::node::Node;
+use crate::transport::handshake::Handshaking;
 
-use super::workers::Workers;
-use crate::metrics::Metrics;
-
-/// The least time between two returns of freed memory by the acceptor.
-const SETTLE: Duration = Duration::from_secs(1);
-
-/// How long to wait after a failed `accept` before trying again.
+/// How long after a failed `accept` to try again, at the least.
 const RETRY: Duration = Duration::from_millis(50);
 
-/// Accepts connections for the workers.
-pub struct Acceptor {
-    listener: AsyncFd<TcpListener>,
-    /// Whether anything was accepted since the last burst ended.
-    accepted: bool,
-    settled: Instant,
-    workers: Workers,
-    /// `TCP_USER_TIMEOUT` for accepted sockets: how long unacknowledged data
-    /// may wait before the kernel gives up on a vanished peer.
-    user_timeout: Duration,
+/// Connections accepted in one go before the worker's other work runs.
+const BATCH: usize = 128;
+
+/// The listening socket, as one worker's loop drives it.
+pub struct Listening {
+    fd: RawFd,
+    node: Arc<Node>,
     /// Failures in the current burst (0 when accepting normally).
     failures: u64,
 }
 
-impl Acceptor {
-    pub fn new(listener: TcpListener, workers: Workers, user_timeout: Duration) -> std::io::Result<Self> {
-        listener.set_nonblocking(true)?;
-        // SAFETY: the listener owns its descriptor for as long as the AsyncFd
-        // holds it, and it is never swapped.
-        let listener = unsafe { AsyncFd::register(listener) }.map_err(std::io::Error::from)?;
-        Ok(Self { listener, accepted: false, settled: Instant::now(), workers, user_timeout, failures: 0 })
+impl Listening {
+    /// Has this worker accept connections from the listening socket `fd`,
+    /// which outlives the worker.
+    pub fn start(fd: RawFd, node: &Arc<Node>) -> std::io::Result<()> {
+        Reactor::listen(fd, Box::new(Self { fd, node: node.clone(), failures: 0 })).map(|_| ())
+    }
+}
+
+impl Driven for Listening {
+    fn ready(&mut self, _: Readiness) {}
+
+    fn outbox(&self) -> Option<&Outbox> {
+        None
     }
 
-    /// Accepts forever; stop it by dropping the future.
-    pub async fn run(&mut self, metrics: &Metrics) {
-        loop {
-            match self.accept().await {
-                Ok(stream) => {
-                    if self.failures > 0 {
-                        tracing::info!(failures = self.failures, "accepting connections again");
-                        self.failures = 0;
-                    }
-                    let socket = SockRef::from(&stream);
-                    let _ = socket.set_nonblocking(true);
-                    let _ = socket.set_tcp_nodelay(true);
-                    let _ = socket.set_tcp_user_timeout(Some(self.user_timeout));
-                    self.workers.dispatch(stream);
+    fn drive(&mut self, _: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..BATCH {
+            // SAFETY: `fd` is the listening socket, open for as long as the
+            // workers run; null address pointers are allowed.
+            let fd = unsafe {
+                libc::accept4(self.fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            };
+            if fd >= 0 {
+                if self.failures > 0 {
+                    tracing::info!(failures = self.failures, "accepting connections again");
+                    self.failures = 0;
                 }
-                Err(error) => {
-                    metrics.accept_errors.inc();
+                // SAFETY: `accept4` just returned this descriptor, owned by nothing else.
+                let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+                Handshaking::start(stream, &self.node);
+                continue;
+            }
+            let error = std::io::Error::last_os_error();
+            match error.raw_os_error() {
+                // Every pending connection is taken: the next brings a new edge.
+                Some(libc::EAGAIN) => return Poll::Pending,
+                Some(libc::EINTR | libc::ECONNABORTED) => continue,
+                // The listening socket is gone: the server is stopping.
+                Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK) => return Poll::Ready(()),
+                _ => {
+                    self.node.metrics.accept_errors.inc();
                     if self.failures == 0 {
-                        tracing::warn!(
-                            %error,
-                            "cannot accept connections; open ones are still served, retrying every {}ms",
-                            RETRY.as_millis()
-                        );
+                        tracing::warn!(%error, "cannot accept connections; open ones are still served, retrying");
                     }
                     self.failures += 1;
-                    tokio::time::sleep(RETRY).await;
+                    Reactor::poll_again_after(RETRY);
+                    return Poll::Pending;
                 }
             }
         }
-    }
-
-    /// The next connection, straight from the kernel: no tokio registration
-    /// for a socket that its worker registers anyway. Once a burst is over,
-    /// this thread's freed memory goes back ([`crate::memory`]).
-    async fn accept(&mut self) -> std::io::Result<TcpStream> {
-        loop {
-            let mut ready = self.listener.readable().await?;
-            match ready.try_io(|listener| listener.get_ref().accept()) {
-                Ok(result) => {
-                    self.accepted = true;
-                    return result.map(|(stream, _)| stream);
-                }
-                Err(_would_block) => {
-                    if std::mem::take(&mut self.accepted) && self.settled.elapsed() >= SETTLE {
-                        crate::memory::settle();
-                        self.settled = Instant::now();
-                    }
-                }
-            }
-        }
-    }
-
-    /// Stops the workers and every connection they serve.
-    pub fn stop(self) {
-        drop(self.listener);
-        self.workers.stop();
+        // More may be waiting: take them after the worker's other work.
+        Reactor::poll_again_now();
+        Poll::Pending
     }
 }

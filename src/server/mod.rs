@@ -1,8 +1,9 @@
 //! Putting a node together: the actors' runtime and supervision tree, the
-//! listening socket, the acceptor and the HTTP workers, and the graceful drain.
+//! listening socket, the HTTP workers that accept from it, and the graceful
+//! drain.
 //!
 //! ```text
-//! acceptor thread ──sockets──▶ HTTP workers (actix systems): connection actors
+//! listening socket ──accept──▶ HTTP workers (actix systems): connection actors
 //!                                    │ handles
 //! actors runtime (tokio, multi-thread): supervision tree, rooms, presence
 //! ```
@@ -24,6 +25,7 @@ mod acceptor;
 mod workers;
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::thread::available_parallelism;
 use std::time::{Duration, Instant};
@@ -37,7 +39,6 @@ use crate::metrics::Metrics;
 use crate::node::{node_id, Node, Parts};
 use crate::protocol::close;
 use crate::supervisor::{self, Clustering, StartError};
-use acceptor::Acceptor;
 use workers::Workers;
 
 /// Why a server could not start.
@@ -134,7 +135,8 @@ impl Server {
             clustering,
         ))?;
         let addr = format!("{}:{}", config.server.host, config.server.port);
-        let listener = bind(&addr).map_err(|source| ServerError::Bind { addr, source })?;
+        let user_timeout = Duration::from_millis(config.heartbeat.timeout_ms);
+        let listener = bind(&addr, user_timeout).map_err(|source| ServerError::Bind { addr, source })?;
         let parts = Parts { id, rooms: tree.rooms, presence: tree.presence, metrics, connections, cluster, link: tree.link };
         let node = Arc::new(Node::new(config, parts));
         Ok(Self { listener, node, actors, shutdown: ShutdownHandle::default(), fatal, signals: false })
@@ -168,29 +170,28 @@ impl Server {
             0 => cores(),
             n => n,
         };
-        let acceptor_rt = tokio::runtime::Builder::new_current_thread()
+        let main_rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(ServerError::Runtime)?;
-        let workers = Workers::start(workers, &node).map_err(ServerError::Workers)?;
-        let sweep = actors.spawn(crate::connection::sweep::run(node.clone()));
+        let workers = Workers::start(workers, &node, listener.as_raw_fd()).map_err(ServerError::Workers)?;
+        let settle = actors.spawn(crate::memory::settle_every(Duration::from_secs(1)));
         node.measure_capacity();
         log_capacity(&node);
-        let user_timeout = Duration::from_millis(node.config.heartbeat.timeout_ms);
-        let acceptor = acceptor_rt.block_on(async {
+        main_rt.block_on(async {
             tracing::info!(addr = %listener.local_addr().map_err(ServerError::Runtime)?, node = %node.id, "herald listening");
-            let mut acceptor = Acceptor::new(listener, workers, user_timeout).map_err(ServerError::Runtime)?;
             tokio::select! {
-                _ = acceptor.run(&node.metrics) => {}
                 _ = shutdown.notify.notified() => {}
                 _ = fatal.notify.notified() => {}
                 _ = termination(signals) => {}
             }
-            drain(&node, &mut acceptor).await;
-            Ok::<_, ServerError>(acceptor)
+            drain(&node).await;
+            Ok::<_, ServerError>(())
         })?;
-        acceptor.stop();
-        sweep.abort();
+        // The workers stop with every connection, then the listening socket closes.
+        workers.stop();
+        drop(listener);
+        settle.abort();
         fatal.stopping.store(true, std::sync::atomic::Ordering::Release);
         actors.shutdown_background();
         if let Some(reason) = fatal.reason.lock().take() {
@@ -202,14 +203,18 @@ impl Server {
     }
 }
 
-/// Binds with `SO_REUSEADDR` and the largest backlog the kernel allows.
-fn bind(addr: &str) -> std::io::Result<TcpListener> {
+/// Binds with `SO_REUSEADDR` and a backlog of 4096. Accepted sockets
+/// inherit `TCP_NODELAY` and `TCP_USER_TIMEOUT` (how long unacknowledged
+/// data may wait before the kernel gives up on a vanished peer) from it.
+fn bind(addr: &str, user_timeout: Duration) -> std::io::Result<TcpListener> {
     let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
         .next()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_tcp_user_timeout(Some(user_timeout))?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
@@ -242,22 +247,16 @@ const FLUSH_GRACE: Duration = Duration::from_millis(500);
 /// Refuses new connections, sends close 1001 to every open one and waits for
 /// them to end, then lets their sockets flush (still answering `/readyz`
 /// with 503 meanwhile), in all at most `server.shutdown_timeout_ms`.
-async fn drain(node: &Node, acceptor: &mut Acceptor) {
+async fn drain(node: &Node) {
     node.start_drain();
     node.connections.for_each(|outbox| outbox.close(close::GOING_AWAY));
     let deadline = Instant::now() + Duration::from_millis(node.config.server.shutdown_timeout_ms);
-    let drained = async {
-        while node.open_connections() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let flushed = deadline.min(Instant::now() + FLUSH_GRACE);
-        while node.open_sockets() > 0 && Instant::now() < flushed {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::select! {
-        _ = acceptor.run(&node.metrics) => {}
-        _ = drained => {}
+    while node.open_connections() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let flushed = deadline.min(Instant::now() + FLUSH_GRACE);
+    while node.open_sockets() > 0 && Instant::now() < flushed {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let left = node.open_connections();
     if left > 0 {

@@ -220,9 +220,10 @@ impl Handshaking {
     /// Hands the socket to the connection it now carries, on this worker.
     fn open<T: Transport>(&mut self, opening: Opening<T>, head_len: usize) {
         let Some(stream) = self.stream.take() else { return };
-        // The connection takes the socket's place in the loop afresh.
-        Reactor::forget(stream.as_raw_fd());
-        start(opening, stream, self.bytes.get(head_len..).unwrap_or_default());
+        // Unless the client closed its side, every byte it sent is read:
+        // the connection's first read waits for the socket's next edge.
+        let drained = !self.readable && !self.closed;
+        start(opening, stream, self.bytes.get(head_len..).unwrap_or_default(), drained);
     }
 }
 
@@ -270,14 +271,20 @@ struct Opening<T: Transport> {
 
 /// Opens the connection and hands it to this worker's loop; `early` is
 /// what the client sent after its request head.
-fn start<T: Transport>(opening: Opening<T>, stream: std::net::TcpStream, early: &[u8]) {
+fn start<T: Transport>(opening: Opening<T>, stream: std::net::TcpStream, early: &[u8], drained: bool) {
     let Opening { mut conn, handshake, response } = opening;
-    if let Some(response) = response {
-        conn.outbox().write(response, true);
+    match response {
+        // The response and what opening writes (`welcome`) leave together,
+        // in one write, as the connection is first polled.
+        Some(response) => {
+            conn.outbox().cork();
+            conn.open(handshake);
+            conn.outbox().uncork(response);
+        }
+        None => conn.open(handshake),
     }
-    conn.open(handshake);
-    let fd = stream.as_raw_fd();
-    if let Err(error) = Reactor::adopt(fd, Box::new(Task::new(conn, stream, early))) {
+    // The connection takes the socket's place in the loop.
+    if let Err(error) = Reactor::succeed(Box::new(Task::new(conn, stream, early, !drained))) {
         tracing::error!(%error, "could not start a connection");
     }
 }
