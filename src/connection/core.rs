@@ -31,11 +31,6 @@ pub type Continuation<T> = Box<dyn FnOnce(&mut Connection<T>)>;
 /// An answer a connection waits for before it reads on.
 pub type Pending<T> = Pin<Box<dyn Future<Output = Continuation<T>>>>;
 
-/// `now + ms` on the [`clock`], never 0 (which means "none").
-fn deadline(now: u32, ms: u64) -> u32 {
-    clock::after(now, ms).max(1)
-}
-
 /// How the opening request authenticated.
 pub enum Handshake {
     /// No token on the request.
@@ -118,12 +113,12 @@ impl<T: Transport> Connection<T> {
         self.node.connections.insert(self.session.id, self.outbox.clone());
         tracing::debug!(conn = %self.session.id, transport = T::KIND.as_str(), "connection opened");
         let now = clock::now();
-        self.next_ping_ms = deadline(now, self.node.config.heartbeat.interval_ms);
+        self.next_ping_ms = clock::deadline(now, self.node.config.heartbeat.interval_ms);
         match handshake {
             Handshake::Invalid => return self.close(close::INVALID_TOKEN, close::INVALID_TOKEN_REASON),
             Handshake::Valid(identity) => self.session.authenticate(&self.node, identity, false, self.outbox.clone()),
             Handshake::None if self.node.config.auth.required => {
-                self.auth_deadline_ms = deadline(now, self.node.config.auth.timeout_ms);
+                self.auth_deadline_ms = clock::deadline(now, self.node.config.auth.timeout_ms);
             }
             Handshake::None => {
                 let identity = Identity::anonymous(&self.node.conn_label(self.session.id));
@@ -235,7 +230,7 @@ impl<T: Transport> Connection<T> {
             return self.close(close::NORMAL, close::HEARTBEAT_REASON);
         }
         if clock::reached(now, self.next_ping_ms) {
-            self.next_ping_ms = deadline(now, self.node.config.heartbeat.interval_ms);
+            self.next_ping_ms = clock::deadline(now, self.node.config.heartbeat.interval_ms);
             if self.outbox.write(T::KIND.ping(), false) == Delivery::Full {
                 self.outbox.slow_consumer(&self.node.metrics);
             }

@@ -80,6 +80,11 @@ pub mod clock {
         now.wrapping_add(ms.min(i32::MAX as u64) as u32)
     }
 
+    /// `now + ms` as a deadline kept in a field where 0 means "none": never 0.
+    pub fn deadline(now: u32, ms: u64) -> u32 {
+        after(now, ms).max(1)
+    }
+
     /// Whether `deadline` has come at `now`.
     pub fn reached(now: u32, deadline: u32) -> bool {
         now.wrapping_sub(deadline) as i32 >= 0

@@ -149,7 +149,7 @@ impl<T: Transport> Task<T> {
                 }
             }
             if self.conn.is_closing() && self.closing_until == 0 {
-                self.closing_until = clock::after(clock::now(), CLOSE_GRACE.as_millis() as u64).max(1);
+                self.closing_until = clock::deadline(clock::now(), CLOSE_GRACE.as_millis() as u64);
                 self.input = None;
             }
             if self.writable && self.conn.outbox().has_queued() {
