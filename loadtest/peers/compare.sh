@@ -8,7 +8,7 @@
 # The kernel's floors for the same shapes run last: ../shared/tools/send_floor.c
 # (fan-out) and loadtest/ping_floor.c (idle connections with heartbeats).
 #
-# Knobs (environment): SERVERS, FANOUT, PORT, IDLE_SIZES, HOLD_SECS, ROOMS, MEMBERS,
+# Knobs (environment): SERVERS, FANOUT, ROUNDS, PORT, IDLE_SIZES, HOLD_SECS, ROOMS, MEMBERS,
 # PUBLISHERS, RATE, DURATION, PAYLOAD_BYTES, RAMP_START, RAMP_FACTOR,
 # RAMP_STEP_SECS, RAMP_MAX_RATE, FINAL, LOAD_ARGS, SKIP_BUILD, RESULTS_DIR,
 # LOAD_BIN, IDLE_TIMEOUT, FANOUT_TIMEOUT, RAMP_TIMEOUT, START_TIMEOUT. See README.md.
@@ -36,6 +36,9 @@ RAMP_MAX_RATE="${RAMP_MAX_RATE:-1000000}"
 FINAL="${FINAL:-1}"
 # FANOUT=0 runs the idle loads only.
 FANOUT="${FANOUT:-1}"
+# Rounds of the fixed-rate fan-out, every server and the send() floor once per
+# round, interleaved; the tables give each round and the median.
+ROUNDS="${ROUNDS:-1}"
 LOAD_ARGS="${LOAD_ARGS:-}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 START_TIMEOUT="${START_TIMEOUT:-30}"
@@ -269,14 +272,15 @@ run_server() {
 # beside the repository), in this same run. Skipped when the source is absent.
 send_floor() {
   local src="${SEND_FLOOR_C:-$ROOT/../shared/tools/send_floor.c}" bin="$RESULTS/send_floor"
+  local out="$RESULTS/send_floor${1:+-$1}.json"
   if [ ! -f "$src" ] || ! command -v cc >/dev/null; then
     log "send_floor: $src or cc missing, skipped"
     return 0
   fi
-  cc -O2 -o "$bin" "$src" || { log "send_floor: build failed"; return 0; }
+  [ -x "$bin" ] || cc -O2 -o "$bin" "$src" || { log "send_floor: build failed"; return 0; }
   log "send_floor: $ROOMS rooms x $MEMBERS members, $RATE publishes/s, ${DURATION}s"
-  timeout $((DURATION + 60)) "$bin" "$PORT" "$ROOMS" "$MEMBERS" "$RATE" "$DURATION" | head -1 >"$RESULTS/send_floor.json"
-  log "send_floor: $(cat "$RESULTS/send_floor.json")"
+  timeout $((DURATION + 60)) "$bin" "$PORT" "$ROOMS" "$MEMBERS" "$RATE" "$DURATION" | head -1 >"$out"
+  log "send_floor: $(cat "$out")"
 }
 
 # The kernel's floor for idle connections with heartbeats: a C program that
@@ -430,6 +434,60 @@ table("Ramp: highest held publish rate (publishes/s)", {"ramp"}, "max_held_rate"
 table("Ramp: deliveries per second at the highest held rate", {"ramp"}, "max_held.deliveries_per_sec")
 table("Ramp: latency p99 at the highest held rate (ms)", {"ramp"}, "max_held.latency_ms.p99")
 table("Ramp: steps run", {"ramp"}, "steps")
+
+# Round 1 is the fan-out run; rounds 2.. repeat it, each server and the send()
+# floor once per round. The median of the per-round ratios is the comparison.
+def floor_of(name):
+    path = os.path.join(results, name)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f).get("deliveries_per_cpu_s")
+    except ValueError:
+        return None
+
+fanout_load = next((l for l in loads if l[0] == "fanout"), None)
+rounds = []
+if fanout_load is not None:
+    rounds.append(("1", {s: runs.get((s,) + fanout_load) for s in servers}, floor_of("send_floor.json")))
+    for load in loads:
+        if load[0] == "round":
+            n = load[1].rsplit("-", 1)[1]
+            rounds.append((n, {s: runs.get((s,) + load) for s in servers}, floor_of(f"send_floor-{n}.json")))
+if len(rounds) > 1:
+    # A run that missed its latency bound still measured its CPU per delivery,
+    # as in the tables above.
+    def rate(run):
+        if run is None or run["report"] is None:
+            return None
+        return dig(run["report"], "deliveries_per_server_cpu_sec")
+    def median(values):
+        values = sorted(v for v in values if v is not None)
+        if not values:
+            return None
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    first = servers[0]
+    others = servers[1:]
+    heads = servers + ["send_floor"] + [f"{first} ÷ {o}" for o in others] + [f"{first} ÷ send_floor"]
+    print(f"### Fan-out rounds: deliveries per server CPU second, {fanout_load[1]}\n")
+    print("| round | " + " | ".join(heads) + " |")
+    print("|---|" + "---:|" * len(heads))
+    columns = {h: [] for h in heads}
+    for n, by_server, floor in rounds:
+        values = {s: rate(by_server[s]) for s in servers}
+        values["send_floor"] = floor
+        mine = values[first]
+        for o in others + ["send_floor"]:
+            theirs = values[o]
+            values[f"{first} ÷ {o}"] = mine / theirs if mine and theirs else None
+        for h in heads:
+            columns[h].append(values[h])
+        print(f"| {n} | " + " | ".join(fmt(values[h]) if "÷" not in h or values[h] is None else f"{values[h]:.2f}" for h in heads) + " |")
+    meds = {h: median(columns[h]) for h in heads}
+    print("| median | " + " | ".join(fmt(meds[h]) if "÷" not in h or meds[h] is None else f"{meds[h]:.2f}" for h in heads) + " |")
+    print()
 PY
 }
 
@@ -469,6 +527,17 @@ main() {
     run_server "$server"
   done
   [ "$FANOUT" = 1 ] && send_floor
+  if [ "$FANOUT" = 1 ] && [ "$ROUNDS" -gt 1 ]; then
+    local round
+    for round in $(seq 2 "$ROUNDS"); do
+      for server in $SERVERS; do
+        # shellcheck disable=SC2046 # fanout_args is a list of flags.
+        run_load "$server" round "$SIZE_TAG-$round" "$FANOUT_TIMEOUT" \
+          fanout $(fanout_args) --rate "$RATE" --duration-secs "$DURATION"
+      done
+      send_floor "$round"
+    done
+  fi
   ping_floor
   print_tables | tee "$RESULTS/summary.md"
 }
