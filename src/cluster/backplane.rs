@@ -12,6 +12,9 @@
 //! its two messages numbered in that order, and a subscription dropped and
 //! taken again ends up taken.
 //!
+//! A failed call says whether Redis certainly did not run it
+//! ([`BackplaneError::NotRun`]) or may have ([`BackplaneError::Unknown`]).
+//!
 //! While Redis is away every call fails at once (a relayed message is worth
 //! nothing late), and messages published meanwhile are lost (pub/sub keeps
 //! nothing): whoever depends on the backplane re-syncs what it needs when
@@ -30,6 +33,8 @@ use fred::types::{ClusterHash, CustomCommand, Message};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::script::{self, Script};
+
 /// The longest a connection attempt or a command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -42,38 +47,60 @@ const QUEUE_CAPACITY: usize = 64 * 1024;
 /// Most commands in one pipelined batch.
 const MAX_BATCH: usize = 512;
 
-/// Numbers a payload and publishes it in one step (Redis runs scripts one
-/// at a time): `KEYS[1]` the counter, `KEYS[2]` the channel, `ARGV[1]` the
-/// payload, `ARGV[2]` the floor: the number is above it even if Redis lost
-/// the counter (a restart without persistence).
-const SEQUENCED_PUBLISH: &str = "local seq = redis.call('INCR', KEYS[1]) \
-    local floor = tonumber(ARGV[2]) \
-    if seq <= floor then seq = floor + 1 redis.call('SET', KEYS[1], seq) end \
-    redis.call('PUBLISH', KEYS[2], seq .. ':' .. ARGV[1]) \
-    return seq";
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackplaneError {
+    /// Redis did not run it: certainly without effect.
+    #[error("{0}")]
+    NotRun(NotRun),
+    /// Sent, and no usable answer came: Redis may have run it.
+    #[error("{0}")]
+    Unknown(Error),
+}
 
-/// Raises the counter `KEYS[1]` to at least `ARGV[1]`.
-const RAISE_COUNTER: &str = "local now = tonumber(redis.call('GET', KEYS[1]) or '0') \
-    local floor = tonumber(ARGV[1]) \
-    if now < floor then redis.call('SET', KEYS[1], floor) end \
-    return 0";
+/// Why Redis did not run a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotRun {
+    #[error("redis is unreachable")]
+    Unreachable,
+    #[error("the backplane is overloaded")]
+    Overloaded,
+    #[error("the backplane stopped")]
+    Stopped,
+    /// Redis had lost the script (its cache was flushed); the next batch loads it again.
+    #[error("redis did not have the script")]
+    NoScript,
+}
+
+impl From<Error> for BackplaneError {
+    fn from(error: Error) -> Self {
+        Self::Unknown(error)
+    }
+}
+
+impl BackplaneError {
+    /// Whether Redis certainly did not run the call.
+    pub fn not_run(&self) -> bool {
+        matches!(self, Self::NotRun(_))
+    }
+}
 
 /// A command for the writer.
 enum Command {
     Publish { channel: String, payload: Vec<u8> },
-    Eval { script: &'static str, keys: Vec<String>, args: Vec<Value> },
+    Eval { script: &'static Script, keys: Vec<String>, args: Vec<Value> },
 }
 
 struct Op {
     command: Command,
-    reply: oneshot::Sender<Result<Value, Error>>,
+    reply: oneshot::Sender<Result<Value, BackplaneError>>,
 }
 
 /// A subscription change.
 struct SubOp {
     subscribe: bool,
     channel: String,
-    reply: oneshot::Sender<Result<(), Error>>,
+    reply: oneshot::Sender<Result<(), BackplaneError>>,
 }
 
 /// A node's two connections to Redis, and the tasks that feed them in order.
@@ -92,23 +119,14 @@ fn policy() -> ReconnectPolicy {
     ReconnectPolicy::new_exponential(0, 50, 1_000, 2)
 }
 
-/// Why a command was never sent (so certainly not run).
-const UNREACHABLE: &str = "redis is unreachable";
-const OVERLOADED: &str = "the backplane is overloaded";
-
-fn unreachable() -> Error {
-    Error::new(ErrorKind::Unknown, UNREACHABLE)
+fn not_run(why: NotRun) -> BackplaneError {
+    BackplaneError::NotRun(why)
 }
 
-/// Whether `error` means the command was never sent to Redis. Any other
-/// error leaves its outcome unknown: Redis may have run it.
-pub fn not_sent(error: &Error) -> bool {
-    *error.kind() == ErrorKind::Unknown && [UNREACHABLE, OVERLOADED].contains(&error.details())
-}
-
-/// Waits for the answer to a queued command.
-async fn answer<T>(rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
-    rx.await.unwrap_or_else(|_| Err(Error::new(ErrorKind::Canceled, "the backplane stopped")))
+/// Waits for the answer to a queued command. A writer gone with the
+/// command in hand may have sent it.
+async fn answer<T>(rx: oneshot::Receiver<Result<T, BackplaneError>>) -> Result<T, BackplaneError> {
+    rx.await.unwrap_or_else(|_| Err(Error::new(ErrorKind::Canceled, "the backplane stopped").into()))
 }
 
 impl Backplane {
@@ -179,27 +197,23 @@ impl Backplane {
         }
         let (ops, ops_rx) = mpsc::channel(QUEUE_CAPACITY);
         let (subs, subs_rx) = mpsc::unbounded_channel();
-        tasks.push(tokio::spawn(write(publisher.clone(), ops_rx)));
+        tasks.push(tokio::spawn(write(publisher.clone(), ops_rx, epoch.clone())));
         tasks.push(tokio::spawn(follow(subscriber.clone(), subs_rx)));
         Ok(Self { publisher, subscriber, ops, subs, epoch, tasks })
     }
 
     /// Queues `command` now; the future is its answer.
-    fn queue(&self, command: Command) -> impl Future<Output = Result<Value, Error>> + Send + 'static {
+    fn queue(&self, command: Command) -> impl Future<Output = Result<Value, BackplaneError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         // Both connections: a publish whose subscriber is down would not
         // come back to its own node.
         let refused = if !self.is_connected() {
-            Some(unreachable())
+            Some(not_run(NotRun::Unreachable))
         } else {
             match self.ops.try_send(Op { command, reply }) {
                 Ok(()) => None,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    Some(Error::new(ErrorKind::Unknown, OVERLOADED))
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    Some(Error::new(ErrorKind::Canceled, "the backplane stopped"))
-                }
+                Err(mpsc::error::TrySendError::Full(_)) => Some(not_run(NotRun::Overloaded)),
+                Err(mpsc::error::TrySendError::Closed(_)) => Some(not_run(NotRun::Stopped)),
             }
         };
         async move {
@@ -215,9 +229,9 @@ impl Backplane {
         &self,
         channel: impl Into<String>,
         payload: Vec<u8>,
-    ) -> impl Future<Output = Result<u64, Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<u64, BackplaneError>> + Send + 'static {
         let answer = self.queue(Command::Publish { channel: channel.into(), payload });
-        async move { answer.await?.convert() }
+        async move { Ok(answer.await?.convert()?) }
     }
 
     /// Increments the counter `counter` (to above `floor` at least) and
@@ -229,10 +243,11 @@ impl Backplane {
         channel: String,
         payload: Vec<u8>,
         floor: u64,
-    ) -> impl Future<Output = Result<u64, Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<u64, BackplaneError>> + Send + 'static {
         let args = vec![Value::Bytes(payload.into()), Value::Integer(floor as i64)];
-        let answer = self.queue(Command::Eval { script: SEQUENCED_PUBLISH, keys: vec![counter, channel], args });
-        async move { answer.await?.convert() }
+        let answer =
+            self.queue(Command::Eval { script: &script::SEQUENCED_PUBLISH, keys: vec![counter, channel], args });
+        async move { Ok(answer.await?.convert()?) }
     }
 
     /// Raises the counter `counter` to at least `floor`.
@@ -240,32 +255,29 @@ impl Backplane {
         &self,
         counter: String,
         floor: u64,
-    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<(), BackplaneError>> + Send + 'static {
         let args = vec![Value::Integer(floor as i64)];
-        let answer = self.queue(Command::Eval { script: RAISE_COUNTER, keys: vec![counter], args });
+        let answer = self.queue(Command::Eval { script: &script::RAISE_COUNTER, keys: vec![counter], args });
         async move { answer.await.map(drop) }
     }
 
-    /// Runs the Lua `script` with `keys` and `args`, in order with every
-    /// other command.
+    /// Runs `script` with `keys` and `args`, in order with every other
+    /// command.
     pub fn eval(
         &self,
-        script: &'static str,
+        script: &'static Script,
         keys: Vec<String>,
         args: Vec<Value>,
-    ) -> impl Future<Output = Result<Value, Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<Value, BackplaneError>> + Send + 'static {
         self.queue(Command::Eval { script, keys, args })
     }
 
-    fn change(&self, subscribe: bool, channel: String) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+    fn change(&self, subscribe: bool, channel: String) -> impl Future<Output = Result<(), BackplaneError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         let refused = if !self.subscriber.is_connected() {
-            Some(unreachable())
+            Some(not_run(NotRun::Unreachable))
         } else {
-            self.subs
-                .send(SubOp { subscribe, channel, reply })
-                .err()
-                .map(|_| Error::new(ErrorKind::Canceled, "the backplane stopped"))
+            self.subs.send(SubOp { subscribe, channel, reply }).err().map(|_| not_run(NotRun::Stopped))
         };
         async move {
             match refused {
@@ -276,12 +288,12 @@ impl Backplane {
     }
 
     /// Subscribes to `channel`, now and after every reconnect.
-    pub fn subscribe(&self, channel: impl Into<String>) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+    pub fn subscribe(&self, channel: impl Into<String>) -> impl Future<Output = Result<(), BackplaneError>> + Send + 'static {
         self.change(true, channel.into())
     }
 
     /// Stops receiving `channel`.
-    pub fn unsubscribe(&self, channel: impl Into<String>) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+    pub fn unsubscribe(&self, channel: impl Into<String>) -> impl Future<Output = Result<(), BackplaneError>> + Send + 'static {
         self.change(false, channel.into())
     }
 
@@ -327,12 +339,24 @@ impl Drop for Backplane {
     }
 }
 
-/// The writer: sends what is queued in pipelined batches, in order.
-async fn write(client: Client, mut ops: mpsc::Receiver<Op>) -> Result<(), Error> {
+/// The writer: sends what is queued in pipelined batches, in order. The
+/// first batch after each (re)connect loads the scripts ahead of its
+/// commands, so a script called in it is there when it runs.
+async fn write(client: Client, mut ops: mpsc::Receiver<Op>, epoch: Arc<AtomicU64>) -> Result<(), Error> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // The connection epoch the scripts were last loaded in.
+    let mut loaded = None;
     while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (commands, replies): (Vec<Command>, Vec<_>) = batch.drain(..).map(|op| (op.command, op.reply)).unzip();
-        let results = run(&client, commands).await;
+        let now = epoch.load(Ordering::Acquire);
+        let load = loaded != Some(now);
+        let results = run(&client, load, commands).await;
+        if load && !results.iter().all(|r| matches!(r, Err(BackplaneError::NotRun(NotRun::Unreachable)))) {
+            loaded = Some(now);
+        }
+        if results.iter().any(|r| matches!(r, Err(BackplaneError::NotRun(NotRun::NoScript)))) {
+            loaded = None;
+        }
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result);
         }
@@ -340,41 +364,67 @@ async fn write(client: Client, mut ops: mpsc::Receiver<Op>) -> Result<(), Error>
     Ok(())
 }
 
-/// One batch: a single command alone, more as one pipeline.
-async fn run(client: &Client, commands: Vec<Command>) -> Vec<Result<Value, Error>> {
+/// One batch: a single command alone, more (or one after loading the
+/// scripts) as one pipeline.
+async fn run(client: &Client, load: bool, commands: Vec<Command>) -> Vec<Result<Value, BackplaneError>> {
     let count = commands.len();
     if !client.is_connected() {
-        return (0..count).map(|_| Err(unreachable())).collect();
+        return (0..count).map(|_| Err(not_run(NotRun::Unreachable))).collect();
     }
-    if count == 1 {
+    if count == 1 && !load {
         let command = commands.into_iter().next().expect("one command");
-        return vec![match command {
+        let result = match command {
             Command::Publish { channel, payload } => client.publish(channel, payload).await,
-            Command::Eval { script, keys, args } => client.custom(eval(), eval_args(script, keys, args)).await,
-        }];
+            Command::Eval { script, keys, args } => client.custom(evalsha(), evalsha_args(script, keys, args)).await,
+        };
+        return vec![result.map_err(classify)];
     }
     let pipeline = client.pipeline();
+    // Queuing in a pipeline only buffers the command; errors surface in `try_all`.
+    let loads = if load { script::ALL.len() } else { 0 };
+    for script in script::ALL.iter().take(loads) {
+        let args = vec![Value::from_static_str("LOAD"), Value::from_static_str(script.source())];
+        let _: Result<(), Error> = pipeline.custom(script_load(), args).await;
+    }
     for command in commands {
-        // Queuing in a pipeline only buffers the command; errors surface in `try_all`.
         let _: Result<(), Error> = match command {
             Command::Publish { channel, payload } => pipeline.publish(channel, payload).await,
-            Command::Eval { script, keys, args } => pipeline.custom(eval(), eval_args(script, keys, args)).await,
+            Command::Eval { script, keys, args } => pipeline.custom(evalsha(), evalsha_args(script, keys, args)).await,
         };
     }
     let mut results = pipeline.try_all::<Value>().await;
-    results.resize_with(count, || Err(unreachable()));
+    if let Some(error) = results.iter().take(loads).find_map(|r| r.as_ref().err()) {
+        tracing::warn!(%error, "cluster: could not load the Lua scripts into redis");
+    }
+    let mut results: Vec<_> = results.drain(loads.min(results.len())..).map(|r| r.map_err(classify)).collect();
+    results.resize_with(count, || Err(not_run(NotRun::Unreachable)));
     results
 }
 
-/// `EVAL`, as a command pipelines accept.
-fn eval() -> CustomCommand {
-    CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false)
+/// A command's error from Redis: `NOSCRIPT` means it did not run; after
+/// anything else it may have.
+fn classify(error: Error) -> BackplaneError {
+    if error.details().starts_with("NOSCRIPT") {
+        not_run(NotRun::NoScript)
+    } else {
+        BackplaneError::Unknown(error)
+    }
 }
 
-/// `EVAL`'s arguments: the script, the number of keys, the keys, the arguments.
-fn eval_args(script: &'static str, keys: Vec<String>, args: Vec<Value>) -> Vec<Value> {
+/// `EVALSHA`, as a command pipelines accept.
+fn evalsha() -> CustomCommand {
+    CustomCommand::new_static("EVALSHA", ClusterHash::FirstKey, false)
+}
+
+/// `SCRIPT`, as a command pipelines accept.
+fn script_load() -> CustomCommand {
+    CustomCommand::new_static("SCRIPT", ClusterHash::Random, false)
+}
+
+/// `EVALSHA`'s arguments: the script's SHA-1, the number of keys, the keys, the arguments.
+fn evalsha_args(script: &'static Script, keys: Vec<String>, args: Vec<Value>) -> Vec<Value> {
     let mut all = Vec::with_capacity(2 + keys.len() + args.len());
-    all.push(Value::from_static_str(script));
+    all.push(Value::String(script.sha().to_owned().into()));
     all.push(Value::Integer(keys.len() as i64));
     all.extend(keys.into_iter().map(|k| Value::String(k.into())));
     all.extend(args);
@@ -397,7 +447,7 @@ async fn follow(subscriber: SubscriberClient, mut subs: mpsc::UnboundedReceiver<
             let result =
                 if subscribe { subscriber.subscribe(channels).await } else { subscriber.unsubscribe(channels).await };
             for op in run {
-                let _ = op.reply.send(result.clone());
+                let _ = op.reply.send(result.clone().map_err(BackplaneError::Unknown));
             }
         }
     }

@@ -3,7 +3,7 @@
 //! implementations held to one conformance suite (`tests/directory.rs`):
 //!
 //! - [`MemoryDirectory`]: nodes in one process sharing one directory.
-//! - [`RedisDirectory`]: Redis sets, changed by Lua scripts so every change
+//! - [`RedisDirectory`]: Redis sets, changed by Lua scripts (`lua/`) so every change
 //!   is atomic, through the [`Backplane`] (so in order with the relay's
 //!   publishes).
 //!
@@ -32,6 +32,7 @@ use futures_util::TryFutureExt;
 use parking_lot::Mutex;
 
 use super::backplane::Backplane;
+use super::script::{self, Script};
 use super::relay::{Pending, RelayError};
 
 /// The live nodes, and the registered ones whose heartbeat lapsed.
@@ -235,126 +236,6 @@ impl Directory for MemoryDirectory {
     }
 }
 
-/// `SET herald:alive:{n} PX ttl`, then register n; returns 1 if n was not registered.
-const HEARTBEAT: &str = "redis.call('SET', 'herald:alive:' .. ARGV[1], '1', 'PX', ARGV[2]) \
-    return redis.call('SADD', 'herald:nodes', ARGV[1])";
-
-/// Every registered node with 1 (alive) or 0 (lapsed): `[n, 1, m, 0, ...]`.
-const NODES: &str = "local out = {} \
-    for _, n in ipairs(redis.call('SMEMBERS', 'herald:nodes')) do \
-      out[#out + 1] = n \
-      out[#out + 1] = redis.call('EXISTS', 'herald:alive:' .. n) \
-    end \
-    return out";
-
-/// Removes node `ARGV[1]` and every entry it holds. With `ARGV[2]` =
-/// `lapsed`, only a registered node whose heartbeat lapsed. Returns 1 when
-/// it removed the node.
-const FORGET: &str = "local n = ARGV[1] \
-    if ARGV[2] == 'lapsed' then \
-      if redis.call('SISMEMBER', 'herald:nodes', n) == 0 then return 0 end \
-      if redis.call('EXISTS', 'herald:alive:' .. n) == 1 then return 0 end \
-    end \
-    local rooms, users = 'herald:node:' .. n .. ':rooms', 'herald:node:' .. n .. ':users' \
-    for _, e in ipairs(redis.call('SMEMBERS', rooms)) do \
-      local at = string.find(e, '\\0', 1, true) \
-      redis.call('SREM', 'herald:members:' .. string.sub(e, 1, at - 1), n .. '\\0' .. string.sub(e, at + 1)) \
-    end \
-    for _, u in ipairs(redis.call('SMEMBERS', users)) do redis.call('SREM', 'herald:online:' .. u, n) end \
-    redis.call('DEL', rooms, users, 'herald:alive:' .. n) \
-    redis.call('SREM', 'herald:nodes', n) \
-    return 1";
-
-/// `ARGV[1]` joins (`ARGV[4]` = 1) or leaves room `ARGV[2]` as user `ARGV[3]`.
-const ROOM: &str = "local n, r, u = ARGV[1], ARGV[2], ARGV[3] \
-    local op = ARGV[4] == '1' and 'SADD' or 'SREM' \
-    redis.call(op, 'herald:members:' .. r, n .. '\\0' .. u) \
-    redis.call(op, 'herald:node:' .. n .. ':rooms', r .. '\\0' .. u) \
-    return 0";
-
-/// Node `ARGV[1]` has (`ARGV[3]` = 1) or no longer has user `ARGV[2]` online.
-const USER: &str = "local n, u = ARGV[1], ARGV[2] \
-    local op = ARGV[3] == '1' and 'SADD' or 'SREM' \
-    redis.call(op, 'herald:online:' .. u, n) \
-    redis.call(op, 'herald:node:' .. n .. ':users', u) \
-    return 0";
-
-/// `[n, u, ...]` for the entries of room `ARGV[1]` on live nodes.
-const MEMBERS: &str = "local out, alive = {}, {} \
-    for _, e in ipairs(redis.call('SMEMBERS', 'herald:members:' .. ARGV[1])) do \
-      local at = string.find(e, '\\0', 1, true) \
-      local n = string.sub(e, 1, at - 1) \
-      if alive[n] == nil then alive[n] = redis.call('EXISTS', 'herald:alive:' .. n) == 1 end \
-      if alive[n] then out[#out + 1] = n out[#out + 1] = string.sub(e, at + 1) end \
-    end \
-    return out";
-
-/// 1 or 0 for each user in `ARGV`: online on a live node.
-const ONLINE: &str = "local out, alive = {}, {} \
-    for i, u in ipairs(ARGV) do \
-      out[i] = 0 \
-      for _, n in ipairs(redis.call('SMEMBERS', 'herald:online:' .. u)) do \
-        if alive[n] == nil then alive[n] = redis.call('EXISTS', 'herald:alive:' .. n) == 1 end \
-        if alive[n] then out[i] = 1 break end \
-      end \
-    end \
-    return out";
-
-/// Node `ARGV[1]` has exactly the users `ARGV[3..]` in room `ARGV[2]`.
-/// Returns `{removed, added}` users.
-const REPLACE_ROOM: &str = "local n, r = ARGV[1], ARGV[2] \
-    local members, rooms = 'herald:members:' .. r, 'herald:node:' .. n .. ':rooms' \
-    local new, removed, added = {}, {}, {} \
-    for i = 3, #ARGV do new[ARGV[i]] = true end \
-    for _, e in ipairs(redis.call('SMEMBERS', rooms)) do \
-      local at = string.find(e, '\\0', 1, true) \
-      if string.sub(e, 1, at - 1) == r then \
-        local u = string.sub(e, at + 1) \
-        if new[u] then new[u] = false else \
-          redis.call('SREM', members, n .. '\\0' .. u) \
-          redis.call('SREM', rooms, e) \
-          removed[#removed + 1] = u \
-        end \
-      end \
-    end \
-    for i = 3, #ARGV do \
-      local u = ARGV[i] \
-      if new[u] then \
-        new[u] = false \
-        redis.call('SADD', members, n .. '\\0' .. u) \
-        redis.call('SADD', rooms, r .. '\\0' .. u) \
-        added[#added + 1] = u \
-      end \
-    end \
-    return {removed, added}";
-
-/// Drops node `ARGV[1]`'s entries in every room but `ARGV[2..]`; returns
-/// the dropped `r\0u` entries.
-const RETAIN_ROOMS: &str = "local n = ARGV[1] \
-    local rooms, keep, dropped = 'herald:node:' .. n .. ':rooms', {}, {} \
-    for i = 2, #ARGV do keep[ARGV[i]] = true end \
-    for _, e in ipairs(redis.call('SMEMBERS', rooms)) do \
-      local at = string.find(e, '\\0', 1, true) \
-      local r = string.sub(e, 1, at - 1) \
-      if not keep[r] then \
-        redis.call('SREM', 'herald:members:' .. r, n .. '\\0' .. string.sub(e, at + 1)) \
-        redis.call('SREM', rooms, e) \
-        dropped[#dropped + 1] = e \
-      end \
-    end \
-    return dropped";
-
-/// Node `ARGV[1]` has exactly the users `ARGV[2..]` online.
-const REPLACE_USERS: &str = "local n = ARGV[1] \
-    local users = 'herald:node:' .. n .. ':users' \
-    for _, u in ipairs(redis.call('SMEMBERS', users)) do redis.call('SREM', 'herald:online:' .. u, n) end \
-    redis.call('DEL', users) \
-    for i = 2, #ARGV do \
-      redis.call('SADD', 'herald:online:' .. ARGV[i], n) \
-      redis.call('SADD', users, ARGV[i]) \
-    end \
-    return 0";
-
 /// A directory in Redis.
 pub struct RedisDirectory {
     backplane: Arc<Backplane>,
@@ -367,12 +248,12 @@ impl RedisDirectory {
 
     fn eval<T: Send + 'static>(
         &self,
-        script: &'static str,
+        script: &'static Script,
         args: Vec<Value>,
         read: impl FnOnce(Value) -> Result<T, fred::error::Error> + Send + 'static,
     ) -> Pending<T> {
         let call = self.backplane.eval(script, Vec::new(), args);
-        Box::pin(async move { call.await.and_then(read) }.map_err(RelayError::from_backplane))
+        Box::pin(async move { Ok(read(call.await?)?) }.map_err(RelayError::from_backplane))
     }
 }
 
@@ -405,11 +286,11 @@ fn split(entries: Vec<String>) -> Vec<(String, String)> {
 impl Directory for RedisDirectory {
     fn heartbeat(&self, node: &str, ttl: Duration) -> Pending<bool> {
         let args = vec![text(node), Value::Integer(ttl.as_millis() as i64)];
-        self.eval(HEARTBEAT, args, |v| v.convert::<i64>().map(|added| added == 1))
+        self.eval(&script::HEARTBEAT, args, |v| v.convert::<i64>().map(|added| added == 1))
     }
 
     fn nodes(&self) -> Pending<Nodes> {
-        self.eval(NODES, Vec::new(), |v| {
+        self.eval(&script::NODES, Vec::new(), |v| {
             let mut nodes = Nodes::default();
             for (node, alive) in pairs(strings(v)?) {
                 let set = if alive == "1" { &mut nodes.alive } else { &mut nodes.dead };
@@ -420,31 +301,31 @@ impl Directory for RedisDirectory {
     }
 
     fn sweep(&self, node: &str) -> Pending<bool> {
-        self.eval(FORGET, vec![text(node), text("lapsed")], |v| v.convert::<i64>().map(|swept| swept == 1))
+        self.eval(&script::FORGET, vec![text(node), text("lapsed")], |v| v.convert::<i64>().map(|swept| swept == 1))
     }
 
     fn depart(&self, node: &str) -> Pending<()> {
-        self.eval(FORGET, vec![text(node), text("now")], |_| Ok(()))
+        self.eval(&script::FORGET, vec![text(node), text("now")], |_| Ok(()))
     }
 
     fn room_joined(&self, node: &str, room: &str, user: &str) -> Pending<()> {
-        self.eval(ROOM, vec![text(node), text(room), text(user), flag(true)], |_| Ok(()))
+        self.eval(&script::ROOM, vec![text(node), text(room), text(user), flag(true)], |_| Ok(()))
     }
 
     fn room_left(&self, node: &str, room: &str, user: &str) -> Pending<()> {
-        self.eval(ROOM, vec![text(node), text(room), text(user), flag(false)], |_| Ok(()))
+        self.eval(&script::ROOM, vec![text(node), text(room), text(user), flag(false)], |_| Ok(()))
     }
 
     fn user_online(&self, node: &str, user: &str) -> Pending<()> {
-        self.eval(USER, vec![text(node), text(user), flag(true)], |_| Ok(()))
+        self.eval(&script::USER, vec![text(node), text(user), flag(true)], |_| Ok(()))
     }
 
     fn user_offline(&self, node: &str, user: &str) -> Pending<()> {
-        self.eval(USER, vec![text(node), text(user), flag(false)], |_| Ok(()))
+        self.eval(&script::USER, vec![text(node), text(user), flag(false)], |_| Ok(()))
     }
 
     fn room_members(&self, room: &str) -> Pending<Vec<(String, String)>> {
-        self.eval(MEMBERS, vec![text(room)], |v| {
+        self.eval(&script::MEMBERS, vec![text(room)], |v| {
             let mut members = pairs(strings(v)?);
             members.sort();
             Ok(members)
@@ -456,13 +337,13 @@ impl Directory for RedisDirectory {
             return ready(Vec::new());
         }
         let args = users.into_iter().map(|u| Value::String(u.into())).collect();
-        self.eval(ONLINE, args, |v| Ok(v.convert::<Vec<i64>>()?.into_iter().map(|o| o == 1).collect()))
+        self.eval(&script::ONLINE, args, |v| Ok(v.convert::<Vec<i64>>()?.into_iter().map(|o| o == 1).collect()))
     }
 
     fn replace_room(&self, node: &str, room: &str, users: Vec<String>) -> Pending<Changes> {
         let mut args = vec![text(node), text(room)];
         args.extend(users.into_iter().map(|u| Value::String(u.into())));
-        self.eval(REPLACE_ROOM, args, |v| {
+        self.eval(&script::REPLACE_ROOM, args, |v| {
             let mut halves: Vec<Value> = match v {
                 Value::Array(halves) => halves,
                 _ => Vec::new(),
@@ -476,13 +357,13 @@ impl Directory for RedisDirectory {
     fn retain_rooms(&self, node: &str, rooms: Vec<String>) -> Pending<Vec<(String, String)>> {
         let mut args = vec![text(node)];
         args.extend(rooms.into_iter().map(|r| Value::String(r.into())));
-        self.eval(RETAIN_ROOMS, args, |v| Ok(split(strings(v)?)))
+        self.eval(&script::RETAIN_ROOMS, args, |v| Ok(split(strings(v)?)))
     }
 
     fn replace_users(&self, node: &str, users: Vec<String>) -> Pending<()> {
         let mut args = vec![text(node)];
         args.extend(users.into_iter().map(|u| Value::String(u.into())));
-        self.eval(REPLACE_USERS, args, |_| Ok(()))
+        self.eval(&script::REPLACE_USERS, args, |_| Ok(()))
     }
 
     fn is_connected(&self) -> bool {

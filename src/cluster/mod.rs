@@ -45,6 +45,7 @@ pub mod codec;
 pub mod directory;
 pub mod link;
 pub mod relay;
+mod script;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -19,7 +19,7 @@ use futures_util::TryFutureExt;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
-use super::backplane::Backplane;
+use super::backplane::{Backplane, BackplaneError};
 use super::codec::{self, Envelope};
 
 /// Envelopes a node buffers for a slow reader before it lags.
@@ -73,12 +73,11 @@ pub enum RelayError {
 }
 
 impl RelayError {
-    /// A backplane error, told apart by whether the command was sent.
-    pub fn from_backplane(error: fred::error::Error) -> Self {
-        if super::backplane::not_sent(&error) {
-            Self::Unreachable(error.to_string())
-        } else {
-            Self::Unanswered(error.to_string())
+    /// A backplane error, told apart by whether Redis ran the command.
+    pub fn from_backplane(error: BackplaneError) -> Self {
+        match error {
+            BackplaneError::NotRun(_) => Self::Unreachable(error.to_string()),
+            BackplaneError::Unknown(_) => Self::Unanswered(error.to_string()),
         }
     }
 }
@@ -280,7 +279,7 @@ impl Drop for RedisRelay {
     }
 }
 
-fn unreachable(error: fred::error::Error) -> RelayError {
+fn unreachable(error: BackplaneError) -> RelayError {
     RelayError::from_backplane(error)
 }
 

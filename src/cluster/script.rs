@@ -1,0 +1,85 @@
+//! The Lua scripts the cluster runs in Redis, one file each under
+//! `src/cluster/lua/`. Redis runs a script as one step, so a change to
+//! several keys is never seen half done.
+//!
+//! Scripts are called by their SHA-1 (`EVALSHA`), so a call carries a
+//! 40-byte name instead of the whole script. The backplane loads every
+//! script ([`ALL`]) after each (re)connect, ahead of the first call in the
+//! same pipeline, and again after Redis answers `NOSCRIPT` (its script
+//! cache was flushed).
+
+use std::sync::OnceLock;
+
+use sha1::{Digest, Sha1};
+
+/// A Lua script and its SHA-1, computed on first use.
+pub struct Script {
+    source: &'static str,
+    sha: OnceLock<String>,
+}
+
+impl Script {
+    const fn new(source: &'static str) -> Self {
+        Self { source, sha: OnceLock::new() }
+    }
+
+    /// The script, as `SCRIPT LOAD` takes it.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// Its SHA-1 in lowercase hex, as `EVALSHA` takes it.
+    pub fn sha(&self) -> &str {
+        self.sha.get_or_init(|| {
+            Sha1::digest(self.source.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+        })
+    }
+}
+
+pub static SEQUENCED_PUBLISH: Script = Script::new(include_str!("lua/sequenced_publish.lua"));
+pub static RAISE_COUNTER: Script = Script::new(include_str!("lua/raise_counter.lua"));
+pub static HEARTBEAT: Script = Script::new(include_str!("lua/heartbeat.lua"));
+pub static NODES: Script = Script::new(include_str!("lua/nodes.lua"));
+pub static FORGET: Script = Script::new(include_str!("lua/forget.lua"));
+pub static ROOM: Script = Script::new(include_str!("lua/room.lua"));
+pub static USER: Script = Script::new(include_str!("lua/user.lua"));
+pub static MEMBERS: Script = Script::new(include_str!("lua/members.lua"));
+pub static ONLINE: Script = Script::new(include_str!("lua/online.lua"));
+pub static REPLACE_ROOM: Script = Script::new(include_str!("lua/replace_room.lua"));
+pub static RETAIN_ROOMS: Script = Script::new(include_str!("lua/retain_rooms.lua"));
+pub static REPLACE_USERS: Script = Script::new(include_str!("lua/replace_users.lua"));
+
+/// Every script, as the backplane loads them.
+pub static ALL: [&Script; 12] = [
+    &SEQUENCED_PUBLISH,
+    &RAISE_COUNTER,
+    &HEARTBEAT,
+    &NODES,
+    &FORGET,
+    &ROOM,
+    &USER,
+    &MEMBERS,
+    &ONLINE,
+    &REPLACE_ROOM,
+    &RETAIN_ROOMS,
+    &REPLACE_USERS,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_is_named_by_the_sha1_redis_gives_it() {
+        // `SCRIPT LOAD "return 1"` answers this SHA-1.
+        assert_eq!(Script::new("return 1").sha(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    }
+
+    #[test]
+    fn every_script_is_listed_once() {
+        let mut shas: Vec<&str> = ALL.iter().map(|script| script.sha()).collect();
+        shas.sort_unstable();
+        shas.dedup();
+        assert_eq!(shas.len(), ALL.len());
+    }
+}
