@@ -40,6 +40,12 @@ pub enum ErrorCode {
 pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke the WebSocket protocol.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Not a code on the wire: what a close frame without a code stands for.
+    pub const NO_STATUS: u16 = 1005;
+    /// A text message that is not UTF-8.
+    pub const INVALID_UTF8: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;

@@ -32,13 +32,6 @@ pub const MAX_FRAGMENTS: u32 = 128;
 /// The heartbeat: a ping with no payload.
 pub const PING: &[u8] = &[0x89, 0x00];
 
-/// Close code: the peer broke the WebSocket protocol.
-const PROTOCOL_ERROR: u16 = 1002;
-/// Close code: a text message that is not UTF-8.
-const INVALID_UTF8: u16 = 1007;
-/// The close code a close frame without one stands for.
-const NO_STATUS: u16 = 1005;
-
 /// What a WebSocket connection keeps beyond the core: a fragmented message
 /// under way (nothing while idle).
 #[derive(Default)]
@@ -90,7 +83,7 @@ impl Transport for Ws {
                     break;
                 }
                 Err(_) => {
-                    conn.close(PROTOCOL_ERROR, "protocol error");
+                    conn.close(close::PROTOCOL_ERROR, "protocol error");
                     return input.len();
                 }
             };
@@ -108,12 +101,12 @@ impl Transport for Ws {
             match header.mask {
                 Some(mask) => unmask(payload, mask),
                 None => {
-                    conn.close(PROTOCOL_ERROR, "client frames must be masked");
+                    conn.close(close::PROTOCOL_ERROR, "client frames must be masked");
                     return input.len();
                 }
             }
             if header.rsv1 || header.rsv2 || header.rsv3 {
-                conn.close(PROTOCOL_ERROR, "reserved bits set");
+                conn.close(close::PROTOCOL_ERROR, "reserved bits set");
                 return input.len();
             }
             on_frame(conn, &header, payload);
@@ -126,7 +119,7 @@ impl Transport for Ws {
 fn on_frame(conn: &mut WsConnection, header: &FrameHeader, payload: &[u8]) {
     match header.opcode {
         OpCode::Data(Data::Text | Data::Binary) if conn.transport.fragments.is_some() => {
-            conn.close(PROTOCOL_ERROR, "a new message inside a fragmented one")
+            conn.close(close::PROTOCOL_ERROR, "a new message inside a fragmented one")
         }
         OpCode::Data(Data::Text) if header.is_final => on_text(conn, payload),
         OpCode::Data(Data::Binary) if header.is_final => conn.on_unsupported(payload.len()),
@@ -141,7 +134,7 @@ fn on_frame(conn: &mut WsConnection, header: &FrameHeader, payload: &[u8]) {
         }
         OpCode::Data(Data::Continue) => on_continuation(conn, header.is_final, payload),
         OpCode::Control(_) if !header.is_final || payload.len() > 125 => {
-            conn.close(PROTOCOL_ERROR, "invalid control frame")
+            conn.close(close::PROTOCOL_ERROR, "invalid control frame")
         }
         OpCode::Control(Control::Ping) => {
             if conn.admit(None, false) {
@@ -151,7 +144,7 @@ fn on_frame(conn: &mut WsConnection, header: &FrameHeader, payload: &[u8]) {
         OpCode::Control(Control::Pong) => {}
         OpCode::Control(Control::Close) => on_close(conn, payload),
         OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
-            conn.close(PROTOCOL_ERROR, "reserved opcode")
+            conn.close(close::PROTOCOL_ERROR, "reserved opcode")
         }
     }
 }
@@ -159,7 +152,7 @@ fn on_frame(conn: &mut WsConnection, header: &FrameHeader, payload: &[u8]) {
 fn on_continuation(conn: &mut WsConnection, last: bool, payload: &[u8]) {
     let max = conn.node().config.limits.max_message_bytes;
     let Some(fragments) = conn.transport.fragments.as_mut() else {
-        return conn.close(PROTOCOL_ERROR, "a continuation with no message under way");
+        return conn.close(close::PROTOCOL_ERROR, "a continuation with no message under way");
     };
     fragments.count += 1;
     fragments.len += payload.len();
@@ -188,17 +181,17 @@ fn on_continuation(conn: &mut WsConnection, last: bool, payload: &[u8]) {
 fn on_text(conn: &mut WsConnection, payload: &[u8]) {
     match std::str::from_utf8(payload) {
         Ok(text) => conn.on_text(text),
-        Err(_) => conn.close(INVALID_UTF8, "invalid utf-8"),
+        Err(_) => conn.close(close::INVALID_UTF8, "invalid utf-8"),
     }
 }
 
 fn on_close(conn: &mut WsConnection, payload: &[u8]) {
     match payload {
-        [] => conn.closed_by_client(NO_STATUS),
+        [] => conn.closed_by_client(close::NO_STATUS),
         [hi, lo, reason @ ..] if std::str::from_utf8(reason).is_ok() => {
             conn.closed_by_client(u16::from_be_bytes([*hi, *lo]))
         }
-        _ => conn.close(PROTOCOL_ERROR, "invalid close frame"),
+        _ => conn.close(close::PROTOCOL_ERROR, "invalid close frame"),
     }
 }
 
