@@ -16,7 +16,7 @@
 //! - [`transport`]: the handshake Herald reads itself, WebSocket and SSE,
 //!   admission, and the plain HTTP routes.
 //! - [`api`]: the server API (`/api/*`): publish, direct, broadcast, presence, stats.
-//! - [`rooms`]: the sharded room registry and the room actors.
+//! - [`rooms`]: the sharded room registry and the rooms, actors their shards run.
 //! - [`presence`]: the presence registry actor (who is online, who is where).
 //! - [`supervisor`]: the supervision tree that owns rooms and presence.
 //! - [`node`]: the services one node shares between its connections.

@@ -31,3 +31,15 @@ pub async fn settle_every(period: std::time::Duration) {
         settle();
     }
 }
+
+/// Gives back most of a map's table once it is mostly empty: a `HashMap`
+/// keeps the capacity of its largest moment otherwise, so a burst of
+/// 100,000 rooms would cost their buckets for good. Shrinking at a quarter
+/// full keeps the rehashing amortised over the removals that led to it.
+pub fn shrink_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to_fit();
+    }
+}

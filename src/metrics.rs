@@ -194,7 +194,7 @@ pub struct Metrics {
     frames_dropped: Vec<IntCounter>,
     bytes_in: Vec<IntCounter>,
     bytes_out: Vec<IntCounter>,
-    /// `herald_rooms_active`: room actors alive on this node (rooms with local members).
+    /// `herald_rooms_active`: rooms alive on this node (rooms with local members).
     pub rooms: IntGauge,
     /// `herald_rooms_memberships`: (connection, room) pairs on this node.
     pub memberships: IntGauge,

@@ -240,7 +240,7 @@ async fn crash(node: web::Data<Node>, payload: web::Payload) -> Result<HttpRespo
         "room" => {
             let room = fields.room()?;
             let crashed = node.rooms.crash_room(&room).ok_or(ApiError::NoSuch("no such room on this node"))?;
-            replaced(|| node.rooms.room_actor(&room) != Some(crashed)).await?;
+            replaced(|| node.rooms.room_life(&room) != Some(crashed)).await?;
         }
         "registry" => {
             let room = fields.room_if_any()?.unwrap_or_default();

@@ -151,6 +151,7 @@ impl PresenceState {
                     cluster.user_offline(&user);
                 }
             }
+            crate::memory::shrink_sparse(&mut self.online);
             self.metrics.users_online.set(self.online.len() as i64);
         }
     }
@@ -173,6 +174,7 @@ impl PresenceState {
             users.remove(user);
             if users.is_empty() {
                 self.rooms.remove(room);
+                crate::memory::shrink_sparse(&mut self.rooms);
             }
         }
     }

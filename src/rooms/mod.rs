@@ -2,7 +2,7 @@
 //! shard owning its rooms and supervising their actors.
 //!
 //! - [`shard`]: the registry shard actor (creates, retires and remembers rooms).
-//! - [`room`]: the room actor (members, fan-out, `seq`).
+//! - [`room`]: a room, an actor its shard runs (members, fan-out, `seq`).
 //!
 //! [`RoomRegistry`] is the handle connections use. Joins on rooms in different
 //! shards never queue behind each other, and after a join a connection talks
@@ -10,6 +10,7 @@
 
 pub mod room;
 pub mod shard;
+mod users;
 
 use std::future::Future;
 use std::hash::BuildHasher;
@@ -135,9 +136,10 @@ impl RoomRegistry {
         }
     }
 
-    /// The actor of `room` now, if the room is alive on this node.
-    pub fn room_actor(&self, room: &str) -> Option<ActorId> {
-        self.shard(room).room(room)?.mailbox.actor()
+    /// The life `room` is in, if the room is alive on this node: it
+    /// changes when the room restarts.
+    pub fn room_life(&self, room: &str) -> Option<u32> {
+        Some(self.shard(room).room(room)?.life())
     }
 
     /// The registry shard actor that owns `room` now.
@@ -145,14 +147,14 @@ impl RoomRegistry {
         self.shard(room).mailbox.actor()
     }
 
-    /// Makes the actor of `room` panic when it reaches this message (fault
-    /// injection); returns the actor now running, or `None` when the room
-    /// has no actor on this node.
-    pub fn crash_room(&self, room: &str) -> Option<ActorId> {
+    /// Makes `room` panic when it reaches this message (fault injection);
+    /// returns the life it is in, or `None` when the room is not alive on
+    /// this node.
+    pub fn crash_room(&self, room: &str) -> Option<u32> {
         let cell = self.shard(room).room(room)?;
-        let actor = cell.mailbox.actor()?;
+        let life = cell.life();
         cell.send(RoomMsg::Crash);
-        Some(actor)
+        Some(life)
     }
 
     /// Makes the registry shard that owns `room` panic (fault injection).

@@ -1,4 +1,5 @@
-//! The room actor: one per room with members on this node.
+//! A room: one per room with members on this node, an actor run by the
+//! registry shard that owns it.
 //!
 //! A room owns the connections in it and fans out to them. Each publish gets
 //! the next `seq` from a counter the registry shard owns (so numbering
@@ -11,21 +12,26 @@
 //! about exactly those two moments.
 //!
 //! A room's members and its queue of messages live in its [`RoomCell`],
-//! which its shard keeps, not in the actor: the actor is the one writer that
-//! applies the queued messages to the room in order. When it panics, the
-//! shard starts a new actor over the same cell (members, per-user counts and
-//! `seq` untouched), which carries on with the messages that waited.
+//! which its shard keeps. A room costs no task of its own: a message for it
+//! schedules the room on its shard (one `ShardMsg::Run` in flight at most),
+//! and the shard's actor takes the room's messages one at a time and applies
+//! them in order, so the room has one writer and a bounded turn like any
+//! actor. A panic while applying one loses that message only: the room
+//! starts its next life over the same cell (members, per-user counts and
+//! `seq` untouched) and carries on with the messages that waited.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::RpcReplyPort;
 use serde_json::value::RawValue;
 
 use super::shard::ShardMsg;
+use super::users::Users;
 use crate::cluster::codec::Body;
 use crate::cluster::directory::Changes;
 use crate::cluster::relay::{Channel, Pending, RelayError};
@@ -147,13 +153,16 @@ struct Clustered {
     unechoed: VecDeque<(u64, Instant)>,
 }
 
-/// The room actor.
-pub struct Room;
-
-/// A room: its queue and its state, which outlive any one actor.
+/// A room: its queue and its state, which outlive any one life of it.
 pub struct RoomCell {
     pub name: Arc<str>,
     pub mailbox: Mailbox<RoomMsg>,
+    /// The shard that runs the room, and is told when it is left empty.
+    shard: Arc<Mailbox<ShardMsg>>,
+    /// Lives so far: one more after every panic, and after its shard restarts.
+    lives: AtomicU32,
+    /// Dropped by its shard: what still arrives is not handled.
+    retired: AtomicBool,
     state: Mutex<RoomState>,
 }
 
@@ -161,14 +170,12 @@ pub struct RoomCell {
 pub struct RoomState {
     name: Arc<str>,
     seq: Arc<AtomicU64>,
-    /// The shard's mailbox, told when the room is left empty.
-    shard: Arc<Mailbox<ShardMsg>>,
     presence: Presence,
     metrics: Arc<Metrics>,
     members: HashMap<ConnId, (Arc<str>, Outbox)>,
     /// Connections per user in this room, kept sorted: a join in a big room
     /// lists them without sorting.
-    users: BTreeMap<Arc<str>, u32>,
+    users: Users,
     /// Joins and server publishes handled so far; the shard compares it with
     /// what it forwarded before it lets an empty room stop, so nothing the
     /// shard sent is ever lost to a stop.
@@ -201,24 +208,82 @@ impl RoomCell {
         let state = RoomState {
             name: name.clone(),
             seq,
-            shard,
             presence,
             metrics,
             members: HashMap::new(),
-            users: BTreeMap::new(),
+            users: Users::default(),
             seen: 0,
             cluster,
         };
         let mailbox = Mailbox::counted(state.metrics.mailbox_backlog(ActorKind::Room).clone());
-        Self { name, mailbox, state: Mutex::new(state) }
+        let lives = AtomicU32::new(1);
+        Self { name, mailbox, shard, lives, retired: AtomicBool::new(false), state: Mutex::new(state) }
     }
 
-    /// Queues `msg` for the room, whichever actor runs it.
-    pub fn send(&self, msg: RoomMsg) {
-        self.mailbox.send(msg);
+    /// Queues `msg` for the room, and schedules the room on its shard
+    /// unless it is already.
+    pub fn send(self: &Arc<Self>, msg: RoomMsg) {
+        if self.mailbox.push(msg) {
+            self.schedule();
+        }
     }
 
-    /// Applies one message to the room's state; `Crash` is the actor's to act on.
+    fn schedule(self: &Arc<Self>) {
+        self.shard.send(ShardMsg::Run(self.clone()));
+    }
+
+    /// One turn of the room, on its shard's actor: up to a batch of
+    /// messages, each applied alone. A message the room panics on is lost
+    /// and `failed` hears why; the room then starts its next life and goes
+    /// on, unless `failed` says to stop (the shard is past its restart
+    /// limit), which ends the turn with that answer.
+    pub fn run<E>(self: &Arc<Self>, mut failed: impl FnMut(&Arc<Self>, String) -> Result<(), E>) -> Result<(), E> {
+        let mut turn = self.mailbox.turn();
+        while let Some(msg) = turn.next() {
+            if self.retired.load(Ordering::Acquire) {
+                continue;
+            }
+            let applied = catch_unwind(AssertUnwindSafe(|| {
+                if let RoomMsg::Crash = msg {
+                    panic!("fault injection: room {}", self.name);
+                }
+                self.apply(msg);
+            }));
+            if let Err(panic) = applied {
+                failed(self, panic_message(&*panic))?;
+                self.lives.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        if turn.rescheduled() {
+            self.schedule();
+        } else {
+            // An idle room keeps no queue: a message is 136 bytes, and a
+            // queue that held one keeps room for four.
+            turn.release();
+        }
+        Ok(())
+    }
+
+    /// A new life after its shard restarted, with a turn scheduled if
+    /// messages wait (the shard may have lost the one it had in hand).
+    pub fn revive(self: &Arc<Self>) {
+        self.lives.fetch_add(1, Ordering::AcqRel);
+        if self.mailbox.reschedule() {
+            self.schedule();
+        }
+    }
+
+    /// Marks the room dropped by its shard.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Which life the room is in: it changes when the room restarts.
+    pub fn life(&self) -> u32 {
+        self.lives.load(Ordering::Acquire)
+    }
+
+    /// Applies one message to the room's state; `Crash` is [`Self::run`]'s to act on.
     fn apply(self: &Arc<Self>, msg: RoomMsg) {
         let mut state = self.state.lock();
         // Counted before anything else, so a message the room fails on still
@@ -232,7 +297,7 @@ impl RoomCell {
         }
         if state.members.is_empty() && state.cluster.as_ref().is_none_or(|c| c.is_settled()) {
             let empty = ShardMsg::Empty { room: self.clone(), seen: state.seen };
-            state.shard.send(empty);
+            self.shard.send(empty);
         }
     }
 
@@ -294,7 +359,7 @@ impl RoomCell {
 
     /// The users with a connection in the room on this node.
     pub fn local_users(&self) -> Vec<Arc<str>> {
-        self.state.lock().users.keys().cloned().collect()
+        self.state.lock().users.iter().cloned().collect()
     }
 
     /// Members now in the room.
@@ -325,9 +390,9 @@ impl RoomState {
     /// The users in the room (on every node, with clustering), sorted.
     fn users(&self) -> Vec<Arc<str>> {
         match &self.cluster {
-            None => self.users.keys().cloned().collect(),
+            None => self.users.iter().cloned().collect(),
             Some(clustered) => {
-                let all: BTreeSet<&Arc<str>> = self.users.keys().chain(clustered.remote.keys()).collect();
+                let all: BTreeSet<&Arc<str>> = self.users.iter().chain(clustered.remote.keys()).collect();
                 all.into_iter().cloned().collect()
             }
         }
@@ -335,7 +400,7 @@ impl RoomState {
 
     /// Whether `user` is in the room, here or on another node.
     fn present(&self, user: &str) -> bool {
-        self.users.contains_key(user) || self.cluster.as_ref().is_some_and(|c| c.remote.contains_key(user))
+        self.users.contains(user) || self.cluster.as_ref().is_some_and(|c| c.remote.contains_key(user))
     }
 
     /// Tells the members that `user` arrived or left, if that changed.
@@ -392,9 +457,7 @@ impl RoomState {
         self.members.insert(member.conn, (member.user.clone(), member.outbox));
         self.metrics.memberships.inc();
         let elsewhere = self.present(&member.user);
-        let count = self.users.entry(member.user.clone()).or_insert(0);
-        *count += 1;
-        if *count != 1 {
+        if !self.users.add(&member.user) {
             return None;
         }
         self.presence.room_joined(self.name.clone(), member.user.clone());
@@ -408,16 +471,9 @@ impl RoomState {
 
     fn remove(&mut self, conn: ConnId) {
         let Some((user, _)) = self.members.remove(&conn) else { return };
+        crate::memory::shrink_sparse(&mut self.members);
         self.metrics.memberships.dec();
-        let last = match self.users.get_mut(&user) {
-            Some(count) if *count > 1 => {
-                *count -= 1;
-                false
-            }
-            _ => true,
-        };
-        if last {
-            self.users.remove(&user);
+        if self.users.remove(&user) {
             self.presence.room_left(self.name.clone(), user.clone());
             if let Some(clustered) = &self.cluster {
                 clustered.cluster.room_left(&self.name, &user);
@@ -671,7 +727,7 @@ impl RoomState {
     /// members; membership changes wait until the answer is in.
     fn sync(&mut self, cell: &Arc<RoomCell>, initial: bool) {
         let floor = self.seq.load(Ordering::Relaxed);
-        let users: Vec<String> = self.users.keys().map(|u| u.to_string()).collect();
+        let users: Vec<String> = self.users.iter().map(|u| u.to_string()).collect();
         let Some(clustered) = self.cluster.as_mut() else { return };
         clustered.syncing = true;
         clustered.generation += 1;
@@ -731,7 +787,7 @@ impl RoomState {
         let affected: BTreeSet<Arc<str>> =
             old.keys().chain(self.cluster.as_ref().map(|c| c.remote.keys()).into_iter().flatten()).cloned().collect();
         for user in affected {
-            let was = self.users.contains_key(&user) || old.contains_key(&user);
+            let was = self.users.contains(&user) || old.contains_key(&user);
             let now = self.present(&user);
             self.announce(&user, was, now);
         }
@@ -739,29 +795,12 @@ impl RoomState {
     }
 }
 
-impl Actor for Room {
-    type Msg = ();
-    type State = Arc<RoomCell>;
-    type Arguments = Arc<RoomCell>;
-
-    async fn pre_start(&self, _: ActorRef<()>, cell: Arc<RoomCell>) -> Result<Arc<RoomCell>, ActorProcessingErr> {
-        Ok(cell)
-    }
-
-    async fn post_start(&self, myself: ActorRef<()>, cell: &mut Arc<RoomCell>) -> Result<(), ActorProcessingErr> {
-        cell.mailbox.attach(myself);
-        Ok(())
-    }
-
-    async fn handle(&self, _: ActorRef<()>, (): (), cell: &mut Arc<RoomCell>) -> Result<(), ActorProcessingErr> {
-        let mut turn = cell.mailbox.turn();
-        while let Some(msg) = turn.next() {
-            if let RoomMsg::Crash = msg {
-                panic!("fault injection: room {}", cell.name);
-            }
-            cell.apply(msg);
-        }
-        Ok(())
+/// What a panic said, for the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic".to_owned(),
     }
 }
 
@@ -897,6 +936,21 @@ mod tests {
         assert_eq!(seqs, [1, 2]);
         assert_eq!(bob[0]["data"], serde_json::json!({"n": 1}));
         assert_eq!(bob[1]["from"], "alice");
+    }
+
+    #[actix_web::test]
+    async fn an_idle_room_keeps_no_queue_and_stays_small() {
+        let f = fixture().await;
+        let (alice, _) = member(1, "alice", 16);
+        let (handle, _) = f.rooms.join("r".into(), alice).await.unwrap();
+        handle.publish(ConnId(1), "alice".into(), data("1"), true, None);
+        settle().await;
+        assert_eq!(handle.room.mailbox.buffered(), 0, "the queue's buffer went with its last message");
+        let (cell, state, msg) =
+            (std::mem::size_of::<RoomCell>(), std::mem::size_of::<RoomState>(), std::mem::size_of::<RoomMsg>());
+        println!("RoomCell: {cell} bytes, RoomState: {state} bytes, RoomMsg: {msg} bytes");
+        assert!(cell <= 240, "RoomCell grew to {cell} bytes");
+        assert!(msg <= 136, "RoomMsg grew to {msg} bytes");
     }
 
     #[actix_web::test]

@@ -1,5 +1,5 @@
-//! A room registry shard: owns the rooms whose names hash to it, and
-//! supervises their actors.
+//! A room registry shard: owns the rooms whose names hash to it, runs them,
+//! and restarts them when they fail.
 //!
 //! Joins, leaves and server-side publishes pass through the shard, which
 //! forwards them to the room in the order it received them. That order is
@@ -13,12 +13,17 @@
 //! itself, so numbering advances with nobody listening. Rooms that never
 //! carried a message keep nothing once empty.
 //!
+//! Rooms are actors without a task of their own: a room with messages
+//! waiting puts one [`ShardMsg::Run`] in its shard's mailbox, and the shard
+//! gives it a turn (see `room`). So an idle room costs its state and nothing
+//! else, and a message reaches its room with one wake-up, the shard's.
+//!
 //! Everything above lives in the shard's [`ShardCell`], which the root
-//! supervisor keeps. A room actor that fails is restarted over its
-//! [`RoomCell`] (within `supervision.max_restarts` per window; past that the
-//! shard fails, and the root restarts it). A restarted shard starts a new
-//! actor for every room that still has members, since a failing actor takes
-//! its children with it.
+//! supervisor keeps. A room that panics starts its next life over its
+//! [`RoomCell`] (within `supervision.max_restarts` per window for the
+//! shard's rooms; past that the shard fails, and the root restarts it). A
+//! restarted shard gives every room that still has members a new life, and
+//! a turn if messages wait.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,10 +31,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::value::RawValue;
 
-use super::room::{JoinReply, Room, RoomCell, RoomMsg};
+use super::room::{JoinReply, RoomCell, RoomMsg};
 use crate::cluster::codec::Body;
 use crate::cluster::Cluster;
 use crate::config::SupervisionConfig;
@@ -44,6 +49,8 @@ pub enum ShardMsg {
     Leave { room: Arc<str>, conn: ConnId },
     /// Sent by a room after any message that leaves it without members.
     Empty { room: Arc<RoomCell>, seen: u64 },
+    /// A room has messages waiting: give it a turn.
+    Run(Arc<RoomCell>),
     /// A publish from the server API; the reply is its `seq`.
     Publish { room: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>, at: Instant },
     /// The last `seq` given out in a room (0 when none).
@@ -58,7 +65,7 @@ pub struct Shard;
 struct Slot {
     seq: Arc<AtomicU64>,
     room: Option<Arc<RoomCell>>,
-    /// Joins and server publishes forwarded to the room's current actor.
+    /// Joins and server publishes forwarded to the room.
     forwarded: u64,
 }
 
@@ -99,18 +106,7 @@ impl ShardCell {
         self.slots.lock().values().filter_map(|s| s.room.clone()).collect()
     }
 
-    /// Starts an actor for `room` under `shard`; it drains the room's mailbox.
-    async fn start_room(&self, shard: &ActorRef<()>, room: &Arc<RoomCell>) -> bool {
-        match Actor::spawn_linked(None, Room, room.clone(), shard.get_cell()).await {
-            Ok(_) => true,
-            Err(error) => {
-                tracing::error!(room = %room.name, %error, "could not start a room");
-                false
-            }
-        }
-    }
-
-    async fn join(&self, myself: &ActorRef<()>, name: Arc<str>, member: Member, reply: RpcReplyPort<JoinReply>) {
+    fn join(&self, name: Arc<str>, member: Member, reply: RpcReplyPort<JoinReply>) {
         let (room, new) = {
             let mut slots = self.slots.lock();
             let slot = slots.entry(name.clone()).or_insert_with(Slot::new);
@@ -132,11 +128,6 @@ impl ShardCell {
                 }
             }
         };
-        if new && !self.start_room(myself, &room).await {
-            // The dropped reply port fails this one join; the shard carries on.
-            self.retire(&name);
-            return;
-        }
         if new && self.cluster.is_some() {
             // Before the join: it waits until the room knows the other nodes' members.
             room.send(RoomMsg::Sync { initial: true });
@@ -203,25 +194,21 @@ impl ShardCell {
         }
     }
 
-    /// Stops a room's actor and drops the room, keeping its `seq` if it has one.
+    /// Drops a room, keeping its `seq` if it has one.
     fn retire(&self, name: &str) {
         let mut slots = self.slots.lock();
         let Some(slot) = slots.get_mut(name) else { return };
         if let Some(room) = slot.room.take() {
             self.metrics.rooms.dec();
-            room.mailbox.stop_actor();
+            room.retire();
             if let Some(cluster) = &self.cluster {
                 cluster.room_retired(&room.name);
             }
         }
         if slot.seq.load(Ordering::Relaxed) == 0 {
             slots.remove(name);
+            crate::memory::shrink_sparse(&mut slots);
         }
-    }
-
-    /// The room whose current actor is `actor`.
-    fn room_of(&self, actor: ActorId) -> Option<Arc<RoomCell>> {
-        self.slots.lock().values().filter_map(|s| s.room.clone()).find(|room| room.mailbox.holds(actor))
     }
 }
 
@@ -231,22 +218,44 @@ pub struct ShardState {
     budget: RestartBudget,
 }
 
-impl ShardCell {
-    async fn handle(&self, myself: &ActorRef<()>, msg: ShardMsg) {
+impl ShardState {
+    fn handle(&mut self, msg: ShardMsg) -> Result<(), ActorProcessingErr> {
+        let cell = &self.cell;
         match msg {
-            ShardMsg::Join { room, member, reply } => self.join(myself, room, member, reply).await,
+            ShardMsg::Join { room, member, reply } => cell.join(room, member, reply),
             ShardMsg::Leave { room, conn } => {
-                if let Some(room) = self.room(&room) {
+                if let Some(room) = cell.room(&room) {
                     room.send(RoomMsg::Leave { conn });
                 }
             }
-            ShardMsg::Empty { room, seen } => self.empty(&room, seen),
-            ShardMsg::Publish { room, from, data, reply, at } => self.publish(room, from, data, reply, at),
+            ShardMsg::Empty { room, seen } => cell.empty(&room, seen),
+            ShardMsg::Run(room) => return room.run(|room, error| self.room_failed(room, error)),
+            ShardMsg::Publish { room, from, data, reply, at } => cell.publish(room, from, data, reply, at),
             ShardMsg::LastSeq { room, reply } => {
-                let _ = reply.send(self.last_seq(&room));
+                let _ = reply.send(cell.last_seq(&room));
             }
             ShardMsg::Crash => panic!("fault injection: room registry shard"),
         }
+        Ok(())
+    }
+
+    /// A room panicked: it goes on in its next life within the restart
+    /// budget; past it, the shard fails so the root decides.
+    fn room_failed(&mut self, room: &RoomCell, error: String) -> Result<(), ActorProcessingErr> {
+        let metrics = &self.cell.metrics;
+        metrics.actor_failed(ActorKind::Room);
+        tracing::error!(room = %room.name, %error, "room failed");
+        if !self.budget.allow(Instant::now()) {
+            let limit = &self.cell.supervision;
+            return Err(format!(
+                "room {} failed past the limit of {} restarts within {} ms",
+                room.name, limit.max_restarts, limit.window_ms
+            )
+            .into());
+        }
+        metrics.actor_restarted(ActorKind::Room);
+        tracing::warn!(room = %room.name, members = room.member_count(), "room restarted");
+        Ok(())
     }
 }
 
@@ -255,16 +264,16 @@ impl Actor for Shard {
     type State = ShardState;
     type Arguments = Arc<ShardCell>;
 
-    /// A fresh shard has no rooms; a restarted one starts an actor for every
-    /// room that still has members (a failing shard takes its rooms' actors
-    /// with it) and retires the others.
-    async fn pre_start(&self, myself: ActorRef<()>, cell: Arc<ShardCell>) -> Result<ShardState, ActorProcessingErr> {
+    /// A fresh shard has no rooms; a restarted one gives every room that
+    /// still has members a new life (and a turn, if messages wait) and
+    /// retires the others.
+    async fn pre_start(&self, _: ActorRef<()>, cell: Arc<ShardCell>) -> Result<ShardState, ActorProcessingErr> {
         let rooms: Vec<Arc<RoomCell>> = cell.slots.lock().values().filter_map(|s| s.room.clone()).collect();
         for room in rooms {
             if room.member_count() == 0 {
                 cell.retire(&room.name);
-            } else if !cell.start_room(&myself, &room).await {
-                return Err(format!("could not restart room {}", room.name).into());
+            } else {
+                room.revive();
             }
         }
         let budget = RestartBudget::new(&cell.supervision);
@@ -276,48 +285,12 @@ impl Actor for Shard {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<()>, (): (), state: &mut ShardState) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, _: ActorRef<()>, (): (), state: &mut ShardState) -> Result<(), ActorProcessingErr> {
         let cell = state.cell.clone();
         let mut turn = cell.mailbox.turn();
         while let Some(msg) = turn.next() {
-            cell.handle(&myself, msg).await;
+            state.handle(msg)?;
         }
-        Ok(())
-    }
-
-    /// Restarts a failed room over its cell, within the restart budget;
-    /// past it, fails the shard so the root decides.
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<()>,
-        event: SupervisionEvent,
-        state: &mut ShardState,
-    ) -> Result<(), ActorProcessingErr> {
-        let (actor, failure) = match event {
-            SupervisionEvent::ActorFailed(cell, error) => (cell.get_id(), Some(error.to_string())),
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell.get_id(), None),
-            _ => return Ok(()),
-        };
-        // A retired room's actor ends without a slot: nothing to do.
-        let Some(room) = state.cell.room_of(actor) else { return Ok(()) };
-        let metrics = &state.cell.metrics;
-        if let Some(error) = &failure {
-            metrics.actor_failed(ActorKind::Room);
-            tracing::error!(room = %room.name, %error, "room failed");
-        }
-        if !state.budget.allow(Instant::now()) {
-            let limit = &state.cell.supervision;
-            return Err(format!(
-                "room {} failed past the limit of {} restarts within {} ms",
-                room.name, limit.max_restarts, limit.window_ms
-            )
-            .into());
-        }
-        if !state.cell.start_room(&myself, &room).await {
-            return Err(format!("could not restart room {}", room.name).into());
-        }
-        metrics.actor_restarted(ActorKind::Room);
-        tracing::warn!(room = %room.name, members = room.member_count(), "room restarted");
         Ok(())
     }
 }

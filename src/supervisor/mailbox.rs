@@ -2,7 +2,9 @@
 //! outlives the actor.
 //!
 //! Senders push a message and wake the actor with an empty ractor message
-//! (at most one wake is in flight: the `scheduled` flag). The actor takes
+//! (at most one wake is in flight: the `scheduled` flag). A mailbox with no
+//! actor of its own (a room's, run by its shard) leaves the wake to whoever
+//! pushed: [`Mailbox::push`] says when one is due. The actor takes
 //! messages one at a time, so when it panics only the message in hand is
 //! lost; everything behind it waits in the queue for the actor its
 //! supervisor starts next, which drains it as soon as it attaches. Handles
@@ -58,21 +60,37 @@ impl<M> Mailbox<M> {
 
     /// Queues `msg` for the actor, whichever actor that is when it runs.
     pub fn send(&self, msg: M) {
+        self.push(msg);
+    }
+
+    /// Queues `msg` and wakes the actor; true when this call scheduled a
+    /// turn (none was due), which a mailbox without an actor must then
+    /// have run.
+    pub fn push(&self, msg: M) -> bool {
         self.queue.lock().push_back(msg);
         if let Some(backlog) = &self.backlog {
             backlog.inc();
         }
-        self.wake();
+        self.wake()
     }
 
-    fn wake(&self) {
+    /// Schedules a turn unless one is due; true when this call did.
+    fn wake(&self) -> bool {
         if self.scheduled.swap(true, Ordering::AcqRel) {
-            return;
+            return false;
         }
         if let Some(actor) = self.actor.read().as_ref() {
             // A dead actor refuses the wake; its successor drains on attach.
             let _ = actor.cast(());
         }
+        true
+    }
+
+    /// Forgets any turn that was due and schedules one if messages wait:
+    /// for a runner that lost the turn it had in hand. True when one is due.
+    pub fn reschedule(&self) -> bool {
+        self.scheduled.store(false, Ordering::Release);
+        !self.queue.lock().is_empty() && self.wake()
     }
 
     /// Called by a (re)started actor: it drains the mailbox from now on,
@@ -100,12 +118,18 @@ impl<M> Mailbox<M> {
         }
     }
 
+    /// How many messages the queue has room for without allocating.
+    #[cfg(test)]
+    pub fn buffered(&self) -> usize {
+        self.queue.lock().capacity()
+    }
+
     /// One turn of the actor: up to [`BATCH`] messages, each taken out of the
     /// queue before it is handled. Use as
     /// `let mut turn = mailbox.turn(); while let Some(msg) = turn.next() { .. }`.
     pub fn turn(&self) -> Turn<'_, M> {
         self.scheduled.store(false, Ordering::Release);
-        Turn { mailbox: self, left: BATCH }
+        Turn { mailbox: self, left: BATCH, rescheduled: false }
     }
 }
 
@@ -113,6 +137,7 @@ impl<M> Mailbox<M> {
 pub struct Turn<'a, M> {
     mailbox: &'a Mailbox<M>,
     left: usize,
+    rescheduled: bool,
 }
 
 impl<M> Turn<'_, M> {
@@ -121,7 +146,7 @@ impl<M> Turn<'_, M> {
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Option<M> {
         if self.left == 0 {
-            self.mailbox.wake();
+            self.rescheduled |= self.mailbox.wake();
             return None;
         }
         self.left -= 1;
@@ -130,6 +155,21 @@ impl<M> Turn<'_, M> {
             backlog.dec();
         }
         msg
+    }
+
+    /// Frees the queue's buffer if the turn left it empty: for mailboxes
+    /// that are idle far more often than not, like a room's.
+    pub fn release(&self) {
+        let mut queue = self.mailbox.queue.lock();
+        if queue.is_empty() {
+            *queue = VecDeque::new();
+        }
+    }
+
+    /// Whether the turn ended on its batch with messages left and scheduled
+    /// the next turn itself (see [`Mailbox::push`]).
+    pub fn rescheduled(&self) -> bool {
+        self.rescheduled
     }
 }
 
@@ -171,6 +211,7 @@ mod tests {
         let mut turn = mailbox.turn();
         assert_eq!(std::iter::from_fn(|| turn.next()).count(), BATCH);
         assert!(mailbox.scheduled.load(Ordering::Acquire), "another turn is scheduled");
+        assert!(turn.rescheduled());
         let mut turn = mailbox.turn();
         assert_eq!(std::iter::from_fn(|| turn.next()).collect::<Vec<_>>(), (BATCH..BATCH + 10).collect::<Vec<_>>());
     }

@@ -5,7 +5,8 @@
 //! root (Supervisor)                              gives up: the process exits (status 70)
 //! ├── presence registry (PresenceRegistry)        started first: rooms report to it
 //! ├── room registry shards (Shard × N)            one per hash bucket of room names
-//! │   └── rooms (Room), created on first join, retired when empty
+//! │   └── rooms (RoomCell), created on first join, retired when empty;
+//! │       run by their shard's actor, one turn at a time
 //! └── cluster link (Link), with clustering           relays to and from the other nodes
 //! ```
 //!
@@ -344,7 +345,7 @@ mod tests {
 
         // Within the shard's limit: the room restarts, the shard stays.
         let first = tree.rooms.crash_room("r").unwrap();
-        until(|| tree.rooms.room_actor("r").is_some_and(|now| now != first)).await;
+        until(|| tree.rooms.room_life("r").is_some_and(|now| now != first)).await;
         assert_eq!(restarts(&metrics, ActorKind::Room), "1");
         assert_eq!(tree.rooms.shard_actor("r"), Some(shard));
 
@@ -352,7 +353,7 @@ mod tests {
         // starts the room again over the same members.
         let second = tree.rooms.crash_room("r").unwrap();
         until(|| tree.rooms.shard_actor("r").is_some_and(|now| now != shard)).await;
-        until(|| tree.rooms.room_actor("r").is_some_and(|now| now != second)).await;
+        until(|| tree.rooms.room_life("r").is_some_and(|now| now != second)).await;
         assert_eq!(restarts(&metrics, ActorKind::Room), "1");
         assert_eq!(restarts(&metrics, ActorKind::Registry), "1");
         assert!(gave_up.try_recv().is_err(), "the root's own limit is not reached");
