@@ -358,6 +358,27 @@ async fn text_that_is_not_utf8_closes_1007_whole_or_fragmented() {
     assert_eq!(close_code(&mut split, &mut buf).await, Some(1007));
 }
 
+// ---- closing -------------------------------------------------------------
+
+#[tokio::test]
+async fn a_close_is_answered_with_its_code_or_none_and_a_code_no_endpoint_sends_closes_1002() {
+    let server = start(config());
+    // A close without a code is answered without one: 1005 never goes on the wire.
+    let (mut bare, mut buf) = raw_ws(server.addr).await;
+    bare.write_all(&client_frame(8, true, b"")).await.expect("write");
+    assert_eq!(next_frame(&mut bare, &mut buf).await, Some((8, Vec::new())));
+
+    let (mut coded, mut buf) = raw_ws(server.addr).await;
+    coded.write_all(&client_frame(8, true, &[&4000u16.to_be_bytes()[..], b"bye"].concat())).await.expect("write");
+    assert_eq!(close_code(&mut coded, &mut buf).await, Some(4000));
+
+    for code in [999u16, 1004, 1005, 1006, 1015, 2999, 5000] {
+        let (mut bad, mut buf) = raw_ws(server.addr).await;
+        bad.write_all(&client_frame(8, true, &code.to_be_bytes())).await.expect("write");
+        assert_eq!(close_code(&mut bad, &mut buf).await, Some(1002), "a close with code {code}");
+    }
+}
+
 // ---- slow consumers ------------------------------------------------------
 
 #[tokio::test]

@@ -52,6 +52,11 @@ impl Transport for Ws {
     const KIND: TransportKind = TransportKind::WebSocket;
 
     fn close_bytes(code: u16, reason: &str) -> Bytes {
+        // 1005 stands for a close without a code, and never goes on the wire:
+        // a client's close without one is answered without one.
+        if code == close::NO_STATUS {
+            return Bytes::from_static(&[0x88, 0x00]);
+        }
         // A control frame's payload is at most 125 bytes: the code and 123 of reason.
         let mut end = reason.len().min(123);
         while !reason.is_char_boundary(end) {
@@ -188,11 +193,20 @@ fn on_text(conn: &mut WsConnection, payload: &[u8]) {
 fn on_close(conn: &mut WsConnection, payload: &[u8]) {
     match payload {
         [] => conn.closed_by_client(close::NO_STATUS),
-        [hi, lo, reason @ ..] if std::str::from_utf8(reason).is_ok() => {
-            conn.closed_by_client(u16::from_be_bytes([*hi, *lo]))
-        }
+        [hi, lo, reason @ ..] if std::str::from_utf8(reason).is_ok() => match u16::from_be_bytes([*hi, *lo]) {
+            code if sendable(code) => conn.closed_by_client(code),
+            _ => conn.close(close::PROTOCOL_ERROR, "invalid close code"),
+        },
         _ => conn.close(close::PROTOCOL_ERROR, "invalid close frame"),
     }
+}
+
+/// Whether an endpoint may put `code` in a close frame (RFC 6455 7.4): the
+/// codes the RFC and IANA define for use on the wire, and 3000–4999 for
+/// libraries and applications. 1005, 1006 and 1015 only stand for closes
+/// without a frame's code.
+fn sendable(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 fn too_big(conn: &mut WsConnection) {
