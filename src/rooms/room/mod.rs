@@ -1,0 +1,460 @@
+//! A room: one per room with members on this node, an actor run by the
+//! registry shard that owns it.
+//!
+//! A room owns the connections in it and fans out to them. Each publish gets
+//! the next `seq` from a counter the registry shard owns (so numbering
+//! outlives the actor), is serialised once, and the same bytes are queued for
+//! every member with a non-blocking `try_send`. A member whose connection is
+//! gone is removed on the spot, as if it had left.
+//!
+//! The room counts connections per user, so `user_joined` goes out on a
+//! user's first connection and `user_left` on the last, and tells presence
+//! about exactly those two moments.
+//!
+//! A room's members and its queue of messages live in its [`RoomCell`],
+//! which its shard keeps. A room costs no task of its own: a message for it
+//! schedules the room on its shard (one `ShardMsg::Run` in flight at most),
+//! and the shard's actor takes the room's messages one at a time and applies
+//! them in order, so the room has one writer and a bounded turn like any
+//! actor. A panic while applying one loses that message only: the room
+//! starts its next life over the same cell (members, per-user counts and
+//! `seq` untouched) and carries on with the messages that waited.
+//!
+//! This module is the room on its own node; [`cluster`] is its side in a
+//! cluster (its channel, the other nodes' members, numbered publishes).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use ractor::RpcReplyPort;
+use serde_json::value::RawValue;
+
+use super::shard::ShardMsg;
+use super::users::Users;
+use crate::cluster::codec::Body;
+use crate::cluster::directory::Changes;
+use crate::cluster::relay::{Channel, Pending, RelayError};
+use crate::cluster::Cluster;
+use crate::connection::{ConnId, Delivery, Member, Outbox};
+use crate::metrics::{ActorKind, Metrics};
+use crate::presence::Presence;
+use crate::protocol::{now_ms, Encoded, ErrorCode, ServerFrame, ServerKind};
+use crate::transport::TransportKind;
+use crate::supervisor::Mailbox;
+
+mod cluster;
+
+use cluster::{defers, Clustered, Publisher};
+pub use cluster::SyncOutcome;
+
+/// A publish on its way to a room.
+pub struct Publication {
+    pub conn: ConnId,
+    pub user: Arc<str>,
+    pub data: Box<RawValue>,
+    /// Whether the publishing connection receives its own message.
+    pub echo: bool,
+    /// The client frame's `id`; with one, the publisher gets an `ack` with the `seq`.
+    pub id: Option<Box<RawValue>>,
+    /// When the frame reached the server.
+    pub at: Instant,
+}
+
+/// What a join answers: the room to publish to, and the users now in it.
+pub struct JoinReply {
+    pub room: Arc<RoomCell>,
+    pub users: Vec<Arc<str>>,
+}
+
+/// Messages of a room. Joins, leaves and server publishes arrive through the
+/// registry shard.
+pub enum RoomMsg {
+    Join { member: Member, reply: RpcReplyPort<JoinReply> },
+    Leave { conn: ConnId },
+    Publish(Publication),
+    /// A publish from the server API, sent to every member; the reply is its `seq`.
+    ServerPublish {
+        from: Arc<str>,
+        data: Box<RawValue>,
+        reply: RpcReplyPort<u64>,
+        /// When the request reached the server.
+        at: Instant,
+    },
+    Typing {
+        conn: ConnId,
+        user: Arc<str>,
+        typing: bool,
+    },
+    /// Cluster: an envelope on the room's channel, from another node or
+    /// this one's own (a numbered message comes back to its origin too).
+    Relayed {
+        seq: Option<u64>,
+        origin: Arc<str>,
+        body: Body,
+    },
+    /// Cluster: subscribe to the room's channel and read who the other
+    /// nodes have in it; not `initial`, also rewrite this node's entries
+    /// (after an outage).
+    Sync {
+        initial: bool,
+    },
+    /// Cluster: how sync number `generation` went (`None`: it failed).
+    Synced { generation: u64, outcome: Option<SyncOutcome> },
+    /// Cluster: the number a publish of this room was given, or why none.
+    Numbered {
+        token: u64,
+        result: Result<u64, RelayError>,
+    },
+    /// Cluster: these nodes died; their users are no longer in the room.
+    NodesGone(Arc<BTreeSet<Arc<str>>>),
+    /// Panics the actor (fault injection).
+    Crash,
+}
+
+/// A room: its queue and its state, which outlive any one life of it.
+pub struct RoomCell {
+    pub name: Arc<str>,
+    pub mailbox: Mailbox<RoomMsg>,
+    /// The shard that runs the room, and is told when it is left empty.
+    shard: Arc<Mailbox<ShardMsg>>,
+    /// Lives so far: one more after every panic, and after its shard restarts.
+    lives: AtomicU32,
+    /// Dropped by its shard: what still arrives is not handled.
+    retired: AtomicBool,
+    state: Mutex<RoomState>,
+}
+
+/// A room's members and bookkeeping.
+pub struct RoomState {
+    name: Arc<str>,
+    seq: Arc<AtomicU64>,
+    presence: Presence,
+    metrics: Arc<Metrics>,
+    members: HashMap<ConnId, (Arc<str>, Outbox)>,
+    /// Connections per user in this room, kept sorted: a join in a big room
+    /// lists them without sorting.
+    users: Users,
+    /// Joins and server publishes handled so far; the shard compares it with
+    /// what it forwarded before it lets an empty room stop, so nothing the
+    /// shard sent is ever lost to a stop.
+    seen: u64,
+    /// With clustering; `None` on a single node.
+    cluster: Option<Box<Clustered>>,
+}
+
+impl RoomCell {
+    pub fn new(
+        name: Arc<str>,
+        seq: Arc<AtomicU64>,
+        shard: Arc<Mailbox<ShardMsg>>,
+        presence: Presence,
+        metrics: Arc<Metrics>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
+        let cluster = cluster.map(|cluster| Box::new(Clustered::new(cluster)));
+        let state = RoomState {
+            name: name.clone(),
+            seq,
+            presence,
+            metrics,
+            members: HashMap::new(),
+            users: Users::default(),
+            seen: 0,
+            cluster,
+        };
+        let mailbox = Mailbox::counted(state.metrics.mailbox_backlog(ActorKind::Room).clone());
+        let lives = AtomicU32::new(1);
+        Self { name, mailbox, shard, lives, retired: AtomicBool::new(false), state: Mutex::new(state) }
+    }
+
+    /// Queues `msg` for the room, and schedules the room on its shard
+    /// unless it is already.
+    pub fn send(self: &Arc<Self>, msg: RoomMsg) {
+        if self.mailbox.push(msg) {
+            self.schedule();
+        }
+    }
+
+    fn schedule(self: &Arc<Self>) {
+        self.shard.send(ShardMsg::Run(self.clone()));
+    }
+
+    /// One turn of the room, on its shard's actor: up to a batch of
+    /// messages, each applied alone. A message the room panics on is lost
+    /// and `failed` hears why; the room then starts its next life and goes
+    /// on, unless `failed` says to stop (the shard is past its restart
+    /// limit), which ends the turn with that answer.
+    pub fn run<E>(self: &Arc<Self>, mut failed: impl FnMut(&Arc<Self>, String) -> Result<(), E>) -> Result<(), E> {
+        let mut turn = self.mailbox.turn();
+        while let Some(msg) = turn.next() {
+            if self.retired.load(Ordering::Acquire) {
+                continue;
+            }
+            let applied = catch_unwind(AssertUnwindSafe(|| {
+                if let RoomMsg::Crash = msg {
+                    panic!("fault injection: room {}", self.name);
+                }
+                self.apply(msg);
+            }));
+            if let Err(panic) = applied {
+                failed(self, panic_message(&*panic))?;
+                self.lives.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        if turn.rescheduled() {
+            self.schedule();
+        } else {
+            // An idle room keeps no queue: a message is 136 bytes, and a
+            // queue that held one keeps room for four.
+            turn.release();
+        }
+        Ok(())
+    }
+
+    /// A new life after its shard restarted, with a turn scheduled if
+    /// messages wait (the shard may have lost the one it had in hand).
+    pub fn revive(self: &Arc<Self>) {
+        self.lives.fetch_add(1, Ordering::AcqRel);
+        if self.mailbox.reschedule() {
+            self.schedule();
+        }
+    }
+
+    /// Marks the room dropped by its shard.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Which life the room is in: it changes when the room restarts.
+    pub fn life(&self) -> u32 {
+        self.lives.load(Ordering::Acquire)
+    }
+
+    /// Applies one message to the room's state; `Crash` is [`Self::run`]'s to act on.
+    fn apply(self: &Arc<Self>, msg: RoomMsg) {
+        let mut state = self.state.lock();
+        // Counted before anything else, so a message the room fails on still
+        // counts as seen and the shard's retire check stays in step.
+        if matches!(msg, RoomMsg::Join { .. } | RoomMsg::ServerPublish { .. }) {
+            state.seen += 1;
+        }
+        match state.cluster.as_mut() {
+            Some(clustered) if clustered.syncing && defers(&msg) => clustered.deferred.push_back(msg),
+            _ => self.handle(&mut state, msg),
+        }
+        if state.members.is_empty() && state.cluster.as_ref().is_none_or(|c| c.is_settled()) {
+            let empty = ShardMsg::Empty { room: self.clone(), seen: state.seen };
+            self.shard.send(empty);
+        }
+    }
+
+    fn handle(self: &Arc<Self>, state: &mut RoomState, msg: RoomMsg) {
+        match msg {
+            RoomMsg::Join { member, reply } => {
+                // Only a transport that writes `joined` needs the user list.
+                let users_wanted = member.outbox.carries(ServerKind::Joined);
+                let written = state.join(member);
+                let users = if users_wanted { state.users() } else { Vec::new() };
+                let answer = JoinReply { room: self.clone(), users };
+                match (written, &state.cluster) {
+                    // Answered once the other nodes can see the new user.
+                    (Some(written), Some(clustered)) => clustered.cluster.spawn(async move {
+                        let _ = written.await;
+                        let _ = reply.send(answer);
+                    }),
+                    _ => {
+                        let _ = reply.send(answer);
+                    }
+                }
+            }
+            RoomMsg::Leave { conn } => state.remove(conn),
+            RoomMsg::Publish(publication) => match state.relaying() {
+                Some(_) => {
+                    let Publication { conn, user, data, echo, id, at } = publication;
+                    state.relay_publish(self, user, data, Publisher::Member { conn, id, echo }, at);
+                }
+                None => state.publish(publication),
+            },
+            RoomMsg::ServerPublish { from, data, reply, at } => match state.relaying() {
+                Some(_) => state.relay_publish(self, from, data, Publisher::Server { reply }, at),
+                None => {
+                    let _ = reply.send(state.server_publish(&from, &data, at));
+                }
+            },
+            RoomMsg::Typing { conn, user, typing } => {
+                let frame = ServerFrame::Typing { room: &state.name, user: &user, typing }.encode();
+                state.fan_out(&frame, Some(conn));
+                if let Some(clustered) = &state.cluster {
+                    let body = Body::Typing { room: state.name.to_string(), user: user.to_string(), typing };
+                    clustered.cluster.publish(&Channel::Room(state.name.clone()), body);
+                }
+            }
+            RoomMsg::Relayed { seq, origin, body } => state.relayed(seq, origin, body),
+            RoomMsg::Sync { initial } => state.sync(self, initial),
+            RoomMsg::Synced { generation, outcome } => {
+                if state.synced(generation, outcome) {
+                    while let Some(msg) = state.cluster.as_mut().and_then(|c| c.deferred.pop_front()) {
+                        self.handle(state, msg);
+                    }
+                }
+            }
+            RoomMsg::Numbered { token, result } => state.numbered(token, result),
+            RoomMsg::NodesGone(nodes) => state.nodes_gone(&nodes),
+            RoomMsg::Crash => {}
+        }
+    }
+
+    /// The users with a connection in the room on this node.
+    pub fn local_users(&self) -> Vec<Arc<str>> {
+        self.state.lock().users.iter().cloned().collect()
+    }
+
+    /// Members now in the room.
+    pub fn member_count(&self) -> usize {
+        self.state.lock().members.len()
+    }
+}
+
+impl RoomState {
+    /// The users in the room (on every node, with clustering), sorted.
+    fn users(&self) -> Vec<Arc<str>> {
+        match &self.cluster {
+            None => self.users.iter().cloned().collect(),
+            Some(clustered) => {
+                let all: BTreeSet<&Arc<str>> = self.users.iter().chain(clustered.remote.keys()).collect();
+                all.into_iter().cloned().collect()
+            }
+        }
+    }
+
+    /// Whether `user` is in the room, here or on another node.
+    fn present(&self, user: &str) -> bool {
+        self.users.contains(user) || self.cluster.as_ref().is_some_and(|c| c.remote.contains_key(user))
+    }
+
+    /// Tells the members that `user` arrived or left, if that changed.
+    fn announce(&mut self, user: &str, was: bool, now: bool) {
+        let frame = match (was, now) {
+            (false, true) => ServerFrame::UserJoined { room: &self.name, user }.encode(),
+            (true, false) => ServerFrame::UserLeft { room: &self.name, user }.encode(),
+            _ => return,
+        };
+        self.fan_out(&frame, None);
+    }
+    /// Queues `frame` for every member but `except`. Members that cannot take
+    /// it (slow consumers, closed connections) leave the room.
+    fn fan_out(&mut self, frame: &Encoded, except: Option<ConnId>) {
+        let mut gone = Vec::new();
+        // Counted once per publish rather than once per member: the fan-out
+        // loop is one write per member and nothing else.
+        let mut written = [0u64; TransportKind::ALL.len()];
+        let mut queued = 0;
+        for (conn, (_, outbox)) in &self.members {
+            if Some(*conn) == except {
+                continue;
+            }
+            match outbox.deliver_uncounted(frame, &self.metrics) {
+                Delivery::Queued => {
+                    queued += 1;
+                    if outbox.carries(frame.kind) {
+                        written[outbox.transport() as usize] += 1;
+                    }
+                }
+                _ => gone.push(*conn),
+            }
+        }
+        for (transport, frames) in TransportKind::ALL.into_iter().zip(written) {
+            if frames > 0 {
+                self.metrics.frames_out(frame.kind, frames);
+                self.metrics.bytes_out(transport, frames as usize * frame.text().len());
+            }
+        }
+        if frame.kind == ServerKind::Message {
+            self.metrics.delivered.inc_by(queued);
+        }
+        for conn in gone {
+            self.remove(conn);
+        }
+    }
+
+    /// Adds a member. With clustering, returns the directory write of a
+    /// user new to the room on this node.
+    fn join(&mut self, member: Member) -> Option<Pending<()>> {
+        if self.members.contains_key(&member.conn) {
+            return None;
+        }
+        self.members.insert(member.conn, (member.user.clone(), member.outbox));
+        self.metrics.memberships.inc();
+        let elsewhere = self.present(&member.user);
+        if !self.users.add(&member.user) {
+            return None;
+        }
+        self.presence.room_joined(self.name.clone(), member.user.clone());
+        let written = self.cluster.as_ref().map(|c| c.cluster.room_joined(&self.name, &member.user));
+        if !elsewhere {
+            let frame = ServerFrame::UserJoined { room: &self.name, user: &member.user }.encode();
+            self.fan_out(&frame, Some(member.conn));
+        }
+        written
+    }
+
+    fn remove(&mut self, conn: ConnId) {
+        let Some((user, _)) = self.members.remove(&conn) else { return };
+        crate::memory::shrink_sparse(&mut self.members);
+        self.metrics.memberships.dec();
+        if self.users.remove(&user) {
+            self.presence.room_left(self.name.clone(), user.clone());
+            if let Some(clustered) = &self.cluster {
+                clustered.cluster.room_left(&self.name, &user);
+            }
+            let now = self.present(&user);
+            self.announce(&user, true, now);
+        }
+    }
+
+    /// Takes the next `seq` and encodes the `message` frame that carries it.
+    fn message(&self, from: &str, data: &RawValue) -> (u64, Encoded) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        (seq, ServerFrame::Message { room: &self.name, from, data, seq, ts: now_ms() }.encode())
+    }
+
+    fn publish(&mut self, publication: Publication) {
+        let (seq, frame) = self.message(&publication.user, &publication.data);
+        if let (Some(id), Some((_, outbox))) = (&publication.id, self.members.get(&publication.conn)) {
+            outbox.deliver(&ServerFrame::Ack { seq: Some(seq), id: Some(id) }.encode(), &self.metrics);
+        }
+        let except = (!publication.echo).then_some(publication.conn);
+        self.fan_out(&frame, except);
+        self.enqueued(publication.at);
+    }
+
+    /// Records the latency of a publish that reached the server at `at` and
+    /// has now been queued to every member here.
+    fn enqueued(&self, at: Instant) {
+        self.metrics.publish_latency.observe(at.elapsed().as_secs_f64());
+    }
+
+    fn server_publish(&mut self, from: &str, data: &RawValue, at: Instant) -> u64 {
+        let (seq, frame) = self.message(from, data);
+        self.fan_out(&frame, None);
+        self.enqueued(at);
+        seq
+    }
+
+}
+
+/// What a panic said, for the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

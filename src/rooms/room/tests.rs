@@ -1,0 +1,266 @@
+//! Rooms on one node and in a pair of clustered nodes, over collecting outboxes.
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use super::*;
+use crate::connection::testing::{collector, collector_with};
+use crate::metrics::Fault;
+use crate::rooms::RoomRegistry;
+use crate::supervisor;
+
+struct Fixture {
+    rooms: RoomRegistry,
+    metrics: Arc<Metrics>,
+}
+
+async fn fixture() -> Fixture {
+    let metrics = Arc::new(Metrics::new());
+    let tree = supervisor::start(4, metrics.clone(), &Default::default(), Arc::new(|_| {}), None).await.unwrap();
+    Fixture { rooms: tree.rooms, metrics }
+}
+
+fn member(conn: u64, user: &str, capacity: usize) -> (Member, Arc<Mutex<Vec<String>>>) {
+    let (outbox, frames) = collector(capacity);
+    (Member { conn: ConnId(conn), user: user.into(), outbox }, frames)
+}
+
+/// Lets queued deliveries reach the collectors.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+fn taken(frames: &Mutex<Vec<String>>) -> Vec<Value> {
+    frames.lock().drain(..).map(|f| serde_json::from_str(&f).unwrap()).collect()
+}
+
+fn names(users: &[Arc<str>]) -> Vec<&str> {
+    users.iter().map(|u| &**u).collect()
+}
+
+fn data(json: &str) -> &RawValue {
+    serde_json::from_str(json).unwrap()
+}
+
+/// Two nodes in one process, joined by the in-memory relay and directory.
+async fn clustered_pair() -> (Fixture, Fixture) {
+    use crate::cluster::directory::MemoryDirectory;
+    use crate::cluster::relay::{MemoryHub, MemoryRelay};
+    use crate::cluster::Cluster;
+    use crate::connection::registry::Registry;
+    use crate::supervisor::Clustering;
+    let hub = Arc::new(MemoryHub::default());
+    let directory = Arc::new(MemoryDirectory::default());
+    let mut nodes = Vec::new();
+    for id in ["a", "b"] {
+        let metrics = Arc::new(Metrics::new());
+        let relay = Arc::new(MemoryRelay::new(hub.clone()));
+        let cluster = Cluster::new(id.into(), relay, directory.clone(), metrics.clone(), Duration::from_secs(60));
+        let clustering = Clustering { cluster, connections: Arc::new(Registry::default()) };
+        let tree = supervisor::start(2, metrics.clone(), &Default::default(), Arc::new(|_| {}), Some(clustering))
+            .await
+            .unwrap();
+        nodes.push(Fixture { rooms: tree.rooms, metrics });
+    }
+    let b = nodes.pop().unwrap();
+    (nodes.pop().unwrap(), b)
+}
+
+#[actix_web::test]
+async fn clustered_rooms_share_seq_and_users_and_drop_dead_nodes() {
+    let (a, b) = clustered_pair().await;
+    let (alice, alice_frames) = member(1, "alice", 64);
+    let (bob, bob_frames) = member(1, "bob", 64);
+    let (alice_tab, _) = member(2, "alice", 64);
+    let (room_a, users) = a.rooms.join("r".into(), alice).await.unwrap();
+    assert_eq!(names(&users), ["alice"]);
+    let (room_b, users) = b.rooms.join("r".into(), bob).await.unwrap();
+    assert_eq!(names(&users), ["alice", "bob"], "the join lists the other node's users");
+    // A second tab of alice, on b: still one alice, no user_joined for her.
+    let (_, users) = b.rooms.join("r".into(), alice_tab).await.unwrap();
+    assert_eq!(names(&users), ["alice", "bob"]);
+    settle().await;
+    let joined: Vec<_> = taken(&alice_frames).into_iter().filter(|f| f["type"] == "user_joined").collect();
+    assert_eq!(joined.len(), 1);
+    assert_eq!(joined[0]["user"], "bob");
+    assert!(taken(&bob_frames).iter().all(|f| f["type"] != "user_joined"), "bob joined after alice");
+
+    room_a.publish(ConnId(1), "alice".into(), data("1"), true, Some(data("\"x\"")));
+    room_b.publish(ConnId(1), "bob".into(), data("2"), true, None);
+    room_a.publish(ConnId(1), "alice".into(), data("3"), true, None);
+    settle().await;
+    let seqs = |frames: &[Value]| -> Vec<(u64, Value)> {
+        frames.iter().filter(|f| f["type"] == "message").map(|f| (f["seq"].as_u64().unwrap(), f["data"].clone())).collect()
+    };
+    let at_a = taken(&alice_frames);
+    assert_eq!(at_a[0]["type"], "ack", "the ack comes first: {at_a:?}");
+    assert_eq!(seqs(&at_a), seqs(&taken(&bob_frames)), "one numbering on both nodes");
+    assert_eq!(seqs(&at_a).iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3]);
+
+    // Node b dies: a drops its users; alice is still in the room on a.
+    a.rooms.nodes_gone(Arc::new(std::iter::once(Arc::from("b")).collect()));
+    settle().await;
+    let left = taken(&alice_frames);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!((&left[0]["type"], &left[0]["user"]), (&"user_left".into(), &"bob".into()));
+}
+
+#[actix_web::test]
+async fn fans_out_with_increasing_seq_and_acks_the_publisher() {
+    let f = fixture().await;
+    let (alice, alice_frames) = member(1, "alice", 16);
+    let (bob, bob_frames) = member(2, "bob", 16);
+    let (room, users) = f.rooms.join("r".into(), alice).await.unwrap();
+    assert_eq!(names(&users), ["alice"]);
+    let (_, users) = f.rooms.join("r".into(), bob).await.unwrap();
+    assert_eq!(names(&users), ["alice", "bob"]);
+    let id = data("\"p1\"");
+    room.publish(ConnId(1), "alice".into(), data(r#"{"n":1}"#), true, Some(id));
+    room.publish(ConnId(1), "alice".into(), data("null"), false, None);
+    settle().await;
+    let alice = taken(&alice_frames);
+    assert_eq!(alice[0]["type"], "user_joined");
+    assert_eq!((&alice[1]["type"], &alice[1]["seq"], &alice[1]["id"]), (&"ack".into(), &1.into(), &"p1".into()));
+    assert_eq!((&alice[2]["type"], &alice[2]["seq"]), (&"message".into(), &1.into()));
+    assert_eq!(alice.len(), 3, "echo:false keeps the second message from its publisher");
+    let bob = taken(&bob_frames);
+    let seqs: Vec<_> = bob.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2]);
+    assert_eq!(bob[0]["data"], serde_json::json!({"n": 1}));
+    assert_eq!(bob[1]["from"], "alice");
+}
+
+#[actix_web::test]
+async fn an_idle_room_keeps_no_queue_and_stays_small() {
+    let f = fixture().await;
+    let (alice, _) = member(1, "alice", 16);
+    let (handle, _) = f.rooms.join("r".into(), alice).await.unwrap();
+    handle.publish(ConnId(1), "alice".into(), data("1"), true, None);
+    settle().await;
+    assert_eq!(handle.room.mailbox.buffered(), 0, "the queue's buffer went with its last message");
+    let (cell, state, msg) =
+        (std::mem::size_of::<RoomCell>(), std::mem::size_of::<RoomState>(), std::mem::size_of::<RoomMsg>());
+    println!("RoomCell: {cell} bytes, RoomState: {state} bytes, RoomMsg: {msg} bytes");
+    assert!(cell <= 240, "RoomCell grew to {cell} bytes");
+    assert!(msg <= 136, "RoomMsg grew to {msg} bytes");
+}
+
+#[actix_web::test]
+async fn counts_users_not_connections() {
+    let f = fixture().await;
+    let (watcher, watcher_frames) = member(1, "watcher", 16);
+    f.rooms.join("r".into(), watcher).await.unwrap();
+    for conn in 2..5 {
+        let (tab, _) = member(conn, "alice", 16);
+        let (_, users) = f.rooms.join("r".into(), tab).await.unwrap();
+        assert_eq!(names(&users), ["alice", "watcher"]);
+    }
+    f.rooms.leave("r".into(), ConnId(2));
+    f.rooms.leave("r".into(), ConnId(3));
+    settle().await;
+    let kinds: Vec<_> = taken(&watcher_frames).iter().map(|m| m["type"].clone()).collect();
+    assert_eq!(kinds, ["user_joined"]);
+    f.rooms.leave("r".into(), ConnId(4));
+    settle().await;
+    let left = taken(&watcher_frames);
+    assert_eq!((&left[0]["type"], &left[0]["user"]), (&"user_left".into(), &"alice".into()));
+}
+
+#[actix_web::test]
+async fn empty_rooms_retire_but_seq_lives_on() {
+    let f = fixture().await;
+    let (alice, _) = member(1, "alice", 16);
+    let (room, _) = f.rooms.join("r".into(), alice).await.unwrap();
+    room.publish(ConnId(1), "alice".into(), data("1"), true, None);
+    room.publish(ConnId(1), "alice".into(), data("2"), true, None);
+    f.rooms.leave("r".into(), ConnId(1));
+    settle().await;
+    assert_eq!(f.metrics.rooms.get(), 0, "the empty room stopped");
+    assert_eq!(f.rooms.last_seq("r".into()).await.unwrap(), 2);
+    let (bob, bob_frames) = member(2, "bob", 16);
+    let (room, _) = f.rooms.join("r".into(), bob).await.unwrap();
+    assert_eq!(f.metrics.rooms.get(), 1);
+    room.publish(ConnId(2), "bob".into(), data("3"), true, None);
+    settle().await;
+    assert_eq!(taken(&bob_frames)[0]["seq"], 3);
+}
+
+#[actix_web::test]
+async fn a_join_racing_the_last_leave_is_not_lost() {
+    let f = fixture().await;
+    for round in 0..50u64 {
+        let (a, _) = member(round * 2, "a", 16);
+        let (b, _) = member(round * 2 + 1, "b", 16);
+        f.rooms.join("race".into(), a).await.unwrap();
+        f.rooms.leave("race".into(), ConnId(round * 2));
+        let (room, users) = f.rooms.join("race".into(), b).await.unwrap();
+        assert_eq!(names(&users), ["b"], "round {round}");
+        room.publish(ConnId(round * 2 + 1), "b".into(), data("0"), true, None);
+        f.rooms.leave("race".into(), ConnId(round * 2 + 1));
+    }
+    settle().await;
+    assert_eq!(f.rooms.last_seq("race".into()).await.unwrap(), 50, "every publish found a live room");
+}
+
+#[actix_web::test]
+async fn server_publishes_number_on_whether_or_not_the_room_is_alive() {
+    let f = fixture().await;
+    let publish = || f.rooms.publish_from_server("r".into(), "server".into(), data("0").to_owned());
+    assert_eq!(publish().await.unwrap(), 1, "a room nobody is in still counts");
+    for round in 0..20u64 {
+        let (a, frames) = member(round, "a", 16);
+        f.rooms.join("r".into(), a).await.unwrap();
+        let seq = publish().await.unwrap();
+        assert_eq!(seq, round * 2 + 2);
+        f.rooms.leave("r".into(), ConnId(round));
+        // Racing the room's retirement, the publish is neither lost nor numbered twice.
+        assert_eq!(publish().await.unwrap(), round * 2 + 3, "round {round}");
+        settle().await;
+        let got = taken(&frames);
+        assert_eq!((&got[0]["seq"], &got[0]["from"]), (&seq.into(), &"server".into()), "round {round}");
+    }
+}
+
+#[actix_web::test]
+async fn a_slow_consumer_leaves_and_everyone_else_gets_everything() {
+    let f = fixture().await;
+    let (slow, slow_frames) = member(1, "slow", 1);
+    let (fast, fast_frames) = member(2, "fast", 1000);
+    let (room, _) = f.rooms.join("r".into(), slow).await.unwrap();
+    f.rooms.join("r".into(), fast).await.unwrap();
+    for _ in 0..200 {
+        room.publish(ConnId(2), "fast".into(), data("0"), true, None);
+    }
+    settle().await;
+    let fast = taken(&fast_frames);
+    assert_eq!(fast.iter().filter(|m| m["type"] == "message").count(), 200);
+    let left: Vec<_> = fast.iter().filter(|m| m["type"] == "user_left").collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["user"], "slow");
+    assert_eq!(f.metrics.connections_dropped(Fault::SlowConsumer), 1);
+    let slow = slow_frames.lock().clone();
+    assert_eq!(slow.last().map(String::as_str), Some("close 4008"), "{slow:?}");
+    assert!(slow.len() < 10, "nothing more was queued for it: {slow:?}");
+}
+
+#[actix_web::test]
+async fn members_get_only_the_frame_kinds_their_transport_carries() {
+    let f = fixture().await;
+    let (outbox, listener_frames) = collector_with(4, |kind| kind == ServerKind::Message);
+    let listener = Member { conn: ConnId(1), user: "listener".into(), outbox };
+    let (talker, _) = member(2, "talker", 1000);
+    let (room, _) = f.rooms.join("r".into(), listener).await.unwrap();
+    f.rooms.join("r".into(), talker).await.unwrap();
+    // Ten times its queue in frames it does not carry: none is queued.
+    for _ in 0..40 {
+        room.typing(ConnId(2), "talker".into(), true);
+    }
+    room.publish(ConnId(2), "talker".into(), data("1"), true, None);
+    settle().await;
+    let got = taken(&listener_frames);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0]["type"].as_str(), got[0]["seq"].as_u64()), (Some("message"), Some(1)));
+    assert_eq!(f.metrics.connections_dropped(Fault::SlowConsumer), 0);
+}
