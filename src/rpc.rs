@@ -1,10 +1,7 @@
-//! Request/reply to ractor actors with a deadline, so a stuck actor turns into
-//! an `INTERNAL` error for one client instead of a connection that hangs.
+//! Request/reply to supervised actors with a deadline, so a stuck actor turns
+//! into an `INTERNAL` error for one client instead of a connection that hangs.
 
 use std::time::Duration;
-
-use ractor::rpc::CallResult;
-use ractor::{ActorRef, Message, RpcReplyPort};
 
 /// How long a connection waits for a room or presence reply.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -16,19 +13,6 @@ pub enum CallError {
     Unavailable,
     #[error("the actor did not answer in time")]
     Timeout,
-}
-
-/// Sends the message built by `build` and waits for its reply.
-pub async fn call<M, T>(actor: &ActorRef<M>, build: impl FnOnce(RpcReplyPort<T>) -> M) -> Result<T, CallError>
-where
-    M: Message,
-    T: Send + 'static,
-{
-    match actor.call(build, Some(CALL_TIMEOUT)).await {
-        Ok(CallResult::Success(reply)) => Ok(reply),
-        Ok(CallResult::Timeout) => Err(CallError::Timeout),
-        Ok(CallResult::SenderError) | Err(_) => Err(CallError::Unavailable),
-    }
 }
 
 /// Waits for the answer to a question queued in a supervised actor's
