@@ -48,8 +48,8 @@ pub enum ServerError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Tree(#[from] StartError),
-    #[error("could not listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    #[error("could not listen on {addr}: {error}")]
+    Bind { addr: String, error: std::io::Error },
     #[error("could not start the HTTP workers: {0}")]
     Workers(std::io::Error),
     #[error("cluster: {0}")]
@@ -136,7 +136,7 @@ impl Server {
         ))?;
         let addr = format!("{}:{}", config.server.host, config.server.port);
         let user_timeout = Duration::from_millis(config.heartbeat.timeout_ms);
-        let listener = bind(&addr, user_timeout).map_err(|source| ServerError::Bind { addr, source })?;
+        let listener = bind(&addr, user_timeout).map_err(|error| ServerError::Bind { addr, error })?;
         let parts = Parts { id, rooms: tree.rooms, presence: tree.presence, metrics, connections, cluster, link: tree.link };
         let node = Arc::new(Node::new(config, parts));
         Ok(Self { listener, node, actors, shutdown: ShutdownHandle::default(), fatal, signals: false })
@@ -290,5 +290,19 @@ fn log_capacity(node: &Node) {
     );
     if configured as u64 > capacity {
         tracing::warn!("limits.max_connections ({configured}) exceeds what the file limit allows ({capacity})");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_error_printed_with_its_chain_names_its_cause_once() {
+        let error = ServerError::Bind { addr: "127.0.0.1:8080".into(), error: std::io::Error::from_raw_os_error(libc::EADDRINUSE) };
+        let cause = std::io::Error::from_raw_os_error(libc::EADDRINUSE).to_string();
+        // How the binary prints it: the message, then each source.
+        let printed = format!("{:#}", anyhow::Error::new(error).context("starting"));
+        assert_eq!(printed, format!("starting: could not listen on 127.0.0.1:8080: {cause}"));
     }
 }

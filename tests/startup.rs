@@ -1,0 +1,87 @@
+//! What a new user meets first, against the real `herald` binary: a port
+//! already in use.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a child process may take to exit or to start listening.
+const PROCESS_WAIT: Duration = Duration::from_secs(10);
+
+/// A `herald` command with no `HERALD_*`, `RUST_LOG` or `NO_COLOR` inherited
+/// from the test's environment, on a free port.
+fn herald() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HERALD_") {
+            command.env_remove(key);
+        }
+    }
+    command.env_remove("RUST_LOG").env_remove("NO_COLOR").env("HERALD_SERVER__PORT", free_port().to_string());
+    command
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
+}
+
+/// A child process killed when the test ends, passing or not.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads `pipe` to its end on a thread, so a chatty child never blocks on a full pipe.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
+/// Runs `command` to completion, or kills it after [`PROCESS_WAIT`] and panics:
+/// a start-up that should fail must not leave a server running.
+fn run_to_exit(mut command: Command) -> Output {
+    let child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn herald");
+    let mut child = Running(child);
+    let stdout = drain(child.0.stdout.take());
+    let stderr = drain(child.0.stderr.take());
+    let deadline = Instant::now() + PROCESS_WAIT;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("poll child") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "herald did not exit within {PROCESS_WAIT:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: stdout.join().expect("stdout"), stderr: stderr.join().expect("stderr") }
+}
+
+/// Asserts that herald refused to start with status 2, and returns its stderr.
+fn assert_refused(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "herald should have refused to start; stderr: {stderr}");
+    stderr
+}
+
+// ---- a port already in use -----------------------------------------------
+
+#[test]
+fn a_taken_port_is_reported_once_with_its_cause_once() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().unwrap().port();
+    let mut command = herald();
+    command.env("HERALD_SERVER__PORT", port.to_string());
+    let stderr = assert_refused(&run_to_exit(command));
+    let cause = std::io::Error::from_raw_os_error(libc::EADDRINUSE).to_string();
+    assert_eq!(stderr, format!("herald: could not listen on 127.0.0.1:{port}: {cause}\n"));
+}
