@@ -75,6 +75,25 @@ fn assert_refused(output: &Output) -> String {
 
 // ---- a port already in use -----------------------------------------------
 
+/// The listening socket is bound before anything else starts: a clustered
+/// node whose Redis is unreachable would log that (and start its actors)
+/// before finding its port taken.
+#[test]
+fn a_taken_port_stops_start_up_before_anything_else_starts() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().unwrap().port();
+    let mut command = herald();
+    command
+        .env("HERALD_SERVER__PORT", port.to_string())
+        .env("HERALD_CLUSTER__ENABLED", "true")
+        .env("HERALD_CLUSTER__REDIS_URL", format!("redis://127.0.0.1:{}", free_port()))
+        .env("HERALD_LOG__LEVEL", "trace");
+    let stderr = assert_refused(&run_to_exit(command));
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "nothing but the error: {stderr}");
+    assert!(lines[0].starts_with(&format!("herald: could not listen on 127.0.0.1:{port}: ")), "{stderr}");
+}
+
 #[test]
 fn a_taken_port_is_reported_once_with_its_cause_once() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
