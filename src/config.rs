@@ -206,9 +206,11 @@ pub struct LogConfig {
     /// `"text"`: one human-readable line per event; `"json"`: one JSON
     /// object per line, for log pipelines. Default `"text"`.
     pub format: LogFormat,
-    /// The least severe level written (`error`, `warn`, `info`, `debug`,
-    /// `trace`), or a filter such as `"info,herald::cluster=debug"`. The
-    /// `RUST_LOG` environment variable, when set, takes its place. Default `"info"`.
+    /// The least severe level written (`off`, `error`, `warn`, `info`,
+    /// `debug`, `trace`), or a filter of a level and `target=level` directives
+    /// such as `"info,herald::cluster=debug"`; anything else stops start-up
+    /// (see [`check_log_level`]). The `RUST_LOG` environment variable, when
+    /// set, takes its place. Default `"info"`.
     pub level: String,
 }
 
@@ -262,6 +264,33 @@ fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Er
         Scalar::Float(n) => n.to_string(),
         Scalar::Bool(b) => b.to_string(),
     })
+}
+
+/// Checks `log.level` the way the log filter reads it: each comma-separated
+/// directive must be a level or `target=level`. The filter itself reads a
+/// word without `=` that names no level as a target to log at every level,
+/// so `"loud"` would log nothing at all and `"herald"` every event of
+/// Herald; here a target needs its `=level`.
+pub fn check_log_level(level: &str) -> Result<(), String> {
+    use tracing_subscriber::filter::LevelFilter;
+    const ACCEPTED: &str =
+        "use off, error, warn, info, debug or trace, or a filter of target=level directives such as \"info,herald::cluster=debug\"";
+    if level.trim().is_empty() {
+        return Err(format!("it is empty: {ACCEPTED}"));
+    }
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains(['=', '[']) && directive.parse::<LevelFilter>().is_err() {
+            let what = match directive == level.trim() {
+                true => format!("{directive:?} is not a level"),
+                false => format!("{directive:?} in {level:?} is not a level"),
+            };
+            return Err(format!("{what}: {ACCEPTED} (to log every level of a target, write \"{directive}=trace\")"));
+        }
+    }
+    match tracing_subscriber::EnvFilter::builder().parse(level) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(format!("{level:?} is not a log filter ({error}): {ACCEPTED}")),
+    }
 }
 
 /// One line per problem, each naming the key (`server.port`) and where its
@@ -379,9 +408,7 @@ impl Config {
         if self.cluster.node_ttl_ms < 1000 {
             return Err(invalid("cluster.node_ttl_ms", "must be at least 1000"));
         }
-        if let Err(error) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
-            return Err(invalid("log.level", format!("{error}: use error, warn, info, debug, trace or a filter like \"info,herald=debug\"")));
-        }
+        check_log_level(&self.log.level).map_err(|reason| invalid("log.level", reason))?;
         Ok(())
     }
 }
@@ -435,6 +462,32 @@ mod tests {
             jail.set_env("HERALD_SERVER__PROT", "1");
             let err = Config::load(Path::new("absent.toml"), false).unwrap_err().to_string();
             assert!(err.contains("server.prot"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_log_level_is_a_level_or_a_filter_of_target_level_directives() {
+        for good in ["info", "INFO", "warn", "off", "trace", "info,herald::cluster=debug", "herald=debug", "warn,herald=info,"] {
+            Config::from_toml(&format!("[log]\nlevel = {good:?}\n")).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in ["loud", "info,loud", "herald", "", " ", "info,herald=loudly", "info;debug"] {
+            let err = Config::from_toml(&format!("[log]\nlevel = {bad:?}\n")).unwrap_err().to_string();
+            assert!(err.contains("log.level"), "{bad}: {err}");
+            assert!(err.contains("error, warn, info, debug or trace"), "{bad}: {err}");
+        }
+        let err = Config::from_toml("[log]\nlevel = \"loud\"\n").unwrap_err().to_string();
+        assert!(err.contains("\"loud\" is not a level"), "{err}");
+        assert!(err.contains("loud=trace"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+    fn a_bad_log_level_from_the_environment_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_LOG__LEVEL", "loud");
+            let err = Config::load(Path::new("absent.toml"), false).unwrap_err().to_string();
+            assert!(err.contains("log.level") && err.contains("loud"), "{err}");
             Ok(())
         });
     }

@@ -1,9 +1,11 @@
-//! What a new user meets first, against the real `herald` binary: a port
-//! already in use.
+//! What a new user meets first, against the real `herald` binary: a bad
+//! `log.level` and a port already in use.
 
 use std::io::Read;
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a child process may take to exit or to start listening.
@@ -25,6 +27,29 @@ fn herald() -> Command {
 /// A port that was free a moment ago.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
+}
+
+/// A config file with `contents`, unique to this test process and call; removed on drop.
+struct TempConfig(PathBuf);
+
+impl TempConfig {
+    fn new(contents: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("herald-startup-test-{}-{}.toml", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, contents).expect("write temp config");
+        Self(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// A child process killed when the test ends, passing or not.
@@ -71,6 +96,29 @@ fn assert_refused(output: &Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(2), "herald should have refused to start; stderr: {stderr}");
     stderr
+}
+
+// ---- log.level -----------------------------------------------------------
+
+#[test]
+fn a_bad_log_level_stops_start_up_naming_the_key_the_value_and_what_is_accepted() {
+    let file = TempConfig::new("[log]\nlevel = \"loud\"\n");
+    let mut from_file = herald();
+    from_file.args(["--config", file.path()]);
+    let mut from_env = herald();
+    from_env.env("HERALD_LOG__LEVEL", "loud");
+    let mut checked = herald();
+    checked.env("HERALD_LOG__LEVEL", "loud").arg("--check-config");
+    for command in [from_file, from_env, checked] {
+        let stderr = assert_refused(&run_to_exit(command));
+        for needle in ["log.level", "\"loud\"", "error, warn, info, debug or trace", "target=level"] {
+            assert!(stderr.contains(needle), "stderr should say {needle:?}: {stderr}");
+        }
+    }
+    let mut directives = herald();
+    directives.env("HERALD_LOG__LEVEL", "warn,herald::cluster=debug").arg("--check-config");
+    let output = run_to_exit(directives);
+    assert!(output.status.success(), "a filter of directives is still a level: {output:?}");
 }
 
 // ---- a port already in use -----------------------------------------------
