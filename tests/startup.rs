@@ -1,11 +1,12 @@
 //! What a new user meets first, against the real `herald` binary: a bad
-//! `log.level` and a port already in use.
+//! `log.level`, a port already in use and logs redirected to a file.
 
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a child process may take to exit or to start listening.
@@ -151,4 +152,75 @@ fn a_taken_port_is_reported_once_with_its_cause_once() {
     let stderr = assert_refused(&run_to_exit(command));
     let cause = std::io::Error::from_raw_os_error(libc::EADDRINUSE).to_string();
     assert_eq!(stderr, format!("herald: could not listen on 127.0.0.1:{port}: {cause}\n"));
+}
+
+// ---- colours -------------------------------------------------------------
+
+/// Starts `command` with stderr going to `stderr`, and returns what it wrote
+/// there, read from `output`, once it logged that it listens (or after
+/// [`PROCESS_WAIT`]).
+fn log_until_listening(mut command: Command, stderr: Stdio, output: impl Read + Send + 'static) -> String {
+    let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn herald");
+    // The command holds the child's end too: reads end when the child's do.
+    drop(command);
+    let _child = Running(child);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut output = output;
+        let mut buf = [0; 4096];
+        while let Ok(n @ 1..) = output.read(&mut buf) {
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let deadline = Instant::now() + PROCESS_WAIT;
+    loop {
+        let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+        if text.contains("herald listening") || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A new pseudo-terminal: its controlling side and the terminal a child writes to.
+fn terminal() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // SAFETY: plain libc calls on a descriptor this function owns; `name`
+    // is a buffer of the length given.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(master >= 0, "no pseudo-terminal: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
+        let path = std::ffi::CStr::from_ptr(name.as_ptr()).to_str().expect("utf-8 terminal name").to_owned();
+        let slave = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open(path).expect("open the terminal");
+        (std::fs::File::from_raw_fd(master), slave)
+    }
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let log = log_until_listening(herald(), Stdio::from(writer), reader);
+    assert!(log.contains("herald listening"), "{log:?}");
+    assert!(!log.contains('\u{1b}'), "escape codes in a piped log: {log:?}");
+}
+
+#[test]
+fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
+    let (master, slave) = terminal();
+    let log = log_until_listening(herald(), Stdio::from(slave), master);
+    assert!(log.contains("herald listening"), "{log:?}");
+    assert!(log.contains("\u{1b}["), "a terminal gets colours: {log:?}");
+
+    let (master, slave) = terminal();
+    let mut command = herald();
+    command.env("NO_COLOR", "1");
+    let log = log_until_listening(command, Stdio::from(slave), master);
+    assert!(log.contains("herald listening"), "{log:?}");
+    assert!(!log.contains('\u{1b}'), "NO_COLOR turns colours off: {log:?}");
 }
