@@ -57,7 +57,10 @@ pub struct ServerConfig {
     pub workers: usize,
     /// `Origin` values allowed to open WebSockets (exact match ignoring ASCII
     /// case, e.g. `"https://app.example.com"`); empty allows any. Requests without an
-    /// `Origin` header (non-browser clients) are always allowed. Default `[]`.
+    /// `Origin` header (non-browser clients) are always allowed. From the
+    /// environment, a JSON array: `HERALD_SERVER__ALLOWED_ORIGINS='["https://a.example"]'`.
+    /// Default `[]`.
+    #[serde(deserialize_with = "string_list")]
     pub allowed_origins: Vec<String>,
     /// After SIGTERM or SIGINT, how long open connections get to close before
     /// the process exits anyway. Default `10000`.
@@ -265,6 +268,32 @@ fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Er
         Scalar::Bool(b) => b.to_string(),
     })
 }
+
+/// Reads a list of strings, and says what a list looks like when given one
+/// string: from the environment, a list must be written as a JSON array, and
+/// a bare `HERALD_SERVER__ALLOWED_ORIGINS=https://a.example` arrives as text.
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct List;
+    impl<'de> serde::de::Visitor<'de> for List {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(LIST_EXPECTED)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut list = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                list.push(item);
+            }
+            Ok(list)
+        }
+    }
+    d.deserialize_any(List)
+}
+
+/// What [`string_list`] asks for.
+const LIST_EXPECTED: &str = "a JSON array of strings, such as [\"https://a.example.com\", \"https://b.example.com\"]";
 
 /// Checks `log.level` the way the log filter reads it: each comma-separated
 /// directive must be a level or `target=level`. The filter itself reads a
@@ -490,6 +519,24 @@ mod tests {
             assert!(err.contains("log.level") && err.contains("loud"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+    fn lists_come_from_the_environment_as_json_arrays() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_SERVER__ALLOWED_ORIGINS", r#"["https://a.example.com", "https://b.example.com"]"#);
+            let config = Config::load(Path::new("absent.toml"), false).unwrap();
+            assert_eq!(config.server.allowed_origins, ["https://a.example.com", "https://b.example.com"]);
+            for bad in ["https://a.example.com", "https://a.example.com,https://b.example.com", "7"] {
+                jail.set_env("HERALD_SERVER__ALLOWED_ORIGINS", bad);
+                let err = Config::load(Path::new("absent.toml"), false).unwrap_err().to_string();
+                assert!(err.contains("server.allowed_origins") && err.contains("JSON array"), "{bad}: {err}");
+            }
+            Ok(())
+        });
+        let err = Config::from_toml("[server]\nallowed_origins = \"https://a.example.com\"\n").unwrap_err().to_string();
+        assert!(err.contains("server.allowed_origins") && err.contains("JSON array"), "{err}");
     }
 
     #[test]

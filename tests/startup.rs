@@ -1,5 +1,6 @@
 //! What a new user meets first, against the real `herald` binary: a bad
-//! `log.level`, a port already in use and logs redirected to a file.
+//! `log.level`, a port already in use, logs redirected to a file and lists from
+//! the environment.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -223,4 +224,33 @@ fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
     let log = log_until_listening(command, Stdio::from(slave), master);
     assert!(log.contains("herald listening"), "{log:?}");
     assert!(!log.contains('\u{1b}'), "NO_COLOR turns colours off: {log:?}");
+}
+
+// ---- lists from the environment ------------------------------------------
+
+#[test]
+fn a_list_from_the_environment_is_a_json_array_as_the_readme_shows() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let example = readme
+        .lines()
+        .find_map(|l| l.strip_prefix("HERALD_SERVER__ALLOWED_ORIGINS='"))
+        .and_then(|rest| rest.split_once('\''))
+        .map(|(value, _)| value.to_owned())
+        .expect("README.md shows how to set server.allowed_origins from the environment");
+    let mut command = herald();
+    command.env("HERALD_SERVER__ALLOWED_ORIGINS", &example).arg("--check-config");
+    let output = run_to_exit(command);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{example} refused: {}", String::from_utf8_lossy(&output.stderr));
+    let shown: herald::Config = toml::from_str(&stdout).expect("--check-config prints TOML");
+    let expected: Vec<String> = serde_json::from_str(&example).expect("the README's example is a JSON array");
+    assert!(expected.len() >= 2, "{example}");
+    assert_eq!(shown.server.allowed_origins, expected);
+
+    for bad in ["https://app.example.com", "https://app.example.com,https://admin.example.com"] {
+        let mut command = herald();
+        command.env("HERALD_SERVER__ALLOWED_ORIGINS", bad).arg("--check-config");
+        let stderr = assert_refused(&run_to_exit(command));
+        assert!(stderr.contains("server.allowed_origins") && stderr.contains("JSON array"), "{bad}: {stderr}");
+    }
 }
