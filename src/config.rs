@@ -6,6 +6,8 @@
 //! deserialising, [`Config::validate`] rejects values that parse but cannot
 //! work (a zero queue, a heartbeat timeout shorter than its interval, ...).
 
+pub mod keys;
+
 use std::path::Path;
 
 use figment::providers::{Env, Format, Serialized, Toml};

@@ -1,6 +1,6 @@
 //! What a new user meets first, against the real `herald` binary: a bad
-//! `log.level`, a port already in use, logs redirected to a file and lists from
-//! the environment.
+//! `log.level`, a port already in use, logs redirected to a file, `--help` and
+//! lists from the environment.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -224,6 +224,42 @@ fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
     let log = log_until_listening(command, Stdio::from(slave), master);
     assert!(log.contains("herald listening"), "{log:?}");
     assert!(!log.contains('\u{1b}'), "NO_COLOR turns colours off: {log:?}");
+}
+
+// ---- --help --------------------------------------------------------------
+
+#[test]
+fn help_gives_every_option_and_key_with_its_default_and_meaning() {
+    let mut command = herald();
+    command.arg("--help");
+    let output = run_to_exit(command);
+    assert!(output.status.success(), "{output:?}");
+    let help = String::from_utf8_lossy(&output.stdout).into_owned();
+
+    // Each flag's description says its default.
+    for (flag, next) in [("--config <PATH>", "--check-config"), ("--check-config", "--help")] {
+        let from = help.find(flag).unwrap_or_else(|| panic!("{flag} missing:\n{help}"));
+        let to = from + help[from..].find(next).unwrap_or_else(|| panic!("{next} missing:\n{help}"));
+        assert!(help[from..to].contains("Default"), "{flag} says no default:\n{help}");
+    }
+
+    // Each key under its section, with the default `Config::default()` has,
+    // and a line of meaning after it.
+    let toml::Value::Table(sections) = toml::Value::try_from(herald::Config::default()).unwrap() else { panic!() };
+    let mut keys = 0;
+    for (section, table) in sections {
+        let start = help.find(&format!("\n  [{section}]\n")).unwrap_or_else(|| panic!("[{section}] missing:\n{help}"));
+        let end = help[start + 1..].find("\n  [").map_or(help.len(), |at| start + 1 + at);
+        let part = &help[start..end];
+        for (key, default) in table.as_table().unwrap() {
+            let line = format!("\n  {key} = {default}\n");
+            let at = part.find(&line).unwrap_or_else(|| panic!("`{line}` missing under [{section}]:\n{help}"));
+            let meaning = part[at + line.len()..].lines().next().unwrap_or("");
+            assert!(meaning.starts_with("      ") && meaning.trim().len() > 10, "{section}.{key} has no meaning:\n{help}");
+            keys += 1;
+        }
+    }
+    assert!(keys > 20, "{keys} keys:\n{help}");
 }
 
 // ---- lists from the environment ------------------------------------------
