@@ -1,6 +1,9 @@
-//! What a new user meets first, against the real `herald` binary: a bad
-//! `log.level`, a port already in use, logs redirected to a file, `--help` and
-//! lists from the environment.
+//! What a new user meets first, against the real `herald` binary or a real
+//! server: a bad `log.level`, a port already in use, logs redirected to a
+//! file, `--help`, lists from the environment, and how deep `data` may nest.
+
+mod common;
+use common::*;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -9,6 +12,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use herald::protocol::DATA_TOO_DEEP;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 /// How long a child process may take to exit or to start listening.
 const PROCESS_WAIT: Duration = Duration::from_secs(10);
@@ -289,4 +297,88 @@ fn a_list_from_the_environment_is_a_json_array_as_the_readme_shows() {
         let stderr = assert_refused(&run_to_exit(command));
         assert!(stderr.contains("server.allowed_origins") && stderr.contains("JSON array"), "{bad}: {stderr}");
     }
+}
+
+// ---- how deep `data` may nest --------------------------------------------
+
+/// `data` nested `depth` levels deep: arrays and objects in turn, the innermost holding 1.
+fn nested(depth: usize) -> String {
+    let open: String = (0..depth).map(|i| if i % 2 == 0 { "[" } else { r#"{"k":"# }).collect();
+    let close: String = (0..depth).rev().map(|i| if i % 2 == 0 { "]" } else { "}" }).collect();
+    format!("{open}1{close}")
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket whose frames are read as text: a `message` frame around the
+/// deepest `data` is deeper than serde_json parses into a `Value`.
+struct RawClient(Ws);
+
+impl RawClient {
+    async fn connect(server: &TestServer) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url()).await.expect("websocket upgrade");
+        let mut client = Self(ws);
+        assert!(client.text().await.starts_with(r#"{"type":"welcome""#));
+        client
+    }
+
+    async fn send(&mut self, text: String) {
+        self.0.send(Message::Text(text.into())).await.expect("send");
+    }
+
+    /// The next text frame; panics on a close or after [`WAIT`].
+    async fn text(&mut self) -> String {
+        loop {
+            match tokio::time::timeout(WAIT, self.0.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => return text.to_string(),
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame whose type is `ty`, as text.
+    async fn text_of_type(&mut self, ty: &str) -> String {
+        let prefix = format!(r#"{{"type":"{ty}""#);
+        loop {
+            let text = self.text().await;
+            if text.starts_with(&prefix) {
+                return text;
+            }
+        }
+    }
+
+    async fn request(&mut self, frame: Value) -> Value {
+        self.send(frame.to_string()).await;
+        serde_json::from_str(&self.text().await).expect("a JSON reply")
+    }
+}
+
+#[tokio::test]
+async fn data_nested_128_deep_is_delivered_and_129_is_bad_request() {
+    let server = start(config());
+    let mut alice = RawClient::connect(&server).await;
+    let mut bob = RawClient::connect(&server).await;
+    assert_eq!(alice.request(json!({"type": "join", "room": "deep"})).await["type"], "joined");
+    assert_eq!(bob.request(json!({"type": "join", "room": "deep"})).await["type"], "joined");
+    alice.text_of_type("user_joined").await;
+
+    // 128 levels inside the frame's object: 129 for the whole frame.
+    let deepest = nested(128);
+    alice.send(format!(r#"{{"type":"publish","room":"deep","data":{deepest},"id":"ok","echo":false}}"#)).await;
+    let ack: Value = serde_json::from_str(&alice.text().await).unwrap();
+    assert_eq!((ack["type"].as_str(), ack["id"].as_str()), (Some("ack"), Some("ok")), "{ack}");
+    let message = bob.text_of_type("message").await;
+    assert!(message.contains(&format!(r#""data":{deepest},"#)), "delivered as sent: {message}");
+
+    let deeper = nested(129);
+    alice.send(format!(r#"{{"type":"publish","room":"deep","data":{deeper},"id":"deep","echo":false}}"#)).await;
+    let error: Value = serde_json::from_str(&alice.text().await).unwrap();
+    assert_eq!(error, json!({"type": "error", "code": "BAD_REQUEST", "message": DATA_TOO_DEEP, "id": "deep"}));
+
+    // Both connections live on, and the refused message reached nobody.
+    assert_eq!(alice.request(json!({"type": "ping", "id": 1})).await, json!({"type": "pong", "id": 1}));
+    alice.send(json!({"type": "publish", "room": "deep", "data": "after", "echo": false}).to_string()).await;
+    let next: Value = serde_json::from_str(&bob.text_of_type("message").await).unwrap();
+    assert_eq!(next["data"], "after");
 }
