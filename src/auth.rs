@@ -17,7 +17,7 @@ pub enum AuthError {
     #[error("no jwt secret is configured")]
     NoSecret,
     #[error("token rejected: {0}")]
-    Jwt(#[from] jsonwebtoken::errors::Error),
+    Jwt(jsonwebtoken::errors::Error),
     #[error("token has an empty or over-long sub")]
     BadSubject,
 }
@@ -83,7 +83,7 @@ impl Authenticator {
 
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let key = self.key.as_ref().ok_or(AuthError::NoSecret)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)?.claims;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(AuthError::Jwt)?.claims;
         if claims.sub.is_empty() || claims.sub.len() > crate::protocol::MAX_USER_LEN {
             return Err(AuthError::BadSubject);
         }
@@ -163,6 +163,15 @@ mod tests {
         assert!(auth.verify(&token(json!({"sub":"a","rooms":"lobby"}), "s3cret")).is_err());
         assert!(auth.verify("garbage").is_err());
         assert!(Authenticator::new("").verify(&token(json!({"sub":"a"}), "")).is_err());
+    }
+
+    #[test]
+    fn a_rejected_token_says_why_once() {
+        let error = Authenticator::new("s3cret").verify("garbage").unwrap_err();
+        assert!(matches!(error, AuthError::Jwt(_)), "{error:?}");
+        assert!(std::error::Error::source(&error).is_none(), "the cause is in the message, not also a source");
+        assert!(error.to_string().starts_with("token rejected: "), "{error}");
+        assert!(error.to_string().len() > "token rejected: ".len(), "{error}");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! deserialising, [`Config::validate`] rejects values that parse but cannot
 //! work (a zero queue, a heartbeat timeout shorter than its interval, ...).
 
+pub mod keys;
+
 use std::path::Path;
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -57,7 +59,10 @@ pub struct ServerConfig {
     pub workers: usize,
     /// `Origin` values allowed to open WebSockets (exact match ignoring ASCII
     /// case, e.g. `"https://app.example.com"`); empty allows any. Requests without an
-    /// `Origin` header (non-browser clients) are always allowed. Default `[]`.
+    /// `Origin` header (non-browser clients) are always allowed. From the
+    /// environment, a JSON array: `HERALD_SERVER__ALLOWED_ORIGINS='["https://a.example"]'`.
+    /// Default `[]`.
+    #[serde(deserialize_with = "string_list")]
     pub allowed_origins: Vec<String>,
     /// After SIGTERM or SIGINT, how long open connections get to close before
     /// the process exits anyway. Default `10000`.
@@ -206,9 +211,11 @@ pub struct LogConfig {
     /// `"text"`: one human-readable line per event; `"json"`: one JSON
     /// object per line, for log pipelines. Default `"text"`.
     pub format: LogFormat,
-    /// The least severe level written (`error`, `warn`, `info`, `debug`,
-    /// `trace`), or a filter such as `"info,herald::cluster=debug"`. The
-    /// `RUST_LOG` environment variable, when set, takes its place. Default `"info"`.
+    /// The least severe level written (`off`, `error`, `warn`, `info`,
+    /// `debug`, `trace`), or a filter of a level and `target=level` directives
+    /// such as `"info,herald::cluster=debug"`; anything else stops start-up
+    /// (see [`check_log_level`]). The `RUST_LOG` environment variable, when
+    /// set, takes its place. Default `"info"`.
     pub level: String,
 }
 
@@ -262,6 +269,59 @@ fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Er
         Scalar::Float(n) => n.to_string(),
         Scalar::Bool(b) => b.to_string(),
     })
+}
+
+/// Reads a list of strings, and says what a list looks like when given one
+/// string: from the environment, a list must be written as a JSON array, and
+/// a bare `HERALD_SERVER__ALLOWED_ORIGINS=https://a.example` arrives as text.
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct List;
+    impl<'de> serde::de::Visitor<'de> for List {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(LIST_EXPECTED)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut list = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                list.push(item);
+            }
+            Ok(list)
+        }
+    }
+    d.deserialize_any(List)
+}
+
+/// What [`string_list`] asks for.
+const LIST_EXPECTED: &str = "a JSON array of strings, such as [\"https://a.example.com\", \"https://b.example.com\"]";
+
+/// Checks `log.level` the way the log filter reads it: each comma-separated
+/// directive must be a level or `target=level`. The filter itself reads a
+/// word without `=` that names no level as a target to log at every level,
+/// so `"loud"` would log nothing at all and `"herald"` every event of
+/// Herald; here a target needs its `=level`.
+pub fn check_log_level(level: &str) -> Result<(), String> {
+    use tracing_subscriber::filter::LevelFilter;
+    const ACCEPTED: &str =
+        "use off, error, warn, info, debug or trace, or a filter of target=level directives such as \"info,herald::cluster=debug\"";
+    if level.trim().is_empty() {
+        return Err(format!("it is empty: {ACCEPTED}"));
+    }
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains(['=', '[']) && directive.parse::<LevelFilter>().is_err() {
+            let what = match directive == level.trim() {
+                true => format!("{directive:?} is not a level"),
+                false => format!("{directive:?} in {level:?} is not a level"),
+            };
+            return Err(format!("{what}: {ACCEPTED} (to log every level of a target, write \"{directive}=trace\")"));
+        }
+    }
+    match tracing_subscriber::EnvFilter::builder().parse(level) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(format!("{level:?} is not a log filter ({error}): {ACCEPTED}")),
+    }
 }
 
 /// One line per problem, each naming the key (`server.port`) and where its
@@ -379,9 +439,7 @@ impl Config {
         if self.cluster.node_ttl_ms < 1000 {
             return Err(invalid("cluster.node_ttl_ms", "must be at least 1000"));
         }
-        if let Err(error) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
-            return Err(invalid("log.level", format!("{error}: use error, warn, info, debug, trace or a filter like \"info,herald=debug\"")));
-        }
+        check_log_level(&self.log.level).map_err(|reason| invalid("log.level", reason))?;
         Ok(())
     }
 }
@@ -437,6 +495,50 @@ mod tests {
             assert!(err.contains("server.prot"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_log_level_is_a_level_or_a_filter_of_target_level_directives() {
+        for good in ["info", "INFO", "warn", "off", "trace", "info,herald::cluster=debug", "herald=debug", "warn,herald=info,"] {
+            Config::from_toml(&format!("[log]\nlevel = {good:?}\n")).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in ["loud", "info,loud", "herald", "", " ", "info,herald=loudly", "info;debug"] {
+            let err = Config::from_toml(&format!("[log]\nlevel = {bad:?}\n")).unwrap_err().to_string();
+            assert!(err.contains("log.level"), "{bad}: {err}");
+            assert!(err.contains("error, warn, info, debug or trace"), "{bad}: {err}");
+        }
+        let err = Config::from_toml("[log]\nlevel = \"loud\"\n").unwrap_err().to_string();
+        assert!(err.contains("\"loud\" is not a level"), "{err}");
+        assert!(err.contains("loud=trace"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+    fn a_bad_log_level_from_the_environment_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_LOG__LEVEL", "loud");
+            let err = Config::load(Path::new("absent.toml"), false).unwrap_err().to_string();
+            assert!(err.contains("log.level") && err.contains("loud"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+    fn lists_come_from_the_environment_as_json_arrays() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_SERVER__ALLOWED_ORIGINS", r#"["https://a.example.com", "https://b.example.com"]"#);
+            let config = Config::load(Path::new("absent.toml"), false).unwrap();
+            assert_eq!(config.server.allowed_origins, ["https://a.example.com", "https://b.example.com"]);
+            for bad in ["https://a.example.com", "https://a.example.com,https://b.example.com", "7"] {
+                jail.set_env("HERALD_SERVER__ALLOWED_ORIGINS", bad);
+                let err = Config::load(Path::new("absent.toml"), false).unwrap_err().to_string();
+                assert!(err.contains("server.allowed_origins") && err.contains("JSON array"), "{bad}: {err}");
+            }
+            Ok(())
+        });
+        let err = Config::from_toml("[server]\nallowed_origins = \"https://a.example.com\"\n").unwrap_err().to_string();
+        assert!(err.contains("server.allowed_origins") && err.contains("JSON array"), "{err}");
     }
 
     #[test]

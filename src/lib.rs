@@ -27,6 +27,15 @@
 //! - [`rpc`]: request/reply to actors with a deadline.
 //! - [`cluster`]: nodes acting as one through Redis: codec, backplane, relay,
 //!   directory (cluster-wide presence and liveness) and the cluster link actor.
+//!
+//! # Errors
+//!
+//! Each error type is a `thiserror` enum whose message names its cause
+//! (`could not listen on 127.0.0.1:8080: Address already in use`) and whose
+//! `source()` is empty: no `#[source]` or `#[from]` beside a `{0}` in the
+//! message, no field named `source`. A message is then whole when a log line
+//! shows it alone (`%error`) and says its cause once when the binary prints
+//! it with its chain (`{:#}`).
 
 pub mod api;
 pub mod auth;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use herald::{Config, Server};
 
 /// The exit status when the supervision tree gives up (EX_SOFTWARE).
@@ -56,24 +56,28 @@ mod allocator {
     }
 }
 
+/// After the options with `-h`: where settings come from, in short.
 const AFTER_HELP: &str = "\
+Configuration:
+  Settings are read from the TOML file given by --config (default ./config.toml)
+  and overridden by environment variables HERALD_<SECTION>__<KEY>, for example
+  HERALD_SERVER__PORT=9001. --help lists every key with its default and meaning.";
+
+/// After the options with `--help`, before the key reference.
+const CONFIGURATION: &str = "\
 Configuration:
   Settings are read from the TOML file given by --config (default ./config.toml;
   when that default file is absent, built-in defaults are used). Every key can be
   overridden by an environment variable HERALD_<SECTION>__<KEY>, for example
-  HERALD_SERVER__PORT=9001 or HERALD_AUTH__JWT_SECRET=s3cret. An unknown key or a
-  value of the wrong type stops start-up with a message naming it.
+  HERALD_SERVER__PORT=9001 or HERALD_AUTH__JWT_SECRET=s3cret. A list is written
+  as a JSON array: HERALD_SERVER__ALLOWED_ORIGINS='[\"https://a.example.com\"]'.
+  An unknown key or a bad value stops start-up with a message naming it.
 
-  Sections: [server] host, port, node_id, workers, allowed_origins,
-  shutdown_timeout_ms, handshake_timeout_ms; [auth] required, jwt_secret,
-  timeout_ms; [limits] max_message_bytes, rate_per_sec, rate_burst, rate_strikes,
-  max_rooms_per_conn, outbound_queue, outbound_queue_bytes, max_connections;
-  [heartbeat] interval_ms,
-  timeout_ms; [api] key; [cluster] enabled, redis_url, node_ttl_ms;
-  [supervision] max_restarts, window_ms; [debug] fault_injection; [log] format,
-  level.
-  See README.md for what each key does and its default.
+Configuration keys, each with its default:
+";
 
+/// After the key reference with `--help`.
+const AFTER_KEYS: &str = "\
 Signals:
   SIGTERM or SIGINT drains: /readyz answers 503, every connection is closed with
   1001, and the process exits 0 within server.shutdown_timeout_ms.
@@ -85,23 +89,38 @@ Exit status:
 Logging:
   To stderr, as text or JSON lines (log.format), at log.level (default: info;
   debug adds a line per connection opened, authenticated, closing and closed).
-  RUST_LOG, when set, replaces log.level, e.g. RUST_LOG=herald=debug.";
+  RUST_LOG, when set, replaces log.level, e.g. RUST_LOG=herald=debug. Text is
+  coloured only when stderr is a terminal and NO_COLOR is not set.";
+
+/// The text after the options with `--help`: everything above, and every
+/// configuration key with its default (from `Config::default()`) and meaning.
+fn after_long_help() -> String {
+    format!("{CONFIGURATION}{}\n{AFTER_KEYS}", herald::config::keys::reference(80))
+}
 
 /// Herald: a real-time WebSocket engine for very many concurrent connections.
 #[derive(Parser)]
 #[command(version, about, after_help = AFTER_HELP)]
 struct Cli {
     /// Path of the TOML configuration file.
+    ///
+    /// Default: ./config.toml, used when it exists (otherwise the built-in
+    /// defaults apply); a file named here must exist.
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
     /// Load and validate the configuration, print it, and exit.
+    ///
+    /// Reads the file and the HERALD_* variables as a start would, prints the
+    /// effective configuration as TOML (secrets redacted) and exits 0, or
+    /// exits 2 naming what is wrong. Default: off (Herald starts serving).
     #[arg(long)]
     check_config: bool,
 }
 
 fn main() -> ExitCode {
     allocator::configure();
-    let cli = Cli::parse();
+    let matches = Cli::command().after_long_help(after_long_help()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

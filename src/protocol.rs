@@ -15,8 +15,15 @@ use serde_json::value::RawValue;
 
 /// Longest room name in bytes.
 pub const MAX_ROOM_LEN: usize = 128;
-/// Deepest nesting of arrays and objects accepted inside `data`.
-pub const MAX_DATA_DEPTH: usize = 64;
+/// Deepest nesting of arrays and objects accepted inside `data`: `[[1]]` is 2.
+///
+/// serde_json's own limit (128 levels, counting the frame's object) does not
+/// apply here: `data` is captured as raw text, which serde_json skips over
+/// without a depth limit and never parses into a tree, so this is the one
+/// bound, checked by [`nests_deeper_than`] without recursion.
+pub const MAX_DATA_DEPTH: usize = 128;
+/// What a `data` deeper than [`MAX_DATA_DEPTH`] is refused with.
+pub const DATA_TOO_DEEP: &str = "data nests deeper than 128 levels";
 /// Most user ids one `status` frame may ask about.
 pub const MAX_STATUS_USERS: usize = 1000;
 /// Longest user id accepted in `direct.to` and `status.users`.
@@ -306,9 +313,7 @@ pub fn decode(text: &str) -> Result<Request<'_>, Rejection<'_>> {
         _ => Err(bad("room must be 1 to 128 bytes of [A-Za-z0-9_.:-]")),
     };
     let data = || match fields.data {
-        Some(data) if nests_deeper_than(data.get(), MAX_DATA_DEPTH) => {
-            Err(bad("data nests deeper than 64 levels"))
-        }
+        Some(data) if nests_deeper_than(data.get(), MAX_DATA_DEPTH) => Err(bad(DATA_TOO_DEEP)),
         Some(data) => Ok(data),
         None => Err(bad("data is required (it may be null)")),
     };
@@ -668,6 +673,33 @@ mod tests {
         assert!(decode(&ok).is_ok());
         let in_string = format!(r#"{{"type":"publish","room":"a","data":"{}"}}"#, "[".repeat(500));
         assert!(decode(&in_string).is_ok());
+    }
+
+    /// `data` nested `depth` levels: arrays and objects in turn, the innermost holding 1.
+    fn nested(depth: usize) -> String {
+        let open: String = (0..depth).map(|i| if i % 2 == 0 { "[" } else { r#"{"k":"# }).collect();
+        let close: String = (0..depth).rev().map(|i| if i % 2 == 0 { "]" } else { "}" }).collect();
+        format!("{open}1{close}")
+    }
+
+    #[test]
+    fn data_nests_up_to_128_levels_inside_the_frame() {
+        assert!(DATA_TOO_DEEP.contains(&MAX_DATA_DEPTH.to_string()));
+        for ty in ["publish", "direct"] {
+            let frame = |depth| format!(r#"{{"type":"{ty}","room":"a","to":"bob","data":{},"id":1}}"#, nested(depth));
+            let deepest = frame(128);
+            match decode(&deepest) {
+                Ok(Request { frame: ClientFrame::Publish { data, .. } | ClientFrame::Direct { data, .. }, .. }) => {
+                    assert_eq!(data.get(), nested(128));
+                }
+                other => panic!("{ty} at 128: {other:?}"),
+            }
+            let deeper = frame(129);
+            let err = decode(&deeper).unwrap_err();
+            assert_eq!((err.code, &*err.message, err.id.map(RawValue::get)), (ErrorCode::BadRequest, DATA_TOO_DEEP, Some("1")));
+        }
+        assert!(!nests_deeper_than(&nested(128), 128));
+        assert!(nests_deeper_than(&nested(129), 128));
     }
 
     #[test]

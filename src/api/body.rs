@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::error::ApiError;
 use crate::connection::ConnId;
-use crate::protocol::{nests_deeper_than, present, string, valid_room, valid_user, MAX_DATA_DEPTH};
+use crate::protocol::{nests_deeper_than, present, string, valid_room, valid_user, DATA_TOO_DEEP, MAX_DATA_DEPTH};
 
 /// Reads the whole body, refusing it once it grows past `limit` bytes or
 /// takes longer than `timeout` to arrive.
@@ -113,13 +113,11 @@ impl<'a> Fields<'a> {
         number.parse().map(ConnId).map_err(|_| bad())
     }
 
-    /// `data`: required (it may be null), any JSON nested at most 64 levels.
+    /// `data`: required (it may be null), any JSON nested at most [`MAX_DATA_DEPTH`] levels.
     pub fn data(&self) -> Result<&'a RawValue, ApiError> {
         match self.data {
             None => Err(ApiError::bad_request("data is required (it may be null)")),
-            Some(data) if nests_deeper_than(data.get(), MAX_DATA_DEPTH) => {
-                Err(ApiError::bad_request("data nests deeper than 64 levels"))
-            }
+            Some(data) if nests_deeper_than(data.get(), MAX_DATA_DEPTH) => Err(ApiError::bad_request(DATA_TOO_DEEP)),
             Some(data) => Ok(data),
         }
     }
@@ -159,8 +157,10 @@ mod tests {
         }
         assert!(message(Fields::parse(br#"{"from":1}"#).unwrap().from_or("server")).contains("from"));
         assert_eq!(Fields::parse(b"{}").unwrap().from_or("server").unwrap(), "server");
-        let deep = format!(r#"{{"data":{}{}}}"#, "[".repeat(65), "]".repeat(65));
-        assert!(message(Fields::parse(deep.as_bytes()).unwrap().data()).contains("64"));
+        let deep = format!(r#"{{"data":{}{}}}"#, "[".repeat(129), "]".repeat(129));
+        assert_eq!(message(Fields::parse(deep.as_bytes()).unwrap().data()), DATA_TOO_DEEP);
+        let deepest = format!(r#"{{"data":{}{}}}"#, "[".repeat(128), "]".repeat(128));
+        assert_eq!(Fields::parse(deepest.as_bytes()).unwrap().data().unwrap().get().len(), 256);
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub enum DecodeError {
     #[error("envelope version {0}, this node reads version {VERSION}")]
     Version(u8),
     #[error("malformed envelope: {0}")]
-    Malformed(#[from] bincode::error::DecodeError),
+    Malformed(bincode::error::DecodeError),
     #[error("{0} bytes after the envelope")]
     Trailing(usize),
     #[error("malformed sequence number")]
@@ -108,7 +108,7 @@ pub fn decode(payload: &[u8]) -> Result<Envelope, DecodeError> {
         return Err(DecodeError::Version(version));
     }
     let config = bincode::config::standard().with_limit::<MAX_ENVELOPE>();
-    let (envelope, read) = bincode::serde::decode_from_slice(rest, config)?;
+    let (envelope, read) = bincode::serde::decode_from_slice(rest, config).map_err(DecodeError::Malformed)?;
     if read != rest.len() {
         return Err(DecodeError::Trailing(rest.len() - read));
     }
@@ -163,6 +163,15 @@ mod tests {
         payload[0] = VERSION + 1;
         assert!(matches!(decode(&payload), Err(DecodeError::Version(v)) if v == VERSION + 1));
         assert!(matches!(decode(&[]), Err(DecodeError::Empty)));
+    }
+
+    #[test]
+    fn a_malformed_envelope_says_why_once() {
+        let payload = encode(&samples()[0]);
+        let error = decode(&payload[..2]).unwrap_err();
+        assert!(matches!(error, DecodeError::Malformed(_)), "{error:?}");
+        assert!(std::error::Error::source(&error).is_none(), "the cause is in the message, not also a source");
+        assert!(error.to_string().len() > "malformed envelope: ".len(), "{error}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Putting a node together: the actors' runtime and supervision tree, the
-//! listening socket, the HTTP workers that accept from it, and the graceful
-//! drain.
+//! Putting a node together: the listening socket, the actors' runtime and
+//! supervision tree, the HTTP workers that accept from the socket, and the
+//! graceful drain. The socket is bound first, so a port already in use stops
+//! start-up before any actor runs.
 //!
 //! ```text
 //! listening socket ──accept──▶ HTTP workers (actix systems): connection actors
@@ -48,8 +49,8 @@ pub enum ServerError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Tree(#[from] StartError),
-    #[error("could not listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    #[error("could not listen on {addr}: {error}")]
+    Bind { addr: String, error: std::io::Error },
     #[error("could not start the HTTP workers: {0}")]
     Workers(std::io::Error),
     #[error("cluster: {0}")]
@@ -95,8 +96,15 @@ fn cores() -> usize {
 }
 
 impl Server {
-    /// Starts the actors and binds the listening socket. Call outside any async runtime.
+    /// Binds the listening socket, then starts the actors. Call outside any async runtime.
+    ///
+    /// The socket comes first: when the port is taken nothing else has
+    /// started, so the bind error is all that a failed start reports (and
+    /// no supervision tree is torn down after it).
     pub fn bind(config: Config) -> Result<Self, ServerError> {
+        let addr = format!("{}:{}", config.server.host, config.server.port);
+        let user_timeout = Duration::from_millis(config.heartbeat.timeout_ms);
+        let listener = bind(&addr, user_timeout).map_err(|error| ServerError::Bind { addr, error })?;
         let actors = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cores())
             .thread_name("herald-actors")
@@ -134,9 +142,6 @@ impl Server {
             give_up,
             clustering,
         ))?;
-        let addr = format!("{}:{}", config.server.host, config.server.port);
-        let user_timeout = Duration::from_millis(config.heartbeat.timeout_ms);
-        let listener = bind(&addr, user_timeout).map_err(|source| ServerError::Bind { addr, source })?;
         let parts = Parts { id, rooms: tree.rooms, presence: tree.presence, metrics, connections, cluster, link: tree.link };
         let node = Arc::new(Node::new(config, parts));
         Ok(Self { listener, node, actors, shutdown: ShutdownHandle::default(), fatal, signals: false })
@@ -290,5 +295,19 @@ fn log_capacity(node: &Node) {
     );
     if configured as u64 > capacity {
         tracing::warn!("limits.max_connections ({configured}) exceeds what the file limit allows ({capacity})");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_error_printed_with_its_chain_names_its_cause_once() {
+        let error = ServerError::Bind { addr: "127.0.0.1:8080".into(), error: std::io::Error::from_raw_os_error(libc::EADDRINUSE) };
+        let cause = std::io::Error::from_raw_os_error(libc::EADDRINUSE).to_string();
+        // How the binary prints it: the message, then each source.
+        let printed = format!("{:#}", anyhow::Error::new(error).context("starting"));
+        assert_eq!(printed, format!("starting: could not listen on 127.0.0.1:8080: {cause}"));
     }
 }

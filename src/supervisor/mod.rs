@@ -217,7 +217,7 @@ impl Actor for Supervisor {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("could not spawn the supervision tree: {0}")]
-    Spawn(#[from] SpawnErr),
+    Spawn(SpawnErr),
     #[error("the supervision tree's actors did not start in time")]
     Attach,
 }
@@ -250,7 +250,7 @@ pub async fn start(
         metrics,
         give_up: give_up.clone(),
     };
-    let (root, handle) = Actor::spawn(None, Supervisor, args).await?;
+    let (root, handle) = Actor::spawn(None, Supervisor, args).await.map_err(StartError::Spawn)?;
     // Children attach to their mailboxes as they start; wait for all of them.
     let attached = || {
         presence_cell.mailbox.actor().is_some()
@@ -390,5 +390,13 @@ mod tests {
         tree.rooms.leave("r".into(), ConnId(2));
         until(|| b_frames.lock().iter().any(|f| f.contains("user_left"))).await;
         assert_eq!(restarts(&metrics, ActorKind::Room), "1");
+    }
+
+    #[test]
+    fn a_failed_spawn_says_why_once() {
+        let error = StartError::Spawn(SpawnErr::ActorAlreadyStarted);
+        assert!(std::error::Error::source(&error).is_none(), "the cause is in the message, not also a source");
+        let cause = SpawnErr::ActorAlreadyStarted.to_string();
+        assert_eq!(anyhow::Error::new(error).to_string().matches(&cause).count(), 1);
     }
 }
