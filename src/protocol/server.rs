@@ -1,0 +1,228 @@
+//! Server frames: each serialised once, as the whole WebSocket frame every
+//! recipient is sent.
+
+use super::*;
+
+/// The server frame types, for metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    Welcome,
+    Authed,
+    Joined,
+    Left,
+    Ack,
+    Presence,
+    Status,
+    Pong,
+    Message,
+    Direct,
+    Broadcast,
+    UserJoined,
+    UserLeft,
+    Typing,
+    Error,
+}
+
+impl ServerKind {
+    pub const ALL: [ServerKind; 15] = [
+        Self::Welcome,
+        Self::Authed,
+        Self::Joined,
+        Self::Left,
+        Self::Ack,
+        Self::Presence,
+        Self::Status,
+        Self::Pong,
+        Self::Message,
+        Self::Direct,
+        Self::Broadcast,
+        Self::UserJoined,
+        Self::UserLeft,
+        Self::Typing,
+        Self::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Welcome => "welcome",
+            Self::Authed => "authed",
+            Self::Joined => "joined",
+            Self::Left => "left",
+            Self::Ack => "ack",
+            Self::Presence => "presence",
+            Self::Status => "status",
+            Self::Pong => "pong",
+            Self::Message => "message",
+            Self::Direct => "direct",
+            Self::Broadcast => "broadcast",
+            Self::UserJoined => "user_joined",
+            Self::UserLeft => "user_left",
+            Self::Typing => "typing",
+            Self::Error => "error",
+        }
+    }
+}
+
+type Id<'a> = Option<&'a RawValue>;
+
+/// A server frame. Serialised once; the bytes are shared by every recipient.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    Welcome { conn: &'a str, user: Option<&'a str>, node: &'a str, heartbeat_ms: u64 },
+    Authed {
+        user: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Id<'a>,
+    },
+    Joined {
+        room: &'a str,
+        users: &'a [std::sync::Arc<str>],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Id<'a>,
+    },
+    Left {
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Id<'a>,
+    },
+    Ack {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Id<'a>,
+    },
+    Presence {
+        room: &'a str,
+        users: &'a [std::sync::Arc<str>],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Id<'a>,
+    },
+    Status {
+        online: &'a BTreeMap<String, bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Id<'a>,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Id<'a>,
+    },
+    Message { room: &'a str, from: &'a str, data: &'a RawValue, seq: u64, ts: u64 },
+    Direct { from: &'a str, data: &'a RawValue, ts: u64 },
+    Broadcast { data: &'a RawValue, ts: u64 },
+    UserJoined { room: &'a str, user: &'a str },
+    UserLeft { room: &'a str, user: &'a str },
+    Typing { room: &'a str, user: &'a str, typing: bool },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Id<'a>,
+    },
+}
+
+/// A serialised server frame, cheap to clone (a reference count). It is kept
+/// as the whole WebSocket text frame (header and payload): server frames are
+/// unmasked, so every member of a room is sent these very bytes.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub kind: ServerKind,
+    /// The WebSocket frame: a 2, 4 or 10-byte header, then the JSON text.
+    wire: Bytes,
+}
+
+/// The longest WebSocket header of an unmasked server frame.
+const WS_HEADER_MAX: usize = 10;
+
+impl Encoded {
+    /// `text` framed as one WebSocket text message.
+    pub fn new(kind: ServerKind, text: &str) -> Self {
+        let mut out = Vec::with_capacity(WS_HEADER_MAX + text.len());
+        out.resize(WS_HEADER_MAX, 0);
+        out.extend_from_slice(text.as_bytes());
+        Self::framed(kind, out)
+    }
+
+    /// Frames the JSON in `buffer[WS_HEADER_MAX..]`, writing its header into
+    /// the reserved bytes just before it.
+    fn framed(kind: ServerKind, buffer: Vec<u8>) -> Self {
+        let len = buffer.len() - WS_HEADER_MAX;
+        let mut header = [0u8; WS_HEADER_MAX];
+        header[0] = 0x81;
+        let used = match len {
+            0..=125 => {
+                header[1] = len as u8;
+                2
+            }
+            126..=65535 => {
+                header[1] = 126;
+                header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                4
+            }
+            _ => {
+                header[1] = 127;
+                header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+                10
+            }
+        };
+        let start = WS_HEADER_MAX - used;
+        let mut buffer = buffer;
+        buffer[start..WS_HEADER_MAX].copy_from_slice(&header[..used]);
+        Self { kind, wire: Bytes::from(buffer).slice(start..) }
+    }
+
+    /// The frame's JSON text.
+    pub fn text(&self) -> &str {
+        let start = match self.wire[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        // SAFETY: `wire` after its header is the JSON text it was built from,
+        // which was a `str`.
+        unsafe { std::str::from_utf8_unchecked(&self.wire[start..]) }
+    }
+
+    /// The whole WebSocket frame, ready for the socket.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
+}
+
+impl ServerFrame<'_> {
+    pub fn kind(&self) -> ServerKind {
+        match self {
+            Self::Welcome { .. } => ServerKind::Welcome,
+            Self::Authed { .. } => ServerKind::Authed,
+            Self::Joined { .. } => ServerKind::Joined,
+            Self::Left { .. } => ServerKind::Left,
+            Self::Ack { .. } => ServerKind::Ack,
+            Self::Presence { .. } => ServerKind::Presence,
+            Self::Status { .. } => ServerKind::Status,
+            Self::Pong { .. } => ServerKind::Pong,
+            Self::Message { .. } => ServerKind::Message,
+            Self::Direct { .. } => ServerKind::Direct,
+            Self::Broadcast { .. } => ServerKind::Broadcast,
+            Self::UserJoined { .. } => ServerKind::UserJoined,
+            Self::UserLeft { .. } => ServerKind::UserLeft,
+            Self::Typing { .. } => ServerKind::Typing,
+            Self::Error { .. } => ServerKind::Error,
+        }
+    }
+
+    pub fn encode(&self) -> Encoded {
+        // Serialising these types cannot fail: every map key is a string and
+        // raw values were valid JSON when they were received.
+        let mut buffer = vec![0u8; WS_HEADER_MAX];
+        if serde_json::to_writer(&mut buffer, self).is_err() {
+            buffer.truncate(WS_HEADER_MAX);
+            buffer.extend_from_slice(b"{}");
+        }
+        // The buffer grew by doubling; a frame can wait in up to
+        // `outbound_queue` slots per member, so it keeps only its own bytes.
+        if buffer.capacity() - buffer.len() > 1024 {
+            buffer.shrink_to_fit();
+        }
+        Encoded::framed(self.kind(), buffer)
+    }
+}
