@@ -1,0 +1,144 @@
+//! The label values of Herald's metrics: each a small fixed set, so every
+//! labelled child is resolved once at start-up.
+
+/// Why a connection was refused before it opened: the `reason` label of `herald_connections_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `limits.max_connections` reached (503).
+    MaxConnections,
+    /// `Origin` not in `server.allowed_origins` (403).
+    Origin,
+    /// The node is draining for shutdown (503).
+    Draining,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [Self::MaxConnections, Self::Origin, Self::Draining];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxConnections => "max_connections",
+            Self::Origin => "origin",
+            Self::Draining => "draining",
+        }
+    }
+}
+
+/// Why the server ended a connection for something its client did or did
+/// not do: the `reason` label of `herald_connections_dropped_total`. The
+/// first three also drop frames: the `reason` label of `herald_frames_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Too many rate-limited frames in a row (close 1008); a frame: refused with `RATE_LIMITED`.
+    RateLimit,
+    /// A message over `limits.max_message_bytes` (close 1009).
+    Size,
+    /// The outbound queue overflowed (close 4008); a frame: not queued to it.
+    SlowConsumer,
+    /// Nothing heard for `heartbeat.timeout_ms`.
+    Heartbeat,
+    /// No valid authentication: a bad token (4002), none in time (4001), or
+    /// a frame before it (4003).
+    Auth,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 5] = [Self::RateLimit, Self::Size, Self::SlowConsumer, Self::Heartbeat, Self::Auth];
+    /// The faults that drop frames, in the order of `herald_frames_dropped_total`'s children.
+    pub const FRAME: [Fault; 3] = [Self::RateLimit, Self::Size, Self::SlowConsumer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimit => "rate_limit",
+            Self::Size => "size",
+            Self::SlowConsumer => "slow_consumer",
+            Self::Heartbeat => "heartbeat",
+            Self::Auth => "auth",
+        }
+    }
+}
+
+/// The close codes `herald_connections_closed_total` counts one by one; any
+/// other is `other`. 1006 stands for a connection that ended without a close
+/// code: its client vanished, its socket was shut, or an SSE client left.
+pub const CLOSE_CODES: [u16; 12] = [1000, 1001, 1002, 1006, 1007, 1008, 1009, 1011, 4001, 4002, 4003, 4008];
+
+/// The code of a connection that ended without one.
+pub const NO_CLOSE_CODE: u16 = 1006;
+
+/// Where a published message came from: the `source` label of `herald_messages_published_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A client's `publish` frame.
+    Client,
+    /// `POST /api/publish`.
+    Api,
+}
+
+impl Source {
+    pub const ALL: [Source; 2] = [Self::Client, Self::Api];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Api => "api",
+        }
+    }
+}
+
+/// A kind of actor: the `actor` label of `herald_actor_failures_total`,
+/// `herald_actor_restarts_total` and `herald_actor_mailbox_backlog`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    Room,
+    /// A room registry shard.
+    Registry,
+    Presence,
+    Connection,
+    /// The cluster link.
+    Cluster,
+}
+
+impl ActorKind {
+    pub const ALL: [ActorKind; 5] = [Self::Room, Self::Registry, Self::Presence, Self::Connection, Self::Cluster];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Room => "room",
+            Self::Registry => "registry",
+            Self::Presence => "presence",
+            Self::Connection => "connection",
+            Self::Cluster => "cluster",
+        }
+    }
+}
+
+/// An HTTP status reduced to its class: the `status` label of `herald_api_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    Success,
+    ClientError,
+    ServerError,
+}
+
+impl StatusClass {
+    pub const ALL: [StatusClass; 3] = [Self::Success, Self::ClientError, Self::ServerError];
+
+    /// The class of `status`; informational and redirect codes, which the API
+    /// never answers, count as success.
+    pub fn of(status: u16) -> Self {
+        match status {
+            500.. => Self::ServerError,
+            400..=499 => Self::ClientError,
+            _ => Self::Success,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "2xx",
+            Self::ClientError => "4xx",
+            Self::ServerError => "5xx",
+        }
+    }
+}
