@@ -1,0 +1,112 @@
+//! The configuration tree against config.toml, the environment and its checks.
+
+use super::*;
+
+#[test]
+fn empty_document_gives_the_documented_defaults() {
+    let config = Config::from_toml("").unwrap();
+    assert_eq!(config, Config::default());
+    assert_eq!(config.server.port, 8080);
+    assert_eq!(config.limits.outbound_queue, 1024);
+    assert_eq!(config.limits.outbound_queue_bytes, 1 << 20);
+    assert_eq!(config.server.handshake_timeout_ms, 10_000);
+    assert_eq!(config.heartbeat.timeout_ms, 60000);
+}
+
+#[test]
+fn shipped_config_toml_parses() {
+    let text = include_str!("../../config.toml");
+    Config::from_toml(text).unwrap();
+}
+
+#[test]
+fn unknown_key_is_named_in_the_error() {
+    let err = Config::from_toml("[server]\nprot = 1\n").unwrap_err().to_string();
+    assert!(err.contains("prot"), "{err}");
+    let err = Config::from_toml("[sever]\nport = 1\n").unwrap_err().to_string();
+    assert!(err.contains("sever"), "{err}");
+}
+
+#[test]
+fn wrong_type_is_named_in_the_error() {
+    let err = Config::from_toml("[server]\nport = \"x\"\n").unwrap_err().to_string();
+    assert!(err.contains("port"), "{err}");
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+fn string_keys_accept_numbers_from_the_environment() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("HERALD_SERVER__NODE_ID", "123");
+        jail.set_env("HERALD_AUTH__JWT_SECRET", "4567");
+        jail.set_env("HERALD_SERVER__PORT", "9001");
+        let config = Config::load(Path::new("absent.toml"), false).unwrap();
+        assert_eq!(config.server.node_id, "123");
+        assert_eq!(config.auth.jwt_secret, "4567");
+        assert_eq!(config.server.port, 9001);
+        jail.set_env("HERALD_SERVER__PROT", "1");
+        let err = Config::load(Path::new("absent.toml"), false).unwrap_err().to_string();
+        assert!(err.contains("server.prot"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_log_level_is_a_level_or_a_filter_of_target_level_directives() {
+    for good in ["info", "INFO", "warn", "off", "trace", "info,herald::cluster=debug", "herald=debug", "warn,herald=info,"] {
+        Config::from_toml(&format!("[log]\nlevel = {good:?}\n")).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in ["loud", "info,loud", "herald", "", " ", "info,herald=loudly", "info;debug"] {
+        let err = Config::from_toml(&format!("[log]\nlevel = {bad:?}\n")).unwrap_err().to_string();
+        assert!(err.contains("log.level"), "{bad}: {err}");
+        assert!(err.contains("error, warn, info, debug or trace"), "{bad}: {err}");
+    }
+    let err = Config::from_toml("[log]\nlevel = \"loud\"\n").unwrap_err().to_string();
+    assert!(err.contains("\"loud\" is not a level"), "{err}");
+    assert!(err.contains("loud=trace"), "{err}");
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+fn a_bad_log_level_from_the_environment_is_refused() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("HERALD_LOG__LEVEL", "loud");
+        let err = Config::load(Path::new("absent.toml"), false).unwrap_err().to_string();
+        assert!(err.contains("log.level") && err.contains("loud"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+fn lists_come_from_the_environment_as_json_arrays() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("HERALD_SERVER__ALLOWED_ORIGINS", r#"["https://a.example.com", "https://b.example.com"]"#);
+        let config = Config::load(Path::new("absent.toml"), false).unwrap();
+        assert_eq!(config.server.allowed_origins, ["https://a.example.com", "https://b.example.com"]);
+        for bad in ["https://a.example.com", "https://a.example.com,https://b.example.com", "7"] {
+            jail.set_env("HERALD_SERVER__ALLOWED_ORIGINS", bad);
+            let err = Config::load(Path::new("absent.toml"), false).unwrap_err().to_string();
+            assert!(err.contains("server.allowed_origins") && err.contains("JSON array"), "{bad}: {err}");
+        }
+        Ok(())
+    });
+    let err = Config::from_toml("[server]\nallowed_origins = \"https://a.example.com\"\n").unwrap_err().to_string();
+    assert!(err.contains("server.allowed_origins") && err.contains("JSON array"), "{err}");
+}
+
+#[test]
+fn inconsistent_values_are_rejected() {
+    let err = Config::from_toml("[auth]\nrequired = true\n").unwrap_err().to_string();
+    assert!(err.contains("auth.jwt_secret"), "{err}");
+    let err = Config::from_toml("[heartbeat]\ninterval_ms = 10\ntimeout_ms = 5\n").unwrap_err().to_string();
+    assert!(err.contains("heartbeat.timeout_ms"), "{err}");
+    let err = Config::from_toml("[limits]\noutbound_queue = 0\n").unwrap_err().to_string();
+    assert!(err.contains("limits.outbound_queue"), "{err}");
+    let err = Config::from_toml("[limits]\noutbound_queue_bytes = 0\n").unwrap_err().to_string();
+    assert!(err.contains("limits.outbound_queue_bytes"), "{err}");
+    let err = Config::from_toml("[server]\nhandshake_timeout_ms = 0\n").unwrap_err().to_string();
+    assert!(err.contains("server.handshake_timeout_ms"), "{err}");
+    let err = Config::from_toml("[server]\nnode_id = \"a b\"\n").unwrap_err().to_string();
+    assert!(err.contains("server.node_id"), "{err}");
+}
