@@ -27,8 +27,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// Every open connection, for draining and node-wide delivery.
     pub connections: Arc<Registry>,
-    /// This node's part in a cluster, with clustering.
-    pub cluster: Option<Arc<Cluster>>,
+    /// The cluster, or none on a single node.
+    pub cluster: Cluster,
     /// The cluster actor's cell, with clustering.
     pub link: Option<Arc<LinkCell>>,
     next_conn: AtomicU64,
@@ -116,7 +116,7 @@ pub struct Parts {
     pub presence: Presence,
     pub metrics: Arc<Metrics>,
     pub connections: Arc<Registry>,
-    pub cluster: Option<Arc<Cluster>>,
+    pub cluster: Cluster,
     pub link: Option<Arc<LinkCell>>,
 }
 
@@ -240,7 +240,7 @@ impl Node {
     /// Whether `/readyz` reports ready: not draining, and with clustering,
     /// the backplane up and this node's heartbeat going through.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.cluster.as_ref().is_none_or(|c| c.is_healthy())
+        self.ready.load(Ordering::Relaxed) && self.cluster.is_ready()
     }
 
     pub fn set_ready(&self, ready: bool) {

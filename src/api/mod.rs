@@ -167,9 +167,7 @@ async fn direct(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResp
     let fields = body::Fields::parse(&bytes)?;
     let (user, data, from) = (fields.user()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
     let frame = ServerFrame::Direct { from: &from, data, ts: now_ms() }.encode();
-    if let Some(cluster) = &node.cluster {
-        cluster.direct(&user, frame.text());
-    }
+    node.cluster.direct(&user, frame.text());
     node.presence.direct(user.into(), frame);
     Ok(HttpResponse::Ok().json(json!({})))
 }
@@ -181,9 +179,7 @@ async fn broadcast(node: web::Data<Node>, payload: web::Payload) -> Result<HttpR
     let bytes = body::read(payload, node.config.limits.max_message_bytes, body_timeout(&node)).await?;
     let data = body::Fields::parse(&bytes)?.data()?;
     let frame = ServerFrame::Broadcast { data, ts: now_ms() }.encode();
-    if let Some(cluster) = &node.cluster {
-        cluster.broadcast(frame.text());
-    }
+    node.cluster.broadcast(frame.text());
     let mut delivered = 0u64;
     node.connections.for_each(|outbox| {
         if outbox.deliver(&frame, &node.metrics) == Delivery::Queued {

@@ -36,7 +36,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::codec::Body;
 use super::relay::{Channel, Incoming};
-use super::{now_us, Cluster};
+use super::{now_us, Membership};
 use crate::connection::registry::Registry;
 use crate::metrics::ActorKind;
 use crate::presence::Presence;
@@ -64,7 +64,7 @@ pub struct Targets {
 /// The link's queue and state, which outlive any one actor.
 pub struct LinkCell {
     pub mailbox: Mailbox<LinkMsg>,
-    pub cluster: Arc<Cluster>,
+    pub cluster: Arc<Membership>,
     targets: Targets,
     state: Mutex<LinkState>,
     /// A tick is queued and not yet handled.
@@ -96,7 +96,7 @@ pub fn tick_interval(ttl: Duration) -> Duration {
 impl LinkCell {
     /// Creates the cell and starts the tasks that feed its queue; must run
     /// on the actors' runtime.
-    pub fn start(cluster: Arc<Cluster>, targets: Targets) -> Arc<Self> {
+    pub fn start(cluster: Arc<Membership>, targets: Targets) -> Arc<Self> {
         let cell = Arc::new(Self {
             mailbox: Mailbox::counted(cluster.metrics.mailbox_backlog(ActorKind::Cluster).clone()),
             cluster,

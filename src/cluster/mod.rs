@@ -9,8 +9,10 @@
 //! - [`link`]: the cluster actor, under the root supervisor.
 //!
 //! [`Cluster`] is the handle rooms, presence, connections and the API use.
-//! A single node (`cluster.enabled = false`) has none, and never touches
-//! Redis: every cluster path starts with `if let Some(cluster)`.
+//! On a single node (`cluster.enabled = false`) it is [`Cluster::single`]:
+//! it never touches Redis, what it is told goes nowhere, and queries are
+//! left to the node's own answers. With clustering it holds this node's
+//! [`Membership`], which the link and each room's cluster side use whole.
 //!
 //! # How the parts meet
 //!
@@ -67,7 +69,7 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// on the actors' runtime. A Redis that is not there yet is waited for in
 /// the background (the node is not ready until then); only an unusable
 /// `redis_url` fails.
-pub async fn join(config: &ClusterConfig, node: Arc<str>, metrics: Arc<Metrics>) -> Result<Arc<Cluster>, String> {
+pub async fn join(config: &ClusterConfig, node: Arc<str>, metrics: Arc<Metrics>) -> Result<Arc<Membership>, String> {
     let backplane = backplane::Backplane::connect(&config.redis_url, CONNECT_WAIT)
         .await
         .map_err(|e| format!("cannot use cluster.redis_url {:?}: {e}", config.redis_url))?;
@@ -75,12 +77,148 @@ pub async fn join(config: &ClusterConfig, node: Arc<str>, metrics: Arc<Metrics>)
     let relay = Arc::new(relay::RedisRelay::new(backplane.clone()));
     let directory = Arc::new(directory::RedisDirectory::new(backplane));
     tracing::info!(%node, redis = %config.redis_url, "cluster: joining");
-    Ok(Cluster::new(node, relay, directory, metrics, Duration::from_millis(config.node_ttl_ms)))
+    Ok(Membership::new(node, relay, directory, metrics, Duration::from_millis(config.node_ttl_ms)))
+}
+
+/// The cluster, as the rest of the node reaches it: this node's
+/// [`Membership`], or none on a single node, where every call does nothing
+/// and every query answers `None` (the caller answers from this node).
+#[derive(Clone, Default)]
+pub struct Cluster(Option<Arc<Membership>>);
+
+impl From<Option<Arc<Membership>>> for Cluster {
+    fn from(membership: Option<Arc<Membership>>) -> Self {
+        Self(membership)
+    }
+}
+
+impl Cluster {
+    /// A node on its own.
+    pub fn single() -> Self {
+        Self(None)
+    }
+
+    /// This node's membership, with clustering.
+    pub fn membership(&self) -> Option<&Arc<Membership>> {
+        self.0.as_ref()
+    }
+
+    pub fn is_clustered(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The membership while the backplane is up: when queries and numbered
+    /// publishes can go through the cluster.
+    fn reachable(&self) -> Option<&Arc<Membership>> {
+        self.0.as_ref().filter(|m| m.is_connected())
+    }
+
+    /// Whether Redis is reachable; `None` on a single node, which has none.
+    pub fn redis_connected(&self) -> Option<bool> {
+        self.0.as_ref().map(|m| m.is_connected())
+    }
+
+    /// Whether the node can serve as far as the cluster goes: a single
+    /// node always can, a clustered one while it is a working member.
+    pub fn is_ready(&self) -> bool {
+        self.0.as_ref().is_none_or(|m| m.is_healthy())
+    }
+
+    /// `user` has its first connection on this node.
+    pub fn user_online(&self, user: &Arc<str>) {
+        if let Some(m) = &self.0 {
+            m.user_online(user);
+        }
+    }
+
+    /// `user` has no connection left on this node.
+    pub fn user_offline(&self, user: &Arc<str>) {
+        if let Some(m) = &self.0 {
+            m.user_offline(user);
+        }
+    }
+
+    /// This node's online users are exactly `users` (after an outage):
+    /// rewrites its entries and takes their channels again.
+    pub fn users_online(&self, users: impl Iterator<Item = Arc<str>>) {
+        let Some(m) = &self.0 else { return };
+        let users: Vec<Arc<str>> = users.collect();
+        let names = users.iter().map(|u| u.to_string()).collect();
+        m.background("re-sync", m.directory.replace_users(&m.node, names));
+        for user in users {
+            m.background("subscribe", m.relay.subscribe(&Channel::User(user)));
+        }
+    }
+
+    /// `room` has no member left on this node.
+    pub fn room_retired(&self, room: &Arc<str>) {
+        if let Some(m) = &self.0 {
+            m.room_retired(room);
+        }
+    }
+
+    /// Sends a `direct` frame to `user`'s connections on the other nodes.
+    pub fn direct(&self, user: &str, frame: &str) {
+        if let Some(m) = &self.0 {
+            m.direct(user, frame);
+        }
+    }
+
+    /// Sends a `broadcast` frame to every connection on the other nodes.
+    pub fn broadcast(&self, frame: &str) {
+        if let Some(m) = &self.0 {
+            m.broadcast(frame);
+        }
+    }
+
+    /// The users in `room` on every live node, while the cluster can say.
+    pub fn room_users(&self, room: &str) -> Option<impl Future<Output = Result<Vec<Arc<str>>, RelayError>> + Send + 'static> {
+        self.reachable().map(|m| m.room_users(room))
+    }
+
+    /// Whether each of `users` is online on a live node, while the cluster can say.
+    pub fn online(&self, users: Vec<String>) -> Option<Pending<Vec<bool>>> {
+        self.reachable().map(|m| m.online(users))
+    }
+
+    /// Numbers and publishes a server message to `room` for the other
+    /// nodes (this one has no member in it), while the cluster can;
+    /// `floor` is the last number this node knows of.
+    pub fn publish_elsewhere(&self, room: &Arc<str>, from: &str, data: &str, floor: u64) -> Option<Pending<u64>> {
+        let m = self.reachable()?;
+        let body = Body::Message {
+            room: room.to_string(),
+            from: from.to_owned(),
+            data: data.to_owned(),
+            ts: crate::protocol::now_ms(),
+            token: m.token(),
+            except: None,
+        };
+        Some(m.publish_sequenced(room, body, floor))
+    }
+
+    /// Runs `task` where the cluster's background calls run; on a single
+    /// node, nowhere.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        if let Some(m) = &self.0 {
+            m.spawn(task);
+        }
+    }
+
+    /// Leaves the cluster on purpose, so the other nodes need not wait for
+    /// this one's heartbeat to lapse; waits at most `wait`.
+    pub async fn depart(&self, wait: Duration) {
+        let Some(m) = &self.0 else { return };
+        let depart = m.directory.depart(&m.node);
+        if !matches!(tokio::time::timeout(wait, depart).await, Ok(Ok(()))) {
+            tracing::warn!("cluster: could not leave cleanly; the other nodes drop this one when its heartbeat lapses");
+        }
+    }
 }
 
 /// This node's part in a cluster: what the rest of the node uses to reach
 /// the other nodes.
-pub struct Cluster {
+pub struct Membership {
     /// This node's id, the `origin` of its envelopes.
     pub node: Arc<str>,
     pub relay: Arc<dyn Relay>,
@@ -101,7 +239,7 @@ pub fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-impl Cluster {
+impl Membership {
     /// Must be called on the actors' runtime, where background calls run.
     pub fn new(
         node: Arc<str>,
@@ -270,5 +408,24 @@ impl Cluster {
     /// Sends a `broadcast` frame to every connection on the other nodes.
     pub fn broadcast(self: &Arc<Self>, frame: &str) {
         self.publish(&Channel::Broadcast, Body::Broadcast { frame: frame.to_owned() });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_node_is_ready_tells_nobody_and_answers_its_queries_itself() {
+        let alone = Cluster::single();
+        assert!(!alone.is_clustered() && alone.membership().is_none());
+        assert!(alone.is_ready(), "readiness does not wait for a cluster there is none of");
+        assert_eq!(alone.redis_connected(), None, "no Redis gauge to set");
+        assert!(alone.room_users("lobby").is_none() && alone.online(vec!["alice".into()]).is_none());
+        assert!(alone.publish_elsewhere(&Arc::from("lobby"), "server", "1", 0).is_none());
+        alone.user_online(&Arc::from("alice"));
+        alone.direct("alice", "{}");
+        alone.broadcast("{}");
+        alone.room_retired(&Arc::from("lobby"));
     }
 }

@@ -347,9 +347,7 @@ impl<T: Transport> Connection<T> {
             },
             ClientFrame::Direct { to, data } => {
                 let frame = ServerFrame::Direct { from: &user, data, ts: protocol::now_ms() }.encode();
-                if let Some(cluster) = &self.node.cluster {
-                    cluster.direct(&to, frame.text());
-                }
+                self.node.cluster.direct(&to, frame.text());
                 self.node.presence.direct(to.into(), frame);
                 if id.is_some() {
                     self.reply(ServerFrame::Ack { seq: None, id });

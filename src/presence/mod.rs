@@ -75,7 +75,7 @@ impl Presence {
     /// The users in `room`, each once, sorted: on every node with
     /// clustering (this node's own view while the backplane is away).
     pub fn room_users(&self, room: Arc<str>) -> impl Future<Output = Result<Vec<Arc<str>>, CallError>> + 'static {
-        let cluster = self.cell.cluster.as_ref().filter(|c| c.is_connected()).map(|c| c.room_users(&room));
+        let cluster = self.cell.cluster.room_users(&room);
         let local = self.clone();
         async move {
             if let Some(Ok(users)) = match cluster {
@@ -99,8 +99,7 @@ impl Presence {
         &self,
         users: Vec<String>,
     ) -> impl Future<Output = Result<BTreeMap<String, bool>, CallError>> + 'static {
-        let cluster =
-            self.cell.cluster.as_ref().filter(|c| c.is_connected()).map(|c| (users.clone(), c.online(users.clone())));
+        let cluster = self.cell.cluster.online(users.clone()).map(|query| (users.clone(), query));
         let local = self.clone();
         async move {
             if let Some((asked, query)) = cluster {

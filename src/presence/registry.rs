@@ -19,7 +19,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::cluster::{Channel, Cluster};
+use crate::cluster::Cluster;
 use crate::connection::{ConnId, Member, Outbox};
 use crate::metrics::{ActorKind, Metrics};
 use crate::protocol::Encoded;
@@ -81,7 +81,7 @@ pub struct PresenceCell {
     pub mailbox: Mailbox<PresenceMsg>,
     /// With clustering: users coming online here and going offline are
     /// told to the directory, and their channels subscribed.
-    pub cluster: Option<Arc<Cluster>>,
+    pub cluster: Cluster,
     state: Mutex<PresenceState>,
 }
 
@@ -91,7 +91,7 @@ impl PresenceCell {
         self.state.lock().online.keys().cloned().collect()
     }
 
-    pub fn new(metrics: Arc<Metrics>, cluster: Option<Arc<Cluster>>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, cluster: Cluster) -> Self {
         let mailbox = Mailbox::counted(metrics.mailbox_backlog(ActorKind::Presence).clone());
         let state = PresenceState { metrics, cluster: cluster.clone(), online: HashMap::new(), rooms: HashMap::new() };
         Self { mailbox, cluster, state: Mutex::new(state) }
@@ -101,7 +101,7 @@ impl PresenceCell {
 /// Who is online and who is in which room.
 pub struct PresenceState {
     metrics: Arc<Metrics>,
-    cluster: Option<Arc<Cluster>>,
+    cluster: Cluster,
     online: HashMap<Arc<str>, Vec<(ConnId, Outbox)>>,
     rooms: HashMap<Arc<str>, HashSet<Arc<str>>>,
 }
@@ -132,9 +132,7 @@ impl PresenceState {
     fn online(&mut self, member: Member) {
         let conns = self.online.entry(member.user.clone()).or_default();
         if conns.is_empty() {
-            if let Some(cluster) = &self.cluster {
-                cluster.user_online(&member.user);
-            }
+            self.cluster.user_online(&member.user);
         }
         conns.push((member.conn, member.outbox));
         self.metrics.users_online.set(self.online.len() as i64);
@@ -147,9 +145,7 @@ impl PresenceState {
         conns.retain(|(c, _)| *c != conn);
         if conns.is_empty() {
             if let Some((user, _)) = self.online.remove_entry(user) {
-                if let Some(cluster) = &self.cluster {
-                    cluster.user_offline(&user);
-                }
+                self.cluster.user_offline(&user);
             }
             crate::memory::shrink_sparse(&mut self.online);
             self.metrics.users_online.set(self.online.len() as i64);
@@ -157,12 +153,7 @@ impl PresenceState {
     }
 
     fn resync(&self) {
-        let Some(cluster) = &self.cluster else { return };
-        let users: Vec<String> = self.online.keys().map(|u| u.to_string()).collect();
-        cluster.background("re-sync", cluster.directory.replace_users(&cluster.node, users));
-        for user in self.online.keys() {
-            cluster.background("subscribe", cluster.relay.subscribe(&Channel::User(user.clone())));
-        }
+        self.cluster.users_online(self.online.keys().cloned());
     }
 
     fn room_joined(&mut self, room: Arc<str>, user: Arc<str>) {
@@ -242,7 +233,7 @@ mod tests {
     use crate::presence::Presence;
 
     async fn spawn() -> (Presence, ractor::ActorRef<()>) {
-        let cell = Arc::new(PresenceCell::new(Arc::new(Metrics::new()), None));
+        let cell = Arc::new(PresenceCell::new(Arc::new(Metrics::new()), Cluster::single()));
         let (actor, _) = Actor::spawn(None, PresenceRegistry, cell.clone()).await.unwrap();
         (Presence::new(cell), actor)
     }

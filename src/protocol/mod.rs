@@ -1,5 +1,5 @@
 //! The wire protocol (`PROTOCOL.md`, v1): every client frame, server frame,
-//! error code and close code, in one place.
+//! error code and close code, in one module.
 //!
 //! Decoding borrows from the received text: fields are first split out as raw
 //! JSON slices, then each is checked on its own so every failure names its

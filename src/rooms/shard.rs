@@ -35,7 +35,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::value::RawValue;
 
 use super::room::{JoinReply, RoomCell, RoomMsg};
-use crate::cluster::codec::Body;
 use crate::cluster::Cluster;
 use crate::config::SupervisionConfig;
 use crate::connection::{ConnId, Member};
@@ -82,7 +81,7 @@ pub struct ShardCell {
     presence: Presence,
     metrics: Arc<Metrics>,
     supervision: SupervisionConfig,
-    cluster: Option<Arc<Cluster>>,
+    cluster: Cluster,
 }
 
 impl ShardCell {
@@ -90,7 +89,7 @@ impl ShardCell {
         presence: Presence,
         metrics: Arc<Metrics>,
         supervision: SupervisionConfig,
-        cluster: Option<Arc<Cluster>>,
+        cluster: Cluster,
     ) -> Self {
         let mailbox = Arc::new(Mailbox::counted(metrics.mailbox_backlog(ActorKind::Registry).clone()));
         Self { mailbox, slots: Mutex::default(), presence, metrics, supervision, cluster }
@@ -119,7 +118,7 @@ impl ShardCell {
                         self.mailbox.clone(),
                         self.presence.clone(),
                         self.metrics.clone(),
-                        self.cluster.clone(),
+                        self.cluster.membership().cloned(),
                     ));
                     slot.room = Some(room.clone());
                     slot.forwarded = 0;
@@ -128,7 +127,7 @@ impl ShardCell {
                 }
             }
         };
-        if new && self.cluster.is_some() {
+        if new && self.cluster.is_clustered() {
             // Before the join: it waits until the room knows the other nodes' members.
             room.send(RoomMsg::Sync { initial: true });
         }
@@ -150,22 +149,13 @@ impl ShardCell {
                 return;
             }
         }
-        match self.cluster.as_ref().filter(|c| c.is_connected()) {
+        let floor = slots.get(&name).map_or(0, |slot| slot.seq.load(Ordering::Relaxed));
+        match self.cluster.publish_elsewhere(&name, &from, data.get(), floor) {
             // Nobody here to deliver to: Redis numbers it for the other
             // nodes. Nothing is kept here for the room.
-            Some(cluster) => {
-                let floor = slots.get(&name).map_or(0, |slot| slot.seq.load(Ordering::Relaxed));
+            Some(call) => {
                 drop(slots);
-                let body = Body::Message {
-                    room: name.to_string(),
-                    from: from.to_string(),
-                    data: data.get().to_owned(),
-                    ts: crate::protocol::now_ms(),
-                    token: cluster.token(),
-                    except: None,
-                };
-                let call = cluster.publish_sequenced(&name, body, floor);
-                cluster.spawn(async move {
+                self.cluster.spawn(async move {
                     // Without a number the reply port is dropped: the caller gets 503.
                     if let Ok(seq) = call.await {
                         let _ = reply.send(seq);
@@ -201,9 +191,7 @@ impl ShardCell {
         if let Some(room) = slot.room.take() {
             self.metrics.rooms.dec();
             room.retire();
-            if let Some(cluster) = &self.cluster {
-                cluster.room_retired(&room.name);
-            }
+            self.cluster.room_retired(&room.name);
         }
         if slot.seq.load(Ordering::Relaxed) == 0 {
             slots.remove(name);

@@ -142,6 +142,7 @@ impl Server {
             give_up,
             clustering,
         ))?;
+        let cluster = cluster::Cluster::from(cluster);
         let parts = Parts { id, rooms: tree.rooms, presence: tree.presence, metrics, connections, cluster, link: tree.link };
         let node = Arc::new(Node::new(config, parts));
         Ok(Self { listener, node, actors, shutdown: ShutdownHandle::default(), fatal, signals: false })
@@ -267,13 +268,7 @@ async fn drain(node: &Node) {
     if left > 0 {
         tracing::warn!(connections = left, "shutdown timeout: dropping the connections still open");
     }
-    if let Some(cluster) = &node.cluster {
-        // The other nodes need not wait for this one's heartbeat to lapse.
-        let depart = cluster.directory.depart(&cluster.node);
-        if !matches!(tokio::time::timeout(Duration::from_secs(1), depart).await, Ok(Ok(()))) {
-            tracing::warn!("cluster: could not leave cleanly; the other nodes drop this one when its heartbeat lapses");
-        }
-    }
+    node.cluster.depart(Duration::from_secs(1)).await;
 }
 
 /// Logs the file limit and how many connections it leaves room for.

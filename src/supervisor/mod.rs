@@ -50,7 +50,7 @@ pub use budget::RestartBudget;
 pub use mailbox::Mailbox;
 
 use crate::cluster::link::{Link, LinkCell, Targets};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Membership};
 use crate::config::SupervisionConfig;
 use crate::connection::registry::Registry;
 use crate::metrics::{ActorKind, Metrics};
@@ -73,7 +73,7 @@ pub struct Tree {
 
 /// What a clustered node's tree needs besides the rest.
 pub struct Clustering {
-    pub cluster: Arc<Cluster>,
+    pub cluster: Arc<Membership>,
     /// The node's open connections, which broadcasts from other nodes reach.
     pub connections: Arc<Registry>,
 }
@@ -231,7 +231,7 @@ pub async fn start(
     give_up: GiveUp,
     clustering: Option<Clustering>,
 ) -> Result<Tree, StartError> {
-    let cluster = clustering.as_ref().map(|c| c.cluster.clone());
+    let cluster = Cluster::from(clustering.as_ref().map(|c| c.cluster.clone()));
     let presence_cell = Arc::new(PresenceCell::new(metrics.clone(), cluster.clone()));
     let presence = Presence::new(presence_cell.clone());
     let shards: Vec<Arc<ShardCell>> = (0..shards.max(1))

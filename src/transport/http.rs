@@ -45,9 +45,9 @@ async fn readyz(node: web::Data<Node>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text exposition.
 async fn metrics(node: web::Data<Node>) -> HttpResponse {
-    if let Some(cluster) = &node.cluster {
+    if let Some(connected) = node.cluster.redis_connected() {
         // As of this scrape, not of the cluster link's last tick.
-        node.metrics.redis_connected.set(cluster.is_connected() as i64);
+        node.metrics.redis_connected.set(connected as i64);
     }
     // Outbound queues are read, not tracked: one relaxed load per connection.
     let (mut deepest, mut queued) = (0, 0);

@@ -30,7 +30,7 @@ struct Waiting {
 
 /// A room's part in a cluster.
 pub(super) struct Clustered {
-    pub(super) cluster: Arc<Cluster>,
+    pub(super) cluster: Arc<Membership>,
     /// Users other nodes have in the room, with those nodes.
     pub(super) remote: BTreeMap<Arc<str>, Vec<Arc<str>>>,
     /// Between asking for the other nodes' members and having them:
@@ -61,7 +61,7 @@ pub(super) fn defers(msg: &RoomMsg) -> bool {
 }
 
 impl Clustered {
-    pub(super) fn new(cluster: Arc<Cluster>) -> Self {
+    pub(super) fn new(cluster: Arc<Membership>) -> Self {
         Self {
             cluster,
             remote: BTreeMap::new(),
@@ -84,7 +84,7 @@ impl RoomState {
     /// The cluster, when publishes go through it now: clustered and the
     /// backplane up. Otherwise the room numbers and delivers on its own.
     /// A publish the backplane cannot take counts as a relay error.
-    pub(super) fn relaying(&self) -> Option<&Arc<Cluster>> {
+    pub(super) fn relaying(&self) -> Option<&Arc<Membership>> {
         let clustered = self.cluster.as_ref()?;
         if clustered.subscribed && clustered.cluster.is_connected() {
             return Some(&clustered.cluster);

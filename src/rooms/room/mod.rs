@@ -38,7 +38,7 @@ use super::users::Users;
 use crate::cluster::codec::Body;
 use crate::cluster::directory::Changes;
 use crate::cluster::relay::{Channel, Pending, RelayError};
-use crate::cluster::Cluster;
+use crate::cluster::Membership;
 use crate::connection::{ConnId, Delivery, Member, Outbox};
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
@@ -153,7 +153,7 @@ impl RoomCell {
         shard: Arc<Mailbox<ShardMsg>>,
         presence: Presence,
         metrics: Arc<Metrics>,
-        cluster: Option<Arc<Cluster>>,
+        cluster: Option<Arc<Membership>>,
     ) -> Self {
         let cluster = cluster.map(|cluster| Box::new(Clustered::new(cluster)));
         let state = RoomState {

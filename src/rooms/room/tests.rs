@@ -48,7 +48,7 @@ fn data(json: &str) -> &RawValue {
 async fn clustered_pair() -> (Fixture, Fixture) {
     use crate::cluster::directory::MemoryDirectory;
     use crate::cluster::relay::{MemoryHub, MemoryRelay};
-    use crate::cluster::Cluster;
+    use crate::cluster::Membership;
     use crate::connection::registry::Registry;
     use crate::supervisor::Clustering;
     let hub = Arc::new(MemoryHub::default());
@@ -57,7 +57,7 @@ async fn clustered_pair() -> (Fixture, Fixture) {
     for id in ["a", "b"] {
         let metrics = Arc::new(Metrics::new());
         let relay = Arc::new(MemoryRelay::new(hub.clone()));
-        let cluster = Cluster::new(id.into(), relay, directory.clone(), metrics.clone(), Duration::from_secs(60));
+        let cluster = Membership::new(id.into(), relay, directory.clone(), metrics.clone(), Duration::from_secs(60));
         let clustering = Clustering { cluster, connections: Arc::new(Registry::default()) };
         let tree = supervisor::start(2, metrics.clone(), &Default::default(), Arc::new(|_| {}), Some(clustering))
             .await
