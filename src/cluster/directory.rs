@@ -1,6 +1,6 @@
 //! [`Directory`]: cluster-wide presence (who is in which room and who is
 //! online, on which node) and node liveness, behind one trait with two
-//! implementations held to one conformance suite (`tests/directory.rs`):
+//! implementations held to one conformance suite (`tests/it/directory.rs`):
 //!
 //! - [`MemoryDirectory`]: nodes in one process sharing one directory.
 //! - [`RedisDirectory`]: Redis sets, changed by Lua scripts (`lua/`) so every change

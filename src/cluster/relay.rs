@@ -1,6 +1,6 @@
 //! [`Relay`]: how envelopes travel between nodes, behind one trait with two
 //! implementations that behave alike (one conformance suite runs against
-//! both, `tests/relay.rs`):
+//! both, `tests/it/relay.rs`):
 //!
 //! - [`MemoryRelay`]: nodes in one process joined by a [`MemoryHub`]; the
 //!   embedded default and the reference the Redis relay is held to.

@@ -3,8 +3,7 @@
 //! deliveries with the room's `seq`, direct and broadcast frames, presence,
 //! heartbeats, limits and a stalled reader.
 
-mod common;
-use common::*;
+use crate::support::*;
 
 use std::time::Duration;
 
@@ -25,14 +24,8 @@ async fn call(server: &TestServer, method: &str, path: &str, body: Value) -> Val
     reply
 }
 
-async fn metrics(server: &TestServer) -> String {
-    let (status, text) = http_get(server.addr, "/metrics").await;
-    assert_eq!(status, 200);
-    text
-}
-
 async fn metric_value(server: &TestServer, series: &str) -> f64 {
-    metric(&metrics(server).await, series).unwrap_or(0.0)
+    Snapshot::take(server).await.value(series).unwrap_or(0.0)
 }
 
 /// Opens `/sse` with the token in `Authorization: Bearer`.

@@ -2,8 +2,8 @@
 //! its strikes, the message size limit (whole and fragmented), heartbeats
 //! against a raw client that never answers, the connection limit, the origin
 //! check, a barrage of bad input, and the exact movement of every counter.
-mod common;
-use common::*;
+
+use crate::support::*;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -168,7 +168,7 @@ async fn every_text_binary_and_ping_frame_takes_a_token_but_pongs_do_not() {
     assert_eq!(invalid["code"], "INVALID_JSON", "{invalid}");
     assert_rate_limited(&client.recv().await, Some(json!(7)));
     assert_rate_limited(&client.recv().await, None);
-    assert_eq!(metric(&Snapshot::take(&server).await.0, RATE_LIMITED), Some(2.0));
+    assert_eq!(Snapshot::take(&server).await.value(RATE_LIMITED), Some(2.0));
 }
 
 #[tokio::test]
@@ -300,10 +300,8 @@ async fn a_silent_client_that_never_answers_pings_is_dropped() {
         assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1000, "{:?}", String::from_utf8_lossy(payload));
     }
     let server_addr = server.addr;
-    let counted = eventually(WAIT, || async move {
-        metric(&http_get(server_addr, "/metrics").await.1, HEARTBEAT) == Some(1.0)
-    })
-    .await;
+    let counted =
+        eventually(WAIT, || async move { Snapshot::take(&server_addr).await.value(HEARTBEAT) == Some(1.0) }).await;
     assert!(counted, "{HEARTBEAT} is 1");
 }
 

@@ -2,8 +2,8 @@
 //! check on every route, bad requests, and each call's effect as WebSocket
 //! clients see it: `seq` shared with their publishes, direct and broadcast
 //! delivery, presence, status, stats and the request metric.
-mod common;
-use common::*;
+
+use crate::support::*;
 
 use std::time::Duration;
 
@@ -272,17 +272,17 @@ async fn requests_are_counted_by_route_template_and_status_class() {
     get(&server, "/api/rooms/two/presence").await;
     api(server.addr, "GET", "/api/stats", None, "").await;
     call(&server, "GET", "/api/nowhere", "").await;
-    let (_, text) = http_get(server.addr, "/metrics").await;
+    let metrics = Snapshot::take(&server).await;
     let count = |route: &str, status: &str| {
-        metric(&text, &format!(r#"herald_api_requests_total{{route="{route}",status="{status}"}}"#))
+        metrics.value(&format!(r#"herald_api_requests_total{{route="{route}",status="{status}"}}"#))
     };
-    assert_eq!(count("/api/publish", "2xx"), Some(2.0), "{text}");
+    assert_eq!(count("/api/publish", "2xx"), Some(2.0), "{}", metrics.0);
     assert_eq!(count("/api/publish", "4xx"), Some(1.0));
     assert_eq!(count("/api/rooms/{room}/presence", "2xx"), Some(2.0));
     assert_eq!(count("/api/stats", "4xx"), Some(1.0));
     assert_eq!(count("/api/stats", "2xx"), Some(0.0));
     assert_eq!(count("other", "4xx"), Some(1.0));
-    assert!(!text.contains("route=\"/api/rooms/one"), "raw paths never become labels");
+    assert!(!metrics.0.contains("route=\"/api/rooms/one"), "raw paths never become labels");
 }
 
 #[tokio::test]

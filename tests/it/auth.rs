@@ -2,8 +2,7 @@
 //! `auth` frame), their precedence, every auth close code and reason, the
 //! anonymous mode, and the room permissions a token carries.
 
-mod common;
-use common::*;
+use crate::support::*;
 
 use std::time::Duration;
 

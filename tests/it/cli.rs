@@ -1,93 +1,12 @@
 //! The real `herald` binary (command line, config file, environment
 //! overrides) and the HTTP endpoints `/healthz`, `/readyz` and `/metrics`.
 
-mod common;
-use common::*;
+use crate::support::*;
 
-use std::net::{SocketAddr, TcpListener};
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use serde_json::json;
-
-/// How long a child process may take to exit or to start listening.
-const PROCESS_WAIT: Duration = Duration::from_secs(10);
-
-/// A `herald` command with no `HERALD_*` variables inherited from the test's environment.
-fn herald() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HERALD_") {
-            command.env_remove(key);
-        }
-    }
-    command.env("RUST_LOG", "warn");
-    command
-}
-
-/// A config file with `contents`, unique to this test process and call; removed on drop.
-struct TempConfig(PathBuf);
-
-impl TempConfig {
-    fn new(contents: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("herald-cli-test-{}-{}.toml", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let path = std::env::temp_dir().join(name);
-        std::fs::write(&path, contents).expect("write temp config");
-        Self(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A child process killed when the test ends, passing or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `command` to completion, or kills it after [`PROCESS_WAIT`] and panics:
-/// a config that should stop start-up must not leave a server running.
-fn run_to_exit(mut command: Command) -> Output {
-    let child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn herald");
-    let mut child = Running(child);
-    // Drain the pipes on threads so a chatty child never blocks on a full pipe.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(child.0.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = drain(child.0.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let deadline = Instant::now() + PROCESS_WAIT;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("poll child") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "herald did not exit within {PROCESS_WAIT:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output { status, stdout: stdout.join().expect("stdout"), stderr: stderr.join().expect("stderr") }
-}
 
 /// Asserts that herald refused to start and that stderr names `needle`.
 fn assert_fails_naming(output: &Output, needle: &str) {
@@ -96,46 +15,16 @@ fn assert_fails_naming(output: &Output, needle: &str) {
     assert!(stderr.contains(needle), "stderr should name `{needle}`: {stderr}");
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().unwrap().port()
-}
-
-/// Waits until `/healthz` on `addr` answers 200; panics after [`PROCESS_WAIT`].
-async fn wait_until_listening(addr: SocketAddr, child: &mut Running) {
-    let deadline = Instant::now() + PROCESS_WAIT;
-    loop {
-        if let Some(status) = child.0.try_wait().expect("poll child") {
-            panic!("herald exited before listening: {status}");
-        }
-        if tokio::net::TcpStream::connect(addr).await.is_ok() && http_get(addr, "/healthz").await.0 == 200 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "herald did not listen on {addr} within {PROCESS_WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Starts the binary with a file setting `port = 0` and `node_id = "filenode"`,
 /// overridden by `HERALD_SERVER__NODE_ID=node_id` and a free `HERALD_SERVER__PORT`,
 /// and returns the `node` of the first `welcome`.
 async fn welcome_node_with_env_node_id(node_id: &str) -> String {
-    let file = TempConfig::new("[server]\nport = 0\nnode_id = \"filenode\"\n");
-    let port = free_port();
-    let mut command = herald();
-    command
-        .args(["--config", file.path()])
+    let herald = HeraldCommand::new()
+        .config("[server]\nport = 0\nnode_id = \"filenode\"\n")
         .env("HERALD_SERVER__NODE_ID", node_id)
-        .env("HERALD_SERVER__PORT", port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let mut child = Running(command.spawn().expect("spawn herald"));
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_until_listening(addr, &mut child).await;
-    let server = TestServer { addr };
-    let (client, welcome) = ws_connect(&server).await;
+        .start()
+        .await;
+    let (client, welcome) = ws_connect(&herald).await;
     client.close().await;
     welcome["node"].as_str().unwrap_or_else(|| panic!("node is a string: {welcome}")).to_owned()
 }
@@ -144,9 +33,7 @@ async fn welcome_node_with_env_node_id(node_id: &str) -> String {
 
 #[test]
 fn help_mentions_config_and_environment_overrides() {
-    let mut command = herald();
-    command.arg("--help");
-    let output = run_to_exit(command);
+    let output = HeraldCommand::new().arg("--help").run_to_exit();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     assert!(stdout.contains("--config"), "{stdout}");
@@ -155,46 +42,37 @@ fn help_mentions_config_and_environment_overrides() {
 
 #[test]
 fn check_config_accepts_a_valid_file() {
-    let file = TempConfig::new("[server]\nport = 0\nnode_id = \"checked\"\n\n[auth]\nrequired = true\njwt_secret = \"s\"\n");
-    let mut command = herald();
-    command.args(["--config", file.path(), "--check-config"]);
-    let output = run_to_exit(command);
+    let output = HeraldCommand::new()
+        .config("[server]\nport = 0\nnode_id = \"checked\"\n\n[auth]\nrequired = true\njwt_secret = \"s\"\n")
+        .arg("--check-config")
+        .run_to_exit();
     assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 #[test]
 fn unknown_key_in_the_file_stops_start_up() {
     for (contents, key) in [("[server]\nport = 0\nprot = 1\n", "prot"), ("[sever]\nport = 0\n", "sever")] {
-        let file = TempConfig::new(contents);
-        let mut command = herald();
-        command.args(["--config", file.path()]);
-        assert_fails_naming(&run_to_exit(command), key);
+        assert_fails_naming(&HeraldCommand::new().config(contents).run_to_exit(), key);
     }
 }
 
 #[test]
 fn wrong_typed_value_in_the_file_stops_start_up() {
-    let file = TempConfig::new("[server]\nport = \"eighty\"\n");
-    let mut command = herald();
-    command.args(["--config", file.path()]);
-    assert_fails_naming(&run_to_exit(command), "port");
+    let output = HeraldCommand::new().config("[server]\nport = \"eighty\"\n").run_to_exit();
+    assert_fails_naming(&output, "port");
 }
 
 #[test]
 fn unknown_key_from_the_environment_stops_start_up() {
-    let file = TempConfig::new("[server]\nport = 0\n");
-    let mut command = herald();
-    command.args(["--config", file.path()]).env("HERALD_SERVER__PROT", "1");
-    assert_fails_naming(&run_to_exit(command), "prot");
+    let output = HeraldCommand::new().config("[server]\nport = 0\n").env("HERALD_SERVER__PROT", "1").run_to_exit();
+    assert_fails_naming(&output, "prot");
 }
 
 #[test]
 fn missing_config_file_stops_start_up() {
     let path = std::env::temp_dir().join(format!("herald-cli-test-{}-missing.toml", std::process::id()));
     let path = path.to_str().unwrap();
-    let mut command = herald();
-    command.args(["--config", path]);
-    assert_fails_naming(&run_to_exit(command), path);
+    assert_fails_naming(&HeraldCommand::new().arg("--config").arg(path).run_to_exit(), path);
 }
 
 #[tokio::test]
@@ -219,10 +97,10 @@ async fn health_and_readiness_answer_200() {
 #[tokio::test]
 async fn metrics_are_prometheus_text_with_the_documented_series() {
     let server = start(config());
-    let (status, text) = http_get(server.addr, "/metrics").await;
-    assert_eq!(status, 200);
+    let metrics = Snapshot::take(&server).await;
+    let text = &metrics.0;
     for series in [OPEN_WS, ACCEPTED_WS, OPEN_SSE, ACCEPTED_SSE, "herald_rooms_active"] {
-        assert!(metric(&text, series).is_some(), "{series} missing:\n{text}");
+        assert!(metrics.value(series).is_some(), "{series} missing:\n{text}");
     }
     assert!(text.contains("# TYPE herald_connections_accepted_total counter"), "{text}");
     assert!(text.contains("# TYPE herald_connections_open gauge"), "{text}");
@@ -235,12 +113,8 @@ async fn metrics_are_prometheus_text_with_the_documented_series() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_documents_every_exported_metric_and_no_other() {
     let server = start(config());
-    let (_, text) = http_get(server.addr, "/metrics").await;
-    let exported: std::collections::BTreeSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let families = Snapshot::take(&server).await.families();
+    let exported: std::collections::BTreeSet<&str> = families.keys().map(String::as_str).collect();
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
     let documented: std::collections::BTreeSet<&str> = readme
         .lines()
@@ -254,27 +128,20 @@ async fn the_readme_documents_every_exported_metric_and_no_other() {
     assert!(missing.is_empty() && stale.is_empty(), "undocumented: {missing:?}; documented but not exported: {stale:?}");
 }
 
-/// The current `/metrics` text.
-async fn metrics(server: &TestServer) -> String {
-    let (status, text) = http_get(server.addr, "/metrics").await;
-    assert_eq!(status, 200);
-    text
-}
-
 /// The value of `series`, or 0 when a labelled child has not been created yet.
-fn value(text: &str, series: &str) -> f64 {
-    metric(text, series).unwrap_or(0.0)
+fn value(metrics: &Snapshot, series: &str) -> f64 {
+    metrics.value(series).unwrap_or(0.0)
 }
 
 /// Whether `/metrics` shows `series` at exactly `expected`.
 async fn metric_is(server: &TestServer, series: &str, expected: f64) -> bool {
-    value(&metrics(server).await, series) == expected
+    value(&Snapshot::take(server).await, series) == expected
 }
 
 #[tokio::test]
 async fn metrics_count_a_scripted_session_exactly() {
     let server = start(config());
-    let before = metrics(&server).await;
+    let before = Snapshot::take(&server).await;
     assert_eq!(value(&before, "herald_rooms_active"), 0.0, "a fresh server has no rooms");
 
     let (mut a, _) = ws_connect(&server).await;
@@ -293,8 +160,9 @@ async fn metrics_count_a_scripted_session_exactly() {
     assert!(eventually(WAIT, || metric_is(&server, "herald_rooms_active", 1.0)).await, "one room while joined");
     assert!(eventually(WAIT, || metric_is(&server, OPEN_WS, 2.0)).await, "two open");
 
-    let after = metrics(&server).await;
+    let after = Snapshot::take(&server).await;
     let delta = |series: &str| value(&after, series) - value(&before, series);
+    let after = &after.0;
     assert_eq!(delta(ACCEPTED_WS), 2.0, "{after}");
     assert_eq!(delta("herald_frames_received_total{type=\"publish\"}"), 3.0, "{after}");
     assert_eq!(delta("herald_frames_received_total{type=\"join\"}"), 1.0, "{after}");
@@ -307,7 +175,7 @@ async fn metrics_count_a_scripted_session_exactly() {
     b.close().await;
     assert!(eventually(WAIT, || metric_is(&server, "herald_rooms_active", 0.0)).await, "no rooms after everyone left");
     assert!(eventually(WAIT, || metric_is(&server, OPEN_WS, 0.0)).await, "none open");
-    let end = metrics(&server).await;
+    let end = Snapshot::take(&server).await;
     assert_eq!(value(&end, ACCEPTED_WS) - value(&before, ACCEPTED_WS), 2.0);
 }
 
@@ -315,52 +183,33 @@ async fn metrics_count_a_scripted_session_exactly() {
 
 /// A running `herald` whose stderr lines are collected as they come.
 struct Logging {
-    _child: Running,
-    addr: SocketAddr,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    herald: Herald,
 }
 
 impl Logging {
     /// Starts the binary with `log.format` and `log.level` from the environment
     /// (`RUST_LOG` unset, so `log.level` decides).
     async fn start(format: &str, level: &str) -> Self {
-        let port = free_port();
-        let mut command = herald();
-        command
+        let herald = HeraldCommand::new()
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
-            .env("HERALD_SERVER__PORT", port.to_string())
             .env("HERALD_LOG__FORMAT", format)
             .env("HERALD_LOG__LEVEL", level)
             .env("HERALD_LIMITS__RATE_PER_SEC", "100000")
             .env("HERALD_LIMITS__RATE_BURST", "100000")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = Running(command.spawn().expect("spawn herald"));
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stderr = child.0.stderr.take().expect("piped stderr");
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        wait_until_listening(addr, &mut child).await;
-        Self { _child: child, addr, lines }
+            .start()
+            .await;
+        Self { herald }
     }
 
     fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.herald.stderr_lines()
     }
 
     /// A client session: connect, join, `frames` publishes and pings, close;
     /// returns the connection's id as the server logs it (`<node>-<n>` minus the node).
     async fn session(&self, frames: usize) -> String {
-        let server = TestServer { addr: self.addr };
-        let (mut client, welcome) = ws_connect(&server).await;
+        let (mut client, welcome) = ws_connect(&self.herald).await;
         client.join("logs").await;
         for n in 0..frames {
             client.request(json!({"type": "publish", "room": "logs", "data": n, "id": n})).await;
@@ -411,10 +260,7 @@ async fn info_logs_say_nothing_per_connection_or_message() {
 
 #[test]
 fn bad_log_settings_stop_start_up_naming_the_key() {
-    let mut command = herald();
-    command.env("HERALD_LOG__FORMAT", "xml");
-    assert_fails_naming(&run_to_exit(command), "log.format");
-    let mut command = herald();
-    command.env("HERALD_LOG__LEVEL", "info,herald=loudly");
-    assert_fails_naming(&run_to_exit(command), "log.level");
+    assert_fails_naming(&HeraldCommand::new().env("HERALD_LOG__FORMAT", "xml").run_to_exit(), "log.format");
+    let output = HeraldCommand::new().env("HERALD_LOG__LEVEL", "info,herald=loudly").run_to_exit();
+    assert_fails_naming(&output, "log.level");
 }

@@ -3,8 +3,7 @@
 //! then checks that members, `seq`, presence and every other connection
 //! carried on, and that the restart counters moved.
 
-mod common;
-use common::*;
+use crate::support::*;
 
 use std::time::{Duration, Instant};
 
@@ -30,9 +29,7 @@ async fn crash(server: &TestServer, body: Value) {
 }
 
 async fn counter(server: &TestServer, series: &str) -> f64 {
-    let (status, text) = http_get(server.addr, "/metrics").await;
-    assert_eq!(status, 200);
-    metric(&text, series).unwrap_or(0.0)
+    Snapshot::take(server).await.value(series).unwrap_or(0.0)
 }
 
 fn restarts(actor: &str) -> String {

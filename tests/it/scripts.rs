@@ -1,9 +1,6 @@
 //! The cluster's Lua scripts in a real `redis-server`: called by SHA-1, and
 //! loaded again after Redis loses them.
 
-mod common;
-use common::*;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +9,8 @@ use fred::types::{ClusterHash, CustomCommand};
 use herald::cluster::backplane::Backplane;
 use herald::cluster::directory::{Directory, RedisDirectory};
 use herald::cluster::relay::RelayError;
+
+use crate::support::*;
 
 async fn command(backplane: &Backplane, name: &'static str, args: Vec<&'static str>) -> Value {
     let command = CustomCommand::new_static(name, ClusterHash::Random, false);

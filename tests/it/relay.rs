@@ -2,8 +2,7 @@
 //! process, and the Redis one against a real `redis-server`. Each case runs
 //! with two nodes, `a` and `b`.
 
-mod common;
-use common::*;
+use crate::support::*;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,8 +3,7 @@
 //! frame handler over a real socket. Each runs a fixed number of cases, so the
 //! test command's time stays bounded.
 
-mod common;
-use common::*;
+use crate::support::*;
 
 use std::time::Duration;
 

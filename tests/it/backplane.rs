@@ -1,8 +1,7 @@
 //! The Redis backplane against a real `redis-server`: publish and subscribe,
 //! and subscriptions that come back by themselves after Redis restarts.
 
-mod common;
-use common::*;
+use crate::support::*;
 
 use std::time::Duration;
 

@@ -2,14 +2,9 @@
 //! three real `herald` processes relaying through it, with real WebSocket
 //! clients on each node.
 
-mod common;
-use common::*;
+use crate::support::*;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -17,18 +12,11 @@ use serde_json::{json, Value};
 const API_KEY: &str = "cluster-test-key";
 /// The heartbeat ttl the nodes run with: short, so dead nodes go quickly.
 const TTL_MS: u64 = 2000;
-/// How long a node may take to start and reach Redis.
-const START_WAIT: Duration = Duration::from_secs(15);
 
 /// A `herald` process in a cluster.
 struct Node {
-    child: Child,
-    addr: SocketAddr,
-    config: PathBuf,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    herald: Herald,
+    addr: std::net::SocketAddr,
 }
 
 impl Node {
@@ -41,94 +29,34 @@ impl Node {
 
     /// [`Self::start`], with `extra` appended to the config file.
     async fn start_with(id: &str, redis_url: String, cluster: bool, extra: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let port = free_port();
-        let config = std::env::temp_dir().join(format!(
-            "herald-cluster-test-{}-{}.toml",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
         let toml = format!(
-            "[server]\nport = {port}\nnode_id = \"{id}\"\nworkers = 1\n\
+            "[server]\nnode_id = \"{id}\"\nworkers = 1\n\
              [auth]\njwt_secret = \"{SECRET}\"\n\
              [limits]\nrate_per_sec = 100000\nrate_burst = 100000\n\
              [api]\nkey = \"{API_KEY}\"\n\
              [cluster]\nenabled = {cluster}\nredis_url = \"{redis_url}\"\nnode_ttl_ms = {TTL_MS}\n{extra}"
         );
-        std::fs::write(&config, toml).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("HERALD_") {
-                command.env_remove(key);
-            }
-        }
-        let child = command
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn herald");
-        let mut node = Node { child, addr: ([127, 0, 0, 1], port).into(), config };
-        let path = if cluster { "/readyz" } else { "/healthz" };
-        let deadline = Instant::now() + START_WAIT;
-        loop {
-            if let Ok((200, _)) =
-                tokio::time::timeout(Duration::from_secs(1), try_get(node.addr, path)).await.unwrap_or(Err(()))
-            {
-                break;
-            }
-            if let Some(status) = node.child.try_wait().unwrap() {
-                panic!("node {id} exited: {status}");
-            }
-            assert!(Instant::now() < deadline, "node {id} not ready within {START_WAIT:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        node
-    }
-
-    fn server(&self) -> TestServer {
-        TestServer { addr: self.addr }
+        let ready = if cluster { "/readyz" } else { "/healthz" };
+        let herald = HeraldCommand::new().config(&toml).ready_at(ready).start().await;
+        Node { addr: herald.addr, herald }
     }
 
     async fn client(&self, user: &str) -> Client {
-        ws_connect_as(&self.server(), user).await
+        ws_connect_as(&self.herald, user).await
     }
 
     async fn api(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
         api(self.addr, method, path, Some(API_KEY), &body.to_string()).await
     }
 
-    async fn metrics(&self) -> String {
-        http_get(self.addr, "/metrics").await.1
+    async fn metrics(&self) -> Snapshot {
+        Snapshot::take(&self.herald).await
     }
 
     /// SIGKILL: no goodbye to the cluster.
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.herald.kill();
     }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_file(&self.config);
-    }
-}
-
-/// A GET that fails instead of panicking while the node is not up yet.
-async fn try_get(addr: SocketAddr, path: &str) -> Result<(u16, String), ()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(drop)?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(drop)?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.map_err(drop)?;
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or(())?;
-    Ok((status, response))
 }
 
 /// Joins `room` with each client in turn.
@@ -399,7 +327,7 @@ async fn a_killed_node_s_users_leave_within_the_ttl() {
     let (_, body) = b.api("GET", "/api/users/alice/status", json!(null)).await;
     assert_eq!(body["online"], false);
     let metrics = b.metrics().await;
-    assert_eq!(metric(&metrics, "herald_cluster_nodes_alive"), Some(1.0), "{metrics}");
+    assert_eq!(metrics.value("herald_cluster_nodes_alive"), Some(1.0), "{}", metrics.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,11 +339,11 @@ async fn a_redis_outage_keeps_local_rooms_working_and_relaying_comes_back() {
     let mut bob = b.client("bob").await;
     join_everywhere(&mut [&mut alice, &mut dave, &mut bob], "r").await;
     until_relayed(&mut alice, &mut [&mut dave, &mut bob], "r").await;
-    let errors_before = metric(&a.metrics().await, "herald_cluster_relay_errors_total").unwrap();
+    let errors_before = a.metrics().await.value("herald_cluster_relay_errors_total").unwrap();
 
     redis.stop();
     assert!(eventually(WAIT, || async { http_get(a.addr, "/readyz").await.0 == 503 }).await, "/readyz turns 503");
-    assert_eq!(metric(&a.metrics().await, "herald_cluster_redis_connected"), Some(0.0));
+    assert_eq!(a.metrics().await.value("herald_cluster_redis_connected"), Some(0.0));
     // Local clients keep working: a's room still delivers between a's clients.
     let mut last_seq = 0;
     for n in 0..20 {
@@ -429,7 +357,7 @@ async fn a_redis_outage_keeps_local_rooms_working_and_relaying_comes_back() {
     }
     let presence = dave.request(json!({"type": "presence", "room": "r"})).await;
     assert_eq!(presence["type"], "presence", "presence still answers: {presence}");
-    let errors_during = metric(&a.metrics().await, "herald_cluster_relay_errors_total").unwrap();
+    let errors_during = a.metrics().await.value("herald_cluster_relay_errors_total").unwrap();
     assert!(errors_during > errors_before, "the error counter moved: {errors_before} -> {errors_during}");
 
     redis.restart();
@@ -544,17 +472,17 @@ async fn cluster_metrics_count_relays_nodes_and_latency() {
     }
     messages(&mut bob, "m", 10).await;
     // Counted as each publish's answer comes back, just after delivery.
-    let relayed_out = || async { metric(&a.metrics().await, r#"herald_cluster_relayed_total{direction="out"}"#).unwrap() };
+    let relayed_out = || async { a.metrics().await.value(r#"herald_cluster_relayed_total{direction="out"}"#).unwrap() };
     assert!(eventually(WAIT, || async { relayed_out().await >= 10.0 }).await);
     let (at_a, at_b) = (a.metrics().await, b.metrics().await);
-    let out = metric(&at_a, r#"herald_cluster_relayed_total{direction="out"}"#).unwrap();
-    let into = metric(&at_b, r#"herald_cluster_relayed_total{direction="in"}"#).unwrap();
+    let out = at_a.value(r#"herald_cluster_relayed_total{direction="out"}"#).unwrap();
+    let into = at_b.value(r#"herald_cluster_relayed_total{direction="in"}"#).unwrap();
     assert!(out >= 10.0 && into >= 10.0, "out {out}, in {into}");
-    assert_eq!(metric(&at_a, "herald_cluster_redis_connected"), Some(1.0));
-    assert!(eventually(WAIT, || async { metric(&a.metrics().await, "herald_cluster_nodes_alive") == Some(2.0) }).await);
-    let latencies = metric(&at_b, "herald_cluster_relay_latency_seconds_count").unwrap();
+    assert_eq!(at_a.value("herald_cluster_redis_connected"), Some(1.0));
+    assert!(eventually(WAIT, || async { a.metrics().await.value("herald_cluster_nodes_alive") == Some(2.0) }).await);
+    let latencies = at_b.value("herald_cluster_relay_latency_seconds_count").unwrap();
     assert!(latencies >= 10.0, "{latencies}");
-    assert!(metric(&at_b, "herald_cluster_relay_errors_total").is_some());
+    assert!(at_b.value("herald_cluster_relay_errors_total").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,7 +498,7 @@ async fn the_cluster_link_is_supervised_and_relays_again_after_a_restart() {
     let (status, body) = a.api("POST", "/api/debug/crash", json!({"target": "cluster"})).await;
     assert_eq!((status, &body["crashed"]), (200, &json!("cluster")), "{body}");
     let metrics = a.metrics().await;
-    assert_eq!(metric(&metrics, r#"herald_actor_restarts_total{actor="cluster"}"#), Some(1.0), "{metrics}");
+    assert_eq!(metrics.value(r#"herald_actor_restarts_total{actor="cluster"}"#), Some(1.0), "{}", metrics.0);
     // Envelopes for a still arrive and are delivered by the new link.
     bob.send(json!({"type": "publish", "room": "s", "data": "after", "id": 1})).await;
     let seq = bob.recv_type("ack").await["seq"].clone();
@@ -596,5 +524,5 @@ async fn a_single_node_never_touches_redis() {
     assert_eq!(http_get(node.addr, "/readyz").await.0, 200);
     let accepted = tokio::time::timeout(Duration::from_millis(500), listener.accept()).await;
     assert!(accepted.is_err(), "the node connected to the Redis address");
-    assert_eq!(metric(&node.metrics().await, "herald_cluster_redis_connected"), Some(0.0));
+    assert_eq!(node.metrics().await.value("herald_cluster_redis_connected"), Some(0.0));
 }

@@ -3,8 +3,7 @@
 //! `redis-server`. Each case runs with nodes `a`, `b` and `c` sharing one
 //! directory.
 
-mod common;
-use common::*;
+use crate::support::*;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,54 +2,21 @@
 //! memory, limit its file descriptors and send it signals: a slow consumer,
 //! the file limit, graceful shutdown on SIGTERM and SIGINT, start-up logs.
 
-mod common;
-use common::*;
+use crate::support::*;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-/// How long a child may take to start listening.
-const PROCESS_WAIT: Duration = Duration::from_secs(10);
 /// The drain timeout the shutdown tests configure.
 const SHUTDOWN_TIMEOUT_MS: u64 = 2000;
 
 type Ws<S> = tokio_tungstenite::WebSocketStream<S>;
-
-/// A config file with `contents`, unique to this test process and call; removed on drop.
-struct TempConfig(PathBuf);
-
-impl TempConfig {
-    fn new(contents: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("herald-process-test-{}-{}.toml", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let path = std::env::temp_dir().join(name);
-        std::fs::write(&path, contents).expect("write temp config");
-        Self(path)
-    }
-}
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().unwrap().port()
-}
 
 /// The resident set size of process `pid`, in kB.
 fn rss_kb(pid: u32) -> u64 {
@@ -61,151 +28,21 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Appends every line of `pipe` to each of `sinks`, on a thread so that a
-/// chatty child never blocks on a full pipe.
-fn collect(pipe: impl std::io::Read + Send + 'static, sinks: [Arc<Mutex<String>>; 2]) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            for sink in &sinks {
-                let mut sink = sink.lock().unwrap();
-                sink.push_str(&line);
-                sink.push('\n');
-            }
-        }
-    });
-}
-
-/// A `herald` child process with its own config file, killed on drop. Its
-/// output (RUST_LOG=info) is collected: stderr in `stderr`, both streams in `log`.
-struct Herald {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    _config: TempConfig,
-}
-
-impl Herald {
-    /// Starts the binary with `toml` (the port comes from `HERALD_SERVER__PORT`)
-    /// and, when given, a file limit of `nofile`; returns once `/healthz` answers.
-    async fn start(toml: &str, nofile: Option<u64>) -> Self {
-        let config = TempConfig::new(toml);
-        let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("HERALD_") {
-                command.env_remove(key);
-            }
-        }
-        command
-            .arg("--config")
-            .arg(&config.0)
-            .env("HERALD_SERVER__PORT", port.to_string())
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            // mimalloc returns freed memory to the OS at once, so that RSS
-            // shows what the server holds rather than what the allocator caches
-            // (README: "Running it under pressure").
-            .env("MIMALLOC_PURGE_DELAY", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(nofile) = nofile {
-            // SAFETY: the closure runs in the forked child before exec and only
-            // calls setrlimit, which is async-signal-safe; it allocates nothing.
-            unsafe {
-                command.pre_exec(move || {
-                    let limit = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = command.spawn().expect("spawn herald");
-        let (log, stderr) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
-        collect(child.stdout.take().expect("piped stdout"), [log.clone(), Arc::new(Mutex::new(String::new()))]);
-        collect(child.stderr.take().expect("piped stderr"), [log.clone(), stderr.clone()]);
-        let mut herald = Herald { child, addr: ([127, 0, 0, 1], port).into(), log, stderr, _config: config };
-        let deadline = Instant::now() + PROCESS_WAIT;
-        while fetch(herald.addr, "/healthz").await.map(|r| r.0) != Some(200) {
-            if let Some(status) = herald.child.try_wait().expect("poll child") {
-                panic!("herald exited before listening: {status}\n{}", herald.log());
-            }
-            assert!(Instant::now() < deadline, "herald did not listen within {PROCESS_WAIT:?}\n{}", herald.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        herald
+/// Starts `herald` with `toml` and, when given, a file limit of `nofile`;
+/// returns once `/healthz` answers. It logs at info.
+async fn start_herald(toml: &str, nofile: Option<u64>) -> Herald {
+    let mut command = HeraldCommand::new()
+        .config(toml)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        // mimalloc returns freed memory to the OS at once, so that RSS
+        // shows what the server holds rather than what the allocator caches
+        // (README: "Running it under pressure").
+        .env("MIMALLOC_PURGE_DELAY", "0");
+    if let Some(nofile) = nofile {
+        command = command.file_limit(nofile);
     }
-
-    fn server(&self) -> TestServer {
-        TestServer { addr: self.addr }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Everything the child wrote, stdout and stderr.
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill has no memory-safety preconditions; the child is ours and not yet reaped.
-        assert_eq!(unsafe { libc::kill(self.pid() as libc::pid_t, signal) }, 0, "kill failed");
-    }
-
-    /// Waits for the child to exit, at most until `deadline`.
-    async fn exit_by(&mut self, deadline: Instant) -> ExitStatus {
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll child") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "herald did not exit in time\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The current `/metrics` text (panics if it cannot be scraped).
-    async fn metrics(&self) -> String {
-        match fetch(self.addr, "/metrics").await {
-            Some((200, text)) => text,
-            other => panic!("/metrics: {other:?}"),
-        }
-    }
-}
-
-impl Drop for Herald {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A GET that never panics: (status, body), or `None` when the server cannot
-/// be reached or does not answer within 2 s.
-async fn fetch(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let response = String::from_utf8_lossy(&response).into_owned();
-        let status = response.split(' ').nth(1)?.parse().ok()?;
-        Some((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt).await.ok().flatten()
+    command.start().await
 }
 
 /// The next text frame of `ws` as JSON, within `wait`.
@@ -302,11 +139,10 @@ async fn slow_consumer_is_dropped_while_the_room_gets_everything_and_memory_stay
         "[server]\nnode_id = \"proc\"\n\n[auth]\njwt_secret = \"{SECRET}\"\n\n[limits]\noutbound_queue = 64\n\
          max_message_bytes = 131072\nrate_per_sec = 1000000\nrate_burst = 1000000\n"
     );
-    let herald = Herald::start(&toml, None).await;
-    let server = herald.server();
-    let mut slow = ws_connect_as(&server, "slow").await;
-    let mut reader = ws_connect_as(&server, "reader").await;
-    let mut publisher = ws_connect_as(&server, "publisher").await;
+    let herald = start_herald(&toml, None).await;
+    let mut slow = ws_connect_as(&herald, "slow").await;
+    let mut reader = ws_connect_as(&herald, "reader").await;
+    let mut publisher = ws_connect_as(&herald, "publisher").await;
     reader.join("flood").await;
     publisher.join("flood").await;
     let rss_connected = rss_kb(herald.pid());
@@ -358,9 +194,10 @@ async fn slow_consumer_is_dropped_while_the_room_gets_everything_and_memory_stay
     };
     assert!(matches!(end, None | Some((4008, _))), "slow consumer closed with {end:?}");
 
-    let metrics = herald.metrics().await;
-    assert_eq!(metric(&metrics, r#"herald_connections_dropped_total{reason="slow_consumer"}"#), Some(1.0), "{metrics}");
-    let open_is_two = || async { metric(&herald.metrics().await, OPEN_WS) == Some(2.0) };
+    let metrics = Snapshot::take(&herald).await;
+    let dropped = metrics.value(r#"herald_connections_dropped_total{reason="slow_consumer"}"#);
+    assert_eq!(dropped, Some(1.0), "{}", metrics.0);
+    let open_is_two = || async { Snapshot::take(&herald).await.value(OPEN_WS) == Some(2.0) };
     assert!(eventually(WAIT, open_is_two).await, "the slow consumer's connection is still counted as open");
 
     flooding.store(false, Ordering::Relaxed);
@@ -403,11 +240,11 @@ async fn open_until_refused(url: &str, tries: usize) -> (Vec<Ws<tokio_tungstenit
 
 #[tokio::test]
 async fn by_default_the_file_limit_caps_connections_and_keeps_operators_served() {
-    let herald = Herald::start("[server]\nnode_id = \"proc\"\n", Some(96)).await;
+    let herald = start_herald("[server]\nnode_id = \"proc\"\n", Some(96)).await;
     let logged = || async { herald.log().contains("file_limit=96") };
     assert!(eventually(WAIT, logged).await, "start-up log should report the limit:\n{}", herald.log());
 
-    let (mut held, failures) = open_until_refused(&herald.url(), 150).await;
+    let (mut held, failures) = open_until_refused(&herald.ws_url(), 150).await;
     println!("file limit 96: {} WebSocket connections held before upgrades were refused", held.len());
     assert_eq!(failures, 3, "150 connections opened under a file limit of 96");
     assert!(held.len() >= 30, "only {} connections before the limit", held.len());
@@ -416,28 +253,27 @@ async fn by_default_the_file_limit_caps_connections_and_keeps_operators_served()
     // and the process never ran out of descriptors.
     assert_eq!(fetch(herald.addr, "/healthz").await.map(|(status, _)| status), Some(200));
     assert_eq!(fetch(herald.addr, "/readyz").await.map(|(status, _)| status), Some(200));
-    let (status, text) = fetch(herald.addr, "/metrics").await.expect("/metrics answers at the limit");
-    assert_eq!(status, 200);
-    let refused = metric(&text, r#"herald_connections_refused_total{reason="max_connections"}"#).unwrap_or(0.0);
-    assert!(refused >= 3.0, "refusals at the limit: {refused}\n{text}");
-    assert_eq!(metric(&text, "herald_connections_accept_errors_total"), Some(0.0), "{text}");
+    let metrics = Snapshot::try_take(&herald).await.expect("/metrics answers 200 at the limit");
+    let refused = metrics.value(r#"herald_connections_refused_total{reason="max_connections"}"#).unwrap_or(0.0);
+    assert!(refused >= 3.0, "refusals at the limit: {refused}\n{}", metrics.0);
+    assert_eq!(metrics.value("herald_connections_accept_errors_total"), Some(0.0), "{}", metrics.0);
     let last = held.len() - 1;
     for i in [0, last] {
         assert!(pongs(&mut held[i]).await, "connection {i} of {} no longer answers at the limit", held.len());
     }
     // One leaves, one more gets in.
     held.pop();
-    assert!(eventually(Duration::from_secs(10), || async { open(&herald.url()).await.is_some() }).await, "no new connection");
+    assert!(eventually(Duration::from_secs(10), || async { open(&herald.ws_url()).await.is_some() }).await, "no new connection");
 }
 
 #[tokio::test]
 async fn past_the_file_limit_open_connections_are_served_and_accepting_resumes() {
     // A configured limit above what the file limit allows: accepting fails
     // with EMFILE, and the node rides it out.
-    let herald = Herald::start("[server]\nnode_id = \"proc\"\n[limits]\nmax_connections = 1000\n", Some(96)).await;
+    let herald = start_herald("[server]\nnode_id = \"proc\"\n[limits]\nmax_connections = 1000\n", Some(96)).await;
     let logged = || async { herald.log().contains("file_limit=96") };
     assert!(eventually(WAIT, logged).await, "start-up log should report the limit:\n{}", herald.log());
-    let url = herald.url();
+    let url = herald.ws_url();
 
     let (mut held, failures) = open_until_refused(&url, 150).await;
     println!("file limit 96: {} WebSocket connections held before upgrades failed", held.len());
@@ -452,15 +288,15 @@ async fn past_the_file_limit_open_connections_are_served_and_accepting_resumes()
     // Frees 20 descriptors: /metrics can be scraped and shows the failed accepts.
     held.drain(..20);
     let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        match fetch(herald.addr, "/metrics").await {
-            Some((200, text)) => break text,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-            other => panic!("/metrics after closing 20 connections: {other:?}\n{}", herald.log()),
+    let metrics = loop {
+        match Snapshot::try_take(&herald).await {
+            Some(metrics) => break metrics,
+            None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            None => panic!("/metrics after closing 20 connections: no 200 within 10 s\n{}", herald.log()),
         }
     };
-    let errors = metric(&text, "herald_connections_accept_errors_total").unwrap_or(0.0);
-    assert!(errors > 0.0, "herald_connections_accept_errors_total is {errors}:\n{text}");
+    let errors = metrics.value("herald_connections_accept_errors_total").unwrap_or(0.0);
+    assert!(errors > 0.0, "herald_connections_accept_errors_total is {errors}:\n{}", metrics.0);
 
     // New connections are accepted again, and the held ones still work.
     assert!(eventually(Duration::from_secs(10), || async { open(&url).await.is_some() }).await, "no new connection");
@@ -477,14 +313,13 @@ async fn past_the_file_limit_open_connections_are_served_and_accepting_resumes()
 /// timeout plus a margin.
 async fn drains_on(signal: libc::c_int) {
     let toml = format!("[server]\nnode_id = \"proc\"\nshutdown_timeout_ms = {SHUTDOWN_TIMEOUT_MS}\n");
-    let mut herald = Herald::start(&toml, None).await;
-    let server = herald.server();
+    let mut herald = start_herald(&toml, None).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
-        clients.push(ws_connect(&server).await.0);
+        clients.push(ws_connect(&herald).await.0);
     }
     clients[0].join("lobby").await;
-    let mut sse = sse_open(&server, "rooms=lobby").await;
+    let mut sse = sse_open(&herald, "rooms=lobby").await;
     assert_eq!(sse.status, 200);
     let signalled = Instant::now();
     herald.signal(signal);
@@ -522,8 +357,8 @@ async fn during_the_drain_readiness_and_upgrades_answer_503() {
         "[server]\nnode_id = \"proc\"\nshutdown_timeout_ms = {SHUTDOWN_TIMEOUT_MS}\n\n[limits]\n\
          outbound_queue = 100000\nmax_message_bytes = 131072\nrate_per_sec = 1000000\nrate_burst = 1000000\n"
     );
-    let mut herald = Herald::start(&toml, None).await;
-    let url = herald.url();
+    let mut herald = start_herald(&toml, None).await;
+    let url = herald.ws_url();
 
     // A room member that never reads, with a tiny receive buffer: once the
     // publisher has filled its socket it cannot take its close frame, so the
@@ -537,7 +372,7 @@ async fn during_the_drain_readiness_and_upgrades_answer_503() {
     assert_eq!(next_json(&mut stuck, WAIT).await.expect("joined")["type"], "joined");
 
     // 10 MB for it: more than the server's socket send buffer (4 MB at most here).
-    let (mut publisher, _) = ws_connect(&herald.server()).await;
+    let (mut publisher, _) = ws_connect(&herald).await;
     publisher.join("drain").await;
     let data = "x".repeat(64 * 1024);
     const MESSAGES: u64 = 160;
@@ -585,9 +420,8 @@ async fn presence_failing_past_the_restart_limit_stops_the_process_with_status_7
         "[server]\nnode_id = \"proc\"\nshutdown_timeout_ms = {SHUTDOWN_TIMEOUT_MS}\n\n[api]\nkey = \"k\"\n\n\
          [debug]\nfault_injection = true\n\n[supervision]\nmax_restarts = 1\nwindow_ms = 60000\n"
     );
-    let mut herald = Herald::start(&toml, None).await;
-    let server = herald.server();
-    let (mut client, _) = ws_connect(&server).await;
+    let mut herald = start_herald(&toml, None).await;
+    let (mut client, _) = ws_connect(&herald).await;
     let crash = r#"{"target":"presence"}"#;
     // The first failure is restarted...
     let (status, reply) = api(herald.addr, "POST", "/api/debug/crash", Some("k"), crash).await;
@@ -617,7 +451,7 @@ async fn presence_failing_past_the_restart_limit_stops_the_process_with_status_7
 
 #[tokio::test]
 async fn start_up_logs_the_file_limit() {
-    let herald = Herald::start("[server]\nnode_id = \"proc\"\n", None).await;
+    let herald = start_herald("[server]\nnode_id = \"proc\"\n", None).await;
     let logged = || async { herald.log().contains("file limit") };
     assert!(eventually(WAIT, logged).await, "no `file limit` line in the start-up log:\n{}", herald.log());
     // Logs are diagnostics: stderr, like the binary's own errors; stdout is

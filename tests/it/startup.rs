@@ -2,14 +2,9 @@
 //! server: a bad `log.level`, a port already in use, logs redirected to a
 //! file, `--help`, lists from the environment, and how deep `data` may nest.
 
-mod common;
-use common::*;
-
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,87 +13,15 @@ use herald::protocol::DATA_TOO_DEEP;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-/// How long a child process may take to exit or to start listening.
+use crate::support::*;
+
+/// How long a child process may take to start listening.
 const PROCESS_WAIT: Duration = Duration::from_secs(10);
 
-/// A `herald` command with no `HERALD_*`, `RUST_LOG` or `NO_COLOR` inherited
-/// from the test's environment, on a free port.
-fn herald() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HERALD_") {
-            command.env_remove(key);
-        }
-    }
-    command.env_remove("RUST_LOG").env_remove("NO_COLOR").env("HERALD_SERVER__PORT", free_port().to_string());
-    command
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
-}
-
-/// A config file with `contents`, unique to this test process and call; removed on drop.
-struct TempConfig(PathBuf);
-
-impl TempConfig {
-    fn new(contents: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("herald-startup-test-{}-{}.toml", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let path = std::env::temp_dir().join(name);
-        std::fs::write(&path, contents).expect("write temp config");
-        Self(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A child process killed when the test ends, passing or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads `pipe` to its end on a thread, so a chatty child never blocks on a full pipe.
-fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes);
-        }
-        bytes
-    })
-}
-
-/// Runs `command` to completion, or kills it after [`PROCESS_WAIT`] and panics:
-/// a start-up that should fail must not leave a server running.
-fn run_to_exit(mut command: Command) -> Output {
-    let child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn herald");
-    let mut child = Running(child);
-    let stdout = drain(child.0.stdout.take());
-    let stderr = drain(child.0.stderr.take());
-    let deadline = Instant::now() + PROCESS_WAIT;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("poll child") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "herald did not exit within {PROCESS_WAIT:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output { status, stdout: stdout.join().expect("stdout"), stderr: stderr.join().expect("stderr") }
+/// `herald` as a new user starts it: nothing from the test's environment
+/// (no `HERALD_*`, `RUST_LOG` or `NO_COLOR`), on a free port.
+fn herald() -> HeraldCommand {
+    HeraldCommand::new().env_remove("RUST_LOG").env_remove("NO_COLOR").env("HERALD_SERVER__PORT", free_port().to_string())
 }
 
 /// Asserts that herald refused to start with status 2, and returns its stderr.
@@ -112,22 +35,16 @@ fn assert_refused(output: &Output) -> String {
 
 #[test]
 fn a_bad_log_level_stops_start_up_naming_the_key_the_value_and_what_is_accepted() {
-    let file = TempConfig::new("[log]\nlevel = \"loud\"\n");
-    let mut from_file = herald();
-    from_file.args(["--config", file.path()]);
-    let mut from_env = herald();
-    from_env.env("HERALD_LOG__LEVEL", "loud");
-    let mut checked = herald();
-    checked.env("HERALD_LOG__LEVEL", "loud").arg("--check-config");
+    let from_file = herald().config("[log]\nlevel = \"loud\"\n");
+    let from_env = herald().env("HERALD_LOG__LEVEL", "loud");
+    let checked = herald().env("HERALD_LOG__LEVEL", "loud").arg("--check-config");
     for command in [from_file, from_env, checked] {
-        let stderr = assert_refused(&run_to_exit(command));
+        let stderr = assert_refused(&command.run_to_exit());
         for needle in ["log.level", "\"loud\"", "error, warn, info, debug or trace", "target=level"] {
             assert!(stderr.contains(needle), "stderr should say {needle:?}: {stderr}");
         }
     }
-    let mut directives = herald();
-    directives.env("HERALD_LOG__LEVEL", "warn,herald::cluster=debug").arg("--check-config");
-    let output = run_to_exit(directives);
+    let output = herald().env("HERALD_LOG__LEVEL", "warn,herald::cluster=debug").arg("--check-config").run_to_exit();
     assert!(output.status.success(), "a filter of directives is still a level: {output:?}");
 }
 
@@ -140,13 +57,12 @@ fn a_bad_log_level_stops_start_up_naming_the_key_the_value_and_what_is_accepted(
 fn a_taken_port_stops_start_up_before_anything_else_starts() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().unwrap().port();
-    let mut command = herald();
-    command
+    let command = herald()
         .env("HERALD_SERVER__PORT", port.to_string())
         .env("HERALD_CLUSTER__ENABLED", "true")
         .env("HERALD_CLUSTER__REDIS_URL", format!("redis://127.0.0.1:{}", free_port()))
         .env("HERALD_LOG__LEVEL", "trace");
-    let stderr = assert_refused(&run_to_exit(command));
+    let stderr = assert_refused(&command.run_to_exit());
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "nothing but the error: {stderr}");
     assert!(lines[0].starts_with(&format!("herald: could not listen on 127.0.0.1:{port}: ")), "{stderr}");
@@ -156,9 +72,7 @@ fn a_taken_port_stops_start_up_before_anything_else_starts() {
 fn a_taken_port_is_reported_once_with_its_cause_once() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().unwrap().port();
-    let mut command = herald();
-    command.env("HERALD_SERVER__PORT", port.to_string());
-    let stderr = assert_refused(&run_to_exit(command));
+    let stderr = assert_refused(&herald().env("HERALD_SERVER__PORT", port.to_string()).run_to_exit());
     let cause = std::io::Error::from_raw_os_error(libc::EADDRINUSE).to_string();
     assert_eq!(stderr, format!("herald: could not listen on 127.0.0.1:{port}: {cause}\n"));
 }
@@ -168,11 +82,12 @@ fn a_taken_port_is_reported_once_with_its_cause_once() {
 /// Starts `command` with stderr going to `stderr`, and returns what it wrote
 /// there, read from `output`, once it logged that it listens (or after
 /// [`PROCESS_WAIT`]).
-fn log_until_listening(mut command: Command, stderr: Stdio, output: impl Read + Send + 'static) -> String {
-    let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn herald");
+fn log_until_listening(command: HeraldCommand, stderr: Stdio, output: impl Read + Send + 'static) -> String {
+    let mut command: Command = command.into_command();
+    let child = Process::spawn(command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr)).expect("spawn herald");
     // The command holds the child's end too: reads end when the child's do.
     drop(command);
-    let _child = Running(child);
+    let _child = child;
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
     std::thread::spawn(move || {
@@ -227,9 +142,7 @@ fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
     assert!(log.contains("\u{1b}["), "a terminal gets colours: {log:?}");
 
     let (master, slave) = terminal();
-    let mut command = herald();
-    command.env("NO_COLOR", "1");
-    let log = log_until_listening(command, Stdio::from(slave), master);
+    let log = log_until_listening(herald().env("NO_COLOR", "1"), Stdio::from(slave), master);
     assert!(log.contains("herald listening"), "{log:?}");
     assert!(!log.contains('\u{1b}'), "NO_COLOR turns colours off: {log:?}");
 }
@@ -238,9 +151,7 @@ fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
 
 #[test]
 fn help_gives_every_option_and_key_with_its_default_and_meaning() {
-    let mut command = herald();
-    command.arg("--help");
-    let output = run_to_exit(command);
+    let output = herald().arg("--help").run_to_exit();
     assert!(output.status.success(), "{output:?}");
     let help = String::from_utf8_lossy(&output.stdout).into_owned();
 
@@ -281,9 +192,7 @@ fn a_list_from_the_environment_is_a_json_array_as_the_readme_shows() {
         .and_then(|rest| rest.split_once('\''))
         .map(|(value, _)| value.to_owned())
         .expect("README.md shows how to set server.allowed_origins from the environment");
-    let mut command = herald();
-    command.env("HERALD_SERVER__ALLOWED_ORIGINS", &example).arg("--check-config");
-    let output = run_to_exit(command);
+    let output = herald().env("HERALD_SERVER__ALLOWED_ORIGINS", &example).arg("--check-config").run_to_exit();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{example} refused: {}", String::from_utf8_lossy(&output.stderr));
     let shown: herald::Config = toml::from_str(&stdout).expect("--check-config prints TOML");
@@ -292,9 +201,8 @@ fn a_list_from_the_environment_is_a_json_array_as_the_readme_shows() {
     assert_eq!(shown.server.allowed_origins, expected);
 
     for bad in ["https://app.example.com", "https://app.example.com,https://admin.example.com"] {
-        let mut command = herald();
-        command.env("HERALD_SERVER__ALLOWED_ORIGINS", bad).arg("--check-config");
-        let stderr = assert_refused(&run_to_exit(command));
+        let stderr =
+            assert_refused(&herald().env("HERALD_SERVER__ALLOWED_ORIGINS", bad).arg("--check-config").run_to_exit());
         assert!(stderr.contains("server.allowed_origins") && stderr.contains("JSON array"), "{bad}: {stderr}");
     }
 }

@@ -1,8 +1,8 @@
 //! The wire protocol of PROTOCOL.md, frame by frame, against a real server over
 //! real WebSockets: success replies, the reply rule, every reachable error
 //! code, echo, `seq` ordering, presence counting and robustness to bad input.
-mod common;
-use common::*;
+
+use crate::support::*;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,6 +33,13 @@ async fn alice_alone() -> (TestServer, Client) {
     let server = server();
     let alice = ws_connect_as(&server, "alice").await;
     (server, alice)
+}
+
+/// A fresh server with Alice and Bob both in `room` on it, as [`pair`] leaves them.
+async fn pair_alone(room: &str) -> (TestServer, Client, Client) {
+    let server = server();
+    let (alice, bob) = pair(&server, room).await;
+    (server, alice, bob)
 }
 
 /// Alice and Bob both in `room`, with Alice's `user_joined` for Bob read.
@@ -145,7 +152,7 @@ async fn join_replies_joined_with_users_including_self_and_tells_others() {
 
 #[tokio::test]
 async fn leave_replies_left_and_others_get_user_left() {
-    let (mut alice, mut bob) = pair(&server(), "lobby").await;
+    let (_server, mut alice, mut bob) = pair_alone("lobby").await;
     let left = bob.request(json!({"type": "leave", "room": "lobby"})).await;
     assert_eq!((&left["type"], &left["room"]), (&json!("left"), &json!("lobby")), "{left}");
     assert_eq!(alice.recv().await, json!({"type": "user_left", "room": "lobby", "user": "bob"}));
@@ -154,7 +161,7 @@ async fn leave_replies_left_and_others_get_user_left() {
 
 #[tokio::test]
 async fn publish_acks_seq_and_delivers_a_message_with_every_field() {
-    let (mut alice, mut bob) = pair(&server(), "news").await;
+    let (_server, mut alice, mut bob) = pair_alone("news").await;
     alice.send(json!({"type": "publish", "room": "news", "data": {"text": "hi"}, "id": 1})).await;
     let got = frames(&mut alice).await;
     let ack = got.iter().find(|f| f["type"] == "ack").unwrap_or_else(|| panic!("no ack in {got:?}"));
@@ -186,7 +193,7 @@ async fn direct_acks_and_reaches_every_connection_of_the_target() {
 
 #[tokio::test]
 async fn typing_reaches_other_members_but_not_the_sender() {
-    let (mut alice, mut bob) = pair(&server(), "chat").await;
+    let (_server, mut alice, mut bob) = pair_alone("chat").await;
     let ack = alice.request(json!({"type": "typing", "room": "chat", "typing": true, "id": 5})).await;
     assert_eq!(ack, json!({"type": "ack", "id": 5}));
     assert_eq!(bob.recv().await, json!({"type": "typing", "room": "chat", "user": "alice", "typing": true}));
@@ -268,7 +275,7 @@ async fn join_leave_presence_status_ping_without_id_still_get_their_reply() {
 
 #[tokio::test]
 async fn publish_direct_typing_without_id_get_no_reply_but_take_effect() {
-    let (mut alice, mut bob) = pair(&server(), "r").await;
+    let (_server, mut alice, mut bob) = pair_alone("r").await;
     alice.send(json!({"type": "publish", "room": "r", "data": "m", "echo": false})).await;
     assert_eq!(bob.recv().await["type"], "message");
     alice.send(json!({"type": "direct", "to": "bob", "data": "d"})).await;
@@ -417,7 +424,7 @@ async fn joining_more_rooms_than_the_limit_is_too_many_rooms() {
 
 #[tokio::test]
 async fn data_may_be_null_but_not_missing() {
-    let (mut alice, mut bob) = pair(&server(), "r").await;
+    let (_server, mut alice, mut bob) = pair_alone("r").await;
     publish(&mut alice, "r", Value::Null).await;
     let message = bob.recv().await;
     assert!(message.get("data").is_some_and(Value::is_null), "{message}");
@@ -441,7 +448,7 @@ async fn unknown_extra_fields_are_ignored() {
 
 #[tokio::test]
 async fn arbitrary_data_is_delivered_verbatim() {
-    let (mut alice, mut bob) = pair(&server(), "r").await;
+    let (_server, mut alice, mut bob) = pair_alone("r").await;
     let nested = (0..20).fold(json!("core"), |inner, i| json!({ "level": i, "inner": [inner] }));
     let samples = [
         json!(0), json!(-12.5e-3), json!(u64::MAX), json!(i64::MIN), json!(false), json!(""), json!([]), json!({}),
@@ -598,7 +605,7 @@ async fn status_follows_connections() {
 
 #[tokio::test]
 async fn joining_twice_sends_no_second_user_joined() {
-    let (mut alice, mut bob) = pair(&server(), "r").await;
+    let (_server, mut alice, mut bob) = pair_alone("r").await;
     let again = bob.request(json!({"type": "join", "room": "r"})).await;
     match again["type"].as_str() {
         Some("joined") => assert_eq!(users(&again), set(&["alice", "bob"])),

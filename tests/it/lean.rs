@@ -4,8 +4,8 @@
 //! (pings; the fragments of one message), UTF-8 checks, slow consumers bounded
 //! by bytes, sockets still in the handshake counted toward
 //! `limits.max_connections`, and the close grace kept by a connection's timer.
-mod common;
-use common::*;
+
+use crate::support::*;
 
 use std::net::SocketAddr;
 use std::time::Duration;
