@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
-use herald::connection::{Bounds, ConnId, Member, Outbox};
+use herald::delivery::{Bounds, ConnId, Member, Outbox};
 use herald::protocol::ServerKind;
 use herald::rooms::{RoomHandle, RoomRegistry};
 use herald::transport::TransportKind;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use herald::connection::{testing, ConnId, Member};
+use herald::delivery::{testing, ConnId, Member};
 use herald::presence::Presence;
 
 mod support;

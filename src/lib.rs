@@ -41,6 +41,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod delivery;
 pub mod logging;
 pub mod connection;
 pub mod memory;

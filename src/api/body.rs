@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use std::time::Duration;
 
 use super::error::ApiError;
-use crate::connection::ConnId;
+use crate::delivery::ConnId;
 use crate::protocol::{nests_deeper_than, present, string, valid_room, valid_user, DATA_TOO_DEEP, MAX_DATA_DEPTH};
 
 /// Reads the whole body, refusing it once it grows past `limit` bytes or

@@ -7,8 +7,6 @@ use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::transport::http::error_response;
-
 /// Why an API request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -73,4 +71,9 @@ impl ResponseError for ApiError {
         }
         response
     }
+}
+
+/// A JSON error body, `{"error": message}`, with `status`.
+pub fn error_response(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({ "error": message }))
 }

@@ -27,70 +27,15 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::connection::Delivery;
+use crate::delivery::Delivery;
 use crate::metrics::Source;
 use crate::node::Node;
 use crate::protocol::{now_ms, valid_room, valid_user, ServerFrame};
 pub use error::ApiError;
+pub use crate::metrics::ApiRoute;
 
 /// The `from` of `message` and `direct` frames sent through the API without one.
 pub const SERVER_SENDER: &str = "server";
-
-/// The API's routes as templates: the `route` label of `herald_api_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiRoute {
-    Publish,
-    Direct,
-    Broadcast,
-    RoomPresence,
-    UserStatus,
-    Stats,
-    /// `POST /api/debug/crash`, with `debug.fault_injection` on.
-    DebugCrash,
-    /// Any path under `/api` that is not one of the above.
-    Other,
-}
-
-impl ApiRoute {
-    pub const ALL: [ApiRoute; 8] = [
-        Self::Publish,
-        Self::Direct,
-        Self::Broadcast,
-        Self::RoomPresence,
-        Self::UserStatus,
-        Self::Stats,
-        Self::DebugCrash,
-        Self::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Publish => "/api/publish",
-            Self::Direct => "/api/direct",
-            Self::Broadcast => "/api/broadcast",
-            Self::RoomPresence => "/api/rooms/{room}/presence",
-            Self::UserStatus => "/api/users/{user}/status",
-            Self::Stats => "/api/stats",
-            Self::DebugCrash => "/api/debug/crash",
-            Self::Other => "other",
-        }
-    }
-
-    /// The route a request path falls under, whatever its method.
-    pub fn of(path: &str) -> Self {
-        let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
-        match segments.as_slice() {
-            ["publish"] => Self::Publish,
-            ["direct"] => Self::Direct,
-            ["broadcast"] => Self::Broadcast,
-            ["stats"] => Self::Stats,
-            ["debug", "crash"] => Self::DebugCrash,
-            ["rooms", room, "presence"] if !room.is_empty() => Self::RoomPresence,
-            ["users", user, "status"] if !user.is_empty() => Self::UserStatus,
-            _ => Self::Other,
-        }
-    }
-}
 
 /// Registers `/api/*`; `/api/debug/crash` only with `fault_injection`.
 pub fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool) {

@@ -37,7 +37,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::codec::Body;
 use super::relay::{Channel, Incoming};
 use super::{now_us, Membership};
-use crate::connection::registry::Registry;
+use crate::delivery::Registry;
 use crate::metrics::ActorKind;
 use crate::presence::Presence;
 use crate::protocol::{Encoded, ServerKind};

@@ -9,18 +9,13 @@
 //! through), and that is the connection's problem, never the room's.
 
 pub mod core;
-pub mod outbox;
 pub mod rate;
 pub mod reactor;
-pub mod registry;
 pub mod session;
 pub mod task;
 
-use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-pub use outbox::{Bounds, Delivery, Outbox};
 
 /// How long a closing connection gets to have its close frame taken (and
 /// the client's close read) before its socket is dropped.
@@ -39,30 +34,6 @@ pub fn timer_grid(config: &crate::config::Config) -> Duration {
         shortest = shortest.min(config.auth.timeout_ms);
     }
     Duration::from_millis((shortest / 10).clamp(5, 1000))
-}
-
-/// A connection's id, unique on this node. Clients see it as `<node>-<n>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A connection as a room or presence knows it.
-#[derive(Clone)]
-pub struct Member {
-    pub conn: ConnId,
-    pub user: Arc<str>,
-    pub outbox: Outbox,
-}
-
-impl fmt::Debug for Member {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Member").field("conn", &self.conn).field("user", &self.user).finish()
-    }
 }
 
 /// The connections' clock: milliseconds since the process started, as a
@@ -130,28 +101,5 @@ pub mod clock {
                 assert_eq!(since(now, after(now, 7)), 0);
             }
         }
-    }
-}
-
-/// Outboxes without sockets, for tests and benches of code that delivers
-/// to connections.
-#[doc(hidden)]
-pub mod testing {
-    use std::sync::Arc;
-
-    use parking_lot::Mutex;
-
-    use super::Outbox;
-    use crate::protocol::ServerKind;
-    use crate::transport::TransportKind;
-
-    /// An outbox that keeps every frame as text (at most `capacity` at once).
-    pub fn collector(capacity: usize) -> (Outbox, Arc<Mutex<Vec<String>>>) {
-        collector_with(capacity, |_| true)
-    }
-
-    /// [`collector`] for a transport that carries only the kinds `carries` accepts.
-    pub fn collector_with(capacity: usize, carries: impl Fn(ServerKind) -> bool) -> (Outbox, Arc<Mutex<Vec<String>>>) {
-        Outbox::recorder(TransportKind::WebSocket, carries, capacity)
     }
 }

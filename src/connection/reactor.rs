@@ -31,11 +31,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use parking_lot::Mutex;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
-use super::Outbox;
+use crate::delivery::{Outbox, Place, Wakeups};
 
 /// Milliseconds since the process started, for deadlines.
 fn now_ms() -> u64 {
@@ -87,41 +86,6 @@ impl Readiness {
     }
 }
 
-/// Where a connection sits in its worker's table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Place {
-    pub slot: u32,
-    pub generation: u32,
-}
-
-impl Place {
-    fn pack(self) -> u64 {
-        u64::from(self.slot) << 32 | u64::from(self.generation)
-    }
-
-    fn unpack(data: u64) -> Self {
-        Self { slot: (data >> 32) as u32, generation: data as u32 }
-    }
-}
-
-/// What other threads reach a worker's loop through: places to poll.
-pub struct Wakeups {
-    queue: Mutex<Vec<Place>>,
-    notify: Notify,
-}
-
-impl Wakeups {
-    /// Has the loop poll the connection at `place`.
-    pub fn wake(&self, place: Place) {
-        let mut queue = self.queue.lock();
-        queue.push(place);
-        if queue.len() == 1 {
-            drop(queue);
-            self.notify.notify_one();
-        }
-    }
-}
-
 struct Entry {
     generation: u32,
     conn: Option<Box<dyn Driven>>,
@@ -166,7 +130,7 @@ impl Reactor {
         let epoll = unsafe { AsyncFd::register(OwnedFd::from_raw_fd(fd)) }.map_err(std::io::Error::from)?;
         let reactor = Rc::new(Reactor {
             epoll,
-            wakeups: Arc::new(Wakeups { queue: Mutex::new(Vec::new()), notify: Notify::new() }),
+            wakeups: Arc::new(Wakeups::default()),
             table: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             timers: RefCell::new(BTreeMap::new()),
@@ -431,11 +395,11 @@ impl Reactor {
                         }
                     }
                 }
-                () = self.wakeups.notify.notified() => {}
+                () = self.wakeups.notified() => {}
                 () = self.next_deadline() => self.poll_due(),
             }
             rounds = rounds.saturating_add(1);
-            std::mem::swap(&mut woken, &mut *self.wakeups.queue.lock());
+            self.wakeups.take(&mut woken);
             for place in woken.drain(..) {
                 self.poll(place);
             }

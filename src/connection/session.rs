@@ -8,7 +8,7 @@ use std::sync::Arc;
 use thin_vec::ThinVec;
 
 use crate::auth::Identity;
-use crate::connection::{ConnId, Member, Outbox};
+use crate::delivery::{ConnId, Member, Outbox};
 use crate::node::Node;
 use crate::rooms::RoomHandle;
 

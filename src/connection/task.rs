@@ -29,9 +29,9 @@ use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};
 
 use super::core::Connection;
-use super::outbox::Request;
+use crate::delivery::Request;
 use super::reactor::{Driven, Reactor, Readiness};
-use super::Outbox;
+use crate::delivery::Outbox;
 use super::{clock, CLOSE_GRACE};
 use crate::metrics::ActorKind;
 use crate::protocol::close;
@@ -321,7 +321,7 @@ mod tests {
         let ws = std::mem::size_of::<Task<Ws>>();
         let sse = std::mem::size_of::<Task<Sse>>();
         let conn = std::mem::size_of::<Connection<Ws>>();
-        let outbox = super::super::outbox::shared_size();
+        let outbox = crate::delivery::outbox::shared_size();
         let handshaking = std::mem::size_of::<crate::transport::handshake::Handshaking>();
         println!(
             "Task<Ws>: {ws} bytes, Task<Sse>: {sse} bytes, Connection<Ws>: {conn} bytes, outbox: {outbox} bytes, \

@@ -142,3 +142,93 @@ impl StatusClass {
         }
     }
 }
+
+/// Which transport carries a connection: the `transport` label of the
+/// connection metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    WebSocket,
+    Sse,
+}
+
+impl TransportKind {
+    pub const ALL: [TransportKind; 2] = [Self::WebSocket, Self::Sse];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WebSocket => "ws",
+            Self::Sse => "sse",
+        }
+    }
+
+    /// Whether the client sends frames and answers pings. A connection that
+    /// cannot be heard from is never closed for silence; a dead peer shows
+    /// up as the end of its stream or a failed write instead.
+    pub fn is_duplex(self) -> bool {
+        self == Self::WebSocket
+    }
+
+    /// The heartbeat, as this transport writes it.
+    pub fn ping(self) -> bytes::Bytes {
+        match self {
+            Self::WebSocket => bytes::Bytes::from_static(crate::protocol::framing::WS_PING),
+            Self::Sse => bytes::Bytes::from_static(crate::protocol::framing::SSE_PING),
+        }
+    }
+}
+
+/// The API's routes as templates: the `route` label of `herald_api_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiRoute {
+    Publish,
+    Direct,
+    Broadcast,
+    RoomPresence,
+    UserStatus,
+    Stats,
+    /// `POST /api/debug/crash`, with `debug.fault_injection` on.
+    DebugCrash,
+    /// Any path under `/api` that is not one of the above.
+    Other,
+}
+
+impl ApiRoute {
+    pub const ALL: [ApiRoute; 8] = [
+        Self::Publish,
+        Self::Direct,
+        Self::Broadcast,
+        Self::RoomPresence,
+        Self::UserStatus,
+        Self::Stats,
+        Self::DebugCrash,
+        Self::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Publish => "/api/publish",
+            Self::Direct => "/api/direct",
+            Self::Broadcast => "/api/broadcast",
+            Self::RoomPresence => "/api/rooms/{room}/presence",
+            Self::UserStatus => "/api/users/{user}/status",
+            Self::Stats => "/api/stats",
+            Self::DebugCrash => "/api/debug/crash",
+            Self::Other => "other",
+        }
+    }
+
+    /// The route a request path falls under, whatever its method.
+    pub fn of(path: &str) -> Self {
+        let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+        match segments.as_slice() {
+            ["publish"] => Self::Publish,
+            ["direct"] => Self::Direct,
+            ["broadcast"] => Self::Broadcast,
+            ["stats"] => Self::Stats,
+            ["debug", "crash"] => Self::DebugCrash,
+            ["rooms", room, "presence"] if !room.is_empty() => Self::RoomPresence,
+            ["users", user, "status"] if !user.is_empty() => Self::UserStatus,
+            _ => Self::Other,
+        }
+    }
+}

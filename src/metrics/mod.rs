@@ -6,7 +6,7 @@
 //! their label's enum, so the hot path is a relaxed atomic add with no
 //! hashing and no lock. What is cheaper to read than to track (the deepest
 //! outbound queue, whether Redis is up) is sampled when `/metrics` is
-//! scraped, by [`crate::transport::http`].
+//! scraped, by the `/metrics` route.
 
 use std::time::Duration;
 
@@ -16,9 +16,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::api::ApiRoute;
 use crate::protocol::{ClientKind, ServerKind};
-use crate::transport::TransportKind;
 
 mod labels;
 

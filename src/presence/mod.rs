@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use ractor::{ActorId, RpcReplyPort};
 
-use crate::connection::{ConnId, Member};
+use crate::delivery::{ConnId, Member};
 use crate::protocol::Encoded;
 use crate::rpc::{self, CallError};
 pub use registry::{Counts, PresenceCell, PresenceMsg, PresenceRegistry};

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::cluster::Cluster;
-use crate::connection::{ConnId, Member, Outbox};
+use crate::delivery::{ConnId, Member, Outbox};
 use crate::metrics::{ActorKind, Metrics};
 use crate::protocol::Encoded;
 use crate::supervisor::Mailbox;
@@ -261,7 +261,7 @@ mod tests {
     #[actix_web::test]
     async fn status_follows_the_last_connection() {
         let (p, actor) = spawn().await;
-        let (outbox, _) = crate::connection::testing::collector(16);
+        let (outbox, _) = crate::delivery::testing::collector(16);
         p.online(Member { conn: ConnId(1), user: "alice".into(), outbox: outbox.clone() });
         p.online(Member { conn: ConnId(2), user: "alice".into(), outbox });
         let ask = || p.status(vec!["alice".into(), "bob".into()]);
@@ -277,9 +277,9 @@ mod tests {
     #[actix_web::test]
     async fn direct_reaches_every_connection_of_the_user_only() {
         let (p, actor) = spawn().await;
-        let (tab1, frames1) = crate::connection::testing::collector(16);
-        let (tab2, frames2) = crate::connection::testing::collector(16);
-        let (other, other_frames) = crate::connection::testing::collector(16);
+        let (tab1, frames1) = crate::delivery::testing::collector(16);
+        let (tab2, frames2) = crate::delivery::testing::collector(16);
+        let (other, other_frames) = crate::delivery::testing::collector(16);
         p.online(Member { conn: ConnId(1), user: "alice".into(), outbox: tab1 });
         p.online(Member { conn: ConnId(2), user: "alice".into(), outbox: tab2 });
         p.online(Member { conn: ConnId(3), user: "bob".into(), outbox: other });

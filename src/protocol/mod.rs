@@ -113,6 +113,7 @@ pub fn now_ms() -> u64 {
 }
 
 mod client;
+pub mod framing;
 mod server;
 #[cfg(test)]
 mod tests;

@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 
 use crate::cluster::codec::Body;
 
-use crate::connection::{ConnId, Member};
+use crate::delivery::{ConnId, Member};
 use crate::rpc::{self, CallError};
 pub use room::{Publication, RoomCell, RoomMsg};
 pub use shard::{ShardCell, ShardMsg};

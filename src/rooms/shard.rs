@@ -37,7 +37,7 @@ use serde_json::value::RawValue;
 use super::room::{JoinReply, RoomCell, RoomMsg};
 use crate::cluster::Cluster;
 use crate::config::SupervisionConfig;
-use crate::connection::{ConnId, Member};
+use crate::delivery::{ConnId, Member};
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
 use crate::supervisor::{Mailbox, RestartBudget};

@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::connection::reactor::{Driven, Reactor, Readiness};
-use crate::connection::Outbox;
+use crate::delivery::Outbox;
 use crate::node::Node;
 use crate::transport::handshake::Handshaking;
 

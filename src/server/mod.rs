@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 
 use crate::cluster;
 use crate::config::Config;
-use crate::connection::registry::Registry;
+use crate::delivery::Registry;
 use crate::metrics::Metrics;
 use crate::node::{node_id, Node, Parts};
 use crate::protocol::close;

@@ -52,7 +52,7 @@ pub use mailbox::Mailbox;
 use crate::cluster::link::{Link, LinkCell, Targets};
 use crate::cluster::{Cluster, Membership};
 use crate::config::SupervisionConfig;
-use crate::connection::registry::Registry;
+use crate::delivery::Registry;
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::{Presence, PresenceCell, PresenceRegistry};
 use crate::rooms::shard::Shard;
@@ -283,8 +283,8 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::connection::testing::collector;
-    use crate::connection::{ConnId, Member};
+    use crate::delivery::testing::collector;
+    use crate::delivery::{ConnId, Member};
 
     async fn tree(max_restarts: u32) -> (Tree, Arc<Metrics>, mpsc::UnboundedReceiver<String>) {
         let metrics = Arc::new(Metrics::new());

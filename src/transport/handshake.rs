@@ -39,7 +39,8 @@ use crate::auth::Identity;
 use crate::connection::core::{Connection, Handshake};
 use crate::connection::reactor::{Driven, Reactor, Readiness};
 use crate::connection::task::{Task, SCRATCH};
-use crate::connection::{clock, Outbox};
+use crate::connection::clock;
+use crate::delivery::Outbox;
 use crate::node::{HandshakeGuard, Node};
 
 /// The largest request head accepted; a longer one is answered 431.

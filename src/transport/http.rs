@@ -2,7 +2,6 @@
 //! readiness and the Prometheus exposition; the server API's routes live in
 //! [`crate::api`] and are mounted here.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
 use crate::metrics::ActorKind;
@@ -59,9 +58,4 @@ async fn metrics(node: web::Data<Node>) -> HttpResponse {
     node.metrics.queue_depth_max.set(deepest.into());
     node.metrics.mailbox_backlog(ActorKind::Connection).set(queued as i64);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(node.metrics.render())
-}
-
-/// A JSON error body, `{"error": message}`, with `status`.
-pub fn error_response(status: StatusCode, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({ "error": message }))
 }

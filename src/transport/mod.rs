@@ -26,40 +26,7 @@ use bytes::Bytes;
 
 use crate::connection::core::Connection;
 use crate::protocol::ServerKind;
-
-/// Which transport carries a connection: the `transport` label of the
-/// connection metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
-    WebSocket,
-    Sse,
-}
-
-impl TransportKind {
-    pub const ALL: [TransportKind; 2] = [Self::WebSocket, Self::Sse];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::WebSocket => "ws",
-            Self::Sse => "sse",
-        }
-    }
-
-    /// Whether the client sends frames and answers pings. A connection that
-    /// cannot be heard from is never closed for silence; a dead peer shows
-    /// up as the end of its stream or a failed write instead.
-    pub fn is_duplex(self) -> bool {
-        self == Self::WebSocket
-    }
-
-    /// The heartbeat, as this transport writes it.
-    pub fn ping(self) -> Bytes {
-        match self {
-            Self::WebSocket => Bytes::from_static(ws::PING),
-            Self::Sse => Bytes::from_static(sse::PING),
-        }
-    }
-}
+pub use crate::metrics::TransportKind;
 
 /// What one kind of socket does differently. Implemented by a connection's
 /// transport-specific state, which the core keeps in `Connection::transport`.

@@ -29,9 +29,6 @@ use crate::protocol::{self, ServerKind};
 /// A Server-Sent Events connection.
 pub type SseConnection = Connection<Sse>;
 
-/// The heartbeat: a comment, as one chunk.
-pub const PING: &[u8] = b"8\r\n: ping\n\n\r\n";
-
 /// What an SSE connection keeps beyond the core: until its rooms are
 /// joined, what it still has to do to open.
 #[derive(Default)]
@@ -94,23 +91,6 @@ fn chunk(out: &mut BytesMut, payload: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-/// `frame` as one event on one `data:` line, in one chunk. JSON needs no line
-/// break, but a client's `data` may carry some between its tokens (it is
-/// relayed verbatim); there they are whitespace, and become spaces.
-pub fn event(frame: &str) -> Bytes {
-    let len = frame.len() + 8;
-    let mut out = BytesMut::with_capacity(len + 12);
-    out.put_slice(format!("{len:x}\r\ndata: ").as_bytes());
-    let start = out.len();
-    out.put_slice(frame.as_bytes());
-    for byte in &mut out[start..] {
-        if matches!(*byte, b'\r' | b'\n') {
-            *byte = b' ';
-        }
-    }
-    out.put_slice(b"\n\n\r\n");
-    out.freeze()
-}
 
 /// The distinct rooms of every `rooms` parameter, each a comma-separated
 /// list; an error names the first bad room.
@@ -141,6 +121,7 @@ pub fn requested_rooms(query: &str, max: usize) -> Result<Vec<Arc<str>>, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::framing::{event, SSE_PING};
 
     /// The body of one chunk.
     fn unchunked(bytes: &[u8]) -> &[u8] {
@@ -154,7 +135,7 @@ mod tests {
     #[test]
     fn an_event_is_one_data_line_in_one_chunk() {
         assert_eq!(unchunked(&event(r#"{"type":"message"}"#)), b"data: {\"type\":\"message\"}\n\n");
-        assert_eq!(unchunked(PING), b": ping\n\n");
+        assert_eq!(unchunked(SSE_PING), b": ping\n\n");
     }
 
     #[test]

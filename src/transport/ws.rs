@@ -29,9 +29,6 @@ pub type WsConnection = Connection<Ws>;
 /// The most fragments one message may come in.
 pub const MAX_FRAGMENTS: u32 = 128;
 
-/// The heartbeat: a ping with no payload.
-pub const PING: &[u8] = &[0x89, 0x00];
-
 /// What a WebSocket connection keeps beyond the core: a fragmented message
 /// under way (nothing while idle).
 #[derive(Default)]
@@ -235,17 +232,6 @@ fn pong(payload: &[u8]) -> Bytes {
     frame.put_u8(payload.len() as u8);
     frame.put_slice(payload);
     frame.freeze()
-}
-
-/// The text of a whole unmasked server frame (tests and recorders).
-pub fn payload_text(frame: &[u8]) -> String {
-    let start = match frame.get(1).map(|b| b & 0x7f) {
-        Some(126) => 4,
-        Some(127) => 10,
-        Some(_) => 2,
-        None => return String::new(),
-    };
-    String::from_utf8_lossy(frame.get(start..).unwrap_or_default()).into_owned()
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ use crate::cluster::codec::Body;
 use crate::cluster::directory::Changes;
 use crate::cluster::relay::{Channel, Pending, RelayError};
 use crate::cluster::Membership;
-use crate::connection::{ConnId, Delivery, Member, Outbox};
+use crate::delivery::{ConnId, Delivery, Member, Outbox};
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
 use crate::protocol::{now_ms, Encoded, ErrorCode, ServerFrame, ServerKind};

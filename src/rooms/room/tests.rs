@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::*;
-use crate::connection::testing::{collector, collector_with};
+use crate::delivery::testing::{collector, collector_with};
 use crate::metrics::Fault;
 use crate::rooms::RoomRegistry;
 use crate::supervisor;
@@ -49,7 +49,7 @@ async fn clustered_pair() -> (Fixture, Fixture) {
     use crate::cluster::directory::MemoryDirectory;
     use crate::cluster::relay::{MemoryHub, MemoryRelay};
     use crate::cluster::Membership;
-    use crate::connection::registry::Registry;
+    use crate::delivery::Registry;
     use crate::supervisor::Clustering;
     let hub = Arc::new(MemoryHub::default());
     let directory = Arc::new(MemoryDirectory::default());

@@ -28,10 +28,10 @@ use std::task::{Wake, Waker};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::reactor::{Place, Wakeups};
+use super::{Place, Wakeups};
 use crate::metrics::{Fault, Metrics};
 use crate::protocol::{close, Encoded, ServerKind};
-use crate::transport::TransportKind;
+use crate::metrics::TransportKind;
 
 /// How a delivery went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub struct Outbox {
 
 struct Shared {
     out: Mutex<Out>,
-    /// The worker loop that polls this connection, and where (see [`super::reactor`]).
+    /// The worker loop that polls this connection, and where (see `connection::reactor`).
     owner: OnceLock<(Arc<Wakeups>, Place)>,
     /// Whether the connection is on its worker's queue already.
     scheduled: AtomicBool,
@@ -168,7 +168,7 @@ impl Outbox {
         }
         let delivery = match self.shared.transport {
             TransportKind::WebSocket => self.write_shared(frame.wire(), false),
-            TransportKind::Sse => self.write_shared(&crate::transport::sse::event(frame.text()), false),
+            TransportKind::Sse => self.write_shared(&crate::protocol::framing::event(frame.text()), false),
         };
         if delivery == Delivery::Full {
             metrics.frames_dropped(Fault::SlowConsumer, 1);
@@ -195,7 +195,7 @@ impl Outbox {
             return Delivery::Full;
         }
         if let Some(recorder) = &out.record {
-            return recorder.keep(crate::transport::ws::payload_text(bytes), past_bounds);
+            return recorder.keep(crate::protocol::framing::payload_text(bytes), past_bounds);
         }
         if out.fd < 0 || out.broken {
             return Delivery::Closed;
