@@ -26,7 +26,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Samplin
 use herald::delivery::{Bounds, ConnId, Member, Outbox};
 use herald::protocol::ServerKind;
 use herald::rooms::{RoomHandle, RoomRegistry};
-use herald::transport::TransportKind;
+use herald::metrics::TransportKind;
 use herald::Config;
 use serde_json::value::RawValue;
 

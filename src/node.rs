@@ -14,7 +14,7 @@ use crate::delivery::{Bounds, ConnId};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::rooms::RoomRegistry;
-use crate::transport::TransportKind;
+use crate::metrics::TransportKind;
 
 /// Shared state of a running node.
 pub struct Node {

@@ -28,11 +28,10 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::delivery::Delivery;
-use crate::metrics::Source;
+use crate::metrics::{ApiRoute, Source};
 use crate::node::Node;
 use crate::protocol::{now_ms, valid_room, valid_user, ServerFrame};
 pub use error::ApiError;
-pub use crate::metrics::ApiRoute;
 
 /// The `from` of `message` and `direct` frames sent through the API without one.
 pub const SERVER_SENDER: &str = "server";

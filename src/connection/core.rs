@@ -24,7 +24,7 @@ use crate::delivery::{ConnId, Delivery, Member, Outbox};
 use crate::metrics::{Fault, Source, NO_CLOSE_CODE};
 use crate::node::{Node, OpenSlot};
 use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, Request, ServerFrame};
-use crate::transport::Transport;
+use crate::connection::Transport;
 
 /// What a connection does once an answer it waits for has come.
 pub type Continuation<T> = Box<dyn FnOnce(&mut Connection<T>)>;

@@ -16,6 +16,12 @@ pub mod task;
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
+use crate::metrics::TransportKind;
+use crate::protocol::ServerKind;
+use core::Connection;
+
 
 /// How long a closing connection gets to have its close frame taken (and
 /// the client's close read) before its socket is dropped.
@@ -102,4 +108,32 @@ pub mod clock {
             }
         }
     }
+}
+
+/// What one kind of socket does differently. Implemented by a connection's
+/// transport-specific state, which the core keeps in `Connection::transport`.
+pub trait Transport: Sized + Unpin + 'static {
+    const KIND: TransportKind;
+
+    /// Whether frames of `kind` are written to this transport's clients.
+    /// Read once per connection into its outbox, which rooms consult before
+    /// they queue anything.
+    fn carries(kind: ServerKind) -> bool {
+        let _ = kind;
+        true
+    }
+
+    /// The last bytes of a connection closed with `code` and `reason`.
+    fn close_bytes(code: u16, reason: &str) -> Bytes;
+
+    /// Runs once the connection is open, after `welcome`: where a transport
+    /// subscribes to what its request asked.
+    fn opened(conn: &mut Connection<Self>) {
+        let _ = conn;
+    }
+
+    /// Handles bytes from the client, as many whole frames as it can while
+    /// the connection is neither closing nor waiting for an answer; returns
+    /// how many bytes it used. The rest is given again with what follows.
+    fn on_input(conn: &mut Connection<Self>, input: &mut [u8]) -> usize;
 }

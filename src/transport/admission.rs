@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::handshake::Head;
-use super::TransportKind;
+use crate::metrics::TransportKind;
 use crate::connection::core::Handshake;
 use crate::metrics::Refusal;
 use crate::node::{Node, OpenSlot};

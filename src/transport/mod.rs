@@ -22,36 +22,33 @@ pub mod replay;
 pub mod sse;
 pub mod ws;
 
-use bytes::Bytes;
+#[cfg(test)]
+mod tests {
+    use super::handshake::Handshaking;
+    use super::sse::Sse;
+    use super::ws::Ws;
+    use crate::connection::core::Connection;
+    use crate::connection::task::Task;
 
-use crate::connection::core::Connection;
-use crate::protocol::ServerKind;
-pub use crate::metrics::TransportKind;
-
-/// What one kind of socket does differently. Implemented by a connection's
-/// transport-specific state, which the core keeps in `Connection::transport`.
-pub trait Transport: Sized + Unpin + 'static {
-    const KIND: TransportKind;
-
-    /// Whether frames of `kind` are written to this transport's clients.
-    /// Read once per connection into its outbox, which rooms consult before
-    /// they queue anything.
-    fn carries(kind: ServerKind) -> bool {
-        let _ = kind;
-        true
+    /// Every idle connection holds one boxed `Task` in its worker's table
+    /// and one outbox; a million of them make each byte here a megabyte.
+    /// The bounds keep each in its allocator size class (160 and 96 bytes
+    /// with the reference count). Growing them is a decision, not an
+    /// accident: BENCHMARKS.md has where each byte goes.
+    #[test]
+    fn connection_state_stays_small() {
+        let ws = std::mem::size_of::<Task<Ws>>();
+        let sse = std::mem::size_of::<Task<Sse>>();
+        let conn = std::mem::size_of::<Connection<Ws>>();
+        let outbox = crate::delivery::outbox::shared_size();
+        let handshaking = std::mem::size_of::<Handshaking>();
+        println!(
+            "Task<Ws>: {ws} bytes, Task<Sse>: {sse} bytes, Connection<Ws>: {conn} bytes, outbox: {outbox} bytes, \
+             a socket in its handshake: {handshaking} bytes"
+        );
+        assert!(handshaking <= 80, "Handshaking grew to {handshaking} bytes");
+        assert!(ws <= 160, "Task<Ws> grew to {ws} bytes");
+        assert!(sse <= 160, "Task<Sse> grew to {sse} bytes");
+        assert!(outbox <= 80, "the outbox grew to {outbox} bytes");
     }
-
-    /// The last bytes of a connection closed with `code` and `reason`.
-    fn close_bytes(code: u16, reason: &str) -> Bytes;
-
-    /// Runs once the connection is open, after `welcome`: where a transport
-    /// subscribes to what its request asked.
-    fn opened(conn: &mut Connection<Self>) {
-        let _ = conn;
-    }
-
-    /// Handles bytes from the client, as many whole frames as it can while
-    /// the connection is neither closing nor waiting for an answer; returns
-    /// how many bytes it used. The rest is given again with what follows.
-    fn on_input(conn: &mut Connection<Self>, input: &mut [u8]) -> usize;
 }

@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Transport, TransportKind};
+use crate::connection::Transport;
+use crate::metrics::TransportKind;
 use crate::connection::core::Connection;
 use crate::protocol::{self, ServerKind};
 

@@ -18,7 +18,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
-use super::{Transport, TransportKind};
+use crate::connection::Transport;
+use crate::metrics::TransportKind;
 use crate::connection::core::Connection;
 use crate::metrics::Fault;
 use crate::protocol::close;

@@ -43,7 +43,7 @@ use crate::delivery::{ConnId, Delivery, Member, Outbox};
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
 use crate::protocol::{now_ms, Encoded, ErrorCode, ServerFrame, ServerKind};
-use crate::transport::TransportKind;
+use crate::metrics::TransportKind;
 use crate::supervisor::Mailbox;
 
 mod cluster;
