@@ -42,6 +42,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod delivery;
+pub mod link;
 pub mod logging;
 pub mod connection;
 pub mod memory;

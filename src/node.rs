@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
-use crate::cluster::link::LinkCell;
+use crate::link::LinkCell;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::delivery::Registry;

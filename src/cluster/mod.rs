@@ -6,7 +6,8 @@
 //! - [`relay`]: the [`Relay`] trait (envelopes between nodes), in memory and over Redis.
 //! - [`directory`]: the [`Directory`] trait (cluster-wide presence and node
 //!   liveness), in memory and in Redis.
-//! - [`link`]: the cluster actor, under the root supervisor.
+//! - The cluster link ([`crate::link`]), the actor above rooms and presence,
+//!   hands what arrives to them and keeps the node's membership.
 //!
 //! [`Cluster`] is the handle rooms, presence, connections and the API use.
 //! On a single node (`cluster.enabled = false`) it is [`Cluster::single`]:
@@ -32,7 +33,7 @@
 //!   the other nodes through the user's channel (subscribed while the user
 //!   has a connection here) or the broadcast channel; a node drops its own
 //!   echoes of those.
-//! - **Liveness.** The [`link`] heartbeats the directory and watches the
+//! - **Liveness.** The [link](crate::link) heartbeats the directory and watches the
 //!   other nodes: a node whose heartbeat lapses (`cluster.node_ttl_ms`) is
 //!   dropped from every local room, with `user_left` for its users, and
 //!   its entries are swept.
@@ -45,7 +46,6 @@
 pub mod backplane;
 pub mod codec;
 pub mod directory;
-pub mod link;
 pub mod relay;
 mod script;
 

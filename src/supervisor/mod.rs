@@ -49,7 +49,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, Supervision
 pub use budget::RestartBudget;
 pub use mailbox::Mailbox;
 
-use crate::cluster::link::{Link, LinkCell, Targets};
+use crate::link::{Link, LinkCell, Targets};
 use crate::cluster::{Cluster, Membership};
 use crate::config::SupervisionConfig;
 use crate::delivery::Registry;

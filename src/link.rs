@@ -1,4 +1,6 @@
-//! The cluster actor ("link"): one per node, a child of the root supervisor.
+//! The cluster link: the actor between this node's rooms, presence and
+//! connections and the other nodes (see [`crate::cluster`]). One per
+//! clustered node, a child of the root supervisor.
 //!
 //! It hands what arrives from the other nodes to the local actors (room
 //! envelopes to their room, direct messages to presence, broadcasts to
@@ -34,9 +36,9 @@ use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::codec::Body;
-use super::relay::{Channel, Incoming};
-use super::{now_us, Membership};
+use crate::cluster::codec::Body;
+use crate::cluster::relay::{Channel, Incoming};
+use crate::cluster::{now_us, Membership};
 use crate::delivery::Registry;
 use crate::metrics::ActorKind;
 use crate::presence::Presence;
