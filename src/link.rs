@@ -21,10 +21,10 @@
 //! and every room rewrite their own entries and re-subscribe; each room
 //! also re-reads who the other nodes have in it.
 //!
-//! Like the other supervised actors, its queue and state live in a
-//! [`LinkCell`] the root keeps; a pump task moves envelopes from the relay
-//! into that queue and a ticker queues the ticks, so a restarted actor
-//! carries on where the failed one stopped. A tick's work, which waits on
+//! [`LinkCell`] is the actor (see [`crate::supervisor`]), [`LinkHandle`]
+//! its handle; a pump task moves envelopes from the relay into its queue
+//! and a ticker queues the ticks, so a restarted run carries on where the
+//! failed one stopped. A tick's work, which waits on
 //! Redis, runs beside the actor, so deliveries never wait for it.
 
 use std::collections::BTreeSet;
@@ -33,7 +33,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::cluster::codec::Body;
@@ -44,7 +43,7 @@ use crate::metrics::ActorKind;
 use crate::presence::Presence;
 use crate::protocol::{Encoded, ServerKind};
 use crate::rooms::RoomRegistry;
-use crate::supervisor::Mailbox;
+use crate::supervisor::{Actor, Failure, Mailbox};
 
 /// Messages of the link.
 pub enum LinkMsg {
@@ -63,10 +62,10 @@ pub struct Targets {
     pub connections: Arc<Registry>,
 }
 
-/// The link's queue and state, which outlive any one actor.
+/// The link actor: its queue and state, which outlive any one run.
 pub struct LinkCell {
-    pub mailbox: Mailbox<LinkMsg>,
-    pub cluster: Arc<Membership>,
+    mailbox: Mailbox<LinkMsg>,
+    cluster: Arc<Membership>,
     targets: Targets,
     state: Mutex<LinkState>,
     /// A tick is queued and not yet handled.
@@ -140,18 +139,6 @@ impl LinkCell {
         cell
     }
 
-    /// The link actor now.
-    pub fn actor(&self) -> Option<ractor::ActorId> {
-        self.mailbox.actor()
-    }
-
-    /// Makes the link actor panic when it reaches this message (fault
-    /// injection); returns the actor now running.
-    pub fn crash(&self) -> Option<ractor::ActorId> {
-        let actor = self.actor()?;
-        self.mailbox.send(LinkMsg::Crash);
-        Some(actor)
-    }
 
     /// Hands an envelope from another node to whoever it is for.
     fn deliver(&self, incoming: Incoming) {
@@ -244,12 +231,15 @@ impl LinkCell {
     async fn resync(&self) {
         let cluster = &self.cluster;
         tracing::info!("cluster: backplane up; re-syncing subscriptions and presence");
-        let rooms = self.targets.rooms.live_rooms();
+        let rooms = self.targets.rooms.live_rooms().await;
         let retain = cluster.directory.retain_rooms(&cluster.node, rooms.iter().map(|r| r.to_string()).collect());
         // Subscriptions dropped while Redis was away are still held by the
         // client, which takes them again on reconnect: let them go.
         let mut keep: BTreeSet<String> = rooms.iter().map(|r| Channel::Room(r.clone()).name()).collect();
-        keep.extend(self.targets.presence.local_users().into_iter().map(|u| Channel::User(u).name()));
+        // Without an answer the user channels all go; the presence re-sync
+        // below subscribes them again.
+        let users = self.targets.presence.local_users().await.unwrap_or_default();
+        keep.extend(users.into_iter().map(|u| Channel::User(u).name()));
         keep.insert(Channel::Broadcast.name());
         cluster.background("unsubscribe", cluster.relay.retain_subscriptions(&keep));
         cluster.background("subscribe", cluster.relay.subscribe(&Channel::Broadcast));
@@ -311,35 +301,48 @@ impl LinkCell {
     }
 }
 
-/// The cluster actor.
-pub struct Link;
+impl Actor for LinkCell {
+    type Msg = LinkMsg;
+    const KIND: ActorKind = ActorKind::Cluster;
 
-impl Actor for Link {
-    type Msg = ();
-    type State = Arc<LinkCell>;
-    type Arguments = Arc<LinkCell>;
-
-    async fn pre_start(&self, _: ActorRef<()>, cell: Arc<LinkCell>) -> Result<Arc<LinkCell>, ActorProcessingErr> {
-        Ok(cell)
+    fn mailbox(&self) -> &Mailbox<LinkMsg> {
+        &self.mailbox
     }
 
-    async fn post_start(&self, myself: ActorRef<()>, cell: &mut Arc<LinkCell>) -> Result<(), ActorProcessingErr> {
-        cell.mailbox.attach(myself);
-        Ok(())
-    }
-
-    async fn handle(&self, _: ActorRef<()>, (): (), cell: &mut Arc<LinkCell>) -> Result<(), ActorProcessingErr> {
-        let mut turn = cell.mailbox.turn();
-        while let Some(msg) = turn.next() {
-            match msg {
-                LinkMsg::Incoming(incoming) => cell.deliver(incoming),
-                LinkMsg::Tick => {
-                    cell.tick_queued.store(false, Ordering::Release);
-                    cell.start_tick();
-                }
-                LinkMsg::Crash => panic!("fault injection: cluster link"),
+    fn handle(self: &Arc<Self>, msg: LinkMsg) -> Result<(), Failure> {
+        match msg {
+            LinkMsg::Incoming(incoming) => self.deliver(incoming),
+            LinkMsg::Tick => {
+                self.tick_queued.store(false, Ordering::Release);
+                self.start_tick();
             }
+            LinkMsg::Crash => panic!("fault injection: cluster link"),
         }
         Ok(())
+    }
+}
+
+/// Typed handle to the link.
+#[derive(Clone)]
+pub struct LinkHandle {
+    cell: Arc<LinkCell>,
+}
+
+impl LinkHandle {
+    pub fn new(cell: Arc<LinkCell>) -> Self {
+        Self { cell }
+    }
+
+    /// The link's run now.
+    pub fn actor(&self) -> Option<ractor::ActorId> {
+        self.cell.mailbox.actor()
+    }
+
+    /// Makes the link panic when it reaches this message (fault injection);
+    /// returns the run now going.
+    pub fn crash(&self) -> Option<ractor::ActorId> {
+        let actor = self.actor()?;
+        self.cell.mailbox.send(LinkMsg::Crash);
+        Some(actor)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
-use crate::link::LinkCell;
+use crate::link::LinkHandle;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::delivery::Registry;
@@ -30,7 +30,7 @@ pub struct Node {
     /// The cluster, or none on a single node.
     pub cluster: Cluster,
     /// The cluster actor's cell, with clustering.
-    pub link: Option<Arc<LinkCell>>,
+    pub link: Option<LinkHandle>,
     next_conn: AtomicU64,
     /// Connections holding an [`OpenSlot`].
     open: AtomicUsize,
@@ -117,7 +117,7 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     pub connections: Arc<Registry>,
     pub cluster: Cluster,
-    pub link: Option<Arc<LinkCell>>,
+    pub link: Option<LinkHandle>,
 }
 
 /// The node id `config` names, or a fresh random one.

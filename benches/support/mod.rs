@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::thread::available_parallelism;
 
 use herald::metrics::Metrics;
-use herald::supervisor::{self, Tree};
+use herald::server::tree::{self, Tree};
 
 pub fn cores() -> usize {
     available_parallelism().map_or(1, |n| n.get())
@@ -21,7 +21,7 @@ pub fn start_tree() -> (tokio::runtime::Runtime, Tree) {
         .build()
         .expect("a tokio runtime");
     let tree = actors
-        .block_on(supervisor::start(cores * 8, Arc::new(Metrics::new()), &Default::default(), Arc::new(|_| {}), None))
+        .block_on(tree::start(cores * 8, Arc::new(Metrics::new()), &Default::default(), Arc::new(|_| {}), None))
         .expect("the tree starts");
     (actors, tree)
 }

@@ -179,28 +179,28 @@ async fn crash(node: web::Data<Node>, payload: web::Payload) -> Result<HttpRespo
     match &*target {
         "room" => {
             let room = fields.room()?;
-            let crashed = node.rooms.crash_room(&room).ok_or(ApiError::NoSuch("no such room on this node"))?;
-            replaced(|| node.rooms.room_life(&room) != Some(crashed)).await?;
+            let crashed = node.rooms.crash_room(&room).await.ok_or(ApiError::NoSuch("no such room on this node"))?;
+            replaced(|| async { node.rooms.room_life(&room).await != Some(crashed) }).await?;
         }
         "registry" => {
             let room = fields.room_if_any()?.unwrap_or_default();
             let crashed = node.rooms.crash_shard(&room).ok_or(ApiError::Unavailable)?;
-            replaced(|| node.rooms.shard_actor(&room).is_some_and(|now| now != crashed)).await?;
+            replaced(|| async { node.rooms.shard_actor(&room).is_some_and(|now| now != crashed) }).await?;
         }
         "presence" => {
             let crashed = node.presence.crash().ok_or(ApiError::Unavailable)?;
-            replaced(|| node.presence.actor().is_some_and(|now| now != crashed)).await?;
+            replaced(|| async { node.presence.actor().is_some_and(|now| now != crashed) }).await?;
         }
         "cluster" => {
             let link = node.link.as_ref().ok_or(ApiError::NoSuch("this node is not clustered"))?;
             let crashed = link.crash().ok_or(ApiError::Unavailable)?;
-            replaced(|| link.actor().is_some_and(|now| now != crashed)).await?;
+            replaced(|| async { link.actor().is_some_and(|now| now != crashed) }).await?;
         }
         "connection" => {
             let conn = fields.conn(&node.id)?;
             let outbox = node.connections.get(conn).ok_or(ApiError::NoSuch("no such connection on this node"))?;
             outbox.crash();
-            replaced(|| node.connections.get(conn).is_none()).await?;
+            replaced(|| async { node.connections.get(conn).is_none() }).await?;
         }
         _ => return Err(ApiError::bad_request("target must be room, registry, presence, cluster or connection")),
     }
@@ -208,9 +208,9 @@ async fn crash(node: web::Data<Node>, payload: web::Payload) -> Result<HttpRespo
 }
 
 /// Waits until `done`, for at most [`rpc::CALL_TIMEOUT`].
-async fn replaced(done: impl Fn() -> bool) -> Result<(), ApiError> {
+async fn replaced<F: std::future::Future<Output = bool>>(done: impl Fn() -> F) -> Result<(), ApiError> {
     let deadline = tokio::time::Instant::now() + crate::rpc::CALL_TIMEOUT;
-    while !done() {
+    while !done().await {
         if tokio::time::Instant::now() >= deadline {
             return Err(ApiError::Unavailable);
         }

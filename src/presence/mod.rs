@@ -1,8 +1,8 @@
 //! Presence: who is online (with which connections), and which users are in
 //! which room, counted as users rather than connections.
 //!
-//! [`registry`] holds the actor; [`Presence`] is the handle everything else
-//! uses. Rooms report a user's first arrival and last departure, connections
+//! [`registry`] holds the actor ([`PresenceCell`]); [`Presence`] is the
+//! handle everything else uses. Rooms report a user's first arrival and last departure, connections
 //! report coming online and going offline; queries read the same state, so a
 //! `presence` answer always agrees with the `user_joined` / `user_left`
 //! frames sent before it.
@@ -15,10 +15,12 @@ use std::sync::Arc;
 
 use ractor::{ActorId, RpcReplyPort};
 
+use crate::supervisor::Actor;
+
 use crate::delivery::{ConnId, Member};
 use crate::protocol::Encoded;
-use crate::rpc::{self, CallError};
-pub use registry::{Counts, PresenceCell, PresenceMsg, PresenceRegistry};
+use crate::rpc::CallError;
+pub use registry::{Counts, PresenceCell, PresenceMsg};
 
 /// Typed handle to the presence registry. Messages go to the registry's
 /// mailbox, which outlives its actor: nothing sent while the actor is being
@@ -34,17 +36,15 @@ impl Presence {
     }
 
     fn cast(&self, msg: PresenceMsg) {
-        self.cell.mailbox.send(msg);
+        self.cell.mailbox().send(msg);
     }
 
-    /// Asks the registry and waits for the answer, at most [`rpc::CALL_TIMEOUT`].
+    /// Asks the registry and waits for the answer (see [`crate::supervisor::ask`]).
     fn ask<T: Send + 'static>(
         &self,
         build: impl FnOnce(RpcReplyPort<T>) -> PresenceMsg,
     ) -> impl Future<Output = Result<T, CallError>> + 'static {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.cast(build(tx.into()));
-        rpc::answer(rx)
+        crate::supervisor::ask(self.cell.mailbox(), build)
     }
 
     /// A connection of `member.user` is now online and can receive `direct` frames.
@@ -112,8 +112,8 @@ impl Presence {
     }
 
     /// The users with a connection on this node now.
-    pub fn local_users(&self) -> Vec<Arc<str>> {
-        self.cell.local_users()
+    pub fn local_users(&self) -> impl Future<Output = Result<Vec<Arc<str>>, CallError>> + 'static {
+        self.ask(|reply| PresenceMsg::LocalUsers { reply })
     }
 
     /// Has the registry rewrite its cluster entries (see [`PresenceMsg::Resync`]).
@@ -123,7 +123,7 @@ impl Presence {
 
     /// The registry actor now.
     pub fn actor(&self) -> Option<ActorId> {
-        self.cell.mailbox.actor()
+        self.cell.mailbox().actor()
     }
 
     /// Makes the registry actor panic when it reaches this message (fault

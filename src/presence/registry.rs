@@ -6,24 +6,21 @@
 //! user's first arrival and last departure, so its room sets hold users, not
 //! connections.
 //!
-//! The state and the queue of messages live in a [`PresenceCell`] the root
-//! supervisor keeps, not in the actor: the actor is the one writer that
-//! applies the queued messages to the state in order. When it panics, the
-//! supervisor starts a new one over the same cell, which carries on with
-//! the messages that waited, so every answer after the restart is as
+//! [`PresenceCell`] is the actor (see [`crate::supervisor`]): its queue and
+//! its state outlive any one run, so after a restart every answer is as
 //! complete as before it, and nobody is told they joined or left.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::RpcReplyPort;
 
 use crate::cluster::Cluster;
 use crate::delivery::{ConnId, Member, Outbox};
 use crate::metrics::{ActorKind, Metrics};
 use crate::protocol::Encoded;
-use crate::supervisor::Mailbox;
+use crate::supervisor::{Actor, Failure, Mailbox};
 
 /// Messages of the presence registry. Use [`super::Presence`] to send them.
 pub enum PresenceMsg {
@@ -55,6 +52,10 @@ pub enum PresenceMsg {
     Counts {
         reply: RpcReplyPort<Counts>,
     },
+    /// The users with a connection on this node.
+    LocalUsers {
+        reply: RpcReplyPort<Vec<Arc<str>>>,
+    },
     /// Cluster: rewrite this node's online users in the directory and
     /// re-subscribe their channels (the backplane is back after an outage).
     Resync,
@@ -73,12 +74,9 @@ pub struct Counts {
     pub users: usize,
 }
 
-/// The presence registry actor.
-pub struct PresenceRegistry;
-
-/// The presence registry's queue and state, which outlive any one actor.
+/// The presence registry actor: its queue and state, which outlive any one run.
 pub struct PresenceCell {
-    pub mailbox: Mailbox<PresenceMsg>,
+    mailbox: Mailbox<PresenceMsg>,
     /// With clustering: users coming online here and going offline are
     /// told to the directory, and their channels subscribed.
     pub cluster: Cluster,
@@ -86,11 +84,6 @@ pub struct PresenceCell {
 }
 
 impl PresenceCell {
-    /// The users with a connection on this node now.
-    pub fn local_users(&self) -> Vec<Arc<str>> {
-        self.state.lock().online.keys().cloned().collect()
-    }
-
     pub fn new(metrics: Arc<Metrics>, cluster: Cluster) -> Self {
         let mailbox = Mailbox::counted(metrics.mailbox_backlog(ActorKind::Presence).clone());
         let state = PresenceState { metrics, cluster: cluster.clone(), online: HashMap::new(), rooms: HashMap::new() };
@@ -123,6 +116,9 @@ impl PresenceState {
             PresenceMsg::Direct { to, frame } => self.direct(&to, frame),
             PresenceMsg::Counts { reply } => {
                 let _ = reply.send(self.counts());
+            }
+            PresenceMsg::LocalUsers { reply } => {
+                let _ = reply.send(self.online.keys().cloned().collect());
             }
             PresenceMsg::Resync => self.resync(),
             PresenceMsg::Crash => {}
@@ -201,28 +197,19 @@ impl PresenceState {
     }
 }
 
-impl Actor for PresenceRegistry {
-    type Msg = ();
-    type State = Arc<PresenceCell>;
-    type Arguments = Arc<PresenceCell>;
+impl Actor for PresenceCell {
+    type Msg = PresenceMsg;
+    const KIND: ActorKind = ActorKind::Presence;
 
-    async fn pre_start(&self, _: ActorRef<()>, cell: Arc<PresenceCell>) -> Result<Arc<PresenceCell>, ActorProcessingErr> {
-        Ok(cell)
+    fn mailbox(&self) -> &Mailbox<PresenceMsg> {
+        &self.mailbox
     }
 
-    async fn post_start(&self, myself: ActorRef<()>, cell: &mut Arc<PresenceCell>) -> Result<(), ActorProcessingErr> {
-        cell.mailbox.attach(myself);
-        Ok(())
-    }
-
-    async fn handle(&self, _: ActorRef<()>, (): (), cell: &mut Arc<PresenceCell>) -> Result<(), ActorProcessingErr> {
-        let mut turn = cell.mailbox.turn();
-        while let Some(msg) = turn.next() {
-            if let PresenceMsg::Crash = msg {
-                panic!("fault injection: presence registry");
-            }
-            cell.state.lock().apply(msg);
+    fn handle(self: &Arc<Self>, msg: PresenceMsg) -> Result<(), Failure> {
+        if let PresenceMsg::Crash = msg {
+            panic!("fault injection: presence registry");
         }
+        self.state.lock().apply(msg);
         Ok(())
     }
 }
@@ -232,9 +219,10 @@ mod tests {
     use super::*;
     use crate::presence::Presence;
 
-    async fn spawn() -> (Presence, ractor::ActorRef<()>) {
+    async fn spawn() -> (Presence, ractor::ActorRef<crate::supervisor::Wake>) {
         let cell = Arc::new(PresenceCell::new(Arc::new(Metrics::new()), Cluster::single()));
-        let (actor, _) = Actor::spawn(None, PresenceRegistry, cell.clone()).await.unwrap();
+        let runner = crate::supervisor::Runner::<PresenceCell>::default();
+        let (actor, _) = ractor::Actor::spawn(None, runner, cell.clone()).await.unwrap();
         (Presence::new(cell), actor)
     }
 

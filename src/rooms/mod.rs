@@ -25,7 +25,8 @@ use serde_json::value::RawValue;
 use crate::cluster::codec::Body;
 
 use crate::delivery::{ConnId, Member};
-use crate::rpc::{self, CallError};
+use crate::rpc::CallError;
+use crate::supervisor::Actor;
 pub use room::{Publication, RoomCell, RoomMsg};
 pub use shard::{ShardCell, ShardMsg};
 
@@ -51,16 +52,21 @@ impl RoomRegistry {
         &self.shards[(self.hasher.hash_one(room) % self.shards.len() as u64) as usize]
     }
 
-    /// Asks the shard of `room` and waits for the answer, at most
-    /// [`rpc::CALL_TIMEOUT`]; a shard being restarted answers once it is back.
+    /// Asks the shard of `room` and waits for the answer (see
+    /// [`crate::supervisor::ask`]).
     fn ask<T: Send + 'static>(
         &self,
         room: &str,
         build: impl FnOnce(RpcReplyPort<T>) -> ShardMsg,
     ) -> impl Future<Output = Result<T, CallError>> + 'static {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.shard(room).mailbox.send(build(tx.into()));
-        rpc::answer(rx)
+        crate::supervisor::ask(self.shard(room).mailbox(), build)
+    }
+
+    /// Tells every shard.
+    fn each_shard(&self, msg: impl Fn() -> ShardMsg) {
+        for shard in self.shards.iter() {
+            shard.mailbox().send(msg());
+        }
     }
 
     /// Adds `member` to `room`, creating the room if needed. Returns the room
@@ -79,7 +85,7 @@ impl RoomRegistry {
 
     /// Removes connection `conn` from `room`; a no-op if it is not a member.
     pub fn leave(&self, room: Arc<str>, conn: ConnId) {
-        self.shard(&room).mailbox.send(ShardMsg::Leave { room, conn });
+        self.shard(&room).mailbox().send(ShardMsg::Leave { room, conn });
     }
 
     /// Publishes `data` to `room` as `from`, on behalf of the server API, and
@@ -107,61 +113,61 @@ impl RoomRegistry {
             Body::Message { room, .. } | Body::Presence { room, .. } | Body::Typing { room, .. } => room,
             Body::Direct { .. } | Body::Broadcast { .. } => return,
         };
-        if let Some(cell) = self.shard(room).room(room) {
-            cell.send(RoomMsg::Relayed { seq, origin, body });
+        let room: Arc<str> = room.as_str().into();
+        self.shard(&room).mailbox().send(ShardMsg::Relayed { room: room.clone(), seq, origin, body });
+    }
+
+    /// The rooms alive on this node (those with members here); those of a
+    /// shard that does not answer are missing.
+    pub async fn live_rooms(&self) -> Vec<Arc<str>> {
+        let asked: Vec<_> = self
+            .shards
+            .iter()
+            .map(|shard| crate::supervisor::ask(shard.mailbox(), |reply| ShardMsg::LiveRooms { reply }))
+            .collect();
+        let mut rooms = Vec::new();
+        for answer in asked {
+            rooms.extend(answer.await.unwrap_or_default());
         }
-    }
-
-    fn live_cells(&self) -> impl Iterator<Item = Arc<RoomCell>> + '_ {
-        self.shards.iter().flat_map(|shard| shard.live_rooms())
-    }
-
-    /// The rooms alive on this node (those with members here).
-    pub fn live_rooms(&self) -> Vec<Arc<str>> {
-        self.live_cells().map(|cell| cell.name.clone()).collect()
+        rooms
     }
 
     /// Has every live room re-subscribe and rewrite its cluster entries
     /// (the backplane is back after an outage).
     pub fn resync_all(&self) {
-        for cell in self.live_cells() {
-            cell.send(RoomMsg::Sync { initial: false });
-        }
+        self.each_shard(|| ShardMsg::Resync);
     }
 
     /// Tells every live room that `nodes` died.
     pub fn nodes_gone(&self, nodes: Arc<BTreeSet<Arc<str>>>) {
-        for cell in self.live_cells() {
-            cell.send(RoomMsg::NodesGone(nodes.clone()));
-        }
+        self.each_shard(|| ShardMsg::NodesGone(nodes.clone()));
     }
 
     /// The life `room` is in, if the room is alive on this node: it
     /// changes when the room restarts.
-    pub fn room_life(&self, room: &str) -> Option<u32> {
-        Some(self.shard(room).room(room)?.life())
+    pub async fn room_life(&self, room: &str) -> Option<u32> {
+        let room: Arc<str> = room.into();
+        self.ask(&room.clone(), |reply| ShardMsg::RoomLife { room, reply }).await.ok().flatten()
     }
 
     /// The registry shard actor that owns `room` now.
     pub fn shard_actor(&self, room: &str) -> Option<ActorId> {
-        self.shard(room).mailbox.actor()
+        self.shard(room).mailbox().actor()
     }
 
     /// Makes `room` panic when it reaches this message (fault injection);
     /// returns the life it is in, or `None` when the room is not alive on
     /// this node.
-    pub fn crash_room(&self, room: &str) -> Option<u32> {
-        let cell = self.shard(room).room(room)?;
-        let life = cell.life();
-        cell.send(RoomMsg::Crash);
-        Some(life)
+    pub async fn crash_room(&self, room: &str) -> Option<u32> {
+        let room: Arc<str> = room.into();
+        self.ask(&room.clone(), |reply| ShardMsg::CrashRoom { room, reply }).await.ok().flatten()
     }
 
     /// Makes the registry shard that owns `room` panic (fault injection).
     pub fn crash_shard(&self, room: &str) -> Option<ActorId> {
         let shard = self.shard(room);
-        let actor = shard.mailbox.actor()?;
-        shard.mailbox.send(ShardMsg::Crash);
+        let actor = shard.mailbox().actor()?;
+        shard.mailbox().send(ShardMsg::Crash);
         Some(actor)
     }
 }

@@ -18,20 +18,20 @@
 //! gives it a turn (see `room`). So an idle room costs its state and nothing
 //! else, and a message reaches its room with one wake-up, the shard's.
 //!
-//! Everything above lives in the shard's [`ShardCell`], which the root
-//! supervisor keeps. A room that panics starts its next life over its
+//! [`ShardCell`] is the actor (see [`crate::supervisor`]): everything above
+//! outlives any one run of it. A room that panics starts its next life over its
 //! [`RoomCell`] (within `supervision.max_restarts` per window for the
 //! shard's rooms; past that the shard fails, and the root restarts it). A
 //! restarted shard gives every room that still has members a new life, and
 //! a turn if messages wait.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::RpcReplyPort;
 use serde_json::value::RawValue;
 
 use super::room::{JoinReply, RoomCell, RoomMsg};
@@ -40,7 +40,8 @@ use crate::config::SupervisionConfig;
 use crate::delivery::{ConnId, Member};
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
-use crate::supervisor::{Mailbox, RestartBudget};
+use crate::supervisor::{Actor, Failure, Mailbox, RestartBudget};
+use crate::cluster::codec::Body;
 
 /// Messages of a registry shard. Use [`super::RoomRegistry`] to send them.
 pub enum ShardMsg {
@@ -54,12 +55,22 @@ pub enum ShardMsg {
     Publish { room: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>, at: Instant },
     /// The last `seq` given out in a room (0 when none).
     LastSeq { room: Arc<str>, reply: RpcReplyPort<u64> },
+    /// An envelope from the cluster, for the room if it is alive here.
+    Relayed { room: Arc<str>, seq: Option<u64>, origin: Arc<str>, body: Body },
+    /// Every live room re-subscribes and rewrites its cluster entries.
+    Resync,
+    /// Every live room drops the users of nodes that died.
+    NodesGone(Arc<BTreeSet<Arc<str>>>),
+    /// The names of the live rooms.
+    LiveRooms { reply: RpcReplyPort<Vec<Arc<str>>> },
+    /// The life a room is in, if it is alive here.
+    RoomLife { room: Arc<str>, reply: RpcReplyPort<Option<u32>> },
+    /// Makes a room panic (fault injection); the reply is the life it was
+    /// in, or `None` when the room is not alive here.
+    CrashRoom { room: Arc<str>, reply: RpcReplyPort<Option<u32>> },
     /// Panics the shard (fault injection).
     Crash,
 }
-
-/// A registry shard actor.
-pub struct Shard;
 
 struct Slot {
     seq: Arc<AtomicU64>,
@@ -74,14 +85,16 @@ impl Slot {
     }
 }
 
-/// A shard's queue and rooms, which outlive any one actor.
+/// A registry shard actor: its queue and rooms, which outlive any one run.
 pub struct ShardCell {
-    pub mailbox: Arc<Mailbox<ShardMsg>>,
+    mailbox: Arc<Mailbox<ShardMsg>>,
     slots: Mutex<HashMap<Arc<str>, Slot>>,
     presence: Presence,
     metrics: Arc<Metrics>,
     supervision: SupervisionConfig,
     cluster: Cluster,
+    /// Room restarts within the current run.
+    budget: Mutex<RestartBudget>,
 }
 
 impl ShardCell {
@@ -92,16 +105,17 @@ impl ShardCell {
         cluster: Cluster,
     ) -> Self {
         let mailbox = Arc::new(Mailbox::counted(metrics.mailbox_backlog(ActorKind::Registry).clone()));
-        Self { mailbox, slots: Mutex::default(), presence, metrics, supervision, cluster }
+        let budget = Mutex::new(RestartBudget::new(&supervision));
+        Self { mailbox, slots: Mutex::default(), presence, metrics, supervision, cluster, budget }
     }
 
     /// The live room named `name`, if it has one.
-    pub fn room(&self, name: &str) -> Option<Arc<RoomCell>> {
+    fn room(&self, name: &str) -> Option<Arc<RoomCell>> {
         self.slots.lock().get(name).and_then(|s| s.room.clone())
     }
 
     /// Every live room of this shard.
-    pub fn live_rooms(&self) -> Vec<Arc<RoomCell>> {
+    fn live_rooms(&self) -> Vec<Arc<RoomCell>> {
         self.slots.lock().values().filter_map(|s| s.room.clone()).collect()
     }
 
@@ -179,7 +193,9 @@ impl ShardCell {
             .lock()
             .get(&room.name)
             .is_some_and(|slot| slot.room.as_ref().is_some_and(|r| Arc::ptr_eq(r, room)) && slot.forwarded == seen);
-        if current && room.member_count() == 0 {
+        // Equal counts mean every join forwarded was handled before the room
+        // found itself empty: it still is.
+        if current {
             self.retire(&room.name);
         }
     }
@@ -200,41 +216,84 @@ impl ShardCell {
     }
 }
 
-/// A running shard: its cell and its restart budget for rooms.
-pub struct ShardState {
-    cell: Arc<ShardCell>,
-    budget: RestartBudget,
-}
+impl Actor for ShardCell {
+    type Msg = ShardMsg;
+    const KIND: ActorKind = ActorKind::Registry;
 
-impl ShardState {
-    fn handle(&mut self, msg: ShardMsg) -> Result<(), ActorProcessingErr> {
-        let cell = &self.cell;
+    fn mailbox(&self) -> &Mailbox<ShardMsg> {
+        &self.mailbox
+    }
+
+    /// A fresh shard has no rooms; a restarted one gives every room that
+    /// still has members a new life (and a turn, if messages wait) and
+    /// retires the others.
+    fn started(self: &Arc<Self>) {
+        *self.budget.lock() = RestartBudget::new(&self.supervision);
+        for room in self.live_rooms() {
+            if !room.revive() {
+                self.retire(&room.name);
+            }
+        }
+    }
+
+    fn handle(self: &Arc<Self>, msg: ShardMsg) -> Result<(), Failure> {
         match msg {
-            ShardMsg::Join { room, member, reply } => cell.join(room, member, reply),
+            ShardMsg::Join { room, member, reply } => self.join(room, member, reply),
             ShardMsg::Leave { room, conn } => {
-                if let Some(room) = cell.room(&room) {
+                if let Some(room) = self.room(&room) {
                     room.send(RoomMsg::Leave { conn });
                 }
             }
-            ShardMsg::Empty { room, seen } => cell.empty(&room, seen),
+            ShardMsg::Empty { room, seen } => self.empty(&room, seen),
             ShardMsg::Run(room) => return room.run(|room, error| self.room_failed(room, error)),
-            ShardMsg::Publish { room, from, data, reply, at } => cell.publish(room, from, data, reply, at),
+            ShardMsg::Publish { room, from, data, reply, at } => self.publish(room, from, data, reply, at),
             ShardMsg::LastSeq { room, reply } => {
-                let _ = reply.send(cell.last_seq(&room));
+                let _ = reply.send(self.last_seq(&room));
+            }
+            ShardMsg::Relayed { room, seq, origin, body } => {
+                if let Some(cell) = self.room(&room) {
+                    cell.send(RoomMsg::Relayed { seq, origin, body });
+                }
+            }
+            ShardMsg::Resync => {
+                for room in self.live_rooms() {
+                    room.send(RoomMsg::Sync { initial: false });
+                }
+            }
+            ShardMsg::NodesGone(nodes) => {
+                for room in self.live_rooms() {
+                    room.send(RoomMsg::NodesGone(nodes.clone()));
+                }
+            }
+            ShardMsg::LiveRooms { reply } => {
+                let _ = reply.send(self.live_rooms().iter().map(|room| room.name.clone()).collect());
+            }
+            ShardMsg::RoomLife { room, reply } => {
+                let _ = reply.send(self.room(&room).map(|room| room.life()));
+            }
+            ShardMsg::CrashRoom { room, reply } => {
+                let life = self.room(&room).map(|room| {
+                    let life = room.life();
+                    room.send(RoomMsg::Crash);
+                    life
+                });
+                let _ = reply.send(life);
             }
             ShardMsg::Crash => panic!("fault injection: room registry shard"),
         }
         Ok(())
     }
+}
 
+impl ShardCell {
     /// A room panicked: it goes on in its next life within the restart
     /// budget; past it, the shard fails so the root decides.
-    fn room_failed(&mut self, room: &RoomCell, error: String) -> Result<(), ActorProcessingErr> {
-        let metrics = &self.cell.metrics;
+    fn room_failed(&self, room: &RoomCell, error: String) -> Result<(), Failure> {
+        let metrics = &self.metrics;
         metrics.actor_failed(ActorKind::Room);
         tracing::error!(room = %room.name, %error, "room failed");
-        if !self.budget.allow(Instant::now()) {
-            let limit = &self.cell.supervision;
+        if !self.budget.lock().allow(Instant::now()) {
+            let limit = &self.supervision;
             return Err(format!(
                 "room {} failed past the limit of {} restarts within {} ms",
                 room.name, limit.max_restarts, limit.window_ms
@@ -242,43 +301,7 @@ impl ShardState {
             .into());
         }
         metrics.actor_restarted(ActorKind::Room);
-        tracing::warn!(room = %room.name, members = room.member_count(), "room restarted");
-        Ok(())
-    }
-}
-
-impl Actor for Shard {
-    type Msg = ();
-    type State = ShardState;
-    type Arguments = Arc<ShardCell>;
-
-    /// A fresh shard has no rooms; a restarted one gives every room that
-    /// still has members a new life (and a turn, if messages wait) and
-    /// retires the others.
-    async fn pre_start(&self, _: ActorRef<()>, cell: Arc<ShardCell>) -> Result<ShardState, ActorProcessingErr> {
-        let rooms: Vec<Arc<RoomCell>> = cell.slots.lock().values().filter_map(|s| s.room.clone()).collect();
-        for room in rooms {
-            if room.member_count() == 0 {
-                cell.retire(&room.name);
-            } else {
-                room.revive();
-            }
-        }
-        let budget = RestartBudget::new(&cell.supervision);
-        Ok(ShardState { cell, budget })
-    }
-
-    async fn post_start(&self, myself: ActorRef<()>, state: &mut ShardState) -> Result<(), ActorProcessingErr> {
-        state.cell.mailbox.attach(myself);
-        Ok(())
-    }
-
-    async fn handle(&self, _: ActorRef<()>, (): (), state: &mut ShardState) -> Result<(), ActorProcessingErr> {
-        let cell = state.cell.clone();
-        let mut turn = cell.mailbox.turn();
-        while let Some(msg) = turn.next() {
-            state.handle(msg)?;
-        }
+        tracing::warn!(room = %room.name, "room restarted");
         Ok(())
     }
 }

@@ -23,6 +23,7 @@
 //! `server.shutdown_timeout_ms`, whichever comes first.
 
 mod acceptor;
+pub mod tree;
 mod workers;
 
 use std::net::{SocketAddr, TcpListener};
@@ -39,7 +40,8 @@ use crate::delivery::Registry;
 use crate::metrics::Metrics;
 use crate::node::{node_id, Node, Parts};
 use crate::protocol::close;
-use crate::supervisor::{self, Clustering, StartError};
+use crate::supervisor::{self, StartError};
+use tree::Clustering;
 use workers::Workers;
 
 /// Why a server could not start.
@@ -135,7 +137,7 @@ impl Server {
             false => None,
         };
         let clustering = cluster.clone().map(|cluster| Clustering { cluster, connections: connections.clone() });
-        let tree = actors.block_on(supervisor::start(
+        let tree = actors.block_on(tree::start(
             cores() * 8,
             metrics.clone(),
             &config.supervision,

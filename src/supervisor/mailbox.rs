@@ -1,7 +1,7 @@
 //! [`Mailbox`]: the queue of a supervised actor, kept beside its state so it
 //! outlives the actor.
 //!
-//! Senders push a message and wake the actor with an empty ractor message
+//! Senders push a message and wake the actor's runner with a [`Wake`]
 //! (at most one wake is in flight: the `scheduled` flag). A mailbox with no
 //! actor of its own (a room's, run by its shard) leaves the wake to whoever
 //! pushed: [`Mailbox::push`] says when one is due. The actor takes
@@ -20,6 +20,8 @@ use parking_lot::{Mutex, RwLock};
 use prometheus::IntGauge;
 use ractor::{ActorId, ActorRef};
 
+use super::actor::Wake;
+
 /// Messages an actor handles per turn before it lets others run.
 const BATCH: usize = 256;
 
@@ -29,7 +31,7 @@ pub struct Mailbox<M> {
     /// Whether a wake is on its way to the actor (or the actor is down and
     /// the next one will drain on attach).
     scheduled: AtomicBool,
-    actor: RwLock<Option<ActorRef<()>>>,
+    actor: RwLock<Option<ActorRef<Wake>>>,
     /// Messages waiting, summed over the mailboxes of one kind of actor.
     backlog: Option<IntGauge>,
 }
@@ -81,7 +83,7 @@ impl<M> Mailbox<M> {
         }
         if let Some(actor) = self.actor.read().as_ref() {
             // A dead actor refuses the wake; its successor drains on attach.
-            let _ = actor.cast(());
+            let _ = actor.cast(Wake);
         }
         true
     }
@@ -95,7 +97,7 @@ impl<M> Mailbox<M> {
 
     /// Called by a (re)started actor: it drains the mailbox from now on,
     /// starting with whatever waited while no actor ran.
-    pub fn attach(&self, actor: ActorRef<()>) {
+    pub fn attach(&self, actor: ActorRef<Wake>) {
         *self.actor.write() = Some(actor);
         self.scheduled.store(false, Ordering::Release);
         self.wake();

@@ -44,7 +44,7 @@ use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
 use crate::protocol::{now_ms, Encoded, ErrorCode, ServerFrame, ServerKind};
 use crate::metrics::TransportKind;
-use crate::supervisor::Mailbox;
+use crate::supervisor::{Actor, Failure, Mailbox};
 
 mod cluster;
 
@@ -118,7 +118,7 @@ pub enum RoomMsg {
 /// A room: its queue and its state, which outlive any one life of it.
 pub struct RoomCell {
     pub name: Arc<str>,
-    pub mailbox: Mailbox<RoomMsg>,
+    mailbox: Mailbox<RoomMsg>,
     /// The shard that runs the room, and is told when it is left empty.
     shard: Arc<Mailbox<ShardMsg>>,
     /// Lives so far: one more after every panic, and after its shard restarts.
@@ -194,14 +194,12 @@ impl RoomCell {
             if self.retired.load(Ordering::Acquire) {
                 continue;
             }
-            let applied = catch_unwind(AssertUnwindSafe(|| {
-                if let RoomMsg::Crash = msg {
-                    panic!("fault injection: room {}", self.name);
-                }
-                self.apply(msg);
-            }));
-            if let Err(panic) = applied {
-                failed(self, panic_message(&*panic))?;
+            let failure = match catch_unwind(AssertUnwindSafe(|| self.handle(msg))) {
+                Ok(outcome) => outcome.err().map(|error| error.to_string()),
+                Err(panic) => Some(panic_message(&*panic)),
+            };
+            if let Some(error) = failure {
+                failed(self, error)?;
                 self.lives.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -217,11 +215,17 @@ impl RoomCell {
 
     /// A new life after its shard restarted, with a turn scheduled if
     /// messages wait (the shard may have lost the one it had in hand).
-    pub fn revive(self: &Arc<Self>) {
+    /// False, and nothing done, when the room has no members left: its
+    /// shard retires it.
+    pub fn revive(self: &Arc<Self>) -> bool {
+        if self.state.lock().members.is_empty() {
+            return false;
+        }
         self.lives.fetch_add(1, Ordering::AcqRel);
         if self.mailbox.reschedule() {
             self.schedule();
         }
+        true
     }
 
     /// Marks the room dropped by its shard.
@@ -234,7 +238,6 @@ impl RoomCell {
         self.lives.load(Ordering::Acquire)
     }
 
-    /// Applies one message to the room's state; `Crash` is [`Self::run`]'s to act on.
     fn apply(self: &Arc<Self>, msg: RoomMsg) {
         let mut state = self.state.lock();
         // Counted before anything else, so a message the room fails on still
@@ -244,7 +247,7 @@ impl RoomCell {
         }
         match state.cluster.as_mut() {
             Some(clustered) if clustered.syncing && defers(&msg) => clustered.deferred.push_back(msg),
-            _ => self.handle(&mut state, msg),
+            _ => self.apply_to(&mut state, msg),
         }
         if state.members.is_empty() && state.cluster.as_ref().is_none_or(|c| c.is_settled()) {
             let empty = ShardMsg::Empty { room: self.clone(), seen: state.seen };
@@ -252,7 +255,7 @@ impl RoomCell {
         }
     }
 
-    fn handle(self: &Arc<Self>, state: &mut RoomState, msg: RoomMsg) {
+    fn apply_to(self: &Arc<Self>, state: &mut RoomState, msg: RoomMsg) {
         match msg {
             RoomMsg::Join { member, reply } => {
                 // Only a transport that writes `joined` needs the user list.
@@ -298,7 +301,7 @@ impl RoomCell {
             RoomMsg::Synced { generation, outcome } => {
                 if state.synced(generation, outcome) {
                     while let Some(msg) = state.cluster.as_mut().and_then(|c| c.deferred.pop_front()) {
-                        self.handle(state, msg);
+                        self.apply_to(state, msg);
                     }
                 }
             }
@@ -307,15 +310,24 @@ impl RoomCell {
             RoomMsg::Crash => {}
         }
     }
+}
 
-    /// The users with a connection in the room on this node.
-    pub fn local_users(&self) -> Vec<Arc<str>> {
-        self.state.lock().users.iter().cloned().collect()
+/// A room is an actor without a runner of its own: its shard runs it
+/// ([`RoomCell::run`]).
+impl Actor for RoomCell {
+    type Msg = RoomMsg;
+    const KIND: ActorKind = ActorKind::Room;
+
+    fn mailbox(&self) -> &Mailbox<RoomMsg> {
+        &self.mailbox
     }
 
-    /// Members now in the room.
-    pub fn member_count(&self) -> usize {
-        self.state.lock().members.len()
+    fn handle(self: &Arc<Self>, msg: RoomMsg) -> Result<(), Failure> {
+        if let RoomMsg::Crash = msg {
+            panic!("fault injection: room {}", self.name);
+        }
+        self.apply(msg);
+        Ok(())
     }
 }
 

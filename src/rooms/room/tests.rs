@@ -9,7 +9,7 @@ use super::*;
 use crate::delivery::testing::{collector, collector_with};
 use crate::metrics::Fault;
 use crate::rooms::RoomRegistry;
-use crate::supervisor;
+use crate::server::tree;
 
 struct Fixture {
     rooms: RoomRegistry,
@@ -18,7 +18,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let metrics = Arc::new(Metrics::new());
-    let tree = supervisor::start(4, metrics.clone(), &Default::default(), Arc::new(|_| {}), None).await.unwrap();
+    let tree = tree::start(4, metrics.clone(), &Default::default(), Arc::new(|_| {}), None).await.unwrap();
     Fixture { rooms: tree.rooms, metrics }
 }
 
@@ -50,7 +50,7 @@ async fn clustered_pair() -> (Fixture, Fixture) {
     use crate::cluster::relay::{MemoryHub, MemoryRelay};
     use crate::cluster::Membership;
     use crate::delivery::Registry;
-    use crate::supervisor::Clustering;
+    use crate::server::tree::Clustering;
     let hub = Arc::new(MemoryHub::default());
     let directory = Arc::new(MemoryDirectory::default());
     let mut nodes = Vec::new();
@@ -59,7 +59,7 @@ async fn clustered_pair() -> (Fixture, Fixture) {
         let relay = Arc::new(MemoryRelay::new(hub.clone()));
         let cluster = Membership::new(id.into(), relay, directory.clone(), metrics.clone(), Duration::from_secs(60));
         let clustering = Clustering { cluster, connections: Arc::new(Registry::default()) };
-        let tree = supervisor::start(2, metrics.clone(), &Default::default(), Arc::new(|_| {}), Some(clustering))
+        let tree = tree::start(2, metrics.clone(), &Default::default(), Arc::new(|_| {}), Some(clustering))
             .await
             .unwrap();
         nodes.push(Fixture { rooms: tree.rooms, metrics });

@@ -1,0 +1,191 @@
+//! The node's supervision tree, declared: which actors it runs, in which
+//! order they start, and the limits they restart within. How supervision
+//! works, and the tree drawn, is in [`crate::supervisor`].
+
+use std::sync::Arc;
+
+use crate::cluster::{Cluster, Membership};
+use crate::config::SupervisionConfig;
+use crate::delivery::Registry;
+use crate::link::{LinkCell, LinkHandle, Targets};
+use crate::metrics::Metrics;
+use crate::presence::{Presence, PresenceCell};
+use crate::rooms::{RoomRegistry, ShardCell};
+use crate::supervisor::{self, Child, GiveUp, StartError, Wake};
+
+/// The handles of a started tree.
+#[derive(Clone)]
+pub struct Tree {
+    pub root: ractor::ActorRef<Wake>,
+    pub rooms: RoomRegistry,
+    pub presence: Presence,
+    /// The cluster link, with clustering.
+    pub link: Option<LinkHandle>,
+}
+
+/// What a clustered node's tree needs besides the rest.
+pub struct Clustering {
+    pub cluster: Arc<Membership>,
+    /// The node's open connections, which broadcasts from other nodes reach.
+    pub connections: Arc<Registry>,
+}
+
+/// Starts the tree: presence first (rooms report to it), then `shards`
+/// room registry shards, then the cluster link with clustering; every one
+/// restarted by the root within `supervision`'s limits. Must run on the
+/// actors' runtime. `give_up` is called once if the root gives up.
+pub async fn start(
+    shards: usize,
+    metrics: Arc<Metrics>,
+    supervision: &SupervisionConfig,
+    give_up: GiveUp,
+    clustering: Option<Clustering>,
+) -> Result<Tree, StartError> {
+    let cluster = Cluster::from(clustering.as_ref().map(|c| c.cluster.clone()));
+    let presence_cell = Arc::new(PresenceCell::new(metrics.clone(), cluster.clone()));
+    let presence = Presence::new(presence_cell.clone());
+    let shards: Vec<Arc<ShardCell>> = (0..shards.max(1))
+        .map(|_| Arc::new(ShardCell::new(presence.clone(), metrics.clone(), supervision.clone(), cluster.clone())))
+        .collect();
+    let rooms = RoomRegistry::new(shards.clone());
+    let link = clustering.map(|c| {
+        let targets = Targets { rooms: rooms.clone(), presence: presence.clone(), connections: c.connections };
+        LinkCell::start(c.cluster, targets)
+    });
+    let mut children: Vec<Arc<dyn Child>> = vec![Arc::new(presence_cell)];
+    children.extend(shards.into_iter().map(|shard| Arc::new(shard) as Arc<dyn Child>));
+    if let Some(link) = &link {
+        children.push(Arc::new(link.clone()));
+    }
+    let root = supervisor::start(children, supervision, metrics, give_up).await?;
+    Ok(Tree { root, rooms, presence, link: link.map(LinkHandle::new) })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::delivery::testing::collector;
+    use crate::delivery::{ConnId, Member};
+    use crate::metrics::ActorKind;
+
+    async fn tree(max_restarts: u32) -> (Tree, Arc<Metrics>, mpsc::UnboundedReceiver<String>) {
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let supervision = SupervisionConfig { max_restarts, window_ms: 60_000 };
+        let give_up: GiveUp = Arc::new(move |reason| {
+            let _ = tx.send(reason);
+        });
+        let tree = start(2, metrics.clone(), &supervision, give_up, None).await.unwrap();
+        (tree, metrics, rx)
+    }
+
+    /// Waits until `done` holds, for at most two seconds.
+    async fn until(done: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition not reached");
+    }
+
+    /// [`until`], for a condition that has to ask an actor.
+    async fn until_async<F: std::future::Future<Output = bool>>(done: impl Fn() -> F) {
+        for _ in 0..200 {
+            if done().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition not reached");
+    }
+
+    fn restarts(metrics: &Metrics, kind: ActorKind) -> String {
+        let text = metrics.render();
+        let series = format!("herald_actor_restarts_total{{actor=\"{}\"}} ", kind.as_str());
+        text.lines().find_map(|l| l.strip_prefix(&series)).unwrap_or("missing").to_owned()
+    }
+
+    #[actix_web::test]
+    async fn the_root_restarts_presence_over_its_state_then_gives_up_past_the_limit() {
+        let (tree, metrics, mut gave_up) = tree(1).await;
+        let (outbox, _) = collector(8);
+        tree.presence.online(Member { conn: ConnId(1), user: "alice".into(), outbox });
+        tree.presence.room_joined("hall".into(), "alice".into());
+
+        let first = tree.presence.crash().unwrap();
+        until(|| tree.presence.actor().is_some_and(|now| now != first)).await;
+        assert_eq!(restarts(&metrics, ActorKind::Presence), "1");
+        let status = tree.presence.status(vec!["alice".into()]).await.unwrap();
+        assert!(status["alice"], "the restarted registry still knows alice");
+        assert_eq!(tree.presence.room_users("hall".into()).await.unwrap(), [Arc::from("alice")]);
+        assert!(gave_up.try_recv().is_err(), "one restart is within the limit");
+
+        tree.presence.crash().unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(2), gave_up.recv()).await.unwrap().unwrap();
+        assert!(reason.contains("presence"), "{reason}");
+        assert_eq!(restarts(&metrics, ActorKind::Presence), "1", "no restart past the limit");
+    }
+
+    #[actix_web::test]
+    async fn a_shard_restarts_its_rooms_then_escalates_to_the_root() {
+        let (tree, metrics, mut gave_up) = tree(1).await;
+        let (outbox, frames) = collector(64);
+        let member = Member { conn: ConnId(1), user: "alice".into(), outbox };
+        let (room, _) = tree.rooms.join("r".into(), member).await.unwrap();
+        let shard = tree.rooms.shard_actor("r").unwrap();
+
+        // Within the shard's limit: the room restarts, the shard stays.
+        let first = tree.rooms.crash_room("r").await.unwrap();
+        until_async(|| async { tree.rooms.room_life("r").await.is_some_and(|now| now != first) }).await;
+        assert_eq!(restarts(&metrics, ActorKind::Room), "1");
+        assert_eq!(tree.rooms.shard_actor("r"), Some(shard));
+
+        // Past it: the shard fails, the root restarts it, and the new shard
+        // starts the room again over the same members.
+        let second = tree.rooms.crash_room("r").await.unwrap();
+        until(|| tree.rooms.shard_actor("r").is_some_and(|now| now != shard)).await;
+        until_async(|| async { tree.rooms.room_life("r").await.is_some_and(|now| now != second) }).await;
+        assert_eq!(restarts(&metrics, ActorKind::Room), "1");
+        assert_eq!(restarts(&metrics, ActorKind::Registry), "1");
+        assert!(gave_up.try_recv().is_err(), "the root's own limit is not reached");
+
+        frames.lock().clear();
+        let data = serde_json::value::RawValue::from_string("1".into()).unwrap();
+        room.publish(ConnId(1), "alice".into(), &data, true, None);
+        until(|| frames.lock().iter().any(|f| f.contains(r#""seq":1"#))).await;
+    }
+
+    #[actix_web::test]
+    async fn what_is_sent_while_an_actor_dies_waits_for_the_next_one() {
+        let (tree, metrics, _) = tree(5).await;
+        let (outbox, _) = collector(8);
+        tree.presence.online(Member { conn: ConnId(1), user: "alice".into(), outbox });
+        tree.presence.room_joined("hall".into(), "alice".into());
+        // Queued right behind the fatal message, before any restart.
+        let first = tree.presence.crash().unwrap();
+        tree.presence.offline("alice".into(), ConnId(1));
+        tree.presence.room_left("hall".into(), "alice".into());
+        tree.presence.room_joined("hall".into(), "bob".into());
+        let status = tree.presence.status(vec!["alice".into()]).await.unwrap();
+        assert!(!status["alice"], "the offline after the crash was applied");
+        assert_eq!(tree.presence.room_users("hall".into()).await.unwrap(), [Arc::from("bob")]);
+        assert_ne!(tree.presence.actor(), Some(first));
+        assert_eq!(restarts(&metrics, ActorKind::Presence), "1");
+
+        // The same for a room: a leave queued behind the crash still lands.
+        let (a, _) = collector(8);
+        let (b, b_frames) = collector(8);
+        tree.rooms.join("r".into(), Member { conn: ConnId(2), user: "a".into(), outbox: a }).await.unwrap();
+        tree.rooms.join("r".into(), Member { conn: ConnId(3), user: "b".into(), outbox: b }).await.unwrap();
+        tree.rooms.crash_room("r").await.unwrap();
+        tree.rooms.leave("r".into(), ConnId(2));
+        until(|| b_frames.lock().iter().any(|f| f.contains("user_left"))).await;
+        assert_eq!(restarts(&metrics, ActorKind::Room), "1");
+    }
+}
