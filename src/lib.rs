@@ -7,26 +7,34 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the `config.toml` tree, environment overrides and validation.
-//! - [`protocol`]: every frame, error code and close code of the wire protocol.
-//! - [`auth`]: JWT verification and room permissions.
+//! The modules form layers, bottom first; a module uses only its own layer
+//! or those below it (`tests/it/layers.rs` checks it).
+//!
+//! - Foundation:
+//!   - [`protocol`]: every frame, error code and close code of the wire protocol.
+//!   - [`config`]: the `config.toml` tree, environment overrides and validation.
+//!   - [`metrics`]: the Prometheus registry, every metric and its label values.
+//!   - [`delivery`]: what rooms and presence deliver to: connections as
+//!     members, their outboxes, the registry of open connections.
+//!   - [`supervisor`]: how an actor is written, and the root supervisor.
+//!   - [`auth`]: JWT verification and room permissions.
+//!   - [`rpc`]: the deadline on questions to actors.
+//!   - [`logging`]: structured logs (`log.format`, `log.level`).
+//!   - [`memory`]: giving freed memory back to the OS after a burst.
+//! - [`cluster`]: the cluster engines: codec, backplane, relay, directory,
+//!   and the [`cluster::Cluster`] facade the layers above use.
+//! - The node's actors: [`presence`] (who is online, who is where) and
+//!   [`rooms`] (the sharded registry and the rooms its shards run).
 //! - [`connection`]: the connection actor every transport shares: its core
-//!   (session, limits, frames), its outbox (where every write goes), the
-//!   per-worker loop that drives connections and runs their timers.
+//!   (session, limits, frames), the services it uses, the per-worker loop
+//!   that drives connections and runs their timers. [`link`]: the cluster
+//!   link actor, between the node's actors and the other nodes.
+//! - [`node`]: what transports and the server share of a running node.
 //! - [`transport`]: the handshake Herald reads itself, WebSocket and SSE,
-//!   admission, and the plain HTTP routes.
-//! - [`api`]: the server API (`/api/*`): publish, direct, broadcast, presence, stats.
-//! - [`rooms`]: the sharded room registry and the rooms, actors their shards run.
-//! - [`presence`]: the presence registry actor (who is online, who is where).
-//! - [`supervisor`]: the supervision tree that owns rooms and presence.
-//! - [`node`]: the services one node shares between its connections.
-//! - [`server`]: runtimes, listening socket and HTTP server, put together.
-//! - [`metrics`]: the Prometheus registry and every metric.
-//! - [`logging`]: structured logs (`log.format`, `log.level`).
-//! - [`memory`]: giving freed memory back to the OS after a burst.
-//! - [`rpc`]: request/reply to actors with a deadline.
-//! - [`cluster`]: nodes acting as one through Redis: codec, backplane, relay,
-//!   directory (cluster-wide presence and liveness) and the cluster link actor.
+//!   admission, and the plain HTTP routes. [`api`]: the server API
+//!   (`/api/*`): publish, direct, broadcast, presence, stats.
+//! - [`server`]: the composition root: runtimes, listening socket, HTTP
+//!   server and the supervision tree, put together.
 //!
 //! # Errors
 //!
@@ -42,9 +50,9 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod delivery;
+pub mod connection;
 pub mod link;
 pub mod logging;
-pub mod connection;
 pub mod memory;
 pub mod metrics;
 pub mod node;

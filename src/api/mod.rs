@@ -29,7 +29,8 @@ use serde_json::json;
 
 use crate::delivery::Delivery;
 use crate::metrics::{ApiRoute, Source};
-use crate::node::Node;
+use crate::connection::services::Services;
+use crate::link::LinkHandle;
 use crate::protocol::{now_ms, valid_room, valid_user, ServerFrame};
 pub use error::ApiError;
 
@@ -58,23 +59,23 @@ pub fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool) {
 
 /// Checks the key before routing and counts every answer.
 async fn guard<B: MessageBody>(
-    node: web::Data<Node>,
+    services: web::Data<Services>,
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     let route = ApiRoute::of(req.path());
     let started = std::time::Instant::now();
-    let response = match auth::check(&node.config.api.key, req.headers()) {
+    let response = match auth::check(&services.config.api.key, req.headers()) {
         Err(refusal) => req.error_response(refusal).map_into_right_body(),
         Ok(()) => match next.call(req).await {
             Ok(response) => response.map_into_left_body(),
             Err(error) => {
-                node.metrics.api_request(route, error.as_response_error().status_code().as_u16(), started.elapsed());
+                services.metrics.api_request(route, error.as_response_error().status_code().as_u16(), started.elapsed());
                 return Err(error);
             }
         },
     };
-    node.metrics.api_request(route, response.status().as_u16(), started.elapsed());
+    services.metrics.api_request(route, response.status().as_u16(), started.elapsed());
     Ok(response)
 }
 
@@ -88,16 +89,16 @@ async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
 
 /// `POST /api/publish {room, data, from?}` → `{"seq": n}`.
 /// How long an API request's body has to arrive.
-fn body_timeout(node: &Node) -> std::time::Duration {
-    std::time::Duration::from_millis(node.config.server.handshake_timeout_ms)
+fn body_timeout(services: &Services) -> std::time::Duration {
+    std::time::Duration::from_millis(services.config.server.handshake_timeout_ms)
 }
 
-async fn publish(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let bytes = body::read(payload, node.config.limits.max_message_bytes, body_timeout(&node)).await?;
+async fn publish(services: web::Data<Services>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(payload, services.config.limits.max_message_bytes, body_timeout(&services)).await?;
     let fields = body::Fields::parse(&bytes)?;
     let (room, data, from) = (fields.room()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
-    node.metrics.published(Source::Api);
-    let seq = node
+    services.metrics.published(Source::Api);
+    let seq = services
         .rooms
         .publish_from_server(room.into(), from.into(), data.to_owned())
         .await
@@ -106,27 +107,27 @@ async fn publish(node: web::Data<Node>, payload: web::Payload) -> Result<HttpRes
 }
 
 /// `POST /api/direct {user, data, from?}` → `{}`, whether or not the user is online.
-async fn direct(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let bytes = body::read(payload, node.config.limits.max_message_bytes, body_timeout(&node)).await?;
+async fn direct(services: web::Data<Services>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(payload, services.config.limits.max_message_bytes, body_timeout(&services)).await?;
     let fields = body::Fields::parse(&bytes)?;
     let (user, data, from) = (fields.user()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
     let frame = ServerFrame::Direct { from: &from, data, ts: now_ms() }.encode();
-    node.cluster.direct(&user, frame.text());
-    node.presence.direct(user.into(), frame);
+    services.cluster.direct(&user, frame.text());
+    services.presence.direct(user.into(), frame);
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
 /// `POST /api/broadcast {data}` → `{"delivered": n}`: queued to every open
 /// connection, in rooms or not, anonymous or not; `delivered` counts this
 /// node's (with clustering, the other nodes deliver to theirs).
-async fn broadcast(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let bytes = body::read(payload, node.config.limits.max_message_bytes, body_timeout(&node)).await?;
+async fn broadcast(services: web::Data<Services>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(payload, services.config.limits.max_message_bytes, body_timeout(&services)).await?;
     let data = body::Fields::parse(&bytes)?.data()?;
     let frame = ServerFrame::Broadcast { data, ts: now_ms() }.encode();
-    node.cluster.broadcast(frame.text());
+    services.cluster.broadcast(frame.text());
     let mut delivered = 0u64;
-    node.connections.for_each(|outbox| {
-        if outbox.deliver(&frame, &node.metrics) == Delivery::Queued {
+    services.connections.for_each(|outbox| {
+        if outbox.deliver(&frame, &services.metrics) == Delivery::Queued {
             delivered += 1;
         }
     });
@@ -134,31 +135,31 @@ async fn broadcast(node: web::Data<Node>, payload: web::Payload) -> Result<HttpR
 }
 
 /// `GET /api/rooms/{room}/presence` → `{"room": r, "users": [...]}`.
-async fn room_presence(node: web::Data<Node>, room: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn room_presence(services: web::Data<Services>, room: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let room = room.into_inner();
     if !valid_room(&room) {
         return Err(ApiError::bad_request("the room must be 1 to 128 bytes of [A-Za-z0-9_.:-]"));
     }
-    let users = node.presence.room_users(room.as_str().into()).await.map_err(|_| ApiError::Unavailable)?;
+    let users = services.presence.room_users(room.as_str().into()).await.map_err(|_| ApiError::Unavailable)?;
     Ok(HttpResponse::Ok().json(json!({ "room": room, "users": users })))
 }
 
 /// `GET /api/users/{user}/status` → `{"user": u, "online": bool}`.
-async fn user_status(node: web::Data<Node>, user: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn user_status(services: web::Data<Services>, user: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let user = user.into_inner();
     if !valid_user(&user) {
         return Err(ApiError::bad_request("the user must be 1 to 256 bytes"));
     }
-    let status = node.presence.status(vec![user.clone()]).await.map_err(|_| ApiError::Unavailable)?;
+    let status = services.presence.status(vec![user.clone()]).await.map_err(|_| ApiError::Unavailable)?;
     let online = status.get(&user).copied().unwrap_or(false);
     Ok(HttpResponse::Ok().json(json!({ "user": user, "online": online })))
 }
 
 /// `GET /api/stats` → `{"node", "connections", "rooms", "users"}` of this node.
-async fn stats(node: web::Data<Node>) -> Result<HttpResponse, ApiError> {
-    let counts = node.presence.counts().await.map_err(|_| ApiError::Unavailable)?;
+async fn stats(services: web::Data<Services>) -> Result<HttpResponse, ApiError> {
+    let counts = services.presence.counts().await.map_err(|_| ApiError::Unavailable)?;
     Ok(HttpResponse::Ok().json(json!({
-        "node": &*node.id,
+        "node": &*services.id,
         "connections": counts.connections,
         "rooms": counts.rooms,
         "users": counts.users,
@@ -172,35 +173,35 @@ async fn stats(node: web::Data<Node>) -> Result<HttpResponse, ApiError> {
 /// `connection` (with `conn`: the `welcome` frame's id, or its number).
 /// Answers once the actor has been replaced (or, for a connection, is
 /// gone), so what the caller sends next meets the new actor.
-async fn crash(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let bytes = body::read(payload, node.config.limits.max_message_bytes, body_timeout(&node)).await?;
+async fn crash(services: web::Data<Services>, link: web::Data<Option<LinkHandle>>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(payload, services.config.limits.max_message_bytes, body_timeout(&services)).await?;
     let fields = body::Fields::parse(&bytes)?;
     let target = fields.target()?;
     match &*target {
         "room" => {
             let room = fields.room()?;
-            let crashed = node.rooms.crash_room(&room).await.ok_or(ApiError::NoSuch("no such room on this node"))?;
-            replaced(|| async { node.rooms.room_life(&room).await != Some(crashed) }).await?;
+            let crashed = services.rooms.crash_room(&room).await.ok_or(ApiError::NoSuch("no such room on this node"))?;
+            replaced(|| async { services.rooms.room_life(&room).await != Some(crashed) }).await?;
         }
         "registry" => {
             let room = fields.room_if_any()?.unwrap_or_default();
-            let crashed = node.rooms.crash_shard(&room).ok_or(ApiError::Unavailable)?;
-            replaced(|| async { node.rooms.shard_actor(&room).is_some_and(|now| now != crashed) }).await?;
+            let crashed = services.rooms.crash_shard(&room).ok_or(ApiError::Unavailable)?;
+            replaced(|| async { services.rooms.shard_actor(&room).is_some_and(|now| now != crashed) }).await?;
         }
         "presence" => {
-            let crashed = node.presence.crash().ok_or(ApiError::Unavailable)?;
-            replaced(|| async { node.presence.actor().is_some_and(|now| now != crashed) }).await?;
+            let crashed = services.presence.crash().ok_or(ApiError::Unavailable)?;
+            replaced(|| async { services.presence.actor().is_some_and(|now| now != crashed) }).await?;
         }
         "cluster" => {
-            let link = node.link.as_ref().ok_or(ApiError::NoSuch("this node is not clustered"))?;
+            let link = link.as_ref().as_ref().ok_or(ApiError::NoSuch("this node is not clustered"))?;
             let crashed = link.crash().ok_or(ApiError::Unavailable)?;
             replaced(|| async { link.actor().is_some_and(|now| now != crashed) }).await?;
         }
         "connection" => {
-            let conn = fields.conn(&node.id)?;
-            let outbox = node.connections.get(conn).ok_or(ApiError::NoSuch("no such connection on this node"))?;
+            let conn = fields.conn(&services.id)?;
+            let outbox = services.connections.get(conn).ok_or(ApiError::NoSuch("no such connection on this node"))?;
             outbox.crash();
-            replaced(|| async { node.connections.get(conn).is_none() }).await?;
+            replaced(|| async { services.connections.get(conn).is_none() }).await?;
         }
         _ => return Err(ApiError::bad_request("target must be room, registry, presence, cluster or connection")),
     }

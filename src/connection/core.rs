@@ -22,7 +22,7 @@ use crate::connection::session::{JoinRefusal, Session};
 use crate::connection::clock;
 use crate::delivery::{ConnId, Delivery, Member, Outbox};
 use crate::metrics::{Fault, Source, NO_CLOSE_CODE};
-use crate::node::{Node, OpenSlot};
+use super::services::{OpenSlot, Services};
 use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, Request, ServerFrame};
 use crate::connection::Transport;
 
@@ -43,13 +43,13 @@ pub enum Handshake {
 
 impl<T: Transport> Drop for Connection<T> {
     fn drop(&mut self) {
-        self.node.release_slot(T::KIND);
+        self.services.release_slot(T::KIND);
     }
 }
 
 /// One client connection, carried by transport `T`.
 pub struct Connection<T: Transport> {
-    node: Arc<Node>,
+    services: Arc<Services>,
     session: Session,
     outbox: Outbox,
     rate: RateLimiter,
@@ -73,10 +73,10 @@ impl<T: Transport> Connection<T> {
     /// A connection that keeps `slot` (given back when it drops) and writes
     /// through `outbox`; `id` is from [`Node::next_conn`]. Call
     /// [`Self::open`] next.
-    pub fn new(node: Arc<Node>, id: ConnId, slot: OpenSlot, outbox: Outbox, transport: T) -> Self {
+    pub fn new(services: Arc<Services>, id: ConnId, slot: OpenSlot, outbox: Outbox, transport: T) -> Self {
         slot.keep();
         Self {
-            node,
+            services,
             session: Session::new(id),
             outbox,
             rate: RateLimiter::default(),
@@ -90,8 +90,8 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    pub fn node(&self) -> &Arc<Node> {
-        &self.node
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
     }
 
     pub fn session(&self) -> &Session {
@@ -110,20 +110,20 @@ impl<T: Transport> Connection<T> {
     /// Registers the connection, authenticates it as its request did, sends
     /// `welcome` and arms its timers.
     pub fn open(&mut self, handshake: Handshake) {
-        self.node.metrics.connection_accepted(T::KIND);
-        self.node.connections.insert(self.session.id, self.outbox.clone());
+        self.services.metrics.connection_accepted(T::KIND);
+        self.services.connections.insert(self.session.id, self.outbox.clone());
         tracing::debug!(conn = %self.session.id, transport = T::KIND.as_str(), "connection opened");
         let now = clock::now();
-        self.next_ping_ms = clock::deadline(now, self.node.config.heartbeat.interval_ms);
+        self.next_ping_ms = clock::deadline(now, self.services.config.heartbeat.interval_ms);
         match handshake {
             Handshake::Invalid => return self.close(close::INVALID_TOKEN, close::INVALID_TOKEN_REASON),
-            Handshake::Valid(identity) => self.session.authenticate(&self.node, identity, false, self.outbox.clone()),
-            Handshake::None if self.node.config.auth.required => {
-                self.auth_deadline_ms = clock::deadline(now, self.node.config.auth.timeout_ms);
+            Handshake::Valid(identity) => self.session.authenticate(&self.services, identity, false, self.outbox.clone()),
+            Handshake::None if self.services.config.auth.required => {
+                self.auth_deadline_ms = clock::deadline(now, self.services.config.auth.timeout_ms);
             }
             Handshake::None => {
-                let identity = Identity::anonymous(&self.node.conn_label(self.session.id));
-                self.session.authenticate(&self.node, identity, true, self.outbox.clone());
+                let identity = Identity::anonymous(&self.services.conn_label(self.session.id));
+                self.session.authenticate(&self.services, identity, true, self.outbox.clone());
             }
         }
         self.welcome();
@@ -143,7 +143,7 @@ impl<T: Transport> Connection<T> {
     }
 
     fn send(&mut self, frame: Encoded) {
-        self.outbox.deliver(&frame, &self.node.metrics);
+        self.outbox.deliver(&frame, &self.services.metrics);
     }
 
     fn reply(&mut self, frame: ServerFrame<'_>) {
@@ -172,7 +172,7 @@ impl<T: Transport> Connection<T> {
             _ => None,
         };
         if let Some(fault) = fault {
-            self.node.metrics.connection_dropped(fault);
+            self.services.metrics.connection_dropped(fault);
         }
         tracing::debug!(conn = %self.session.id, code, reason, "closing connection");
         self.pending = None;
@@ -199,14 +199,14 @@ impl<T: Transport> Connection<T> {
 
     /// Leaves every room and presence and counts the close: the connection has ended.
     pub fn finish(&mut self) {
-        self.session.leave_everything(&self.node);
-        self.node.connections.remove(self.session.id);
+        self.session.leave_everything(&self.services);
+        self.services.connections.remove(self.session.id);
         self.outbox.release();
         let code = match self.close_code {
             0 => NO_CLOSE_CODE,
             code => code,
         };
-        self.node.metrics.connection_closed(code);
+        self.services.metrics.connection_closed(code);
         tracing::debug!(conn = %self.session.id, transport = T::KIND.as_str(), code, "connection closed");
     }
 
@@ -227,13 +227,13 @@ impl<T: Transport> Connection<T> {
             return;
         }
         if self.silent_until().is_some_and(|until| clock::reached(now, until)) {
-            self.node.metrics.connection_dropped(Fault::Heartbeat);
+            self.services.metrics.connection_dropped(Fault::Heartbeat);
             return self.close(close::NORMAL, close::HEARTBEAT_REASON);
         }
         if clock::reached(now, self.next_ping_ms) {
-            self.next_ping_ms = clock::deadline(now, self.node.config.heartbeat.interval_ms);
+            self.next_ping_ms = clock::deadline(now, self.services.config.heartbeat.interval_ms);
             if self.outbox.write(T::KIND.ping(), false) == Delivery::Full {
-                self.outbox.slow_consumer(&self.node.metrics);
+                self.outbox.slow_consumer(&self.services.metrics);
             }
         }
     }
@@ -257,14 +257,14 @@ impl<T: Transport> Connection<T> {
     /// transport can hear it (a WebSocket answers pings; an SSE subscriber
     /// sends nothing).
     fn silent_until(&self) -> Option<u32> {
-        T::KIND.is_duplex().then(|| clock::after(self.heard_ms, self.node.config.heartbeat.timeout_ms))
+        T::KIND.is_duplex().then(|| clock::after(self.heard_ms, self.services.config.heartbeat.timeout_ms))
     }
 
     fn welcome(&mut self) {
-        let conn = self.node.conn_label(self.session.id);
+        let conn = self.services.conn_label(self.session.id);
         let user = self.session.user().cloned();
-        let node = self.node.id.clone();
-        let heartbeat_ms = self.node.config.heartbeat.interval_ms;
+        let node = self.services.id.clone();
+        let heartbeat_ms = self.services.config.heartbeat.interval_ms;
         self.reply(ServerFrame::Welcome { conn: &conn, user: user.as_deref(), node: &node, heartbeat_ms });
     }
 
@@ -273,12 +273,12 @@ impl<T: Transport> Connection<T> {
     /// the `RATE_LIMITED` error; `answer` is false for frames that get no
     /// error (control frames).
     pub fn admit(&mut self, id: Option<&RawValue>, answer: bool) -> bool {
-        let limits = &self.node.config.limits;
+        let limits = &self.services.config.limits;
         if self.rate.allow(RateRule::new(limits.rate_per_sec, limits.rate_burst), rate::now_us()) {
             self.strikes = 0;
             return true;
         }
-        self.node.metrics.frames_dropped(Fault::RateLimit, 1);
+        self.services.metrics.frames_dropped(Fault::RateLimit, 1);
         self.strikes += 1;
         if self.strikes >= limits.rate_strikes {
             self.close(close::POLICY, close::POLICY_REASON);
@@ -292,7 +292,7 @@ impl<T: Transport> Connection<T> {
     pub fn on_text(&mut self, text: &str) {
         let decoded = protocol::decode(text);
         let kind = decoded.as_ref().map_or(ClientKind::Invalid, |r| r.frame.kind());
-        self.node.metrics.frame_in(kind, T::KIND, text.len());
+        self.services.metrics.frame_in(kind, T::KIND, text.len());
         let id = match &decoded {
             Ok(request) => request.id,
             Err(rejection) => rejection.id,
@@ -310,7 +310,7 @@ impl<T: Transport> Connection<T> {
 
     /// Handles a client message the protocol does not carry (a binary message of `len` bytes).
     pub fn on_unsupported(&mut self, len: usize) {
-        self.node.metrics.frame_in(ClientKind::Invalid, T::KIND, len);
+        self.services.metrics.frame_in(ClientKind::Invalid, T::KIND, len);
         if !self.admit(None, true) {
             return;
         }
@@ -327,12 +327,12 @@ impl<T: Transport> Connection<T> {
             ClientFrame::Auth { .. } => unreachable!("auth frames are handled before dispatch"),
             ClientFrame::Join { room } => self.on_join(room.into(), id),
             ClientFrame::Leave { room } => {
-                self.session.leave(&self.node, &room);
+                self.session.leave(&self.services, &room);
                 self.reply(ServerFrame::Left { room: &room, id });
             }
             ClientFrame::Publish { room, data, echo } => match self.session.room(&room) {
                 Some(handle) => {
-                    self.node.metrics.published(Source::Client);
+                    self.services.metrics.published(Source::Client);
                     handle.publish(conn, user, data, echo, id);
                 }
                 None => self.error(ErrorCode::NotInRoom, "publish to a room this connection has not joined", id),
@@ -348,8 +348,8 @@ impl<T: Transport> Connection<T> {
             },
             ClientFrame::Direct { to, data } => {
                 let frame = ServerFrame::Direct { from: &user, data, ts: protocol::now_ms() }.encode();
-                self.node.cluster.direct(&to, frame.text());
-                self.node.presence.direct(to.into(), frame);
+                self.services.cluster.direct(&to, frame.text());
+                self.services.presence.direct(to.into(), frame);
                 if id.is_some() {
                     self.reply(ServerFrame::Ack { seq: None, id });
                 }
@@ -357,7 +357,7 @@ impl<T: Transport> Connection<T> {
             ClientFrame::Presence { room } => self.on_presence(room.into(), id),
             ClientFrame::Status { users } => {
                 let id = id.map(ToOwned::to_owned);
-                self.wait(self.node.presence.status(users), move |conn, result| match result {
+                self.wait(self.services.presence.status(users), move |conn, result| match result {
                     Ok(online) => conn.reply(ServerFrame::Status { online: &online, id: id.as_deref() }),
                     Err(_) => conn.error(ErrorCode::Internal, "presence is unavailable", id.as_deref()),
                 });
@@ -367,7 +367,7 @@ impl<T: Transport> Connection<T> {
     }
 
     fn on_auth(&mut self, token: Option<&str>, id: Option<&RawValue>) {
-        let identity = match token.map(|t| self.node.auth.verify(t)) {
+        let identity = match token.map(|t| self.services.auth.verify(t)) {
             Some(Ok(identity)) => identity,
             Some(Err(error)) => {
                 tracing::debug!(conn = %self.session.id, %error, "auth frame refused");
@@ -382,13 +382,13 @@ impl<T: Transport> Connection<T> {
             return self.error(ErrorCode::BadRequest, "this connection is already authenticated as another user", id);
         } else {
             self.auth_deadline_ms = 0;
-            self.session.authenticate(&self.node, identity.clone(), false, self.outbox.clone());
+            self.session.authenticate(&self.services, identity.clone(), false, self.outbox.clone());
         }
         self.reply(ServerFrame::Authed { user: &identity.user, id });
     }
 
     fn on_join(&mut self, room: Arc<str>, id: Option<&RawValue>) {
-        match self.session.check_join(&room, self.node.config.limits.max_rooms_per_conn) {
+        match self.session.check_join(&room, self.services.config.limits.max_rooms_per_conn) {
             Err(JoinRefusal::Forbidden) => return self.error(ErrorCode::Forbidden, "this user may not join that room", id),
             Err(JoinRefusal::TooManyRooms) => {
                 return self.error(ErrorCode::TooManyRooms, "this connection is in too many rooms", id)
@@ -399,7 +399,7 @@ impl<T: Transport> Connection<T> {
         let id = id.map(ToOwned::to_owned);
         let is_new = self.session.joining(&room);
         let member = Member { conn: self.session.id, user, outbox: self.outbox.clone() };
-        let join = self.node.rooms.join(room.clone(), member);
+        let join = self.services.rooms.join(room.clone(), member);
         self.wait(join, move |conn, result| match result {
             Ok((handle, users)) => {
                 conn.session.joined(&room, handle);
@@ -425,7 +425,7 @@ impl<T: Transport> Connection<T> {
             .map(|room| {
                 self.session.joining(&room);
                 let member = Member { conn: self.session.id, user: user.clone(), outbox: self.outbox.clone() };
-                let join = self.node.rooms.join(room.clone(), member);
+                let join = self.services.rooms.join(room.clone(), member);
                 async move { (room, join.await) }
             })
             .collect();
@@ -450,7 +450,7 @@ impl<T: Transport> Connection<T> {
             return self.error(ErrorCode::Forbidden, "this user may not see that room", id);
         }
         let id = id.map(ToOwned::to_owned);
-        self.wait(self.node.presence.room_users(room.clone()), move |conn, result| match result {
+        self.wait(self.services.presence.room_users(room.clone()), move |conn, result| match result {
             Ok(users) => conn.reply(ServerFrame::Presence { room: &room, users: &users, id: id.as_deref() }),
             Err(_) => conn.error(ErrorCode::Internal, "presence is unavailable", id.as_deref()),
         });

@@ -1,16 +1,13 @@
 //! What every transport's connection shares: the connection actor's core
-//! ([`core`]) and its driver ([`task`]), its id, the [`Outbox`] that rooms
-//! and presence deliver to, and the registry of open connections.
-//!
-//! Rooms and presence never wait on a connection: a delivery is one
-//! non-blocking write, or a push onto a bounded queue. A frame that does not
-//! fit means the client is not reading fast enough: the connection becomes a
-//! slow consumer (close 4008, or a dropped socket when even that cannot get
-//! through), and that is the connection's problem, never the room's.
+//! ([`core`]) and its driver ([`task`]), the [`Transport`] trait each
+//! transport implements, the [`services`] of its node it uses, and the
+//! clock its timers run on. What rooms and presence deliver to a connection
+//! goes through its outbox (`crate::delivery`).
 
 pub mod core;
 pub mod rate;
 pub mod reactor;
+pub mod services;
 pub mod session;
 pub mod task;
 

@@ -9,7 +9,7 @@ use thin_vec::ThinVec;
 
 use crate::auth::Identity;
 use crate::delivery::{ConnId, Member, Outbox};
-use crate::node::Node;
+use super::services::Services;
 use crate::rooms::RoomHandle;
 
 /// One connection's identity and rooms.
@@ -48,12 +48,12 @@ impl Session {
 
     /// Becomes `identity` and comes online. An anonymous session that
     /// authenticates leaves its rooms and presence as the anonymous user first.
-    pub fn authenticate(&mut self, node: &Node, identity: Identity, anonymous: bool, outbox: Outbox) {
+    pub fn authenticate(&mut self, services: &Services, identity: Identity, anonymous: bool, outbox: Outbox) {
         if self.identity.is_some() {
-            self.leave_everything(node);
+            self.leave_everything(services);
         }
         let member = Member { conn: self.id, user: identity.user.clone(), outbox };
-        node.presence.online(member);
+        services.presence.online(member);
         tracing::debug!(conn = %self.id, user = %identity.user, anonymous, "connection authenticated");
         self.identity = Some(identity);
         self.anonymous = anonymous;
@@ -107,21 +107,21 @@ impl Session {
     }
 
     /// Leaves `room`; returns whether the session was in it.
-    pub fn leave(&mut self, node: &Node, room: &str) -> bool {
+    pub fn leave(&mut self, services: &Services, room: &str) -> bool {
         let Some(at) = self.rooms.iter().position(|(r, _)| &**r == room) else { return false };
         let (room, _) = self.rooms.swap_remove(at);
-        node.rooms.leave(room, self.id);
+        services.rooms.leave(room, self.id);
         true
     }
 
     /// Leaves every room (pending joins included: the registry keeps their
     /// order) and goes offline. Called when the connection ends.
-    pub fn leave_everything(&mut self, node: &Node) {
+    pub fn leave_everything(&mut self, services: &Services) {
         for (room, _) in self.rooms.drain(..) {
-            node.rooms.leave(room, self.id);
+            services.rooms.leave(room, self.id);
         }
         if let Some(identity) = self.identity.take() {
-            node.presence.offline(identity.user, self.id);
+            services.presence.offline(identity.user, self.id);
         }
     }
 }

@@ -282,7 +282,7 @@ impl<T: Transport> Driven for Task<T> {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                this.conn.node().metrics.actor_failed(ActorKind::Connection);
+                this.conn.services().metrics.actor_failed(ActorKind::Connection);
                 tracing::error!(conn = %this.conn.session().id, panic = %what, "connection failed; closing it with 1011");
                 this.conn.pending = None;
                 this.input = None;

@@ -78,7 +78,7 @@ impl Driven for Listening {
                 // The listening socket is gone: the server is stopping.
                 Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK) => return Poll::Ready(()),
                 _ => {
-                    self.node.metrics.accept_errors.inc();
+                    self.node.services.metrics.accept_errors.inc();
                     if self.failures == 0 {
                         tracing::warn!(%error, "cannot accept connections; open ones are still served, retrying");
                     }

@@ -38,7 +38,8 @@ use crate::cluster;
 use crate::config::Config;
 use crate::delivery::Registry;
 use crate::metrics::Metrics;
-use crate::node::{node_id, Node, Parts};
+use crate::connection::services::Services;
+use crate::node::{node_id, Node};
 use crate::protocol::close;
 use crate::supervisor::{self, StartError};
 use tree::Clustering;
@@ -145,8 +146,8 @@ impl Server {
             clustering,
         ))?;
         let cluster = cluster::Cluster::from(cluster);
-        let parts = Parts { id, rooms: tree.rooms, presence: tree.presence, metrics, connections, cluster, link: tree.link };
-        let node = Arc::new(Node::new(config, parts));
+        let services = Services::new(config, id, tree.rooms, tree.presence, metrics, connections, cluster);
+        let node = Arc::new(Node::new(Arc::new(services), tree.link));
         Ok(Self { listener, node, actors, shutdown: ShutdownHandle::default(), fatal, signals: false })
     }
 
@@ -174,7 +175,7 @@ impl Server {
     /// Serves until shut down, then drains. Blocks the calling thread.
     pub fn run(self) -> Result<(), ServerError> {
         let Server { listener, node, actors, shutdown, fatal, signals } = self;
-        let workers = match node.config.server.workers {
+        let workers = match node.services.config.server.workers {
             0 => cores(),
             n => n,
         };
@@ -184,10 +185,10 @@ impl Server {
             .map_err(ServerError::Runtime)?;
         let workers = Workers::start(workers, &node, listener.as_raw_fd()).map_err(ServerError::Workers)?;
         let settle = actors.spawn(crate::memory::settle_every(Duration::from_secs(1)));
-        node.measure_capacity();
+        node.services.measure_capacity();
         log_capacity(&node);
         main_rt.block_on(async {
-            tracing::info!(addr = %listener.local_addr().map_err(ServerError::Runtime)?, node = %node.id, "herald listening");
+            tracing::info!(addr = %listener.local_addr().map_err(ServerError::Runtime)?, node = %node.services.id, "herald listening");
             tokio::select! {
                 _ = shutdown.notify.notified() => {}
                 _ = fatal.notify.notified() => {}
@@ -257,20 +258,20 @@ const FLUSH_GRACE: Duration = Duration::from_millis(500);
 /// with 503 meanwhile), in all at most `server.shutdown_timeout_ms`.
 async fn drain(node: &Node) {
     node.start_drain();
-    node.connections.for_each(|outbox| outbox.close(close::GOING_AWAY));
-    let deadline = Instant::now() + Duration::from_millis(node.config.server.shutdown_timeout_ms);
-    while node.open_connections() > 0 && Instant::now() < deadline {
+    node.services.connections.for_each(|outbox| outbox.close(close::GOING_AWAY));
+    let deadline = Instant::now() + Duration::from_millis(node.services.config.server.shutdown_timeout_ms);
+    while node.services.open_connections() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let flushed = deadline.min(Instant::now() + FLUSH_GRACE);
     while node.open_sockets() > 0 && Instant::now() < flushed {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let left = node.open_connections();
+    let left = node.services.open_connections();
     if left > 0 {
         tracing::warn!(connections = left, "shutdown timeout: dropping the connections still open");
     }
-    node.cluster.depart(Duration::from_secs(1)).await;
+    node.services.cluster.depart(Duration::from_secs(1)).await;
 }
 
 /// Logs the file limit and how many connections it leaves room for.
@@ -281,13 +282,13 @@ fn log_capacity(node: &Node) {
         return;
     }
     let in_use = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
-    let capacity = crate::node::connection_capacity().unwrap_or(0);
-    let configured = node.config.limits.max_connections;
+    let capacity = crate::connection::services::connection_capacity().unwrap_or(0);
+    let configured = node.services.config.limits.max_connections;
     tracing::info!(
         file_limit = limit.rlim_cur,
         descriptors_in_use = in_use,
         connection_capacity = capacity,
-        max_connections = node.max_connections(),
+        max_connections = node.services.max_connections(),
         "file limit allows about {capacity} connections"
     );
     if configured as u64 > capacity {

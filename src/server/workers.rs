@@ -70,9 +70,11 @@ impl Workers {
 /// rest to actix-http.
 async fn serve(listener: RawFd, stop: oneshot::Receiver<()>, node: Arc<Node>, ready: std::sync::mpsc::Sender<()>) {
     let data = web::Data::from(node.clone());
-    let fault_injection = node.config.debug.fault_injection;
-    let request_timeout = Duration::from_millis(node.config.server.handshake_timeout_ms);
-    let app = App::new().app_data(data).configure(|cfg| transport::http::routes(cfg, fault_injection));
+    let fault_injection = node.services.config.debug.fault_injection;
+    let request_timeout = Duration::from_millis(node.services.config.server.handshake_timeout_ms);
+    let services = web::Data::from(node.services.clone());
+    let link = web::Data::new(node.link.clone());
+    let app = App::new().app_data(data).app_data(services).app_data(link).configure(|cfg| transport::http::routes(cfg, fault_injection));
     let factory = HttpService::<Replay, _, _, _, _>::build()
         .client_request_timeout(request_timeout)
         .finish(map_config(app, |_| AppConfig::default()));
@@ -83,7 +85,7 @@ async fn serve(listener: RawFd, stop: oneshot::Receiver<()>, node: Arc<Node>, re
             return;
         }
     };
-    if let Err(error) = crate::connection::reactor::Reactor::start(crate::connection::timer_grid(&node.config)) {
+    if let Err(error) = crate::connection::reactor::Reactor::start(crate::connection::timer_grid(&node.services.config)) {
         tracing::error!(%error, "could not start the connections' loop");
         return;
     }

@@ -8,7 +8,8 @@ use super::handshake::Head;
 use crate::metrics::TransportKind;
 use crate::connection::core::Handshake;
 use crate::metrics::Refusal;
-use crate::node::{Node, OpenSlot};
+use crate::connection::services::OpenSlot;
+use crate::node::Node;
 
 /// Why a request may not open a connection: its status and message.
 #[derive(Debug, Clone, Copy)]
@@ -27,20 +28,20 @@ impl Refused {
 /// `limits.max_connections`, and how its request authenticated.
 pub fn admit(head: &Head, node: &Arc<Node>, kind: TransportKind) -> Result<(OpenSlot, Handshake), Refused> {
     if node.is_draining() {
-        node.metrics.refused(Refusal::Draining);
+        node.services.metrics.refused(Refusal::Draining);
         return Err(Refused::DRAINING);
     }
-    if !origin_allowed(&node.config.server.allowed_origins, head.origin.as_deref()) {
-        node.metrics.refused(Refusal::Origin);
+    if !origin_allowed(&node.services.config.server.allowed_origins, head.origin.as_deref()) {
+        node.services.metrics.refused(Refusal::Origin);
         return Err(Refused::ORIGIN);
     }
     let Some(slot) = node.try_open(kind) else {
-        node.metrics.refused(Refusal::MaxConnections);
+        node.services.metrics.refused(Refusal::MaxConnections);
         return Err(Refused::FULL);
     };
     let handshake = match request_token(head) {
         None => Handshake::None,
-        Some(token) => match node.auth.verify(&token) {
+        Some(token) => match node.services.auth.verify(&token) {
             Ok(identity) => Handshake::Valid(identity),
             Err(error) => {
                 tracing::debug!(%error, transport = kind.as_str(), "request token refused");

@@ -111,7 +111,7 @@ pub struct Handshaking {
 impl Handshaking {
     /// Reads `stream`'s first request on this worker.
     pub fn start(stream: std::net::TcpStream, node: &Arc<Node>) {
-        let timeout = node.config.server.handshake_timeout_ms;
+        let timeout = node.services.config.server.handshake_timeout_ms;
         let fd = stream.as_raw_fd();
         let entry = Box::new(Self {
             stream: Some(stream),
@@ -350,8 +350,8 @@ fn open_ws(head: &Head, node: &Arc<Node>, fd: RawFd) -> Result<Opening<Ws>, Byte
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
-    let outbox = Outbox::new(fd, TransportKind::WebSocket, Ws::carries, node.bounds());
-    let conn = Connection::new(node.clone(), node.next_conn(), slot, outbox, Ws::default());
+    let outbox = Outbox::new(fd, TransportKind::WebSocket, Ws::carries, node.services.bounds());
+    let conn = Connection::new(node.services.clone(), node.next_conn(), slot, outbox, Ws::default());
     Ok(Opening { conn, handshake, response: Some(Bytes::from(response)) })
 }
 
@@ -362,11 +362,11 @@ fn open_sse(head: &Head, node: &Arc<Node>, fd: RawFd) -> Result<Opening<Sse>, By
     let id = node.next_conn();
     let identity = match &handshake {
         Handshake::Valid(identity) => identity.clone(),
-        Handshake::None if !node.config.auth.required => Identity::anonymous(&node.conn_label(id)),
+        Handshake::None if !node.services.config.auth.required => Identity::anonymous(&node.services.conn_label(id)),
         Handshake::None => return Err(unauthorized("a token is required (Authorization: Bearer or ?token=)")),
         Handshake::Invalid => return Err(unauthorized("invalid token")),
     };
-    let rooms = sse::requested_rooms(&head.query, node.config.limits.max_rooms_per_conn)
+    let rooms = sse::requested_rooms(&head.query, node.services.config.limits.max_rooms_per_conn)
         .map_err(|message| response(400, &message, &[]))?;
     if let Some(room) = rooms.iter().find(|room| !identity.may_join(room)) {
         return Err(response(403, &format!("this user may not join room {room}"), &[]));
@@ -381,8 +381,8 @@ fn open_sse(head: &Head, node: &Arc<Node>, fd: RawFd) -> Result<Opening<Sse>, By
     }
     response.push_str("\r\n");
     response.push_str(&format!("{:x}\r\n: subscribed\n\n\r\n", ": subscribed\n\n".len()));
-    let outbox = Outbox::new(fd, TransportKind::Sse, Sse::carries, node.bounds());
-    let conn = Connection::new(node.clone(), id, slot, outbox, Sse::new(rooms, Bytes::from(response)));
+    let outbox = Outbox::new(fd, TransportKind::Sse, Sse::carries, node.services.bounds());
+    let conn = Connection::new(node.services.clone(), id, slot, outbox, Sse::new(rooms, Bytes::from(response)));
     Ok(Opening { conn, handshake, response: None })
 }
 

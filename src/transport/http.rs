@@ -44,18 +44,18 @@ async fn readyz(node: web::Data<Node>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text exposition.
 async fn metrics(node: web::Data<Node>) -> HttpResponse {
-    if let Some(connected) = node.cluster.redis_connected() {
+    if let Some(connected) = node.services.cluster.redis_connected() {
         // As of this scrape, not of the cluster link's last tick.
-        node.metrics.redis_connected.set(connected as i64);
+        node.services.metrics.redis_connected.set(connected as i64);
     }
     // Outbound queues are read, not tracked: one relaxed load per connection.
     let (mut deepest, mut queued) = (0, 0);
-    node.connections.for_each(|outbox| {
+    node.services.connections.for_each(|outbox| {
         let depth = outbox.queue_depth();
         deepest = deepest.max(depth);
         queued += u64::from(depth);
     });
-    node.metrics.queue_depth_max.set(deepest.into());
-    node.metrics.mailbox_backlog(ActorKind::Connection).set(queued as i64);
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(node.metrics.render())
+    node.services.metrics.queue_depth_max.set(deepest.into());
+    node.services.metrics.mailbox_backlog(ActorKind::Connection).set(queued as i64);
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(node.services.metrics.render())
 }

@@ -70,7 +70,7 @@ impl Transport for Ws {
     }
 
     fn on_input(conn: &mut WsConnection, input: &mut [u8]) -> usize {
-        let max = conn.node().config.limits.max_message_bytes as u64;
+        let max = conn.services().config.limits.max_message_bytes as u64;
         let mut at = 0;
         while at < input.len() && !conn.is_closing() && conn.pending.is_none() {
             let rest = &mut input[at..];
@@ -153,7 +153,7 @@ fn on_frame(conn: &mut WsConnection, header: &FrameHeader, payload: &[u8]) {
 }
 
 fn on_continuation(conn: &mut WsConnection, last: bool, payload: &[u8]) {
-    let max = conn.node().config.limits.max_message_bytes;
+    let max = conn.services().config.limits.max_message_bytes;
     let Some(fragments) = conn.transport.fragments.as_mut() else {
         return conn.close(close::PROTOCOL_ERROR, "a continuation with no message under way");
     };
@@ -168,7 +168,7 @@ fn on_continuation(conn: &mut WsConnection, last: bool, payload: &[u8]) {
     }
     if fragments.count > MAX_FRAGMENTS {
         conn.transport.fragments = None;
-        conn.node().metrics.frames_dropped(Fault::Size, 1);
+        conn.services().metrics.frames_dropped(Fault::Size, 1);
         return conn.close(close::POLICY, "too many fragments");
     }
     if !last {
@@ -208,7 +208,7 @@ fn sendable(code: u16) -> bool {
 }
 
 fn too_big(conn: &mut WsConnection) {
-    conn.node().metrics.frames_dropped(Fault::Size, 1);
+    conn.services().metrics.frames_dropped(Fault::Size, 1);
     conn.close(close::TOO_BIG, close::TOO_BIG_REASON);
 }
 

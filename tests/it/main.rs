@@ -20,6 +20,7 @@ mod directory;
 mod fuzz;
 mod hardening;
 mod k6;
+mod layers;
 mod lean;
 mod metrics;
 mod process;

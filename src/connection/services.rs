@@ -1,0 +1,154 @@
+//! [`Services`]: what a connection uses of its node (config, token
+//! verification, rooms, presence, the open connections, the cluster and
+//! metrics), and the connection limit it holds a place in ([`OpenSlot`]).
+//! The server API uses the same handle.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::auth::Authenticator;
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::delivery::{Bounds, ConnId, Registry};
+use crate::metrics::{Metrics, TransportKind};
+use crate::presence::Presence;
+use crate::rooms::RoomRegistry;
+
+/// The services one node shares between its connections.
+pub struct Services {
+    pub config: Config,
+    /// This node's id, as sent in `welcome`.
+    pub id: Arc<str>,
+    pub auth: Authenticator,
+    pub rooms: RoomRegistry,
+    pub presence: Presence,
+    pub metrics: Arc<Metrics>,
+    /// Every open connection, for draining and node-wide delivery.
+    pub connections: Arc<Registry>,
+    /// The cluster, or none on a single node.
+    pub cluster: Cluster,
+    /// Connections holding an [`OpenSlot`].
+    open: AtomicUsize,
+    /// The most connections open at once (`limits.max_connections`, or
+    /// what the file limit allows).
+    max_open: AtomicUsize,
+}
+
+/// A place among `limits.max_connections`, held for a connection's lifetime.
+pub struct OpenSlot {
+    services: Arc<Services>,
+    kind: TransportKind,
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.services.release_slot(self.kind);
+    }
+}
+
+impl OpenSlot {
+    /// Hands the slot to a connection, which gives it back with
+    /// [`Services::release_slot`] when it ends (and holds no guard meanwhile).
+    pub fn keep(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped nor used again: its handle is
+        // moved out once and dropped here.
+        drop(unsafe { std::ptr::read(&this.services) });
+    }
+}
+
+/// Descriptors kept free beyond the connections a node takes by default:
+/// they keep `/healthz`, `/readyz`, `/metrics` and the API reachable when
+/// connections have taken everything else. An eighth of the file limit, at
+/// least 8 and at most [`FD_RESERVE`].
+pub const FD_RESERVE: u64 = 64;
+
+/// The connections the file limit leaves room for: the limit, less the
+/// descriptors already open, less the reserve.
+pub fn connection_capacity() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    let in_use = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let reserve = (limit.rlim_cur / 8).clamp(8, FD_RESERVE);
+    Some(limit.rlim_cur.saturating_sub(in_use + reserve))
+}
+
+impl Services {
+    pub fn new(
+        config: Config,
+        id: Arc<str>,
+        rooms: RoomRegistry,
+        presence: Presence,
+        metrics: Arc<Metrics>,
+        connections: Arc<Registry>,
+        cluster: Cluster,
+    ) -> Self {
+        Self {
+            auth: Authenticator::new(&config.auth.jwt_secret),
+            id,
+            rooms,
+            presence,
+            metrics,
+            connections,
+            cluster,
+            open: AtomicUsize::new(0),
+            max_open: AtomicUsize::new(match config.limits.max_connections {
+                0 => connection_capacity().map_or(usize::MAX, |n| n as usize),
+                n => n,
+            }),
+            config,
+        }
+    }
+
+    /// Takes a slot for a `kind` connection, or `None` when
+    /// [`Self::max_connections`] are open or opening: open connections of
+    /// every transport, plus `opening`, the other sockets still in their
+    /// handshake.
+    pub fn try_open(self: &Arc<Self>, kind: TransportKind, opening: usize) -> Option<OpenSlot> {
+        let max = self.max_open.load(Ordering::Relaxed);
+        self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n + opening < max).then_some(n + 1)).ok()?;
+        self.metrics.connections_open(kind).inc();
+        Some(OpenSlot { services: self.clone(), kind })
+    }
+
+    /// Gives back a slot a connection kept (see [`OpenSlot::keep`]).
+    pub fn release_slot(&self, kind: TransportKind) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.connections_open(kind).dec();
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// The most connections open at once: `limits.max_connections`, or
+    /// when that is 0, what the file limit allows less a reserve.
+    pub fn max_connections(&self) -> usize {
+        self.max_open.load(Ordering::Relaxed)
+    }
+
+    /// Derives the connection limit from the file limit again, once every
+    /// thread and runtime of the node holds its descriptors (when
+    /// `limits.max_connections` is 0).
+    pub fn measure_capacity(&self) {
+        if self.config.limits.max_connections == 0 {
+            if let Some(capacity) = connection_capacity() {
+                self.max_open.store(capacity as usize, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The bounds of every connection's outbound queue.
+    pub fn bounds(&self) -> Bounds {
+        Bounds::new(self.config.limits.outbound_queue, self.config.limits.outbound_queue_bytes)
+    }
+
+    /// The id clients see for `conn`: `<node>-<n>`, unique across nodes.
+    pub fn conn_label(&self, conn: ConnId) -> String {
+        format!("{}-{}", self.id, conn.0)
+    }
+}
