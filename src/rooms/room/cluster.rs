@@ -29,30 +29,30 @@ struct Waiting {
 }
 
 /// A room's part in a cluster.
-pub(super) struct Clustered {
-    pub(super) cluster: Arc<Membership>,
+struct Clustered {
+    cluster: Arc<Membership>,
     /// Users other nodes have in the room, with those nodes.
-    pub(super) remote: BTreeMap<Arc<str>, Vec<Arc<str>>>,
+    remote: BTreeMap<Arc<str>, Vec<Arc<str>>>,
     /// Between asking for the other nodes' members and having them:
     /// membership changes wait in `deferred`, so they apply on top.
-    pub(super) syncing: bool,
+    syncing: bool,
     /// The latest sync; answers to older ones are ignored.
-    pub(super) generation: u64,
+    generation: u64,
     /// Subscribed to the room's channel (the last sync went through): only
     /// then do publishes go through the backplane.
-    pub(super) subscribed: bool,
-    pub(super) deferred: VecDeque<RoomMsg>,
+    subscribed: bool,
+    deferred: VecDeque<RoomMsg>,
     /// Publishes waiting for their number, by token.
     waiting: HashMap<u64, Waiting>,
     /// Publishes numbered before their message came back: `(seq, when it
     /// reached the server)`, for the latency of their delivery here.
-    pub(super) unechoed: VecDeque<(u64, Instant)>,
+    unechoed: VecDeque<(u64, Instant)>,
 }
 
 /// Whether a syncing room keeps `msg` for after the sync: everything that
 /// changes or reads membership. Messages from the channel are delivered at
 /// once (their order is the channel's), and so are the sync's own answers.
-pub(super) fn defers(msg: &RoomMsg) -> bool {
+fn defers(msg: &RoomMsg) -> bool {
     match msg {
         RoomMsg::Relayed { body, .. } => !matches!(body, Body::Message { .. }),
         RoomMsg::Synced { .. } | RoomMsg::Numbered { .. } | RoomMsg::Sync { .. } | RoomMsg::Crash => false,
@@ -60,8 +60,82 @@ pub(super) fn defers(msg: &RoomMsg) -> bool {
     }
 }
 
+/// A room's side in a cluster, or nothing on a single node. The room's own
+/// code asks it through the methods below; only this module looks inside.
+pub(super) struct Side(Option<Box<Clustered>>);
+
+impl Side {
+    pub(super) fn new(cluster: Option<Arc<Membership>>) -> Self {
+        Self(cluster.map(|cluster| Box::new(Clustered::new(cluster))))
+    }
+
+    /// Keeps `msg` for after the sync under way, if any and if it waits
+    /// (see [`defers`]); gives it back to be handled now otherwise.
+    pub(super) fn defer(&mut self, msg: RoomMsg) -> Option<RoomMsg> {
+        match self.0.as_mut() {
+            Some(clustered) if clustered.syncing && defers(&msg) => {
+                clustered.deferred.push_back(msg);
+                None
+            }
+            _ => Some(msg),
+        }
+    }
+
+    /// The next message a finished sync held back.
+    pub(super) fn next_deferred(&mut self) -> Option<RoomMsg> {
+        self.0.as_mut().and_then(|c| c.deferred.pop_front())
+    }
+
+    /// Neither syncing nor waiting for anything: the room may retire.
+    pub(super) fn is_settled(&self) -> bool {
+        self.0.as_ref().is_none_or(|c| c.is_settled())
+    }
+
+    /// The users other nodes have in the room.
+    pub(super) fn remote_users(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.iter().flat_map(|c| c.remote.keys())
+    }
+
+    /// Whether another node has `user` in the room.
+    pub(super) fn has_remote(&self, user: &str) -> bool {
+        self.0.as_ref().is_some_and(|c| c.remote.contains_key(user))
+    }
+
+    /// Tells the other nodes that `user` is (or stopped) typing in `room`.
+    pub(super) fn typing(&self, room: &Arc<str>, user: &str, typing: bool) {
+        if let Some(clustered) = &self.0 {
+            let body = Body::Typing { room: room.to_string(), user: user.to_owned(), typing };
+            clustered.cluster.publish(&Channel::Room(room.clone()), body);
+        }
+    }
+
+    /// Writes `user`'s arrival in `room` to the directory; the write, to
+    /// wait for before the join is answered.
+    pub(super) fn user_joined(&self, room: &Arc<str>, user: &Arc<str>) -> Option<Pending<()>> {
+        self.0.as_ref().map(|c| c.cluster.room_joined(room, user))
+    }
+
+    /// Writes `user`'s departure from `room` to the directory.
+    pub(super) fn user_left(&self, room: &Arc<str>, user: &Arc<str>) {
+        if let Some(clustered) = &self.0 {
+            clustered.cluster.room_left(room, user);
+        }
+    }
+
+    /// Runs `then` once `written` is done (at once without a write).
+    pub(super) fn after(&self, written: Option<Pending<()>>, then: impl FnOnce() + Send + 'static) {
+        match (written, &self.0) {
+            (Some(written), Some(clustered)) => clustered.cluster.spawn(async move {
+                let _ = written.await;
+                then();
+            }),
+            _ => then(),
+        }
+    }
+}
+
 impl Clustered {
-    pub(super) fn new(cluster: Arc<Membership>) -> Self {
+    fn new(cluster: Arc<Membership>) -> Self {
         Self {
             cluster,
             remote: BTreeMap::new(),
@@ -74,8 +148,7 @@ impl Clustered {
         }
     }
 
-    /// Neither syncing nor waiting for anything: the room may retire.
-    pub(super) fn is_settled(&self) -> bool {
+    fn is_settled(&self) -> bool {
         !self.syncing && self.deferred.is_empty() && self.waiting.is_empty()
     }
 }
@@ -85,7 +158,7 @@ impl RoomState {
     /// backplane up. Otherwise the room numbers and delivers on its own.
     /// A publish the backplane cannot take counts as a relay error.
     pub(super) fn relaying(&self) -> Option<&Arc<Membership>> {
-        let clustered = self.cluster.as_ref()?;
+        let clustered = self.cluster.0.as_ref()?;
         if clustered.subscribed && clustered.cluster.is_connected() {
             return Some(&clustered.cluster);
         }
@@ -104,7 +177,7 @@ impl RoomState {
         at: Instant,
     ) {
         let floor = self.seq.load(Ordering::Relaxed);
-        let Some(clustered) = self.cluster.as_mut() else { return };
+        let Some(clustered) = self.cluster.0.as_mut() else { return };
         let cluster = clustered.cluster.clone();
         let token = cluster.token();
         let except = match &publisher {
@@ -145,14 +218,14 @@ impl RoomState {
     /// it was never sent, deliver it here alone; if its fate is unknown,
     /// tell the publisher.
     pub(super) fn numbered(&mut self, token: u64, result: Result<u64, RelayError>) {
-        let Some(mut waiting) = self.cluster.as_mut().and_then(|c| c.waiting.remove(&token)) else { return };
+        let Some(mut waiting) = self.cluster.0.as_mut().and_then(|c| c.waiting.remove(&token)) else { return };
         match result {
             Ok(seq) => {
                 let came_back = waiting.acked;
                 self.ack(&mut waiting, seq);
                 // Numbered but not back, and the subscription is down: it
                 // will not come back, so deliver it here.
-                let lost = !came_back && self.cluster.as_ref().is_some_and(|c| !c.cluster.relay.is_connected());
+                let lost = !came_back && self.cluster.0.as_ref().is_some_and(|c| !c.cluster.relay.is_connected());
                 if lost && self.seq.fetch_max(seq, Ordering::Relaxed) < seq {
                     let frame =
                         ServerFrame::Message { room: &self.name, from: &waiting.from, data: &waiting.data, seq, ts: now_ms() }
@@ -203,7 +276,7 @@ impl RoomState {
     /// reached the server; only the latest few are kept.
     pub(super) fn unechoed(&mut self, seq: u64, at: Instant) {
         const KEPT: usize = 64;
-        let Some(clustered) = self.cluster.as_mut() else { return };
+        let Some(clustered) = self.cluster.0.as_mut() else { return };
         if clustered.unechoed.len() == KEPT {
             clustered.unechoed.pop_front();
         }
@@ -212,7 +285,7 @@ impl RoomState {
 
     /// An envelope from the room's channel.
     pub(super) fn relayed(&mut self, seq: Option<u64>, origin: Arc<str>, body: Body) {
-        let Some(clustered) = self.cluster.as_mut() else { return };
+        let Some(clustered) = self.cluster.0.as_mut() else { return };
         let own = origin == clustered.cluster.node;
         match body {
             Body::Message { from, data, ts, token, except, .. } => {
@@ -223,7 +296,7 @@ impl RoomState {
                     if let Some(mut waiting) = clustered.waiting.remove(&token) {
                         at = Some(waiting.at);
                         self.ack(&mut waiting, seq);
-                        if let Some(clustered) = self.cluster.as_mut() {
+                        if let Some(clustered) = self.cluster.0.as_mut() {
                             clustered.waiting.insert(token, waiting);
                         }
                     } else if let Some(i) = clustered.unechoed.iter().position(|&(s, _)| s == seq) {
@@ -258,7 +331,7 @@ impl RoomState {
     /// `node` now has (or no longer has) `user` in the room.
     pub(super) fn remote_change(&mut self, node: Arc<str>, user: Arc<str>, joined: bool) {
         let was = self.present(&user);
-        let Some(clustered) = self.cluster.as_mut() else { return };
+        let Some(clustered) = self.cluster.0.as_mut() else { return };
         let nodes = clustered.remote.entry(user.clone()).or_default();
         if joined {
             if !nodes.contains(&node) {
@@ -276,7 +349,7 @@ impl RoomState {
 
     /// Drops the users of dead `nodes`.
     pub(super) fn nodes_gone(&mut self, nodes: &BTreeSet<Arc<str>>) {
-        let Some(clustered) = self.cluster.as_mut() else { return };
+        let Some(clustered) = self.cluster.0.as_mut() else { return };
         let mut changed = Vec::new();
         clustered.remote.retain(|user, on| {
             let before = on.len();
@@ -297,7 +370,7 @@ impl RoomState {
     pub(super) fn sync(&mut self, cell: &Arc<RoomCell>, initial: bool) {
         let floor = self.seq.load(Ordering::Relaxed);
         let users: Vec<String> = self.users.iter().map(|u| u.to_string()).collect();
-        let Some(clustered) = self.cluster.as_mut() else { return };
+        let Some(clustered) = self.cluster.0.as_mut() else { return };
         clustered.syncing = true;
         clustered.generation += 1;
         let generation = clustered.generation;
@@ -329,7 +402,7 @@ impl RoomState {
     /// meanwhile. Returns whether the sync is over (an older one's answer
     /// is ignored: the latest is still on its way).
     pub(super) fn synced(&mut self, generation: u64, outcome: Option<SyncOutcome>) -> bool {
-        let Some(clustered) = self.cluster.as_mut() else { return true };
+        let Some(clustered) = self.cluster.0.as_mut() else { return true };
         if generation != clustered.generation {
             return false;
         }
@@ -354,7 +427,7 @@ impl RoomState {
         }
         let old = std::mem::replace(&mut clustered.remote, remote);
         let affected: BTreeSet<Arc<str>> =
-            old.keys().chain(self.cluster.as_ref().map(|c| c.remote.keys()).into_iter().flatten()).cloned().collect();
+            old.keys().chain(self.cluster.0.as_ref().map(|c| c.remote.keys()).into_iter().flatten()).cloned().collect();
         for user in affected {
             let was = self.users.contains(&user) || old.contains_key(&user);
             let now = self.present(&user);

@@ -48,7 +48,7 @@ use crate::supervisor::{Actor, Failure, Mailbox};
 
 mod cluster;
 
-use cluster::{defers, Clustered, Publisher};
+use cluster::{Publisher, Side};
 pub use cluster::SyncOutcome;
 
 /// A publish on its way to a room.
@@ -142,8 +142,8 @@ pub struct RoomState {
     /// what it forwarded before it lets an empty room stop, so nothing the
     /// shard sent is ever lost to a stop.
     seen: u64,
-    /// With clustering; `None` on a single node.
-    cluster: Option<Box<Clustered>>,
+    /// Its side in a cluster (nothing on a single node).
+    cluster: Side,
 }
 
 impl RoomCell {
@@ -155,7 +155,7 @@ impl RoomCell {
         metrics: Arc<Metrics>,
         cluster: Option<Arc<Membership>>,
     ) -> Self {
-        let cluster = cluster.map(|cluster| Box::new(Clustered::new(cluster)));
+        let cluster = Side::new(cluster);
         let state = RoomState {
             name: name.clone(),
             seq,
@@ -245,11 +245,10 @@ impl RoomCell {
         if matches!(msg, RoomMsg::Join { .. } | RoomMsg::ServerPublish { .. }) {
             state.seen += 1;
         }
-        match state.cluster.as_mut() {
-            Some(clustered) if clustered.syncing && defers(&msg) => clustered.deferred.push_back(msg),
-            _ => self.apply_to(&mut state, msg),
+        if let Some(msg) = state.cluster.defer(msg) {
+            self.apply_to(&mut state, msg);
         }
-        if state.members.is_empty() && state.cluster.as_ref().is_none_or(|c| c.is_settled()) {
+        if state.members.is_empty() && state.cluster.is_settled() {
             let empty = ShardMsg::Empty { room: self.clone(), seen: state.seen };
             self.shard.send(empty);
         }
@@ -263,16 +262,10 @@ impl RoomCell {
                 let written = state.join(member);
                 let users = if users_wanted { state.users() } else { Vec::new() };
                 let answer = JoinReply { room: self.clone(), users };
-                match (written, &state.cluster) {
-                    // Answered once the other nodes can see the new user.
-                    (Some(written), Some(clustered)) => clustered.cluster.spawn(async move {
-                        let _ = written.await;
-                        let _ = reply.send(answer);
-                    }),
-                    _ => {
-                        let _ = reply.send(answer);
-                    }
-                }
+                // Answered once the other nodes can see the new user.
+                state.cluster.after(written, move || {
+                    let _ = reply.send(answer);
+                });
             }
             RoomMsg::Leave { conn } => state.remove(conn),
             RoomMsg::Publish(publication) => match state.relaying() {
@@ -291,16 +284,13 @@ impl RoomCell {
             RoomMsg::Typing { conn, user, typing } => {
                 let frame = ServerFrame::Typing { room: &state.name, user: &user, typing }.encode();
                 state.fan_out(&frame, Some(conn));
-                if let Some(clustered) = &state.cluster {
-                    let body = Body::Typing { room: state.name.to_string(), user: user.to_string(), typing };
-                    clustered.cluster.publish(&Channel::Room(state.name.clone()), body);
-                }
+                state.cluster.typing(&state.name, &user, typing);
             }
             RoomMsg::Relayed { seq, origin, body } => state.relayed(seq, origin, body),
             RoomMsg::Sync { initial } => state.sync(self, initial),
             RoomMsg::Synced { generation, outcome } => {
                 if state.synced(generation, outcome) {
-                    while let Some(msg) = state.cluster.as_mut().and_then(|c| c.deferred.pop_front()) {
+                    while let Some(msg) = state.cluster.next_deferred() {
                         self.apply_to(state, msg);
                     }
                 }
@@ -334,18 +324,17 @@ impl Actor for RoomCell {
 impl RoomState {
     /// The users in the room (on every node, with clustering), sorted.
     fn users(&self) -> Vec<Arc<str>> {
-        match &self.cluster {
-            None => self.users.iter().cloned().collect(),
-            Some(clustered) => {
-                let all: BTreeSet<&Arc<str>> = self.users.iter().chain(clustered.remote.keys()).collect();
-                all.into_iter().cloned().collect()
-            }
+        let mut remote = self.cluster.remote_users().peekable();
+        if remote.peek().is_none() {
+            return self.users.iter().cloned().collect();
         }
+        let all: BTreeSet<&Arc<str>> = self.users.iter().chain(remote).collect();
+        all.into_iter().cloned().collect()
     }
 
     /// Whether `user` is in the room, here or on another node.
     fn present(&self, user: &str) -> bool {
-        self.users.contains(user) || self.cluster.as_ref().is_some_and(|c| c.remote.contains_key(user))
+        self.users.contains(user) || self.cluster.has_remote(user)
     }
 
     /// Tells the members that `user` arrived or left, if that changed.
@@ -406,7 +395,7 @@ impl RoomState {
             return None;
         }
         self.presence.room_joined(self.name.clone(), member.user.clone());
-        let written = self.cluster.as_ref().map(|c| c.cluster.room_joined(&self.name, &member.user));
+        let written = self.cluster.user_joined(&self.name, &member.user);
         if !elsewhere {
             let frame = ServerFrame::UserJoined { room: &self.name, user: &member.user }.encode();
             self.fan_out(&frame, Some(member.conn));
@@ -420,9 +409,7 @@ impl RoomState {
         self.metrics.memberships.dec();
         if self.users.remove(&user) {
             self.presence.room_left(self.name.clone(), user.clone());
-            if let Some(clustered) = &self.cluster {
-                clustered.cluster.room_left(&self.name, &user);
-            }
+            self.cluster.user_left(&self.name, &user);
             let now = self.present(&user);
             self.announce(&user, true, now);
         }
