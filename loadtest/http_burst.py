@@ -19,6 +19,8 @@ step (`steps`) and the responses counted by status.
 import argparse, json, socket, sys, threading, time
 from urllib.parse import urlsplit
 
+from herald_proc import rss_bytes
+
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("pid", type=int)
 parser.add_argument("url")
@@ -48,11 +50,7 @@ else:
 
 
 def rss():
-    with open(f"/proc/{args.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    sys.exit(f"no VmRSS for pid {args.pid}")
+    return rss_bytes(args.pid)
 
 
 def read_responses(sock, count, statuses):

@@ -15,11 +15,12 @@ reports the RSS delta of SERVER_PID divided by N.
 import asyncio, socket, sys, time
 from urllib.parse import urlsplit
 
+from herald_proc import rss_bytes
+
 pid, url, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 
 def rss():
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"): return int(line.split()[1]) * 1024
+    return rss_bytes(pid)
 
 def report(kind, before, after):
     print(f"{n} idle {kind}: RSS {before/1e6:.1f} MB -> {after/1e6:.1f} MB, {(after-before)/n:.0f} bytes per connection")

@@ -17,124 +17,36 @@ of its own, so every room has one member. It samples the server's VmRSS:
 
 Prints one JSON line. Python 3 standard library only.
 """
-import base64
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
+
+from herald_proc import Client, api, rss_bytes, start
 
 SETTLE_SECS = float(os.environ.get("SETTLE_SECS", "5"))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def stats(port):
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/stats", headers={"Authorization": "Bearer k"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
-
-
-class Client:
-    """A WebSocket client over a blocking socket: enough to join rooms."""
-
-    def __init__(self, port, source):
-        self.sock = socket.socket()
-        self.sock.bind((source, 0))
-        self.sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                sys.exit("the server closed a connection during its handshake")
-            self.buf += chunk
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        if not head.startswith(b"HTTP/1.1 101"):
-            sys.exit(f"handshake refused: {head.decode(errors='replace')}")
-        self.recv()  # welcome
-
-    def send(self, frame):
-        payload = json.dumps(frame).encode()
-        mask = os.urandom(4)
-        n = len(payload)
-        header = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big"))
-        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                sys.exit("the server closed a connection")
-            self.buf += chunk
-
-    def recv(self):
-        self._need(2)
-        n = self.buf[1] & 0x7F
-        at = 2
-        if n == 126:
-            self._need(4)
-            n, at = int.from_bytes(self.buf[2:4], "big"), 4
-        elif n == 127:
-            self._need(10)
-            n, at = int.from_bytes(self.buf[2:10], "big"), 10
-        self._need(at + n)
-        payload, self.buf = self.buf[at : at + n], self.buf[at + n :]
-        return json.loads(payload)
-
-    def close(self):
-        self.sock.close()
+    return api(port, "/api/stats")
 
 
 def main():
     binary = sys.argv[1]
     connections = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
     per_connection = int(sys.argv[3]) if len(sys.argv) > 3 else 100
-    port = free_port()
-    env = dict(
-        os.environ,
-        HERALD_SERVER__HOST="127.0.0.1",
-        HERALD_SERVER__PORT=str(port),
-        HERALD_API__KEY="k",
-        HERALD_LIMITS__RATE_PER_SEC="1000000",
-        HERALD_LIMITS__RATE_BURST="1000000",
-        HERALD_LIMITS__MAX_ROOMS_PER_CONN=str(max(per_connection, 1)),
-        RUST_LOG="warn",
+    server, port = start(
+        binary,
+        LIMITS__RATE_PER_SEC=1000000,
+        LIMITS__RATE_BURST=1000000,
+        LIMITS__MAX_ROOMS_PER_CONN=max(per_connection, 1),
     )
-    server = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                stats(port)
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    sys.exit("the server did not start")
-                time.sleep(0.1)
         time.sleep(1)
         started = rss_bytes(server.pid)
         clients = [Client(port, f"127.0.0.{2 + i % 8}") for i in range(connections)]
+        for client in clients:
+            client.recv()  # welcome
         time.sleep(1)
         connected = rss_bytes(server.pid)
         # Joins in flight per connection at once, so the round trips overlap.

@@ -12,105 +12,38 @@ Prints one JSON line per count: baseline and peak RSS, the peak over the
 baseline, per stalled reader, and how many of the readers were dropped as
 slow consumers. Python 3 standard library only.
 """
-import base64
 import json
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
+
+from herald_proc import Client, api, metric, rss_bytes, start
 
 MESSAGES = int(os.environ.get("MESSAGES", "200"))
 PAYLOAD = "x" * 60_000
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def ws_open(port, rcvbuf=None):
-    s = socket.socket()
-    if rcvbuf:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    s.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall(
-        f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(1)
-    return s
-
-
-def ws_send(s, text):
-    data = text.encode()
-    mask = os.urandom(4)
-    header = bytes([0x81, 0x80 | len(data)]) if len(data) < 126 else bytes([0x81, 0xFE]) + len(data).to_bytes(2, "big")
-    s.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
-
-
-def drain(s, stop):
-    s.settimeout(0.5)
-    total = 0
-    while not stop.is_set():
-        try:
-            chunk = s.recv(1 << 20)
-        except socket.timeout:
-            continue
-        except OSError:
-            break
-        if not chunk:
-            break
-        total += len(chunk)
-    return total
-
-
-def metric(port, series):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(series + " "):
-                return float(line.split()[1])
-    return 0.0
+    return rss_bytes(pid) // 1024
 
 
 def run(binary, stalled):
-    port = free_port()
-    env = dict(os.environ, HERALD_SERVER__PORT=str(port), HERALD_API__KEY="k", RUST_LOG="warn",
-               HERALD_LIMITS__RATE_PER_SEC="100000", HERALD_LIMITS__RATE_BURST="100000",
-               HERALD_LIMITS__MAX_MESSAGE_BYTES="1048576", MIMALLOC_PURGE_DELAY="0")
-    server = subprocess.Popen([binary], env=env, stderr=subprocess.DEVNULL)
+    os.environ["MIMALLOC_PURGE_DELAY"] = "0"
+    server, port = start(binary, LIMITS__RATE_PER_SEC=100000, LIMITS__RATE_BURST=100000,
+                         LIMITS__MAX_MESSAGE_BYTES=1048576)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read()
-                break
-            except OSError:
-                time.sleep(0.05)
-        reader = ws_open(port)
-        ws_send(reader, json.dumps({"type": "join", "room": "flood"}))
+        reader = Client(port)
+        reader.send({"type": "join", "room": "flood"})
         stuck = []
         for _ in range(stalled):
-            s = ws_open(port, rcvbuf=4096)
-            ws_send(s, json.dumps({"type": "join", "room": "flood"}))
+            s = Client(port, rcvbuf=4096)
+            s.send({"type": "join", "room": "flood"})
             stuck.append(s)
         time.sleep(0.5)
         stop = threading.Event()
         received = []
-        t = threading.Thread(target=lambda: received.append(drain(reader, stop)))
+        t = threading.Thread(target=lambda: received.append(reader.drain(stop)))
         t.start()
         baseline = rss_kb(server.pid)
         peak = [baseline]
@@ -123,11 +56,8 @@ def run(binary, stalled):
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        body = json.dumps({"room": "flood", "data": PAYLOAD}).encode()
         for _ in range(MESSAGES):
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/publish", data=body, method="POST",
-                                         headers={"Authorization": "Bearer k", "Content-Type": "application/json"})
-            urllib.request.urlopen(req).read()
+            api(port, "/api/publish", {"room": "flood", "data": PAYLOAD})
         time.sleep(1)
         sampling.set()
         sampler.join()
