@@ -9,7 +9,7 @@
 import exec from 'k6/execution';
 import { Rate, Trend } from 'k6/metrics';
 import { setInterval, clearInterval } from 'k6/timers';
-import { Client, commonThresholds, COMMON, protocolViolations, runId, settings, settle, sleepMs, warn } from './lib.js';
+import { commonThresholds, COMMON, connectAndJoin, protocolViolations, runId, settings, settle, sleepMs, warn } from './lib.js';
 
 const S = settings({
     smoke: {
@@ -63,22 +63,8 @@ export function setup() {
 
 /** Connects and joins one member; null when it could not (already recorded). */
 async function member(user, room) {
-    let client;
-    try {
-        client = await Client.connect(user);
-    } catch (e) {
-        joinOk.add(false);
-        return null;
-    }
-    try {
-        await client.join(room);
-        joinOk.add(true);
-    } catch (e) {
-        joinOk.add(false);
-        warn(`${user}: ${e.message}`);
-        await client.close();
-        return null;
-    }
+    const client = await connectAndJoin(user, room, joinOk);
+    if (!client) return null;
     // received[p]: how many messages of publisher p arrived.
     client.received = new Array(S.PUBLISHERS).fill(0);
     client.lastSeq = 0;

@@ -133,6 +133,30 @@ export function warn(message) {
 }
 
 /**
+ * Connects `user` and joins `room`, recording the outcome in `joinOk` (a
+ * Rate); the client, or null when either step failed.
+ */
+export async function connectAndJoin(user, room, joinOk) {
+    let client;
+    try {
+        client = await Client.connect(user);
+    } catch (e) {
+        joinOk.add(false);
+        return null;
+    }
+    try {
+        await client.join(room);
+        joinOk.add(true);
+        return client;
+    } catch (e) {
+        joinOk.add(false);
+        warn(`${user}: ${e.message}`);
+        await client.close();
+        return null;
+    }
+}
+
+/**
  * One WebSocket connection to Herald. Frames go first to `onFrame` (when it
  * returns true the frame is consumed), then to the oldest matching `expect`,
  * and otherwise wait in a backlog that later `expect` calls search first.

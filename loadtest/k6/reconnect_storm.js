@@ -8,7 +8,7 @@
  */
 import exec from 'k6/execution';
 import { Rate, Trend } from 'k6/metrics';
-import { Client, commonThresholds, COMMON, runId, settings, settle, sleepMs, warn } from './lib.js';
+import { commonThresholds, COMMON, connectAndJoin, runId, settings, settle, sleepMs, warn } from './lib.js';
 
 const S = settings({
     smoke: { CLIENTS: 40, CLIENTS_PER_VU: 10, SETTLE_SECS: 3, HOLD_SECS: 1 },
@@ -41,24 +41,8 @@ export function setup() {
 }
 
 /** Connects `user` and joins `room`; null when either step failed (already recorded). */
-async function joined(user, room) {
-    let client;
-    try {
-        client = await Client.connect(user);
-    } catch (e) {
-        joinOk.add(false);
-        return null;
-    }
-    try {
-        await client.join(room);
-        joinOk.add(true);
-        return client;
-    } catch (e) {
-        joinOk.add(false);
-        warn(`${user}: ${e.message}`);
-        await client.close();
-        return null;
-    }
+function joined(user, room) {
+    return connectAndJoin(user, room, joinOk);
 }
 
 export default async function (data) {
