@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
+use herald::server::ShutdownHandle;
 use herald::{Config, Server};
 use serde_json::Value;
 
@@ -21,6 +22,7 @@ fn config() -> Config {
     config.server.port = 0;
     config.server.node_id = "load-test".into();
     config.server.workers = 2;
+    config.server.shutdown_timeout_ms = 1_000;
     config.auth.jwt_secret = SECRET.into();
     config.limits.rate_per_sec = 1_000_000;
     config.limits.rate_burst = 1_000_000;
@@ -28,15 +30,32 @@ fn config() -> Config {
     config
 }
 
-/// Starts a real server on its own thread; it lives until the test process ends.
-fn start(config: Config) -> SocketAddr {
+/// A real server on its own thread, stopped (and its thread joined) when
+/// dropped.
+struct Running {
+    addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn start(config: Config) -> Running {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let server = Server::bind(config).expect("server binds");
-        tx.send(server.local_addr()).expect("test is waiting");
+        tx.send((server.local_addr(), server.shutdown_handle())).expect("test is waiting");
         server.run().expect("server runs");
     });
-    rx.recv().expect("server started")
+    let (addr, shutdown) = rx.recv().expect("server started");
+    Running { addr, shutdown, thread: Some(thread) }
 }
 
 fn ws_url(addr: SocketAddr) -> String {
@@ -70,7 +89,8 @@ fn u(report: &Value, key: &str) -> u64 {
 
 #[test]
 fn idle_connections_spread_over_workers_and_sources() {
-    let addr = start(config());
+    let server = start(config());
+    let addr = server.addr;
     let pid = std::process::id().to_string();
     let url = ws_url(addr);
     let run = herald_load(&[
@@ -101,7 +121,8 @@ fn idle_connections_answer_heartbeats() {
     let mut fast = config();
     fast.heartbeat.interval_ms = 200;
     fast.heartbeat.timeout_ms = 1000;
-    let addr = start(fast);
+    let server = start(fast);
+    let addr = server.addr;
     let url = ws_url(addr);
     // Several heartbeat timeouts long: a client that did not answer pings would be dropped.
     let run = herald_load(&["idle", "--connections", "50", "--hold-secs", "4", "--url", &url]);
@@ -112,7 +133,8 @@ fn idle_connections_answer_heartbeats() {
 
 #[test]
 fn fanout_delivers_every_message_to_every_member() {
-    let addr = start(config());
+    let server = start(config());
+    let addr = server.addr;
     let url = ws_url(addr);
     let run = herald_load(&[
         "fanout", "--rooms", "4", "--members", "10", "--publishers", "2", "--rate", "200",
@@ -141,7 +163,8 @@ fn fanout_delivers_every_message_to_every_member() {
 
 #[test]
 fn publish_url_takes_the_publishers_and_only_them() {
-    let addr = start(config());
+    let server = start(config());
+    let addr = server.addr;
     let url = ws_url(addr);
     let pid = std::process::id().to_string();
     let shape = [
@@ -218,7 +241,8 @@ fn publish_url_takes_the_publishers_and_only_them() {
 
 #[test]
 fn ramp_steps_up_until_the_limit() {
-    let addr = start(config());
+    let server = start(config());
+    let addr = server.addr;
     let url = ws_url(addr);
     let run = herald_load(&[
         "ramp", "--rooms", "2", "--members", "5", "--publishers", "1", "--start-rate", "100",
@@ -244,7 +268,8 @@ fn rate_limit_errors_fail_the_run() {
     let mut limited = config();
     limited.limits.rate_per_sec = 1;
     limited.limits.rate_burst = 1;
-    let addr = start(limited);
+    let server = start(limited);
+    let addr = server.addr;
     let url = ws_url(addr);
     let run = herald_load(&[
         "fanout", "--rooms", "1", "--members", "3", "--publishers", "1", "--rate", "20",
@@ -274,7 +299,8 @@ fn nothing_listening_counts_connect_failures() {
 fn secret_authenticates_each_connection_as_its_own_user() {
     let mut auth = config();
     auth.auth.required = true;
-    let addr = start(auth);
+    let server = start(auth);
+    let addr = server.addr;
     let url = ws_url(addr);
     let run = herald_load(&["idle", "--connections", "20", "--hold-secs", "0", "--secret", SECRET, "--url", &url]);
     let r = &run.report;
