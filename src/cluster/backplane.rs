@@ -323,12 +323,6 @@ impl Backplane {
     pub fn client(&self) -> &Client {
         &self.publisher
     }
-
-    /// Closes both connections.
-    pub async fn quit(&self) {
-        let _ = self.subscriber.quit().await;
-        let _ = self.publisher.quit().await;
-    }
 }
 
 impl Drop for Backplane {

@@ -8,7 +8,7 @@
 //! bytes and no synchronisation serve better.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The limit every connection of a node shares.
 #[derive(Debug, Clone, Copy)]
@@ -56,14 +56,15 @@ impl RateLimiter {
     }
 }
 
-/// A duration in microseconds, for tests and callers that think in time.
-pub fn micros(d: Duration) -> u64 {
-    d.as_micros() as u64
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    fn micros(d: Duration) -> u64 {
+        d.as_micros() as u64
+    }
 
     #[test]
     fn allows_a_burst_then_the_rate() {

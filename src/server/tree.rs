@@ -11,12 +11,11 @@ use crate::link::{LinkCell, LinkHandle, Targets};
 use crate::metrics::Metrics;
 use crate::presence::{Presence, PresenceCell};
 use crate::rooms::{RoomRegistry, ShardCell};
-use crate::supervisor::{self, Child, GiveUp, StartError, Wake};
+use crate::supervisor::{self, Child, GiveUp, StartError};
 
 /// The handles of a started tree.
 #[derive(Clone)]
 pub struct Tree {
-    pub root: ractor::ActorRef<Wake>,
     pub rooms: RoomRegistry,
     pub presence: Presence,
     /// The cluster link, with clustering.
@@ -57,8 +56,8 @@ pub async fn start(
     if let Some(link) = &link {
         children.push(Arc::new(link.clone()));
     }
-    let root = supervisor::start(children, supervision, metrics, give_up).await?;
-    Ok(Tree { root, rooms, presence, link: link.map(LinkHandle::new) })
+    supervisor::start(children, supervision, metrics, give_up).await?;
+    Ok(Tree { rooms, presence, link: link.map(LinkHandle::new) })
 }
 
 #[cfg(test)]

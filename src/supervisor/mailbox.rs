@@ -108,18 +108,6 @@ impl<M> Mailbox<M> {
         self.actor.read().as_ref().map(|a| a.get_id())
     }
 
-    /// Whether `id` is the actor draining the mailbox now.
-    pub fn holds(&self, id: ActorId) -> bool {
-        self.actor() == Some(id)
-    }
-
-    /// Stops the actor draining the mailbox, if any.
-    pub fn stop_actor(&self) {
-        if let Some(actor) = self.actor.read().as_ref() {
-            actor.stop(None);
-        }
-    }
-
     /// How many messages the queue has room for without allocating.
     #[cfg(test)]
     pub fn buffered(&self) -> usize {

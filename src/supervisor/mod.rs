@@ -175,7 +175,7 @@ pub async fn start(
     supervision: &SupervisionConfig,
     metrics: Arc<Metrics>,
     give_up: GiveUp,
-) -> Result<ActorRef<Wake>, StartError> {
+) -> Result<(), StartError> {
     let root = Root {
         children: children.clone(),
         supervision: supervision.clone(),
@@ -183,7 +183,7 @@ pub async fn start(
         give_up: give_up.clone(),
         budget: RestartBudget::new(supervision),
     };
-    let (root, handle) = ractor::Actor::spawn(None, Supervisor, root).await.map_err(StartError::Spawn)?;
+    let (_, handle) = ractor::Actor::spawn(None, Supervisor, root).await.map_err(StartError::Spawn)?;
     let deadline = tokio::time::Instant::now() + crate::rpc::CALL_TIMEOUT;
     while !children.iter().all(|c| c.current().is_some()) {
         if tokio::time::Instant::now() >= deadline {
@@ -200,7 +200,7 @@ pub async fn start(
             Err(error) => format!("the root supervisor failed: {error}"),
         });
     });
-    Ok(root)
+    Ok(())
 }
 
 #[cfg(test)]
