@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //!
+//! - [`ids`]: room names, user ids and node ids, each a type of its own.
 //! - [`config`]: the `config.toml` tree, environment overrides and validation.
 //! - [`protocol`]: every frame, error code and close code of the wire protocol.
 //! - [`auth`]: JWT verification and room permissions.
@@ -43,6 +44,7 @@ pub mod cluster;
 pub mod config;
 pub mod logging;
 pub mod connection;
+pub mod ids;
 pub mod memory;
 pub mod metrics;
 pub mod node;

@@ -11,6 +11,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connection::registry::Registry;
 use crate::connection::{Bounds, ConnId};
+use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::rooms::RoomRegistry;
@@ -20,7 +21,7 @@ use crate::transport::TransportKind;
 pub struct Node {
     pub config: Config,
     /// This node's id, as sent in `welcome`.
-    pub id: Arc<str>,
+    pub id: NodeId,
     pub auth: Authenticator,
     pub rooms: RoomRegistry,
     pub presence: Presence,
@@ -111,7 +112,7 @@ impl OpenSlot {
 
 /// The parts a node is put together from.
 pub struct Parts {
-    pub id: Arc<str>,
+    pub id: NodeId,
     pub rooms: RoomRegistry,
     pub presence: Presence,
     pub metrics: Arc<Metrics>,
@@ -121,7 +122,7 @@ pub struct Parts {
 }
 
 /// The node id `config` names, or a fresh random one.
-pub fn node_id(config: &Config) -> Arc<str> {
+pub fn node_id(config: &Config) -> NodeId {
     if config.server.node_id.is_empty() {
         format!("{:08x}", rand::random::<u32>()).into()
     } else {

@@ -28,6 +28,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::connection::Delivery;
+use crate::ids::UserId;
 use crate::metrics::Source;
 use crate::node::Node;
 use crate::protocol::{now_ms, valid_room, valid_user, ServerFrame};
@@ -167,8 +168,9 @@ async fn direct(node: web::Data<Node>, payload: web::Payload) -> Result<HttpResp
     let fields = body::Fields::parse(&bytes)?;
     let (user, data, from) = (fields.user()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
     let frame = ServerFrame::Direct { from: &from, data, ts: now_ms() }.encode();
+    let user = UserId::from(user);
     node.cluster.direct(&user, frame.text());
-    node.presence.direct(user.into(), frame);
+    node.presence.direct(user, frame);
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -205,8 +207,8 @@ async fn user_status(node: web::Data<Node>, user: web::Path<String>) -> Result<H
     if !valid_user(&user) {
         return Err(ApiError::bad_request("the user must be 1 to 256 bytes"));
     }
-    let status = node.presence.status(vec![user.clone()]).await.map_err(|_| ApiError::Unavailable)?;
-    let online = status.get(&user).copied().unwrap_or(false);
+    let status = node.presence.status(vec![user.as_str().into()]).await.map_err(|_| ApiError::Unavailable)?;
+    let online = status.get(user.as_str()).copied().unwrap_or(false);
     Ok(HttpResponse::Ok().json(json!({ "user": user, "online": online })))
 }
 

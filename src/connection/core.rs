@@ -20,6 +20,7 @@ use crate::auth::Identity;
 use crate::connection::rate::{self, RateLimiter, RateRule};
 use crate::connection::session::{JoinRefusal, Session};
 use crate::connection::{clock, ConnId, Delivery, Member, Outbox};
+use crate::ids::{RoomName, UserId};
 use crate::metrics::{Fault, Source, NO_CLOSE_CODE};
 use crate::node::{Node, OpenSlot};
 use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, Request, ServerFrame};
@@ -346,9 +347,10 @@ impl<T: Transport> Connection<T> {
                 None => self.error(ErrorCode::NotInRoom, "typing in a room this connection has not joined", id),
             },
             ClientFrame::Direct { to, data } => {
+                let to = UserId::from(to);
                 let frame = ServerFrame::Direct { from: &user, data, ts: protocol::now_ms() }.encode();
                 self.node.cluster.direct(&to, frame.text());
-                self.node.presence.direct(to.into(), frame);
+                self.node.presence.direct(to, frame);
                 if id.is_some() {
                     self.reply(ServerFrame::Ack { seq: None, id });
                 }
@@ -386,7 +388,7 @@ impl<T: Transport> Connection<T> {
         self.reply(ServerFrame::Authed { user: &identity.user, id });
     }
 
-    fn on_join(&mut self, room: Arc<str>, id: Option<&RawValue>) {
+    fn on_join(&mut self, room: RoomName, id: Option<&RawValue>) {
         match self.session.check_join(&room, self.node.config.limits.max_rooms_per_conn) {
             Err(JoinRefusal::Forbidden) => return self.error(ErrorCode::Forbidden, "this user may not join that room", id),
             Err(JoinRefusal::TooManyRooms) => {
@@ -417,7 +419,7 @@ impl<T: Transport> Connection<T> {
     /// Joins every room of `rooms` at once (already checked against the
     /// session's permissions and limits), then runs `then` with whether all
     /// of them landed (those that failed are forgotten; the others stay joined).
-    pub fn join_all(&mut self, rooms: Vec<Arc<str>>, then: impl FnOnce(&mut Self, bool) + 'static) {
+    pub fn join_all(&mut self, rooms: Vec<RoomName>, then: impl FnOnce(&mut Self, bool) + 'static) {
         let Some(user) = self.session.user().cloned() else { return then(self, false) };
         let joins: Vec<_> = rooms
             .into_iter()
@@ -444,7 +446,7 @@ impl<T: Transport> Connection<T> {
         });
     }
 
-    fn on_presence(&mut self, room: Arc<str>, id: Option<&RawValue>) {
+    fn on_presence(&mut self, room: RoomName, id: Option<&RawValue>) {
         if !self.session.identity().is_some_and(|i| i.may_join(&room)) {
             return self.error(ErrorCode::Forbidden, "this user may not see that room", id);
         }

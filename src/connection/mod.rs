@@ -17,9 +17,9 @@ pub mod session;
 pub mod task;
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ids::UserId;
 pub use outbox::{Bounds, Delivery, Outbox};
 
 /// How long a closing connection gets to have its close frame taken (and
@@ -55,7 +55,7 @@ impl fmt::Display for ConnId {
 #[derive(Clone)]
 pub struct Member {
     pub conn: ConnId,
-    pub user: Arc<str>,
+    pub user: UserId,
     pub outbox: Outbox,
 }
 

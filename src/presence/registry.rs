@@ -21,6 +21,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::cluster::Cluster;
 use crate::connection::{ConnId, Member, Outbox};
+use crate::ids::{RoomName, UserId};
 use crate::metrics::{ActorKind, Metrics};
 use crate::protocol::Encoded;
 use crate::supervisor::Mailbox;
@@ -29,27 +30,27 @@ use crate::supervisor::Mailbox;
 pub enum PresenceMsg {
     Online(Member),
     Offline {
-        user: Arc<str>,
+        user: UserId,
         conn: ConnId,
     },
     RoomJoined {
-        room: Arc<str>,
-        user: Arc<str>,
+        room: RoomName,
+        user: UserId,
     },
     RoomLeft {
-        room: Arc<str>,
-        user: Arc<str>,
+        room: RoomName,
+        user: UserId,
     },
     RoomUsers {
-        room: Arc<str>,
-        reply: RpcReplyPort<Vec<Arc<str>>>,
+        room: RoomName,
+        reply: RpcReplyPort<Vec<UserId>>,
     },
     Status {
-        users: Vec<String>,
-        reply: RpcReplyPort<BTreeMap<String, bool>>,
+        users: Vec<UserId>,
+        reply: RpcReplyPort<BTreeMap<UserId, bool>>,
     },
     Direct {
-        to: Arc<str>,
+        to: UserId,
         frame: Encoded,
     },
     Counts {
@@ -87,7 +88,7 @@ pub struct PresenceCell {
 
 impl PresenceCell {
     /// The users with a connection on this node now.
-    pub fn local_users(&self) -> Vec<Arc<str>> {
+    pub fn local_users(&self) -> Vec<UserId> {
         self.state.lock().online.keys().cloned().collect()
     }
 
@@ -102,8 +103,8 @@ impl PresenceCell {
 pub struct PresenceState {
     metrics: Arc<Metrics>,
     cluster: Cluster,
-    online: HashMap<Arc<str>, Vec<(ConnId, Outbox)>>,
-    rooms: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    online: HashMap<UserId, Vec<(ConnId, Outbox)>>,
+    rooms: HashMap<RoomName, HashSet<UserId>>,
 }
 
 impl PresenceState {
@@ -156,7 +157,7 @@ impl PresenceState {
         self.cluster.users_online(self.online.keys().cloned());
     }
 
-    fn room_joined(&mut self, room: Arc<str>, user: Arc<str>) {
+    fn room_joined(&mut self, room: RoomName, user: UserId) {
         self.rooms.entry(room).or_default().insert(user);
     }
 
@@ -170,17 +171,17 @@ impl PresenceState {
         }
     }
 
-    fn room_users(&self, room: &str) -> Vec<Arc<str>> {
+    fn room_users(&self, room: &str) -> Vec<UserId> {
         let mut users: Vec<_> = self.rooms.get(room).map(|s| s.iter().cloned().collect()).unwrap_or_default();
         users.sort_unstable();
         users
     }
 
-    fn status(&self, users: Vec<String>) -> BTreeMap<String, bool> {
+    fn status(&self, users: Vec<UserId>) -> BTreeMap<UserId, bool> {
         users
             .into_iter()
             .map(|u| {
-                let online = self.online.contains_key(u.as_str());
+                let online = self.online.contains_key(&u);
                 (u, online)
             })
             .collect()
@@ -238,7 +239,7 @@ mod tests {
         (Presence::new(cell), actor)
     }
 
-    fn strs(v: Vec<Arc<str>>) -> Vec<String> {
+    fn strs(v: Vec<UserId>) -> Vec<String> {
         v.into_iter().map(|s| s.to_string()).collect()
     }
 

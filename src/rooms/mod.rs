@@ -25,6 +25,7 @@ use serde_json::value::RawValue;
 use crate::cluster::codec::Body;
 
 use crate::connection::{ConnId, Member};
+use crate::ids::{NodeId, RoomName, UserId};
 use crate::rpc::{self, CallError};
 pub use room::{Publication, RoomCell, RoomMsg};
 pub use shard::{ShardCell, ShardMsg};
@@ -67,9 +68,9 @@ impl RoomRegistry {
     /// and the users now in it (the new member included).
     pub fn join(
         &self,
-        room: Arc<str>,
+        room: RoomName,
         member: Member,
-    ) -> impl Future<Output = Result<(RoomHandle, Vec<Arc<str>>), CallError>> + 'static {
+    ) -> impl Future<Output = Result<(RoomHandle, Vec<UserId>), CallError>> + 'static {
         let reply = self.ask(&room.clone(), |reply| ShardMsg::Join { room, member, reply });
         async move {
             let reply = reply.await?;
@@ -78,7 +79,7 @@ impl RoomRegistry {
     }
 
     /// Removes connection `conn` from `room`; a no-op if it is not a member.
-    pub fn leave(&self, room: Arc<str>, conn: ConnId) {
+    pub fn leave(&self, room: RoomName, conn: ConnId) {
         self.shard(&room).mailbox.send(ShardMsg::Leave { room, conn });
     }
 
@@ -87,8 +88,8 @@ impl RoomRegistry {
     /// members' publishes, and advances `seq` even when the room has no members.
     pub fn publish_from_server(
         &self,
-        room: Arc<str>,
-        from: Arc<str>,
+        room: RoomName,
+        from: UserId,
         data: Box<RawValue>,
     ) -> impl Future<Output = Result<u64, CallError>> + 'static {
         let at = Instant::now();
@@ -96,13 +97,13 @@ impl RoomRegistry {
     }
 
     /// The last `seq` given out in `room` (0 when none).
-    pub fn last_seq(&self, room: Arc<str>) -> impl Future<Output = Result<u64, CallError>> + 'static {
+    pub fn last_seq(&self, room: RoomName) -> impl Future<Output = Result<u64, CallError>> + 'static {
         self.ask(&room.clone(), |reply| ShardMsg::LastSeq { room, reply })
     }
 
     /// Hands an envelope from the cluster to its room, if the room is
     /// alive on this node (it is subscribed to the channel only then).
-    pub fn relayed(&self, seq: Option<u64>, origin: Arc<str>, body: Body) {
+    pub fn relayed(&self, seq: Option<u64>, origin: NodeId, body: Body) {
         let room = match &body {
             Body::Message { room, .. } | Body::Presence { room, .. } | Body::Typing { room, .. } => room,
             Body::Direct { .. } | Body::Broadcast { .. } => return,
@@ -117,7 +118,7 @@ impl RoomRegistry {
     }
 
     /// The rooms alive on this node (those with members here).
-    pub fn live_rooms(&self) -> Vec<Arc<str>> {
+    pub fn live_rooms(&self) -> Vec<RoomName> {
         self.live_cells().map(|cell| cell.name.clone()).collect()
     }
 
@@ -130,7 +131,7 @@ impl RoomRegistry {
     }
 
     /// Tells every live room that `nodes` died.
-    pub fn nodes_gone(&self, nodes: Arc<BTreeSet<Arc<str>>>) {
+    pub fn nodes_gone(&self, nodes: Arc<BTreeSet<NodeId>>) {
         for cell in self.live_cells() {
             cell.send(RoomMsg::NodesGone(nodes.clone()));
         }
@@ -168,14 +169,14 @@ impl RoomRegistry {
 
 impl RoomHandle {
     /// Publishes to the room; the room sends the `ack` when `id` is set.
-    pub fn publish(&self, conn: ConnId, user: Arc<str>, data: &RawValue, echo: bool, id: Option<&RawValue>) {
+    pub fn publish(&self, conn: ConnId, user: UserId, data: &RawValue, echo: bool, id: Option<&RawValue>) {
         let (data, id, at) = (data.to_owned(), id.map(ToOwned::to_owned), Instant::now());
         let publication = Publication { conn, user, data, echo, id, at };
         self.room.send(RoomMsg::Publish(publication));
     }
 
     /// Tells the other members that `user` is (or stopped) typing.
-    pub fn typing(&self, conn: ConnId, user: Arc<str>, typing: bool) {
+    pub fn typing(&self, conn: ConnId, user: UserId, typing: bool) {
         self.room.send(RoomMsg::Typing { conn, user, typing });
     }
 }

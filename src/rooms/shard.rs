@@ -38,22 +38,23 @@ use super::room::{JoinReply, RoomCell, RoomMsg};
 use crate::cluster::Cluster;
 use crate::config::SupervisionConfig;
 use crate::connection::{ConnId, Member};
+use crate::ids::{RoomName, UserId};
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
 use crate::supervisor::{Mailbox, RestartBudget};
 
 /// Messages of a registry shard. Use [`super::RoomRegistry`] to send them.
 pub enum ShardMsg {
-    Join { room: Arc<str>, member: Member, reply: RpcReplyPort<JoinReply> },
-    Leave { room: Arc<str>, conn: ConnId },
+    Join { room: RoomName, member: Member, reply: RpcReplyPort<JoinReply> },
+    Leave { room: RoomName, conn: ConnId },
     /// Sent by a room after any message that leaves it without members.
     Empty { room: Arc<RoomCell>, seen: u64 },
     /// A room has messages waiting: give it a turn.
     Run(Arc<RoomCell>),
     /// A publish from the server API; the reply is its `seq`.
-    Publish { room: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>, at: Instant },
+    Publish { room: RoomName, from: UserId, data: Box<RawValue>, reply: RpcReplyPort<u64>, at: Instant },
     /// The last `seq` given out in a room (0 when none).
-    LastSeq { room: Arc<str>, reply: RpcReplyPort<u64> },
+    LastSeq { room: RoomName, reply: RpcReplyPort<u64> },
     /// Panics the shard (fault injection).
     Crash,
 }
@@ -77,7 +78,7 @@ impl Slot {
 /// A shard's queue and rooms, which outlive any one actor.
 pub struct ShardCell {
     pub mailbox: Arc<Mailbox<ShardMsg>>,
-    slots: Mutex<HashMap<Arc<str>, Slot>>,
+    slots: Mutex<HashMap<RoomName, Slot>>,
     presence: Presence,
     metrics: Arc<Metrics>,
     supervision: SupervisionConfig,
@@ -105,7 +106,7 @@ impl ShardCell {
         self.slots.lock().values().filter_map(|s| s.room.clone()).collect()
     }
 
-    fn join(&self, name: Arc<str>, member: Member, reply: RpcReplyPort<JoinReply>) {
+    fn join(&self, name: RoomName, member: Member, reply: RpcReplyPort<JoinReply>) {
         let (room, new) = {
             let mut slots = self.slots.lock();
             let slot = slots.entry(name.clone()).or_insert_with(Slot::new);
@@ -139,7 +140,7 @@ impl ShardCell {
 
     /// Gives a server publish its `seq`: through the room when there is one,
     /// so it is ordered with the members' own publishes; here otherwise.
-    fn publish(&self, name: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>, at: Instant) {
+    fn publish(&self, name: RoomName, from: UserId, data: Box<RawValue>, reply: RpcReplyPort<u64>, at: Instant) {
         let mut slots = self.slots.lock();
         if let Some(slot) = slots.get_mut(&name) {
             if let Some(room) = slot.room.clone() {

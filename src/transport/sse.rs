@@ -18,12 +18,12 @@
 //! consumer rule, and it ends when its client's socket does.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Transport, TransportKind};
 use crate::connection::core::Connection;
+use crate::ids::RoomName;
 use crate::protocol::{self, ServerKind};
 
 /// A Server-Sent Events connection.
@@ -41,13 +41,13 @@ pub struct Sse {
 
 /// Rooms to join as the stream opens, and the response head to send once they are.
 struct Opening {
-    rooms: Vec<Arc<str>>,
+    rooms: Vec<RoomName>,
     head: Bytes,
 }
 
 impl Sse {
     /// A subscriber to `rooms` whose response begins with `head`.
-    pub fn new(rooms: Vec<Arc<str>>, head: Bytes) -> Self {
+    pub fn new(rooms: Vec<RoomName>, head: Bytes) -> Self {
         Self { opening: Some(Box::new(Opening { rooms, head })) }
     }
 }
@@ -114,7 +114,7 @@ pub fn event(frame: &str) -> Bytes {
 
 /// The distinct rooms of every `rooms` parameter, each a comma-separated
 /// list; an error names the first bad room.
-pub fn requested_rooms(query: &str, max: usize) -> Result<Vec<Arc<str>>, String> {
+pub fn requested_rooms(query: &str, max: usize) -> Result<Vec<RoomName>, String> {
     let params: Vec<(String, String)> =
         serde_urlencoded::from_str(query).map_err(|_| "the query string is malformed".to_owned())?;
     let mut rooms = BTreeSet::new();
@@ -135,7 +135,7 @@ pub fn requested_rooms(query: &str, max: usize) -> Result<Vec<Arc<str>>, String>
     if rooms.len() > max {
         return Err(format!("too many rooms: at most {max} per connection"));
     }
-    Ok(rooms.into_iter().map(Arc::from).collect())
+    Ok(rooms.into_iter().map(RoomName::from).collect())
 }
 
 #[cfg(test)]
