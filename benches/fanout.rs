@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use herald::delivery::{Bounds, ConnId, Member, Outbox};
+use herald::ids::{RoomName, UserId};
 use herald::protocol::ServerKind;
 use herald::rooms::{RoomHandle, RoomRegistry};
 use herald::metrics::TransportKind;
@@ -87,7 +88,7 @@ fn sockets(tally: &Arc<Tally>) -> Vec<UnixStream> {
 struct BenchRoom {
     members: u64,
     handle: RoomHandle,
-    publisher: (ConnId, Arc<str>),
+    publisher: (ConnId, UserId),
     data: Box<RawValue>,
     tally: Arc<Tally>,
     done: Receiver<()>,
@@ -103,7 +104,7 @@ impl BenchRoom {
         let (done_tx, done) = channel();
         let tally = Arc::new(Tally { received: AtomicU64::new(0), target: AtomicU64::new(0), done: done_tx });
         let sockets = sockets(&tally);
-        let name: Arc<str> = format!("bench:fanout:{members}").into();
+        let name: RoomName = format!("bench:fanout:{members}").into();
         let limits = Config::default().limits;
         let bounds = Bounds::new(limits.outbound_queue, limits.outbound_queue_bytes);
         // Members carry only `message` frames: the joins' `user_joined`

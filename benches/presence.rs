@@ -13,11 +13,11 @@
 //! it, which is when the batch has been applied. Throughput is updates (or
 //! users listed) per second.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use herald::delivery::{testing, ConnId, Member};
+use herald::ids::{RoomName, UserId};
 use herald::presence::Presence;
 
 mod support;
@@ -26,18 +26,18 @@ mod support;
 const BATCH: u64 = 1_000;
 const ROOM_SIZES: [u64; 3] = [10, 1_000, 10_000];
 
-fn users(prefix: &str, count: u64) -> Vec<Arc<str>> {
+fn users(prefix: &str, count: u64) -> Vec<UserId> {
     (0..count).map(|n| format!("{prefix}-{n}").into()).collect()
 }
 
 /// Waits until the registry has applied everything sent before, and returns
 /// the users of `room`.
-fn query(actors: &tokio::runtime::Runtime, presence: &Presence, room: &Arc<str>) -> Vec<Arc<str>> {
+fn query(actors: &tokio::runtime::Runtime, presence: &Presence, room: &RoomName) -> Vec<UserId> {
     actors.block_on(presence.room_users(room.clone())).expect("the presence registry answers")
 }
 
 fn join_leave(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence: &Presence) {
-    let room: Arc<str> = "bench:presence:churn".into();
+    let room: RoomName = "bench:presence:churn".into();
     let users = users("user", BATCH);
     let mut group = c.benchmark_group("presence");
     group.throughput(Throughput::Elements(2 * BATCH));
@@ -67,7 +67,7 @@ fn online_offline(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence:
             outbox: outbox.clone(),
         })
         .collect();
-    let room: Arc<str> = "bench:presence:none".into();
+    let room: RoomName = "bench:presence:none".into();
     let mut group = c.benchmark_group("presence");
     group.throughput(Throughput::Elements(2 * BATCH));
     group.bench_function(BenchmarkId::new("online_offline", BATCH), |b| {
@@ -87,7 +87,7 @@ fn online_offline(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence:
 fn room_users(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence: &Presence) {
     let mut group = c.benchmark_group("presence/room_users");
     for size in ROOM_SIZES {
-        let room: Arc<str> = format!("bench:presence:{size}").into();
+        let room: RoomName = format!("bench:presence:{size}").into();
         for user in users("member", size) {
             presence.room_joined(room.clone(), user);
         }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::ids::UserId;
+
 /// Why a token was refused. Clients only ever see "invalid token".
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -25,7 +27,7 @@ pub enum AuthError {
 /// Who a connection is, and which rooms it may join.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
-    pub user: Arc<str>,
+    pub user: UserId,
     pub rooms: Rooms,
 }
 

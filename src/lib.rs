@@ -14,6 +14,7 @@
 //!   - [`protocol`]: every frame, error code and close code of the wire protocol.
 //!   - [`config`]: the `config.toml` tree, environment overrides and validation.
 //!   - [`metrics`]: the Prometheus registry, every metric and its label values.
+//!   - [`ids`]: room names, user ids and node ids, each a type of its own.
 //!   - [`delivery`]: what rooms and presence deliver to: connections as
 //!     members, their outboxes, the registry of open connections.
 //!   - [`supervisor`]: how an actor is written, and the root supervisor.
@@ -49,8 +50,9 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
-pub mod delivery;
 pub mod connection;
+pub mod delivery;
+pub mod ids;
 pub mod link;
 pub mod logging;
 pub mod memory;

@@ -39,6 +39,7 @@ use crate::cluster::codec::Body;
 use crate::cluster::relay::{Channel, Incoming};
 use crate::cluster::{now_us, Membership};
 use crate::delivery::Registry;
+use crate::ids::NodeId;
 use crate::metrics::ActorKind;
 use crate::presence::Presence;
 use crate::protocol::{Encoded, ServerKind};
@@ -82,10 +83,10 @@ struct LinkState {
     epoch: u64,
     next_heartbeat: Option<Instant>,
     /// The nodes alive at the last look.
-    alive: BTreeSet<String>,
+    alive: BTreeSet<NodeId>,
     /// Nodes this node dropped as dead: if one shows up alive, the rooms
     /// read their members again.
-    dropped: BTreeSet<String>,
+    dropped: BTreeSet<NodeId>,
 }
 
 /// How often the link ticks: often enough that a dead node is noticed well
@@ -144,7 +145,7 @@ impl LinkCell {
     fn deliver(&self, incoming: Incoming) {
         let cluster = &self.cluster;
         let envelope = incoming.envelope;
-        let own = *envelope.origin == *cluster.node;
+        let own = envelope.origin == cluster.node;
         if !own {
             cluster.metrics.relayed_in.inc();
             let latency = now_us().saturating_sub(envelope.sent_us);
@@ -152,12 +153,12 @@ impl LinkCell {
         }
         match envelope.body {
             Body::Message { .. } | Body::Presence { .. } | Body::Typing { .. } => {
-                self.targets.rooms.relayed(incoming.seq, envelope.origin.into(), envelope.body);
+                self.targets.rooms.relayed(incoming.seq, envelope.origin, envelope.body);
             }
             // Delivered at the origin already.
             Body::Direct { .. } | Body::Broadcast { .. } if own => {}
             Body::Direct { user, frame } => {
-                self.targets.presence.direct(user.into(), Encoded::new(ServerKind::Direct, &frame));
+                self.targets.presence.direct(user, Encoded::new(ServerKind::Direct, &frame));
             }
             Body::Broadcast { frame } => {
                 let frame = Encoded::new(ServerKind::Broadcast, &frame);
@@ -232,7 +233,7 @@ impl LinkCell {
         let cluster = &self.cluster;
         tracing::info!("cluster: backplane up; re-syncing subscriptions and presence");
         let rooms = self.targets.rooms.live_rooms().await;
-        let retain = cluster.directory.retain_rooms(&cluster.node, rooms.iter().map(|r| r.to_string()).collect());
+        let retain = cluster.directory.retain_rooms(&cluster.node, rooms.clone());
         // Subscriptions dropped while Redis was away are still held by the
         // client, which takes them again on reconnect: let them go.
         let mut keep: BTreeSet<String> = rooms.iter().map(|r| Channel::Room(r.clone()).name()).collect();
@@ -249,11 +250,7 @@ impl LinkCell {
         self.targets.rooms.resync_all();
         if let Ok(dropped) = cluster.checked("re-sync", retain).await {
             for (room, user) in dropped {
-                let room: Arc<str> = room.into();
-                cluster.publish(
-                    &Channel::Room(room.clone()),
-                    Body::Presence { room: room.to_string(), user, joined: false },
-                );
+                cluster.publish(&Channel::Room(room.clone()), Body::Presence { room, user, joined: false });
             }
         }
     }
@@ -265,15 +262,15 @@ impl LinkCell {
             return;
         };
         let mut alive = nodes.alive;
-        alive.insert(cluster.node.to_string());
+        alive.insert(cluster.node.clone());
         cluster.metrics.nodes_alive.set(alive.len() as i64);
         let (gone, back) = {
             let mut state = self.state.lock();
-            let gone: BTreeSet<String> =
-                state.alive.difference(&alive).chain(&nodes.dead).filter(|n| **n != *cluster.node).cloned().collect();
+            let gone: BTreeSet<NodeId> =
+                state.alive.difference(&alive).chain(&nodes.dead).filter(|n| **n != cluster.node).cloned().collect();
             // Dropped, but alive after all (its heartbeat was only late):
             // its users are still in the directory.
-            let back: Vec<String> = state.dropped.intersection(&alive).cloned().collect();
+            let back: Vec<NodeId> = state.dropped.intersection(&alive).cloned().collect();
             for node in &back {
                 state.dropped.remove(node);
             }
@@ -292,9 +289,9 @@ impl LinkCell {
             return;
         }
         tracing::info!(?gone, "cluster: nodes gone; dropping their users");
-        self.targets.rooms.nodes_gone(Arc::new(gone.iter().map(|n| Arc::from(n.as_str())).collect()));
+        self.targets.rooms.nodes_gone(Arc::new(gone));
         for node in nodes.dead {
-            if node != *cluster.node {
+            if node != cluster.node {
                 cluster.background("sweep", cluster.directory.sweep(&node));
             }
         }

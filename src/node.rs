@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::connection::services::{OpenSlot, Services};
 use crate::delivery::ConnId;
+use crate::ids::NodeId;
 use crate::link::LinkHandle;
 use crate::metrics::TransportKind;
 
@@ -48,7 +49,7 @@ impl Drop for HandshakeGuard {
 }
 
 /// The node id `config` names, or a fresh random one.
-pub fn node_id(config: &Config) -> Arc<str> {
+pub fn node_id(config: &Config) -> NodeId {
     if config.server.node_id.is_empty() {
         format!("{:08x}", rand::random::<u32>()).into()
     } else {

@@ -27,10 +27,11 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::delivery::Delivery;
-use crate::metrics::{ApiRoute, Source};
 use crate::connection::services::Services;
+use crate::delivery::Delivery;
+use crate::ids::UserId;
 use crate::link::LinkHandle;
+use crate::metrics::{ApiRoute, Source};
 use crate::protocol::{now_ms, valid_room, valid_user, ServerFrame};
 pub use error::ApiError;
 
@@ -112,8 +113,9 @@ async fn direct(services: web::Data<Services>, payload: web::Payload) -> Result<
     let fields = body::Fields::parse(&bytes)?;
     let (user, data, from) = (fields.user()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
     let frame = ServerFrame::Direct { from: &from, data, ts: now_ms() }.encode();
+    let user = UserId::from(user);
     services.cluster.direct(&user, frame.text());
-    services.presence.direct(user.into(), frame);
+    services.presence.direct(user, frame);
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -150,8 +152,8 @@ async fn user_status(services: web::Data<Services>, user: web::Path<String>) -> 
     if !valid_user(&user) {
         return Err(ApiError::bad_request("the user must be 1 to 256 bytes"));
     }
-    let status = services.presence.status(vec![user.clone()]).await.map_err(|_| ApiError::Unavailable)?;
-    let online = status.get(&user).copied().unwrap_or(false);
+    let status = services.presence.status(vec![user.as_str().into()]).await.map_err(|_| ApiError::Unavailable)?;
+    let online = status.get(user.as_str()).copied().unwrap_or(false);
     Ok(HttpResponse::Ok().json(json!({ "user": user, "online": online })))
 }
 

@@ -14,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{NodeId, RoomName, UserId};
+
 /// The version this node writes and the only one it reads.
 pub const VERSION: u8 = 1;
 
@@ -21,7 +23,7 @@ pub const VERSION: u8 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     /// The node that sent it; a node drops its own echoes.
-    pub origin: String,
+    pub origin: NodeId,
     /// When the origin sent it (µs since the Unix epoch), for relay latency.
     pub sent_us: u64,
     pub body: Body,
@@ -34,8 +36,8 @@ pub enum Body {
     /// backplane as it is published, so every node (the origin too) builds
     /// the `message` frame itself, once, from these fields. `data` is JSON text.
     Message {
-        room: String,
-        from: String,
+        room: RoomName,
+        from: UserId,
         data: String,
         ts: u64,
         /// The origin's id for this publish, to match it with its `ack`.
@@ -45,11 +47,11 @@ pub enum Body {
     },
     /// The origin now has its first (`joined`) or no longer any (`!joined`)
     /// connection of `user` in `room`.
-    Presence { room: String, user: String, joined: bool },
+    Presence { room: RoomName, user: UserId, joined: bool },
     /// `user` is (or stopped) typing in `room`.
-    Typing { room: String, user: String, typing: bool },
+    Typing { room: RoomName, user: UserId, typing: bool },
     /// A `direct` frame (JSON text) for every connection of `user`.
-    Direct { user: String, frame: String },
+    Direct { user: UserId, frame: String },
     /// A `broadcast` frame (JSON text) for every connection.
     Broadcast { frame: String },
 }
@@ -143,6 +145,21 @@ mod tests {
             let payload = encode(&envelope);
             assert_eq!(payload[0], VERSION);
             assert_eq!(decode(&payload).unwrap(), envelope);
+        }
+    }
+
+    #[test]
+    fn the_wire_format_is_pinned() {
+        // Room names, user ids and node ids are strings on the wire: a length, then their UTF-8 bytes.
+        let pinned = [
+            "01066e6f64652d61fd70d37c9ff26006000006636861743a3105616c6963650d7b2274657874223a226869227d01070103",
+            "01066e6f64652d61fd70d37c9ff26006000106636861743a3103626f6201",
+            "01066e6f64652d61fd70d37c9ff26006000206636861743a3103626f6200",
+            "01066e6f64652d61fd70d37c9ff26006000305616c696365117b2274797065223a22646972656374227d",
+            "01066e6f64652d61fd70d37c9ff260060004027b7d",
+        ];
+        for (envelope, pinned) in samples().iter().zip(pinned) {
+            assert_eq!(data_encoding::HEXLOWER.encode(&encode(envelope)), pinned, "{envelope:?}");
         }
     }
 

@@ -34,20 +34,21 @@ use parking_lot::Mutex;
 use super::backplane::Backplane;
 use super::script::{self, Script};
 use super::relay::{Pending, RelayError};
+use crate::ids::{NodeId, RoomName, UserId};
 
 /// The live nodes, and the registered ones whose heartbeat lapsed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Nodes {
-    pub alive: BTreeSet<String>,
-    pub dead: BTreeSet<String>,
+    pub alive: BTreeSet<NodeId>,
+    pub dead: BTreeSet<NodeId>,
 }
 
 /// What [`Directory::replace_room`] changed: users the node had in the
 /// room before and not now, and the other way round.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
-    pub removed: Vec<String>,
-    pub added: Vec<String>,
+    pub removed: Vec<UserId>,
+    pub added: Vec<UserId>,
 }
 
 /// Cluster-wide presence and node liveness. Like the relay, calls take
@@ -55,42 +56,42 @@ pub struct Changes {
 pub trait Directory: Send + Sync + 'static {
     /// Marks `node` alive for `ttl`. True when it was not registered: new,
     /// or swept as dead meanwhile (it must then [`Self::replace`] its entries).
-    fn heartbeat(&self, node: &str, ttl: Duration) -> Pending<bool>;
+    fn heartbeat(&self, node: &NodeId, ttl: Duration) -> Pending<bool>;
     /// The registered nodes, alive or dead.
     fn nodes(&self) -> Pending<Nodes>;
     /// Removes `node` and all its entries if its heartbeat has lapsed; true
     /// when this call did it (another node may have been first).
-    fn sweep(&self, node: &str) -> Pending<bool>;
+    fn sweep(&self, node: &NodeId) -> Pending<bool>;
     /// Removes `node` and all its entries now (a node leaving on purpose).
-    fn depart(&self, node: &str) -> Pending<()>;
+    fn depart(&self, node: &NodeId) -> Pending<()>;
     /// `node` has `user` in `room`.
-    fn room_joined(&self, node: &str, room: &str, user: &str) -> Pending<()>;
+    fn room_joined(&self, node: &NodeId, room: &RoomName, user: &UserId) -> Pending<()>;
     /// `node` no longer has `user` in `room`.
-    fn room_left(&self, node: &str, room: &str, user: &str) -> Pending<()>;
+    fn room_left(&self, node: &NodeId, room: &RoomName, user: &UserId) -> Pending<()>;
     /// `node` has a connection of `user`.
-    fn user_online(&self, node: &str, user: &str) -> Pending<()>;
+    fn user_online(&self, node: &NodeId, user: &UserId) -> Pending<()>;
     /// `node` no longer has a connection of `user`.
-    fn user_offline(&self, node: &str, user: &str) -> Pending<()>;
+    fn user_offline(&self, node: &NodeId, user: &UserId) -> Pending<()>;
     /// `(node, user)` for every live node's user in `room`.
-    fn room_members(&self, room: &str) -> Pending<Vec<(String, String)>>;
+    fn room_members(&self, room: &RoomName) -> Pending<Vec<(NodeId, UserId)>>;
     /// Whether each of `users` has a connection on a live node.
-    fn online(&self, users: Vec<String>) -> Pending<Vec<bool>>;
+    fn online(&self, users: Vec<UserId>) -> Pending<Vec<bool>>;
     /// Makes `node`'s users in `room` exactly `users`, whatever they were
     /// (after an outage, or after being swept).
-    fn replace_room(&self, node: &str, room: &str, users: Vec<String>) -> Pending<Changes>;
+    fn replace_room(&self, node: &NodeId, room: &RoomName, users: Vec<UserId>) -> Pending<Changes>;
     /// Drops `node`'s entries in every room but `rooms`; returns the
     /// `(room, user)` entries dropped.
-    fn retain_rooms(&self, node: &str, rooms: Vec<String>) -> Pending<Vec<(String, String)>>;
+    fn retain_rooms(&self, node: &NodeId, rooms: Vec<RoomName>) -> Pending<Vec<(RoomName, UserId)>>;
     /// Makes `node`'s online users exactly `users`.
-    fn replace_users(&self, node: &str, users: Vec<String>) -> Pending<()>;
+    fn replace_users(&self, node: &NodeId, users: Vec<UserId>) -> Pending<()>;
     /// Whether the directory can be reached now.
     fn is_connected(&self) -> bool;
 }
 
 /// The users of `members`, each once, sorted.
-pub fn users_of(members: &[(String, String)]) -> Vec<String> {
-    let users: BTreeSet<&str> = members.iter().map(|(_, user)| user.as_str()).collect();
-    users.into_iter().map(str::to_owned).collect()
+pub fn users_of(members: &[(NodeId, UserId)]) -> Vec<UserId> {
+    let users: BTreeSet<&UserId> = members.iter().map(|(_, user)| user).collect();
+    users.into_iter().cloned().collect()
 }
 
 fn ready<T: Send + 'static>(value: T) -> Pending<T> {
@@ -106,10 +107,10 @@ pub struct MemoryDirectory {
 #[derive(Default)]
 struct MemoryState {
     /// Registered nodes and when their heartbeat lapses.
-    nodes: HashMap<String, Instant>,
+    nodes: HashMap<NodeId, Instant>,
     /// Per node: room entries and online users.
-    rooms: HashMap<String, BTreeSet<(String, String)>>,
-    users: HashMap<String, BTreeSet<String>>,
+    rooms: HashMap<NodeId, BTreeSet<(RoomName, UserId)>>,
+    users: HashMap<NodeId, BTreeSet<UserId>>,
 }
 
 impl MemoryState {
@@ -125,8 +126,8 @@ impl MemoryState {
 }
 
 impl Directory for MemoryDirectory {
-    fn heartbeat(&self, node: &str, ttl: Duration) -> Pending<bool> {
-        let new = self.state.lock().nodes.insert(node.to_owned(), Instant::now() + ttl).is_none();
+    fn heartbeat(&self, node: &NodeId, ttl: Duration) -> Pending<bool> {
+        let new = self.state.lock().nodes.insert(node.clone(), Instant::now() + ttl).is_none();
         ready(new)
     }
 
@@ -141,7 +142,7 @@ impl Directory for MemoryDirectory {
         ready(nodes)
     }
 
-    fn sweep(&self, node: &str) -> Pending<bool> {
+    fn sweep(&self, node: &NodeId) -> Pending<bool> {
         let mut state = self.state.lock();
         let lapsed = state.nodes.get(node).is_some_and(|&until| until <= Instant::now());
         if lapsed {
@@ -150,37 +151,37 @@ impl Directory for MemoryDirectory {
         ready(lapsed)
     }
 
-    fn depart(&self, node: &str) -> Pending<()> {
+    fn depart(&self, node: &NodeId) -> Pending<()> {
         self.state.lock().forget(node);
         ready(())
     }
 
-    fn room_joined(&self, node: &str, room: &str, user: &str) -> Pending<()> {
+    fn room_joined(&self, node: &NodeId, room: &RoomName, user: &UserId) -> Pending<()> {
         let mut state = self.state.lock();
-        state.rooms.entry(node.to_owned()).or_default().insert((room.to_owned(), user.to_owned()));
+        state.rooms.entry(node.clone()).or_default().insert((room.clone(), user.clone()));
         ready(())
     }
 
-    fn room_left(&self, node: &str, room: &str, user: &str) -> Pending<()> {
+    fn room_left(&self, node: &NodeId, room: &RoomName, user: &UserId) -> Pending<()> {
         if let Some(rooms) = self.state.lock().rooms.get_mut(node) {
-            rooms.remove(&(room.to_owned(), user.to_owned()));
+            rooms.remove(&(room.clone(), user.clone()));
         }
         ready(())
     }
 
-    fn user_online(&self, node: &str, user: &str) -> Pending<()> {
-        self.state.lock().users.entry(node.to_owned()).or_default().insert(user.to_owned());
+    fn user_online(&self, node: &NodeId, user: &UserId) -> Pending<()> {
+        self.state.lock().users.entry(node.clone()).or_default().insert(user.clone());
         ready(())
     }
 
-    fn user_offline(&self, node: &str, user: &str) -> Pending<()> {
+    fn user_offline(&self, node: &NodeId, user: &UserId) -> Pending<()> {
         if let Some(users) = self.state.lock().users.get_mut(node) {
             users.remove(user);
         }
         ready(())
     }
 
-    fn room_members(&self, room: &str) -> Pending<Vec<(String, String)>> {
+    fn room_members(&self, room: &RoomName) -> Pending<Vec<(NodeId, UserId)>> {
         let state = self.state.lock();
         let now = Instant::now();
         let mut members = Vec::new();
@@ -193,7 +194,7 @@ impl Directory for MemoryDirectory {
         ready(members)
     }
 
-    fn online(&self, users: Vec<String>) -> Pending<Vec<bool>> {
+    fn online(&self, users: Vec<UserId>) -> Pending<Vec<bool>> {
         let state = self.state.lock();
         let now = Instant::now();
         let online = users
@@ -203,13 +204,13 @@ impl Directory for MemoryDirectory {
         ready(online)
     }
 
-    fn replace_room(&self, node: &str, room: &str, users: Vec<String>) -> Pending<Changes> {
+    fn replace_room(&self, node: &NodeId, room: &RoomName, users: Vec<UserId>) -> Pending<Changes> {
         let mut state = self.state.lock();
-        let entries = state.rooms.entry(node.to_owned()).or_default();
-        let old: BTreeSet<String> = entries.iter().filter(|(r, _)| r == room).map(|(_, u)| u.clone()).collect();
-        let new: BTreeSet<String> = users.into_iter().collect();
+        let entries = state.rooms.entry(node.clone()).or_default();
+        let old: BTreeSet<UserId> = entries.iter().filter(|(r, _)| r == room).map(|(_, u)| u.clone()).collect();
+        let new: BTreeSet<UserId> = users.into_iter().collect();
         entries.retain(|(r, _)| r != room);
-        entries.extend(new.iter().map(|u| (room.to_owned(), u.clone())));
+        entries.extend(new.iter().map(|u| (room.clone(), u.clone())));
         let changes = Changes {
             removed: old.difference(&new).cloned().collect(),
             added: new.difference(&old).cloned().collect(),
@@ -217,17 +218,17 @@ impl Directory for MemoryDirectory {
         ready(changes)
     }
 
-    fn retain_rooms(&self, node: &str, rooms: Vec<String>) -> Pending<Vec<(String, String)>> {
-        let keep: BTreeSet<String> = rooms.into_iter().collect();
+    fn retain_rooms(&self, node: &NodeId, rooms: Vec<RoomName>) -> Pending<Vec<(RoomName, UserId)>> {
+        let keep: BTreeSet<RoomName> = rooms.into_iter().collect();
         let mut state = self.state.lock();
-        let entries = state.rooms.entry(node.to_owned()).or_default();
+        let entries = state.rooms.entry(node.clone()).or_default();
         let dropped: Vec<_> = entries.iter().filter(|(r, _)| !keep.contains(r)).cloned().collect();
         entries.retain(|(r, _)| keep.contains(r));
         ready(dropped)
     }
 
-    fn replace_users(&self, node: &str, users: Vec<String>) -> Pending<()> {
-        self.state.lock().users.insert(node.to_owned(), users.into_iter().collect());
+    fn replace_users(&self, node: &NodeId, users: Vec<UserId>) -> Pending<()> {
+        self.state.lock().users.insert(node.clone(), users.into_iter().collect());
         ready(())
     }
 
@@ -265,26 +266,26 @@ fn flag(on: bool) -> Value {
     text(if on { "1" } else { "0" })
 }
 
-fn strings(value: Value) -> Result<Vec<String>, fred::error::Error> {
+fn strings<T: From<String>>(value: Value) -> Result<Vec<T>, fred::error::Error> {
     match value {
         Value::Null => Ok(Vec::new()),
-        value => value.convert(),
+        value => Ok(value.convert::<Vec<String>>()?.into_iter().map(T::from).collect()),
     }
 }
 
 /// `[a, b, c, d]` as `[(a, b), (c, d)]`.
-fn pairs(flat: Vec<String>) -> Vec<(String, String)> {
+fn pairs<A: From<String>, B: From<String>>(flat: Vec<String>) -> Vec<(A, B)> {
     let mut flat = flat.into_iter();
-    std::iter::from_fn(|| Some((flat.next()?, flat.next()?))).collect()
+    std::iter::from_fn(|| Some((flat.next()?.into(), flat.next()?.into()))).collect()
 }
 
 /// `r\0u` entries as `(r, u)`.
-fn split(entries: Vec<String>) -> Vec<(String, String)> {
-    entries.into_iter().filter_map(|e| e.split_once('\0').map(|(r, u)| (r.to_owned(), u.to_owned()))).collect()
+fn split(entries: Vec<String>) -> Vec<(RoomName, UserId)> {
+    entries.into_iter().filter_map(|e| e.split_once('\0').map(|(r, u)| (r.into(), u.into()))).collect()
 }
 
 impl Directory for RedisDirectory {
-    fn heartbeat(&self, node: &str, ttl: Duration) -> Pending<bool> {
+    fn heartbeat(&self, node: &NodeId, ttl: Duration) -> Pending<bool> {
         let args = vec![text(node), Value::Integer(ttl.as_millis() as i64)];
         self.eval(&script::HEARTBEAT, args, |v| v.convert::<i64>().map(|added| added == 1))
     }
@@ -292,7 +293,7 @@ impl Directory for RedisDirectory {
     fn nodes(&self) -> Pending<Nodes> {
         self.eval(&script::NODES, Vec::new(), |v| {
             let mut nodes = Nodes::default();
-            for (node, alive) in pairs(strings(v)?) {
+            for (node, alive) in pairs::<NodeId, String>(strings(v)?) {
                 let set = if alive == "1" { &mut nodes.alive } else { &mut nodes.dead };
                 set.insert(node);
             }
@@ -300,31 +301,31 @@ impl Directory for RedisDirectory {
         })
     }
 
-    fn sweep(&self, node: &str) -> Pending<bool> {
+    fn sweep(&self, node: &NodeId) -> Pending<bool> {
         self.eval(&script::FORGET, vec![text(node), text("lapsed")], |v| v.convert::<i64>().map(|swept| swept == 1))
     }
 
-    fn depart(&self, node: &str) -> Pending<()> {
+    fn depart(&self, node: &NodeId) -> Pending<()> {
         self.eval(&script::FORGET, vec![text(node), text("now")], |_| Ok(()))
     }
 
-    fn room_joined(&self, node: &str, room: &str, user: &str) -> Pending<()> {
+    fn room_joined(&self, node: &NodeId, room: &RoomName, user: &UserId) -> Pending<()> {
         self.eval(&script::ROOM, vec![text(node), text(room), text(user), flag(true)], |_| Ok(()))
     }
 
-    fn room_left(&self, node: &str, room: &str, user: &str) -> Pending<()> {
+    fn room_left(&self, node: &NodeId, room: &RoomName, user: &UserId) -> Pending<()> {
         self.eval(&script::ROOM, vec![text(node), text(room), text(user), flag(false)], |_| Ok(()))
     }
 
-    fn user_online(&self, node: &str, user: &str) -> Pending<()> {
+    fn user_online(&self, node: &NodeId, user: &UserId) -> Pending<()> {
         self.eval(&script::USER, vec![text(node), text(user), flag(true)], |_| Ok(()))
     }
 
-    fn user_offline(&self, node: &str, user: &str) -> Pending<()> {
+    fn user_offline(&self, node: &NodeId, user: &UserId) -> Pending<()> {
         self.eval(&script::USER, vec![text(node), text(user), flag(false)], |_| Ok(()))
     }
 
-    fn room_members(&self, room: &str) -> Pending<Vec<(String, String)>> {
+    fn room_members(&self, room: &RoomName) -> Pending<Vec<(NodeId, UserId)>> {
         self.eval(&script::MEMBERS, vec![text(room)], |v| {
             let mut members = pairs(strings(v)?);
             members.sort();
@@ -332,17 +333,17 @@ impl Directory for RedisDirectory {
         })
     }
 
-    fn online(&self, users: Vec<String>) -> Pending<Vec<bool>> {
+    fn online(&self, users: Vec<UserId>) -> Pending<Vec<bool>> {
         if users.is_empty() {
             return ready(Vec::new());
         }
-        let args = users.into_iter().map(|u| Value::String(u.into())).collect();
+        let args = users.iter().map(|u| text(u)).collect();
         self.eval(&script::ONLINE, args, |v| Ok(v.convert::<Vec<i64>>()?.into_iter().map(|o| o == 1).collect()))
     }
 
-    fn replace_room(&self, node: &str, room: &str, users: Vec<String>) -> Pending<Changes> {
+    fn replace_room(&self, node: &NodeId, room: &RoomName, users: Vec<UserId>) -> Pending<Changes> {
         let mut args = vec![text(node), text(room)];
-        args.extend(users.into_iter().map(|u| Value::String(u.into())));
+        args.extend(users.iter().map(|u| text(u)));
         self.eval(&script::REPLACE_ROOM, args, |v| {
             let mut halves: Vec<Value> = match v {
                 Value::Array(halves) => halves,
@@ -354,15 +355,15 @@ impl Directory for RedisDirectory {
         })
     }
 
-    fn retain_rooms(&self, node: &str, rooms: Vec<String>) -> Pending<Vec<(String, String)>> {
+    fn retain_rooms(&self, node: &NodeId, rooms: Vec<RoomName>) -> Pending<Vec<(RoomName, UserId)>> {
         let mut args = vec![text(node)];
-        args.extend(rooms.into_iter().map(|r| Value::String(r.into())));
+        args.extend(rooms.iter().map(|r| text(r)));
         self.eval(&script::RETAIN_ROOMS, args, |v| Ok(split(strings(v)?)))
     }
 
-    fn replace_users(&self, node: &str, users: Vec<String>) -> Pending<()> {
+    fn replace_users(&self, node: &NodeId, users: Vec<UserId>) -> Pending<()> {
         let mut args = vec![text(node)];
-        args.extend(users.into_iter().map(|u| Value::String(u.into())));
+        args.extend(users.iter().map(|u| text(u)));
         self.eval(&script::REPLACE_USERS, args, |_| Ok(()))
     }
 
@@ -378,13 +379,15 @@ mod tests {
     #[test]
     fn flat_replies_pair_up_and_entries_split_at_the_zero_byte() {
         let flat = vec!["a".to_owned(), "alice".to_owned(), "b".to_owned(), "bob".to_owned()];
-        assert_eq!(pairs(flat), [("a".into(), "alice".into()), ("b".into(), "bob".into())]);
-        assert_eq!(split(vec!["chat:1\0a b:c".into()]), [("chat:1".to_owned(), "a b:c".to_owned())]);
+        let members: Vec<(NodeId, UserId)> = pairs(flat);
+        assert_eq!(members, [("a".into(), "alice".into()), ("b".into(), "bob".into())]);
+        assert_eq!(split(vec!["chat:1\0a b:c".into()]), [("chat:1".into(), "a b:c".into())]);
     }
 
     #[test]
     fn users_are_listed_once_and_sorted() {
-        let members = vec![("a".into(), "bob".into()), ("b".into(), "alice".into()), ("c".into(), "bob".into())];
+        let members: Vec<(NodeId, UserId)> =
+            vec![("a".into(), "bob".into()), ("b".into(), "alice".into()), ("c".into(), "bob".into())];
         assert_eq!(users_of(&members), ["alice", "bob"]);
     }
 }

@@ -60,6 +60,7 @@ pub use relay::{Channel, Relay};
 use relay::{Pending, RelayError};
 
 use crate::config::ClusterConfig;
+use crate::ids::{NodeId, RoomName, UserId};
 use crate::metrics::Metrics;
 
 /// How long start-up waits for Redis before going on without it.
@@ -69,7 +70,7 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// on the actors' runtime. A Redis that is not there yet is waited for in
 /// the background (the node is not ready until then); only an unusable
 /// `redis_url` fails.
-pub async fn join(config: &ClusterConfig, node: Arc<str>, metrics: Arc<Metrics>) -> Result<Arc<Membership>, String> {
+pub async fn join(config: &ClusterConfig, node: NodeId, metrics: Arc<Metrics>) -> Result<Arc<Membership>, String> {
     let backplane = backplane::Backplane::connect(&config.redis_url, CONNECT_WAIT)
         .await
         .map_err(|e| format!("cannot use cluster.redis_url {:?}: {e}", config.redis_url))?;
@@ -125,14 +126,14 @@ impl Cluster {
     }
 
     /// `user` has its first connection on this node.
-    pub fn user_online(&self, user: &Arc<str>) {
+    pub fn user_online(&self, user: &UserId) {
         if let Some(m) = &self.0 {
             m.user_online(user);
         }
     }
 
     /// `user` has no connection left on this node.
-    pub fn user_offline(&self, user: &Arc<str>) {
+    pub fn user_offline(&self, user: &UserId) {
         if let Some(m) = &self.0 {
             m.user_offline(user);
         }
@@ -140,25 +141,24 @@ impl Cluster {
 
     /// This node's online users are exactly `users` (after an outage):
     /// rewrites its entries and takes their channels again.
-    pub fn users_online(&self, users: impl Iterator<Item = Arc<str>>) {
+    pub fn users_online(&self, users: impl Iterator<Item = UserId>) {
         let Some(m) = &self.0 else { return };
-        let users: Vec<Arc<str>> = users.collect();
-        let names = users.iter().map(|u| u.to_string()).collect();
-        m.background("re-sync", m.directory.replace_users(&m.node, names));
+        let users: Vec<UserId> = users.collect();
+        m.background("re-sync", m.directory.replace_users(&m.node, users.clone()));
         for user in users {
             m.background("subscribe", m.relay.subscribe(&Channel::User(user)));
         }
     }
 
     /// `room` has no member left on this node.
-    pub fn room_retired(&self, room: &Arc<str>) {
+    pub fn room_retired(&self, room: &RoomName) {
         if let Some(m) = &self.0 {
             m.room_retired(room);
         }
     }
 
     /// Sends a `direct` frame to `user`'s connections on the other nodes.
-    pub fn direct(&self, user: &str, frame: &str) {
+    pub fn direct(&self, user: &UserId, frame: &str) {
         if let Some(m) = &self.0 {
             m.direct(user, frame);
         }
@@ -172,23 +172,23 @@ impl Cluster {
     }
 
     /// The users in `room` on every live node, while the cluster can say.
-    pub fn room_users(&self, room: &str) -> Option<impl Future<Output = Result<Vec<Arc<str>>, RelayError>> + Send + 'static> {
+    pub fn room_users(&self, room: &RoomName) -> Option<impl Future<Output = Result<Vec<UserId>, RelayError>> + Send + 'static> {
         self.reachable().map(|m| m.room_users(room))
     }
 
     /// Whether each of `users` is online on a live node, while the cluster can say.
-    pub fn online(&self, users: Vec<String>) -> Option<Pending<Vec<bool>>> {
+    pub fn online(&self, users: Vec<UserId>) -> Option<Pending<Vec<bool>>> {
         self.reachable().map(|m| m.online(users))
     }
 
     /// Numbers and publishes a server message to `room` for the other
     /// nodes (this one has no member in it), while the cluster can;
     /// `floor` is the last number this node knows of.
-    pub fn publish_elsewhere(&self, room: &Arc<str>, from: &str, data: &str, floor: u64) -> Option<Pending<u64>> {
+    pub fn publish_elsewhere(&self, room: &RoomName, from: &UserId, data: &str, floor: u64) -> Option<Pending<u64>> {
         let m = self.reachable()?;
         let body = Body::Message {
-            room: room.to_string(),
-            from: from.to_owned(),
+            room: room.clone(),
+            from: from.clone(),
             data: data.to_owned(),
             ts: crate::protocol::now_ms(),
             token: m.token(),
@@ -220,7 +220,7 @@ impl Cluster {
 /// the other nodes.
 pub struct Membership {
     /// This node's id, the `origin` of its envelopes.
-    pub node: Arc<str>,
+    pub node: NodeId,
     pub relay: Arc<dyn Relay>,
     pub directory: Arc<dyn Directory>,
     pub metrics: Arc<Metrics>,
@@ -242,7 +242,7 @@ pub fn now_us() -> u64 {
 impl Membership {
     /// Must be called on the actors' runtime, where background calls run.
     pub fn new(
-        node: Arc<str>,
+        node: NodeId,
         relay: Arc<dyn Relay>,
         directory: Arc<dyn Directory>,
         metrics: Arc<Metrics>,
@@ -292,7 +292,7 @@ impl Membership {
     }
 
     fn envelope(&self, body: Body) -> Envelope {
-        Envelope { origin: self.node.to_string(), sent_us: now_us(), body }
+        Envelope { origin: self.node.clone(), sent_us: now_us(), body }
     }
 
     /// Runs `task` on the actors' runtime.
@@ -337,7 +337,7 @@ impl Membership {
     }
 
     /// Numbers `body` with `room`'s next `seq` (above `floor`) and publishes it.
-    pub fn publish_sequenced(self: &Arc<Self>, room: &Arc<str>, body: Body, floor: u64) -> Pending<u64> {
+    pub fn publish_sequenced(self: &Arc<Self>, room: &RoomName, body: Body, floor: u64) -> Pending<u64> {
         let call = self.relay.publish_sequenced(&Channel::Room(room.clone()), &self.envelope(body), floor);
         let metrics = self.metrics.clone();
         self.checked(
@@ -353,56 +353,56 @@ impl Membership {
     /// `user` now has a connection in `room` on this node (its first).
     /// Resolves once the directory has the entry (or could not be told),
     /// so a `joined` answered after it is visible on every node.
-    pub fn room_joined(self: &Arc<Self>, room: &Arc<str>, user: &Arc<str>) -> Pending<()> {
+    pub fn room_joined(self: &Arc<Self>, room: &RoomName, user: &UserId) -> Pending<()> {
         let written = self.checked("room join", self.directory.room_joined(&self.node, room, user));
         self.publish(
             &Channel::Room(room.clone()),
-            Body::Presence { room: room.to_string(), user: user.to_string(), joined: true },
+            Body::Presence { room: room.clone(), user: user.clone(), joined: true },
         );
         written
     }
 
     /// `user` no longer has a connection in `room` on this node.
-    pub fn room_left(self: &Arc<Self>, room: &Arc<str>, user: &Arc<str>) {
+    pub fn room_left(self: &Arc<Self>, room: &RoomName, user: &UserId) {
         self.background("room leave", self.directory.room_left(&self.node, room, user));
         self.publish(
             &Channel::Room(room.clone()),
-            Body::Presence { room: room.to_string(), user: user.to_string(), joined: false },
+            Body::Presence { room: room.clone(), user: user.clone(), joined: false },
         );
     }
 
     /// `user` has its first connection on this node: it goes online
     /// cluster-wide, and direct messages to it from other nodes come here.
-    pub fn user_online(self: &Arc<Self>, user: &Arc<str>) {
+    pub fn user_online(self: &Arc<Self>, user: &UserId) {
         self.background("user online", self.directory.user_online(&self.node, user));
         self.background("subscribe", self.relay.subscribe(&Channel::User(user.clone())));
     }
 
     /// `user` has no connection left on this node.
-    pub fn user_offline(self: &Arc<Self>, user: &Arc<str>) {
+    pub fn user_offline(self: &Arc<Self>, user: &UserId) {
         self.background("user offline", self.directory.user_offline(&self.node, user));
         self.background("unsubscribe", self.relay.unsubscribe(&Channel::User(user.clone())));
     }
 
     /// Stops receiving `room`'s channel (its last local member left).
-    pub fn room_retired(self: &Arc<Self>, room: &Arc<str>) {
+    pub fn room_retired(self: &Arc<Self>, room: &RoomName) {
         self.background("unsubscribe", self.relay.unsubscribe(&Channel::Room(room.clone())));
     }
 
     /// The users in `room` on every live node, each once, sorted.
-    pub fn room_users(self: &Arc<Self>, room: &str) -> impl Future<Output = Result<Vec<Arc<str>>, RelayError>> + Send + 'static {
+    pub fn room_users(self: &Arc<Self>, room: &RoomName) -> impl Future<Output = Result<Vec<UserId>, RelayError>> + Send + 'static {
         let call = self.checked("presence query", self.directory.room_members(room));
-        async move { Ok(directory::users_of(&call.await?).into_iter().map(Arc::from).collect()) }
+        async move { Ok(directory::users_of(&call.await?)) }
     }
 
     /// Whether each of `users` is online on a live node.
-    pub fn online(self: &Arc<Self>, users: Vec<String>) -> Pending<Vec<bool>> {
+    pub fn online(self: &Arc<Self>, users: Vec<UserId>) -> Pending<Vec<bool>> {
         self.checked("status query", self.directory.online(users))
     }
 
     /// Sends a `direct` frame to `user`'s connections on the other nodes.
-    pub fn direct(self: &Arc<Self>, user: &str, frame: &str) {
-        self.publish(&Channel::User(user.into()), Body::Direct { user: user.to_owned(), frame: frame.to_owned() });
+    pub fn direct(self: &Arc<Self>, user: &UserId, frame: &str) {
+        self.publish(&Channel::User(user.clone()), Body::Direct { user: user.clone(), frame: frame.to_owned() });
     }
 
     /// Sends a `broadcast` frame to every connection on the other nodes.
@@ -421,11 +421,11 @@ mod tests {
         assert!(!alone.is_clustered() && alone.membership().is_none());
         assert!(alone.is_ready(), "readiness does not wait for a cluster there is none of");
         assert_eq!(alone.redis_connected(), None, "no Redis gauge to set");
-        assert!(alone.room_users("lobby").is_none() && alone.online(vec!["alice".into()]).is_none());
-        assert!(alone.publish_elsewhere(&Arc::from("lobby"), "server", "1", 0).is_none());
-        alone.user_online(&Arc::from("alice"));
-        alone.direct("alice", "{}");
+        assert!(alone.room_users(&"lobby".into()).is_none() && alone.online(vec!["alice".into()]).is_none());
+        assert!(alone.publish_elsewhere(&"lobby".into(), &"server".into(), "1", 0).is_none());
+        alone.user_online(&"alice".into());
+        alone.direct(&"alice".into(), "{}");
         alone.broadcast("{}");
-        alone.room_retired(&Arc::from("lobby"));
+        alone.room_retired(&"lobby".into());
     }
 }

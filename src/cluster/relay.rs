@@ -21,6 +21,7 @@ use tokio::sync::broadcast;
 
 use super::backplane::{Backplane, BackplaneError};
 use super::codec::{self, Envelope};
+use crate::ids::{RoomName, UserId};
 
 /// Envelopes a node buffers for a slow reader before it lags.
 const INCOMING_CAPACITY: usize = 16 * 1024;
@@ -29,9 +30,9 @@ const INCOMING_CAPACITY: usize = 16 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Channel {
     /// The members of a room, on nodes that have some.
-    Room(Arc<str>),
+    Room(RoomName),
     /// The connections of a user, on nodes that have some.
-    User(Arc<str>),
+    User(UserId),
     /// Every node.
     Broadcast,
 }

@@ -21,6 +21,7 @@ use crate::connection::rate::{self, RateLimiter, RateRule};
 use crate::connection::session::{JoinRefusal, Session};
 use crate::connection::clock;
 use crate::delivery::{ConnId, Delivery, Member, Outbox};
+use crate::ids::{RoomName, UserId};
 use crate::metrics::{Fault, Source, NO_CLOSE_CODE};
 use super::services::{OpenSlot, Services};
 use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, Request, ServerFrame};
@@ -347,9 +348,10 @@ impl<T: Transport> Connection<T> {
                 None => self.error(ErrorCode::NotInRoom, "typing in a room this connection has not joined", id),
             },
             ClientFrame::Direct { to, data } => {
+                let to = UserId::from(to);
                 let frame = ServerFrame::Direct { from: &user, data, ts: protocol::now_ms() }.encode();
                 self.services.cluster.direct(&to, frame.text());
-                self.services.presence.direct(to.into(), frame);
+                self.services.presence.direct(to, frame);
                 if id.is_some() {
                     self.reply(ServerFrame::Ack { seq: None, id });
                 }
@@ -387,7 +389,7 @@ impl<T: Transport> Connection<T> {
         self.reply(ServerFrame::Authed { user: &identity.user, id });
     }
 
-    fn on_join(&mut self, room: Arc<str>, id: Option<&RawValue>) {
+    fn on_join(&mut self, room: RoomName, id: Option<&RawValue>) {
         match self.session.check_join(&room, self.services.config.limits.max_rooms_per_conn) {
             Err(JoinRefusal::Forbidden) => return self.error(ErrorCode::Forbidden, "this user may not join that room", id),
             Err(JoinRefusal::TooManyRooms) => {
@@ -418,7 +420,7 @@ impl<T: Transport> Connection<T> {
     /// Joins every room of `rooms` at once (already checked against the
     /// session's permissions and limits), then runs `then` with whether all
     /// of them landed (those that failed are forgotten; the others stay joined).
-    pub fn join_all(&mut self, rooms: Vec<Arc<str>>, then: impl FnOnce(&mut Self, bool) + 'static) {
+    pub fn join_all(&mut self, rooms: Vec<RoomName>, then: impl FnOnce(&mut Self, bool) + 'static) {
         let Some(user) = self.session.user().cloned() else { return then(self, false) };
         let joins: Vec<_> = rooms
             .into_iter()
@@ -445,7 +447,7 @@ impl<T: Transport> Connection<T> {
         });
     }
 
-    fn on_presence(&mut self, room: Arc<str>, id: Option<&RawValue>) {
+    fn on_presence(&mut self, room: RoomName, id: Option<&RawValue>) {
         if !self.session.identity().is_some_and(|i| i.may_join(&room)) {
             return self.error(ErrorCode::Forbidden, "this user may not see that room", id);
         }

@@ -10,6 +10,7 @@ use crate::auth::Authenticator;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::delivery::{Bounds, ConnId, Registry};
+use crate::ids::NodeId;
 use crate::metrics::{Metrics, TransportKind};
 use crate::presence::Presence;
 use crate::rooms::RoomRegistry;
@@ -18,7 +19,7 @@ use crate::rooms::RoomRegistry;
 pub struct Services {
     pub config: Config,
     /// This node's id, as sent in `welcome`.
-    pub id: Arc<str>,
+    pub id: NodeId,
     pub auth: Authenticator,
     pub rooms: RoomRegistry,
     pub presence: Presence,
@@ -79,7 +80,7 @@ pub fn connection_capacity() -> Option<u64> {
 impl Services {
     pub fn new(
         config: Config,
-        id: Arc<str>,
+        id: NodeId,
         rooms: RoomRegistry,
         presence: Presence,
         metrics: Arc<Metrics>,

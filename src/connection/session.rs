@@ -3,13 +3,12 @@
 //! everything a room or presence must hear about when a connection changes
 //! goes through here, so no transport can forget a cleanup.
 
-use std::sync::Arc;
-
 use thin_vec::ThinVec;
 
 use crate::auth::Identity;
-use crate::delivery::{ConnId, Member, Outbox};
 use super::services::Services;
+use crate::delivery::{ConnId, Member, Outbox};
+use crate::ids::{RoomName, UserId};
 use crate::rooms::RoomHandle;
 
 /// One connection's identity and rooms.
@@ -19,7 +18,7 @@ pub struct Session {
     anonymous: bool,
     /// Joined rooms; `None` while the join is on its way. One pointer while
     /// empty (a `Vec` would be three).
-    rooms: ThinVec<(Arc<str>, Option<RoomHandle>)>,
+    rooms: ThinVec<(RoomName, Option<RoomHandle>)>,
 }
 
 /// Why a join is refused before it reaches the room.
@@ -38,7 +37,7 @@ impl Session {
         self.identity.as_ref()
     }
 
-    pub fn user(&self) -> Option<&Arc<str>> {
+    pub fn user(&self) -> Option<&UserId> {
         self.identity.as_ref().map(|i| &i.user)
     }
 
@@ -81,7 +80,7 @@ impl Session {
     }
 
     /// Records a join on its way; returns whether the room is new to this session.
-    pub fn joining(&mut self, room: &Arc<str>) -> bool {
+    pub fn joining(&mut self, room: &RoomName) -> bool {
         if self.is_in(room) {
             return false;
         }

@@ -14,7 +14,8 @@ pub mod registry;
 pub mod wake;
 
 use std::fmt;
-use std::sync::Arc;
+
+use crate::ids::UserId;
 
 pub use outbox::{Bounds, Delivery, Outbox, Request};
 pub use registry::Registry;
@@ -34,7 +35,7 @@ impl fmt::Display for ConnId {
 #[derive(Clone)]
 pub struct Member {
     pub conn: ConnId,
-    pub user: Arc<str>,
+    pub user: UserId,
     pub outbox: Outbox,
 }
 

@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use ractor::{ActorId, RpcReplyPort};
 
-use crate::supervisor::Actor;
-
 use crate::delivery::{ConnId, Member};
+use crate::ids::{RoomName, UserId};
+use crate::supervisor::Actor;
 use crate::protocol::Encoded;
 use crate::rpc::CallError;
 pub use registry::{Counts, PresenceCell, PresenceMsg};
@@ -53,28 +53,28 @@ impl Presence {
     }
 
     /// A connection went away.
-    pub fn offline(&self, user: Arc<str>, conn: ConnId) {
+    pub fn offline(&self, user: UserId, conn: ConnId) {
         self.cast(PresenceMsg::Offline { user, conn });
     }
 
     /// `user` has its first connection in `room`.
-    pub fn room_joined(&self, room: Arc<str>, user: Arc<str>) {
+    pub fn room_joined(&self, room: RoomName, user: UserId) {
         self.cast(PresenceMsg::RoomJoined { room, user });
     }
 
     /// `user` has no connection left in `room`.
-    pub fn room_left(&self, room: Arc<str>, user: Arc<str>) {
+    pub fn room_left(&self, room: RoomName, user: UserId) {
         self.cast(PresenceMsg::RoomLeft { room, user });
     }
 
     /// Queues `frame` for every connection of `to`.
-    pub fn direct(&self, to: Arc<str>, frame: Encoded) {
+    pub fn direct(&self, to: UserId, frame: Encoded) {
         self.cast(PresenceMsg::Direct { to, frame });
     }
 
     /// The users in `room`, each once, sorted: on every node with
     /// clustering (this node's own view while the backplane is away).
-    pub fn room_users(&self, room: Arc<str>) -> impl Future<Output = Result<Vec<Arc<str>>, CallError>> + 'static {
+    pub fn room_users(&self, room: RoomName) -> impl Future<Output = Result<Vec<UserId>, CallError>> + 'static {
         let cluster = self.cell.cluster.room_users(&room);
         let local = self.clone();
         async move {
@@ -97,8 +97,8 @@ impl Presence {
     /// (on this one while the backplane is away).
     pub fn status(
         &self,
-        users: Vec<String>,
-    ) -> impl Future<Output = Result<BTreeMap<String, bool>, CallError>> + 'static {
+        users: Vec<UserId>,
+    ) -> impl Future<Output = Result<BTreeMap<UserId, bool>, CallError>> + 'static {
         let cluster = self.cell.cluster.online(users.clone()).map(|query| (users.clone(), query));
         let local = self.clone();
         async move {
@@ -112,7 +112,7 @@ impl Presence {
     }
 
     /// The users with a connection on this node now.
-    pub fn local_users(&self) -> impl Future<Output = Result<Vec<Arc<str>>, CallError>> + 'static {
+    pub fn local_users(&self) -> impl Future<Output = Result<Vec<UserId>, CallError>> + 'static {
         self.ask(|reply| PresenceMsg::LocalUsers { reply })
     }
 

@@ -18,6 +18,7 @@ use ractor::RpcReplyPort;
 
 use crate::cluster::Cluster;
 use crate::delivery::{ConnId, Member, Outbox};
+use crate::ids::{RoomName, UserId};
 use crate::metrics::{ActorKind, Metrics};
 use crate::protocol::Encoded;
 use crate::supervisor::{Actor, Failure, Mailbox};
@@ -26,27 +27,27 @@ use crate::supervisor::{Actor, Failure, Mailbox};
 pub enum PresenceMsg {
     Online(Member),
     Offline {
-        user: Arc<str>,
+        user: UserId,
         conn: ConnId,
     },
     RoomJoined {
-        room: Arc<str>,
-        user: Arc<str>,
+        room: RoomName,
+        user: UserId,
     },
     RoomLeft {
-        room: Arc<str>,
-        user: Arc<str>,
+        room: RoomName,
+        user: UserId,
     },
     RoomUsers {
-        room: Arc<str>,
-        reply: RpcReplyPort<Vec<Arc<str>>>,
+        room: RoomName,
+        reply: RpcReplyPort<Vec<UserId>>,
     },
     Status {
-        users: Vec<String>,
-        reply: RpcReplyPort<BTreeMap<String, bool>>,
+        users: Vec<UserId>,
+        reply: RpcReplyPort<BTreeMap<UserId, bool>>,
     },
     Direct {
-        to: Arc<str>,
+        to: UserId,
         frame: Encoded,
     },
     Counts {
@@ -54,7 +55,7 @@ pub enum PresenceMsg {
     },
     /// The users with a connection on this node.
     LocalUsers {
-        reply: RpcReplyPort<Vec<Arc<str>>>,
+        reply: RpcReplyPort<Vec<UserId>>,
     },
     /// Cluster: rewrite this node's online users in the directory and
     /// re-subscribe their channels (the backplane is back after an outage).
@@ -95,8 +96,8 @@ impl PresenceCell {
 pub struct PresenceState {
     metrics: Arc<Metrics>,
     cluster: Cluster,
-    online: HashMap<Arc<str>, Vec<(ConnId, Outbox)>>,
-    rooms: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    online: HashMap<UserId, Vec<(ConnId, Outbox)>>,
+    rooms: HashMap<RoomName, HashSet<UserId>>,
 }
 
 impl PresenceState {
@@ -152,7 +153,7 @@ impl PresenceState {
         self.cluster.users_online(self.online.keys().cloned());
     }
 
-    fn room_joined(&mut self, room: Arc<str>, user: Arc<str>) {
+    fn room_joined(&mut self, room: RoomName, user: UserId) {
         self.rooms.entry(room).or_default().insert(user);
     }
 
@@ -166,17 +167,17 @@ impl PresenceState {
         }
     }
 
-    fn room_users(&self, room: &str) -> Vec<Arc<str>> {
+    fn room_users(&self, room: &str) -> Vec<UserId> {
         let mut users: Vec<_> = self.rooms.get(room).map(|s| s.iter().cloned().collect()).unwrap_or_default();
         users.sort_unstable();
         users
     }
 
-    fn status(&self, users: Vec<String>) -> BTreeMap<String, bool> {
+    fn status(&self, users: Vec<UserId>) -> BTreeMap<UserId, bool> {
         users
             .into_iter()
             .map(|u| {
-                let online = self.online.contains_key(u.as_str());
+                let online = self.online.contains_key(&u);
                 (u, online)
             })
             .collect()
@@ -226,7 +227,7 @@ mod tests {
         (Presence::new(cell), actor)
     }
 
-    fn strs(v: Vec<Arc<str>>) -> Vec<String> {
+    fn strs(v: Vec<UserId>) -> Vec<String> {
         v.into_iter().map(|s| s.to_string()).collect()
     }
 

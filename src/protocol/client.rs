@@ -14,7 +14,7 @@ pub enum ClientFrame<'a> {
     Direct { to: Cow<'a, str>, data: &'a RawValue },
     Typing { room: Cow<'a, str>, typing: bool },
     Presence { room: Cow<'a, str> },
-    Status { users: Vec<String> },
+    Status { users: Vec<UserId> },
     Ping,
 }
 
@@ -246,7 +246,7 @@ pub fn decode(text: &str) -> Result<Request<'_>, Rejection<'_>> {
         "status" => {
             let users = fields
                 .users
-                .and_then(|raw| serde_json::from_str::<Vec<String>>(raw.get()).ok())
+                .and_then(|raw| serde_json::from_str::<Vec<UserId>>(raw.get()).ok())
                 .filter(|users| users.len() <= MAX_STATUS_USERS)
                 .ok_or_else(|| bad("users must be a list of at most 1000 user ids"))?;
             ClientFrame::Status { users }

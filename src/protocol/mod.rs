@@ -16,6 +16,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+use crate::ids::UserId;
+
 /// Longest room name in bytes.
 pub const MAX_ROOM_LEN: usize = 128;
 /// Deepest nesting of arrays and objects accepted inside `data`: `[[1]]` is 2.

@@ -77,7 +77,7 @@ pub enum ServerFrame<'a> {
     },
     Joined {
         room: &'a str,
-        users: &'a [std::sync::Arc<str>],
+        users: &'a [UserId],
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Id<'a>,
     },
@@ -94,12 +94,12 @@ pub enum ServerFrame<'a> {
     },
     Presence {
         room: &'a str,
-        users: &'a [std::sync::Arc<str>],
+        users: &'a [UserId],
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Id<'a>,
     },
     Status {
-        online: &'a BTreeMap<String, bool>,
+        online: &'a BTreeMap<UserId, bool>,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Id<'a>,
     },

@@ -25,6 +25,7 @@ use serde_json::value::RawValue;
 use crate::cluster::codec::Body;
 
 use crate::delivery::{ConnId, Member};
+use crate::ids::{NodeId, RoomName, UserId};
 use crate::rpc::CallError;
 use crate::supervisor::Actor;
 pub use room::{Publication, RoomCell, RoomMsg};
@@ -73,9 +74,9 @@ impl RoomRegistry {
     /// and the users now in it (the new member included).
     pub fn join(
         &self,
-        room: Arc<str>,
+        room: RoomName,
         member: Member,
-    ) -> impl Future<Output = Result<(RoomHandle, Vec<Arc<str>>), CallError>> + 'static {
+    ) -> impl Future<Output = Result<(RoomHandle, Vec<UserId>), CallError>> + 'static {
         let reply = self.ask(&room.clone(), |reply| ShardMsg::Join { room, member, reply });
         async move {
             let reply = reply.await?;
@@ -84,7 +85,7 @@ impl RoomRegistry {
     }
 
     /// Removes connection `conn` from `room`; a no-op if it is not a member.
-    pub fn leave(&self, room: Arc<str>, conn: ConnId) {
+    pub fn leave(&self, room: RoomName, conn: ConnId) {
         self.shard(&room).mailbox().send(ShardMsg::Leave { room, conn });
     }
 
@@ -93,8 +94,8 @@ impl RoomRegistry {
     /// members' publishes, and advances `seq` even when the room has no members.
     pub fn publish_from_server(
         &self,
-        room: Arc<str>,
-        from: Arc<str>,
+        room: RoomName,
+        from: UserId,
         data: Box<RawValue>,
     ) -> impl Future<Output = Result<u64, CallError>> + 'static {
         let at = Instant::now();
@@ -102,24 +103,24 @@ impl RoomRegistry {
     }
 
     /// The last `seq` given out in `room` (0 when none).
-    pub fn last_seq(&self, room: Arc<str>) -> impl Future<Output = Result<u64, CallError>> + 'static {
+    pub fn last_seq(&self, room: RoomName) -> impl Future<Output = Result<u64, CallError>> + 'static {
         self.ask(&room.clone(), |reply| ShardMsg::LastSeq { room, reply })
     }
 
     /// Hands an envelope from the cluster to its room, if the room is
     /// alive on this node (it is subscribed to the channel only then).
-    pub fn relayed(&self, seq: Option<u64>, origin: Arc<str>, body: Body) {
+    pub fn relayed(&self, seq: Option<u64>, origin: NodeId, body: Body) {
         let room = match &body {
             Body::Message { room, .. } | Body::Presence { room, .. } | Body::Typing { room, .. } => room,
             Body::Direct { .. } | Body::Broadcast { .. } => return,
         };
-        let room: Arc<str> = room.as_str().into();
-        self.shard(&room).mailbox().send(ShardMsg::Relayed { room: room.clone(), seq, origin, body });
+        let room = room.clone();
+        self.shard(&room).mailbox().send(ShardMsg::Relayed { room, seq, origin, body });
     }
 
     /// The rooms alive on this node (those with members here); those of a
     /// shard that does not answer are missing.
-    pub async fn live_rooms(&self) -> Vec<Arc<str>> {
+    pub async fn live_rooms(&self) -> Vec<RoomName> {
         let asked: Vec<_> = self
             .shards
             .iter()
@@ -139,14 +140,14 @@ impl RoomRegistry {
     }
 
     /// Tells every live room that `nodes` died.
-    pub fn nodes_gone(&self, nodes: Arc<BTreeSet<Arc<str>>>) {
+    pub fn nodes_gone(&self, nodes: Arc<BTreeSet<NodeId>>) {
         self.each_shard(|| ShardMsg::NodesGone(nodes.clone()));
     }
 
     /// The life `room` is in, if the room is alive on this node: it
     /// changes when the room restarts.
     pub async fn room_life(&self, room: &str) -> Option<u32> {
-        let room: Arc<str> = room.into();
+        let room = RoomName::from(room);
         self.ask(&room.clone(), |reply| ShardMsg::RoomLife { room, reply }).await.ok().flatten()
     }
 
@@ -159,7 +160,7 @@ impl RoomRegistry {
     /// returns the life it is in, or `None` when the room is not alive on
     /// this node.
     pub async fn crash_room(&self, room: &str) -> Option<u32> {
-        let room: Arc<str> = room.into();
+        let room = RoomName::from(room);
         self.ask(&room.clone(), |reply| ShardMsg::CrashRoom { room, reply }).await.ok().flatten()
     }
 
@@ -174,14 +175,14 @@ impl RoomRegistry {
 
 impl RoomHandle {
     /// Publishes to the room; the room sends the `ack` when `id` is set.
-    pub fn publish(&self, conn: ConnId, user: Arc<str>, data: &RawValue, echo: bool, id: Option<&RawValue>) {
+    pub fn publish(&self, conn: ConnId, user: UserId, data: &RawValue, echo: bool, id: Option<&RawValue>) {
         let (data, id, at) = (data.to_owned(), id.map(ToOwned::to_owned), Instant::now());
         let publication = Publication { conn, user, data, echo, id, at };
         self.room.send(RoomMsg::Publish(publication));
     }
 
     /// Tells the other members that `user` is (or stopped) typing.
-    pub fn typing(&self, conn: ConnId, user: Arc<str>, typing: bool) {
+    pub fn typing(&self, conn: ConnId, user: UserId, typing: bool) {
         self.room.send(RoomMsg::Typing { conn, user, typing });
     }
 }

@@ -38,6 +38,7 @@ use super::room::{JoinReply, RoomCell, RoomMsg};
 use crate::cluster::Cluster;
 use crate::config::SupervisionConfig;
 use crate::delivery::{ConnId, Member};
+use crate::ids::{NodeId, RoomName, UserId};
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
 use crate::supervisor::{Actor, Failure, Mailbox, RestartBudget};
@@ -45,29 +46,29 @@ use crate::cluster::codec::Body;
 
 /// Messages of a registry shard. Use [`super::RoomRegistry`] to send them.
 pub enum ShardMsg {
-    Join { room: Arc<str>, member: Member, reply: RpcReplyPort<JoinReply> },
-    Leave { room: Arc<str>, conn: ConnId },
+    Join { room: RoomName, member: Member, reply: RpcReplyPort<JoinReply> },
+    Leave { room: RoomName, conn: ConnId },
     /// Sent by a room after any message that leaves it without members.
     Empty { room: Arc<RoomCell>, seen: u64 },
     /// A room has messages waiting: give it a turn.
     Run(Arc<RoomCell>),
     /// A publish from the server API; the reply is its `seq`.
-    Publish { room: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>, at: Instant },
+    Publish { room: RoomName, from: UserId, data: Box<RawValue>, reply: RpcReplyPort<u64>, at: Instant },
     /// The last `seq` given out in a room (0 when none).
-    LastSeq { room: Arc<str>, reply: RpcReplyPort<u64> },
+    LastSeq { room: RoomName, reply: RpcReplyPort<u64> },
     /// An envelope from the cluster, for the room if it is alive here.
-    Relayed { room: Arc<str>, seq: Option<u64>, origin: Arc<str>, body: Body },
+    Relayed { room: RoomName, seq: Option<u64>, origin: NodeId, body: Body },
     /// Every live room re-subscribes and rewrites its cluster entries.
     Resync,
     /// Every live room drops the users of nodes that died.
-    NodesGone(Arc<BTreeSet<Arc<str>>>),
+    NodesGone(Arc<BTreeSet<NodeId>>),
     /// The names of the live rooms.
-    LiveRooms { reply: RpcReplyPort<Vec<Arc<str>>> },
+    LiveRooms { reply: RpcReplyPort<Vec<RoomName>> },
     /// The life a room is in, if it is alive here.
-    RoomLife { room: Arc<str>, reply: RpcReplyPort<Option<u32>> },
+    RoomLife { room: RoomName, reply: RpcReplyPort<Option<u32>> },
     /// Makes a room panic (fault injection); the reply is the life it was
     /// in, or `None` when the room is not alive here.
-    CrashRoom { room: Arc<str>, reply: RpcReplyPort<Option<u32>> },
+    CrashRoom { room: RoomName, reply: RpcReplyPort<Option<u32>> },
     /// Panics the shard (fault injection).
     Crash,
 }
@@ -88,7 +89,7 @@ impl Slot {
 /// A registry shard actor: its queue and rooms, which outlive any one run.
 pub struct ShardCell {
     mailbox: Arc<Mailbox<ShardMsg>>,
-    slots: Mutex<HashMap<Arc<str>, Slot>>,
+    slots: Mutex<HashMap<RoomName, Slot>>,
     presence: Presence,
     metrics: Arc<Metrics>,
     supervision: SupervisionConfig,
@@ -119,7 +120,7 @@ impl ShardCell {
         self.slots.lock().values().filter_map(|s| s.room.clone()).collect()
     }
 
-    fn join(&self, name: Arc<str>, member: Member, reply: RpcReplyPort<JoinReply>) {
+    fn join(&self, name: RoomName, member: Member, reply: RpcReplyPort<JoinReply>) {
         let (room, new) = {
             let mut slots = self.slots.lock();
             let slot = slots.entry(name.clone()).or_insert_with(Slot::new);
@@ -153,7 +154,7 @@ impl ShardCell {
 
     /// Gives a server publish its `seq`: through the room when there is one,
     /// so it is ordered with the members' own publishes; here otherwise.
-    fn publish(&self, name: Arc<str>, from: Arc<str>, data: Box<RawValue>, reply: RpcReplyPort<u64>, at: Instant) {
+    fn publish(&self, name: RoomName, from: UserId, data: Box<RawValue>, reply: RpcReplyPort<u64>, at: Instant) {
         let mut slots = self.slots.lock();
         if let Some(slot) = slots.get_mut(&name) {
             if let Some(room) = slot.room.clone() {

@@ -1,13 +1,13 @@
 //! [`Users`]: how many connections each user has in a room, kept sorted.
 
-use std::sync::Arc;
+use crate::ids::UserId;
 
 /// Connections per user, sorted by user: one allocation of 24 bytes a user,
 /// where a `BTreeMap` would take a 232-byte node for a room's first user. A
 /// join lists a big room's users without sorting them; adding or removing
 /// a user moves the entries after it, as the join's own list copies them all.
 #[derive(Default)]
-pub struct Users(Vec<(Arc<str>, u32)>);
+pub struct Users(Vec<(UserId, u32)>);
 
 impl Users {
     fn find(&self, user: &str) -> Result<usize, usize> {
@@ -15,7 +15,7 @@ impl Users {
     }
 
     /// Counts one more connection of `user`; true for its first.
-    pub fn add(&mut self, user: &Arc<str>) -> bool {
+    pub fn add(&mut self, user: &UserId) -> bool {
         match self.find(user) {
             Ok(at) => {
                 self.0[at].1 += 1;
@@ -52,7 +52,7 @@ impl Users {
     }
 
     /// The users, sorted.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = &UserId> + '_ {
         self.0.iter().map(|(user, _)| user)
     }
 }
@@ -64,7 +64,7 @@ mod tests {
     #[test]
     fn a_user_counts_until_its_last_connection_leaves() {
         let mut users = Users::default();
-        let (bob, alice): (Arc<str>, Arc<str>) = ("bob".into(), "alice".into());
+        let (bob, alice): (UserId, UserId) = ("bob".into(), "alice".into());
         assert!(users.add(&bob));
         assert!(users.add(&alice));
         assert!(!users.add(&bob), "bob's second connection");

@@ -18,13 +18,13 @@
 //! consumer rule, and it ends when its client's socket does.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::connection::Transport;
 use crate::metrics::TransportKind;
 use crate::connection::core::Connection;
+use crate::ids::RoomName;
 use crate::protocol::{self, ServerKind};
 
 /// A Server-Sent Events connection.
@@ -39,13 +39,13 @@ pub struct Sse {
 
 /// Rooms to join as the stream opens, and the response head to send once they are.
 struct Opening {
-    rooms: Vec<Arc<str>>,
+    rooms: Vec<RoomName>,
     head: Bytes,
 }
 
 impl Sse {
     /// A subscriber to `rooms` whose response begins with `head`.
-    pub fn new(rooms: Vec<Arc<str>>, head: Bytes) -> Self {
+    pub fn new(rooms: Vec<RoomName>, head: Bytes) -> Self {
         Self { opening: Some(Box::new(Opening { rooms, head })) }
     }
 }
@@ -95,7 +95,7 @@ fn chunk(out: &mut BytesMut, payload: &[u8]) {
 
 /// The distinct rooms of every `rooms` parameter, each a comma-separated
 /// list; an error names the first bad room.
-pub fn requested_rooms(query: &str, max: usize) -> Result<Vec<Arc<str>>, String> {
+pub fn requested_rooms(query: &str, max: usize) -> Result<Vec<RoomName>, String> {
     let params: Vec<(String, String)> =
         serde_urlencoded::from_str(query).map_err(|_| "the query string is malformed".to_owned())?;
     let mut rooms = BTreeSet::new();
@@ -116,7 +116,7 @@ pub fn requested_rooms(query: &str, max: usize) -> Result<Vec<Arc<str>>, String>
     if rooms.len() > max {
         return Err(format!("too many rooms: at most {max} per connection"));
     }
-    Ok(rooms.into_iter().map(Arc::from).collect())
+    Ok(rooms.into_iter().map(RoomName::from).collect())
 }
 
 #[cfg(test)]

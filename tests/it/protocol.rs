@@ -51,6 +51,26 @@ async fn pair(server: &TestServer, room: &str) -> (Client, Client) {
     (alice, bob)
 }
 
+/// The frames up to the one whose `id` is `id`, however long the server
+/// takes to send it, then any that follow within [`QUIET`].
+async fn frames_through_reply(client: &mut Client, id: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        match client.next_event().await {
+            Event::Frame(frame) => {
+                let reply = frame.get("id") == Some(id);
+                out.push(frame);
+                if reply {
+                    break;
+                }
+            }
+            Event::Closed(close) => panic!("connection closed: {close:?} after {out:?}"),
+        }
+    }
+    out.extend(frames(client).await);
+    out
+}
+
 /// Every frame that arrives until `QUIET` passes without one.
 async fn frames(client: &mut Client) -> Vec<Value> {
     let mut out = Vec::new();
@@ -163,7 +183,7 @@ async fn leave_replies_left_and_others_get_user_left() {
 async fn publish_acks_seq_and_delivers_a_message_with_every_field() {
     let (_server, mut alice, mut bob) = pair_alone("news").await;
     alice.send(json!({"type": "publish", "room": "news", "data": {"text": "hi"}, "id": 1})).await;
-    let got = frames(&mut alice).await;
+    let got = frames_through_reply(&mut alice, &json!(1)).await;
     let ack = got.iter().find(|f| f["type"] == "ack").unwrap_or_else(|| panic!("no ack in {got:?}"));
     assert_eq!((&ack["seq"], &ack["id"]), (&json!(1), &json!(1)), "{ack}");
     let message = bob.recv().await;
@@ -240,7 +260,7 @@ async fn assert_one_reply_per_frame(id: Value) {
     for (mut frame, ty) in cases {
         frame["id"] = id.clone();
         alice.send(frame.clone()).await;
-        let got = frames(&mut alice).await;
+        let got = frames_through_reply(&mut alice, &id).await;
         let replies: Vec<_> = got.iter().filter(|f| f.get("id") == Some(&id)).collect();
         assert_eq!(replies.len(), 1, "{frame} -> {got:?}");
         assert_eq!(replies[0]["type"], ty, "{frame} -> {got:?}");

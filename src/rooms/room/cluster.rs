@@ -7,8 +7,8 @@ use super::*;
 pub struct SyncOutcome {
     /// How this node's own entries changed (a rewrite after an outage).
     changes: Changes,
-    /// `(node, user)` for every user in the room on a live node.
-    members: Vec<(String, String)>,
+    /// Every user in the room on a live node, with that node.
+    members: Vec<(NodeId, UserId)>,
 }
 
 /// Who is waiting for the number of a publish sent to the backplane.
@@ -20,7 +20,7 @@ pub(super) enum Publisher {
 /// A publish on its way through the backplane.
 struct Waiting {
     publisher: Publisher,
-    from: Arc<str>,
+    from: UserId,
     data: Box<RawValue>,
     /// The member's `ack` went out already (its message came back first).
     acked: bool,
@@ -32,7 +32,7 @@ struct Waiting {
 struct Clustered {
     cluster: Arc<Membership>,
     /// Users other nodes have in the room, with those nodes.
-    remote: BTreeMap<Arc<str>, Vec<Arc<str>>>,
+    remote: BTreeMap<UserId, Vec<NodeId>>,
     /// Between asking for the other nodes' members and having them:
     /// membership changes wait in `deferred`, so they apply on top.
     syncing: bool,
@@ -92,7 +92,7 @@ impl Side {
     }
 
     /// The users other nodes have in the room.
-    pub(super) fn remote_users(&self) -> impl Iterator<Item = &Arc<str>> {
+    pub(super) fn remote_users(&self) -> impl Iterator<Item = &UserId> {
         self.0.iter().flat_map(|c| c.remote.keys())
     }
 
@@ -102,21 +102,21 @@ impl Side {
     }
 
     /// Tells the other nodes that `user` is (or stopped) typing in `room`.
-    pub(super) fn typing(&self, room: &Arc<str>, user: &str, typing: bool) {
+    pub(super) fn typing(&self, room: &RoomName, user: UserId, typing: bool) {
         if let Some(clustered) = &self.0 {
-            let body = Body::Typing { room: room.to_string(), user: user.to_owned(), typing };
+            let body = Body::Typing { room: room.clone(), user, typing };
             clustered.cluster.publish(&Channel::Room(room.clone()), body);
         }
     }
 
     /// Writes `user`'s arrival in `room` to the directory; the write, to
     /// wait for before the join is answered.
-    pub(super) fn user_joined(&self, room: &Arc<str>, user: &Arc<str>) -> Option<Pending<()>> {
+    pub(super) fn user_joined(&self, room: &RoomName, user: &UserId) -> Option<Pending<()>> {
         self.0.as_ref().map(|c| c.cluster.room_joined(room, user))
     }
 
     /// Writes `user`'s departure from `room` to the directory.
-    pub(super) fn user_left(&self, room: &Arc<str>, user: &Arc<str>) {
+    pub(super) fn user_left(&self, room: &RoomName, user: &UserId) {
         if let Some(clustered) = &self.0 {
             clustered.cluster.room_left(room, user);
         }
@@ -171,7 +171,7 @@ impl RoomState {
     pub(super) fn relay_publish(
         &mut self,
         cell: &Arc<RoomCell>,
-        from: Arc<str>,
+        from: UserId,
         data: Box<RawValue>,
         publisher: Publisher,
         at: Instant,
@@ -185,8 +185,8 @@ impl RoomState {
             _ => None,
         };
         let body = Body::Message {
-            room: self.name.to_string(),
-            from: from.to_string(),
+            room: self.name.clone(),
+            from: from.clone(),
             data: data.get().to_owned(),
             ts: now_ms(),
             token,
@@ -284,7 +284,7 @@ impl RoomState {
     }
 
     /// An envelope from the room's channel.
-    pub(super) fn relayed(&mut self, seq: Option<u64>, origin: Arc<str>, body: Body) {
+    pub(super) fn relayed(&mut self, seq: Option<u64>, origin: NodeId, body: Body) {
         let Some(clustered) = self.cluster.0.as_mut() else { return };
         let own = origin == clustered.cluster.node;
         match body {
@@ -319,7 +319,7 @@ impl RoomState {
                     self.enqueued(at);
                 }
             }
-            Body::Presence { user, joined, .. } if !own => self.remote_change(origin, user.into(), joined),
+            Body::Presence { user, joined, .. } if !own => self.remote_change(origin, user, joined),
             Body::Typing { user, typing, .. } if !own => {
                 let frame = ServerFrame::Typing { room: &self.name, user: &user, typing }.encode();
                 self.fan_out(&frame, None);
@@ -329,7 +329,7 @@ impl RoomState {
     }
 
     /// `node` now has (or no longer has) `user` in the room.
-    pub(super) fn remote_change(&mut self, node: Arc<str>, user: Arc<str>, joined: bool) {
+    pub(super) fn remote_change(&mut self, node: NodeId, user: UserId, joined: bool) {
         let was = self.present(&user);
         let Some(clustered) = self.cluster.0.as_mut() else { return };
         let nodes = clustered.remote.entry(user.clone()).or_default();
@@ -348,7 +348,7 @@ impl RoomState {
     }
 
     /// Drops the users of dead `nodes`.
-    pub(super) fn nodes_gone(&mut self, nodes: &BTreeSet<Arc<str>>) {
+    pub(super) fn nodes_gone(&mut self, nodes: &BTreeSet<NodeId>) {
         let Some(clustered) = self.cluster.0.as_mut() else { return };
         let mut changed = Vec::new();
         clustered.remote.retain(|user, on| {
@@ -369,7 +369,7 @@ impl RoomState {
     /// members; membership changes wait until the answer is in.
     pub(super) fn sync(&mut self, cell: &Arc<RoomCell>, initial: bool) {
         let floor = self.seq.load(Ordering::Relaxed);
-        let users: Vec<String> = self.users.iter().map(|u| u.to_string()).collect();
+        let users: Vec<UserId> = self.users.iter().cloned().collect();
         let Some(clustered) = self.cluster.0.as_mut() else { return };
         clustered.syncing = true;
         clustered.generation += 1;
@@ -416,17 +416,17 @@ impl RoomState {
         let channel = Channel::Room(self.name.clone());
         for (users, joined) in [(changes.removed, false), (changes.added, true)] {
             for user in users {
-                cluster.publish(&channel, Body::Presence { room: self.name.to_string(), user, joined });
+                cluster.publish(&channel, Body::Presence { room: self.name.clone(), user, joined });
             }
         }
-        let mut remote: BTreeMap<Arc<str>, Vec<Arc<str>>> = BTreeMap::new();
+        let mut remote: BTreeMap<UserId, Vec<NodeId>> = BTreeMap::new();
         for (node, user) in members {
-            if *node != *cluster.node {
-                remote.entry(user.into()).or_default().push(node.into());
+            if node != cluster.node {
+                remote.entry(user).or_default().push(node);
             }
         }
         let old = std::mem::replace(&mut clustered.remote, remote);
-        let affected: BTreeSet<Arc<str>> =
+        let affected: BTreeSet<UserId> =
             old.keys().chain(self.cluster.0.as_ref().map(|c| c.remote.keys()).into_iter().flatten()).cloned().collect();
         for user in affected {
             let was = self.users.contains(&user) || old.contains_key(&user);

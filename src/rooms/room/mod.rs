@@ -40,6 +40,7 @@ use crate::cluster::directory::Changes;
 use crate::cluster::relay::{Channel, Pending, RelayError};
 use crate::cluster::Membership;
 use crate::delivery::{ConnId, Delivery, Member, Outbox};
+use crate::ids::{NodeId, RoomName, UserId};
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
 use crate::protocol::{now_ms, Encoded, ErrorCode, ServerFrame, ServerKind};
@@ -54,7 +55,7 @@ pub use cluster::SyncOutcome;
 /// A publish on its way to a room.
 pub struct Publication {
     pub conn: ConnId,
-    pub user: Arc<str>,
+    pub user: UserId,
     pub data: Box<RawValue>,
     /// Whether the publishing connection receives its own message.
     pub echo: bool,
@@ -67,7 +68,7 @@ pub struct Publication {
 /// What a join answers: the room to publish to, and the users now in it.
 pub struct JoinReply {
     pub room: Arc<RoomCell>,
-    pub users: Vec<Arc<str>>,
+    pub users: Vec<UserId>,
 }
 
 /// Messages of a room. Joins, leaves and server publishes arrive through the
@@ -78,7 +79,7 @@ pub enum RoomMsg {
     Publish(Publication),
     /// A publish from the server API, sent to every member; the reply is its `seq`.
     ServerPublish {
-        from: Arc<str>,
+        from: UserId,
         data: Box<RawValue>,
         reply: RpcReplyPort<u64>,
         /// When the request reached the server.
@@ -86,14 +87,14 @@ pub enum RoomMsg {
     },
     Typing {
         conn: ConnId,
-        user: Arc<str>,
+        user: UserId,
         typing: bool,
     },
     /// Cluster: an envelope on the room's channel, from another node or
     /// this one's own (a numbered message comes back to its origin too).
     Relayed {
         seq: Option<u64>,
-        origin: Arc<str>,
+        origin: NodeId,
         body: Body,
     },
     /// Cluster: subscribe to the room's channel and read who the other
@@ -110,14 +111,14 @@ pub enum RoomMsg {
         result: Result<u64, RelayError>,
     },
     /// Cluster: these nodes died; their users are no longer in the room.
-    NodesGone(Arc<BTreeSet<Arc<str>>>),
+    NodesGone(Arc<BTreeSet<NodeId>>),
     /// Panics the actor (fault injection).
     Crash,
 }
 
 /// A room: its queue and its state, which outlive any one life of it.
 pub struct RoomCell {
-    pub name: Arc<str>,
+    pub name: RoomName,
     mailbox: Mailbox<RoomMsg>,
     /// The shard that runs the room, and is told when it is left empty.
     shard: Arc<Mailbox<ShardMsg>>,
@@ -130,11 +131,11 @@ pub struct RoomCell {
 
 /// A room's members and bookkeeping.
 pub struct RoomState {
-    name: Arc<str>,
+    name: RoomName,
     seq: Arc<AtomicU64>,
     presence: Presence,
     metrics: Arc<Metrics>,
-    members: HashMap<ConnId, (Arc<str>, Outbox)>,
+    members: HashMap<ConnId, (UserId, Outbox)>,
     /// Connections per user in this room, kept sorted: a join in a big room
     /// lists them without sorting.
     users: Users,
@@ -148,7 +149,7 @@ pub struct RoomState {
 
 impl RoomCell {
     pub fn new(
-        name: Arc<str>,
+        name: RoomName,
         seq: Arc<AtomicU64>,
         shard: Arc<Mailbox<ShardMsg>>,
         presence: Presence,
@@ -206,7 +207,7 @@ impl RoomCell {
         if turn.rescheduled() {
             self.schedule();
         } else {
-            // An idle room keeps no queue: a message is 136 bytes, and a
+            // An idle room keeps no queue: a message is 120 bytes, and a
             // queue that held one keeps room for four.
             turn.release();
         }
@@ -284,7 +285,7 @@ impl RoomCell {
             RoomMsg::Typing { conn, user, typing } => {
                 let frame = ServerFrame::Typing { room: &state.name, user: &user, typing }.encode();
                 state.fan_out(&frame, Some(conn));
-                state.cluster.typing(&state.name, &user, typing);
+                state.cluster.typing(&state.name, user, typing);
             }
             RoomMsg::Relayed { seq, origin, body } => state.relayed(seq, origin, body),
             RoomMsg::Sync { initial } => state.sync(self, initial),
@@ -323,12 +324,12 @@ impl Actor for RoomCell {
 
 impl RoomState {
     /// The users in the room (on every node, with clustering), sorted.
-    fn users(&self) -> Vec<Arc<str>> {
+    fn users(&self) -> Vec<UserId> {
         let mut remote = self.cluster.remote_users().peekable();
         if remote.peek().is_none() {
             return self.users.iter().cloned().collect();
         }
-        let all: BTreeSet<&Arc<str>> = self.users.iter().chain(remote).collect();
+        let all: BTreeSet<&UserId> = self.users.iter().chain(remote).collect();
         all.into_iter().cloned().collect()
     }
 
