@@ -46,25 +46,27 @@
 //! shows it alone (`%error`) and says its cause once when the binary prints
 //! it with its chain (`{:#}`).
 
-pub mod api;
-pub mod auth;
+#![warn(unreachable_pub)]
+
+mod api;
+mod auth;
 pub mod cluster;
 pub mod config;
-pub mod connection;
+mod connection;
 pub mod delivery;
 pub mod ids;
-pub mod link;
+mod link;
 pub mod logging;
-pub mod memory;
+mod memory;
 pub mod metrics;
-pub mod node;
+mod node;
 pub mod presence;
 pub mod protocol;
 pub mod rooms;
-pub mod rpc;
+mod rpc;
 pub mod server;
-pub mod supervisor;
-pub mod transport;
+mod supervisor;
+mod transport;
 
 pub use config::Config;
 pub use server::Server;

@@ -47,7 +47,7 @@ use crate::rooms::RoomRegistry;
 use crate::supervisor::{Actor, Failure, Mailbox};
 
 /// Messages of the link.
-pub enum LinkMsg {
+pub(crate) enum LinkMsg {
     /// An envelope from the relay.
     Incoming(Incoming),
     /// Time to check the backplane, heartbeat and the other nodes.
@@ -91,7 +91,7 @@ struct LinkState {
 
 /// How often the link ticks: often enough that a dead node is noticed well
 /// within 2 s of its heartbeat lapsing.
-pub fn tick_interval(ttl: Duration) -> Duration {
+pub(crate) fn tick_interval(ttl: Duration) -> Duration {
     (ttl / 10).clamp(Duration::from_millis(100), Duration::from_millis(500))
 }
 

@@ -16,14 +16,14 @@
 //! tidies mimalloc's own empty heap and costs nothing.
 
 /// Returns the calling thread's free mimalloc pages to the OS.
-pub fn settle() {
+pub(crate) fn settle() {
     // SAFETY: mi_collect has no preconditions; `false` only frees what is
     // free already, on this thread's heap.
     unsafe { libmimalloc_sys::mi_collect(false) }
 }
 
 /// Settles memory every `period` on whichever thread of a runtime runs it, forever.
-pub async fn settle_every(period: std::time::Duration) {
+pub(crate) async fn settle_every(period: std::time::Duration) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -36,7 +36,7 @@ pub async fn settle_every(period: std::time::Duration) {
 /// keeps the capacity of its largest moment otherwise, so a burst of
 /// 100,000 rooms would cost their buckets for good. Shrinking at a quarter
 /// full keeps the rehashing amortised over the removals that led to it.
-pub fn shrink_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+pub(crate) fn shrink_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
     map: &mut std::collections::HashMap<K, V, S>,
 ) {
     if map.capacity() > 64 && map.len() < map.capacity() / 4 {

@@ -49,7 +49,7 @@ impl Drop for HandshakeGuard {
 }
 
 /// The node id `config` names, or a fresh random one.
-pub fn node_id(config: &Config) -> NodeId {
+pub(crate) fn node_id(config: &Config) -> NodeId {
     if config.server.node_id.is_empty() {
         format!("{:08x}", rand::random::<u32>()).into()
     } else {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// How long a connection waits for a room or presence reply.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why an actor did not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -17,7 +17,7 @@ pub enum CallError {
 
 /// Waits for the answer to a question queued in a supervised actor's
 /// mailbox, at most [`CALL_TIMEOUT`].
-pub async fn answer<T>(rx: tokio::sync::oneshot::Receiver<T>) -> Result<T, CallError> {
+pub(crate) async fn answer<T>(rx: tokio::sync::oneshot::Receiver<T>) -> Result<T, CallError> {
     match tokio::time::timeout(CALL_TIMEOUT, rx).await {
         Ok(Ok(answer)) => Ok(answer),
         Ok(Err(_)) => Err(CallError::Unavailable),

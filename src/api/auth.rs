@@ -8,7 +8,7 @@ use subtle::ConstantTimeEq;
 use super::error::ApiError;
 
 /// Checks the request's bearer key against `key` (empty: the API is disabled).
-pub fn check(key: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check(key: &str, headers: &HeaderMap) -> Result<(), ApiError> {
     if key.is_empty() {
         return Err(ApiError::Disabled);
     }

@@ -17,7 +17,7 @@ use crate::protocol::{nests_deeper_than, present, string, valid_room, valid_user
 
 /// Reads the whole body, refusing it once it grows past `limit` bytes or
 /// takes longer than `timeout` to arrive.
-pub async fn read(payload: Payload, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
+pub(crate) async fn read(payload: Payload, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
     match tokio::time::timeout(timeout, payload.to_bytes_limited(limit)).await {
         Ok(Ok(Ok(bytes))) => Ok(bytes),
         Ok(Ok(Err(_))) => Err(ApiError::bad_request("the body could not be read")),
@@ -29,7 +29,7 @@ pub async fn read(payload: Payload, limit: usize, timeout: Duration) -> Result<B
 /// The fields any API body may carry, as raw JSON; a present `null` is
 /// `Some("null")`, so a missing `data` and `data: null` stay apart.
 #[derive(Deserialize)]
-pub struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     #[serde(default, borrow, deserialize_with = "present")]
     room: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -46,7 +46,7 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// Splits `body`, which must be one JSON object. Unknown fields are ignored.
-    pub fn parse(body: &'a [u8]) -> Result<Self, ApiError> {
+    pub(crate) fn parse(body: &'a [u8]) -> Result<Self, ApiError> {
         let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not valid UTF-8"))?;
         if !text.trim_start().starts_with('{') {
             return Err(ApiError::bad_request("the body must be a JSON object"));
@@ -61,7 +61,7 @@ impl<'a> Fields<'a> {
     }
 
     /// `room`: required, 1 to 128 bytes of `[A-Za-z0-9_.:-]`.
-    pub fn room(&self) -> Result<Cow<'a, str>, ApiError> {
+    pub(crate) fn room(&self) -> Result<Cow<'a, str>, ApiError> {
         self.room
             .and_then(string)
             .filter(|room| valid_room(room))
@@ -69,7 +69,7 @@ impl<'a> Fields<'a> {
     }
 
     /// `user`: required, a user id of 1 to 256 bytes.
-    pub fn user(&self) -> Result<Cow<'a, str>, ApiError> {
+    pub(crate) fn user(&self) -> Result<Cow<'a, str>, ApiError> {
         self.user
             .and_then(string)
             .filter(|user| valid_user(user))
@@ -77,7 +77,7 @@ impl<'a> Fields<'a> {
     }
 
     /// `from`: optional, a user id of 1 to 256 bytes; `default` when absent.
-    pub fn from_or(&self, default: &'static str) -> Result<Cow<'a, str>, ApiError> {
+    pub(crate) fn from_or(&self, default: &'static str) -> Result<Cow<'a, str>, ApiError> {
         match self.from {
             None => Ok(Cow::Borrowed(default)),
             Some(raw) => string(raw)
@@ -87,7 +87,7 @@ impl<'a> Fields<'a> {
     }
 
     /// `room` when present (and then checked like [`Self::room`]).
-    pub fn room_if_any(&self) -> Result<Option<Cow<'a, str>>, ApiError> {
+    pub(crate) fn room_if_any(&self) -> Result<Option<Cow<'a, str>>, ApiError> {
         match self.room {
             None => Ok(None),
             Some(_) => self.room().map(Some),
@@ -95,14 +95,14 @@ impl<'a> Fields<'a> {
     }
 
     /// `target` of a fault injection: a required string.
-    pub fn target(&self) -> Result<Cow<'a, str>, ApiError> {
+    pub(crate) fn target(&self) -> Result<Cow<'a, str>, ApiError> {
         self.target
             .and_then(string)
             .ok_or_else(|| ApiError::bad_request("target must be room, registry, presence or connection"))
     }
 
     /// `conn`: a connection id as `welcome` gives it (`"<node>-<n>"`), or its number.
-    pub fn conn(&self, node: &str) -> Result<ConnId, ApiError> {
+    pub(crate) fn conn(&self, node: &str) -> Result<ConnId, ApiError> {
         let bad = || ApiError::bad_request("conn must be a connection id as in welcome (\"<node>-<n>\") or its number");
         let raw = self.conn.ok_or_else(bad)?;
         if let Ok(n) = serde_json::from_str::<u64>(raw.get()) {
@@ -114,7 +114,7 @@ impl<'a> Fields<'a> {
     }
 
     /// `data`: required (it may be null), any JSON nested at most [`MAX_DATA_DEPTH`] levels.
-    pub fn data(&self) -> Result<&'a RawValue, ApiError> {
+    pub(crate) fn data(&self) -> Result<&'a RawValue, ApiError> {
         match self.data {
             None => Err(ApiError::bad_request("data is required (it may be null)")),
             Some(data) if nests_deeper_than(data.get(), MAX_DATA_DEPTH) => Err(ApiError::bad_request(DATA_TOO_DEEP)),

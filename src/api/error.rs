@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 
 /// Why an API request was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// `api.key` is empty: the API is off (403).
     #[error("the server API is disabled: set api.key to enable it")]
     Disabled,
@@ -41,7 +41,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(message: &'static str) -> Self {
+    pub(crate) fn bad_request(message: &'static str) -> Self {
         Self::BadRequest(Cow::Borrowed(message))
     }
 }
@@ -74,6 +74,6 @@ impl ResponseError for ApiError {
 }
 
 /// A JSON error body, `{"error": message}`, with `status`.
-pub fn error_response(status: StatusCode, message: &str) -> HttpResponse {
+pub(crate) fn error_response(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "error": message }))
 }

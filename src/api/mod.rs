@@ -17,9 +17,9 @@
 //! share the room's `seq` and order; direct messages go through presence like
 //! a WebSocket `direct`; a broadcast is queued to every open connection.
 
-pub mod auth;
-pub mod body;
-pub mod error;
+pub(crate) mod auth;
+pub(crate) mod body;
+pub(crate) mod error;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -33,13 +33,13 @@ use crate::ids::UserId;
 use crate::link::LinkHandle;
 use crate::metrics::{ApiRoute, Source};
 use crate::protocol::{now_ms, valid_room, valid_user, ServerFrame};
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 
 /// The `from` of `message` and `direct` frames sent through the API without one.
-pub const SERVER_SENDER: &str = "server";
+pub(crate) const SERVER_SENDER: &str = "server";
 
 /// Registers `/api/*`; `/api/debug/crash` only with `fault_injection`.
-pub fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool) {
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
     let mut scope = web::scope("/api");
     if fault_injection {

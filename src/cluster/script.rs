@@ -36,21 +36,21 @@ impl Script {
     }
 }
 
-pub static SEQUENCED_PUBLISH: Script = Script::new(include_str!("lua/sequenced_publish.lua"));
-pub static RAISE_COUNTER: Script = Script::new(include_str!("lua/raise_counter.lua"));
-pub static HEARTBEAT: Script = Script::new(include_str!("lua/heartbeat.lua"));
-pub static NODES: Script = Script::new(include_str!("lua/nodes.lua"));
-pub static FORGET: Script = Script::new(include_str!("lua/forget.lua"));
-pub static ROOM: Script = Script::new(include_str!("lua/room.lua"));
-pub static USER: Script = Script::new(include_str!("lua/user.lua"));
-pub static MEMBERS: Script = Script::new(include_str!("lua/members.lua"));
-pub static ONLINE: Script = Script::new(include_str!("lua/online.lua"));
-pub static REPLACE_ROOM: Script = Script::new(include_str!("lua/replace_room.lua"));
-pub static RETAIN_ROOMS: Script = Script::new(include_str!("lua/retain_rooms.lua"));
-pub static REPLACE_USERS: Script = Script::new(include_str!("lua/replace_users.lua"));
+pub(super) static SEQUENCED_PUBLISH: Script = Script::new(include_str!("lua/sequenced_publish.lua"));
+pub(super) static RAISE_COUNTER: Script = Script::new(include_str!("lua/raise_counter.lua"));
+pub(super) static HEARTBEAT: Script = Script::new(include_str!("lua/heartbeat.lua"));
+pub(super) static NODES: Script = Script::new(include_str!("lua/nodes.lua"));
+pub(super) static FORGET: Script = Script::new(include_str!("lua/forget.lua"));
+pub(super) static ROOM: Script = Script::new(include_str!("lua/room.lua"));
+pub(super) static USER: Script = Script::new(include_str!("lua/user.lua"));
+pub(super) static MEMBERS: Script = Script::new(include_str!("lua/members.lua"));
+pub(super) static ONLINE: Script = Script::new(include_str!("lua/online.lua"));
+pub(super) static REPLACE_ROOM: Script = Script::new(include_str!("lua/replace_room.lua"));
+pub(super) static RETAIN_ROOMS: Script = Script::new(include_str!("lua/retain_rooms.lua"));
+pub(super) static REPLACE_USERS: Script = Script::new(include_str!("lua/replace_users.lua"));
 
 /// Every script, as the backplane loads them.
-pub static ALL: [&Script; 12] = [
+pub(super) static ALL: [&Script; 12] = [
     &SEQUENCED_PUBLISH,
     &RAISE_COUNTER,
     &HEARTBEAT,

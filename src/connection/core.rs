@@ -28,13 +28,13 @@ use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, 
 use crate::connection::Transport;
 
 /// What a connection does once an answer it waits for has come.
-pub type Continuation<T> = Box<dyn FnOnce(&mut Connection<T>)>;
+pub(crate) type Continuation<T> = Box<dyn FnOnce(&mut Connection<T>)>;
 
 /// An answer a connection waits for before it reads on.
-pub type Pending<T> = Pin<Box<dyn Future<Output = Continuation<T>>>>;
+pub(crate) type Pending<T> = Pin<Box<dyn Future<Output = Continuation<T>>>>;
 
 /// How the opening request authenticated.
-pub enum Handshake {
+pub(crate) enum Handshake {
     /// No token on the request.
     None,
     Valid(Identity),
@@ -49,7 +49,7 @@ impl<T: Transport> Drop for Connection<T> {
 }
 
 /// One client connection, carried by transport `T`.
-pub struct Connection<T: Transport> {
+pub(crate) struct Connection<T: Transport> {
     services: Arc<Services>,
     session: Session,
     outbox: Outbox,
@@ -74,7 +74,7 @@ impl<T: Transport> Connection<T> {
     /// A connection that keeps `slot` (given back when it drops) and writes
     /// through `outbox`; `id` is from [`Node::next_conn`]. Call
     /// [`Self::open`] next.
-    pub fn new(services: Arc<Services>, id: ConnId, slot: OpenSlot, outbox: Outbox, transport: T) -> Self {
+    pub(crate) fn new(services: Arc<Services>, id: ConnId, slot: OpenSlot, outbox: Outbox, transport: T) -> Self {
         slot.keep();
         Self {
             services,
@@ -91,26 +91,26 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    pub fn services(&self) -> &Arc<Services> {
+    pub(crate) fn services(&self) -> &Arc<Services> {
         &self.services
     }
 
-    pub fn session(&self) -> &Session {
+    pub(crate) fn session(&self) -> &Session {
         &self.session
     }
 
-    pub fn outbox(&self) -> &Outbox {
+    pub(crate) fn outbox(&self) -> &Outbox {
         &self.outbox
     }
 
     /// Whether the connection is closing.
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.close_code != 0
     }
 
     /// Registers the connection, authenticates it as its request did, sends
     /// `welcome` and arms its timers.
-    pub fn open(&mut self, handshake: Handshake) {
+    pub(crate) fn open(&mut self, handshake: Handshake) {
         self.services.metrics.connection_accepted(T::KIND);
         self.services.connections.insert(self.session.id, self.outbox.clone());
         tracing::debug!(conn = %self.session.id, transport = T::KIND.as_str(), "connection opened");
@@ -132,7 +132,7 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Waits for `answer` before reading on, then runs `then` with it.
-    pub fn wait<R: 'static>(
+    pub(crate) fn wait<R: 'static>(
         &mut self,
         answer: impl Future<Output = R> + 'static,
         then: impl FnOnce(&mut Self, R) + 'static,
@@ -151,7 +151,7 @@ impl<T: Transport> Connection<T> {
         self.send(frame.encode());
     }
 
-    pub fn error(&mut self, code: ErrorCode, message: &str, id: Option<&RawValue>) {
+    pub(crate) fn error(&mut self, code: ErrorCode, message: &str, id: Option<&RawValue>) {
         self.reply(ServerFrame::Error { code, message, id });
     }
 
@@ -159,7 +159,7 @@ impl<T: Transport> Connection<T> {
     /// written past the queue's bounds, and the connection reads nothing
     /// more. The first close is the one counted: by code, and by fault when
     /// the client caused it.
-    pub fn close(&mut self, code: u16, reason: &str) {
+    pub(crate) fn close(&mut self, code: u16, reason: &str) {
         if self.close_code != 0 {
             return;
         }
@@ -183,7 +183,7 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Records the close code the client sent, and answers it.
-    pub fn closed_by_client(&mut self, code: u16) {
+    pub(crate) fn closed_by_client(&mut self, code: u16) {
         if self.close_code == 0 {
             self.close_code = code;
             self.outbox.write(T::close_bytes(code, ""), true);
@@ -192,14 +192,14 @@ impl<T: Transport> Connection<T> {
 
     /// Records that the connection ends without a close of its own (the
     /// socket broke, or the peer went away).
-    pub fn lost(&mut self) {
+    pub(crate) fn lost(&mut self) {
         if self.close_code == 0 {
             self.close_code = if self.outbox.is_slow() { close::SLOW_CONSUMER } else { NO_CLOSE_CODE };
         }
     }
 
     /// Leaves every room and presence and counts the close: the connection has ended.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         self.session.leave_everything(&self.services);
         self.services.connections.remove(self.session.id);
         self.outbox.release();
@@ -212,14 +212,14 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Records that the client was heard from (anything it sent counts).
-    pub fn heard(&mut self, now: u32) {
+    pub(crate) fn heard(&mut self, now: u32) {
         self.heard_ms = now;
     }
 
     /// Runs the connection's timers that have come at `now`: the
     /// authentication deadline (close 4001), the heartbeat timeout (close
     /// 1000), and the next heartbeat.
-    pub fn run_timers(&mut self, now: u32) {
+    pub(crate) fn run_timers(&mut self, now: u32) {
         if self.auth_deadline_ms != 0 && clock::reached(now, self.auth_deadline_ms) {
             self.close(close::AUTH_TIMEOUT, close::AUTH_TIMEOUT_REASON);
         }
@@ -240,7 +240,7 @@ impl<T: Transport> Connection<T> {
     }
 
     /// When the next of the connection's timers is due (`None`: no timer).
-    pub fn next_timer(&self) -> Option<u32> {
+    pub(crate) fn next_timer(&self) -> Option<u32> {
         if self.next_ping_ms == 0 {
             return None;
         }
@@ -273,7 +273,7 @@ impl<T: Transport> Connection<T> {
     /// refusals in a row the connection closes with 1008. `id` is echoed in
     /// the `RATE_LIMITED` error; `answer` is false for frames that get no
     /// error (control frames).
-    pub fn admit(&mut self, id: Option<&RawValue>, answer: bool) -> bool {
+    pub(crate) fn admit(&mut self, id: Option<&RawValue>, answer: bool) -> bool {
         let limits = &self.services.config.limits;
         if self.rate.allow(RateRule::new(limits.rate_per_sec, limits.rate_burst), rate::now_us()) {
             self.strikes = 0;
@@ -290,7 +290,7 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Handles one client text message.
-    pub fn on_text(&mut self, text: &str) {
+    pub(crate) fn on_text(&mut self, text: &str) {
         let decoded = protocol::decode(text);
         let kind = decoded.as_ref().map_or(ClientKind::Invalid, |r| r.frame.kind());
         self.services.metrics.frame_in(kind, T::KIND, text.len());
@@ -310,7 +310,7 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Handles a client message the protocol does not carry (a binary message of `len` bytes).
-    pub fn on_unsupported(&mut self, len: usize) {
+    pub(crate) fn on_unsupported(&mut self, len: usize) {
         self.services.metrics.frame_in(ClientKind::Invalid, T::KIND, len);
         if !self.admit(None, true) {
             return;
@@ -420,7 +420,7 @@ impl<T: Transport> Connection<T> {
     /// Joins every room of `rooms` at once (already checked against the
     /// session's permissions and limits), then runs `then` with whether all
     /// of them landed (those that failed are forgotten; the others stay joined).
-    pub fn join_all(&mut self, rooms: Vec<RoomName>, then: impl FnOnce(&mut Self, bool) + 'static) {
+    pub(crate) fn join_all(&mut self, rooms: Vec<RoomName>, then: impl FnOnce(&mut Self, bool) + 'static) {
         let Some(user) = self.session.user().cloned() else { return then(self, false) };
         let joins: Vec<_> = rooms
             .into_iter()

@@ -4,12 +4,12 @@
 //! clock its timers run on. What rooms and presence deliver to a connection
 //! goes through its outbox (`crate::delivery`).
 
-pub mod core;
-pub mod rate;
-pub mod reactor;
-pub mod services;
-pub mod session;
-pub mod task;
+pub(crate) mod core;
+pub(crate) mod rate;
+pub(crate) mod reactor;
+pub(crate) mod services;
+pub(crate) mod session;
+pub(crate) mod task;
 
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use core::Connection;
 
 /// How long a closing connection gets to have its close frame taken (and
 /// the client's close read) before its socket is dropped.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// How closely connection timers are kept: a tenth of the shortest of the
 /// heartbeat interval, the heartbeat timeout, the handshake timeout and
@@ -30,7 +30,7 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// 1 s. A worker runs every timer that falls due within one such tick in
 /// one wake-up: with the defaults, 19,000 connections' heartbeats cost each
 /// worker one wake-up a second, not 760.
-pub fn timer_grid(config: &crate::config::Config) -> Duration {
+pub(crate) fn timer_grid(config: &crate::config::Config) -> Duration {
     let mut shortest = config.heartbeat.interval_ms.min(config.heartbeat.timeout_ms);
     shortest = shortest.min(config.server.handshake_timeout_ms);
     if config.auth.required {
@@ -43,29 +43,29 @@ pub fn timer_grid(config: &crate::config::Config) -> Duration {
 /// `u32` that wraps every 49.7 days. Deadlines are compared with
 /// [`clock::reached`], which is right across a wrap as long as they lie
 /// within 24 days of now (heartbeats and timeouts do).
-pub mod clock {
+pub(crate) mod clock {
     /// Now, on this clock.
-    pub fn now() -> u32 {
+    pub(crate) fn now() -> u32 {
         (super::rate::now_us() / 1000) as u32
     }
 
     /// `now + ms`, on this clock.
-    pub fn after(now: u32, ms: u64) -> u32 {
+    pub(crate) fn after(now: u32, ms: u64) -> u32 {
         now.wrapping_add(ms.min(i32::MAX as u64) as u32)
     }
 
     /// `now + ms` as a deadline kept in a field where 0 means "none": never 0.
-    pub fn deadline(now: u32, ms: u64) -> u32 {
+    pub(crate) fn deadline(now: u32, ms: u64) -> u32 {
         after(now, ms).max(1)
     }
 
     /// Whether `deadline` has come at `now`.
-    pub fn reached(now: u32, deadline: u32) -> bool {
+    pub(crate) fn reached(now: u32, deadline: u32) -> bool {
         now.wrapping_sub(deadline) as i32 >= 0
     }
 
     /// The sooner of two times.
-    pub fn earlier(a: u32, b: u32) -> u32 {
+    pub(crate) fn earlier(a: u32, b: u32) -> u32 {
         if reached(a, b) {
             b
         } else {
@@ -75,7 +75,7 @@ pub mod clock {
 
     /// Milliseconds from `earlier` to `now`; 0 when `earlier` is in fact
     /// later (another thread read the clock after `now` was taken).
-    pub fn since(now: u32, earlier: u32) -> u64 {
+    pub(crate) fn since(now: u32, earlier: u32) -> u64 {
         (now.wrapping_sub(earlier) as i32).max(0) as u64
     }
 
@@ -109,7 +109,7 @@ pub mod clock {
 
 /// What one kind of socket does differently. Implemented by a connection's
 /// transport-specific state, which the core keeps in `Connection::transport`.
-pub trait Transport: Sized + Unpin + 'static {
+pub(crate) trait Transport: Sized + Unpin + 'static {
     const KIND: TransportKind;
 
     /// Whether frames of `kind` are written to this transport's clients.

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 /// The limit every connection of a node shares.
 #[derive(Debug, Clone, Copy)]
-pub struct RateRule {
+pub(crate) struct RateRule {
     /// Time one frame "costs", in microseconds.
     cost_us: u64,
     /// How far ahead of now the bucket may run: `burst` frames' worth.
@@ -20,7 +20,7 @@ pub struct RateRule {
 }
 
 impl RateRule {
-    pub fn new(per_sec: u32, burst: u32) -> Self {
+    pub(crate) fn new(per_sec: u32, burst: u32) -> Self {
         let cost_us = 1_000_000 / u64::from(per_sec.max(1));
         Self { cost_us: cost_us.max(1), allowance_us: cost_us.max(1) * u64::from(burst.max(1)) }
     }
@@ -28,7 +28,7 @@ impl RateRule {
 
 /// One connection's bucket.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     /// When the bucket will be full again, in microseconds since [`epoch`].
     tat_us: u64,
 }
@@ -40,13 +40,13 @@ fn epoch() -> Instant {
 }
 
 /// Microseconds since [`epoch`].
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     epoch().elapsed().as_micros() as u64
 }
 
 impl RateLimiter {
     /// Takes one frame's token at `now_us`; false when the bucket is empty.
-    pub fn allow(&mut self, rule: RateRule, now_us: u64) -> bool {
+    pub(crate) fn allow(&mut self, rule: RateRule, now_us: u64) -> bool {
         let tat = self.tat_us.max(now_us) + rule.cost_us;
         if tat - now_us > rule.allowance_us {
             return false;

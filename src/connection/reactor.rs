@@ -55,7 +55,7 @@ const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 const QUIET_ROUNDS: u32 = 100;
 
 /// A connection as its worker's loop drives it.
-pub trait Driven {
+pub(crate) trait Driven {
     /// Records readiness the socket reported: what may be read or written,
     /// and whether the peer has hung up (so reading goes on to the end).
     fn ready(&mut self, readiness: Readiness);
@@ -68,7 +68,7 @@ pub trait Driven {
 
 /// What an epoll event said of a socket.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     pub readable: bool,
     pub writable: bool,
     pub hangup: bool,
@@ -92,7 +92,7 @@ struct Entry {
 }
 
 /// One worker's connections.
-pub struct Reactor {
+pub(crate) struct Reactor {
     epoll: AsyncFd<OwnedFd>,
     wakeups: Arc<Wakeups>,
     table: RefCell<Vec<Entry>>,
@@ -119,7 +119,7 @@ impl Reactor {
     /// Creates this worker's reactor and starts its loop (inside the
     /// worker's runtime). Deadlines are kept to within `grid`: timers that
     /// fall due within it of each other are run in one wake-up.
-    pub fn start(grid: std::time::Duration) -> std::io::Result<()> {
+    pub(crate) fn start(grid: std::time::Duration) -> std::io::Result<()> {
         // SAFETY: epoll_create1 returns a new descriptor or -1.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -146,7 +146,7 @@ impl Reactor {
 
     /// Drops this worker's connections (the worker is stopping), inside its
     /// runtime rather than with the thread's locals.
-    pub fn stop() {
+    pub(crate) fn stop() {
         let Some(reactor) = CURRENT.with(|current| current.borrow_mut().take()) else { return };
         let entries: Vec<Entry> = std::mem::take(&mut *reactor.table.borrow_mut());
         drop(entries);
@@ -157,21 +157,21 @@ impl Reactor {
     }
 
     /// Hands `conn` over `fd` to this worker's loop and polls it once.
-    pub fn adopt(fd: RawFd, conn: Box<dyn Driven>) -> std::io::Result<Place> {
+    pub(crate) fn adopt(fd: RawFd, conn: Box<dyn Driven>) -> std::io::Result<Place> {
         Self::current()?.insert(fd, conn, libc::EPOLL_CTL_ADD, SOCKET_EVENTS)
     }
 
     /// Hands `conn`, the driver of the listening socket `fd`, to this
     /// worker's loop. Every worker listens on the same socket; a connection
     /// wakes one of them.
-    pub fn listen(fd: RawFd, conn: Box<dyn Driven>) -> std::io::Result<Place> {
+    pub(crate) fn listen(fd: RawFd, conn: Box<dyn Driven>) -> std::io::Result<Place> {
         let events = libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE;
         Self::current()?.insert(fd, conn, libc::EPOLL_CTL_ADD, events as u32)
     }
 
     /// Has the loop poll the entry it is polling now again, once the other
     /// work already queued has run.
-    pub fn poll_again_now() {
+    pub(crate) fn poll_again_now() {
         if let Ok(reactor) = Self::current() {
             if let Some(place) = reactor.polling.get() {
                 reactor.wakeups.wake(place);
@@ -182,7 +182,7 @@ impl Reactor {
     /// Has `conn` take the place of the entry being polled once that one
     /// ends (a socket whose handshake becomes a connection): the socket's
     /// registration and its events carry over, and `conn` is polled at once.
-    pub fn succeed(conn: Box<dyn Driven>) -> std::io::Result<()> {
+    pub(crate) fn succeed(conn: Box<dyn Driven>) -> std::io::Result<()> {
         let reactor = Self::current()?;
         if reactor.polling.get().is_none() {
             return Err(std::io::Error::other("no entry is being polled"));
@@ -193,7 +193,7 @@ impl Reactor {
 
     /// Has the loop poll the entry it is polling now again after `wait`,
     /// whatever its socket does.
-    pub fn poll_again_after(wait: std::time::Duration) {
+    pub(crate) fn poll_again_after(wait: std::time::Duration) {
         if let Ok(reactor) = Self::current() {
             if let Some(place) = reactor.polling.get() {
                 reactor.poll_at(place, wait);
@@ -202,7 +202,7 @@ impl Reactor {
     }
 
     /// Has the loop poll `place` after `wait`, whatever its socket does.
-    pub fn poll_after(place: Place, wait: std::time::Duration) {
+    pub(crate) fn poll_after(place: Place, wait: std::time::Duration) {
         if let Ok(reactor) = Self::current() {
             reactor.poll_at(place, wait);
         }
@@ -220,7 +220,7 @@ impl Reactor {
     }
 
     /// Takes `fd` out of this worker's epoll set (its owner is handing it on).
-    pub fn forget(fd: RawFd) {
+    pub(crate) fn forget(fd: RawFd) {
         if let Ok(reactor) = Self::current() {
             // SAFETY: both descriptors are open; a null event is allowed for DEL.
             unsafe { libc::epoll_ctl(reactor.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };

@@ -62,11 +62,11 @@ impl OpenSlot {
 /// they keep `/healthz`, `/readyz`, `/metrics` and the API reachable when
 /// connections have taken everything else. An eighth of the file limit, at
 /// least 8 and at most [`FD_RESERVE`].
-pub const FD_RESERVE: u64 = 64;
+pub(crate) const FD_RESERVE: u64 = 64;
 
 /// The connections the file limit leaves room for: the limit, less the
 /// descriptors already open, less the reserve.
-pub fn connection_capacity() -> Option<u64> {
+pub(crate) fn connection_capacity() -> Option<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct it is given.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {

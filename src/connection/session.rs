@@ -12,7 +12,7 @@ use crate::ids::{RoomName, UserId};
 use crate::rooms::RoomHandle;
 
 /// One connection's identity and rooms.
-pub struct Session {
+pub(crate) struct Session {
     pub id: ConnId,
     identity: Option<Identity>,
     anonymous: bool,
@@ -23,31 +23,31 @@ pub struct Session {
 
 /// Why a join is refused before it reaches the room.
 #[derive(Debug, PartialEq, Eq)]
-pub enum JoinRefusal {
+pub(crate) enum JoinRefusal {
     Forbidden,
     TooManyRooms,
 }
 
 impl Session {
-    pub fn new(id: ConnId) -> Self {
+    pub(crate) fn new(id: ConnId) -> Self {
         Self { id, identity: None, anonymous: false, rooms: ThinVec::new() }
     }
 
-    pub fn identity(&self) -> Option<&Identity> {
+    pub(crate) fn identity(&self) -> Option<&Identity> {
         self.identity.as_ref()
     }
 
-    pub fn user(&self) -> Option<&UserId> {
+    pub(crate) fn user(&self) -> Option<&UserId> {
         self.identity.as_ref().map(|i| &i.user)
     }
 
-    pub fn is_anonymous(&self) -> bool {
+    pub(crate) fn is_anonymous(&self) -> bool {
         self.anonymous
     }
 
     /// Becomes `identity` and comes online. An anonymous session that
     /// authenticates leaves its rooms and presence as the anonymous user first.
-    pub fn authenticate(&mut self, services: &Services, identity: Identity, anonymous: bool, outbox: Outbox) {
+    pub(crate) fn authenticate(&mut self, services: &Services, identity: Identity, anonymous: bool, outbox: Outbox) {
         if self.identity.is_some() {
             self.leave_everything(services);
         }
@@ -59,12 +59,12 @@ impl Session {
     }
 
     /// Replaces the claims of the current user (a token refresh).
-    pub fn refresh(&mut self, identity: Identity) {
+    pub(crate) fn refresh(&mut self, identity: Identity) {
         self.identity = Some(identity);
     }
 
     /// Checks a join against the identity's permissions and the room limit.
-    pub fn check_join(&self, room: &str, max_rooms: usize) -> Result<(), JoinRefusal> {
+    pub(crate) fn check_join(&self, room: &str, max_rooms: usize) -> Result<(), JoinRefusal> {
         let Some(identity) = &self.identity else { return Err(JoinRefusal::Forbidden) };
         if !identity.may_join(room) {
             return Err(JoinRefusal::Forbidden);
@@ -75,12 +75,12 @@ impl Session {
         Ok(())
     }
 
-    pub fn is_in(&self, room: &str) -> bool {
+    pub(crate) fn is_in(&self, room: &str) -> bool {
         self.rooms.iter().any(|(r, _)| &**r == room)
     }
 
     /// Records a join on its way; returns whether the room is new to this session.
-    pub fn joining(&mut self, room: &RoomName) -> bool {
+    pub(crate) fn joining(&mut self, room: &RoomName) -> bool {
         if self.is_in(room) {
             return false;
         }
@@ -89,24 +89,24 @@ impl Session {
     }
 
     /// Records a completed join.
-    pub fn joined(&mut self, room: &str, handle: RoomHandle) {
+    pub(crate) fn joined(&mut self, room: &str, handle: RoomHandle) {
         if let Some(slot) = self.rooms.iter_mut().find(|(r, _)| &**r == room) {
             slot.1 = Some(handle);
         }
     }
 
     /// Forgets a room whose join failed.
-    pub fn join_failed(&mut self, room: &str) {
+    pub(crate) fn join_failed(&mut self, room: &str) {
         self.rooms.retain(|(r, _)| &**r != room);
     }
 
     /// The handle of a joined room.
-    pub fn room(&self, room: &str) -> Option<&RoomHandle> {
+    pub(crate) fn room(&self, room: &str) -> Option<&RoomHandle> {
         self.rooms.iter().find(|(r, _)| &**r == room).and_then(|(_, h)| h.as_ref())
     }
 
     /// Leaves `room`; returns whether the session was in it.
-    pub fn leave(&mut self, services: &Services, room: &str) -> bool {
+    pub(crate) fn leave(&mut self, services: &Services, room: &str) -> bool {
         let Some(at) = self.rooms.iter().position(|(r, _)| &**r == room) else { return false };
         let (room, _) = self.rooms.swap_remove(at);
         services.rooms.leave(room, self.id);
@@ -115,7 +115,7 @@ impl Session {
 
     /// Leaves every room (pending joins included: the registry keeps their
     /// order) and goes offline. Called when the connection ends.
-    pub fn leave_everything(&mut self, services: &Services) {
+    pub(crate) fn leave_everything(&mut self, services: &Services) {
         for (room, _) in self.rooms.drain(..) {
             services.rooms.leave(room, self.id);
         }

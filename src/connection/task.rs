@@ -49,7 +49,7 @@ thread_local! {
 }
 
 /// A connection and its socket.
-pub struct Task<T: Transport> {
+pub(crate) struct Task<T: Transport> {
     conn: Connection<T>,
     stream: TcpStream,
     /// An incomplete frame, or frames not handled yet because the
@@ -75,7 +75,7 @@ impl<T: Transport> Task<T> {
     /// Drives `conn` over `stream`; `early` is what the client sent before
     /// the connection opened (frames right behind its request), and
     /// `readable` whether the socket may have more.
-    pub fn new(conn: Connection<T>, stream: TcpStream, early: &[u8], readable: bool) -> Self {
+    pub(crate) fn new(conn: Connection<T>, stream: TcpStream, early: &[u8], readable: bool) -> Self {
         let mut task = Self {
             conn,
             stream,

@@ -7,7 +7,7 @@ use crate::ids::UserId;
 /// join lists a big room's users without sorting them; adding or removing
 /// a user moves the entries after it, as the join's own list copies them all.
 #[derive(Default)]
-pub struct Users(Vec<(UserId, u32)>);
+pub(super) struct Users(Vec<(UserId, u32)>);
 
 impl Users {
     fn find(&self, user: &str) -> Result<usize, usize> {
@@ -15,7 +15,7 @@ impl Users {
     }
 
     /// Counts one more connection of `user`; true for its first.
-    pub fn add(&mut self, user: &UserId) -> bool {
+    pub(super) fn add(&mut self, user: &UserId) -> bool {
         match self.find(user) {
             Ok(at) => {
                 self.0[at].1 += 1;
@@ -30,7 +30,7 @@ impl Users {
 
     /// Counts one connection of `user` less; true when it was its last (or
     /// the user was not counted).
-    pub fn remove(&mut self, user: &str) -> bool {
+    pub(super) fn remove(&mut self, user: &str) -> bool {
         match self.find(user) {
             Ok(at) if self.0[at].1 > 1 => {
                 self.0[at].1 -= 1;
@@ -47,12 +47,12 @@ impl Users {
         }
     }
 
-    pub fn contains(&self, user: &str) -> bool {
+    pub(super) fn contains(&self, user: &str) -> bool {
         self.find(user).is_ok()
     }
 
     /// The users, sorted.
-    pub fn iter(&self) -> impl Iterator<Item = &UserId> + '_ {
+    pub(super) fn iter(&self) -> impl Iterator<Item = &UserId> + '_ {
         self.0.iter().map(|(user, _)| user)
     }
 }

@@ -31,7 +31,7 @@ const RETRY: Duration = Duration::from_millis(50);
 const BATCH: usize = 128;
 
 /// The listening socket, as one worker's loop drives it.
-pub struct Listening {
+pub(super) struct Listening {
     fd: RawFd,
     node: Arc<Node>,
     /// Failures in the current burst (0 when accepting normally).
@@ -41,7 +41,7 @@ pub struct Listening {
 impl Listening {
     /// Has this worker accept connections from the listening socket `fd`,
     /// which outlives the worker.
-    pub fn start(fd: RawFd, node: &Arc<Node>) -> std::io::Result<()> {
+    pub(super) fn start(fd: RawFd, node: &Arc<Node>) -> std::io::Result<()> {
         Reactor::listen(fd, Box::new(Self { fd, node: node.clone(), failures: 0 })).map(|_| ())
     }
 }

@@ -26,7 +26,7 @@ use crate::node::Node;
 use crate::transport::{self, handshake, replay::Replay};
 
 /// The running workers, and what tells each to stop.
-pub struct Workers {
+pub(super) struct Workers {
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -34,7 +34,7 @@ pub struct Workers {
 impl Workers {
     /// Starts `count` worker threads accepting from the listening socket
     /// `listener`, which must stay open until [`Self::stop`] returns.
-    pub fn start(count: usize, node: &Arc<Node>, listener: RawFd) -> std::io::Result<Self> {
+    pub(super) fn start(count: usize, node: &Arc<Node>, listener: RawFd) -> std::io::Result<Self> {
         let mut workers = Self { stops: Vec::new(), threads: Vec::new() };
         let (ready_tx, ready) = std::sync::mpsc::channel();
         for i in 0..count.max(1) {
@@ -56,7 +56,7 @@ impl Workers {
     }
 
     /// Stops every worker; their open connections end with them.
-    pub fn stop(self) {
+    pub(super) fn stop(self) {
         drop(self.stops);
         for thread in self.threads {
             let _ = thread.join();

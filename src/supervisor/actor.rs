@@ -13,7 +13,7 @@ use crate::metrics::ActorKind;
 use crate::rpc::{self, CallError};
 
 /// Why an actor failed: its supervisor logs it, counts it and decides.
-pub type Failure = ActorProcessingErr;
+pub(crate) type Failure = ActorProcessingErr;
 
 /// A supervised actor: a queue of typed messages, the state only it
 /// changes, and how it handles one message.
@@ -22,7 +22,7 @@ pub type Failure = ActorProcessingErr;
 /// of the actor, so the queue and the state survive a restart. Callers hold
 /// a handle type of the actor's own (`Presence`, `RoomRegistry`, ...) that
 /// pushes messages into [`Actor::mailbox`] and never reads the state.
-pub trait Actor: Send + Sync + Sized + 'static {
+pub(crate) trait Actor: Send + Sync + Sized + 'static {
     type Msg: Send + 'static;
 
     /// Which actor this is, in logs and the `actor` label of metrics.
@@ -48,7 +48,7 @@ pub struct Wake;
 
 /// Runs an [`Actor`] as a ractor actor: attaches to its mailbox when it
 /// starts, and handles a turn of messages each time it is woken.
-pub struct Runner<A>(PhantomData<fn() -> A>);
+pub(crate) struct Runner<A>(PhantomData<fn() -> A>);
 
 impl<A> Default for Runner<A> {
     fn default() -> Self {
@@ -81,7 +81,7 @@ impl<A: Actor> ractor::Actor for Runner<A> {
 }
 
 /// A child of the root supervisor, whatever actor it runs.
-pub trait Child: Send + Sync + 'static {
+pub(crate) trait Child: Send + Sync + 'static {
     fn kind(&self) -> ActorKind;
 
     /// The run of the actor now attached to its mailbox.
@@ -111,7 +111,7 @@ impl<A: Actor> Child for Arc<A> {
 /// Queues the question `build` makes for the actor behind `mailbox` and
 /// waits for the answer, at most [`rpc::CALL_TIMEOUT`]; an actor being
 /// restarted answers once it is back.
-pub fn ask<M, T: Send + 'static>(
+pub(crate) fn ask<M, T: Send + 'static>(
     mailbox: &Mailbox<M>,
     build: impl FnOnce(ractor::RpcReplyPort<T>) -> M,
 ) -> impl Future<Output = Result<T, CallError>> + 'static {

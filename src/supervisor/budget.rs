@@ -9,19 +9,19 @@ use crate::config::SupervisionConfig;
 
 /// The restarts one supervisor has made recently.
 #[derive(Debug, Clone)]
-pub struct RestartBudget {
+pub(crate) struct RestartBudget {
     max: u32,
     window: Duration,
     recent: VecDeque<Instant>,
 }
 
 impl RestartBudget {
-    pub fn new(config: &SupervisionConfig) -> Self {
+    pub(crate) fn new(config: &SupervisionConfig) -> Self {
         Self { max: config.max_restarts, window: Duration::from_millis(config.window_ms), recent: VecDeque::new() }
     }
 
     /// Takes one restart at `now`; false when the window's allowance is spent.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         while self.recent.front().is_some_and(|&at| now.duration_since(at) >= self.window) {
             self.recent.pop_front();
         }

@@ -68,15 +68,17 @@ use std::time::{Duration, Instant};
 
 use ractor::{ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 
-pub use actor::{ask, Actor, Child, Failure, Runner, Wake};
-pub use budget::RestartBudget;
-pub use mailbox::Mailbox;
+pub(crate) use actor::{ask, Actor, Child, Failure, Wake};
+#[cfg(test)]
+pub(crate) use actor::Runner;
+pub(crate) use budget::RestartBudget;
+pub(crate) use mailbox::Mailbox;
 
 use crate::config::SupervisionConfig;
 use crate::metrics::Metrics;
 
 /// What the root calls when it gives up, with the reason.
-pub type GiveUp = Arc<dyn Fn(String) + Send + Sync>;
+pub(crate) type GiveUp = Arc<dyn Fn(String) + Send + Sync>;
 
 /// The root supervisor.
 struct Supervisor;
@@ -170,7 +172,7 @@ pub enum StartError {
 /// each restarted within `supervision`'s limits, and returns once every one
 /// is attached to its mailbox. Must run on the actors' runtime. `give_up` is
 /// called once if the root gives up (or stops for any other reason).
-pub async fn start(
+pub(crate) async fn start(
     children: Vec<Arc<dyn Child>>,
     supervision: &SupervisionConfig,
     metrics: Arc<Metrics>,

@@ -13,7 +13,7 @@ use crate::node::Node;
 
 /// Why a request may not open a connection: its status and message.
 #[derive(Debug, Clone, Copy)]
-pub struct Refused {
+pub(crate) struct Refused {
     pub status: u16,
     pub message: &'static str,
 }
@@ -26,7 +26,7 @@ impl Refused {
 
 /// Admits `head` as a `kind` connection, or says why not: its slot among
 /// `limits.max_connections`, and how its request authenticated.
-pub fn admit(head: &Head, node: &Arc<Node>, kind: TransportKind) -> Result<(OpenSlot, Handshake), Refused> {
+pub(crate) fn admit(head: &Head, node: &Arc<Node>, kind: TransportKind) -> Result<(OpenSlot, Handshake), Refused> {
     if node.is_draining() {
         node.services.metrics.refused(Refusal::Draining);
         return Err(Refused::DRAINING);

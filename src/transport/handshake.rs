@@ -45,14 +45,14 @@ use crate::delivery::Outbox;
 use crate::node::{HandshakeGuard, Node};
 
 /// The largest request head accepted; a longer one is answered 431.
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 
 /// Headers parsed at most; more is answered 431.
 const MAX_HEADERS: usize = 64;
 
 /// What Herald reads of a request head.
 #[derive(Debug, Default)]
-pub struct Head {
+pub(crate) struct Head {
     pub method: String,
     pub path: String,
     pub query: String,
@@ -76,25 +76,25 @@ enum HeadError {
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 /// Where a worker sends the sockets whose requests are for actix-web.
-pub type HttpHandoff = Rc<dyn Fn(Replay, Option<std::net::SocketAddr>)>;
+pub(crate) type HttpHandoff = Rc<dyn Fn(Replay, Option<std::net::SocketAddr>)>;
 
 thread_local! {
     static HTTP: RefCell<Option<HttpHandoff>> = const { RefCell::new(None) };
 }
 
 /// Forgets this worker's HTTP service (the worker is stopping).
-pub fn clear_http_handoff() {
+pub(crate) fn clear_http_handoff() {
     HTTP.with(|http| http.borrow_mut().take());
 }
 
 /// Sets where this worker's plain HTTP requests go.
-pub fn set_http_handoff(handoff: HttpHandoff) {
+pub(crate) fn set_http_handoff(handoff: HttpHandoff) {
     HTTP.with(|http| *http.borrow_mut() = Some(handoff));
 }
 
 /// A socket whose first request is being read: an entry in its worker's
 /// loop, like a connection, holding only what has arrived.
-pub struct Handshaking {
+pub(crate) struct Handshaking {
     stream: Option<std::net::TcpStream>,
     node: Arc<Node>,
     _counted: HandshakeGuard,
@@ -110,7 +110,7 @@ pub struct Handshaking {
 
 impl Handshaking {
     /// Reads `stream`'s first request on this worker.
-    pub fn start(stream: std::net::TcpStream, node: &Arc<Node>) {
+    pub(crate) fn start(stream: std::net::TcpStream, node: &Arc<Node>) {
         let timeout = node.services.config.server.handshake_timeout_ms;
         let fd = stream.as_raw_fd();
         let entry = Box::new(Self {
@@ -396,7 +396,7 @@ fn unauthorized(message: &str) -> Bytes {
 
 /// A complete HTTP response with a JSON error body, `{"error": message}`,
 /// after which the socket is closed.
-pub fn response(status: u16, message: &str, headers: &[(&str, &str)]) -> Bytes {
+pub(crate) fn response(status: u16, message: &str, headers: &[(&str, &str)]) -> Bytes {
     let reason = match status {
         400 => "Bad Request",
         401 => "Unauthorized",

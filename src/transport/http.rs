@@ -9,7 +9,7 @@ use crate::node::Node;
 
 /// Registers every route of the HTTP port; `/api/debug/*` only when
 /// `debug.fault_injection` is on.
-pub fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool) {
     cfg.route("/ws", web::get().to(reconnect))
         .route("/sse", web::get().to(reconnect))
         .route("/healthz", web::get().to(healthz))

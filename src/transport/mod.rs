@@ -15,12 +15,12 @@
 //! - [`replay`]: hands a socket whose request head was already read to actix-http.
 //! - [`http`]: the plain HTTP routes (`/healthz`, `/readyz`, `/metrics`).
 
-pub mod admission;
-pub mod handshake;
-pub mod http;
-pub mod replay;
-pub mod sse;
-pub mod ws;
+pub(crate) mod admission;
+pub(crate) mod handshake;
+pub(crate) mod http;
+pub(crate) mod replay;
+pub(crate) mod sse;
+pub(crate) mod ws;
 
 #[cfg(test)]
 mod tests {

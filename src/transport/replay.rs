@@ -10,14 +10,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A socket with bytes to read again before its own.
-pub struct Replay {
+pub(crate) struct Replay {
     head: Vec<u8>,
     at: usize,
     stream: TcpStream,
 }
 
 impl Replay {
-    pub fn new(head: Vec<u8>, stream: TcpStream) -> Self {
+    pub(crate) fn new(head: Vec<u8>, stream: TcpStream) -> Self {
         Self { head, at: 0, stream }
     }
 }

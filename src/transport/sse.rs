@@ -28,12 +28,12 @@ use crate::ids::RoomName;
 use crate::protocol::{self, ServerKind};
 
 /// A Server-Sent Events connection.
-pub type SseConnection = Connection<Sse>;
+pub(crate) type SseConnection = Connection<Sse>;
 
 /// What an SSE connection keeps beyond the core: until its rooms are
 /// joined, what it still has to do to open.
 #[derive(Default)]
-pub struct Sse {
+pub(crate) struct Sse {
     opening: Option<Box<Opening>>,
 }
 
@@ -45,7 +45,7 @@ struct Opening {
 
 impl Sse {
     /// A subscriber to `rooms` whose response begins with `head`.
-    pub fn new(rooms: Vec<RoomName>, head: Bytes) -> Self {
+    pub(crate) fn new(rooms: Vec<RoomName>, head: Bytes) -> Self {
         Self { opening: Some(Box::new(Opening { rooms, head })) }
     }
 }
@@ -95,7 +95,7 @@ fn chunk(out: &mut BytesMut, payload: &[u8]) {
 
 /// The distinct rooms of every `rooms` parameter, each a comma-separated
 /// list; an error names the first bad room.
-pub fn requested_rooms(query: &str, max: usize) -> Result<Vec<RoomName>, String> {
+pub(crate) fn requested_rooms(query: &str, max: usize) -> Result<Vec<RoomName>, String> {
     let params: Vec<(String, String)> =
         serde_urlencoded::from_str(query).map_err(|_| "the query string is malformed".to_owned())?;
     let mut rooms = BTreeSet::new();

@@ -25,15 +25,15 @@ use crate::metrics::Fault;
 use crate::protocol::close;
 
 /// A WebSocket connection.
-pub type WsConnection = Connection<Ws>;
+pub(crate) type WsConnection = Connection<Ws>;
 
 /// The most fragments one message may come in.
-pub const MAX_FRAGMENTS: u32 = 128;
+pub(crate) const MAX_FRAGMENTS: u32 = 128;
 
 /// What a WebSocket connection keeps beyond the core: a fragmented message
 /// under way (nothing while idle).
 #[derive(Default)]
-pub struct Ws {
+pub(crate) struct Ws {
     fragments: Option<Box<Fragments>>,
 }
 
