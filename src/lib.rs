@@ -46,7 +46,10 @@
 //! shows it alone (`%error`) and says its cause once when the binary prints
 //! it with its chain (`{:#}`).
 
-#![warn(unreachable_pub)]
+// Items are `pub` only where something outside the crate uses them (the
+// binary, the benches, the integration tests), `pub(crate)` where another
+// module does; what nothing uses does not build.
+#![deny(unreachable_pub, dead_code)]
 
 mod api;
 mod auth;

@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 
 /// The filter `config` asks for; `RUST_LOG`, when set and valid, wins.
-pub fn filter(config: &LogConfig) -> EnvFilter {
+pub(crate) fn filter(config: &LogConfig) -> EnvFilter {
     match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::builder().parse(&directives),
         _ => EnvFilter::builder().parse(&config.level),
@@ -28,7 +28,7 @@ pub fn filter(config: &LogConfig) -> EnvFilter {
 
 /// Whether log lines carry colours: only on a terminal, and not when
 /// `no_color` (the value of `NO_COLOR`) is set to anything but the empty string.
-pub fn coloured(terminal: bool, no_color: Option<&OsStr>) -> bool {
+pub(crate) fn coloured(terminal: bool, no_color: Option<&OsStr>) -> bool {
     terminal && no_color.is_none_or(OsStr::is_empty)
 }
 

@@ -77,7 +77,7 @@ impl<'a> Fields<'a> {
     }
 
     /// `from`: optional, a user id of 1 to 256 bytes; `default` when absent.
-    pub(crate) fn from_or(&self, default: &'static str) -> Result<Cow<'a, str>, ApiError> {
+    pub(crate) fn sender_or(&self, default: &'static str) -> Result<Cow<'a, str>, ApiError> {
         match self.from {
             None => Ok(Cow::Borrowed(default)),
             Some(raw) => string(raw)
@@ -155,8 +155,8 @@ mod tests {
         for body in [r#"{"user":7}"#, r#"{"user":""}"#, "{}"] {
             assert!(message(Fields::parse(body.as_bytes()).unwrap().user()).contains("user"), "{body}");
         }
-        assert!(message(Fields::parse(br#"{"from":1}"#).unwrap().from_or("server")).contains("from"));
-        assert_eq!(Fields::parse(b"{}").unwrap().from_or("server").unwrap(), "server");
+        assert!(message(Fields::parse(br#"{"from":1}"#).unwrap().sender_or("server")).contains("from"));
+        assert_eq!(Fields::parse(b"{}").unwrap().sender_or("server").unwrap(), "server");
         let deep = format!(r#"{{"data":{}{}}}"#, "[".repeat(129), "]".repeat(129));
         assert_eq!(message(Fields::parse(deep.as_bytes()).unwrap().data()), DATA_TOO_DEEP);
         let deepest = format!(r#"{{"data":{}{}}}"#, "[".repeat(128), "]".repeat(128));

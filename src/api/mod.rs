@@ -97,7 +97,7 @@ fn body_timeout(services: &Services) -> std::time::Duration {
 async fn publish(services: web::Data<Services>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let bytes = body::read(payload, services.config.limits.max_message_bytes, body_timeout(&services)).await?;
     let fields = body::Fields::parse(&bytes)?;
-    let (room, data, from) = (fields.room()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
+    let (room, data, from) = (fields.room()?, fields.data()?, fields.sender_or(SERVER_SENDER)?);
     services.metrics.published(Source::Api);
     let seq = services
         .rooms
@@ -111,7 +111,7 @@ async fn publish(services: web::Data<Services>, payload: web::Payload) -> Result
 async fn direct(services: web::Data<Services>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let bytes = body::read(payload, services.config.limits.max_message_bytes, body_timeout(&services)).await?;
     let fields = body::Fields::parse(&bytes)?;
-    let (user, data, from) = (fields.user()?, fields.data()?, fields.from_or(SERVER_SENDER)?);
+    let (user, data, from) = (fields.user()?, fields.data()?, fields.sender_or(SERVER_SENDER)?);
     let frame = ServerFrame::Direct { from: &from, data, ts: now_ms() }.encode();
     let user = UserId::from(user);
     services.cluster.direct(&user, frame.text());

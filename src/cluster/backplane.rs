@@ -237,7 +237,7 @@ impl Backplane {
     /// Increments the counter `counter` (to above `floor` at least) and
     /// publishes `<number>:<payload>` on `channel`, atomically in Redis:
     /// subscribers see numbers in order. Returns the number.
-    pub fn sequenced_publish(
+    pub(crate) fn sequenced_publish(
         &self,
         counter: String,
         channel: String,
@@ -251,7 +251,7 @@ impl Backplane {
     }
 
     /// Raises the counter `counter` to at least `floor`.
-    pub fn raise_counter(
+    pub(crate) fn raise_counter(
         &self,
         counter: String,
         floor: u64,
@@ -263,7 +263,7 @@ impl Backplane {
 
     /// Runs `script` with `keys` and `args`, in order with every other
     /// command.
-    pub fn eval(
+    pub(crate) fn eval(
         &self,
         script: &'static Script,
         keys: Vec<String>,
@@ -305,12 +305,12 @@ impl Backplane {
 
     /// How many times either connection has been (re-)established: when
     /// it moves, whatever was in flight may have been lost.
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
     /// The channels the subscriber holds (or takes again on reconnect).
-    pub fn subscriptions(&self) -> BTreeSet<String> {
+    pub(crate) fn subscriptions(&self) -> BTreeSet<String> {
         self.subscriber.tracked_channels().into_iter().map(|c| c.to_string()).collect()
     }
 

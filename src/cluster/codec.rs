@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{NodeId, RoomName, UserId};
 
 /// The version this node writes and the only one it reads.
-pub const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
 
 /// One message between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,7 +94,7 @@ pub fn sequenced(seq: u64, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The number (if sequenced) and envelope of an incoming payload.
-pub fn decode_incoming(payload: &[u8]) -> Result<(Option<u64>, Envelope), DecodeError> {
+pub(crate) fn decode_incoming(payload: &[u8]) -> Result<(Option<u64>, Envelope), DecodeError> {
     if !payload.first().is_some_and(u8::is_ascii_digit) {
         return Ok((None, decode(payload)?));
     }

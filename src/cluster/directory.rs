@@ -89,7 +89,7 @@ pub trait Directory: Send + Sync + 'static {
 }
 
 /// The users of `members`, each once, sorted.
-pub fn users_of(members: &[(NodeId, UserId)]) -> Vec<UserId> {
+pub(crate) fn users_of(members: &[(NodeId, UserId)]) -> Vec<UserId> {
     let users: BTreeSet<&UserId> = members.iter().map(|(_, user)| user).collect();
     users.into_iter().cloned().collect()
 }

@@ -55,8 +55,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codec::{Body, Envelope};
-pub use directory::Directory;
-pub use relay::{Channel, Relay};
+pub(crate) use directory::Directory;
+pub(crate) use relay::{Channel, Relay};
 use relay::{Pending, RelayError};
 
 use crate::config::ClusterConfig;
@@ -70,7 +70,7 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// on the actors' runtime. A Redis that is not there yet is waited for in
 /// the background (the node is not ready until then); only an unusable
 /// `redis_url` fails.
-pub async fn join(config: &ClusterConfig, node: NodeId, metrics: Arc<Metrics>) -> Result<Arc<Membership>, String> {
+pub(crate) async fn join(config: &ClusterConfig, node: NodeId, metrics: Arc<Metrics>) -> Result<Arc<Membership>, String> {
     let backplane = backplane::Backplane::connect(&config.redis_url, CONNECT_WAIT)
         .await
         .map_err(|e| format!("cannot use cluster.redis_url {:?}: {e}", config.redis_url))?;
@@ -235,7 +235,7 @@ pub struct Membership {
 }
 
 /// Microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 

@@ -85,7 +85,7 @@ impl RelayError {
 
 /// The answer to a relay call. The call itself has already taken its place
 /// in line when it returns; awaiting this only waits for the outcome.
-pub type Pending<T> = BoxFuture<'static, Result<T, RelayError>>;
+pub(crate) type Pending<T> = BoxFuture<'static, Result<T, RelayError>>;
 
 /// How envelopes travel between nodes.
 ///

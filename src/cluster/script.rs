@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use sha1::{Digest, Sha1};
 
 /// A Lua script and its SHA-1, computed on first use.
-pub struct Script {
+pub(crate) struct Script {
     source: &'static str,
     sha: OnceLock<String>,
 }
@@ -24,12 +24,12 @@ impl Script {
     }
 
     /// The script, as `SCRIPT LOAD` takes it.
-    pub fn source(&self) -> &'static str {
+    pub(crate) fn source(&self) -> &'static str {
         self.source
     }
 
     /// Its SHA-1 in lowercase hex, as `EVALSHA` takes it.
-    pub fn sha(&self) -> &str {
+    pub(crate) fn sha(&self) -> &str {
         self.sha.get_or_init(|| {
             Sha1::digest(self.source.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
         })

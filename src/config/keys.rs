@@ -8,7 +8,7 @@
 use super::Config;
 
 /// Every key as `section.key`, in the order `--help` shows them, with what it means.
-pub const KEYS: &[(&str, &str)] = &[
+pub(crate) const KEYS: &[(&str, &str)] = &[
     ("server.host", "Address to listen on."),
     ("server.port", "Port; 0 picks a free one (logged at start-up)."),
     ("server.node_id", "This node's id, sent in welcome; empty generates one. At most 64 of [A-Za-z0-9_.-]."),
@@ -92,7 +92,7 @@ pub const KEYS: &[(&str, &str)] = &[
 ];
 
 /// Every key of `config` as (`section.key`, its value as TOML), sorted.
-pub fn values(config: &Config) -> Vec<(String, String)> {
+pub(crate) fn values(config: &Config) -> Vec<(String, String)> {
     let Ok(toml::Value::Table(sections)) = toml::Value::try_from(config) else {
         return Vec::new();
     };

@@ -54,6 +54,8 @@ pub(crate) struct Task<T: Transport> {
     stream: TcpStream,
     /// An incomplete frame, or frames not handled yet because the
     /// connection waits for an answer. `None` while idle.
+    // Boxed: 8 bytes per idle connection instead of 24.
+    #[allow(clippy::box_collection)]
     input: Option<Box<Vec<u8>>>,
     /// Set once the connection is closing: when its socket is dropped
     /// anyway, on the [`clock`] (0: not closing).

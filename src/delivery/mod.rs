@@ -9,17 +9,18 @@
 //! that is the connection's problem, never the room's. The connection that
 //! owns an outbox is woken through its worker's [`Wakeups`].
 
-pub mod outbox;
-pub mod registry;
-pub mod wake;
+pub(crate) mod outbox;
+pub(crate) mod registry;
+pub(crate) mod wake;
 
 use std::fmt;
 
 use crate::ids::UserId;
 
-pub use outbox::{Bounds, Delivery, Outbox, Request};
-pub use registry::Registry;
-pub use wake::{Place, Wakeups};
+pub use outbox::{Bounds, Delivery, Outbox};
+pub(crate) use outbox::Request;
+pub(crate) use registry::Registry;
+pub(crate) use wake::{Place, Wakeups};
 
 /// A connection's id, unique on this node. Clients see it as `<node>-<n>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,7 +64,7 @@ pub mod testing {
     }
 
     /// [`collector`] for a transport that carries only the kinds `carries` accepts.
-    pub fn collector_with(capacity: usize, carries: impl Fn(ServerKind) -> bool) -> (Outbox, Arc<Mutex<Vec<String>>>) {
+    pub(crate) fn collector_with(capacity: usize, carries: impl Fn(ServerKind) -> bool) -> (Outbox, Arc<Mutex<Vec<String>>>) {
         Outbox::recorder(TransportKind::WebSocket, carries, capacity)
     }
 }

@@ -59,7 +59,7 @@ impl Bounds {
 
 /// What the owner of a connection is asked to do, from outside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     Close { code: u16, reason: &'static str },
     /// Panic while handling this (fault injection).
     Crash,
@@ -94,6 +94,8 @@ struct Out {
     queued_bytes: u32,
     /// Bytes the socket has not taken yet, oldest first; the first may be
     /// the unwritten rest of a frame. Allocated only while anything waits.
+    // Boxed: 8 bytes per idle connection instead of 32.
+    #[allow(clippy::box_collection)]
     queue: Option<Box<VecDeque<Bytes>>>,
     /// The close code asked for ([`CRASH`] for a crash; 0: nothing).
     request: u16,

@@ -61,10 +61,10 @@ impl Fault {
 /// The close codes `herald_connections_closed_total` counts one by one; any
 /// other is `other`. 1006 stands for a connection that ended without a close
 /// code: its client vanished, its socket was shut, or an SSE client left.
-pub const CLOSE_CODES: [u16; 12] = [1000, 1001, 1002, 1006, 1007, 1008, 1009, 1011, 4001, 4002, 4003, 4008];
+pub(crate) const CLOSE_CODES: [u16; 12] = [1000, 1001, 1002, 1006, 1007, 1008, 1009, 1011, 4001, 4002, 4003, 4008];
 
 /// The code of a connection that ended without one.
-pub const NO_CLOSE_CODE: u16 = 1006;
+pub(crate) const NO_CLOSE_CODE: u16 = 1006;
 
 /// Where a published message came from: the `source` label of `herald_messages_published_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,18 +115,18 @@ impl ActorKind {
 
 /// An HTTP status reduced to its class: the `status` label of `herald_api_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusClass {
+pub(crate) enum StatusClass {
     Success,
     ClientError,
     ServerError,
 }
 
 impl StatusClass {
-    pub const ALL: [StatusClass; 3] = [Self::Success, Self::ClientError, Self::ServerError];
+    pub(crate) const ALL: [StatusClass; 3] = [Self::Success, Self::ClientError, Self::ServerError];
 
     /// The class of `status`; informational and redirect codes, which the API
     /// never answers, count as success.
-    pub fn of(status: u16) -> Self {
+    pub(crate) fn of(status: u16) -> Self {
         match status {
             500.. => Self::ServerError,
             400..=499 => Self::ClientError,
@@ -134,7 +134,7 @@ impl StatusClass {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Success => "2xx",
             Self::ClientError => "4xx",

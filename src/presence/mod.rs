@@ -7,7 +7,7 @@
 //! `presence` answer always agrees with the `user_joined` / `user_left`
 //! frames sent before it.
 
-pub mod registry;
+pub(crate) mod registry;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,7 +20,7 @@ use crate::ids::{RoomName, UserId};
 use crate::supervisor::Actor;
 use crate::protocol::Encoded;
 use crate::rpc::CallError;
-pub use registry::{Counts, PresenceCell, PresenceMsg};
+pub(crate) use registry::{Counts, PresenceCell, PresenceMsg};
 
 /// Typed handle to the presence registry. Messages go to the registry's
 /// mailbox, which outlives its actor: nothing sent while the actor is being

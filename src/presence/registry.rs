@@ -24,7 +24,7 @@ use crate::protocol::Encoded;
 use crate::supervisor::{Actor, Failure, Mailbox};
 
 /// Messages of the presence registry. Use [`super::Presence`] to send them.
-pub enum PresenceMsg {
+pub(crate) enum PresenceMsg {
     Online(Member),
     Offline {
         user: UserId,
@@ -93,7 +93,7 @@ impl PresenceCell {
 }
 
 /// Who is online and who is in which room.
-pub struct PresenceState {
+pub(crate) struct PresenceState {
     metrics: Arc<Metrics>,
     cluster: Cluster,
     online: HashMap<UserId, Vec<(ConnId, Outbox)>>,

@@ -80,7 +80,7 @@ impl ClientKind {
 }
 
 impl ClientFrame<'_> {
-    pub fn kind(&self) -> ClientKind {
+    pub(crate) fn kind(&self) -> ClientKind {
         match self {
             Self::Auth { .. } => ClientKind::Auth,
             Self::Join { .. } => ClientKind::Join,
@@ -155,7 +155,7 @@ fn valid_id(raw: &RawValue) -> bool {
 }
 
 /// Whether arrays and objects in `json` nest deeper than `max`.
-pub fn nests_deeper_than(json: &str, max: usize) -> bool {
+pub(crate) fn nests_deeper_than(json: &str, max: usize) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for b in json.bytes() {
         if in_string {
@@ -258,7 +258,7 @@ pub fn decode(text: &str) -> Result<Request<'_>, Rejection<'_>> {
 }
 
 impl Rejection<'_> {
-    pub fn encode(&self) -> Encoded {
+    pub(crate) fn encode(&self) -> Encoded {
         ServerFrame::Error { code: self.code, message: &self.message, id: self.id }.encode()
     }
 }

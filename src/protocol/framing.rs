@@ -5,15 +5,15 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The WebSocket heartbeat: a ping with no payload.
-pub const WS_PING: &[u8] = &[0x89, 0x00];
+pub(crate) const WS_PING: &[u8] = &[0x89, 0x00];
 
 /// The SSE heartbeat: a comment, as one chunk.
-pub const SSE_PING: &[u8] = b"8\r\n: ping\n\n\r\n";
+pub(crate) const SSE_PING: &[u8] = b"8\r\n: ping\n\n\r\n";
 
 /// `frame` as one event on one `data:` line, in one chunk. JSON needs no line
 /// break, but a client's `data` may carry some between its tokens (it is
 /// relayed verbatim); there they are whitespace, and become spaces.
-pub fn event(frame: &str) -> Bytes {
+pub(crate) fn event(frame: &str) -> Bytes {
     let len = frame.len() + 8;
     let mut out = BytesMut::with_capacity(len + 12);
     out.put_slice(format!("{len:x}\r\ndata: ").as_bytes());
@@ -29,7 +29,7 @@ pub fn event(frame: &str) -> Bytes {
 }
 
 /// The text of a whole unmasked server frame (tests and recorders).
-pub fn payload_text(frame: &[u8]) -> String {
+pub(crate) fn payload_text(frame: &[u8]) -> String {
     let start = match frame.get(1).map(|b| b & 0x7f) {
         Some(126) => 4,
         Some(127) => 10,

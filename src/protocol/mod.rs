@@ -19,20 +19,20 @@ use serde_json::value::RawValue;
 use crate::ids::UserId;
 
 /// Longest room name in bytes.
-pub const MAX_ROOM_LEN: usize = 128;
+pub(crate) const MAX_ROOM_LEN: usize = 128;
 /// Deepest nesting of arrays and objects accepted inside `data`: `[[1]]` is 2.
 ///
 /// serde_json's own limit (128 levels, counting the frame's object) does not
 /// apply here: `data` is captured as raw text, which serde_json skips over
 /// without a depth limit and never parses into a tree, so this is the one
 /// bound, checked by [`nests_deeper_than`] without recursion.
-pub const MAX_DATA_DEPTH: usize = 128;
+pub(crate) const MAX_DATA_DEPTH: usize = 128;
 /// What a `data` deeper than [`MAX_DATA_DEPTH`] is refused with.
 pub const DATA_TOO_DEEP: &str = "data nests deeper than 128 levels";
 /// Most user ids one `status` frame may ask about.
-pub const MAX_STATUS_USERS: usize = 1000;
+pub(crate) const MAX_STATUS_USERS: usize = 1000;
 /// Longest user id accepted in `direct.to` and `status.users`.
-pub const MAX_USER_LEN: usize = 256;
+pub(crate) const MAX_USER_LEN: usize = 256;
 
 /// The error codes of `error` frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,36 +49,36 @@ pub enum ErrorCode {
 }
 
 /// WebSocket close codes Herald sends, with their reasons.
-pub mod close {
-    pub const NORMAL: u16 = 1000;
-    pub const GOING_AWAY: u16 = 1001;
+pub(crate) mod close {
+    pub(crate) const NORMAL: u16 = 1000;
+    pub(crate) const GOING_AWAY: u16 = 1001;
     /// The peer broke the WebSocket protocol.
-    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub(crate) const PROTOCOL_ERROR: u16 = 1002;
     /// Not a code on the wire: what a close frame without a code stands for.
-    pub const NO_STATUS: u16 = 1005;
+    pub(crate) const NO_STATUS: u16 = 1005;
     /// A text message that is not UTF-8.
-    pub const INVALID_UTF8: u16 = 1007;
-    pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
-    pub const AUTH_TIMEOUT: u16 = 4001;
-    pub const INVALID_TOKEN: u16 = 4002;
-    pub const NOT_AUTHENTICATED: u16 = 4003;
-    pub const SLOW_CONSUMER: u16 = 4008;
+    pub(crate) const INVALID_UTF8: u16 = 1007;
+    pub(crate) const POLICY: u16 = 1008;
+    pub(crate) const TOO_BIG: u16 = 1009;
+    pub(crate) const INTERNAL: u16 = 1011;
+    pub(crate) const AUTH_TIMEOUT: u16 = 4001;
+    pub(crate) const INVALID_TOKEN: u16 = 4002;
+    pub(crate) const NOT_AUTHENTICATED: u16 = 4003;
+    pub(crate) const SLOW_CONSUMER: u16 = 4008;
 
-    pub const AUTH_TIMEOUT_REASON: &str = "authentication timeout";
-    pub const INVALID_TOKEN_REASON: &str = "invalid token";
-    pub const NOT_AUTHENTICATED_REASON: &str = "not authenticated";
-    pub const GOING_AWAY_REASON: &str = "server shutting down";
-    pub const POLICY_REASON: &str = "rate limit exceeded";
-    pub const TOO_BIG_REASON: &str = "message too big";
-    pub const INTERNAL_REASON: &str = "internal error";
-    pub const SLOW_CONSUMER_REASON: &str = "slow consumer";
-    pub const HEARTBEAT_REASON: &str = "heartbeat timeout";
+    pub(crate) const AUTH_TIMEOUT_REASON: &str = "authentication timeout";
+    pub(crate) const INVALID_TOKEN_REASON: &str = "invalid token";
+    pub(crate) const NOT_AUTHENTICATED_REASON: &str = "not authenticated";
+    pub(crate) const GOING_AWAY_REASON: &str = "server shutting down";
+    pub(crate) const POLICY_REASON: &str = "rate limit exceeded";
+    pub(crate) const TOO_BIG_REASON: &str = "message too big";
+    pub(crate) const INTERNAL_REASON: &str = "internal error";
+    pub(crate) const SLOW_CONSUMER_REASON: &str = "slow consumer";
+    pub(crate) const HEARTBEAT_REASON: &str = "heartbeat timeout";
 
     /// The reason Herald gives with a close it asks for by `code` alone
     /// (a heartbeat timeout is the one 1000 the server sends unasked).
-    pub fn reason(code: u16) -> &'static str {
+    pub(crate) fn reason(code: u16) -> &'static str {
         match code {
             NORMAL => HEARTBEAT_REASON,
             GOING_AWAY => GOING_AWAY_REASON,
@@ -95,14 +95,14 @@ pub mod close {
 }
 
 /// Whether `name` is a valid room name: 1 to 128 bytes of `[A-Za-z0-9_.:-]`.
-pub fn valid_room(name: &str) -> bool {
+pub(crate) fn valid_room(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_ROOM_LEN
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 /// Whether `user` is an acceptable user id: 1 to [`MAX_USER_LEN`] bytes.
-pub fn valid_user(user: &str) -> bool {
+pub(crate) fn valid_user(user: &str) -> bool {
     !user.is_empty() && user.len() <= MAX_USER_LEN
 }
 
@@ -115,7 +115,7 @@ pub fn now_ms() -> u64 {
 }
 
 mod client;
-pub mod framing;
+pub(crate) mod framing;
 mod server;
 #[cfg(test)]
 mod tests;

@@ -190,7 +190,7 @@ impl Encoded {
 }
 
 impl ServerFrame<'_> {
-    pub fn kind(&self) -> ServerKind {
+    pub(crate) fn kind(&self) -> ServerKind {
         match self {
             Self::Welcome { .. } => ServerKind::Welcome,
             Self::Authed { .. } => ServerKind::Authed,

@@ -8,8 +8,8 @@
 //! shards never queue behind each other, and after a join a connection talks
 //! to its room directly through a [`RoomHandle`].
 
-pub mod room;
-pub mod shard;
+pub(crate) mod room;
+pub(crate) mod shard;
 mod users;
 
 use std::future::Future;
@@ -28,8 +28,8 @@ use crate::delivery::{ConnId, Member};
 use crate::ids::{NodeId, RoomName, UserId};
 use crate::rpc::CallError;
 use crate::supervisor::Actor;
-pub use room::{Publication, RoomCell, RoomMsg};
-pub use shard::{ShardCell, ShardMsg};
+pub(crate) use room::{Publication, RoomCell, RoomMsg};
+pub(crate) use shard::{ShardCell, ShardMsg};
 
 /// Typed handle to the sharded room registry.
 #[derive(Clone)]

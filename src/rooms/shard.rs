@@ -45,7 +45,7 @@ use crate::supervisor::{Actor, Failure, Mailbox, RestartBudget};
 use crate::cluster::codec::Body;
 
 /// Messages of a registry shard. Use [`super::RoomRegistry`] to send them.
-pub enum ShardMsg {
+pub(crate) enum ShardMsg {
     Join { room: RoomName, member: Member, reply: RpcReplyPort<JoinReply> },
     Leave { room: RoomName, conn: ConnId },
     /// Sent by a room after any message that leaves it without members.

@@ -44,7 +44,7 @@ pub(crate) trait Actor: Send + Sync + Sized + 'static {
 /// What a [`Runner`] is woken with: "your mailbox has messages". The
 /// messages themselves wait in the mailbox, typed.
 #[derive(Debug)]
-pub struct Wake;
+pub(crate) struct Wake;
 
 /// Runs an [`Actor`] as a ractor actor: attaches to its mailbox when it
 /// starts, and handles a turn of messages each time it is woken.

@@ -26,7 +26,7 @@ use super::actor::Wake;
 const BATCH: usize = 256;
 
 /// A supervised actor's queue, and the actor now draining it.
-pub struct Mailbox<M> {
+pub(crate) struct Mailbox<M> {
     queue: Mutex<VecDeque<M>>,
     /// Whether a wake is on its way to the actor (or the actor is down and
     /// the next one will drain on attach).
@@ -52,7 +52,7 @@ impl<M> Drop for Mailbox<M> {
 
 impl<M> Mailbox<M> {
     /// A mailbox whose waiting messages count in `backlog`.
-    pub fn counted(backlog: IntGauge) -> Self {
+    pub(crate) fn counted(backlog: IntGauge) -> Self {
         Self::with_backlog(Some(backlog))
     }
 
@@ -61,14 +61,14 @@ impl<M> Mailbox<M> {
     }
 
     /// Queues `msg` for the actor, whichever actor that is when it runs.
-    pub fn send(&self, msg: M) {
+    pub(crate) fn send(&self, msg: M) {
         self.push(msg);
     }
 
     /// Queues `msg` and wakes the actor; true when this call scheduled a
     /// turn (none was due), which a mailbox without an actor must then
     /// have run.
-    pub fn push(&self, msg: M) -> bool {
+    pub(crate) fn push(&self, msg: M) -> bool {
         self.queue.lock().push_back(msg);
         if let Some(backlog) = &self.backlog {
             backlog.inc();
@@ -90,41 +90,41 @@ impl<M> Mailbox<M> {
 
     /// Forgets any turn that was due and schedules one if messages wait:
     /// for a runner that lost the turn it had in hand. True when one is due.
-    pub fn reschedule(&self) -> bool {
+    pub(crate) fn reschedule(&self) -> bool {
         self.scheduled.store(false, Ordering::Release);
         !self.queue.lock().is_empty() && self.wake()
     }
 
     /// Called by a (re)started actor: it drains the mailbox from now on,
     /// starting with whatever waited while no actor ran.
-    pub fn attach(&self, actor: ActorRef<Wake>) {
+    pub(crate) fn attach(&self, actor: ActorRef<Wake>) {
         *self.actor.write() = Some(actor);
         self.scheduled.store(false, Ordering::Release);
         self.wake();
     }
 
     /// The actor draining the mailbox now.
-    pub fn actor(&self) -> Option<ActorId> {
+    pub(crate) fn actor(&self) -> Option<ActorId> {
         self.actor.read().as_ref().map(|a| a.get_id())
     }
 
     /// How many messages the queue has room for without allocating.
     #[cfg(test)]
-    pub fn buffered(&self) -> usize {
+    pub(crate) fn buffered(&self) -> usize {
         self.queue.lock().capacity()
     }
 
     /// One turn of the actor: up to [`BATCH`] messages, each taken out of the
     /// queue before it is handled. Use as
     /// `let mut turn = mailbox.turn(); while let Some(msg) = turn.next() { .. }`.
-    pub fn turn(&self) -> Turn<'_, M> {
+    pub(crate) fn turn(&self) -> Turn<'_, M> {
         self.scheduled.store(false, Ordering::Release);
         Turn { mailbox: self, left: BATCH, rescheduled: false }
     }
 }
 
 /// The messages of one turn; see [`Mailbox::turn`].
-pub struct Turn<'a, M> {
+pub(crate) struct Turn<'a, M> {
     mailbox: &'a Mailbox<M>,
     left: usize,
     rescheduled: bool,
@@ -134,7 +134,7 @@ impl<M> Turn<'_, M> {
     /// The next message, or `None` when the queue is empty or the turn is
     /// over (then another turn is scheduled).
     #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Option<M> {
+    pub(crate) fn next(&mut self) -> Option<M> {
         if self.left == 0 {
             self.rescheduled |= self.mailbox.wake();
             return None;
@@ -149,7 +149,7 @@ impl<M> Turn<'_, M> {
 
     /// Frees the queue's buffer if the turn left it empty: for mailboxes
     /// that are idle far more often than not, like a room's.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         let mut queue = self.mailbox.queue.lock();
         if queue.is_empty() {
             *queue = VecDeque::new();
@@ -158,7 +158,7 @@ impl<M> Turn<'_, M> {
 
     /// Whether the turn ended on its batch with messages left and scheduled
     /// the next turn itself (see [`Mailbox::push`]).
-    pub fn rescheduled(&self) -> bool {
+    pub(crate) fn rescheduled(&self) -> bool {
         self.rescheduled
     }
 }

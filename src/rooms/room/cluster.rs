@@ -4,7 +4,7 @@
 use super::*;
 
 /// What a sync learnt.
-pub struct SyncOutcome {
+pub(crate) struct SyncOutcome {
     /// How this node's own entries changed (a rewrite after an outage).
     changes: Changes,
     /// Every user in the room on a live node, with that node.

@@ -50,10 +50,10 @@ use crate::supervisor::{Actor, Failure, Mailbox};
 mod cluster;
 
 use cluster::{Publisher, Side};
-pub use cluster::SyncOutcome;
+pub(crate) use cluster::SyncOutcome;
 
 /// A publish on its way to a room.
-pub struct Publication {
+pub(crate) struct Publication {
     pub conn: ConnId,
     pub user: UserId,
     pub data: Box<RawValue>,
@@ -66,14 +66,14 @@ pub struct Publication {
 }
 
 /// What a join answers: the room to publish to, and the users now in it.
-pub struct JoinReply {
+pub(crate) struct JoinReply {
     pub room: Arc<RoomCell>,
     pub users: Vec<UserId>,
 }
 
 /// Messages of a room. Joins, leaves and server publishes arrive through the
 /// registry shard.
-pub enum RoomMsg {
+pub(crate) enum RoomMsg {
     Join { member: Member, reply: RpcReplyPort<JoinReply> },
     Leave { conn: ConnId },
     Publish(Publication),
@@ -117,7 +117,7 @@ pub enum RoomMsg {
 }
 
 /// A room: its queue and its state, which outlive any one life of it.
-pub struct RoomCell {
+pub(crate) struct RoomCell {
     pub name: RoomName,
     mailbox: Mailbox<RoomMsg>,
     /// The shard that runs the room, and is told when it is left empty.
@@ -130,7 +130,7 @@ pub struct RoomCell {
 }
 
 /// A room's members and bookkeeping.
-pub struct RoomState {
+pub(crate) struct RoomState {
     name: RoomName,
     seq: Arc<AtomicU64>,
     presence: Presence,
@@ -148,7 +148,7 @@ pub struct RoomState {
 }
 
 impl RoomCell {
-    pub fn new(
+    pub(crate) fn new(
         name: RoomName,
         seq: Arc<AtomicU64>,
         shard: Arc<Mailbox<ShardMsg>>,
@@ -174,7 +174,7 @@ impl RoomCell {
 
     /// Queues `msg` for the room, and schedules the room on its shard
     /// unless it is already.
-    pub fn send(self: &Arc<Self>, msg: RoomMsg) {
+    pub(crate) fn send(self: &Arc<Self>, msg: RoomMsg) {
         if self.mailbox.push(msg) {
             self.schedule();
         }
@@ -189,7 +189,7 @@ impl RoomCell {
     /// and `failed` hears why; the room then starts its next life and goes
     /// on, unless `failed` says to stop (the shard is past its restart
     /// limit), which ends the turn with that answer.
-    pub fn run<E>(self: &Arc<Self>, mut failed: impl FnMut(&Arc<Self>, String) -> Result<(), E>) -> Result<(), E> {
+    pub(crate) fn run<E>(self: &Arc<Self>, mut failed: impl FnMut(&Arc<Self>, String) -> Result<(), E>) -> Result<(), E> {
         let mut turn = self.mailbox.turn();
         while let Some(msg) = turn.next() {
             if self.retired.load(Ordering::Acquire) {
@@ -218,7 +218,7 @@ impl RoomCell {
     /// messages wait (the shard may have lost the one it had in hand).
     /// False, and nothing done, when the room has no members left: its
     /// shard retires it.
-    pub fn revive(self: &Arc<Self>) -> bool {
+    pub(crate) fn revive(self: &Arc<Self>) -> bool {
         if self.state.lock().members.is_empty() {
             return false;
         }
@@ -230,12 +230,12 @@ impl RoomCell {
     }
 
     /// Marks the room dropped by its shard.
-    pub fn retire(&self) {
+    pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
     }
 
     /// Which life the room is in: it changes when the room restarts.
-    pub fn life(&self) -> u32 {
+    pub(crate) fn life(&self) -> u32 {
         self.lives.load(Ordering::Acquire)
     }
 
