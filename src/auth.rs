@@ -100,7 +100,7 @@ impl Authenticator {
 /// Matches `text` against `pattern`, where `*` stands for any run of characters
 /// (including none). Iterative with one backtrack point, so linear-ish and
 /// never recursive whatever the pattern.
-pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
+fn glob_match(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;

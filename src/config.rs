@@ -302,7 +302,7 @@ const LIST_EXPECTED: &str = "a JSON array of strings, such as [\"https://a.examp
 /// word without `=` that names no level as a target to log at every level,
 /// so `"loud"` would log nothing at all and `"herald"` every event of
 /// Herald; here a target needs its `=level`.
-pub(crate) fn check_log_level(level: &str) -> Result<(), String> {
+fn check_log_level(level: &str) -> Result<(), String> {
     use tracing_subscriber::filter::LevelFilter;
     const ACCEPTED: &str =
         "use off, error, warn, info, debug or trace, or a filter of target=level directives such as \"info,herald::cluster=debug\"";
@@ -344,7 +344,7 @@ fn describe(error: &figment::Error) -> String {
 }
 
 /// Prefix of environment overrides: `HERALD_SERVER__PORT=9001` sets `server.port`.
-pub(crate) const ENV_PREFIX: &str = "HERALD_";
+const ENV_PREFIX: &str = "HERALD_";
 
 impl Config {
     /// Reads `path` (which may be absent only when `required` is false), applies

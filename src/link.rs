@@ -91,7 +91,7 @@ struct LinkState {
 
 /// How often the link ticks: often enough that a dead node is noticed well
 /// within 2 s of its heartbeat lapsing.
-pub(crate) fn tick_interval(ttl: Duration) -> Duration {
+fn tick_interval(ttl: Duration) -> Duration {
     (ttl / 10).clamp(Duration::from_millis(100), Duration::from_millis(500))
 }
 

@@ -36,7 +36,7 @@ use crate::protocol::{now_ms, valid_room, valid_user, ServerFrame};
 pub(crate) use error::ApiError;
 
 /// The `from` of `message` and `direct` frames sent through the API without one.
-pub(crate) const SERVER_SENDER: &str = "server";
+const SERVER_SENDER: &str = "server";
 
 /// Registers `/api/*`; `/api/debug/crash` only with `fault_injection`.
 pub(crate) fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool) {

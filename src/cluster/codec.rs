@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{NodeId, RoomName, UserId};
 
 /// The version this node writes and the only one it reads.
-pub(crate) const VERSION: u8 = 1;
+const VERSION: u8 = 1;
 
 /// One message between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@
 use super::Config;
 
 /// Every key as `section.key`, in the order `--help` shows them, with what it means.
-pub(crate) const KEYS: &[(&str, &str)] = &[
+const KEYS: &[(&str, &str)] = &[
     ("server.host", "Address to listen on."),
     ("server.port", "Port; 0 picks a free one (logged at start-up)."),
     ("server.node_id", "This node's id, sent in welcome; empty generates one. At most 64 of [A-Za-z0-9_.-]."),

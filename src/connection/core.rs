@@ -28,7 +28,7 @@ use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, 
 use crate::connection::Transport;
 
 /// What a connection does once an answer it waits for has come.
-pub(crate) type Continuation<T> = Box<dyn FnOnce(&mut Connection<T>)>;
+type Continuation<T> = Box<dyn FnOnce(&mut Connection<T>)>;
 
 /// An answer a connection waits for before it reads on.
 pub(crate) type Pending<T> = Pin<Box<dyn Future<Output = Continuation<T>>>>;

@@ -62,7 +62,7 @@ impl OpenSlot {
 /// they keep `/healthz`, `/readyz`, `/metrics` and the API reachable when
 /// connections have taken everything else. An eighth of the file limit, at
 /// least 8 and at most [`FD_RESERVE`].
-pub(crate) const FD_RESERVE: u64 = 64;
+const FD_RESERVE: u64 = 64;
 
 /// The connections the file limit leaves room for: the limit, less the
 /// descriptors already open, less the reserve.

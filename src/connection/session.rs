@@ -75,7 +75,7 @@ impl Session {
         Ok(())
     }
 
-    pub(crate) fn is_in(&self, room: &str) -> bool {
+    fn is_in(&self, room: &str) -> bool {
         self.rooms.iter().any(|(r, _)| &**r == room)
     }
 

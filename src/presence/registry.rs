@@ -93,7 +93,7 @@ impl PresenceCell {
 }
 
 /// Who is online and who is in which room.
-pub(crate) struct PresenceState {
+struct PresenceState {
     metrics: Arc<Metrics>,
     cluster: Cluster,
     online: HashMap<UserId, Vec<(ConnId, Outbox)>>,

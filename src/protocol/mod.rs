@@ -69,11 +69,11 @@ pub(crate) mod close {
     pub(crate) const AUTH_TIMEOUT_REASON: &str = "authentication timeout";
     pub(crate) const INVALID_TOKEN_REASON: &str = "invalid token";
     pub(crate) const NOT_AUTHENTICATED_REASON: &str = "not authenticated";
-    pub(crate) const GOING_AWAY_REASON: &str = "server shutting down";
+    const GOING_AWAY_REASON: &str = "server shutting down";
     pub(crate) const POLICY_REASON: &str = "rate limit exceeded";
     pub(crate) const TOO_BIG_REASON: &str = "message too big";
     pub(crate) const INTERNAL_REASON: &str = "internal error";
-    pub(crate) const SLOW_CONSUMER_REASON: &str = "slow consumer";
+    const SLOW_CONSUMER_REASON: &str = "slow consumer";
     pub(crate) const HEARTBEAT_REASON: &str = "heartbeat timeout";
 
     /// The reason Herald gives with a close it asks for by `code` alone

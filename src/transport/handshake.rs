@@ -45,7 +45,7 @@ use crate::delivery::Outbox;
 use crate::node::{HandshakeGuard, Node};
 
 /// The largest request head accepted; a longer one is answered 431.
-pub(crate) const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEAD: usize = 16 * 1024;
 
 /// Headers parsed at most; more is answered 431.
 const MAX_HEADERS: usize = 64;
@@ -76,7 +76,7 @@ enum HeadError {
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 /// Where a worker sends the sockets whose requests are for actix-web.
-pub(crate) type HttpHandoff = Rc<dyn Fn(Replay, Option<std::net::SocketAddr>)>;
+type HttpHandoff = Rc<dyn Fn(Replay, Option<std::net::SocketAddr>)>;
 
 thread_local! {
     static HTTP: RefCell<Option<HttpHandoff>> = const { RefCell::new(None) };

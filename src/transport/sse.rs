@@ -28,7 +28,7 @@ use crate::ids::RoomName;
 use crate::protocol::{self, ServerKind};
 
 /// A Server-Sent Events connection.
-pub(crate) type SseConnection = Connection<Sse>;
+type SseConnection = Connection<Sse>;
 
 /// What an SSE connection keeps beyond the core: until its rooms are
 /// joined, what it still has to do to open.

@@ -25,10 +25,10 @@ use crate::metrics::Fault;
 use crate::protocol::close;
 
 /// A WebSocket connection.
-pub(crate) type WsConnection = Connection<Ws>;
+type WsConnection = Connection<Ws>;
 
 /// The most fragments one message may come in.
-pub(crate) const MAX_FRAGMENTS: u32 = 128;
+const MAX_FRAGMENTS: u32 = 128;
 
 /// What a WebSocket connection keeps beyond the core: a fragmented message
 /// under way (nothing while idle).
