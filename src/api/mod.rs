@@ -210,7 +210,7 @@ async fn crash(services: web::Data<Services>, link: web::Data<Option<LinkHandle>
     Ok(HttpResponse::Ok().json(json!({ "crashed": target })))
 }
 
-/// Waits until `done`, for at most [`rpc::CALL_TIMEOUT`].
+/// Waits until `done`, for at most [`crate::rpc::CALL_TIMEOUT`].
 async fn replaced<F: std::future::Future<Output = bool>>(done: impl Fn() -> F) -> Result<(), ApiError> {
     let deadline = tokio::time::Instant::now() + crate::rpc::CALL_TIMEOUT;
     while !done().await {

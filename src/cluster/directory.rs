@@ -55,7 +55,8 @@ pub struct Changes {
 /// effect in the order they are made.
 pub trait Directory: Send + Sync + 'static {
     /// Marks `node` alive for `ttl`. True when it was not registered: new,
-    /// or swept as dead meanwhile (it must then [`Self::replace`] its entries).
+    /// or swept as dead meanwhile (it must then write its entries again,
+    /// [`Self::replace_room`] and [`Self::replace_users`]).
     fn heartbeat(&self, node: &NodeId, ttl: Duration) -> Pending<bool>;
     /// The registered nodes, alive or dead.
     fn nodes(&self) -> Pending<Nodes>;

@@ -72,7 +72,7 @@ pub(crate) struct Connection<T: Transport> {
 
 impl<T: Transport> Connection<T> {
     /// A connection that keeps `slot` (given back when it drops) and writes
-    /// through `outbox`; `id` is from [`Node::next_conn`]. Call
+    /// through `outbox`; `id` is from [`crate::node::Node::next_conn`]. Call
     /// [`Self::open`] next.
     pub(crate) fn new(services: Arc<Services>, id: ConnId, slot: OpenSlot, outbox: Outbox, transport: T) -> Self {
         slot.keep();

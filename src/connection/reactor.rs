@@ -4,7 +4,7 @@
 //! A tokio task and a tokio-registered socket per connection would cost
 //! about 640 bytes before the connection holds anything of its own (the
 //! task cell and the socket's readiness record are each padded to 128-byte
-//! cache lines). Here a connection is one boxed [`Task`] in its worker's
+//! cache lines). Here a connection is one boxed [`Task`](super::task::Task) in its worker's
 //! table, and its socket one entry in the worker's epoll set; the epoll
 //! descriptor itself is the one thing registered with tokio.
 //!

@@ -13,7 +13,7 @@
 //! - a handle type for callers (`Presence`, `RoomRegistry`, `RoomHandle`,
 //!   `LinkHandle`) whose methods push messages.
 //!
-//! A [`Runner`] runs an actor as a ractor actor: it attaches to the mailbox
+//! A runner ([`actor::Runner`]) runs an actor as a ractor actor: it attaches to the mailbox
 //! and, each time it is woken ([`Wake`]), takes a bounded turn of messages,
 //! one at a time. Rooms are the one kind without a runner of their own: a
 //! room with messages waiting asks its shard for a turn, and the shard's
