@@ -121,11 +121,7 @@ fn client_text_frame(payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_burst_passes_then_frames_are_rate_limited_with_their_id() {
-    let server = server_with(|c| {
-        c.limits.rate_per_sec = 1;
-        c.limits.rate_burst = 3;
-        c.limits.rate_strikes = 10;
-    });
+    let server = server_with(|c| rate_limits(c, 3, 10));
     let (mut client, _) = ws_connect(&server).await;
     let before = Snapshot::take(&server).await;
     // Sent back to back: at one frame per second no token returns meanwhile.
@@ -173,11 +169,7 @@ async fn every_text_binary_and_ping_frame_takes_a_token_but_pongs_do_not() {
 
 #[tokio::test]
 async fn consecutive_strikes_close_1008_and_the_last_strike_sends_no_error() {
-    let server = server_with(|c| {
-        c.limits.rate_per_sec = 1;
-        c.limits.rate_burst = 1;
-        c.limits.rate_strikes = 3;
-    });
+    let server = server_with(|c| rate_limits(c, 1, 3));
     let (mut client, _) = ws_connect(&server).await;
     let before = Snapshot::take(&server).await;
     send_all(&mut client, &[ping(json!(0)), ping(json!(1)), ping(json!(2)), ping(json!(3))]).await;
@@ -399,9 +391,7 @@ async fn only_allowed_origins_may_upgrade() {
 #[tokio::test]
 async fn after_a_barrage_of_bad_input_other_clients_are_served() {
     let server = server_with(|c| {
-        c.limits.rate_per_sec = 1;
-        c.limits.rate_burst = 10;
-        c.limits.rate_strikes = 5;
+        rate_limits(c, 10, 5);
         c.limits.max_message_bytes = 4096;
     });
     // A flood: ten frames pass, the fifth strike after them closes.
@@ -449,9 +439,7 @@ async fn after_a_barrage_of_bad_input_other_clients_are_served() {
 #[tokio::test]
 async fn counters_move_by_exactly_what_a_scripted_session_did() {
     let server = server_with(|c| {
-        c.limits.rate_per_sec = 1;
-        c.limits.rate_burst = 2;
-        c.limits.rate_strikes = 4;
+        rate_limits(c, 2, 4);
         c.limits.max_message_bytes = 256;
     });
     let before = Snapshot::take(&server).await;

@@ -162,9 +162,7 @@ async fn a_scripted_session_moves_every_counter_by_exactly_its_share() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_frames_and_the_close_they_end_in_are_counted_once_each() {
     let mut config = config();
-    config.limits.rate_per_sec = 1;
-    config.limits.rate_burst = 1;
-    config.limits.rate_strikes = 3;
+    rate_limits(&mut config, 1, 3);
     let server = start(config);
     let before = Snapshot::take(&server).await;
     let (mut client, _) = ws_connect(&server).await;

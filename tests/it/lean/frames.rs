@@ -4,11 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn websocket_pings_take_rate_tokens_and_a_ping_flood_closes_1008() {
-    let server = server_with(|c| {
-        c.limits.rate_per_sec = 1;
-        c.limits.rate_burst = 1;
-        c.limits.rate_strikes = 3;
-    });
+    let server = server_with(|c| rate_limits(c, 1, 3));
     let (mut client, _) = ws_connect(&server).await;
     let before = Snapshot::take(&server).await;
     for _ in 0..10 {

@@ -76,6 +76,15 @@ pub fn start(config: Config) -> TestServer {
     TestServer { addr, shutdown, stopped, thread: Some(thread), drain }
 }
 
+/// Rate limits a test can trip: one client frame a second once a burst of
+/// `burst` is spent, and the connection closed after `strikes` refused
+/// frames in a row.
+pub fn rate_limits(config: &mut Config, burst: u32, strikes: u32) {
+    config.limits.rate_per_sec = 1;
+    config.limits.rate_burst = burst;
+    config.limits.rate_strikes = strikes;
+}
+
 /// Starts a server with the test config as `edit` leaves it.
 pub fn server_with(edit: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = config();
