@@ -22,6 +22,27 @@ pub(crate) fn settle() {
     unsafe { libmimalloc_sys::mi_collect(false) }
 }
 
+/// How often a thread of the actors' runtime settles when it goes idle, at most.
+const IDLE_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Settles the calling thread's memory when it goes idle, at most every
+/// [`IDLE_SETTLE`]: for the actors' runtime's `on_thread_park`. Rooms are
+/// created and dropped on whichever of its threads runs their shard, and
+/// a thread's freed pages go back only when that same thread collects;
+/// [`settle_every`] alone reaches one thread of the runtime a second.
+pub(crate) fn settle_when_idle() {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    LAST.with(|last| {
+        if last.get().is_none_or(|at| now.duration_since(at) >= IDLE_SETTLE) {
+            last.set(Some(now));
+            settle();
+        }
+    });
+}
+
 /// Settles memory every `period` on whichever thread of a runtime runs it, forever.
 pub(crate) async fn settle_every(period: std::time::Duration) {
     let mut interval = tokio::time::interval(period);

@@ -111,6 +111,7 @@ impl Server {
         let actors = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cores())
             .thread_name("herald-actors")
+            .on_thread_park(crate::memory::settle_when_idle)
             .enable_all()
             .build()
             .map_err(ServerError::Runtime)?;
