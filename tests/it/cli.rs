@@ -229,6 +229,9 @@ async fn json_logs_give_one_line_per_connection_lifecycle_event_at_debug() {
         herald.lines().iter().any(|l| l.contains("connection closed") && l.contains(&format!("\"conn\":\"{conn}\"")))
     })
     .await;
+    // `herald listening` comes once every worker is ready, and the first
+    // worker may serve a whole session before the last one is.
+    eventually(WAIT, || async { herald.lines().iter().any(|l| l.contains("herald listening")) }).await;
     let lines = herald.lines();
     assert!(closed, "no `connection closed` line for {conn}: {lines:#?}");
     let events: Vec<serde_json::Value> =
