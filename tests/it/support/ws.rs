@@ -19,6 +19,9 @@ type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A WebSocket client.
 pub struct Client {
     ws: Stream,
+    /// Frames read while waiting for a `joined`, given out first by the
+    /// next reads.
+    early: std::collections::VecDeque<Value>,
 }
 
 /// What a read ended with.
@@ -56,6 +59,9 @@ impl Client {
 
     /// The next JSON frame or close within `wait`, or `None` if nothing came.
     pub async fn next_event_within(&mut self, wait: Duration) -> Option<Event> {
+        if let Some(frame) = self.early.pop_front() {
+            return Some(Event::Frame(frame));
+        }
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -120,11 +126,24 @@ impl Client {
         self.recv().await
     }
 
-    /// Joins `room`, returning the `joined` frame.
+    /// Joins `room`, returning the `joined` frame. Frames of the room (or of
+    /// others) may arrive before it (PROTOCOL.md, "Frames around `joined`
+    /// and `left`"): they are kept, in order, for the reads that follow.
     pub async fn join(&mut self, room: &str) -> Value {
-        let joined = self.request(json!({"type": "join", "room": room})).await;
-        assert_eq!(joined["type"], "joined", "{joined}");
-        joined
+        self.send(json!({"type": "join", "room": room})).await;
+        let mut early = Vec::new();
+        loop {
+            let frame = match self.next_event_within(WAIT).await {
+                Some(Event::Frame(frame)) => frame,
+                other => panic!("expected `joined`, got {other:?} after {early:?}"),
+            };
+            assert_ne!(frame["type"], "error", "{frame}");
+            if frame["type"] == "joined" && frame["room"] == room {
+                self.early.extend(early);
+                return frame;
+            }
+            early.push(frame);
+        }
     }
 
     pub async fn close(mut self) {
@@ -150,7 +169,7 @@ pub async fn ws_connect_raw(url: &str, headers: &[(&str, &str)]) -> Client {
         );
     }
     let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("websocket upgrade");
-    Client { ws }
+    Client { ws, early: Default::default() }
 }
 
 /// Connects as an anonymous client and reads `welcome`.
@@ -184,7 +203,7 @@ pub async fn ws_connect_recv_buffer(server: &impl Endpoint, size: u32) -> Client
     let (ws, _) = tokio_tungstenite::client_async(server.ws_url(), MaybeTlsStream::Plain(stream))
         .await
         .expect("websocket upgrade");
-    let mut client = Client { ws };
+    let mut client = Client { ws, early: Default::default() };
     let welcome = client.recv().await;
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     client
