@@ -245,8 +245,15 @@ async fn a_connection_that_panics_closes_alone_with_1011() {
     alice.join("room").await;
     let _ = doomed.recv_type("user_joined").await;
 
-    crash(&server, json!({"target": "connection", "conn": conn})).await;
-    let (code, reason) = doomed.expect_close().await;
+    // The crash is answered once the connection is gone, which is when its
+    // client hangs up after reading the close (or, from a client that never
+    // does, after the close grace): the client reads and hangs up meanwhile.
+    let hang_up = async move {
+        let close = doomed.expect_close().await;
+        drop(doomed);
+        close
+    };
+    let ((), (code, reason)) = tokio::join!(crash(&server, json!({"target": "connection", "conn": conn})), hang_up);
     assert_eq!((code, reason.as_str()), (1011, "internal error"));
     assert_eq!(alice.recv_type("user_left").await["user"], "doomed");
     assert_eq!(users_in(&server, "room").await, ["alice"]);
