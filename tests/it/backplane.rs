@@ -5,6 +5,7 @@ use crate::support::*;
 
 use std::time::Duration;
 
+use fred::prelude::PubsubInterface;
 use herald::cluster::backplane::Backplane;
 use herald::cluster::codec::{self, Body, Envelope};
 
@@ -22,6 +23,18 @@ async fn next_on(rx: &mut tokio::sync::broadcast::Receiver<fred::types::Message>
     .expect("a message in time")
 }
 
+/// Waits until Redis counts `n` subscribers of `channel`. A subscription
+/// change is answered once it is on its way to Redis, which applies it when
+/// it reads it: a publish from another connection may get there first.
+async fn until_subscribers(on: &Backplane, channel: &str, n: u64) {
+    let counted = eventually(WAIT, || async {
+        let reply: Vec<fred::types::Value> = on.client().pubsub_numsub(channel).await.unwrap_or_default();
+        reply.get(1).and_then(|count| count.as_u64()) == Some(n)
+    })
+    .await;
+    assert!(counted, "Redis never counted {n} subscriber(s) of {channel}");
+}
+
 fn envelope(n: u64) -> Envelope {
     Envelope { origin: "node-a".into(), sent_us: n, body: Body::Broadcast { frame: format!("{{\"n\":{n}}}") } }
 }
@@ -33,11 +46,13 @@ async fn envelopes_cross_between_two_nodes_connections() {
         (Backplane::connect(&redis.url(), WAIT).await.unwrap(), Backplane::connect(&redis.url(), WAIT).await.unwrap());
     let mut rx = b.messages();
     b.subscribe("herald:broadcast").await.unwrap();
+    until_subscribers(&a, "herald:broadcast", 1).await;
     assert_eq!(a.publish("herald:broadcast", codec::encode(&envelope(1))).await.unwrap(), 1);
     let got = codec::decode(&next_on(&mut rx, "herald:broadcast").await).unwrap();
     assert_eq!(got, envelope(1));
     // Unsubscribed: nobody receives it any more.
     b.unsubscribe("herald:broadcast").await.unwrap();
+    until_subscribers(&a, "herald:broadcast", 0).await;
     assert_eq!(a.publish("herald:broadcast", codec::encode(&envelope(2))).await.unwrap(), 0);
 }
 

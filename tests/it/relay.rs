@@ -132,9 +132,13 @@ async fn conformance<R: Relay>(a: R, b: R) {
     }
     assert_eq!(numbers, (23..43).collect::<Vec<u64>>());
 
-    // Unsubscribed: nothing more.
+    // Unsubscribed: nothing more. A node's subscription changes take effect
+    // in order, so once a channel it subscribes to afterwards is live, the
+    // unsubscribe has taken effect.
     b.unsubscribe(&lobby).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let later = Channel::Room("later".into());
+    b.subscribe(&later).await.unwrap();
+    settle(&a, &mut rx, &later).await;
     a.publish(&lobby, &envelope("a", 10)).await.unwrap();
     nothing(&mut rx).await;
 }
