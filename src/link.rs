@@ -44,7 +44,7 @@ use crate::metrics::ActorKind;
 use crate::presence::Presence;
 use crate::protocol::{Encoded, ServerKind};
 use crate::rooms::RoomRegistry;
-use crate::supervisor::{Actor, Failure, Mailbox};
+use crate::supervisor::{Actor, Supervised, Failure, Mailbox};
 
 /// Messages of the link.
 pub(crate) enum LinkMsg {
@@ -298,15 +298,11 @@ impl LinkCell {
     }
 }
 
-impl Actor for LinkCell {
+impl Actor for Arc<LinkCell> {
     type Msg = LinkMsg;
     const KIND: ActorKind = ActorKind::Cluster;
 
-    fn mailbox(&self) -> &Mailbox<LinkMsg> {
-        &self.mailbox
-    }
-
-    fn handle(self: &Arc<Self>, msg: LinkMsg) -> Result<(), Failure> {
+    fn handle(&mut self, msg: LinkMsg) -> Result<(), Failure> {
         match msg {
             LinkMsg::Incoming(incoming) => self.deliver(incoming),
             LinkMsg::Tick => {
@@ -316,6 +312,12 @@ impl Actor for LinkCell {
             LinkMsg::Crash => panic!("fault injection: cluster link"),
         }
         Ok(())
+    }
+}
+
+impl Supervised for Arc<LinkCell> {
+    fn mailbox(&self) -> &Mailbox<LinkMsg> {
+        &self.mailbox
     }
 }
 

@@ -20,9 +20,10 @@ use crate::auth::Identity;
 use crate::connection::rate::{self, RateLimiter, RateRule};
 use crate::connection::session::{JoinRefusal, Session};
 use crate::connection::clock;
-use crate::delivery::{ConnId, Delivery, Member, Outbox};
+use crate::delivery::{ConnId, ConnMsg, Delivery, Member, Outbox};
 use crate::ids::{RoomName, UserId};
-use crate::metrics::{Fault, Source, NO_CLOSE_CODE};
+use crate::metrics::{ActorKind, Fault, Source, NO_CLOSE_CODE};
+use crate::supervisor::{Actor, Failure};
 use super::services::{OpenSlot, Services};
 use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, Request, ServerFrame};
 use crate::connection::Transport;
@@ -40,6 +41,23 @@ pub(crate) enum Handshake {
     Valid(Identity),
     /// A token was present and is bad.
     Invalid,
+}
+
+/// A connection is an actor: its messages from outside ([`ConnMsg`]) wait in
+/// its outbox, which is also the handle rooms, presence and the cluster link
+/// deliver through, and its worker's loop hands them to it (see
+/// [`super::task`]).
+impl<T: Transport> Actor for Connection<T> {
+    type Msg = ConnMsg;
+    const KIND: ActorKind = ActorKind::Connection;
+
+    fn handle(&mut self, msg: ConnMsg) -> Result<(), Failure> {
+        match msg {
+            ConnMsg::Close { code, reason } => self.close(code, reason),
+            ConnMsg::Crash => panic!("fault injection: connection {}", self.session.id),
+        }
+        Ok(())
+    }
 }
 
 impl<T: Transport> Drop for Connection<T> {

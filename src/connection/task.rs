@@ -1,6 +1,7 @@
-//! The connection actor's body: a state machine per connection, driven by
+//! The connection actor's runner: a state machine per connection, driven by
 //! the loop of the worker that accepted its socket ([`super::reactor`]),
-//! owning the socket and the [`Connection`].
+//! owning the socket and the [`Connection`] (the actor, see
+//! `crate::supervisor` for the idiom every actor shares).
 //!
 //! Why a state machine in a worker's table rather than an `async fn`, a
 //! tokio task or an actix actor: an idle connection is then exactly this
@@ -11,7 +12,8 @@
 //! connection alone with 1011.
 //!
 //! Each poll, in order: the connection's timers (heartbeat, heartbeat
-//! timeout, authentication deadline); requests from outside; the answer the
+//! timeout, authentication deadline); the message from outside waiting in
+//! its outbox, handed to [`Actor::handle`]; the answer the
 //! connection waits for, if any; flushing what the socket did not take;
 //! then, unless waiting, reading. A connection has no timer of its own: it
 //! asks its worker's loop to poll it when its next timer is due, and the
@@ -29,11 +31,11 @@ use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};
 
 use super::core::Connection;
-use crate::delivery::Request;
 use super::reactor::{Driven, Reactor, Readiness};
 use crate::delivery::Outbox;
 use super::{clock, CLOSE_GRACE};
 use crate::metrics::ActorKind;
+use crate::supervisor::Actor;
 use crate::protocol::close;
 use crate::connection::Transport;
 
@@ -137,10 +139,11 @@ impl<T: Transport> Task<T> {
     fn advance(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut reads = 0;
         loop {
-            match self.conn.outbox().take_request() {
-                Some(Request::Close { code, reason }) => self.conn.close(code, reason),
-                Some(Request::Crash) => panic!("fault injection: connection {}", self.conn.session().id),
-                None => {}
+            if let Some(msg) = self.conn.outbox().take_msg() {
+                // A failure takes the same way as a panic: see `drive`.
+                if let Err(failure) = self.conn.handle(msg) {
+                    panic!("{failure}");
+                }
             }
             if let Some(pending) = self.conn.pending.as_mut() {
                 if let Poll::Ready(then) = pending.as_mut().poll(cx) {

@@ -18,7 +18,7 @@ use std::fmt;
 use crate::ids::UserId;
 
 pub use outbox::{Bounds, Delivery, Outbox};
-pub(crate) use outbox::Request;
+pub(crate) use outbox::ConnMsg;
 pub(crate) use registry::Registry;
 pub(crate) use wake::{Place, Wakeups};
 

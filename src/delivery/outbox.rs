@@ -57,9 +57,11 @@ impl Bounds {
     }
 }
 
-/// What the owner of a connection is asked to do, from outside it.
+/// A message to a connection actor from outside it, queued in its outbox
+/// (which keeps one: the first close asked for wins, as a connection closes
+/// once, and a crash overrides it) and handled by `connection::core`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Request {
+pub(crate) enum ConnMsg {
     Close { code: u16, reason: &'static str },
     /// Panic while handling this (fault injection).
     Crash,
@@ -288,12 +290,12 @@ impl Outbox {
 
     // ---- for the connection's owner ------------------------------------
 
-    /// Takes what the connection was asked to do.
-    pub(crate) fn take_request(&self) -> Option<Request> {
+    /// Takes the message waiting for the connection, if any.
+    pub(crate) fn take_msg(&self) -> Option<ConnMsg> {
         match std::mem::take(&mut self.shared.out.lock().request) {
             0 => None,
-            CRASH => Some(Request::Crash),
-            code => Some(Request::Close { code, reason: close::reason(code) }),
+            CRASH => Some(ConnMsg::Crash),
+            code => Some(ConnMsg::Close { code, reason: close::reason(code) }),
         }
     }
 

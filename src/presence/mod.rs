@@ -17,7 +17,7 @@ use ractor::{ActorId, RpcReplyPort};
 
 use crate::delivery::{ConnId, Member};
 use crate::ids::{RoomName, UserId};
-use crate::supervisor::Actor;
+use crate::supervisor::Supervised;
 use crate::protocol::Encoded;
 use crate::rpc::CallError;
 pub(crate) use registry::{Counts, PresenceCell, PresenceMsg};

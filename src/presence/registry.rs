@@ -21,7 +21,7 @@ use crate::delivery::{ConnId, Member, Outbox};
 use crate::ids::{RoomName, UserId};
 use crate::metrics::{ActorKind, Metrics};
 use crate::protocol::Encoded;
-use crate::supervisor::{Actor, Failure, Mailbox};
+use crate::supervisor::{Actor, Supervised, Failure, Mailbox};
 
 /// Messages of the presence registry. Use [`super::Presence`] to send them.
 pub(crate) enum PresenceMsg {
@@ -198,20 +198,22 @@ impl PresenceState {
     }
 }
 
-impl Actor for PresenceCell {
+impl Actor for Arc<PresenceCell> {
     type Msg = PresenceMsg;
     const KIND: ActorKind = ActorKind::Presence;
 
-    fn mailbox(&self) -> &Mailbox<PresenceMsg> {
-        &self.mailbox
-    }
-
-    fn handle(self: &Arc<Self>, msg: PresenceMsg) -> Result<(), Failure> {
+    fn handle(&mut self, msg: PresenceMsg) -> Result<(), Failure> {
         if let PresenceMsg::Crash = msg {
             panic!("fault injection: presence registry");
         }
         self.state.lock().apply(msg);
         Ok(())
+    }
+}
+
+impl Supervised for Arc<PresenceCell> {
+    fn mailbox(&self) -> &Mailbox<PresenceMsg> {
+        &self.mailbox
     }
 }
 
@@ -222,7 +224,7 @@ mod tests {
 
     async fn spawn() -> (Presence, ractor::ActorRef<crate::supervisor::Wake>) {
         let cell = Arc::new(PresenceCell::new(Arc::new(Metrics::new()), Cluster::single()));
-        let runner = crate::supervisor::Runner::<PresenceCell>::default();
+        let runner = crate::supervisor::Runner::<Arc<PresenceCell>>::default();
         let (actor, _) = ractor::Actor::spawn(None, runner, cell.clone()).await.unwrap();
         (Presence::new(cell), actor)
     }

@@ -27,7 +27,7 @@ use crate::cluster::codec::Body;
 use crate::delivery::{ConnId, Member};
 use crate::ids::{NodeId, RoomName, UserId};
 use crate::rpc::CallError;
-use crate::supervisor::Actor;
+use crate::supervisor::Supervised;
 pub(crate) use room::{Publication, RoomCell, RoomMsg};
 pub(crate) use shard::{ShardCell, ShardMsg};
 

@@ -41,7 +41,7 @@ use crate::delivery::{ConnId, Member};
 use crate::ids::{NodeId, RoomName, UserId};
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
-use crate::supervisor::{Actor, Failure, Mailbox, RestartBudget};
+use crate::supervisor::{Actor, Supervised, Failure, Mailbox, RestartBudget};
 use crate::cluster::codec::Body;
 
 /// Messages of a registry shard. Use [`super::RoomRegistry`] to send them.
@@ -217,27 +217,11 @@ impl ShardCell {
     }
 }
 
-impl Actor for ShardCell {
+impl Actor for Arc<ShardCell> {
     type Msg = ShardMsg;
     const KIND: ActorKind = ActorKind::Registry;
 
-    fn mailbox(&self) -> &Mailbox<ShardMsg> {
-        &self.mailbox
-    }
-
-    /// A fresh shard has no rooms; a restarted one gives every room that
-    /// still has members a new life (and a turn, if messages wait) and
-    /// retires the others.
-    fn started(self: &Arc<Self>) {
-        *self.budget.lock() = RestartBudget::new(&self.supervision);
-        for room in self.live_rooms() {
-            if !room.revive() {
-                self.retire(&room.name);
-            }
-        }
-    }
-
-    fn handle(self: &Arc<Self>, msg: ShardMsg) -> Result<(), Failure> {
+    fn handle(&mut self, msg: ShardMsg) -> Result<(), Failure> {
         match msg {
             ShardMsg::Join { room, member, reply } => self.join(room, member, reply),
             ShardMsg::Leave { room, conn } => {
@@ -283,6 +267,24 @@ impl Actor for ShardCell {
             ShardMsg::Crash => panic!("fault injection: room registry shard"),
         }
         Ok(())
+    }
+}
+
+impl Supervised for Arc<ShardCell> {
+    fn mailbox(&self) -> &Mailbox<ShardMsg> {
+        &self.mailbox
+    }
+
+    /// A fresh shard has no rooms; a restarted one gives every room that
+    /// still has members a new life (and a turn, if messages wait) and
+    /// retires the others.
+    fn started(&mut self) {
+        *self.budget.lock() = RestartBudget::new(&self.supervision);
+        for room in self.live_rooms() {
+            if !room.revive() {
+                self.retire(&room.name);
+            }
+        }
     }
 }
 

@@ -71,6 +71,34 @@ mod tests {
     use crate::delivery::{ConnId, Member};
     use crate::metrics::ActorKind;
 
+    /// Every kind of actor counted in metrics is written as a
+    /// [`supervisor::Actor`], connections included.
+    #[test]
+    fn every_actor_kind_is_written_in_the_one_idiom() {
+        use crate::connection::core::Connection;
+        use crate::rooms::RoomCell;
+        use crate::supervisor::{Actor, Supervised};
+        use crate::transport::{sse::Sse, ws::Ws};
+
+        fn actor<A: Actor>() -> ActorKind {
+            A::KIND
+        }
+        fn supervised<A: Supervised>() -> ActorKind {
+            A::KIND
+        }
+        let written = [
+            actor::<Connection<Ws>>(),
+            actor::<Connection<Sse>>(),
+            supervised::<Arc<RoomCell>>(),
+            supervised::<Arc<ShardCell>>(),
+            supervised::<Arc<PresenceCell>>(),
+            supervised::<Arc<LinkCell>>(),
+        ];
+        for kind in ActorKind::ALL {
+            assert!(written.contains(&kind), "{} is not written as an Actor", kind.as_str());
+        }
+    }
+
     async fn tree(max_restarts: u32) -> (Tree, Arc<Metrics>, mpsc::UnboundedReceiver<String>) {
         let metrics = Arc::new(Metrics::new());
         let (tx, rx) = mpsc::unbounded_channel();

@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use ractor::{ActorCell, ActorId, ActorProcessingErr, ActorRef, SpawnErr};
 
@@ -15,30 +14,42 @@ use crate::rpc::{self, CallError};
 /// Why an actor failed: its supervisor logs it, counts it and decides.
 pub(crate) type Failure = ActorProcessingErr;
 
-/// A supervised actor: a queue of typed messages, the state only it
-/// changes, and how it handles one message.
+/// An actor: typed messages, the state only it changes, and how it handles
+/// one message. Every actor of a node implements it: connections, rooms,
+/// room registry shards, the presence registry and the cluster link.
 ///
-/// The value implementing it is the actor's cell: it outlives any one run
-/// of the actor, so the queue and the state survive a restart. Callers hold
-/// a handle type of the actor's own (`Presence`, `RoomRegistry`, ...) that
-/// pushes messages into [`Actor::mailbox`] and never reads the state.
-pub(crate) trait Actor: Send + Sync + Sized + 'static {
-    type Msg: Send + 'static;
+/// Callers never hold the actor: they hold a handle type of its own
+/// (`Outbox`, `RoomHandle`, `RoomRegistry`, `Presence`, `LinkHandle`) that
+/// queues messages for it and never reads its state. What differs between
+/// kinds is only who runs the actor, one message at a time:
+///
+/// - a [`Supervised`] actor's messages wait in its [`Mailbox`], and a
+///   [`Runner`] (or, for a room, its shard's runner) takes them;
+/// - a connection's (`connection::core::Connection`) wait in its outbox,
+///   and the worker loop that owns its socket takes them as it polls it.
+pub(crate) trait Actor: 'static {
+    type Msg: 'static;
 
     /// Which actor this is, in logs and the `actor` label of metrics.
     const KIND: ActorKind;
 
+    /// Handles one message. An error or a panic fails the actor and loses
+    /// this message only; what happens next is its supervisor's choice (a
+    /// [`Supervised`] actor is started again over the same state, a
+    /// connection is closed with 1011).
+    fn handle(&mut self, msg: Self::Msg) -> Result<(), Failure>;
+}
+
+/// An actor in a cell: the value implementing it is an `Arc` of a cell
+/// holding the [`Mailbox`] and the state, shared by the actor's handles and
+/// by every run of it, so the queue and the state survive a restart.
+pub(crate) trait Supervised: Actor<Msg: Send> + Clone + Send + Sync {
     /// The actor's queue.
     fn mailbox(&self) -> &Mailbox<Self::Msg>;
 
     /// Runs each time a run of the actor starts: the first, and every
     /// restart after a failure.
-    fn started(self: &Arc<Self>) {}
-
-    /// Handles one message. An error or a panic fails the actor: only this
-    /// message is lost, and its supervisor starts the next run over the same
-    /// state, which takes the messages that waited.
-    fn handle(self: &Arc<Self>, msg: Self::Msg) -> Result<(), Failure>;
+    fn started(&mut self) {}
 }
 
 /// What a [`Runner`] is woken with: "your mailbox has messages". The
@@ -46,7 +57,7 @@ pub(crate) trait Actor: Send + Sync + Sized + 'static {
 #[derive(Debug)]
 pub(crate) struct Wake;
 
-/// Runs an [`Actor`] as a ractor actor: attaches to its mailbox when it
+/// Runs a [`Supervised`] actor as a ractor actor: attaches to its mailbox when it
 /// starts, and handles a turn of messages each time it is woken.
 pub(crate) struct Runner<A>(PhantomData<fn() -> A>);
 
@@ -56,23 +67,24 @@ impl<A> Default for Runner<A> {
     }
 }
 
-impl<A: Actor> ractor::Actor for Runner<A> {
+impl<A: Supervised> ractor::Actor for Runner<A> {
     type Msg = Wake;
-    type State = Arc<A>;
-    type Arguments = Arc<A>;
+    type State = A;
+    type Arguments = A;
 
-    async fn pre_start(&self, _: ActorRef<Wake>, actor: Arc<A>) -> Result<Arc<A>, ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<Wake>, mut actor: A) -> Result<A, ActorProcessingErr> {
         actor.started();
         Ok(actor)
     }
 
-    async fn post_start(&self, myself: ActorRef<Wake>, actor: &mut Arc<A>) -> Result<(), ActorProcessingErr> {
+    async fn post_start(&self, myself: ActorRef<Wake>, actor: &mut A) -> Result<(), ActorProcessingErr> {
         actor.mailbox().attach(myself);
         Ok(())
     }
 
-    async fn handle(&self, _: ActorRef<Wake>, _: Wake, actor: &mut Arc<A>) -> Result<(), ActorProcessingErr> {
-        let mut turn = actor.mailbox().turn();
+    async fn handle(&self, _: ActorRef<Wake>, _: Wake, actor: &mut A) -> Result<(), ActorProcessingErr> {
+        let cell = actor.clone();
+        let mut turn = cell.mailbox().turn();
         while let Some(msg) = turn.next() {
             actor.handle(msg)?;
         }
@@ -91,7 +103,7 @@ pub(crate) trait Child: Send + Sync + 'static {
     fn spawn(&self, supervisor: ActorCell) -> Pin<Box<dyn Future<Output = Result<(), SpawnErr>> + Send + '_>>;
 }
 
-impl<A: Actor> Child for Arc<A> {
+impl<A: Supervised> Child for A {
     fn kind(&self) -> ActorKind {
         A::KIND
     }

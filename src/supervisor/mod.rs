@@ -2,23 +2,39 @@
 //!
 //! # One idiom
 //!
-//! Every supervised actor (the presence registry, each room registry shard,
-//! each room, the cluster link) is written the same way:
+//! Every actor of a node (each connection, each room, each room registry
+//! shard, the presence registry, the cluster link) implements [`Actor`]:
 //!
-//! - a cell: a value implementing [`Actor`] that holds the actor's
-//!   [`Mailbox`] of typed messages and its state, private to its module;
-//! - [`Actor::handle`], which applies one message to the state: the actor
-//!   is the state's one writer, and nothing outside it reads the state;
-//!   questions are messages with a reply port ([`ask`]);
-//! - a handle type for callers (`Presence`, `RoomRegistry`, `RoomHandle`,
-//!   `LinkHandle`) whose methods push messages.
+//! - typed messages ([`Actor::Msg`]: `ConnMsg`, `RoomMsg`, `ShardMsg`,
+//!   `PresenceMsg`, `LinkMsg`);
+//! - [`Actor::handle`], which applies one message to the actor's state: the
+//!   actor is the state's one writer, and nothing outside it reads the
+//!   state; questions are messages with a reply port ([`ask`]);
+//! - a handle type for callers (`Outbox`, `RoomHandle`, `RoomRegistry`,
+//!   `Presence`, `LinkHandle`) whose methods queue messages.
 //!
-//! A runner ([`actor::Runner`]) runs an actor as a ractor actor: it attaches to the mailbox
-//! and, each time it is woken ([`Wake`]), takes a bounded turn of messages,
-//! one at a time. Rooms are the one kind without a runner of their own: a
-//! room with messages waiting asks its shard for a turn, and the shard's
-//! runner gives it one (see `rooms::room`), so an idle room costs its state
-//! and nothing else.
+//! What differs is who runs an actor, and so where its messages wait:
+//!
+//! - **Supervised actors** ([`Supervised`]: rooms, shards, presence, the
+//!   link) live in a cell, an `Arc` holding their [`Mailbox`] and their
+//!   state. A runner ([`actor::Runner`]) runs one as a ractor actor: it
+//!   attaches to the mailbox and, each time it is woken ([`Wake`]), takes a
+//!   bounded turn of messages, one at a time. Rooms have no runner of their
+//!   own: a room with messages waiting asks its shard for a turn, and the
+//!   shard's runner gives it one (see `rooms::room`), so an idle room costs
+//!   its state and nothing else.
+//! - **Connections** (`connection::core::Connection`) are owned by the
+//!   worker loop that accepted their socket (`connection::task`), which
+//!   hands them their messages as it polls them. Their mailbox is their
+//!   outbox (`delivery::Outbox`), which holds one message (a close, or an
+//!   injected crash), since that is all a connection is ever asked from
+//!   outside; frames for the client are not messages to the connection but
+//!   writes through the same outbox, which go to the socket on the
+//!   delivering thread without a hop (see `delivery::outbox` for why). A
+//!   connection that fails is not restarted, since its client reconnects:
+//!   it is closed alone, with 1011. A ractor runner and a mailbox per
+//!   connection would add a hop to every delivery and about 80 bytes to
+//!   every idle connection.
 //!
 //! The cell, not the run, owns the queue and the state. When an actor
 //! panics or fails, only the message in hand is lost: its supervisor starts
@@ -40,6 +56,10 @@
 //! │   └── rooms (RoomCell), created on first join, retired when empty;
 //! │       each run by its shard, one turn at a time
 //! └── cluster link (LinkCell), with clustering: relays to and from the other nodes
+//!
+//! HTTP workers (outside the tree)
+//! └── connections (Connection<Ws>, Connection<Sse>), one per open socket,
+//!     each run by the worker that accepted it; a failed one is closed (1011)
 //! ```
 //!
 //! `server::tree` declares it: the children in the order they start, and
@@ -52,12 +72,8 @@
 //! alive. Failures and restarts are counted in `herald_actor_failures_total`
 //! and `herald_actor_restarts_total`.
 //!
-//! Connections are actors of the same shape outside this tree: a
-//! connection's typed messages are the frames and requests queued in its
-//! `delivery::Outbox` (its handle), and its one writer is its task on the
-//! HTTP worker that accepted it. A connection that panics is not restarted,
-//! since its client reconnects: it is closed alone, with 1011 (see
-//! `connection::core`).
+//! Connections are actors outside this tree: each worker loop supervises
+//! its own, with the one policy above (closed with 1011, never restarted).
 
 mod actor;
 mod budget;
@@ -68,7 +84,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 
-pub(crate) use actor::{ask, Actor, Child, Failure, Wake};
+pub(crate) use actor::{ask, Actor, Child, Failure, Supervised, Wake};
 #[cfg(test)]
 pub(crate) use actor::Runner;
 pub(crate) use budget::RestartBudget;

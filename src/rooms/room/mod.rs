@@ -45,7 +45,7 @@ use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
 use crate::protocol::{now_ms, Encoded, ErrorCode, ServerFrame, ServerKind};
 use crate::metrics::TransportKind;
-use crate::supervisor::{Actor, Failure, Mailbox};
+use crate::supervisor::{Actor, Supervised, Failure, Mailbox};
 
 mod cluster;
 
@@ -190,12 +190,13 @@ impl RoomCell {
     /// on, unless `failed` says to stop (the shard is past its restart
     /// limit), which ends the turn with that answer.
     pub(crate) fn run<E>(self: &Arc<Self>, mut failed: impl FnMut(&Arc<Self>, String) -> Result<(), E>) -> Result<(), E> {
+        let mut actor = self.clone();
         let mut turn = self.mailbox.turn();
         while let Some(msg) = turn.next() {
             if self.retired.load(Ordering::Acquire) {
                 continue;
             }
-            let failure = match catch_unwind(AssertUnwindSafe(|| self.handle(msg))) {
+            let failure = match catch_unwind(AssertUnwindSafe(|| actor.handle(msg))) {
                 Ok(outcome) => outcome.err().map(|error| error.to_string()),
                 Err(panic) => Some(panic_message(&*panic)),
             };
@@ -305,20 +306,22 @@ impl RoomCell {
 
 /// A room is an actor without a runner of its own: its shard runs it
 /// ([`RoomCell::run`]).
-impl Actor for RoomCell {
+impl Actor for Arc<RoomCell> {
     type Msg = RoomMsg;
     const KIND: ActorKind = ActorKind::Room;
 
-    fn mailbox(&self) -> &Mailbox<RoomMsg> {
-        &self.mailbox
-    }
-
-    fn handle(self: &Arc<Self>, msg: RoomMsg) -> Result<(), Failure> {
+    fn handle(&mut self, msg: RoomMsg) -> Result<(), Failure> {
         if let RoomMsg::Crash = msg {
             panic!("fault injection: room {}", self.name);
         }
         self.apply(msg);
         Ok(())
+    }
+}
+
+impl Supervised for Arc<RoomCell> {
+    fn mailbox(&self) -> &Mailbox<RoomMsg> {
+        &self.mailbox
     }
 }
 
