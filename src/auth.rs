@@ -1,10 +1,19 @@
 //! Client authentication: HS256 JWTs whose `sub` is the user id, and the room
 //! permissions that come with them.
 //!
-//! `exp` is enforced with no leeway when present; `nbf` likewise. The optional
-//! `rooms` claim lists patterns (`*` matches any run of characters) that
-//! replace the default rule, which lets a user join every room except other
-//! users' private `user:<id>` rooms.
+//! `exp` is enforced with no leeway when present; `nbf` likewise. `aud` is
+//! not checked: Herald has no audience of its own to compare it with. A
+//! `sub` is a user id a client cannot mistake or forge: 1 to 256 bytes, no
+//! control character, and not in the `anon:` space of anonymous
+//! connections. A token whose header has a `crit` list is refused, since
+//! Herald understands no extension a token could make critical (RFC 7515,
+//! 4.1.11).
+//!
+//! The optional `rooms` claim lists patterns (`*` matches any run of
+//! characters) that replace the default rule, which lets a user join every
+//! room. Either way, `user:<id>` rooms are private: a user may always join
+//! their own, `user:<sub>`, and never another user's, whatever the claim
+//! says (`["*"]` included).
 
 use std::sync::Arc;
 
@@ -20,8 +29,10 @@ pub enum AuthError {
     NoSecret,
     #[error("token rejected: {0}")]
     Jwt(jsonwebtoken::errors::Error),
-    #[error("token has an empty or over-long sub")]
+    #[error("token has an empty, over-long, control-character or anon: sub")]
     BadSubject,
+    #[error("token header makes extensions critical: {0:?}")]
+    Critical(Vec<String>),
 }
 
 /// Who a connection is, and which rooms it may join.
@@ -34,29 +45,44 @@ pub struct Identity {
 /// The rooms an identity may join.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rooms {
-    /// Every room but other users' `user:<id>` rooms.
+    /// Every room (but other users' `user:<id>` rooms).
     Default,
-    /// Only rooms matching one of these patterns.
+    /// Only rooms matching one of these patterns (and the user's own `user:<id>` room).
     Patterns(Arc<[Box<str>]>),
 }
 
 impl Identity {
     /// The anonymous identity of a connection when `auth.required = false`.
     pub fn anonymous(conn: &str) -> Self {
-        Self { user: format!("anon:{conn}").into(), rooms: Rooms::Default }
+        Self { user: format!("{ANONYMOUS}{conn}").into(), rooms: Rooms::Default }
     }
 
     /// Whether this identity may join `room` (already a valid room name).
     pub fn may_join(&self, room: &str) -> bool {
+        if let Some(owner) = room.strip_prefix(USER_ROOM) {
+            return owner == &*self.user;
+        }
         match &self.rooms {
             Rooms::Patterns(patterns) => patterns.iter().any(|p| glob_match(p, room)),
-            Rooms::Default => match room.strip_prefix("user:") {
-                Some(owner) => owner == &*self.user,
-                None => true,
-            },
+            Rooms::Default => true,
         }
     }
 }
+
+/// The prefix of a user's private room.
+const USER_ROOM: &str = "user:";
+
+/// Whether `sub` may name a user: 1 to [`crate::protocol::MAX_USER_LEN`]
+/// bytes, no control character, and not an anonymous connection's id.
+fn valid_subject(sub: &str) -> bool {
+    !sub.is_empty()
+        && sub.len() <= crate::protocol::MAX_USER_LEN
+        && !sub.chars().any(char::is_control)
+        && !sub.starts_with(ANONYMOUS)
+}
+
+/// The prefix of anonymous connections' user ids.
+const ANONYMOUS: &str = "anon:";
 
 #[derive(Deserialize)]
 struct Claims {
@@ -78,6 +104,7 @@ impl Authenticator {
         validation.leeway = 0;
         validation.validate_exp = true;
         validation.validate_nbf = true;
+        validation.validate_aud = false;
         validation.set_required_spec_claims(&["sub"]);
         let key = (!secret.is_empty()).then(|| DecodingKey::from_secret(secret.as_bytes()));
         Self { key, validation }
@@ -86,7 +113,10 @@ impl Authenticator {
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let key = self.key.as_ref().ok_or(AuthError::NoSecret)?;
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(AuthError::Jwt)?.claims;
-        if claims.sub.is_empty() || claims.sub.len() > crate::protocol::MAX_USER_LEN {
+        if let Some(critical) = jsonwebtoken::decode_header(token).map_err(AuthError::Jwt)?.crit {
+            return Err(AuthError::Critical(critical));
+        }
+        if !valid_subject(&claims.sub) {
             return Err(AuthError::BadSubject);
         }
         let rooms = match claims.rooms {
@@ -174,6 +204,45 @@ mod tests {
         assert!(std::error::Error::source(&error).is_none(), "the cause is in the message, not also a source");
         assert!(error.to_string().starts_with("token rejected: "), "{error}");
         assert!(error.to_string().len() > "token rejected: ".len(), "{error}");
+    }
+
+    #[test]
+    fn subjects_a_client_could_mistake_or_forge_are_refused() {
+        let auth = Authenticator::new("s3cret");
+        let long = "x".repeat(257);
+        for sub in ["", "a\u{0}b", "a\nb", "tab\there", "del\u{7f}", "c1\u{85}", "anon:x-1", "anon:", long.as_str()] {
+            let error = auth.verify(&token(json!({"sub": sub}), "s3cret")).unwrap_err();
+            assert!(matches!(error, AuthError::BadSubject), "{sub:?}: {error:?}");
+        }
+        for sub in ["alice", "anon", "anonymous:1", "ünïcödé", "user name", &"x".repeat(256)] {
+            assert!(auth.verify(&token(json!({"sub": sub}), "s3cret")).is_ok(), "{sub:?}");
+        }
+    }
+
+    #[test]
+    fn a_critical_header_is_refused_and_an_audience_is_not() {
+        let auth = Authenticator::new("s3cret");
+        let key = EncodingKey::from_secret(b"s3cret");
+        for critical in [vec!["exp".to_owned()], vec!["b64".to_owned()], vec![]] {
+            let header = Header { crit: Some(critical.clone()), ..Header::default() };
+            let token = encode(&header, &json!({"sub":"alice"}), &key).unwrap();
+            let error = auth.verify(&token).unwrap_err();
+            assert!(matches!(error, AuthError::Critical(ref c) if *c == critical), "{error:?}");
+        }
+        let id = auth.verify(&token(json!({"sub":"alice","aud":"some-app"}), "s3cret")).unwrap();
+        assert_eq!(&*id.user, "alice");
+    }
+
+    #[test]
+    fn user_rooms_are_private_whatever_the_claim() {
+        let auth = Authenticator::new("s3cret");
+        for rooms in [json!(["*"]), json!(["user:*"]), json!(["*:*"]), json!(["user:bob"]), json!(["lobby"]), json!([])] {
+            let alice = auth.verify(&token(json!({"sub":"alice","rooms":rooms}), "s3cret")).unwrap();
+            assert!(!alice.may_join("user:bob"), "{rooms}");
+            assert!(alice.may_join("user:alice"), "{rooms}");
+        }
+        let wide = auth.verify(&token(json!({"sub":"alice","rooms":["*"]}), "s3cret")).unwrap();
+        assert!(wide.may_join("users") && wide.may_join("chat:1"));
     }
 
     #[test]

@@ -134,6 +134,9 @@ pub struct LimitsConfig {
     /// Bytes buffered for one connection; past it, as past `outbound_queue`
     /// frames, it is a slow consumer. Default `1048576` (1 MiB).
     pub outbound_queue_bytes: usize,
+    /// Rooms this node holds at once (those with members here); a join that
+    /// would create one more is `TOO_MANY_ROOMS`. Default `1000000`.
+    pub max_rooms: usize,
 }
 
 impl Default for LimitsConfig {
@@ -147,6 +150,7 @@ impl Default for LimitsConfig {
             outbound_queue: 1024,
             max_connections: 0,
             outbound_queue_bytes: 1 << 20,
+            max_rooms: 1_000_000,
         }
     }
 }
@@ -420,6 +424,9 @@ impl Config {
         }
         if limits.max_rooms_per_conn == 0 {
             return Err(invalid("limits.max_rooms_per_conn", "must be greater than 0"));
+        }
+        if limits.max_rooms == 0 {
+            return Err(invalid("limits.max_rooms", "must be greater than 0"));
         }
         if limits.outbound_queue == 0 {
             return Err(invalid("limits.outbound_queue", "must be greater than 0"));

@@ -142,8 +142,8 @@ async fn room_presence(services: web::Data<Services>, room: web::Path<String>) -
     if !valid_room(&room) {
         return Err(ApiError::bad_request("the room must be 1 to 128 bytes of [A-Za-z0-9_.:-]"));
     }
-    let users = services.presence.room_users(room.as_str().into()).await.map_err(|_| ApiError::Unavailable)?;
-    Ok(HttpResponse::Ok().json(json!({ "room": room, "users": users })))
+    let users = services.room_presence(room.as_str().into()).await.map_err(|_| ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({ "room": room, "users": users.json() })))
 }
 
 /// `GET /api/users/{user}/status` → `{"user": u, "online": bool}`.

@@ -47,6 +47,11 @@ const KEYS: &[(&str, &str)] = &[
     ("limits.rate_strikes", "Consecutive rate-limited frames that close the connection with 1008."),
     ("limits.max_rooms_per_conn", "Rooms one connection may be in at once; one more is TOO_MANY_ROOMS."),
     (
+        "limits.max_rooms",
+        "Rooms this node holds at once (those with members here); a join that would create one more is \
+         TOO_MANY_ROOMS.",
+    ),
+    (
         "limits.outbound_queue",
         "Frames queued for one connection; one more and it is a slow consumer, closed with 4008.",
     ),

@@ -22,7 +22,8 @@ use crate::connection::session::{JoinRefusal, Session};
 use crate::connection::clock;
 use crate::delivery::{ConnId, ConnMsg, Delivery, Member, Outbox};
 use crate::ids::{RoomName, UserId};
-use crate::metrics::{ActorKind, Fault, Source, NO_CLOSE_CODE};
+use crate::metrics::{ActorKind, Fault, JoinRefusal as Refused, Source, NO_CLOSE_CODE};
+use crate::rooms::JoinError;
 use crate::supervisor::{Actor, Failure};
 use super::services::{OpenSlot, Services};
 use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, Request, ServerFrame};
@@ -136,7 +137,9 @@ impl<T: Transport> Connection<T> {
         self.next_ping_ms = clock::deadline(now, self.services.config.heartbeat.interval_ms);
         match handshake {
             Handshake::Invalid => return self.close(close::INVALID_TOKEN, close::INVALID_TOKEN_REASON),
-            Handshake::Valid(identity) => self.session.authenticate(&self.services, identity, false, self.outbox.clone()),
+            Handshake::Valid(identity) => {
+                self.session.authenticate(&self.services, identity, false, self.outbox.clone());
+            }
             Handshake::None if self.services.config.auth.required => {
                 self.auth_deadline_ms = clock::deadline(now, self.services.config.auth.timeout_ms);
             }
@@ -396,24 +399,32 @@ impl<T: Transport> Connection<T> {
             None => return self.close(close::INVALID_TOKEN, close::INVALID_TOKEN_REASON),
         };
         let same_user = self.session.user() == Some(&identity.user);
-        if same_user {
-            self.session.refresh(identity.clone());
+        let left = if same_user {
+            self.session.refresh(&self.services, identity.clone())
         } else if self.session.identity().is_some() && !self.session.is_anonymous() {
             return self.error(ErrorCode::BadRequest, "this connection is already authenticated as another user", id);
         } else {
             self.auth_deadline_ms = 0;
-            self.session.authenticate(&self.services, identity.clone(), false, self.outbox.clone());
+            self.session.authenticate(&self.services, identity.clone(), false, self.outbox.clone())
+        };
+        // The rooms it is no longer in, each told before the reply.
+        for room in &left {
+            self.reply(ServerFrame::Left { room, id: None });
         }
         self.reply(ServerFrame::Authed { user: &identity.user, id });
     }
 
     fn on_join(&mut self, room: RoomName, id: Option<&RawValue>) {
-        match self.session.check_join(&room, self.services.config.limits.max_rooms_per_conn) {
-            Err(JoinRefusal::Forbidden) => return self.error(ErrorCode::Forbidden, "this user may not join that room", id),
+        let refusal = match self.session.check_join(&room, self.services.config.limits.max_rooms_per_conn) {
+            Err(JoinRefusal::Forbidden) => Some((Refused::Forbidden, ErrorCode::Forbidden, "this user may not join that room")),
             Err(JoinRefusal::TooManyRooms) => {
-                return self.error(ErrorCode::TooManyRooms, "this connection is in too many rooms", id)
+                Some((Refused::MaxRoomsPerConn, ErrorCode::TooManyRooms, "this connection is in too many rooms"))
             }
-            Ok(()) => {}
+            Ok(()) => None,
+        };
+        if let Some((reason, code, message)) = refusal {
+            self.services.metrics.join_refused(reason);
+            return self.error(code, message, id);
         }
         let Some(user) = self.session.user().cloned() else { return };
         let id = id.map(ToOwned::to_owned);
@@ -426,11 +437,18 @@ impl<T: Transport> Connection<T> {
                 conn.reply(ServerFrame::Joined { room: &room, users: &users, id: id.as_deref() });
             }
             Err(error) => {
-                tracing::warn!(%room, %error, "join failed");
                 if is_new {
                     conn.session.join_failed(&room);
                 }
-                conn.error(ErrorCode::Internal, "the room is unavailable, try again", id.as_deref());
+                match error {
+                    JoinError::RoomsFull => {
+                        conn.error(ErrorCode::TooManyRooms, "this server holds too many rooms", id.as_deref())
+                    }
+                    JoinError::Unavailable(error) => {
+                        tracing::warn!(%room, %error, "join failed");
+                        conn.error(ErrorCode::Internal, "the room is unavailable, try again", id.as_deref())
+                    }
+                }
             }
         });
     }
@@ -470,7 +488,7 @@ impl<T: Transport> Connection<T> {
             return self.error(ErrorCode::Forbidden, "this user may not see that room", id);
         }
         let id = id.map(ToOwned::to_owned);
-        self.wait(self.services.presence.room_users(room.clone()), move |conn, result| match result {
+        self.wait(self.services.room_presence(room.clone()), move |conn, result| match result {
             Ok(users) => conn.reply(ServerFrame::Presence { room: &room, users: &users, id: id.as_deref() }),
             Err(_) => conn.error(ErrorCode::Internal, "presence is unavailable", id.as_deref()),
         });

@@ -4,13 +4,16 @@
 //! The server API uses the same handle.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::delivery::{Bounds, ConnId, Registry};
-use crate::ids::NodeId;
+use crate::ids::{NodeId, RoomName};
+use crate::protocol::UserList;
+use crate::rpc::CallError;
 use crate::metrics::{Metrics, TransportKind};
 use crate::presence::Presence;
 use crate::rooms::RoomRegistry;
@@ -151,5 +154,24 @@ impl Services {
     /// The id clients see for `conn`: `<node>-<n>`, unique across nodes.
     pub fn conn_label(&self, conn: ConnId) -> String {
         format!("{}-{}", self.id, conn.0)
+    }
+
+    /// The users in `room`, as `presence` replies and the presence API list
+    /// them. On a single node, the room's own list, built once per change
+    /// of its members and shared by every ask until the next; with
+    /// clustering, the cluster directory's, which already holds a user whose
+    /// join another node has confirmed.
+    pub fn room_presence(&self, room: RoomName) -> impl Future<Output = Result<UserList, CallError>> + 'static {
+        let local = (!self.cluster.is_clustered()).then(|| self.rooms.presence(room.clone()));
+        let presence = self.presence.clone();
+        async move {
+            if let Some(Some(list)) = match local {
+                Some(asked) => Some(asked.await),
+                None => None,
+            } {
+                return Ok(list);
+            }
+            presence.room_users(room).await.map(|users| UserList::new(&users))
+        }
     }
 }

@@ -46,9 +46,18 @@ impl Session {
     }
 
     /// Becomes `identity` and comes online. An anonymous session that
-    /// authenticates leaves its rooms and presence as the anonymous user first.
-    pub(crate) fn authenticate(&mut self, services: &Services, identity: Identity, anonymous: bool, outbox: Outbox) {
+    /// authenticates leaves its rooms and presence as the anonymous user
+    /// first: returns the rooms it left.
+    pub(crate) fn authenticate(
+        &mut self,
+        services: &Services,
+        identity: Identity,
+        anonymous: bool,
+        outbox: Outbox,
+    ) -> Vec<RoomName> {
+        let mut left = Vec::new();
         if self.identity.is_some() {
+            left = self.rooms.iter().map(|(room, _)| room.clone()).collect();
             self.leave_everything(services);
         }
         let member = Member { conn: self.id, user: identity.user.clone(), outbox };
@@ -56,11 +65,23 @@ impl Session {
         tracing::debug!(conn = %self.id, user = %identity.user, anonymous, "connection authenticated");
         self.identity = Some(identity);
         self.anonymous = anonymous;
+        left
     }
 
-    /// Replaces the claims of the current user (a token refresh).
-    pub(crate) fn refresh(&mut self, identity: Identity) {
+    /// Replaces the claims of the current user (a token refresh), at once:
+    /// leaves every room they no longer allow, and returns those rooms.
+    pub(crate) fn refresh(&mut self, services: &Services, identity: Identity) -> Vec<RoomName> {
+        let (conn, mut left) = (self.id, Vec::new());
+        self.rooms.retain(|(room, _)| {
+            let allowed = identity.may_join(room);
+            if !allowed {
+                services.rooms.leave(room.clone(), conn);
+                left.push(room.clone());
+            }
+            allowed
+        });
         self.identity = Some(identity);
+        left
     }
 
     /// Checks a join against the identity's permissions and the room limit.

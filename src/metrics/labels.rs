@@ -24,6 +24,29 @@ impl Refusal {
     }
 }
 
+/// Why a join was refused: the `reason` label of `herald_joins_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefusal {
+    /// The user may not join the room (`FORBIDDEN`).
+    Forbidden,
+    /// The connection is in `limits.max_rooms_per_conn` rooms (`TOO_MANY_ROOMS`).
+    MaxRoomsPerConn,
+    /// The node holds `limits.max_rooms` rooms and the join would create one more (`TOO_MANY_ROOMS`).
+    MaxRooms,
+}
+
+impl JoinRefusal {
+    pub const ALL: [JoinRefusal; 3] = [Self::Forbidden, Self::MaxRoomsPerConn, Self::MaxRooms];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Forbidden => "forbidden",
+            Self::MaxRoomsPerConn => "max_rooms_per_conn",
+            Self::MaxRooms => "max_rooms",
+        }
+    }
+}
+
 /// Why the server ended a connection for something its client did or did
 /// not do: the `reason` label of `herald_connections_dropped_total`. The
 /// first three also drop frames: the `reason` label of `herald_frames_dropped_total`.

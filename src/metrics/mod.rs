@@ -40,6 +40,8 @@ pub struct Metrics {
     connections_accepted: Vec<IntCounter>,
     /// `herald_connections_refused_total{reason}`, by [`Refusal`].
     refused: Vec<IntCounter>,
+    /// `herald_joins_refused_total{reason}`, by [`JoinRefusal`].
+    joins_refused: Vec<IntCounter>,
     /// `herald_connections_closed_total{code}`: [`CLOSE_CODES`], then `other`.
     closed: Vec<IntCounter>,
     /// `herald_connections_dropped_total{reason}`, by [`Fault`].
@@ -180,6 +182,12 @@ impl Metrics {
                 "reason",
                 Refusal::ALL.iter().map(|r| r.as_str()),
             ),
+            joins_refused: b.counters(
+                "herald_joins_refused_total",
+                "Joins refused, by reason",
+                "reason",
+                JoinRefusal::ALL.iter().map(|r| r.as_str()),
+            ),
             closed: b.counters(
                 "herald_connections_closed_total",
                 "Connections ended, by close code (1006: ended without one)",
@@ -296,6 +304,11 @@ impl Metrics {
     /// Counts one accepted connection.
     pub fn connection_accepted(&self, kind: TransportKind) {
         self.connections_accepted[kind as usize].inc();
+    }
+
+    /// Counts one refused join.
+    pub fn join_refused(&self, reason: JoinRefusal) {
+        self.joins_refused[reason as usize].inc();
     }
 
     /// Counts one refused upgrade.

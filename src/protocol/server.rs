@@ -77,7 +77,7 @@ pub enum ServerFrame<'a> {
     },
     Joined {
         room: &'a str,
-        users: &'a [UserId],
+        users: &'a UserList,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Id<'a>,
     },
@@ -94,7 +94,7 @@ pub enum ServerFrame<'a> {
     },
     Presence {
         room: &'a str,
-        users: &'a [UserId],
+        users: &'a UserList,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Id<'a>,
     },
@@ -119,6 +119,66 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Id<'a>,
     },
+}
+
+/// A room's users as `joined` and `presence` list them (each once, sorted),
+/// encoded as their JSON array once and shared, a reference count per
+/// reply: a room builds one per change of its member set, and every reply
+/// until the next change serialises no user name again.
+#[derive(Debug, Clone)]
+pub struct UserList(Arc<Listed>);
+
+/// What a [`UserList`] shares: one pointer in the room that keeps it.
+#[derive(Debug)]
+struct Listed {
+    json: Box<RawValue>,
+    count: usize,
+}
+
+impl UserList {
+    /// The list of `users`, given each once and sorted.
+    pub fn new<'u>(users: impl IntoIterator<Item = &'u UserId>) -> Self {
+        let users: Vec<&str> = users.into_iter().map(|user| &**user).collect();
+        // A list of strings always serialises.
+        let json = serde_json::value::to_raw_value(&users).expect("a list of strings serialises");
+        Self(Arc::new(Listed { json, count: users.len() }))
+    }
+
+    /// No users.
+    pub fn empty() -> Self {
+        Self::new([])
+    }
+
+    /// How many users it lists.
+    pub fn len(&self) -> usize {
+        self.0.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.count == 0
+    }
+
+    /// The list as its JSON array.
+    pub fn json(&self) -> &RawValue {
+        &self.0.json
+    }
+
+    /// Whether `self` and `other` are the one list (not a copy).
+    pub fn shares(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The users, read back (for tests).
+    #[doc(hidden)]
+    pub fn names(&self) -> Vec<String> {
+        serde_json::from_str(self.0.json.get()).unwrap_or_default()
+    }
+}
+
+impl Serialize for UserList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.json.serialize(serializer)
+    }
 }
 
 /// A serialised server frame, cheap to clone (a reference count). It is kept

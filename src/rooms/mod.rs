@@ -26,10 +26,26 @@ use crate::cluster::codec::Body;
 
 use crate::delivery::{ConnId, Member};
 use crate::ids::{NodeId, RoomName, UserId};
+use crate::protocol::UserList;
 use crate::rpc::CallError;
 use crate::supervisor::Supervised;
 pub(crate) use room::{Publication, RoomCell, RoomMsg};
-pub(crate) use shard::{ShardCell, ShardMsg};
+pub(crate) use shard::{RoomCap, ShardCell, ShardMsg};
+
+/// A join refused because it would create a room past `limits.max_rooms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomsFull;
+
+/// Why a join did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The room's shard did not answer.
+    #[error(transparent)]
+    Unavailable(#[from] CallError),
+    /// The node holds `limits.max_rooms` rooms, and this one would be new.
+    #[error("the node holds limits.max_rooms rooms")]
+    RoomsFull,
+}
 
 /// Typed handle to the sharded room registry.
 #[derive(Clone)]
@@ -70,18 +86,27 @@ impl RoomRegistry {
         }
     }
 
-    /// Adds `member` to `room`, creating the room if needed. Returns the room
-    /// and the users now in it (the new member included).
+    /// Adds `member` to `room`, creating the room if needed (and allowed).
+    /// Returns the room and the users now in it (the new member included;
+    /// empty for a member whose transport writes no `joined`).
     pub fn join(
         &self,
         room: RoomName,
         member: Member,
-    ) -> impl Future<Output = Result<(RoomHandle, Vec<UserId>), CallError>> + 'static {
+    ) -> impl Future<Output = Result<(RoomHandle, UserList), JoinError>> + 'static {
         let reply = self.ask(&room.clone(), |reply| ShardMsg::Join { room, member, reply });
         async move {
-            let reply = reply.await?;
+            let reply = reply.await?.map_err(|RoomsFull| JoinError::RoomsFull)?;
             Ok((RoomHandle { room: reply.room }, reply.users))
         }
+    }
+
+    /// The users of `room` (on every node, with clustering) as the room
+    /// lists them, if it is alive on this node: shared with every other
+    /// ask until its member set changes.
+    pub fn presence(&self, room: RoomName) -> impl Future<Output = Option<UserList>> + 'static {
+        let reply = self.ask(&room.clone(), |reply| ShardMsg::Presence { room, reply });
+        async move { reply.await.ok().flatten() }
     }
 
     /// Removes connection `conn` from `room`; a no-op if it is not a member.

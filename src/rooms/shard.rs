@@ -26,7 +26,7 @@
 //! a turn if messages wait.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,18 +35,20 @@ use ractor::RpcReplyPort;
 use serde_json::value::RawValue;
 
 use super::room::{JoinReply, RoomCell, RoomMsg};
+use super::RoomsFull;
 use crate::cluster::Cluster;
 use crate::config::SupervisionConfig;
 use crate::delivery::{ConnId, Member};
 use crate::ids::{NodeId, RoomName, UserId};
-use crate::metrics::{ActorKind, Metrics};
+use crate::metrics::{ActorKind, JoinRefusal, Metrics};
+use crate::protocol::UserList;
 use crate::presence::Presence;
 use crate::supervisor::{Actor, Supervised, Failure, Mailbox, RestartBudget};
 use crate::cluster::codec::Body;
 
 /// Messages of a registry shard. Use [`super::RoomRegistry`] to send them.
 pub(crate) enum ShardMsg {
-    Join { room: RoomName, member: Member, reply: RpcReplyPort<JoinReply> },
+    Join { room: RoomName, member: Member, reply: RpcReplyPort<Result<JoinReply, RoomsFull>> },
     Leave { room: RoomName, conn: ConnId },
     /// Sent by a room after any message that leaves it without members.
     Empty { room: Arc<RoomCell>, seen: u64 },
@@ -54,6 +56,8 @@ pub(crate) enum ShardMsg {
     Run(Arc<RoomCell>),
     /// A publish from the server API; the reply is its `seq`.
     Publish { room: RoomName, from: UserId, data: Box<RawValue>, reply: RpcReplyPort<u64>, at: Instant },
+    /// The users of a room alive here (`None`: not alive here).
+    Presence { room: RoomName, reply: RpcReplyPort<Option<UserList>> },
     /// The last `seq` given out in a room (0 when none).
     LastSeq { room: RoomName, reply: RpcReplyPort<u64> },
     /// An envelope from the cluster, for the room if it is alive here.
@@ -86,6 +90,28 @@ impl Slot {
     }
 }
 
+/// The rooms a node holds, against `limits.max_rooms`: one count shared by
+/// every shard.
+pub struct RoomCap {
+    live: AtomicUsize,
+    max: usize,
+}
+
+impl RoomCap {
+    pub fn new(max: usize) -> Self {
+        Self { live: AtomicUsize::new(0), max }
+    }
+
+    /// Counts one more room, unless the node holds `max` already.
+    fn take(&self) -> bool {
+        self.live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1)).is_ok()
+    }
+
+    fn give_back(&self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A registry shard actor: its queue and rooms, which outlive any one run.
 pub struct ShardCell {
     mailbox: Arc<Mailbox<ShardMsg>>,
@@ -94,6 +120,7 @@ pub struct ShardCell {
     metrics: Arc<Metrics>,
     supervision: SupervisionConfig,
     cluster: Cluster,
+    cap: Arc<RoomCap>,
     /// Room restarts within the current run.
     budget: Mutex<RestartBudget>,
 }
@@ -104,10 +131,11 @@ impl ShardCell {
         metrics: Arc<Metrics>,
         supervision: SupervisionConfig,
         cluster: Cluster,
+        cap: Arc<RoomCap>,
     ) -> Self {
         let mailbox = Arc::new(Mailbox::counted(metrics.mailbox_backlog(ActorKind::Registry).clone()));
         let budget = Mutex::new(RestartBudget::new(&supervision));
-        Self { mailbox, slots: Mutex::default(), presence, metrics, supervision, cluster, budget }
+        Self { mailbox, slots: Mutex::default(), presence, metrics, supervision, cluster, cap, budget }
     }
 
     /// The live room named `name`, if it has one.
@@ -120,13 +148,21 @@ impl ShardCell {
         self.slots.lock().values().filter_map(|s| s.room.clone()).collect()
     }
 
-    fn join(&self, name: RoomName, member: Member, reply: RpcReplyPort<JoinReply>) {
+    /// Forwards a join to its room, creating the room unless the node holds
+    /// `limits.max_rooms` already (then the join is refused).
+    fn join(&self, name: RoomName, member: Member, reply: RpcReplyPort<Result<JoinReply, RoomsFull>>) {
         let (room, new) = {
             let mut slots = self.slots.lock();
-            let slot = slots.entry(name.clone()).or_insert_with(Slot::new);
-            match &slot.room {
-                Some(room) => (room.clone(), false),
+            match slots.get(&name).and_then(|slot| slot.room.clone()) {
+                Some(room) => (room, false),
+                None if !self.cap.take() => {
+                    drop(slots);
+                    self.metrics.join_refused(JoinRefusal::MaxRooms);
+                    let _ = reply.send(Err(RoomsFull));
+                    return;
+                }
                 None => {
+                    let slot = slots.entry(name.clone()).or_insert_with(Slot::new);
                     let room = Arc::new(RoomCell::new(
                         name.clone(),
                         slot.seq.clone(),
@@ -207,6 +243,7 @@ impl ShardCell {
         let Some(slot) = slots.get_mut(name) else { return };
         if let Some(room) = slot.room.take() {
             self.metrics.rooms.dec();
+            self.cap.give_back();
             room.retire();
             self.cluster.room_retired(&room.name);
         }
@@ -232,6 +269,12 @@ impl Actor for Arc<ShardCell> {
             ShardMsg::Empty { room, seen } => self.empty(&room, seen),
             ShardMsg::Run(room) => return room.run(|room, error| self.room_failed(room, error)),
             ShardMsg::Publish { room, from, data, reply, at } => self.publish(room, from, data, reply, at),
+            ShardMsg::Presence { room, reply } => match self.room(&room) {
+                Some(room) => room.send(RoomMsg::Presence { reply }),
+                None => {
+                    let _ = reply.send(None);
+                }
+            },
             ShardMsg::LastSeq { room, reply } => {
                 let _ = reply.send(self.last_seq(&room));
             }

@@ -141,6 +141,7 @@ impl Server {
         let clustering = cluster.clone().map(|cluster| Clustering { cluster, connections: connections.clone() });
         let tree = actors.block_on(tree::start(
             cores() * 8,
+            config.limits.max_rooms,
             metrics.clone(),
             &config.supervision,
             give_up,

@@ -10,7 +10,7 @@ use crate::delivery::Registry;
 use crate::link::{LinkCell, LinkHandle, Targets};
 use crate::metrics::Metrics;
 use crate::presence::{Presence, PresenceCell};
-use crate::rooms::{RoomRegistry, ShardCell};
+use crate::rooms::{RoomCap, RoomRegistry, ShardCell};
 use crate::supervisor::{self, Child, GiveUp, StartError};
 
 /// The handles of a started tree.
@@ -35,6 +35,7 @@ pub struct Clustering {
 /// actors' runtime. `give_up` is called once if the root gives up.
 pub async fn start(
     shards: usize,
+    max_rooms: usize,
     metrics: Arc<Metrics>,
     supervision: &SupervisionConfig,
     give_up: GiveUp,
@@ -43,8 +44,12 @@ pub async fn start(
     let cluster = Cluster::from(clustering.as_ref().map(|c| c.cluster.clone()));
     let presence_cell = Arc::new(PresenceCell::new(metrics.clone(), cluster.clone()));
     let presence = Presence::new(presence_cell.clone());
+    let cap = Arc::new(RoomCap::new(max_rooms));
     let shards: Vec<Arc<ShardCell>> = (0..shards.max(1))
-        .map(|_| Arc::new(ShardCell::new(presence.clone(), metrics.clone(), supervision.clone(), cluster.clone())))
+        .map(|_| {
+            let shard = ShardCell::new(presence.clone(), metrics.clone(), supervision.clone(), cluster.clone(), cap.clone());
+            Arc::new(shard)
+        })
         .collect();
     let rooms = RoomRegistry::new(shards.clone());
     let link = clustering.map(|c| {
@@ -106,7 +111,7 @@ mod tests {
         let give_up: GiveUp = Arc::new(move |reason| {
             let _ = tx.send(reason);
         });
-        let tree = start(2, metrics.clone(), &supervision, give_up, None).await.unwrap();
+        let tree = start(2, usize::MAX, metrics.clone(), &supervision, give_up, None).await.unwrap();
         (tree, metrics, rx)
     }
 

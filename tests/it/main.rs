@@ -10,6 +10,7 @@
 
 mod support;
 
+mod abuse;
 mod api;
 mod auth;
 mod backplane;

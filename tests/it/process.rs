@@ -18,16 +18,6 @@ const SHUTDOWN_TIMEOUT_MS: u64 = 2000;
 
 type Ws<S> = tokio_tungstenite::WebSocketStream<S>;
 
-/// The resident set size of process `pid`, in kB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Starts `herald` with `toml` and, when given, a file limit of `nofile`;
 /// returns once `/healthz` answers. It logs at info.
 async fn start_herald(toml: &str, nofile: Option<u64>) -> Herald {

@@ -30,11 +30,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
+use rustc_hash::FxBuildHasher;
 use ractor::RpcReplyPort;
 use serde_json::value::RawValue;
 
 use super::shard::ShardMsg;
 use super::users::Users;
+use super::RoomsFull;
 use crate::cluster::codec::Body;
 use crate::cluster::directory::Changes;
 use crate::cluster::relay::{Channel, Pending, RelayError};
@@ -43,7 +45,7 @@ use crate::delivery::{ConnId, Delivery, Member, Outbox};
 use crate::ids::{NodeId, RoomName, UserId};
 use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
-use crate::protocol::{now_ms, Encoded, ErrorCode, ServerFrame, ServerKind};
+use crate::protocol::{now_ms, Encoded, ErrorCode, ServerFrame, ServerKind, UserList};
 use crate::metrics::TransportKind;
 use crate::supervisor::{Actor, Supervised, Failure, Mailbox};
 
@@ -68,13 +70,16 @@ pub(crate) struct Publication {
 /// What a join answers: the room to publish to, and the users now in it.
 pub(crate) struct JoinReply {
     pub room: Arc<RoomCell>,
-    pub users: Vec<UserId>,
+    pub users: UserList,
 }
 
 /// Messages of a room. Joins, leaves and server publishes arrive through the
 /// registry shard.
 pub(crate) enum RoomMsg {
-    Join { member: Member, reply: RpcReplyPort<JoinReply> },
+    Join { member: Member, reply: RpcReplyPort<Result<JoinReply, RoomsFull>> },
+    /// The users in the room (always `Some`: the shard answers `None` for a
+    /// room that is not alive).
+    Presence { reply: RpcReplyPort<Option<UserList>> },
     Leave { conn: ConnId },
     Publish(Publication),
     /// A publish from the server API, sent to every member; the reply is its `seq`.
@@ -135,10 +140,16 @@ pub(crate) struct RoomState {
     seq: Arc<AtomicU64>,
     presence: Presence,
     metrics: Arc<Metrics>,
-    members: HashMap<ConnId, (UserId, Outbox)>,
+    /// Keyed by connection ids, which the node hands out in sequence: a
+    /// hasher without a random state is enough, and 16 bytes smaller.
+    members: HashMap<ConnId, (UserId, Outbox), FxBuildHasher>,
     /// Connections per user in this room, kept sorted: a join in a big room
     /// lists them without sorting.
     users: Users,
+    /// The users (here and, with clustering, on other nodes) as `joined`
+    /// and `presence` list them: built on the first ask after a change of
+    /// the set, shared by every reply until the next.
+    listing: Option<UserList>,
     /// Joins and server publishes handled so far; the shard compares it with
     /// what it forwarded before it lets an empty room stop, so nothing the
     /// shard sent is ever lost to a stop.
@@ -162,8 +173,9 @@ impl RoomCell {
             seq,
             presence,
             metrics,
-            members: HashMap::new(),
+            members: HashMap::default(),
             users: Users::default(),
+            listing: None,
             seen: 0,
             cluster,
         };
@@ -262,12 +274,15 @@ impl RoomCell {
                 // Only a transport that writes `joined` needs the user list.
                 let users_wanted = member.outbox.carries(ServerKind::Joined);
                 let written = state.join(member);
-                let users = if users_wanted { state.users() } else { Vec::new() };
+                let users = if users_wanted { state.listing() } else { UserList::empty() };
                 let answer = JoinReply { room: self.clone(), users };
                 // Answered once the other nodes can see the new user.
                 state.cluster.after(written, move || {
-                    let _ = reply.send(answer);
+                    let _ = reply.send(Ok(answer));
                 });
+            }
+            RoomMsg::Presence { reply } => {
+                let _ = reply.send(Some(state.listing()));
             }
             RoomMsg::Leave { conn } => state.remove(conn),
             RoomMsg::Publish(publication) => match state.relaying() {
@@ -326,14 +341,21 @@ impl Supervised for Arc<RoomCell> {
 }
 
 impl RoomState {
-    /// The users in the room (on every node, with clustering), sorted.
-    fn users(&self) -> Vec<UserId> {
-        let mut remote = self.cluster.remote_users().peekable();
-        if remote.peek().is_none() {
-            return self.users.iter().cloned().collect();
+    /// The users in the room (on every node, with clustering), each once and
+    /// sorted: the list built since the set last changed, or a new one.
+    fn listing(&mut self) -> UserList {
+        if let Some(listing) = &self.listing {
+            return listing.clone();
         }
-        let all: BTreeSet<&UserId> = self.users.iter().chain(remote).collect();
-        all.into_iter().cloned().collect()
+        let mut remote = self.cluster.remote_users().peekable();
+        let listing = if remote.peek().is_none() {
+            UserList::new(self.users.iter())
+        } else {
+            let all: BTreeSet<&UserId> = self.users.iter().chain(remote).collect();
+            UserList::new(all)
+        };
+        self.listing = Some(listing.clone());
+        listing
     }
 
     /// Whether `user` is in the room, here or on another node.
@@ -348,6 +370,7 @@ impl RoomState {
             (true, false) => ServerFrame::UserLeft { room: &self.name, user }.encode(),
             _ => return,
         };
+        self.listing = None;
         self.fan_out(&frame, None);
     }
     /// Queues `frame` for every member but `except`. Members that cannot take
@@ -398,6 +421,7 @@ impl RoomState {
         if !self.users.add(&member.user) {
             return None;
         }
+        self.listing = None;
         self.presence.room_joined(self.name.clone(), member.user.clone());
         let written = self.cluster.user_joined(&self.name, &member.user);
         if !elsewhere {

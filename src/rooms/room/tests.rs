@@ -18,7 +18,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let metrics = Arc::new(Metrics::new());
-    let tree = tree::start(4, metrics.clone(), &Default::default(), Arc::new(|_| {}), None).await.unwrap();
+    let tree = tree::start(4, usize::MAX, metrics.clone(), &Default::default(), Arc::new(|_| {}), None).await.unwrap();
     Fixture { rooms: tree.rooms, metrics }
 }
 
@@ -36,8 +36,8 @@ fn taken(frames: &Mutex<Vec<String>>) -> Vec<Value> {
     frames.lock().drain(..).map(|f| serde_json::from_str(&f).unwrap()).collect()
 }
 
-fn names(users: &[UserId]) -> Vec<&str> {
-    users.iter().map(|u| &**u).collect()
+fn names(users: &UserList) -> Vec<String> {
+    users.names()
 }
 
 fn data(json: &str) -> &RawValue {
@@ -59,7 +59,7 @@ async fn clustered_pair() -> (Fixture, Fixture) {
         let relay = Arc::new(MemoryRelay::new(hub.clone()));
         let cluster = Membership::new(id.into(), relay, directory.clone(), metrics.clone(), Duration::from_secs(60));
         let clustering = Clustering { cluster, connections: Arc::new(Registry::default()) };
-        let tree = tree::start(2, metrics.clone(), &Default::default(), Arc::new(|_| {}), Some(clustering))
+        let tree = tree::start(2, usize::MAX, metrics.clone(), &Default::default(), Arc::new(|_| {}), Some(clustering))
             .await
             .unwrap();
         nodes.push(Fixture { rooms: tree.rooms, metrics });
@@ -263,4 +263,68 @@ async fn members_get_only_the_frame_kinds_their_transport_carries() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!((got[0]["type"].as_str(), got[0]["seq"].as_u64()), (Some("message"), Some(1)));
     assert_eq!(f.metrics.connections_dropped(Fault::SlowConsumer), 0);
+}
+
+#[actix_web::test]
+async fn a_rooms_user_list_is_built_once_per_change_and_shared_until_the_next() {
+    let f = fixture().await;
+    let (alice, _) = member(1, "alice", 64);
+    let (_, joined) = f.rooms.join("r".into(), alice).await.unwrap();
+    let asked = f.rooms.presence("r".into()).await.expect("the room is alive");
+    assert!(asked.shares(&joined), "presence shares the list the join built");
+    let again = f.rooms.presence("r".into()).await.unwrap();
+    assert!(again.shares(&asked), "nothing changed: the same list");
+
+    // A second connection of alice changes no user: still the same list.
+    let (alice_tab, _) = member(2, "alice", 64);
+    let (_, tab_joined) = f.rooms.join("r".into(), alice_tab).await.unwrap();
+    assert!(tab_joined.shares(&asked));
+
+    // A new user is a change: one new list, shared again.
+    let (bob, _) = member(3, "bob", 64);
+    let (_, bob_joined) = f.rooms.join("r".into(), bob).await.unwrap();
+    assert!(!bob_joined.shares(&asked));
+    assert_eq!((names(&bob_joined), bob_joined.len()), (vec!["alice".to_owned(), "bob".to_owned()], 2));
+    assert!(f.rooms.presence("r".into()).await.unwrap().shares(&bob_joined));
+
+    // bob leaving is a change too.
+    f.rooms.leave("r".into(), ConnId(3));
+    let after = f.rooms.presence("r".into()).await.unwrap();
+    assert_eq!(names(&after), ["alice"]);
+    assert!(f.rooms.presence("r".into()).await.unwrap().shares(&after));
+    assert!(f.rooms.presence("nowhere".into()).await.is_none(), "a room not alive here has no list");
+}
+
+#[actix_web::test]
+async fn past_max_rooms_a_join_that_would_create_a_room_is_refused() {
+    let metrics = Arc::new(Metrics::new());
+    let tree = tree::start(4, 2, metrics.clone(), &Default::default(), Arc::new(|_| {}), None).await.unwrap();
+    let rooms = tree.rooms;
+    for (conn, room) in [(1, "a"), (2, "b")] {
+        let (m, _) = member(conn, "u", 8);
+        rooms.join(room.into(), m).await.unwrap();
+    }
+    let (m, _) = member(3, "u", 8);
+    assert!(matches!(rooms.join("c".into(), m).await, Err(crate::rooms::JoinError::RoomsFull)));
+    let refused = || {
+        let text = metrics.render();
+        text.lines().find(|l| l.starts_with(r#"herald_joins_refused_total{reason="max_rooms"}"#)).map(str::to_owned)
+    };
+    assert_eq!(refused().as_deref(), Some(r#"herald_joins_refused_total{reason="max_rooms"} 1"#));
+    // Joining a room that exists creates nothing: allowed at the cap.
+    let (m, _) = member(4, "v", 8);
+    rooms.join("a".into(), m).await.unwrap();
+    // Once a room is gone, there is room for another.
+    rooms.leave("b".into(), ConnId(2));
+    let (m, _) = member(5, "u", 8);
+    let mut joined = false;
+    for _ in 0..100 {
+        if rooms.join("c".into(), m.clone()).await.is_ok() {
+            joined = true;
+            break;
+        }
+        settle().await;
+    }
+    assert!(joined, "the room b left behind is given back to the cap");
+    assert!(rooms.presence("b".into()).await.is_none(), "b is gone");
 }

@@ -183,3 +183,28 @@ async fn presence_counts_users_across_nodes() {
     let (_, body) = a.api("GET", "/api/users/carol/status", json!(null)).await;
     assert_eq!(body["online"], true, "carol is online on c, asked on a");
 }
+
+#[tokio::test]
+async fn an_auth_refresh_that_narrows_the_claims_is_a_leave_every_node_sees() {
+    let redis = RedisServer::start();
+    let (a, b) = tokio::join!(Node::start("a", redis.url(), true), Node::start("b", redis.url(), true));
+    let mut alice = a.client("alice").await;
+    let mut bob = b.client("bob").await;
+    alice.join("chat:1").await;
+    bob.join("chat:1").await;
+    assert_eq!(alice.recv_type("user_joined").await["user"], "bob");
+
+    let narrower = token("alice", json!({"rooms": ["lobby"]}));
+    alice.send(json!({"type": "auth", "token": narrower, "id": "narrow"})).await;
+    assert_eq!(alice.recv().await, json!({"type": "left", "room": "chat:1"}));
+    assert_eq!(alice.recv().await, json!({"type": "authed", "user": "alice", "id": "narrow"}));
+
+    let gone = bob.recv_type("user_left").await;
+    assert_eq!((&gone["room"], &gone["user"]), (&json!("chat:1"), &json!("alice")), "the other node sees the leave");
+    for node in [&a, &b] {
+        let (_, body) = node.api("GET", "/api/rooms/chat:1/presence", json!(null)).await;
+        assert_eq!(body["users"], json!(["bob"]), "node {}", node.addr);
+    }
+    bob.request(json!({"type": "publish", "room": "chat:1", "data": "after", "echo": false, "id": 1})).await;
+    alice.expect_silence(Duration::from_millis(300)).await;
+}

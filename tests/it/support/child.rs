@@ -164,3 +164,13 @@ pub fn run_to_exit(command: &mut Command, within: Duration) -> std::io::Result<O
     drop(process);
     Ok(Output { status, stdout: stdout.recv().expect("stdout"), stderr: stderr.recv().expect("stderr") })
 }
+
+/// The resident set size of process `pid`, in kB (0 once it is gone).
+pub fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
