@@ -21,7 +21,7 @@ pub fn start_tree() -> (tokio::runtime::Runtime, Tree) {
         .build()
         .expect("a tokio runtime");
     let tree = actors
-        .block_on(tree::start(cores * 8, Arc::new(Metrics::new()), &Default::default(), Arc::new(|_| {}), None))
+        .block_on(tree::start(cores * 8, usize::MAX, Arc::new(Metrics::new()), &Default::default(), Arc::new(|_| {}), None))
         .expect("the tree starts");
     (actors, tree)
 }
