@@ -5,8 +5,13 @@
 //!   updates rooms send on a user's first and last connection;
 //! - `online_offline`: 1,000 connections coming online and going offline, as
 //!   every connect and disconnect does;
-//! - `room_users`: the `presence` query of a room with 10, 1,000 and 10,000
-//!   users (collecting and sorting them).
+//! - `room_users`: the presence registry's list of a room with 10, 1,000 and
+//!   10,000 users, collected and sorted anew for each query (what a
+//!   `presence` request cost before rooms kept their list, and what a
+//!   cluster node's directory query still builds);
+//! - `room_list`: a `presence` request as a single node answers it, from the
+//!   room's own list, built once per change of its users and shared: the
+//!   ratio to `room_users` is what sharing saves.
 //!
 //! Updates are fire-and-forget casts, so an update iteration ends with a query
 //! round trip: the registry answers it only after every update sent before
@@ -19,6 +24,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use herald::delivery::{testing, ConnId, Member};
 use herald::ids::{RoomName, UserId};
 use herald::presence::Presence;
+use herald::rooms::RoomRegistry;
 
 mod support;
 
@@ -98,11 +104,30 @@ fn room_users(c: &mut Criterion, actors: &tokio::runtime::Runtime, presence: &Pr
     group.finish();
 }
 
+fn room_list(c: &mut Criterion, actors: &tokio::runtime::Runtime, rooms: &RoomRegistry) {
+    let mut group = c.benchmark_group("presence/room_list");
+    for size in ROOM_SIZES {
+        let room: RoomName = format!("bench:rooms:{size}").into();
+        for (conn, user) in users("member", size).into_iter().enumerate() {
+            let member = Member { conn: ConnId(conn as u64), user, outbox: testing::deaf() };
+            actors.block_on(rooms.join(room.clone(), member)).expect("the room takes the member");
+        }
+        let list = actors.block_on(rooms.presence(room.clone())).expect("the room is alive");
+        assert_eq!(list.len() as u64, size, "the room is full");
+        group.throughput(Throughput::Elements(size));
+        group.bench_function(BenchmarkId::from_parameter(size), |b| {
+            b.iter(|| actors.block_on(rooms.presence(room.clone())).expect("the room answers"))
+        });
+    }
+    group.finish();
+}
+
 fn presence(c: &mut Criterion) {
     let (actors, tree) = support::start_tree();
     join_leave(c, &actors, &tree.presence);
     online_offline(c, &actors, &tree.presence);
     room_users(c, &actors, &tree.presence);
+    room_list(c, &actors, &tree.rooms);
 }
 
 /// Few samples: an update iteration is 2,000 messages to the registry, about

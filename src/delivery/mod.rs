@@ -63,6 +63,15 @@ pub mod testing {
         collector_with(capacity, |_| true)
     }
 
+    /// An outbox that takes replies and nothing of its rooms' traffic
+    /// (`message`, `typing`, `user_joined`, `user_left`), which it counts as
+    /// delivered: a member of a big room whose joins cost nothing to
+    /// record.
+    pub fn deaf() -> Outbox {
+        let room_traffic = [ServerKind::Message, ServerKind::Typing, ServerKind::UserJoined, ServerKind::UserLeft];
+        collector_with(0, move |kind| !room_traffic.contains(&kind)).0
+    }
+
     /// [`collector`] for a transport that carries only the kinds `carries` accepts.
     pub(crate) fn collector_with(capacity: usize, carries: impl Fn(ServerKind) -> bool) -> (Outbox, Arc<Mutex<Vec<String>>>) {
         Outbox::recorder(TransportKind::WebSocket, carries, capacity)
