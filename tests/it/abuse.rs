@@ -15,6 +15,43 @@ use serde_json::{json, Value};
 
 const API_KEY: &str = "abuse-key";
 
+/// The `herald` binary with `limits` as its `[limits]` table, the API key
+/// set, and freed memory given back at once, so that RSS follows what it
+/// holds.
+async fn herald_with(limits: &str) -> Herald {
+    let toml = format!(
+        "[server]\nworkers = 1\n[auth]\njwt_secret = \"{SECRET}\"\n[api]\nkey = \"{API_KEY}\"\n[limits]\n{limits}"
+    );
+    HeraldCommand::new().config(&toml).env("MIMALLOC_PURGE_DELAY", "0").start().await
+}
+
+/// The rate limit lifted, for loads that are many frames by design.
+const UNLIMITED: &str = "rate_per_sec = 100000\nrate_burst = 100000\n";
+
+/// What a test lets a load add to the server's RSS.
+struct MemoryBound {
+    pid: u32,
+    before_kb: u64,
+    bound_kb: u64,
+}
+
+impl MemoryBound {
+    fn of(server: &Herald, bound_kb: u64) -> Self {
+        Self { pid: server.pid(), before_kb: rss_kb(server.pid()), bound_kb }
+    }
+
+    fn check(&self, load: &str) {
+        let grown_kb = rss_kb(self.pid).saturating_sub(self.before_kb);
+        println!("{load} grew RSS by {grown_kb} kB (bound {} kB)", self.bound_kb);
+        assert!(grown_kb < self.bound_kb, "{load} grew RSS by {grown_kb} kB, past {} kB", self.bound_kb);
+    }
+}
+
+/// What the small probes (a few connections, a few dozen frames) may add
+/// to RSS: a few connections' buffers and rooms, with room for the
+/// allocator's pages.
+const PROBE_BOUND_KB: u64 = 8 * 1024;
+
 /// Someone else on the server, who must be served whatever the others did.
 async fn expect_bystander_served(server: &impl Endpoint) {
     let mut bystander = ws_connect_as(server, "bystander").await;
@@ -45,7 +82,8 @@ async fn try_join(client: &mut Client, room: &str) -> Value {
 
 #[tokio::test]
 async fn no_rooms_claim_opens_another_users_room_and_none_closes_ones_own() {
-    let server = start(config());
+    let server = herald_with("").await;
+    let memory = MemoryBound::of(&server, PROBE_BOUND_KB);
     for rooms in [json!(["*"]), json!(["user:*"]), json!(["*:*"]), json!(["user:bob"]), json!(["lobby"])] {
         let mut alice = ws_connect_token(&server, &claim("alice", rooms.clone())).await;
         let reply = try_join(&mut alice, "user:bob").await;
@@ -64,13 +102,15 @@ async fn no_rooms_claim_opens_another_users_room_and_none_closes_ones_own() {
     .await;
     assert_eq!(sse.status, 403, "an SSE subscription to another user's room");
     expect_bystander_served(&server).await;
+    memory.check("reaching for other users' rooms");
 }
 
 // ---- re-authentication ----------------------------------------------------
 
 #[tokio::test]
 async fn an_auth_refresh_with_narrower_claims_leaves_the_rooms_it_no_longer_allows_at_once() {
-    let server = start(config());
+    let server = herald_with("").await;
+    let memory = MemoryBound::of(&server, PROBE_BOUND_KB);
     let mut alice = ws_connect_as(&server, "alice").await;
     let mut bob = ws_connect_as(&server, "bob").await;
     for room in ["chat:1", "chat:2", "lobby"] {
@@ -112,11 +152,12 @@ async fn an_auth_refresh_with_narrower_claims_leaves_the_rooms_it_no_longer_allo
     // And a disallowed room cannot be joined again.
     assert_eq!(try_join(&mut alice, "chat:1").await["code"], "FORBIDDEN");
     expect_bystander_served(&server).await;
+    memory.check("narrowing claims");
 }
 
 #[tokio::test]
 async fn an_anonymous_connection_that_authenticates_is_told_the_rooms_it_left() {
-    let server = start(config());
+    let server = herald_with("").await;
     let (mut client, _) = ws_connect(&server).await;
     client.join("lobby").await;
     client.send(json!({"type": "auth", "token": token("alice", json!({})), "id": "up"})).await;
@@ -133,7 +174,8 @@ fn token_with_header(claims: Value, header: jsonwebtoken::Header) -> String {
 
 #[tokio::test]
 async fn subjects_made_to_be_mistaken_and_critical_headers_are_invalid_tokens() {
-    let server = start(config());
+    let server = herald_with("").await;
+    let memory = MemoryBound::of(&server, PROBE_BOUND_KB);
     let exp = herald::protocol::now_ms() / 1000 + 3600;
     let mut tokens: Vec<(String, String)> = ["", "a\u{0}b", "alice\nadmin", "bell\u{7}", "anon:x-1", "anon:"]
         .iter()
@@ -159,27 +201,18 @@ async fn subjects_made_to_be_mistaken_and_critical_headers_are_invalid_tokens() 
         assert_eq!(pong["type"], "pong", "{sub}");
     }
     expect_bystander_served(&server).await;
+    memory.check("odd subjects");
 }
 
 #[tokio::test]
 async fn a_token_with_an_audience_is_accepted() {
-    let server = start(config());
+    let server = herald_with("").await;
     let mut client = ws_connect_token(&server, &token("alice", json!({"aud": "my-app"}))).await;
     let joined = client.join("lobby").await;
     assert_eq!(joined["users"], json!(["alice"]));
 }
 
 // ---- rooms without a cap ----------------------------------------------------
-
-/// Starts the `herald` binary with `limits` added to its config, the rate
-/// limit lifted and the API key set.
-async fn herald_with(limits: &str) -> Herald {
-    let toml = format!(
-        "[server]\nworkers = 1\n[auth]\njwt_secret = \"{SECRET}\"\n[api]\nkey = \"{API_KEY}\"\n\
-         [limits]\nrate_per_sec = 100000\nrate_burst = 100000\n{limits}"
-    );
-    HeraldCommand::new().config(&toml).env("MIMALLOC_PURGE_DELAY", "0").start().await
-}
 
 async fn metric(server: &Herald, series: &str) -> f64 {
     Snapshot::take(server).await.value(series).unwrap_or(0.0)
@@ -199,8 +232,8 @@ const SPAM_RSS_BOUND_KB: u64 = 16 * 1024;
 
 #[tokio::test]
 async fn past_max_rooms_joins_that_would_create_a_room_are_refused_and_memory_stays_bounded() {
-    let server = herald_with(&format!("max_rooms = {MAX_ROOMS}\nmax_rooms_per_conn = {ROOMS_EACH}")).await;
-    let before_kb = rss_kb(server.pid());
+    let server = herald_with(&format!("{UNLIMITED}max_rooms = {MAX_ROOMS}\nmax_rooms_per_conn = {ROOMS_EACH}")).await;
+    let memory = MemoryBound::of(&server, SPAM_RSS_BOUND_KB);
     let spam = (0..SPAMMERS).map(|n| {
         let server = &server;
         async move {
@@ -225,9 +258,7 @@ async fn past_max_rooms_joins_that_would_create_a_room_are_refused_and_memory_st
     assert_eq!(stats["rooms"], MAX_ROOMS, "{stats}");
     assert_eq!(metric(&server, "herald_rooms_active").await, MAX_ROOMS as f64);
     assert_eq!(metric(&server, r#"herald_joins_refused_total{reason="max_rooms"}"#).await, refused as f64);
-    let grown_kb = rss_kb(server.pid()).saturating_sub(before_kb);
-    println!("room spam grew RSS by {grown_kb} kB (bound {SPAM_RSS_BOUND_KB})");
-    assert!(grown_kb < SPAM_RSS_BOUND_KB, "the spam grew RSS by {grown_kb} kB");
+    memory.check("room spam");
 
     // At the cap, a room that exists can still be joined; a new one cannot.
     let mut member = ws_connect_as(&server, "member").await;
@@ -258,14 +289,14 @@ const PRESENCE_RSS_BOUND_KB: u64 = 24 * 1024;
 
 #[tokio::test]
 async fn presence_asked_in_a_loop_is_answered_from_one_list_and_memory_stays_bounded() {
-    let server = herald_with("").await;
+    let server = herald_with(UNLIMITED).await;
     let mut crowd = Vec::new();
     for _ in 0..CROWD {
         let (mut client, _) = ws_connect(&server).await;
         client.join("amp").await;
         crowd.push(client);
     }
-    let before_kb = rss_kb(server.pid());
+    let memory = MemoryBound::of(&server, PRESENCE_RSS_BOUND_KB);
     let asks = crowd.iter_mut().take(ASKERS).map(|client| async move {
         for n in 0..ASKS_EACH {
             client.send(json!({"type": "presence", "room": "amp", "id": n})).await;
@@ -279,9 +310,7 @@ async fn presence_asked_in_a_loop_is_answered_from_one_list_and_memory_stays_bou
         }
     });
     join_all(asks).await;
-    let grown_kb = rss_kb(server.pid()).saturating_sub(before_kb);
-    println!("presence grew RSS by {grown_kb} kB (bound {PRESENCE_RSS_BOUND_KB})");
-    assert!(grown_kb < PRESENCE_RSS_BOUND_KB, "presence grew RSS by {grown_kb} kB");
+    memory.check("presence in a loop");
     let (status, body) = api(server.addr, "GET", "/api/rooms/amp/presence", Some(API_KEY), "").await;
     assert_eq!((status, body["users"].as_array().map(Vec::len)), (200, Some(CROWD)));
     expect_bystander_served(&server).await;
@@ -289,7 +318,7 @@ async fn presence_asked_in_a_loop_is_answered_from_one_list_and_memory_stays_bou
 
 #[tokio::test]
 async fn presence_requests_count_against_the_rate_limit() {
-    let server = server_with(|c| rate_limits(c, 5, 1000));
+    let server = herald_with("rate_per_sec = 1\nrate_burst = 5\nrate_strikes = 1000\n").await;
     let (mut client, _) = ws_connect(&server).await;
     for n in 0..20 {
         client.send(json!({"type": "presence", "room": "amp", "id": n})).await;
@@ -304,4 +333,5 @@ async fn presence_requests_count_against_the_rate_limit() {
         }
     }
     assert!(answered <= 7 && limited >= 13, "a burst of 5 at 1/s: {answered} answered, {limited} limited");
+    expect_bystander_served(&server).await;
 }
