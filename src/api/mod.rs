@@ -38,12 +38,14 @@ pub(crate) use error::ApiError;
 /// The `from` of `message` and `direct` frames sent through the API without one.
 const SERVER_SENDER: &str = "server";
 
-/// Registers `/api/*`; `/api/debug/crash` only with `fault_injection`.
+/// Registers `/api/*`; `/api/debug/crash` and `/api/debug/stall` only with `fault_injection`.
 pub(crate) fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool) {
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
     let mut scope = web::scope("/api");
     if fault_injection {
-        scope = scope.service(resource("/debug/crash").route(web::post().to(crash)));
+        scope = scope
+            .service(resource("/debug/crash").route(web::post().to(crash)))
+            .service(resource("/debug/stall").route(web::post().to(stall)));
     }
     cfg.service(
         scope
@@ -208,6 +210,20 @@ async fn crash(services: web::Data<Services>, link: web::Data<Option<LinkHandle>
         _ => return Err(ApiError::bad_request("target must be room, registry, presence, cluster or connection")),
     }
     Ok(HttpResponse::Ok().json(json!({ "crashed": target })))
+}
+
+/// `POST /api/debug/stall {room}` → `{"stalled": room}`: the room stops
+/// answering for half a second longer than a connection waits for it
+/// ([`crate::rpc::CALL_TIMEOUT`]), so a join sent meanwhile is answered
+/// `INTERNAL` and lands later; for drills and tests. Answers at once.
+async fn stall(services: web::Data<Services>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(payload, services.config.limits.max_message_bytes, body_timeout(&services)).await?;
+    let room = body::Fields::parse(&bytes)?.room()?;
+    let time = crate::rpc::CALL_TIMEOUT + std::time::Duration::from_millis(500);
+    if !services.rooms.stall_room(&room, time).await {
+        return Err(ApiError::NoSuch("no such room on this node"));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "stalled": room })))
 }
 
 /// Waits until `done`, for at most [`crate::rpc::CALL_TIMEOUT`].

@@ -436,19 +436,18 @@ impl<T: Transport> Connection<T> {
                 conn.session.joined(&room, handle);
                 conn.reply(ServerFrame::Joined { room: &room, users: &users, id: id.as_deref() });
             }
-            Err(error) => {
+            Err(JoinError::RoomsFull) => {
                 if is_new {
-                    conn.session.join_failed(&room);
+                    conn.session.join_refused(&room);
                 }
-                match error {
-                    JoinError::RoomsFull => {
-                        conn.error(ErrorCode::TooManyRooms, "this server holds too many rooms", id.as_deref())
-                    }
-                    JoinError::Unavailable(error) => {
-                        tracing::warn!(%room, %error, "join failed");
-                        conn.error(ErrorCode::Internal, "the room is unavailable, try again", id.as_deref())
-                    }
+                conn.error(ErrorCode::TooManyRooms, "this server holds too many rooms", id.as_deref())
+            }
+            Err(JoinError::Unavailable(error)) => {
+                tracing::warn!(%room, %error, "join failed");
+                if is_new {
+                    conn.session.join_unanswered(&conn.services, &room);
                 }
+                conn.error(ErrorCode::Internal, "the room is unavailable, try again", id.as_deref())
             }
         });
     }
@@ -474,7 +473,7 @@ impl<T: Transport> Connection<T> {
                     Ok((handle, _)) => conn.session.joined(&room, handle),
                     Err(error) => {
                         tracing::warn!(%room, %error, "join failed");
-                        conn.session.join_failed(&room);
+                        conn.session.join_unanswered(&conn.services, &room);
                         all = false;
                     }
                 }

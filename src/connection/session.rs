@@ -116,9 +116,19 @@ impl Session {
         }
     }
 
-    /// Forgets a room whose join failed.
-    pub(crate) fn join_failed(&mut self, room: &str) {
+    /// Forgets a room whose join was refused.
+    pub(crate) fn join_refused(&mut self, room: &str) {
         self.rooms.retain(|(r, _)| &**r != room);
+    }
+
+    /// Forgets a room whose join went unanswered, and has the room drop
+    /// the connection in case the join lands after all (a room that
+    /// answers too late): the registry keeps their order, so the leave
+    /// follows the join, and a client told to try again is in no room
+    /// it does not know of.
+    pub(crate) fn join_unanswered(&mut self, services: &Services, room: &RoomName) {
+        self.join_refused(room);
+        services.rooms.leave(room.clone(), self.id);
     }
 
     /// The handle of a joined room.

@@ -211,12 +211,14 @@ pub enum ApiRoute {
     Stats,
     /// `POST /api/debug/crash`, with `debug.fault_injection` on.
     DebugCrash,
+    /// `POST /api/debug/stall`, with `debug.fault_injection` on.
+    DebugStall,
     /// Any path under `/api` that is not one of the above.
     Other,
 }
 
 impl ApiRoute {
-    pub const ALL: [ApiRoute; 8] = [
+    pub const ALL: [ApiRoute; 9] = [
         Self::Publish,
         Self::Direct,
         Self::Broadcast,
@@ -224,6 +226,7 @@ impl ApiRoute {
         Self::UserStatus,
         Self::Stats,
         Self::DebugCrash,
+        Self::DebugStall,
         Self::Other,
     ];
 
@@ -236,6 +239,7 @@ impl ApiRoute {
             Self::UserStatus => "/api/users/{user}/status",
             Self::Stats => "/api/stats",
             Self::DebugCrash => "/api/debug/crash",
+            Self::DebugStall => "/api/debug/stall",
             Self::Other => "other",
         }
     }
@@ -249,6 +253,7 @@ impl ApiRoute {
             ["broadcast"] => Self::Broadcast,
             ["stats"] => Self::Stats,
             ["debug", "crash"] => Self::DebugCrash,
+            ["debug", "stall"] => Self::DebugStall,
             ["rooms", room, "presence"] if !room.is_empty() => Self::RoomPresence,
             ["users", user, "status"] if !user.is_empty() => Self::UserStatus,
             _ => Self::Other,

@@ -189,6 +189,13 @@ impl RoomRegistry {
         self.ask(&room.clone(), |reply| ShardMsg::CrashRoom { room, reply }).await.ok().flatten()
     }
 
+    /// Has `room` stop answering for `time` (fault injection): false when
+    /// the room is not alive on this node.
+    pub async fn stall_room(&self, room: &str, time: std::time::Duration) -> bool {
+        let room = RoomName::from(room);
+        self.ask(&room.clone(), |reply| ShardMsg::StallRoom { room, time, reply }).await.unwrap_or(false)
+    }
+
     /// Makes the registry shard that owns `room` panic (fault injection).
     pub fn crash_shard(&self, room: &str) -> Option<ActorId> {
         let shard = self.shard(room);

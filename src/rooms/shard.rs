@@ -73,6 +73,8 @@ pub(crate) enum ShardMsg {
     /// Makes a room panic (fault injection); the reply is the life it was
     /// in, or `None` when the room is not alive here.
     CrashRoom { room: RoomName, reply: RpcReplyPort<Option<u32>> },
+    /// Stalls a room (fault injection); the reply says whether it is alive here.
+    StallRoom { room: RoomName, time: std::time::Duration, reply: RpcReplyPort<bool> },
     /// Panics the shard (fault injection).
     Crash,
 }
@@ -306,6 +308,13 @@ impl Actor for Arc<ShardCell> {
                     life
                 });
                 let _ = reply.send(life);
+            }
+            ShardMsg::StallRoom { room, time, reply } => {
+                let room = self.room(&room);
+                if let Some(room) = &room {
+                    room.send(RoomMsg::Stall(time));
+                }
+                let _ = reply.send(room.is_some());
             }
             ShardMsg::Crash => panic!("fault injection: room registry shard"),
         }

@@ -320,3 +320,36 @@ async fn members_keep_receiving_while_faults_land_mid_stream() {
     assert_eq!(received, acked);
     assert_eq!(users_in(&server, "busy").await, ["publisher", "reader"]);
 }
+
+#[tokio::test]
+async fn a_join_answered_internal_leaves_no_membership_behind_when_it_lands_late() {
+    let server = start(drill_config());
+    let mut alice = ws_connect_as(&server, "alice").await;
+    alice.join("slow").await;
+    let (status, reply) = call(&server, "POST", "/api/debug/stall", json!({"room": "slow"})).await;
+    assert_eq!((status, &reply), (200, &json!({"stalled": "slow"})));
+
+    let mut bob = ws_connect_as(&server, "bob").await;
+    bob.send(json!({"type": "join", "room": "slow", "id": "j"})).await;
+    // Answered once the connection stops waiting, a call's deadline (5 s)
+    // after the join: longer than a test's usual wait.
+    let reply = match bob.next_event_within(Duration::from_secs(10)).await {
+        Some(Event::Frame(frame)) => frame,
+        other => panic!("the join is answered: {other:?}"),
+    };
+    assert_eq!((&reply["code"], &reply["id"]), (&json!("INTERNAL"), &json!("j")), "the join went unanswered: {reply}");
+
+    // The stall ends and the join lands: bob, told to try again, must not be
+    // in the room. Presence is asked of the room, after the join and leave.
+    let settled = eventually(Duration::from_secs(5), || async {
+        let (_, body) = call(&server, "GET", "/api/rooms/slow/presence", json!(null)).await;
+        body["users"] == json!(["alice"])
+    })
+    .await;
+    assert!(settled, "bob is not left in the room his join was refused from");
+    let reply = bob.request(json!({"type": "publish", "room": "slow", "data": 1, "id": "p"})).await;
+    assert_eq!(reply["code"], "NOT_IN_ROOM", "{reply}");
+    // Trying again works.
+    let joined = bob.join("slow").await;
+    assert_eq!(joined["users"], json!(["alice", "bob"]));
+}

@@ -119,6 +119,9 @@ pub(crate) enum RoomMsg {
     NodesGone(Arc<BTreeSet<NodeId>>),
     /// Panics the actor (fault injection).
     Crash,
+    /// Holds the room (and its shard's turn) for this long, so that what
+    /// is asked of it meanwhile goes unanswered (fault injection).
+    Stall(std::time::Duration),
 }
 
 /// A room: its queue and its state, which outlive any one life of it.
@@ -315,6 +318,7 @@ impl RoomCell {
             RoomMsg::Numbered { token, result } => state.numbered(token, result),
             RoomMsg::NodesGone(nodes) => state.nodes_gone(&nodes),
             RoomMsg::Crash => {}
+            RoomMsg::Stall(time) => std::thread::sleep(time),
         }
     }
 }
