@@ -273,6 +273,10 @@ impl RoomCell {
 
     fn apply_to(self: &Arc<Self>, state: &mut RoomState, msg: RoomMsg) {
         match msg {
+            // A join its connection stopped waiting for (answered
+            // `INTERNAL`: the room was too busy) does not happen, so the
+            // members hear nothing of it.
+            RoomMsg::Join { reply, .. } if reply.is_closed() => {}
             RoomMsg::Join { member, reply } => {
                 // Only a transport that writes `joined` needs the user list.
                 let users_wanted = member.outbox.carries(ServerKind::Joined);

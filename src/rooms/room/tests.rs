@@ -328,3 +328,16 @@ async fn past_max_rooms_a_join_that_would_create_a_room_is_refused() {
     assert!(joined, "the room b left behind is given back to the cap");
     assert!(rooms.presence("b".into()).await.is_none(), "b is gone");
 }
+
+#[actix_web::test]
+async fn a_join_nobody_waits_for_any_more_does_not_happen() {
+    let f = fixture().await;
+    let (alice, alice_frames) = member(1, "alice", 64);
+    f.rooms.join("r".into(), alice).await.unwrap();
+    // Queued, and given up on at once: as a connection whose call timed out.
+    let (bob, _) = member(2, "bob", 64);
+    drop(f.rooms.join("r".into(), bob));
+    settle().await;
+    assert_eq!(names(&f.rooms.presence("r".into()).await.unwrap()), ["alice"]);
+    assert!(taken(&alice_frames).is_empty(), "no user_joined for a join that did not happen");
+}
