@@ -1,7 +1,6 @@
 //! Child processes killed and reaped when dropped, free ports for them to
 //! listen on, and temporary files and directories removed when dropped.
 
-use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -13,15 +12,27 @@ use std::time::{Duration, Instant};
 
 /// A port that was free a moment ago and that no other test of this process
 /// was given: two children starting at once are never handed the same port.
+///
+/// It is taken below the kernel's ephemeral range (32768 and up here), from
+/// which outgoing connections and listeners on port 0 get theirs: a port
+/// from that range, free when asked, can become a test client's local port
+/// before the child binds it, and the child then fails with "Address
+/// already in use". Each test process starts at its own place in the range.
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let port = listener.local_addr().unwrap().port();
-        if GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(port) {
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    let mut next = NEXT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut offset = next.unwrap_or((std::process::id() % u32::from(COUNT)) as u16);
+    for _ in 0..COUNT {
+        let port = FIRST + offset;
+        offset = (offset + 1) % COUNT;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            *next = Some(offset);
             return port;
         }
     }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// A path under the system temp dir, unique to this process and call.
