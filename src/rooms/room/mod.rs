@@ -151,7 +151,8 @@ pub(crate) struct RoomState {
     users: Users,
     /// The users (here and, with clustering, on other nodes) as `joined`
     /// and `presence` list them: built on the first ask after a change of
-    /// the set, shared by every reply until the next.
+    /// the set, shared by every reply until the next (kept from two users
+    /// on: one name is built on each ask).
     listing: Option<UserList>,
     /// Joins and server publishes handled so far; the shard compares it with
     /// what it forwarded before it lets an empty room stop, so nothing the
@@ -362,7 +363,11 @@ impl RoomState {
             let all: BTreeSet<&UserId> = self.users.iter().chain(remote).collect();
             UserList::new(all)
         };
-        self.listing = Some(listing.clone());
+        // A list of one name costs less to build than to keep (about 80
+        // bytes, in every idle room of one user).
+        if listing.len() > 1 {
+            self.listing = Some(listing.clone());
+        }
         listing
     }
 

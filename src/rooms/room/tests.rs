@@ -269,8 +269,14 @@ async fn members_get_only_the_frame_kinds_their_transport_carries() {
 async fn a_rooms_user_list_is_built_once_per_change_and_shared_until_the_next() {
     let f = fixture().await;
     let (alice, _) = member(1, "alice", 64);
-    let (_, joined) = f.rooms.join("r".into(), alice).await.unwrap();
+    let (_, alone) = f.rooms.join("r".into(), alice).await.unwrap();
     let asked = f.rooms.presence("r".into()).await.expect("the room is alive");
+    assert_eq!(names(&asked), ["alice"]);
+    assert!(!asked.shares(&alone), "one name is built on each ask, not kept");
+
+    let (carol, _) = member(4, "carol", 64);
+    let (_, joined) = f.rooms.join("r".into(), carol).await.unwrap();
+    let asked = f.rooms.presence("r".into()).await.unwrap();
     assert!(asked.shares(&joined), "presence shares the list the join built");
     let again = f.rooms.presence("r".into()).await.unwrap();
     assert!(again.shares(&asked), "nothing changed: the same list");
@@ -284,13 +290,13 @@ async fn a_rooms_user_list_is_built_once_per_change_and_shared_until_the_next() 
     let (bob, _) = member(3, "bob", 64);
     let (_, bob_joined) = f.rooms.join("r".into(), bob).await.unwrap();
     assert!(!bob_joined.shares(&asked));
-    assert_eq!((names(&bob_joined), bob_joined.len()), (vec!["alice".to_owned(), "bob".to_owned()], 2));
+    assert_eq!((names(&bob_joined), bob_joined.len()), (vec!["alice".to_owned(), "bob".to_owned(), "carol".to_owned()], 3));
     assert!(f.rooms.presence("r".into()).await.unwrap().shares(&bob_joined));
 
     // bob leaving is a change too.
     f.rooms.leave("r".into(), ConnId(3));
     let after = f.rooms.presence("r".into()).await.unwrap();
-    assert_eq!(names(&after), ["alice"]);
+    assert_eq!(names(&after), ["alice", "carol"]);
     assert!(f.rooms.presence("r".into()).await.unwrap().shares(&after));
     assert!(f.rooms.presence("nowhere".into()).await.is_none(), "a room not alive here has no list");
 }
