@@ -247,8 +247,8 @@ pub fn decode(text: &str) -> Result<Request<'_>, Rejection<'_>> {
             let users = fields
                 .users
                 .and_then(|raw| serde_json::from_str::<Vec<UserId>>(raw.get()).ok())
-                .filter(|users| users.len() <= MAX_STATUS_USERS)
-                .ok_or_else(|| bad("users must be a list of at most 1000 user ids"))?;
+                .filter(|users| users.len() <= MAX_STATUS_USERS && users.iter().all(|user| valid_user(user)))
+                .ok_or_else(|| bad("users must be a list of at most 1000 user ids of 1 to 256 bytes"))?;
             ClientFrame::Status { users }
         }
         "ping" => ClientFrame::Ping,

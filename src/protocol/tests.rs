@@ -54,6 +54,8 @@ fn malformed_frames_get_their_documented_codes() {
     assert_eq!(code(r#"{"type":"typing","room":"a"}"#), ErrorCode::BadRequest);
     assert_eq!(code(r#"{"type":"direct","to":3,"data":1}"#), ErrorCode::BadRequest);
     assert_eq!(code(r#"{"type":"status","users":[1]}"#), ErrorCode::BadRequest);
+    assert_eq!(code(r#"{"type":"status","users":[""]}"#), ErrorCode::BadRequest);
+    assert_eq!(code(&format!(r#"{{"type":"status","users":["{}"]}}"#, "u".repeat(257))), ErrorCode::BadRequest);
     assert_eq!(code(r#"{"type":"ping","type":"ping"}"#), ErrorCode::BadRequest);
 }
 
