@@ -138,14 +138,14 @@ async fn broadcast(services: web::Data<Services>, payload: web::Payload) -> Resu
     Ok(HttpResponse::Ok().json(json!({ "delivered": delivered })))
 }
 
-/// `GET /api/rooms/{room}/presence` → `{"room": r, "users": [...]}`.
+/// `GET /api/rooms/{room}/presence` → `{"room": r, "users": [...], "count": n}`.
 async fn room_presence(services: web::Data<Services>, room: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let room = room.into_inner();
     if !valid_room(&room) {
         return Err(ApiError::bad_request("the room must be 1 to 128 bytes of [A-Za-z0-9_.:-]"));
     }
     let users = services.room_presence(room.as_str().into()).await.map_err(|_| ApiError::Unavailable)?;
-    Ok(HttpResponse::Ok().json(json!({ "room": room, "users": users.json() })))
+    Ok(HttpResponse::Ok().json(json!({ "room": room, "users": users.json(), "count": users.len() })))
 }
 
 /// `GET /api/users/{user}/status` → `{"user": u, "online": bool}`.

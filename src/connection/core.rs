@@ -434,7 +434,7 @@ impl<T: Transport> Connection<T> {
         self.wait(join, move |conn, result| match result {
             Ok((handle, users)) => {
                 conn.session.joined(&room, handle);
-                conn.reply(ServerFrame::Joined { room: &room, users: &users, id: id.as_deref() });
+                conn.reply(ServerFrame::Joined { room: &room, count: users.len(), users: &users, id: id.as_deref() });
             }
             Err(JoinError::RoomsFull) => {
                 if is_new {
@@ -488,7 +488,9 @@ impl<T: Transport> Connection<T> {
         }
         let id = id.map(ToOwned::to_owned);
         self.wait(self.services.room_presence(room.clone()), move |conn, result| match result {
-            Ok(users) => conn.reply(ServerFrame::Presence { room: &room, users: &users, id: id.as_deref() }),
+            Ok(users) => {
+                conn.reply(ServerFrame::Presence { room: &room, count: users.len(), users: &users, id: id.as_deref() })
+            }
             Err(_) => conn.error(ErrorCode::Internal, "presence is unavailable", id.as_deref()),
         });
     }

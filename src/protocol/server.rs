@@ -78,6 +78,8 @@ pub enum ServerFrame<'a> {
     Joined {
         room: &'a str,
         users: &'a UserList,
+        /// Distinct users in the room: `users.len()`, kept beside the list.
+        count: usize,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Id<'a>,
     },
@@ -95,6 +97,8 @@ pub enum ServerFrame<'a> {
     Presence {
         room: &'a str,
         users: &'a UserList,
+        /// Distinct users in the room: `users.len()`, kept beside the list.
+        count: usize,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Id<'a>,
     },

@@ -306,6 +306,7 @@ async fn presence_asked_in_a_loop_is_answered_from_one_list_and_memory_stays_bou
             let frame = client.recv_type("presence").await;
             let users = frame["users"].as_array().expect("users");
             assert_eq!(users.len(), CROWD, "every user, each once");
+            assert_eq!(frame["count"], CROWD, "count says as many");
             answered += 1;
         }
     });

@@ -214,9 +214,9 @@ async fn presence_and_status_agree_with_the_websocket_answers() {
     alice.send(json!({"type": "presence", "room": "room:1"})).await;
     let ws = alice.recv_type("presence").await;
     let http = get(&server, "/api/rooms/room:1/presence").await;
-    assert_eq!(http, json!({"room": "room:1", "users": ws["users"]}));
-    assert_eq!(http["users"], json!(["alice", "bob"]));
-    assert_eq!(get(&server, "/api/rooms/empty/presence").await, json!({"room": "empty", "users": []}));
+    assert_eq!(http, json!({"room": "room:1", "users": ws["users"], "count": ws["count"]}));
+    assert_eq!((&http["users"], &http["count"]), (&json!(["alice", "bob"]), &json!(2)), "count counts users, not tabs");
+    assert_eq!(get(&server, "/api/rooms/empty/presence").await, json!({"room": "empty", "users": [], "count": 0}));
     alice.send(json!({"type": "status", "users": ["bob", "carol"]})).await;
     let ws = alice.recv_type("status").await;
     assert_eq!(get(&server, "/api/users/bob/status").await, json!({"user": "bob", "online": ws["online"]["bob"]}));

@@ -151,6 +151,7 @@ async fn presence_counts_users_across_nodes() {
     let mut alice_a = a.client("alice").await;
     let joined = alice_a.join("hall").await;
     assert_eq!(joined["users"], json!(["alice", "carol"]), "joined lists users on other nodes");
+    assert_eq!(joined["count"], 2, "and counts them");
     let arrived = carol.recv_type("user_joined").await;
     assert_eq!(arrived["user"], "alice");
 
@@ -163,6 +164,7 @@ async fn presence_counts_users_across_nodes() {
     }
     let presence = carol.request(json!({"type": "presence", "room": "hall"})).await;
     assert_eq!(presence["users"], json!(["alice", "carol"]));
+    assert_eq!(presence["count"], 2);
     let status = carol.request(json!({"type": "status", "users": ["alice", "nobody"]})).await;
     assert_eq!(status["online"], json!({"alice": true, "nobody": false}));
 
