@@ -84,7 +84,7 @@ impl Fault {
 /// The close codes `herald_connections_closed_total` counts one by one; any
 /// other is `other`. 1006 stands for a connection that ended without a close
 /// code: its client vanished, its socket was shut, or an SSE client left.
-pub(crate) const CLOSE_CODES: [u16; 12] = [1000, 1001, 1002, 1006, 1007, 1008, 1009, 1011, 4001, 4002, 4003, 4008];
+pub(crate) const CLOSE_CODES: [u16; 13] = [1000, 1001, 1002, 1005, 1006, 1007, 1008, 1009, 1011, 4001, 4002, 4003, 4008];
 
 /// The code of a connection that ended without one.
 pub(crate) const NO_CLOSE_CODE: u16 = 1006;

@@ -236,3 +236,16 @@ async fn a_client_that_stops_reading_shows_in_the_queue_gauges_until_it_is_dropp
     ])
     .await;
 }
+
+#[tokio::test]
+async fn a_close_without_a_code_is_counted_as_1005() {
+    let server = start(config());
+    let before = Snapshot::take(&server).await;
+    let (mut client, _) = ws_connect(&server).await;
+    client.send_message(tokio_tungstenite::tungstenite::Message::Close(None)).await;
+    let _ = client.next_event_within(WAIT).await;
+    gauges_settle(&server, &[(r#"herald_connections_closed_total{code="1005"}"#, before.get(r#"herald_connections_closed_total{code="1005"}"#) + 1.0)])
+        .await;
+    let after = Snapshot::take(&server).await;
+    assert_moved(&before, &after, &[(r#"herald_connections_closed_total{code="other"}"#, 0.0)]);
+}
