@@ -115,7 +115,7 @@ impl BenchRoom {
             let fd = sockets[conn as usize % SOCKETS].as_raw_fd();
             let outbox = Outbox::new(fd, TransportKind::WebSocket, carries, bounds);
             let member = Member { conn: ConnId(conn), user: format!("user-{}", conn % USERS).into(), outbox };
-            let (room, _) = actors.block_on(rooms.join(name.clone(), member)).expect("the room takes the join");
+            let (room, _) = actors.block_on(rooms.join(name.clone(), member, None)).expect("the room takes the join");
             handle = Some(room);
         }
         let data: Box<RawValue> = serde_json::from_str(r#"{"text":"hello, room"}"#).expect("valid JSON");

@@ -430,12 +430,10 @@ impl<T: Transport> Connection<T> {
         let id = id.map(ToOwned::to_owned);
         let is_new = self.session.joining(&room);
         let member = Member { conn: self.session.id, user, outbox: self.outbox.clone() };
-        let join = self.services.rooms.join(room.clone(), member);
+        // The room writes `joined` itself, ahead of anything else it sends.
+        let join = self.services.rooms.join(room.clone(), member, id.clone());
         self.wait(join, move |conn, result| match result {
-            Ok((handle, users)) => {
-                conn.session.joined(&room, handle);
-                conn.reply(ServerFrame::Joined { room: &room, count: users.len(), users: &users, id: id.as_deref() });
-            }
+            Ok((handle, _)) => conn.session.joined(&room, handle),
             Err(JoinError::RoomsFull) => {
                 if is_new {
                     conn.session.join_refused(&room);
@@ -462,7 +460,7 @@ impl<T: Transport> Connection<T> {
             .map(|room| {
                 self.session.joining(&room);
                 let member = Member { conn: self.session.id, user: user.clone(), outbox: self.outbox.clone() };
-                let join = self.services.rooms.join(room.clone(), member);
+                let join = self.services.rooms.join(room.clone(), member, None);
                 async move { (room, join.await) }
             })
             .collect();

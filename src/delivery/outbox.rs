@@ -101,6 +101,9 @@ struct Out {
     queue: Option<Box<VecDeque<Bytes>>>,
     /// The close code asked for ([`CRASH`] for a crash; 0: nothing).
     request: u16,
+    /// While corked: how many entries were queued when the cork went in,
+    /// which is where [`Outbox::uncork`]'s first bytes go.
+    corked_at: u16,
     /// Everything is queued and nothing written until uncorked: the
     /// response head of an SSE stream must precede what its rooms deliver.
     corked: bool,
@@ -134,6 +137,7 @@ impl Outbox {
             queue: None,
             queued_bytes: 0,
             request: 0,
+            corked_at: 0,
             corked: false,
             sealed: false,
             slow: false,
@@ -374,16 +378,39 @@ impl Outbox {
 
     /// Holds every write in the queue until [`Self::uncork`].
     pub(crate) fn cork(&self) {
-        self.shared.out.lock().corked = true;
+        let mut out = self.shared.out.lock();
+        out.corked_at = out.queue.as_ref().map_or(0, |q| q.len().min(u16::MAX as usize) as u16);
+        out.corked = true;
     }
 
-    /// Writes `head`, then everything held since [`Self::cork`].
-    pub(crate) fn uncork(&self, head: Bytes) {
+    /// Writes `first` (if any), then everything held since [`Self::cork`]:
+    /// `first` goes after what was queued before the cork and before what
+    /// came since.
+    pub(crate) fn uncork(&self, first: Option<Bytes>) {
         let mut out = self.shared.out.lock();
-        out.queued_bytes = out.queued_bytes.saturating_add(head.len() as u32);
-        out.queue.get_or_insert_default().push_front(head);
+        if let Some(first) = first {
+            let at = out.corked_at as usize;
+            out.queued_bytes = out.queued_bytes.saturating_add(first.len() as u32);
+            let queue = out.queue.get_or_insert_default();
+            queue.insert(at.min(queue.len()), first);
+        }
         out.corked = false;
+        out.corked_at = 0;
         self.shared.wake_owner();
+    }
+
+    /// [`Self::uncork`] with `frame` first, counted as sent.
+    pub(crate) fn uncork_with(&self, frame: &Encoded, metrics: &Metrics) {
+        if !self.carries(frame.kind) {
+            return self.uncork(None);
+        }
+        metrics.frames_out(frame.kind, 1);
+        metrics.bytes_out(self.shared.transport, frame.text().len());
+        let recorded = match &self.shared.out.lock().record {
+            Some(recorder) => recorder.keep(frame.text().to_owned(), true) == Delivery::Queued,
+            None => false,
+        };
+        self.uncork((!recorded).then(|| frame.wire().clone()));
     }
 
     /// Drops everything held since [`Self::cork`] and writes `bytes` alone,

@@ -87,14 +87,17 @@ impl RoomRegistry {
     }
 
     /// Adds `member` to `room`, creating the room if needed (and allowed).
-    /// Returns the room and the users now in it (the new member included;
-    /// empty for a member whose transport writes no `joined`).
+    /// The room writes the member's `joined` itself (echoing `id`), before
+    /// anything else of the room. Returns the room and the users now in it
+    /// (the new member included; empty for a member whose transport writes
+    /// no `joined`).
     pub fn join(
         &self,
         room: RoomName,
         member: Member,
+        id: Option<Box<RawValue>>,
     ) -> impl Future<Output = Result<(RoomHandle, UserList), JoinError>> + 'static {
-        let reply = self.ask(&room.clone(), |reply| ShardMsg::Join { room, member, reply });
+        let reply = self.ask(&room.clone(), |reply| ShardMsg::Join { room, member, id, reply });
         async move {
             let reply = reply.await?.map_err(|RoomsFull| JoinError::RoomsFull)?;
             Ok((RoomHandle { room: reply.room }, reply.users))

@@ -48,7 +48,7 @@ use crate::cluster::codec::Body;
 
 /// Messages of a registry shard. Use [`super::RoomRegistry`] to send them.
 pub(crate) enum ShardMsg {
-    Join { room: RoomName, member: Member, reply: RpcReplyPort<Result<JoinReply, RoomsFull>> },
+    Join { room: RoomName, member: Member, id: Option<Box<RawValue>>, reply: RpcReplyPort<Result<JoinReply, RoomsFull>> },
     Leave { room: RoomName, conn: ConnId },
     /// Sent by a room after any message that leaves it without members.
     Empty { room: Arc<RoomCell>, seen: u64 },
@@ -152,7 +152,13 @@ impl ShardCell {
 
     /// Forwards a join to its room, creating the room unless the node holds
     /// `limits.max_rooms` already (then the join is refused).
-    fn join(&self, name: RoomName, member: Member, reply: RpcReplyPort<Result<JoinReply, RoomsFull>>) {
+    fn join(
+        &self,
+        name: RoomName,
+        member: Member,
+        id: Option<Box<RawValue>>,
+        reply: RpcReplyPort<Result<JoinReply, RoomsFull>>,
+    ) {
         let (room, new) = {
             let mut slots = self.slots.lock();
             match slots.get(&name).and_then(|slot| slot.room.clone()) {
@@ -187,7 +193,7 @@ impl ShardCell {
         if let Some(slot) = self.slots.lock().get_mut(&name) {
             slot.forwarded += 1;
         }
-        room.send(RoomMsg::Join { member, reply });
+        room.send(RoomMsg::Join { member, id, reply });
     }
 
     /// Gives a server publish its `seq`: through the room when there is one,
@@ -262,7 +268,7 @@ impl Actor for Arc<ShardCell> {
 
     fn handle(&mut self, msg: ShardMsg) -> Result<(), Failure> {
         match msg {
-            ShardMsg::Join { room, member, reply } => self.join(room, member, reply),
+            ShardMsg::Join { room, member, id, reply } => self.join(room, member, id, reply),
             ShardMsg::Leave { room, conn } => {
                 if let Some(room) = self.room(&room) {
                     room.send(RoomMsg::Leave { conn });

@@ -169,7 +169,7 @@ mod tests {
         let (tree, metrics, mut gave_up) = tree(1).await;
         let (outbox, frames) = collector(64);
         let member = Member { conn: ConnId(1), user: "alice".into(), outbox };
-        let (room, _) = tree.rooms.join("r".into(), member).await.unwrap();
+        let (room, _) = tree.rooms.join("r".into(), member, None).await.unwrap();
         let shard = tree.rooms.shard_actor("r").unwrap();
 
         // Within the shard's limit: the room restarts, the shard stays.
@@ -213,8 +213,8 @@ mod tests {
         // The same for a room: a leave queued behind the crash still lands.
         let (a, _) = collector(8);
         let (b, b_frames) = collector(8);
-        tree.rooms.join("r".into(), Member { conn: ConnId(2), user: "a".into(), outbox: a }).await.unwrap();
-        tree.rooms.join("r".into(), Member { conn: ConnId(3), user: "b".into(), outbox: b }).await.unwrap();
+        tree.rooms.join("r".into(), Member { conn: ConnId(2), user: "a".into(), outbox: a }, None).await.unwrap();
+        tree.rooms.join("r".into(), Member { conn: ConnId(3), user: "b".into(), outbox: b }, None).await.unwrap();
         tree.rooms.crash_room("r").await.unwrap();
         tree.rooms.leave("r".into(), ConnId(2));
         until(|| b_frames.lock().iter().any(|f| f.contains("user_left"))).await;

@@ -281,7 +281,7 @@ fn start<T: Transport>(opening: Opening<T>, stream: std::net::TcpStream, early: 
         Some(response) => {
             conn.outbox().cork();
             conn.open(handshake);
-            conn.outbox().uncork(response);
+            conn.outbox().uncork(Some(response));
         }
         None => conn.open(handshake),
     }

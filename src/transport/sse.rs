@@ -71,7 +71,7 @@ impl Transport for Sse {
         conn.outbox().cork();
         conn.join_all(rooms, move |conn, joined| {
             if joined {
-                conn.outbox().uncork(head);
+                conn.outbox().uncork(Some(head));
             } else {
                 conn.outbox().refuse(super::handshake::response(503, "the rooms are unavailable, try again", &[]));
                 conn.close(1011, "the rooms are unavailable");

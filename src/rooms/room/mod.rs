@@ -76,7 +76,8 @@ pub(crate) struct JoinReply {
 /// Messages of a room. Joins, leaves and server publishes arrive through the
 /// registry shard.
 pub(crate) enum RoomMsg {
-    Join { member: Member, reply: RpcReplyPort<Result<JoinReply, RoomsFull>> },
+    /// `id` is the join request's, echoed in the `joined` the room writes.
+    Join { member: Member, id: Option<Box<RawValue>>, reply: RpcReplyPort<Result<JoinReply, RoomsFull>> },
     /// The users in the room (always `Some`: the shard answers `None` for a
     /// room that is not alive).
     Presence { reply: RpcReplyPort<Option<UserList>> },
@@ -278,14 +279,37 @@ impl RoomCell {
             // `INTERNAL`: the room was too busy) does not happen, so the
             // members hear nothing of it.
             RoomMsg::Join { reply, .. } if reply.is_closed() => {}
-            RoomMsg::Join { member, reply } => {
+            RoomMsg::Join { member, id, reply } => {
                 // Only a transport that writes `joined` needs the user list.
-                let users_wanted = member.outbox.carries(ServerKind::Joined);
+                let outbox = member.outbox.clone();
+                let users_wanted = outbox.carries(ServerKind::Joined);
                 let written = state.join(member);
                 let users = if users_wanted { state.listing() } else { UserList::empty() };
+                let joined = users_wanted.then(|| {
+                    ServerFrame::Joined { room: &state.name, count: users.len(), users: &users, id: id.as_deref() }.encode()
+                });
                 let answer = JoinReply { room: self.clone(), users };
-                // Answered once the other nodes can see the new user.
-                state.cluster.after(written, move || {
+                let Some(written) = written else {
+                    // `joined` is written here, in the step that made the
+                    // member: it comes before anything the room sends it.
+                    if let Some(joined) = joined {
+                        outbox.deliver(&joined, &state.metrics);
+                    }
+                    let _ = reply.send(Ok(answer));
+                    return;
+                };
+                // With clustering, a user new to the room is answered once
+                // the other nodes can see them. What the room sends the
+                // connection meanwhile waits behind its `joined`.
+                outbox.cork();
+                let metrics = state.metrics.clone();
+                state.cluster.after(Some(written), move || {
+                    match joined {
+                        // Given up on meanwhile: the connection said INTERNAL.
+                        Some(_) if reply.is_closed() => outbox.uncork(None),
+                        Some(joined) => outbox.uncork_with(&joined, &metrics),
+                        None => outbox.uncork(None),
+                    }
                     let _ = reply.send(Ok(answer));
                 });
             }
@@ -423,24 +447,27 @@ impl RoomState {
     }
 
     /// Adds a member. With clustering, returns the directory write of a
-    /// user new to the room on this node.
+    /// user new to the room on this node. The member is added last: what
+    /// the join itself sends (a `user_joined`, and the `user_left` of any
+    /// member found gone on the way) is not for it, and its `joined`, which
+    /// the caller writes next, is the first frame of the room it gets.
     fn join(&mut self, member: Member) -> Option<Pending<()>> {
         if self.members.contains_key(&member.conn) {
             return None;
         }
-        self.members.insert(member.conn, (member.user.clone(), member.outbox));
-        self.metrics.memberships.inc();
         let elsewhere = self.present(&member.user);
-        if !self.users.add(&member.user) {
-            return None;
+        let mut written = None;
+        if self.users.add(&member.user) {
+            self.listing = None;
+            self.presence.room_joined(self.name.clone(), member.user.clone());
+            written = self.cluster.user_joined(&self.name, &member.user);
+            if !elsewhere {
+                let frame = ServerFrame::UserJoined { room: &self.name, user: &member.user }.encode();
+                self.fan_out(&frame, None);
+            }
         }
-        self.listing = None;
-        self.presence.room_joined(self.name.clone(), member.user.clone());
-        let written = self.cluster.user_joined(&self.name, &member.user);
-        if !elsewhere {
-            let frame = ServerFrame::UserJoined { room: &self.name, user: &member.user }.encode();
-            self.fan_out(&frame, Some(member.conn));
-        }
+        self.members.insert(member.conn, (member.user, member.outbox));
+        self.metrics.memberships.inc();
         written
     }
 

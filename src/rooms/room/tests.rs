@@ -32,7 +32,13 @@ async fn settle() {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// What a member was sent, but for the `joined` each join writes (see
+/// `joined_comes_first_with_its_id`).
 fn taken(frames: &Mutex<Vec<String>>) -> Vec<Value> {
+    taken_all(frames).into_iter().filter(|frame| frame["type"] != "joined").collect()
+}
+
+fn taken_all(frames: &Mutex<Vec<String>>) -> Vec<Value> {
     frames.lock().drain(..).map(|f| serde_json::from_str(&f).unwrap()).collect()
 }
 
@@ -74,12 +80,12 @@ async fn clustered_rooms_share_seq_and_users_and_drop_dead_nodes() {
     let (alice, alice_frames) = member(1, "alice", 64);
     let (bob, bob_frames) = member(1, "bob", 64);
     let (alice_tab, _) = member(2, "alice", 64);
-    let (room_a, users) = a.rooms.join("r".into(), alice).await.unwrap();
+    let (room_a, users) = a.rooms.join("r".into(), alice, None).await.unwrap();
     assert_eq!(names(&users), ["alice"]);
-    let (room_b, users) = b.rooms.join("r".into(), bob).await.unwrap();
+    let (room_b, users) = b.rooms.join("r".into(), bob, None).await.unwrap();
     assert_eq!(names(&users), ["alice", "bob"], "the join lists the other node's users");
     // A second tab of alice, on b: still one alice, no user_joined for her.
-    let (_, users) = b.rooms.join("r".into(), alice_tab).await.unwrap();
+    let (_, users) = b.rooms.join("r".into(), alice_tab, None).await.unwrap();
     assert_eq!(names(&users), ["alice", "bob"]);
     settle().await;
     let joined: Vec<_> = taken(&alice_frames).into_iter().filter(|f| f["type"] == "user_joined").collect();
@@ -112,9 +118,9 @@ async fn fans_out_with_increasing_seq_and_acks_the_publisher() {
     let f = fixture().await;
     let (alice, alice_frames) = member(1, "alice", 16);
     let (bob, bob_frames) = member(2, "bob", 16);
-    let (room, users) = f.rooms.join("r".into(), alice).await.unwrap();
+    let (room, users) = f.rooms.join("r".into(), alice, None).await.unwrap();
     assert_eq!(names(&users), ["alice"]);
-    let (_, users) = f.rooms.join("r".into(), bob).await.unwrap();
+    let (_, users) = f.rooms.join("r".into(), bob, None).await.unwrap();
     assert_eq!(names(&users), ["alice", "bob"]);
     let id = data("\"p1\"");
     room.publish(ConnId(1), "alice".into(), data(r#"{"n":1}"#), true, Some(id));
@@ -136,7 +142,7 @@ async fn fans_out_with_increasing_seq_and_acks_the_publisher() {
 async fn an_idle_room_keeps_no_queue_and_stays_small() {
     let f = fixture().await;
     let (alice, _) = member(1, "alice", 16);
-    let (handle, _) = f.rooms.join("r".into(), alice).await.unwrap();
+    let (handle, _) = f.rooms.join("r".into(), alice, None).await.unwrap();
     handle.publish(ConnId(1), "alice".into(), data("1"), true, None);
     settle().await;
     assert_eq!(handle.room.mailbox.buffered(), 0, "the queue's buffer went with its last message");
@@ -151,10 +157,10 @@ async fn an_idle_room_keeps_no_queue_and_stays_small() {
 async fn counts_users_not_connections() {
     let f = fixture().await;
     let (watcher, watcher_frames) = member(1, "watcher", 16);
-    f.rooms.join("r".into(), watcher).await.unwrap();
+    f.rooms.join("r".into(), watcher, None).await.unwrap();
     for conn in 2..5 {
         let (tab, _) = member(conn, "alice", 16);
-        let (_, users) = f.rooms.join("r".into(), tab).await.unwrap();
+        let (_, users) = f.rooms.join("r".into(), tab, None).await.unwrap();
         assert_eq!(names(&users), ["alice", "watcher"]);
     }
     f.rooms.leave("r".into(), ConnId(2));
@@ -172,7 +178,7 @@ async fn counts_users_not_connections() {
 async fn empty_rooms_retire_but_seq_lives_on() {
     let f = fixture().await;
     let (alice, _) = member(1, "alice", 16);
-    let (room, _) = f.rooms.join("r".into(), alice).await.unwrap();
+    let (room, _) = f.rooms.join("r".into(), alice, None).await.unwrap();
     room.publish(ConnId(1), "alice".into(), data("1"), true, None);
     room.publish(ConnId(1), "alice".into(), data("2"), true, None);
     f.rooms.leave("r".into(), ConnId(1));
@@ -180,7 +186,7 @@ async fn empty_rooms_retire_but_seq_lives_on() {
     assert_eq!(f.metrics.rooms.get(), 0, "the empty room stopped");
     assert_eq!(f.rooms.last_seq("r".into()).await.unwrap(), 2);
     let (bob, bob_frames) = member(2, "bob", 16);
-    let (room, _) = f.rooms.join("r".into(), bob).await.unwrap();
+    let (room, _) = f.rooms.join("r".into(), bob, None).await.unwrap();
     assert_eq!(f.metrics.rooms.get(), 1);
     room.publish(ConnId(2), "bob".into(), data("3"), true, None);
     settle().await;
@@ -193,9 +199,9 @@ async fn a_join_racing_the_last_leave_is_not_lost() {
     for round in 0..50u64 {
         let (a, _) = member(round * 2, "a", 16);
         let (b, _) = member(round * 2 + 1, "b", 16);
-        f.rooms.join("race".into(), a).await.unwrap();
+        f.rooms.join("race".into(), a, None).await.unwrap();
         f.rooms.leave("race".into(), ConnId(round * 2));
-        let (room, users) = f.rooms.join("race".into(), b).await.unwrap();
+        let (room, users) = f.rooms.join("race".into(), b, None).await.unwrap();
         assert_eq!(names(&users), ["b"], "round {round}");
         room.publish(ConnId(round * 2 + 1), "b".into(), data("0"), true, None);
         f.rooms.leave("race".into(), ConnId(round * 2 + 1));
@@ -211,7 +217,7 @@ async fn server_publishes_number_on_whether_or_not_the_room_is_alive() {
     assert_eq!(publish().await.unwrap(), 1, "a room nobody is in still counts");
     for round in 0..20u64 {
         let (a, frames) = member(round, "a", 16);
-        f.rooms.join("r".into(), a).await.unwrap();
+        f.rooms.join("r".into(), a, None).await.unwrap();
         let seq = publish().await.unwrap();
         assert_eq!(seq, round * 2 + 2);
         f.rooms.leave("r".into(), ConnId(round));
@@ -226,10 +232,11 @@ async fn server_publishes_number_on_whether_or_not_the_room_is_alive() {
 #[actix_web::test]
 async fn a_slow_consumer_leaves_and_everyone_else_gets_everything() {
     let f = fixture().await;
-    let (slow, slow_frames) = member(1, "slow", 1);
+    // Room for its `joined` and fast's `user_joined`, and no more.
+    let (slow, slow_frames) = member(1, "slow", 2);
     let (fast, fast_frames) = member(2, "fast", 1000);
-    let (room, _) = f.rooms.join("r".into(), slow).await.unwrap();
-    f.rooms.join("r".into(), fast).await.unwrap();
+    let (room, _) = f.rooms.join("r".into(), slow, None).await.unwrap();
+    f.rooms.join("r".into(), fast, None).await.unwrap();
     for _ in 0..200 {
         room.publish(ConnId(2), "fast".into(), data("0"), true, None);
     }
@@ -251,8 +258,8 @@ async fn members_get_only_the_frame_kinds_their_transport_carries() {
     let (outbox, listener_frames) = collector_with(4, |kind| kind == ServerKind::Message);
     let listener = Member { conn: ConnId(1), user: "listener".into(), outbox };
     let (talker, _) = member(2, "talker", 1000);
-    let (room, _) = f.rooms.join("r".into(), listener).await.unwrap();
-    f.rooms.join("r".into(), talker).await.unwrap();
+    let (room, _) = f.rooms.join("r".into(), listener, None).await.unwrap();
+    f.rooms.join("r".into(), talker, None).await.unwrap();
     // Ten times its queue in frames it does not carry: none is queued.
     for _ in 0..40 {
         room.typing(ConnId(2), "talker".into(), true);
@@ -269,13 +276,13 @@ async fn members_get_only_the_frame_kinds_their_transport_carries() {
 async fn a_rooms_user_list_is_built_once_per_change_and_shared_until_the_next() {
     let f = fixture().await;
     let (alice, _) = member(1, "alice", 64);
-    let (_, alone) = f.rooms.join("r".into(), alice).await.unwrap();
+    let (_, alone) = f.rooms.join("r".into(), alice, None).await.unwrap();
     let asked = f.rooms.presence("r".into()).await.expect("the room is alive");
     assert_eq!(names(&asked), ["alice"]);
     assert!(!asked.shares(&alone), "one name is built on each ask, not kept");
 
     let (carol, _) = member(4, "carol", 64);
-    let (_, joined) = f.rooms.join("r".into(), carol).await.unwrap();
+    let (_, joined) = f.rooms.join("r".into(), carol, None).await.unwrap();
     let asked = f.rooms.presence("r".into()).await.unwrap();
     assert!(asked.shares(&joined), "presence shares the list the join built");
     let again = f.rooms.presence("r".into()).await.unwrap();
@@ -283,12 +290,12 @@ async fn a_rooms_user_list_is_built_once_per_change_and_shared_until_the_next() 
 
     // A second connection of alice changes no user: still the same list.
     let (alice_tab, _) = member(2, "alice", 64);
-    let (_, tab_joined) = f.rooms.join("r".into(), alice_tab).await.unwrap();
+    let (_, tab_joined) = f.rooms.join("r".into(), alice_tab, None).await.unwrap();
     assert!(tab_joined.shares(&asked));
 
     // A new user is a change: one new list, shared again.
     let (bob, _) = member(3, "bob", 64);
-    let (_, bob_joined) = f.rooms.join("r".into(), bob).await.unwrap();
+    let (_, bob_joined) = f.rooms.join("r".into(), bob, None).await.unwrap();
     assert!(!bob_joined.shares(&asked));
     assert_eq!((names(&bob_joined), bob_joined.len()), (vec!["alice".to_owned(), "bob".to_owned(), "carol".to_owned()], 3));
     assert!(f.rooms.presence("r".into()).await.unwrap().shares(&bob_joined));
@@ -308,10 +315,10 @@ async fn past_max_rooms_a_join_that_would_create_a_room_is_refused() {
     let rooms = tree.rooms;
     for (conn, room) in [(1, "a"), (2, "b")] {
         let (m, _) = member(conn, "u", 8);
-        rooms.join(room.into(), m).await.unwrap();
+        rooms.join(room.into(), m, None).await.unwrap();
     }
     let (m, _) = member(3, "u", 8);
-    assert!(matches!(rooms.join("c".into(), m).await, Err(crate::rooms::JoinError::RoomsFull)));
+    assert!(matches!(rooms.join("c".into(), m, None).await, Err(crate::rooms::JoinError::RoomsFull)));
     let refused = || {
         let text = metrics.render();
         text.lines().find(|l| l.starts_with(r#"herald_joins_refused_total{reason="max_rooms"}"#)).map(str::to_owned)
@@ -319,13 +326,13 @@ async fn past_max_rooms_a_join_that_would_create_a_room_is_refused() {
     assert_eq!(refused().as_deref(), Some(r#"herald_joins_refused_total{reason="max_rooms"} 1"#));
     // Joining a room that exists creates nothing: allowed at the cap.
     let (m, _) = member(4, "v", 8);
-    rooms.join("a".into(), m).await.unwrap();
+    rooms.join("a".into(), m, None).await.unwrap();
     // Once a room is gone, there is room for another.
     rooms.leave("b".into(), ConnId(2));
     let (m, _) = member(5, "u", 8);
     let mut joined = false;
     for _ in 0..100 {
-        if rooms.join("c".into(), m.clone()).await.is_ok() {
+        if rooms.join("c".into(), m.clone(), None).await.is_ok() {
             joined = true;
             break;
         }
@@ -339,11 +346,37 @@ async fn past_max_rooms_a_join_that_would_create_a_room_is_refused() {
 async fn a_join_nobody_waits_for_any_more_does_not_happen() {
     let f = fixture().await;
     let (alice, alice_frames) = member(1, "alice", 64);
-    f.rooms.join("r".into(), alice).await.unwrap();
+    f.rooms.join("r".into(), alice, None).await.unwrap();
     // Queued, and given up on at once: as a connection whose call timed out.
     let (bob, _) = member(2, "bob", 64);
-    drop(f.rooms.join("r".into(), bob));
+    drop(f.rooms.join("r".into(), bob, None));
     settle().await;
     assert_eq!(names(&f.rooms.presence("r".into()).await.unwrap()), ["alice"]);
     assert!(taken(&alice_frames).is_empty(), "no user_joined for a join that did not happen");
+}
+
+#[actix_web::test]
+async fn joined_comes_first_with_its_id() {
+    let f = fixture().await;
+    let (alice, _) = member(1, "alice", 4096);
+    let (room, _) = f.rooms.join("r".into(), alice, None).await.unwrap();
+    // alice publishes without pause while bob joins: whatever bob gets of
+    // the room comes after his `joined`.
+    let publishing = {
+        let room = room.clone();
+        tokio::spawn(async move {
+            for n in 0..200 {
+                room.publish(ConnId(1), "alice".into(), data(&n.to_string()), true, None);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let (bob, bob_frames) = member(2, "bob", 4096);
+    f.rooms.join("r".into(), bob, Some(data("\"j1\"").to_owned())).await.unwrap();
+    publishing.await.unwrap();
+    settle().await;
+    let frames = taken_all(&bob_frames);
+    assert_eq!(frames[0]["type"], "joined", "{:?}", &frames[..frames.len().min(3)]);
+    assert_eq!((&frames[0]["id"], &frames[0]["count"]), (&serde_json::json!("j1"), &serde_json::json!(2)));
+    assert!(frames[1..].iter().all(|frame| frame["type"] == "message"), "then only the room's messages");
 }

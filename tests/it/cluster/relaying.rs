@@ -210,3 +210,30 @@ async fn an_auth_refresh_that_narrows_the_claims_is_a_leave_every_node_sees() {
     bob.request(json!({"type": "publish", "room": "chat:1", "data": "after", "echo": false, "id": 1})).await;
     alice.expect_silence(Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn joined_comes_before_every_frame_of_the_room_on_another_node_too() {
+    let redis = RedisServer::start();
+    let (a, b) = tokio::join!(Node::start("a", redis.url(), true), Node::start("b", redis.url(), true));
+    let mut alice = a.client("alice").await;
+    alice.join("busy").await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let addr = a.addr;
+    let publisher = tokio::spawn(async move {
+        let body = json!({"room": "busy", "data": "live"}).to_string();
+        while !*stopped.borrow() {
+            let (status, _) = api(addr, "POST", "/api/publish", Some(API_KEY), &body).await;
+            assert_eq!(status, 200);
+        }
+    });
+    for round in 0..10 {
+        // A user new to the room: b waits for the directory before `joined`.
+        let mut bob = b.client(&format!("bob-{round}")).await;
+        bob.send(json!({"type": "join", "room": "busy", "id": round})).await;
+        let first = bob.recv().await;
+        assert_eq!((&first["type"], &first["id"]), (&json!("joined"), &json!(round)), "round {round}: {first}");
+        assert_eq!(bob.recv_type("message").await["room"], "busy");
+    }
+    stop.send(true).unwrap();
+    publisher.await.unwrap();
+}

@@ -91,3 +91,34 @@ async fn publishes_from_two_clients_arrive_in_seq_order_without_gaps() {
     }
     watcher.expect_silence(QUIET).await;
 }
+
+/// Publishes to `room` through the API as fast as it answers until `stop`.
+async fn publish_until(server: std::net::SocketAddr, room: &str, key: &str, stop: tokio::sync::watch::Receiver<bool>) {
+    let body = json!({"room": room, "data": "live"}).to_string();
+    while !*stop.borrow() {
+        let (status, _) = api(server, "POST", "/api/publish", Some(key), &body).await;
+        assert_eq!(status, 200);
+    }
+}
+
+#[tokio::test]
+async fn joined_comes_before_every_frame_of_the_room_even_while_it_is_busy() {
+    let server = server_with(|c| c.api.key = "k".into());
+    let mut alice = ws_connect_as(&server, "alice").await;
+    alice.join("busy").await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let publishers: Vec<_> =
+        (0..2).map(|_| tokio::spawn(publish_until(server.addr, "busy", "k", stopped.clone()))).collect();
+    for round in 0..20 {
+        let (mut bob, _) = ws_connect(&server).await;
+        bob.send(json!({"type": "join", "room": "busy", "id": round})).await;
+        let first = bob.recv().await;
+        assert_eq!((&first["type"], &first["id"]), (&json!("joined"), &json!(round)), "round {round}: {first}");
+        let next = bob.recv_type("message").await;
+        assert!(next["seq"].as_u64().unwrap() > 0);
+    }
+    stop.send(true).unwrap();
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+}

@@ -126,9 +126,10 @@ impl Client {
         self.recv().await
     }
 
-    /// Joins `room`, returning the `joined` frame. Frames of the room (or of
-    /// others) may arrive before it (PROTOCOL.md, "Frames around `joined`
-    /// and `left`"): they are kept, in order, for the reads that follow.
+    /// Joins `room`, returning the `joined` frame. Frames of other rooms may
+    /// arrive before it (none of this room: PROTOCOL.md, "Frames around
+    /// `joined` and `left`"): they are kept, in order, for the reads that
+    /// follow.
     pub async fn join(&mut self, room: &str) -> Value {
         self.send(json!({"type": "join", "room": room})).await;
         let mut early = Vec::new();
