@@ -301,14 +301,18 @@ impl RoomCell {
                 // With clustering, a user new to the room is answered once
                 // the other nodes can see them. What the room sends the
                 // connection meanwhile waits behind its `joined`.
-                outbox.cork();
+                // (A transport without `joined`, SSE, is not corked: its
+                // stream is corked already until every room of it is joined.)
+                if joined.is_some() {
+                    outbox.cork();
+                }
                 let metrics = state.metrics.clone();
                 state.cluster.after(Some(written), move || {
                     match joined {
                         // Given up on meanwhile: the connection said INTERNAL.
                         Some(_) if reply.is_closed() => outbox.uncork(None),
                         Some(joined) => outbox.uncork_with(&joined, &metrics),
-                        None => outbox.uncork(None),
+                        None => {}
                     }
                     let _ = reply.send(Ok(answer));
                 });

@@ -237,3 +237,28 @@ async fn joined_comes_before_every_frame_of_the_room_on_another_node_too() {
     stop.send(true).unwrap();
     publisher.await.unwrap();
 }
+
+#[tokio::test]
+async fn an_sse_stream_whose_join_waits_for_redis_still_starts_with_its_response_head() {
+    let redis = RedisServer::start();
+    let b = Node::start("b", redis.url(), true).await;
+    let mut carol = b.client("carol").await;
+    carol.join("busy").await;
+    // Redis stalls for a second: the reader's join waits for its directory
+    // write while carol sends it a direct, delivered here at once.
+    let paused = std::process::Command::new("redis-cli")
+        .args(["-u", &redis.url(), "CLIENT", "PAUSE", "1000", "ALL"])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&paused.stdout).trim(), "OK");
+    let token = token("reader", json!({}));
+    let addr = b.addr;
+    let open = tokio::spawn(async move {
+        SseClient::open(addr, &format!("/sse?rooms=busy&token={token}"), SseOpen::default()).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    carol.send(json!({"type": "direct", "to": "reader", "data": "early"})).await;
+    let mut sse = open.await.unwrap();
+    assert_eq!(sse.status, 200, "the response head comes first");
+    assert_eq!(sse.next_data().await["data"], "early");
+}
