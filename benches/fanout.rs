@@ -10,6 +10,10 @@
 //! a socket each would pass the file limit); reader threads drain the other
 //! ends and count the bytes.
 //!
+//! Each size runs with history on (the default) and off: a message kept in
+//! its room's history costs a reference to the frame already encoded, plus
+//! the history's bookkeeping, on the publishing path.
+//!
 //! One iteration publishes one message and ends when the readers have every
 //! member's copy, so the time covers the room's serialisation and one
 //! `send` per member. Throughput is members reached per second.
@@ -28,6 +32,7 @@ use herald::ids::{RoomName, UserId};
 use herald::protocol::ServerKind;
 use herald::rooms::{RoomHandle, RoomRegistry};
 use herald::metrics::TransportKind;
+use herald::config::HistoryConfig;
 use herald::Config;
 use serde_json::value::RawValue;
 
@@ -115,7 +120,7 @@ impl BenchRoom {
             let fd = sockets[conn as usize % SOCKETS].as_raw_fd();
             let outbox = Outbox::new(fd, TransportKind::WebSocket, carries, bounds);
             let member = Member { conn: ConnId(conn), user: format!("user-{}", conn % USERS).into(), outbox };
-            let (room, _) = actors.block_on(rooms.join(name.clone(), member, None)).expect("the room takes the join");
+            let (room, _) = actors.block_on(rooms.join(name.clone(), member, None, None)).expect("the room takes the join");
             handle = Some(room);
         }
         let data: Box<RawValue> = serde_json::from_str(r#"{"text":"hello, room"}"#).expect("valid JSON");
@@ -151,25 +156,32 @@ impl BenchRoom {
 }
 
 fn fanout(c: &mut Criterion) {
-    let (actors, tree) = support::start_tree();
-
     let mut group = c.benchmark_group("fanout");
     // Equal samples rather than growing ones: at 10,000 members one iteration
     // takes milliseconds, and growing samples would overrun the time budget.
     group.sampling_mode(SamplingMode::Flat);
-    for members in SIZES {
-        let room = BenchRoom::build(&actors, &tree.rooms, members);
-        room.publish_to_all();
-        group.throughput(Throughput::Elements(members));
-        group.bench_function(BenchmarkId::from_parameter(members), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    room.publish_to_all();
-                }
-                start.elapsed()
-            })
-        });
+    // With history (the default: every message kept in its room's history)
+    // and without (`history.size = 0`), the rest alike: the cost of history
+    // on the fan-out path is the ratio of the two.
+    let off = HistoryConfig { size: 0, ..HistoryConfig::default() };
+    for (history, config) in [("history-on", HistoryConfig::default()), ("history-off", off)] {
+        let (actors, tree) = support::start_tree_with(config);
+        for members in SIZES {
+            let room = BenchRoom::build(&actors, &tree.rooms, members);
+            room.publish_to_all();
+            group.throughput(Throughput::Elements(members));
+            group.bench_function(BenchmarkId::new(history, members), |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        room.publish_to_all();
+                    }
+                    start.elapsed()
+                })
+            });
+        }
+        drop(tree);
+        actors.shutdown_background();
     }
     group.finish();
 }

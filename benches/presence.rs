@@ -110,7 +110,7 @@ fn room_list(c: &mut Criterion, actors: &tokio::runtime::Runtime, rooms: &RoomRe
         let room: RoomName = format!("bench:rooms:{size}").into();
         for (conn, user) in users("member", size).into_iter().enumerate() {
             let member = Member { conn: ConnId(conn as u64), user, outbox: testing::deaf() };
-            actors.block_on(rooms.join(room.clone(), member, None)).expect("the room takes the member");
+            actors.block_on(rooms.join(room.clone(), member, None, None)).expect("the room takes the member");
         }
         let list = actors.block_on(rooms.presence(room.clone())).expect("the room is alive");
         assert_eq!(list.len() as u64, size, "the room is full");

@@ -38,6 +38,7 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     pub api: ApiConfig,
     pub cluster: ClusterConfig,
+    pub history: HistoryConfig,
     pub supervision: SupervisionConfig,
     pub debug: DebugConfig,
     pub log: LogConfig,
@@ -256,6 +257,27 @@ impl Default for ClusterConfig {
     }
 }
 
+/// `[history]`: what each room keeps of its messages, for clients that
+/// come back after a disconnect (`join` with `since`, SSE `Last-Event-ID`,
+/// `GET /api/rooms/{room}/history`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Messages kept per room; 0 keeps none. Default `100`.
+    pub size: usize,
+    /// A room's history is dropped this long after its last publish. Default `300000`.
+    pub ttl_ms: u64,
+    /// Single node: every room's history together stays under this many
+    /// bytes, the oldest messages going first. Default `67108864` (64 MiB).
+    pub max_bytes: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self { size: 100, ttl_ms: 300_000, max_bytes: 64 << 20 }
+    }
+}
+
 /// Reads a string key leniently: an environment override such as
 /// `HERALD_AUTH__JWT_SECRET=12345` arrives as a number, and is still meant as text.
 fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -442,6 +464,12 @@ impl Config {
         }
         if !self.cluster.redis_url.starts_with("redis://") && !self.cluster.redis_url.starts_with("rediss://") {
             return Err(invalid("cluster.redis_url", "must start with redis:// or rediss://"));
+        }
+        if self.history.size > 100_000 {
+            return Err(invalid("history.size", "must be at most 100000"));
+        }
+        if self.history.size > 0 && self.history.ttl_ms == 0 {
+            return Err(invalid("history.ttl_ms", "must be at least 1 while history.size is not 0"));
         }
         if self.cluster.node_ttl_ms < 1000 {
             return Err(invalid("cluster.node_ttl_ms", "must be at least 1000"));

@@ -119,6 +119,14 @@ id! {
     NodeId
 }
 
+/// A new random token: 64 bits as 13 characters of base32 (`0-9a-v`), e.g.
+/// a room's `epoch`.
+pub fn random_token() -> String {
+    let bits: u64 = rand::random();
+    let alphabet = b"0123456789abcdefghijklmnopqrstuv";
+    (0..13).map(|i| alphabet[((bits >> (i * 5)) & 31) as usize] as char).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool) {
             .service(resource("/direct").route(web::post().to(direct)))
             .service(resource("/broadcast").route(web::post().to(broadcast)))
             .service(resource("/rooms/{room}/presence").route(web::get().to(room_presence)))
+            .service(resource("/rooms/{room}/history").route(web::get().to(room_history)))
             .service(resource("/users/{user}/status").route(web::get().to(user_status)))
             .service(resource("/stats").route(web::get().to(stats)))
             .default_service(web::to(not_found)),
@@ -146,6 +147,35 @@ async fn room_presence(services: web::Data<Services>, room: web::Path<String>) -
     }
     let users = services.room_presence(room.as_str().into()).await.map_err(|_| ApiError::Unavailable)?;
     Ok(HttpResponse::Ok().json(json!({ "room": room, "users": users.json(), "count": users.len() })))
+}
+
+/// `GET /api/rooms/{room}/history?since=N&limit=M` → `{"room", "epoch",
+/// "seq", "messages"}`: the held messages after `since` (default 0),
+/// oldest first, at most `limit` (default 100, 1 to 1000).
+async fn room_history(
+    services: web::Data<Services>,
+    room: web::Path<String>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let room = room.into_inner();
+    if !valid_room(&room) {
+        return Err(ApiError::bad_request("the room must be 1 to 128 bytes of [A-Za-z0-9_.:-]"));
+    }
+    let param = |name: &str| query.iter().rev().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+    let since = match param("since") {
+        None => 0,
+        Some(text) => text.parse::<u64>().map_err(|_| ApiError::bad_request("since must be an integer of 0 or more"))?,
+    };
+    let limit = match param("limit") {
+        None => 100,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|limit| (1..=1000).contains(limit))
+            .ok_or_else(|| ApiError::bad_request("limit must be an integer from 1 to 1000"))?,
+    };
+    let page = services.room_history(room.as_str().into(), since, limit).await.map_err(|_| ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({ "room": room, "epoch": page.epoch, "seq": page.seq, "messages": page.messages })))
 }
 
 /// `GET /api/users/{user}/status` → `{"user": u, "online": bool}`.

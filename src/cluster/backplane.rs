@@ -33,6 +33,7 @@ use fred::types::{ClusterHash, CustomCommand, Message};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::relay::Keep;
 use super::script::{self, Script};
 
 /// The longest a connection attempt or a command may take.
@@ -234,20 +235,72 @@ impl Backplane {
         async move { Ok(answer.await?.convert()?) }
     }
 
-    /// Increments the counter `counter` (to above `floor` at least) and
-    /// publishes `<number>:<payload>` on `channel`, atomically in Redis:
-    /// subscribers see numbers in order. Returns the number.
+    /// Increments the counter `keys[0]` (to above `floor` at least), keeps
+    /// the payload in the history `keys[2]` as `keep` says, and publishes
+    /// `<number>:<payload>` on the channel `keys[1]`, atomically in Redis:
+    /// subscribers see numbers in order. `keys[3]` is the epoch, made if
+    /// missing. Returns the number.
     pub(crate) fn sequenced_publish(
         &self,
-        counter: String,
-        channel: String,
+        keys: [String; 4],
         payload: Vec<u8>,
         floor: u64,
+        keep: Keep,
     ) -> impl Future<Output = Result<u64, BackplaneError>> + Send + 'static {
-        let args = vec![Value::Bytes(payload.into()), Value::Integer(floor as i64)];
-        let answer =
-            self.queue(Command::Eval { script: &script::SEQUENCED_PUBLISH, keys: vec![counter, channel], args });
+        let args = vec![
+            Value::Bytes(payload.into()),
+            Value::Integer(floor as i64),
+            Value::Integer(keep.size as i64),
+            Value::Integer(keep.ttl_ms.max(1) as i64),
+            Value::String(crate::ids::random_token().into()),
+        ];
+        let answer = self.queue(Command::Eval { script: &script::SEQUENCED_PUBLISH, keys: keys.into(), args });
         async move { Ok(answer.await?.convert()?) }
+    }
+
+    /// Reads the counter `keys[0]`, the epoch `keys[2]` (made if missing),
+    /// and up to `limit` entries of the history `keys[1]` numbered above
+    /// `after`: `(epoch, latest, [(number, payload)])`.
+    pub(crate) fn history(
+        &self,
+        keys: [String; 3],
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<History, BackplaneError>> + Send + 'static {
+        let args = vec![
+            Value::Integer(after.min(i64::MAX as u64) as i64),
+            Value::Integer(limit as i64),
+            Value::String(crate::ids::random_token().into()),
+        ];
+        let answer = self.queue(Command::Eval { script: &script::HISTORY, keys: keys.into(), args });
+        async move {
+            let answer = answer.await?;
+            let unreadable = || BackplaneError::Unknown(Error::new(ErrorKind::Parse, "an unreadable history answer"));
+            let Value::Array(mut parts) = answer else { return Err(unreadable()) };
+            if parts.len() != 3 {
+                return Err(unreadable());
+            }
+            let entries = parts.pop().ok_or_else(unreadable)?;
+            let epoch: String = parts.pop().ok_or_else(unreadable)?.convert()?;
+            let latest: u64 = parts.pop().ok_or_else(unreadable)?.convert()?;
+            let mut read = Vec::new();
+            if let Value::Array(entries) = entries {
+                for entry in entries {
+                    let Value::Array(mut entry) = entry else { return Err(unreadable()) };
+                    let fields = entry.pop().ok_or_else(unreadable)?;
+                    let id: String = entry.pop().ok_or_else(unreadable)?.convert()?;
+                    let seq = id.split('-').next().and_then(|n| n.parse().ok()).ok_or_else(unreadable)?;
+                    let Value::Array(mut fields) = fields else { return Err(unreadable()) };
+                    let payload = match fields.pop() {
+                        Some(Value::Bytes(bytes)) => bytes.to_vec(),
+                        Some(Value::String(text)) => text.as_bytes().to_vec(),
+                        _ => return Err(unreadable()),
+                    };
+                    read.push((seq, payload));
+                }
+            }
+            Ok((epoch, latest, read))
+        }
     }
 
     /// Raises the counter `counter` to at least `floor`.
@@ -447,3 +500,6 @@ async fn follow(subscriber: SubscriberClient, mut subs: mpsc::UnboundedReceiver<
     }
     Ok(())
 }
+
+/// A channel's epoch, latest number, and `(number, payload)` history entries.
+type History = (String, u64, Vec<(u64, Vec<u8>)>);

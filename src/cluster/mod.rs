@@ -58,6 +58,7 @@ use codec::{Body, Envelope};
 pub(crate) use directory::Directory;
 pub(crate) use relay::{Channel, Relay};
 use relay::{Pending, RelayError};
+pub use relay::{Keep, Recorded};
 
 use crate::config::ClusterConfig;
 use crate::ids::{NodeId, RoomName, UserId};
@@ -70,7 +71,12 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// on the actors' runtime. A Redis that is not there yet is waited for in
 /// the background (the node is not ready until then); only an unusable
 /// `redis_url` fails.
-pub(crate) async fn join(config: &ClusterConfig, node: NodeId, metrics: Arc<Metrics>) -> Result<Arc<Membership>, String> {
+pub(crate) async fn join(
+    config: &ClusterConfig,
+    keep: Keep,
+    node: NodeId,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<Membership>, String> {
     let backplane = backplane::Backplane::connect(&config.redis_url, CONNECT_WAIT)
         .await
         .map_err(|e| format!("cannot use cluster.redis_url {:?}: {e}", config.redis_url))?;
@@ -78,7 +84,7 @@ pub(crate) async fn join(config: &ClusterConfig, node: NodeId, metrics: Arc<Metr
     let relay = Arc::new(relay::RedisRelay::new(backplane.clone()));
     let directory = Arc::new(directory::RedisDirectory::new(backplane));
     tracing::info!(%node, redis = %config.redis_url, "cluster: joining");
-    Ok(Membership::new(node, relay, directory, metrics, Duration::from_millis(config.node_ttl_ms)))
+    Ok(Membership::new(node, relay, directory, metrics, Duration::from_millis(config.node_ttl_ms), keep))
 }
 
 /// The cluster, as the rest of the node reaches it: this node's
@@ -226,6 +232,8 @@ pub struct Membership {
     pub metrics: Arc<Metrics>,
     /// `cluster.node_ttl_ms`.
     pub ttl: Duration,
+    /// What each room's history keeps (`history.size`, `history.ttl_ms`).
+    pub keep: Keep,
     tokens: AtomicU64,
     /// A call failed since the link last re-synced: what it wrote may be missing.
     dirty: AtomicBool,
@@ -247,6 +255,7 @@ impl Membership {
         directory: Arc<dyn Directory>,
         metrics: Arc<Metrics>,
         ttl: Duration,
+        keep: Keep,
     ) -> Arc<Self> {
         let runtime = tokio::runtime::Handle::current();
         Arc::new(Self {
@@ -255,6 +264,7 @@ impl Membership {
             directory,
             metrics,
             ttl,
+            keep,
             tokens: AtomicU64::new(1),
             dirty: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),
@@ -338,7 +348,7 @@ impl Membership {
 
     /// Numbers `body` with `room`'s next `seq` (above `floor`) and publishes it.
     pub fn publish_sequenced(self: &Arc<Self>, room: &RoomName, body: Body, floor: u64) -> Pending<u64> {
-        let call = self.relay.publish_sequenced(&Channel::Room(room.clone()), &self.envelope(body), floor);
+        let call = self.relay.publish_sequenced(&Channel::Room(room.clone()), &self.envelope(body), floor, self.keep);
         let metrics = self.metrics.clone();
         self.checked(
             "numbered publish",

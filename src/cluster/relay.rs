@@ -43,6 +43,16 @@ impl Channel {
         format!("herald:seq:{}", &self.name()["herald:".len()..])
     }
 
+    /// The key of its history (a stream of its numbered envelopes).
+    pub fn history(&self) -> String {
+        format!("herald:history:{}", &self.name()["herald:".len()..])
+    }
+
+    /// The key of its epoch: names one unbroken numbering of its counter.
+    pub fn epoch(&self) -> String {
+        format!("herald:epoch:{}", &self.name()["herald:".len()..])
+    }
+
     /// Its name on the backplane.
     pub fn name(&self) -> String {
         match self {
@@ -60,6 +70,26 @@ pub struct Incoming {
     /// Its number, when it was published with [`Relay::publish_sequenced`].
     pub seq: Option<u64>,
     pub envelope: Envelope,
+}
+
+/// What a channel's history keeps of its numbered envelopes: the latest
+/// `size` (none when 0), until `ttl_ms` after the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    pub size: usize,
+    pub ttl_ms: u64,
+}
+
+/// A channel's numbering as the backplane holds it, and part of its history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// Names the unbroken numbering the counter is in: it changes when the
+    /// counter was lost (Redis restarted without its data).
+    pub epoch: String,
+    /// The last number given out (0 before the first).
+    pub latest: u64,
+    /// Numbered envelopes from the history, in order.
+    pub entries: Vec<(u64, Envelope)>,
 }
 
 /// Why a relay operation failed.
@@ -96,10 +126,15 @@ pub trait Relay: Send + Sync + 'static {
     /// Sends `envelope` to every node subscribed to `channel`.
     fn publish(&self, channel: &Channel, envelope: &Envelope) -> Pending<()>;
     /// Numbers `envelope` with the next value of `channel`'s counter (and
-    /// above `floor`, the last number this node knows of) and publishes it,
-    /// in one step: every subscriber sees the numbers of a channel strictly
-    /// increasing, whichever node published. Returns the number.
-    fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope, floor: u64) -> Pending<u64>;
+    /// above `floor`, the last number this node knows of), adds it to the
+    /// channel's history as `keep` says, and publishes it, in one step:
+    /// every subscriber sees the numbers of a channel strictly increasing,
+    /// whichever node published, and the history never disagrees with the
+    /// counter. Returns the number.
+    fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope, floor: u64, keep: Keep) -> Pending<u64>;
+    /// The channel's epoch (made now if it has none) and latest number, and
+    /// up to `limit` envelopes of its history numbered above `after`.
+    fn history(&self, channel: &Channel, after: u64, limit: usize) -> Pending<Recorded>;
     /// Raises `channel`'s counter to at least `floor`, so numbering never
     /// goes back below what a node has seen (after Redis lost its data).
     fn raise_counter(&self, channel: &Channel, floor: u64) -> Pending<()>;
@@ -123,18 +158,53 @@ pub trait Relay: Send + Sync + 'static {
 pub struct MemoryHub {
     channels: Mutex<HashMap<String, Vec<Weak<MemoryNode>>>>,
     counters: Mutex<HashMap<String, u64>>,
+    /// Each channel's history and epoch, by the channel's counter key.
+    streams: Mutex<HashMap<String, MemoryStream>>,
+}
+
+/// A channel's history in a [`MemoryHub`].
+#[derive(Default)]
+struct MemoryStream {
+    epoch: String,
+    entries: std::collections::VecDeque<(u64, Envelope)>,
+    expires: Option<std::time::Instant>,
+}
+
+impl MemoryStream {
+    fn held(&mut self) -> &mut std::collections::VecDeque<(u64, Envelope)> {
+        if self.expires.is_some_and(|at| at <= std::time::Instant::now()) {
+            self.entries.clear();
+            self.expires = None;
+        }
+        &mut self.entries
+    }
 }
 
 impl MemoryHub {
     /// Delivers to every node subscribed to `name`. With `counter`, numbers
-    /// the envelope under the channel lock, so numbers go out in order.
-    fn deliver(&self, name: String, envelope: Envelope, counter: Option<(String, u64)>) -> Option<u64> {
+    /// the envelope under the channel lock, so numbers go out in order, and
+    /// keeps it in the channel's history.
+    fn deliver(&self, name: String, envelope: Envelope, counter: Option<(String, u64, Keep)>) -> Option<u64> {
         let mut channels = self.channels.lock();
-        let seq = counter.map(|(key, floor)| {
+        let seq = counter.map(|(key, floor, keep)| {
             let mut counters = self.counters.lock();
-            let next = counters.entry(key).or_insert(0);
+            let next = counters.entry(key.clone()).or_insert(0);
             *next = (*next + 1).max(floor + 1);
-            *next
+            let seq = *next;
+            let mut streams = self.streams.lock();
+            let stream = streams.entry(key).or_default();
+            if stream.epoch.is_empty() {
+                stream.epoch = crate::ids::random_token();
+            }
+            if keep.size > 0 {
+                let held = stream.held();
+                held.push_back((seq, envelope.clone()));
+                while held.len() > keep.size {
+                    held.pop_front();
+                }
+                stream.expires = Some(std::time::Instant::now() + std::time::Duration::from_millis(keep.ttl_ms));
+            }
+            seq
         });
         if let Some(nodes) = channels.get_mut(&name) {
             nodes.retain(|n| n.strong_count() > 0);
@@ -176,9 +246,21 @@ impl Relay for MemoryRelay {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope, floor: u64) -> Pending<u64> {
-        let seq = self.hub.deliver(channel.name(), through_codec(envelope), Some((channel.counter(), floor)));
+    fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope, floor: u64, keep: Keep) -> Pending<u64> {
+        let seq = self.hub.deliver(channel.name(), through_codec(envelope), Some((channel.counter(), floor, keep)));
         Box::pin(std::future::ready(Ok(seq.expect("a counter was given"))))
+    }
+
+    fn history(&self, channel: &Channel, after: u64, limit: usize) -> Pending<Recorded> {
+        let key = channel.counter();
+        let latest = self.hub.counters.lock().get(&key).copied().unwrap_or(0);
+        let mut streams = self.hub.streams.lock();
+        let stream = streams.entry(key).or_default();
+        if stream.epoch.is_empty() {
+            stream.epoch = crate::ids::random_token();
+        }
+        let entries = stream.held().iter().filter(|(seq, _)| *seq > after).take(limit).cloned().collect();
+        Box::pin(std::future::ready(Ok(Recorded { epoch: stream.epoch.clone(), latest, entries })))
     }
 
     fn raise_counter(&self, channel: &Channel, floor: u64) -> Pending<()> {
@@ -289,10 +371,27 @@ impl Relay for RedisRelay {
         Box::pin(self.backplane.publish(channel.name(), codec::encode(envelope)).map_ok(drop).map_err(unreachable))
     }
 
-    fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope, floor: u64) -> Pending<u64> {
-        let publish =
-            self.backplane.sequenced_publish(channel.counter(), channel.name(), codec::encode(envelope), floor);
+    fn publish_sequenced(&self, channel: &Channel, envelope: &Envelope, floor: u64, keep: Keep) -> Pending<u64> {
+        let keys = [channel.counter(), channel.name(), channel.history(), channel.epoch()];
+        let publish = self.backplane.sequenced_publish(keys, codec::encode(envelope), floor, keep);
         Box::pin(publish.map_err(unreachable))
+    }
+
+    fn history(&self, channel: &Channel, after: u64, limit: usize) -> Pending<Recorded> {
+        let keys = [channel.counter(), channel.history(), channel.epoch()];
+        let read = self.backplane.history(keys, after, limit);
+        Box::pin(async move {
+            let (epoch, latest, raw) = read.await.map_err(unreachable)?;
+            let mut entries = Vec::with_capacity(raw.len());
+            for (seq, payload) in raw {
+                match codec::decode(&payload) {
+                    Ok(envelope) => entries.push((seq, envelope)),
+                    // A hole: the replay will not claim to be whole.
+                    Err(error) => tracing::warn!(seq, %error, "dropped an unreadable envelope from a room's history"),
+                }
+            }
+            Ok(Recorded { epoch, latest, entries })
+        })
     }
 
     fn raise_counter(&self, channel: &Channel, floor: u64) -> Pending<()> {

@@ -37,6 +37,7 @@ impl Script {
 }
 
 pub(super) static SEQUENCED_PUBLISH: Script = Script::new(include_str!("lua/sequenced_publish.lua"));
+pub(super) static HISTORY: Script = Script::new(include_str!("lua/history.lua"));
 pub(super) static RAISE_COUNTER: Script = Script::new(include_str!("lua/raise_counter.lua"));
 pub(super) static HEARTBEAT: Script = Script::new(include_str!("lua/heartbeat.lua"));
 pub(super) static NODES: Script = Script::new(include_str!("lua/nodes.lua"));
@@ -50,8 +51,9 @@ pub(super) static RETAIN_ROOMS: Script = Script::new(include_str!("lua/retain_ro
 pub(super) static REPLACE_USERS: Script = Script::new(include_str!("lua/replace_users.lua"));
 
 /// Every script, as the backplane loads them.
-pub(super) static ALL: [&Script; 12] = [
+pub(super) static ALL: [&Script; 13] = [
     &SEQUENCED_PUBLISH,
+    &HISTORY,
     &RAISE_COUNTER,
     &HEARTBEAT,
     &NODES,

@@ -82,6 +82,17 @@ const KEYS: &[(&str, &str)] = &[
         "A node silent this long is dead: the others drop its users (with user_left). At least 1000.",
     ),
     (
+        "history.size",
+        "Messages each room keeps for clients that reconnect (join with since, SSE Last-Event-ID, the history \
+         API); 0 keeps none. At most 100000.",
+    ),
+    ("history.ttl_ms", "A room's history is dropped this long after its last publish (in Redis too, with clustering)."),
+    (
+        "history.max_bytes",
+        "Single node: all rooms' history together stays under this many bytes; past it the oldest messages go \
+         first. With clustering, history lives in Redis and history.size and history.ttl_ms bound it.",
+    ),
+    (
         "supervision.max_restarts",
         "Restarts a supervisor makes within supervision.window_ms; one more failure escalates to its \
          parent, and past the root's limit the process exits with status 70.",

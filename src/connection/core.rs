@@ -23,7 +23,7 @@ use crate::connection::clock;
 use crate::delivery::{ConnId, ConnMsg, Delivery, Member, Outbox};
 use crate::ids::{RoomName, UserId};
 use crate::metrics::{ActorKind, Fault, JoinRefusal as Refused, Source, NO_CLOSE_CODE};
-use crate::rooms::JoinError;
+use crate::rooms::{JoinError, Since};
 use crate::supervisor::{Actor, Failure};
 use super::services::{OpenSlot, Services};
 use crate::protocol::{self, close, ClientFrame, ClientKind, Encoded, ErrorCode, Request, ServerFrame};
@@ -347,7 +347,10 @@ impl<T: Transport> Connection<T> {
         let conn = self.session.id;
         match frame {
             ClientFrame::Auth { .. } => unreachable!("auth frames are handled before dispatch"),
-            ClientFrame::Join { room } => self.on_join(room.into(), id),
+            ClientFrame::Join { room, since, epoch } => {
+                let since = since.map(|seq| Since { seq, epoch: epoch.map(|e| e.into()) });
+                self.on_join(room.into(), since, id)
+            }
             ClientFrame::Leave { room } => {
                 self.session.leave(&self.services, &room);
                 self.reply(ServerFrame::Left { room: &room, id });
@@ -414,7 +417,7 @@ impl<T: Transport> Connection<T> {
         self.reply(ServerFrame::Authed { user: &identity.user, id });
     }
 
-    fn on_join(&mut self, room: RoomName, id: Option<&RawValue>) {
+    fn on_join(&mut self, room: RoomName, since: Option<Since>, id: Option<&RawValue>) {
         let refusal = match self.session.check_join(&room, self.services.config.limits.max_rooms_per_conn) {
             Err(JoinRefusal::Forbidden) => Some((Refused::Forbidden, ErrorCode::Forbidden, "this user may not join that room")),
             Err(JoinRefusal::TooManyRooms) => {
@@ -431,7 +434,7 @@ impl<T: Transport> Connection<T> {
         let is_new = self.session.joining(&room);
         let member = Member { conn: self.session.id, user, outbox: self.outbox.clone() };
         // The room writes `joined` itself, ahead of anything else it sends.
-        let join = self.services.rooms.join(room.clone(), member, id.clone());
+        let join = self.services.rooms.join(room.clone(), member, id.clone(), since);
         self.wait(join, move |conn, result| match result {
             Ok((handle, _)) => conn.session.joined(&room, handle),
             Err(JoinError::RoomsFull) => {
@@ -453,14 +456,15 @@ impl<T: Transport> Connection<T> {
     /// Joins every room of `rooms` at once (already checked against the
     /// session's permissions and limits), then runs `then` with whether all
     /// of them landed (those that failed are forgotten; the others stay joined).
-    pub(crate) fn join_all(&mut self, rooms: Vec<RoomName>, then: impl FnOnce(&mut Self, bool) + 'static) {
+    /// Each room may come with the position to recover it from.
+    pub(crate) fn join_all(&mut self, rooms: Vec<(RoomName, Option<Since>)>, then: impl FnOnce(&mut Self, bool) + 'static) {
         let Some(user) = self.session.user().cloned() else { return then(self, false) };
         let joins: Vec<_> = rooms
             .into_iter()
-            .map(|room| {
+            .map(|(room, since)| {
                 self.session.joining(&room);
                 let member = Member { conn: self.session.id, user: user.clone(), outbox: self.outbox.clone() };
-                let join = self.services.rooms.join(room.clone(), member, None);
+                let join = self.services.rooms.join(room.clone(), member, None, since);
                 async move { (room, join.await) }
             })
             .collect();

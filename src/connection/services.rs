@@ -16,7 +16,8 @@ use crate::protocol::UserList;
 use crate::rpc::CallError;
 use crate::metrics::{Metrics, TransportKind};
 use crate::presence::Presence;
-use crate::rooms::RoomRegistry;
+use crate::cluster::Channel;
+use crate::rooms::{HistoryPage, RoomRegistry};
 
 /// The services one node shares between its connections.
 pub struct Services {
@@ -172,6 +173,30 @@ impl Services {
                 return Ok(list);
             }
             presence.room_users(room).await.map(|users| UserList::new(&users))
+        }
+    }
+
+    /// Up to `limit` messages of `room`'s history after `since`: this
+    /// node's, or with clustering the one Redis keeps.
+    pub fn room_history(
+        &self,
+        room: RoomName,
+        since: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<HistoryPage, ()>> + 'static {
+        let local = match self.cluster.membership() {
+            None => Ok(self.rooms.history(room.clone(), since, limit)),
+            Some(cluster) => Err(cluster.clone()),
+        };
+        async move {
+            match local {
+                Ok(page) => page.await.map_err(drop),
+                Err(cluster) => {
+                    let read = cluster.relay.history(&Channel::Room(room.clone()), since, limit);
+                    let recorded = cluster.checked("history read", read).await.map_err(drop)?;
+                    Ok(HistoryPage::of(&room, recorded))
+                }
+            }
         }
     }
 }

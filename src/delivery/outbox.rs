@@ -101,9 +101,6 @@ struct Out {
     queue: Option<Box<VecDeque<Bytes>>>,
     /// The close code asked for ([`CRASH`] for a crash; 0: nothing).
     request: u16,
-    /// While corked: how many entries were queued when the cork went in,
-    /// which is where [`Outbox::uncork`]'s first bytes go.
-    corked_at: u16,
     /// Everything is queued and nothing written until uncorked: the
     /// response head of an SSE stream must precede what its rooms deliver.
     corked: bool,
@@ -112,8 +109,36 @@ struct Out {
     /// Set once: found too slow, or the socket failed.
     slow: bool,
     broken: bool,
+    /// What few connections need, boxed so the rest pay 8 bytes for it.
+    extra: Option<Box<Extra>>,
+}
+
+/// The rarer parts of a connection's outbox.
+#[derive(Default)]
+struct Extra {
     /// Without a socket: frames kept in memory instead (tests and benches).
-    record: Option<Box<Recorder>>,
+    record: Option<Recorder>,
+    /// An SSE stream's position in each of its rooms, which every event's
+    /// `id:` records (see [`Outbox::track`]).
+    positions: Vec<Tracked>,
+}
+
+/// One room's position in an SSE stream.
+struct Tracked {
+    room: crate::ids::RoomName,
+    epoch: Arc<str>,
+    seq: u64,
+}
+
+impl Extra {
+    /// The event id of the stream as it stands, once it has rooms.
+    fn stream_id(&self) -> Option<String> {
+        if self.positions.is_empty() {
+            return None;
+        }
+        let positions = self.positions.iter().map(|t| (&*t.room, &*t.epoch, t.seq));
+        Some(crate::protocol::framing::stream_id(positions))
+    }
 }
 
 /// [`Out::request`] for a crash.
@@ -137,12 +162,11 @@ impl Outbox {
             queue: None,
             queued_bytes: 0,
             request: 0,
-            corked_at: 0,
             corked: false,
             sealed: false,
             slow: false,
             broken: false,
-            record: None,
+            extra: None,
         };
         let shared = Shared {
             out: Mutex::new(out),
@@ -176,7 +200,7 @@ impl Outbox {
         }
         let delivery = match self.shared.transport {
             TransportKind::WebSocket => self.write_shared(frame.wire(), false),
-            TransportKind::Sse => self.write_shared(&crate::protocol::framing::event(frame.text()), false),
+            TransportKind::Sse => self.write_event(frame),
         };
         if delivery == Delivery::Full {
             metrics.frames_dropped(Fault::SlowConsumer, 1);
@@ -196,14 +220,41 @@ impl Outbox {
     /// referenced again only if they have to wait in the queue.
     fn write_shared(&self, bytes: &Bytes, past_bounds: bool) -> Delivery {
         let mut out = self.shared.out.lock();
+        self.write_locked(&mut out, bytes, past_bounds, None)
+    }
+
+    /// Writes `frame` as an SSE event, its `id:` the stream's position in
+    /// every room once `frame` (a message) is counted in: worked out under
+    /// the lock that orders the writes, so ids only move forward.
+    fn write_event(&self, frame: &Encoded) -> Delivery {
+        let mut out = self.shared.out.lock();
+        let id = match out.extra.as_deref_mut() {
+            Some(extra) if !extra.positions.is_empty() => {
+                if let Some((room, seq)) = frame.message_position() {
+                    if let Some(tracked) = extra.positions.iter_mut().find(|t| &*t.room == room) {
+                        tracked.seq = tracked.seq.max(seq);
+                    }
+                }
+                extra.stream_id()
+            }
+            _ => None,
+        };
+        let bytes = crate::protocol::framing::event_with_id(id.as_deref(), frame.text());
+        self.write_locked(&mut out, &bytes, false, Some(frame.text()))
+    }
+
+    /// [`Self::write_shared`] under the lock; a recorder keeps `text`, or
+    /// the text of the WebSocket frame `bytes`.
+    fn write_locked(&self, out: &mut Out, bytes: &Bytes, past_bounds: bool, text: Option<&str>) -> Delivery {
         if out.sealed {
             return Delivery::Closed;
         }
         if out.slow && !past_bounds {
             return Delivery::Full;
         }
-        if let Some(recorder) = &out.record {
-            return recorder.keep(crate::protocol::framing::payload_text(bytes), past_bounds);
+        if let Some(recorder) = out.extra.as_ref().and_then(|e| e.record.as_ref()) {
+            let text = text.map_or_else(|| crate::protocol::framing::payload_text(bytes), str::to_owned);
+            return recorder.keep(text, past_bounds);
         }
         if out.fd < 0 || out.broken {
             return Delivery::Closed;
@@ -261,7 +312,7 @@ impl Outbox {
 
     fn ask(&self, request: u16) {
         let mut out = self.shared.out.lock();
-        if let Some(recorder) = &out.record {
+        if let Some(recorder) = out.extra.as_ref().and_then(|e| e.record.as_ref()) {
             let text = match request {
                 CRASH => "crash".into(),
                 code => format!("close {code}"),
@@ -376,41 +427,64 @@ impl Outbox {
         }
     }
 
-    /// Holds every write in the queue until [`Self::uncork`].
+    /// Holds every write in the queue until [`Self::uncork`]: the first
+    /// bytes of a connection (its 101, its response head) must precede
+    /// what rooms deliver to it while it opens.
     pub(crate) fn cork(&self) {
-        let mut out = self.shared.out.lock();
-        out.corked_at = out.queue.as_ref().map_or(0, |q| q.len().min(u16::MAX as usize) as u16);
-        out.corked = true;
+        self.shared.out.lock().corked = true;
     }
 
-    /// Writes `first` (if any), then everything held since [`Self::cork`]:
-    /// `first` goes after what was queued before the cork and before what
-    /// came since.
+    /// Writes `first` (if any), then everything held since [`Self::cork`].
     pub(crate) fn uncork(&self, first: Option<Bytes>) {
         let mut out = self.shared.out.lock();
         if let Some(first) = first {
-            let at = out.corked_at as usize;
             out.queued_bytes = out.queued_bytes.saturating_add(first.len() as u32);
-            let queue = out.queue.get_or_insert_default();
-            queue.insert(at.min(queue.len()), first);
+            out.queue.get_or_insert_default().push_front(first);
         }
         out.corked = false;
-        out.corked_at = 0;
         self.shared.wake_owner();
     }
 
-    /// [`Self::uncork`] with `frame` first, counted as sent.
-    pub(crate) fn uncork_with(&self, frame: &Encoded, metrics: &Metrics) {
-        if !self.carries(frame.kind) {
-            return self.uncork(None);
+    /// Opens an SSE stream: [`Self::uncork`] with its response `head`
+    /// first. When none of the events held meanwhile carries an `id:`, an
+    /// event with only the stream's id follows the head, so a client that
+    /// reconnects before its first message still resumes from here.
+    pub(crate) fn start(&self, head: Bytes) {
+        {
+            let mut out = self.shared.out.lock();
+            let idle = out.queue.as_ref().is_none_or(|q| q.is_empty());
+            if let Some(id) = out.extra.as_ref().and_then(|e| e.stream_id()).filter(|_| idle) {
+                let event = crate::protocol::framing::id_event(&id);
+                out.queued_bytes = out.queued_bytes.saturating_add(event.len() as u32);
+                out.queue.get_or_insert_default().push_back(event);
+            }
         }
-        metrics.frames_out(frame.kind, 1);
-        metrics.bytes_out(self.shared.transport, frame.text().len());
-        let recorded = match &self.shared.out.lock().record {
-            Some(recorder) => recorder.keep(frame.text().to_owned(), true) == Delivery::Queued,
-            None => false,
-        };
-        self.uncork((!recorded).then(|| frame.wire().clone()));
+        self.uncork(Some(head));
+    }
+
+    /// The queue bounds of the connection.
+    pub fn bounds(&self) -> Bounds {
+        self.shared.bounds
+    }
+
+    /// Whether the connection's events record its position in each room
+    /// (an SSE stream): a room then tells it where it starts with
+    /// [`Self::track`] instead of a `joined`.
+    pub fn keeps_positions(&self) -> bool {
+        self.shared.transport == TransportKind::Sse
+    }
+
+    /// Sets the stream's position in `room`: numbering `epoch`, up to `seq`.
+    pub fn track(&self, room: &crate::ids::RoomName, epoch: &str, seq: u64) {
+        let mut out = self.shared.out.lock();
+        let extra = out.extra.get_or_insert_default();
+        match extra.positions.iter_mut().find(|t| t.room == *room) {
+            Some(tracked) => {
+                tracked.epoch = epoch.into();
+                tracked.seq = seq;
+            }
+            None => extra.positions.push(Tracked { room: room.clone(), epoch: epoch.into(), seq }),
+        }
     }
 
     /// Drops everything held since [`Self::cork`] and writes `bytes` alone,
@@ -446,7 +520,10 @@ impl Outbox {
     ) -> (Self, Arc<Mutex<Vec<String>>>) {
         let outbox = Self::new(-1, transport, carries, Bounds::new(usize::MAX, usize::MAX));
         let entries = Arc::new(Mutex::new(Vec::new()));
-        outbox.shared.out.lock().record = Some(Box::new(Recorder { entries: entries.clone(), capacity }));
+        outbox.shared.out.lock().extra = Some(Box::new(Extra {
+            record: Some(Recorder { entries: entries.clone(), capacity }),
+            ..Extra::default()
+        }));
         (outbox, entries)
     }
 }

@@ -47,6 +47,30 @@ impl JoinRefusal {
     }
 }
 
+/// Why messages left a room's history: the `reason` label of
+/// `herald_history_evictions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// The room held `history.size` messages already.
+    Size,
+    /// `history.ttl_ms` passed since the room's last publish.
+    Ttl,
+    /// The node held `history.max_bytes` of history already (the oldest message went).
+    MaxBytes,
+}
+
+impl Eviction {
+    pub const ALL: [Eviction; 3] = [Self::Size, Self::Ttl, Self::MaxBytes];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Size => "size",
+            Self::Ttl => "ttl",
+            Self::MaxBytes => "max_bytes",
+        }
+    }
+}
+
 /// Why the server ended a connection for something its client did or did
 /// not do: the `reason` label of `herald_connections_dropped_total`. The
 /// first three also drop frames: the `reason` label of `herald_frames_dropped_total`.
@@ -207,6 +231,7 @@ pub enum ApiRoute {
     Direct,
     Broadcast,
     RoomPresence,
+    RoomHistory,
     UserStatus,
     Stats,
     /// `POST /api/debug/crash`, with `debug.fault_injection` on.
@@ -218,11 +243,12 @@ pub enum ApiRoute {
 }
 
 impl ApiRoute {
-    pub const ALL: [ApiRoute; 9] = [
+    pub const ALL: [ApiRoute; 10] = [
         Self::Publish,
         Self::Direct,
         Self::Broadcast,
         Self::RoomPresence,
+        Self::RoomHistory,
         Self::UserStatus,
         Self::Stats,
         Self::DebugCrash,
@@ -236,6 +262,7 @@ impl ApiRoute {
             Self::Direct => "/api/direct",
             Self::Broadcast => "/api/broadcast",
             Self::RoomPresence => "/api/rooms/{room}/presence",
+            Self::RoomHistory => "/api/rooms/{room}/history",
             Self::UserStatus => "/api/users/{user}/status",
             Self::Stats => "/api/stats",
             Self::DebugCrash => "/api/debug/crash",
@@ -255,6 +282,7 @@ impl ApiRoute {
             ["debug", "crash"] => Self::DebugCrash,
             ["debug", "stall"] => Self::DebugStall,
             ["rooms", room, "presence"] if !room.is_empty() => Self::RoomPresence,
+            ["rooms", room, "history"] if !room.is_empty() => Self::RoomHistory,
             ["users", user, "status"] if !user.is_empty() => Self::UserStatus,
             _ => Self::Other,
         }

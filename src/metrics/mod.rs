@@ -74,6 +74,17 @@ pub struct Metrics {
     /// Indexed by `route * StatusClass::ALL.len() + class`.
     api_requests: Vec<IntCounter>,
     api_duration: Vec<Histogram>,
+    /// `herald_history_recoveries_total{recovered}`: joins with `since` (and SSE
+    /// rooms resumed from `Last-Event-ID`), `[false, true]`.
+    recoveries: Vec<IntCounter>,
+    /// `herald_history_replayed_total`: messages replayed to recovering clients.
+    pub replayed: IntCounter,
+    /// `herald_history_bytes`: bytes of history held in memory on this node.
+    pub history_bytes: IntGauge,
+    /// `herald_history_messages`: messages held in history on this node.
+    pub history_messages: IntGauge,
+    /// `herald_history_evictions_total{reason}`, by [`Eviction`].
+    evictions: Vec<IntCounter>,
     /// `herald_cluster_relayed_total{direction="out"}`: envelopes this node published to the backplane.
     pub relayed_out: IntCounter,
     /// `herald_cluster_relayed_total{direction="in"}`: envelopes from other nodes handled here.
@@ -235,6 +246,21 @@ impl Metrics {
                 "transport",
                 transports(),
             ),
+            recoveries: b.counters(
+                "herald_history_recoveries_total",
+                "Joins that asked for missed messages (join with since, SSE Last-Event-ID), by whether they were recovered",
+                "recovered",
+                ["false", "true"],
+            ),
+            replayed: b.counter("herald_history_replayed_total", "Messages replayed from history to recovering clients"),
+            history_bytes: b.gauge("herald_history_bytes", "Bytes of room history held in memory on this node"),
+            history_messages: b.gauge("herald_history_messages", "Messages held in room history in memory on this node"),
+            evictions: b.counters(
+                "herald_history_evictions_total",
+                "Messages dropped from room history, by reason",
+                "reason",
+                Eviction::ALL.iter().map(|e| e.as_str()),
+            ),
             rooms: b.gauge("herald_rooms_active", "Rooms with members on this node"),
             memberships: b.gauge("herald_rooms_memberships", "Room memberships of this node's connections"),
             users_online: b.gauge("herald_users_online", "Distinct users with a connection on this node"),
@@ -304,6 +330,18 @@ impl Metrics {
     /// Counts one accepted connection.
     pub fn connection_accepted(&self, kind: TransportKind) {
         self.connections_accepted[kind as usize].inc();
+    }
+
+    /// Counts one join with `since`, recovered or not.
+    pub fn recovery(&self, recovered: bool) {
+        self.recoveries[recovered as usize].inc();
+    }
+
+    /// Counts `messages` dropped from history for `reason`.
+    pub fn evicted(&self, reason: Eviction, messages: u64) {
+        if messages > 0 {
+            self.evictions[reason as usize].inc_by(messages);
+        }
     }
 
     /// Counts one refused join.

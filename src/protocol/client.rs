@@ -8,7 +8,9 @@ use super::*;
 pub enum ClientFrame<'a> {
     /// `token` is `None` when missing or not a string: a bad token either way.
     Auth { token: Option<Cow<'a, str>> },
-    Join { room: Cow<'a, str> },
+    /// With `since`, the messages after it are asked for (`epoch`: the
+    /// numbering `since` is in).
+    Join { room: Cow<'a, str>, since: Option<u64>, epoch: Option<Cow<'a, str>> },
     Leave { room: Cow<'a, str> },
     Publish { room: Cow<'a, str>, data: &'a RawValue, echo: bool },
     Direct { to: Cow<'a, str>, data: &'a RawValue },
@@ -117,6 +119,10 @@ struct Fields<'a> {
     typing: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     users: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    since: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    epoch: Option<&'a RawValue>,
 }
 
 /// Deserialises a field that is present (even as `null`) as `Some(raw)`.
@@ -221,7 +227,19 @@ pub fn decode(text: &str) -> Result<Request<'_>, Rejection<'_>> {
     };
     let frame = match &*ty {
         "auth" => ClientFrame::Auth { token: fields.token.and_then(string) },
-        "join" => ClientFrame::Join { room: room()? },
+        "join" => {
+            let room = room()?;
+            let since = match fields.since.map(RawValue::get) {
+                None | Some("null") => None,
+                Some(text) => Some(text.parse::<u64>().map_err(|_| bad("since must be an integer of 0 or more"))?),
+            };
+            let epoch = match fields.epoch {
+                None => None,
+                Some(raw) if raw.get() == "null" => None,
+                Some(raw) => Some(string(raw).ok_or_else(|| bad("epoch must be a string"))?),
+            };
+            ClientFrame::Join { room, epoch: epoch.filter(|_| since.is_some()), since }
+        }
         "leave" => ClientFrame::Leave { room: room()? },
         "publish" => {
             let room = room()?;

@@ -13,10 +13,23 @@ pub(crate) const SSE_PING: &[u8] = b"8\r\n: ping\n\n\r\n";
 /// `frame` as one event on one `data:` line, in one chunk. JSON needs no line
 /// break, but a client's `data` may carry some between its tokens (it is
 /// relayed verbatim); there they are whitespace, and become spaces.
+#[cfg(test)]
 pub(crate) fn event(frame: &str) -> Bytes {
-    let len = frame.len() + 8;
+    event_with_id(None, frame)
+}
+
+/// [`event`], with an `id:` line first when `id` is given.
+pub(crate) fn event_with_id(id: Option<&str>, frame: &str) -> Bytes {
+    let id_len = id.map_or(0, |id| id.len() + 5);
+    let len = id_len + frame.len() + 8;
     let mut out = BytesMut::with_capacity(len + 12);
-    out.put_slice(format!("{len:x}\r\ndata: ").as_bytes());
+    out.put_slice(format!("{len:x}\r\n").as_bytes());
+    if let Some(id) = id {
+        out.put_slice(b"id: ");
+        out.put_slice(id.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_slice(b"data: ");
     let start = out.len();
     out.put_slice(frame.as_bytes());
     for byte in &mut out[start..] {
@@ -26,6 +39,56 @@ pub(crate) fn event(frame: &str) -> Bytes {
     }
     out.put_slice(b"\n\n\r\n");
     out.freeze()
+}
+
+/// An event with only an `id:` line: no event reaches the page, but the
+/// client's last event id is set (a stream that got no message yet can
+/// still resume from where it started).
+pub(crate) fn id_event(id: &str) -> Bytes {
+    let len = id.len() + 6;
+    Bytes::from(format!("{len:x}\r\nid: {id}\n\n\r\n"))
+}
+
+/// One room's position in an SSE stream: its epoch and the last `seq` the
+/// stream delivered of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub room: String,
+    pub epoch: String,
+    pub seq: u64,
+}
+
+/// The event id of a stream at `positions`: `room,epoch,seq` for each room,
+/// joined by `;` (room names and epochs hold neither).
+pub(crate) fn stream_id<'a>(positions: impl Iterator<Item = (&'a str, &'a str, u64)>) -> String {
+    let mut id = String::new();
+    for (room, epoch, seq) in positions {
+        if !id.is_empty() {
+            id.push(';');
+        }
+        id.push_str(room);
+        id.push(',');
+        id.push_str(epoch);
+        id.push(',');
+        id.push_str(&seq.to_string());
+    }
+    id
+}
+
+/// The positions a `Last-Event-ID` names, or `None` when it cannot be
+/// read (then the stream starts live).
+pub(crate) fn parse_stream_id(id: &str) -> Option<Vec<Position>> {
+    let mut positions = Vec::new();
+    for part in id.trim().split(';') {
+        let mut fields = part.split(',');
+        let (room, epoch, seq) = (fields.next()?, fields.next()?, fields.next()?);
+        if fields.next().is_some() || !super::valid_room(room) || epoch.is_empty() {
+            return None;
+        }
+        let seq = seq.parse().ok()?;
+        positions.push(Position { room: room.to_owned(), epoch: epoch.to_owned(), seq });
+    }
+    Some(positions)
 }
 
 /// The text of a whole unmasked server frame (tests and recorders).

@@ -80,9 +80,19 @@ pub enum ServerFrame<'a> {
         users: &'a UserList,
         /// Distinct users in the room: `users.len()`, kept beside the list.
         count: usize,
+        /// The room's latest `seq` (0 before its first message).
+        seq: u64,
+        epoch: &'a str,
+        /// Only for a join with `since`: whether the messages after it follow.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Id<'a>,
     },
+    /// The event an SSE stream gets for a room it resumes and cannot
+    /// recover: the client reloads it by other means.
+    #[serde(rename = "joined")]
+    Unrecovered { room: &'a str, recovered: bool, seq: u64, epoch: &'a str },
     Left {
         room: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,6 +261,27 @@ impl Encoded {
     pub fn wire(&self) -> &Bytes {
         &self.wire
     }
+
+    /// A `message` frame's room and `seq`, read back from its text: the room
+    /// is its second field, and `seq` the one before the last (`ts`), so
+    /// neither can be confused with anything in `data`.
+    pub fn message_position(&self) -> Option<(&str, u64)> {
+        if self.kind != ServerKind::Message {
+            return None;
+        }
+        let text = self.text();
+        let room = text.strip_prefix(r#"{"type":"message","room":""#)?;
+        let room = &room[..room.find('"')?];
+        let at = text.rfind(r#","seq":"#)? + r#","seq":"#.len();
+        let digits = &text[at..];
+        let seq = digits[..digits.find(',')?].parse().ok()?;
+        Some((room, seq))
+    }
+
+    /// A `message` frame's `seq`.
+    pub fn message_seq(&self) -> Option<u64> {
+        self.message_position().map(|(_, seq)| seq)
+    }
 }
 
 impl ServerFrame<'_> {
@@ -258,7 +289,7 @@ impl ServerFrame<'_> {
         match self {
             Self::Welcome { .. } => ServerKind::Welcome,
             Self::Authed { .. } => ServerKind::Authed,
-            Self::Joined { .. } => ServerKind::Joined,
+            Self::Joined { .. } | Self::Unrecovered { .. } => ServerKind::Joined,
             Self::Left { .. } => ServerKind::Left,
             Self::Ack { .. } => ServerKind::Ack,
             Self::Presence { .. } => ServerKind::Presence,

@@ -8,6 +8,7 @@
 //! shards never queue behind each other, and after a join a connection talks
 //! to its room directly through a [`RoomHandle`].
 
+pub(crate) mod history;
 pub(crate) mod room;
 pub(crate) mod shard;
 mod users;
@@ -31,6 +32,46 @@ use crate::rpc::CallError;
 use crate::supervisor::Supervised;
 pub(crate) use room::{Publication, RoomCell, RoomMsg};
 pub(crate) use shard::{RoomCap, ShardCell, ShardMsg};
+pub use history::Archive;
+
+/// What a `join` with `since` asks for: every message of the room after
+/// `seq`, if the room is still in `epoch` (when given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    pub seq: u64,
+    pub epoch: Option<Box<str>>,
+}
+
+/// A page of a room's history.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub epoch: String,
+    /// The room's latest `seq`.
+    pub seq: u64,
+    /// The `message` frames, as JSON, oldest first.
+    pub messages: Vec<Box<RawValue>>,
+}
+
+impl HistoryPage {
+    /// A page of what Redis keeps of `room`'s history.
+    pub(crate) fn of(room: &str, recorded: crate::cluster::Recorded) -> Self {
+        let messages = recorded
+            .entries
+            .into_iter()
+            .filter_map(|(seq, envelope)| message_frame(room, seq, envelope.body))
+            .map(|frame| RawValue::from_string(frame.text().to_owned()).expect("a frame is JSON"))
+            .collect();
+        Self { epoch: recorded.epoch, seq: recorded.latest, messages }
+    }
+}
+
+/// The `message` frame a numbered envelope of `room`'s history was
+/// delivered as: the same bytes, `ts` included.
+pub(crate) fn message_frame(room: &str, seq: u64, body: Body) -> Option<crate::protocol::Encoded> {
+    let Body::Message { from, data, ts, .. } = body else { return None };
+    let data = RawValue::from_string(data).ok()?;
+    Some(crate::protocol::ServerFrame::Message { room, from: &from, data: &data, seq, ts }.encode())
+}
 
 /// A join refused because it would create a room past `limits.max_rooms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +92,7 @@ pub enum JoinError {
 #[derive(Clone)]
 pub struct RoomRegistry {
     shards: Arc<[Arc<ShardCell>]>,
+    archive: Arc<Archive>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -61,8 +103,13 @@ pub struct RoomHandle {
 }
 
 impl RoomRegistry {
-    pub fn new(shards: Vec<Arc<ShardCell>>) -> Self {
-        Self { shards: shards.into(), hasher: Default::default() }
+    pub fn new(shards: Vec<Arc<ShardCell>>, archive: Arc<Archive>) -> Self {
+        Self { shards: shards.into(), archive, hasher: Default::default() }
+    }
+
+    /// Every room's history on this node.
+    pub fn archive(&self) -> &Arc<Archive> {
+        &self.archive
     }
 
     fn shard(&self, room: &str) -> &Arc<ShardCell> {
@@ -87,17 +134,19 @@ impl RoomRegistry {
     }
 
     /// Adds `member` to `room`, creating the room if needed (and allowed).
-    /// The room writes the member's `joined` itself (echoing `id`), before
-    /// anything else of the room. Returns the room and the users now in it
-    /// (the new member included; empty for a member whose transport writes
-    /// no `joined`).
+    /// The room writes the member's `joined` itself (echoing `id`), then,
+    /// for a join with `since`, the messages it missed, before anything
+    /// else of the room. Returns the room and the users now in it (the new
+    /// member included; empty for a member whose transport writes no
+    /// `joined`).
     pub fn join(
         &self,
         room: RoomName,
         member: Member,
         id: Option<Box<RawValue>>,
+        since: Option<Since>,
     ) -> impl Future<Output = Result<(RoomHandle, UserList), JoinError>> + 'static {
-        let reply = self.ask(&room.clone(), |reply| ShardMsg::Join { room, member, id, reply });
+        let reply = self.ask(&room.clone(), |reply| ShardMsg::Join { room, member, id, since, reply });
         async move {
             let reply = reply.await?.map_err(|RoomsFull| JoinError::RoomsFull)?;
             Ok((RoomHandle { room: reply.room }, reply.users))
@@ -133,6 +182,28 @@ impl RoomRegistry {
     /// The last `seq` given out in `room` (0 when none).
     pub fn last_seq(&self, room: RoomName) -> impl Future<Output = Result<u64, CallError>> + 'static {
         self.ask(&room.clone(), |reply| ShardMsg::LastSeq { room, reply })
+    }
+
+    /// Up to `limit` messages of `room`'s history on this node after
+    /// `since`, oldest first (single node: with clustering, history is
+    /// read from the cluster).
+    pub fn history(
+        &self,
+        room: RoomName,
+        since: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<HistoryPage, CallError>> + 'static {
+        let epoch = self.archive.epoch().to_string();
+        let page = self.ask(&room.clone(), move |reply| ShardMsg::History { room, since, limit, reply });
+        async move {
+            let page = page.await?;
+            let messages = page
+                .frames
+                .iter()
+                .map(|frame| RawValue::from_string(frame.text().to_owned()).expect("a frame is JSON"))
+                .collect();
+            Ok(HistoryPage { epoch, seq: page.latest, messages })
+        }
     }
 
     /// Hands an envelope from the cluster to its room, if the room is

@@ -26,7 +26,7 @@
 //! a turn if messages wait.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,21 +34,29 @@ use parking_lot::Mutex;
 use ractor::RpcReplyPort;
 use serde_json::value::RawValue;
 
+use super::history::{Archive, Page, Stream};
 use super::room::{JoinReply, RoomCell, RoomMsg};
+use super::Since;
 use super::RoomsFull;
 use crate::cluster::Cluster;
 use crate::config::SupervisionConfig;
 use crate::delivery::{ConnId, Member};
 use crate::ids::{NodeId, RoomName, UserId};
 use crate::metrics::{ActorKind, JoinRefusal, Metrics};
-use crate::protocol::UserList;
+use crate::protocol::{now_ms, ServerFrame, UserList};
 use crate::presence::Presence;
 use crate::supervisor::{Actor, Supervised, Failure, Mailbox, RestartBudget};
 use crate::cluster::codec::Body;
 
 /// Messages of a registry shard. Use [`super::RoomRegistry`] to send them.
 pub(crate) enum ShardMsg {
-    Join { room: RoomName, member: Member, id: Option<Box<RawValue>>, reply: RpcReplyPort<Result<JoinReply, RoomsFull>> },
+    Join {
+        room: RoomName,
+        member: Member,
+        id: Option<Box<RawValue>>,
+        since: Option<Since>,
+        reply: RpcReplyPort<Result<JoinReply, RoomsFull>>,
+    },
     Leave { room: RoomName, conn: ConnId },
     /// Sent by a room after any message that leaves it without members.
     Empty { room: Arc<RoomCell>, seen: u64 },
@@ -60,6 +68,8 @@ pub(crate) enum ShardMsg {
     Presence { room: RoomName, reply: RpcReplyPort<Option<UserList>> },
     /// The last `seq` given out in a room (0 when none).
     LastSeq { room: RoomName, reply: RpcReplyPort<u64> },
+    /// Up to `limit` messages of a room's history after `since` (single node).
+    History { room: RoomName, since: u64, limit: usize, reply: RpcReplyPort<Page> },
     /// An envelope from the cluster, for the room if it is alive here.
     Relayed { room: RoomName, seq: Option<u64>, origin: NodeId, body: Body },
     /// Every live room re-subscribes and rewrites its cluster entries.
@@ -80,7 +90,8 @@ pub(crate) enum ShardMsg {
 }
 
 struct Slot {
-    seq: Arc<AtomicU64>,
+    /// The room's numbering and history, which outlive its actor.
+    stream: Arc<Stream>,
     room: Option<Arc<RoomCell>>,
     /// Joins and server publishes forwarded to the room.
     forwarded: u64,
@@ -88,7 +99,7 @@ struct Slot {
 
 impl Slot {
     fn new() -> Self {
-        Self { seq: Arc::new(AtomicU64::new(0)), room: None, forwarded: 0 }
+        Self { stream: Arc::new(Stream::new()), room: None, forwarded: 0 }
     }
 }
 
@@ -123,6 +134,7 @@ pub struct ShardCell {
     supervision: SupervisionConfig,
     cluster: Cluster,
     cap: Arc<RoomCap>,
+    archive: Arc<Archive>,
     /// Room restarts within the current run.
     budget: Mutex<RestartBudget>,
 }
@@ -134,10 +146,11 @@ impl ShardCell {
         supervision: SupervisionConfig,
         cluster: Cluster,
         cap: Arc<RoomCap>,
+        archive: Arc<Archive>,
     ) -> Self {
         let mailbox = Arc::new(Mailbox::counted(metrics.mailbox_backlog(ActorKind::Registry).clone()));
         let budget = Mutex::new(RestartBudget::new(&supervision));
-        Self { mailbox, slots: Mutex::default(), presence, metrics, supervision, cluster, cap, budget }
+        Self { mailbox, slots: Mutex::default(), presence, metrics, supervision, cluster, cap, archive, budget }
     }
 
     /// The live room named `name`, if it has one.
@@ -157,6 +170,7 @@ impl ShardCell {
         name: RoomName,
         member: Member,
         id: Option<Box<RawValue>>,
+        since: Option<Since>,
         reply: RpcReplyPort<Result<JoinReply, RoomsFull>>,
     ) {
         let (room, new) = {
@@ -173,7 +187,8 @@ impl ShardCell {
                     let slot = slots.entry(name.clone()).or_insert_with(Slot::new);
                     let room = Arc::new(RoomCell::new(
                         name.clone(),
-                        slot.seq.clone(),
+                        slot.stream.clone(),
+                        self.archive.clone(),
                         self.mailbox.clone(),
                         self.presence.clone(),
                         self.metrics.clone(),
@@ -193,7 +208,7 @@ impl ShardCell {
         if let Some(slot) = self.slots.lock().get_mut(&name) {
             slot.forwarded += 1;
         }
-        room.send(RoomMsg::Join { member, id, reply });
+        room.send(RoomMsg::Join { member, id, since: since.map(Box::new), reply });
     }
 
     /// Gives a server publish its `seq`: through the room when there is one,
@@ -208,7 +223,7 @@ impl ShardCell {
                 return;
             }
         }
-        let floor = slots.get(&name).map_or(0, |slot| slot.seq.load(Ordering::Relaxed));
+        let floor = slots.get(&name).map_or(0, |slot| slot.stream.latest());
         match self.cluster.publish_elsewhere(&name, &from, data.get(), floor) {
             // Nobody here to deliver to: Redis numbers it for the other
             // nodes. Nothing is kept here for the room.
@@ -222,14 +237,27 @@ impl ShardCell {
                 });
             }
             None => {
-                let slot = slots.entry(name).or_insert_with(Slot::new);
-                let _ = reply.send(slot.seq.fetch_add(1, Ordering::Relaxed) + 1);
+                let slot = slots.entry(name.clone()).or_insert_with(Slot::new);
+                let stream = slot.stream.clone();
+                drop(slots);
+                let (seq, _) = self.archive.publish(&stream, |seq| {
+                    ServerFrame::Message { room: &name, from: &from, data: &data, seq, ts: now_ms() }.encode()
+                });
+                let _ = reply.send(seq);
             }
         }
     }
 
     fn last_seq(&self, name: &str) -> u64 {
-        self.slots.lock().get(name).map_or(0, |s| s.seq.load(Ordering::Relaxed))
+        self.slots.lock().get(name).map_or(0, |s| s.stream.latest())
+    }
+
+    fn history(&self, name: &str, since: u64, limit: usize) -> Page {
+        let stream = self.slots.lock().get(name).map(|slot| slot.stream.clone());
+        match stream {
+            Some(stream) => self.archive.page(&stream, since, limit),
+            None => Page { latest: 0, frames: Vec::new() },
+        }
     }
 
     fn empty(&self, room: &Arc<RoomCell>, seen: u64) {
@@ -255,7 +283,7 @@ impl ShardCell {
             room.retire();
             self.cluster.room_retired(&room.name);
         }
-        if slot.seq.load(Ordering::Relaxed) == 0 {
+        if slot.stream.latest() == 0 {
             slots.remove(name);
             crate::memory::shrink_sparse(&mut slots);
         }
@@ -268,7 +296,7 @@ impl Actor for Arc<ShardCell> {
 
     fn handle(&mut self, msg: ShardMsg) -> Result<(), Failure> {
         match msg {
-            ShardMsg::Join { room, member, id, reply } => self.join(room, member, id, reply),
+            ShardMsg::Join { room, member, id, since, reply } => self.join(room, member, id, since, reply),
             ShardMsg::Leave { room, conn } => {
                 if let Some(room) = self.room(&room) {
                     room.send(RoomMsg::Leave { conn });
@@ -285,6 +313,9 @@ impl Actor for Arc<ShardCell> {
             },
             ShardMsg::LastSeq { room, reply } => {
                 let _ = reply.send(self.last_seq(&room));
+            }
+            ShardMsg::History { room, since, limit, reply } => {
+                let _ = reply.send(self.history(&room, since, limit));
             }
             ShardMsg::Relayed { room, seq, origin, body } => {
                 if let Some(cell) = self.room(&room) {

@@ -10,7 +10,7 @@ use crate::delivery::Registry;
 use crate::link::{LinkCell, LinkHandle, Targets};
 use crate::metrics::Metrics;
 use crate::presence::{Presence, PresenceCell};
-use crate::rooms::{RoomCap, RoomRegistry, ShardCell};
+use crate::rooms::{Archive, RoomCap, RoomRegistry, ShardCell};
 use crate::supervisor::{self, Child, GiveUp, StartError};
 
 /// The handles of a started tree.
@@ -36,6 +36,7 @@ pub struct Clustering {
 pub async fn start(
     shards: usize,
     max_rooms: usize,
+    archive: Arc<Archive>,
     metrics: Arc<Metrics>,
     supervision: &SupervisionConfig,
     give_up: GiveUp,
@@ -47,11 +48,19 @@ pub async fn start(
     let cap = Arc::new(RoomCap::new(max_rooms));
     let shards: Vec<Arc<ShardCell>> = (0..shards.max(1))
         .map(|_| {
-            let shard = ShardCell::new(presence.clone(), metrics.clone(), supervision.clone(), cluster.clone(), cap.clone());
+            let shard = ShardCell::new(
+                presence.clone(),
+                metrics.clone(),
+                supervision.clone(),
+                cluster.clone(),
+                cap.clone(),
+                archive.clone(),
+            );
             Arc::new(shard)
         })
         .collect();
-    let rooms = RoomRegistry::new(shards.clone());
+    let rooms = RoomRegistry::new(shards.clone(), archive.clone());
+    tokio::spawn(sweep_history(archive));
     let link = clustering.map(|c| {
         let targets = Targets { rooms: rooms.clone(), presence: presence.clone(), connections: c.connections };
         LinkCell::start(c.cluster, targets)
@@ -63,6 +72,18 @@ pub async fn start(
     }
     supervisor::start(children, supervision, metrics, give_up).await?;
     Ok(Tree { rooms, presence, link: link.map(LinkHandle::new) })
+}
+
+/// Drops the history of rooms whose `history.ttl_ms` has passed, about
+/// every second (a history is never read past its time, swept or not).
+async fn sweep_history(archive: Arc<Archive>) {
+    let every = std::time::Duration::from_millis(archive.config().ttl_ms.clamp(10, 1000));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        archive.sweep();
+    }
 }
 
 #[cfg(test)]
@@ -111,7 +132,8 @@ mod tests {
         let give_up: GiveUp = Arc::new(move |reason| {
             let _ = tx.send(reason);
         });
-        let tree = start(2, usize::MAX, metrics.clone(), &supervision, give_up, None).await.unwrap();
+        let archive = Arc::new(Archive::new(Default::default(), metrics.clone()));
+        let tree = start(2, usize::MAX, archive, metrics.clone(), &supervision, give_up, None).await.unwrap();
         (tree, metrics, rx)
     }
 
@@ -169,7 +191,7 @@ mod tests {
         let (tree, metrics, mut gave_up) = tree(1).await;
         let (outbox, frames) = collector(64);
         let member = Member { conn: ConnId(1), user: "alice".into(), outbox };
-        let (room, _) = tree.rooms.join("r".into(), member, None).await.unwrap();
+        let (room, _) = tree.rooms.join("r".into(), member, None, None).await.unwrap();
         let shard = tree.rooms.shard_actor("r").unwrap();
 
         // Within the shard's limit: the room restarts, the shard stays.
@@ -213,8 +235,8 @@ mod tests {
         // The same for a room: a leave queued behind the crash still lands.
         let (a, _) = collector(8);
         let (b, b_frames) = collector(8);
-        tree.rooms.join("r".into(), Member { conn: ConnId(2), user: "a".into(), outbox: a }, None).await.unwrap();
-        tree.rooms.join("r".into(), Member { conn: ConnId(3), user: "b".into(), outbox: b }, None).await.unwrap();
+        tree.rooms.join("r".into(), Member { conn: ConnId(2), user: "a".into(), outbox: a }, None, None).await.unwrap();
+        tree.rooms.join("r".into(), Member { conn: ConnId(3), user: "b".into(), outbox: b }, None, None).await.unwrap();
         tree.rooms.crash_room("r").await.unwrap();
         tree.rooms.leave("r".into(), ConnId(2));
         until(|| b_frames.lock().iter().any(|f| f.contains("user_left"))).await;

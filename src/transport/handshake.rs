@@ -62,6 +62,8 @@ pub(crate) struct Head {
     pub ws_key: Option<String>,
     pub origin: Option<String>,
     pub authorization: Option<String>,
+    /// An SSE client's position to resume from.
+    pub last_event_id: Option<String>,
 }
 
 /// Why a request head could not be read.
@@ -328,6 +330,8 @@ fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
             head.origin = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("authorization") {
             head.authorization = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("last-event-id") {
+            head.last_event_id = Some(value.to_owned());
         }
     }
     Ok(Some((head, len)))
@@ -382,6 +386,15 @@ fn open_sse(head: &Head, node: &Arc<Node>, fd: RawFd) -> Result<Opening<Sse>, By
     response.push_str("\r\n");
     response.push_str(&format!("{:x}\r\n: subscribed\n\n\r\n", ": subscribed\n\n".len()));
     let outbox = Outbox::new(fd, TransportKind::Sse, Sse::carries, node.services.bounds());
+    // `lastEventId` in the query: what EventSource polyfills send instead.
+    let from_query = || {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(&head.query)
+            .ok()?
+            .into_iter()
+            .find_map(|(key, value)| (key == "lastEventId").then_some(value))
+    };
+    let last_event_id = head.last_event_id.clone().or_else(from_query);
+    let rooms = sse::resume_from(rooms, last_event_id.as_deref());
     let conn = Connection::new(node.services.clone(), id, slot, outbox, Sse::new(rooms, Bytes::from(response)));
     Ok(Opening { conn, handshake, response: None })
 }

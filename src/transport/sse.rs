@@ -25,7 +25,9 @@ use crate::connection::Transport;
 use crate::metrics::TransportKind;
 use crate::connection::core::Connection;
 use crate::ids::RoomName;
+use crate::protocol::framing::parse_stream_id;
 use crate::protocol::{self, ServerKind};
+use crate::rooms::Since;
 
 /// A Server-Sent Events connection.
 type SseConnection = Connection<Sse>;
@@ -37,15 +39,16 @@ pub(crate) struct Sse {
     opening: Option<Box<Opening>>,
 }
 
-/// Rooms to join as the stream opens, and the response head to send once they are.
+/// Rooms to join as the stream opens (each with where to recover it
+/// from), and the response head to send once they are.
 struct Opening {
-    rooms: Vec<RoomName>,
+    rooms: Vec<(RoomName, Option<Since>)>,
     head: Bytes,
 }
 
 impl Sse {
     /// A subscriber to `rooms` whose response begins with `head`.
-    pub(crate) fn new(rooms: Vec<RoomName>, head: Bytes) -> Self {
+    pub(crate) fn new(rooms: Vec<(RoomName, Option<Since>)>, head: Bytes) -> Self {
         Self { opening: Some(Box::new(Opening { rooms, head })) }
     }
 }
@@ -53,8 +56,10 @@ impl Sse {
 impl Transport for Sse {
     const KIND: TransportKind = TransportKind::Sse;
 
+    /// Messages, and the `joined` of a room it could not recover (a room
+    /// writes no other `joined` to a stream: see `Outbox::keeps_positions`).
     fn carries(kind: ServerKind) -> bool {
-        matches!(kind, ServerKind::Message | ServerKind::Direct | ServerKind::Broadcast)
+        matches!(kind, ServerKind::Message | ServerKind::Direct | ServerKind::Broadcast | ServerKind::Joined)
     }
 
     /// Says why in a comment, and ends the body.
@@ -71,7 +76,7 @@ impl Transport for Sse {
         conn.outbox().cork();
         conn.join_all(rooms, move |conn, joined| {
             if joined {
-                conn.outbox().uncork(Some(head));
+                conn.outbox().start(head);
             } else {
                 conn.outbox().refuse(super::handshake::response(503, "the rooms are unavailable, try again", &[]));
                 conn.close(1011, "the rooms are unavailable");
@@ -83,6 +88,23 @@ impl Transport for Sse {
     fn on_input(_: &mut SseConnection, input: &mut [u8]) -> usize {
         input.len()
     }
+}
+
+/// Pairs each room with where `last_event_id` (a `Last-Event-ID`) says the
+/// stream was in it. An id that cannot be read is ignored, and a room it
+/// does not name starts live.
+pub(crate) fn resume_from(rooms: Vec<RoomName>, last_event_id: Option<&str>) -> Vec<(RoomName, Option<Since>)> {
+    let positions = last_event_id.and_then(parse_stream_id).unwrap_or_default();
+    rooms
+        .into_iter()
+        .map(|room| {
+            let since = positions
+                .iter()
+                .find(|p| p.room == *room)
+                .map(|p| Since { seq: p.seq, epoch: Some(p.epoch.as_str().into()) });
+            (room, since)
+        })
+        .collect()
 }
 
 /// Appends `payload` as one chunk of a chunked body.

@@ -21,7 +21,7 @@ const TRAFFIC: Duration = Duration::from_secs(8);
 /// Between two rounds of traffic.
 const TICK: Duration = Duration::from_millis(250);
 /// The rows of the dashboard, in order.
-const ROWS: [&str; 6] = ["Overview", "Traffic", "Latency", "Drops and errors", "Cluster", "Process"];
+const ROWS: [&str; 7] = ["Overview", "Traffic", "Latency", "Drops and errors", "Cluster", "Process", "History and recovery"];
 /// The data source every panel must use: the dashboard's `datasource` variable.
 const DATASOURCE_UID: &str = "${datasource}";
 /// The matcher every Herald series selector of a panel must carry.

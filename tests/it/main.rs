@@ -19,6 +19,7 @@ mod cluster;
 mod dashboards;
 mod directory;
 mod fuzz;
+mod history;
 mod hardening;
 mod k6;
 mod layers;

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use herald::cluster::backplane::Backplane;
 use herald::cluster::codec::{Body, Envelope};
-use herald::cluster::relay::{Channel, Incoming, MemoryHub, MemoryRelay, RedisRelay, Relay};
+use herald::cluster::relay::{Channel, Incoming, Keep, MemoryHub, MemoryRelay, RedisRelay, Relay};
+
+/// What the numbered publishes here keep of their history.
+const KEEP: Keep = Keep { size: 10, ttl_ms: 60_000 };
 use tokio::sync::broadcast;
 
 fn envelope(origin: &str, n: u64) -> Envelope {
@@ -85,14 +88,14 @@ async fn conformance<R: Relay>(a: R, b: R) {
         async {
             let mut seqs = Vec::new();
             for n in 0..50 {
-                seqs.push(a.publish_sequenced(&chat, &envelope("a", n), 0).await.unwrap());
+                seqs.push(a.publish_sequenced(&chat, &envelope("a", n), 0, KEEP).await.unwrap());
             }
             seqs
         },
         async {
             let mut seqs = Vec::new();
             for n in 0..50 {
-                seqs.push(b.publish_sequenced(&chat, &envelope("b", n), 0).await.unwrap());
+                seqs.push(b.publish_sequenced(&chat, &envelope("b", n), 0, KEEP).await.unwrap());
             }
             seqs
         },
@@ -118,19 +121,48 @@ async fn conformance<R: Relay>(a: R, b: R) {
     // A floor keeps numbers above what a node has seen, even when the
     // counter is behind (Redis lost it); raising a counter never lowers it.
     let floored = Channel::Room("floored".into());
-    assert_eq!(a.publish_sequenced(&floored, &envelope("a", 0), 0).await.unwrap(), 1);
-    assert_eq!(a.publish_sequenced(&floored, &envelope("a", 0), 10).await.unwrap(), 11);
+    assert_eq!(a.publish_sequenced(&floored, &envelope("a", 0), 0, KEEP).await.unwrap(), 1);
+    assert_eq!(a.publish_sequenced(&floored, &envelope("a", 0), 10, KEEP).await.unwrap(), 11);
     a.raise_counter(&floored, 20).await.unwrap();
-    assert_eq!(b.publish_sequenced(&floored, &envelope("b", 0), 0).await.unwrap(), 21);
+    assert_eq!(b.publish_sequenced(&floored, &envelope("b", 0), 0, KEEP).await.unwrap(), 21);
     a.raise_counter(&floored, 5).await.unwrap();
-    assert_eq!(b.publish_sequenced(&floored, &envelope("b", 0), 0).await.unwrap(), 22);
+    assert_eq!(b.publish_sequenced(&floored, &envelope("b", 0), 0, KEEP).await.unwrap(), 22);
     // Calls take effect in the order made, even when awaited only later.
-    let calls: Vec<_> = (0..20).map(|n| a.publish_sequenced(&floored, &envelope("a", n), 0)).collect();
+    let calls: Vec<_> = (0..20).map(|n| a.publish_sequenced(&floored, &envelope("a", n), 0, KEEP)).collect();
     let mut numbers = Vec::new();
     for call in calls {
         numbers.push(call.await.unwrap());
     }
     assert_eq!(numbers, (23..43).collect::<Vec<u64>>());
+
+    // History: the same script keeps the latest `size` numbered envelopes,
+    // and names the numbering with an epoch every node reads alike.
+    let held = a.history(&floored, 0, 100).await.unwrap();
+    assert_eq!(held.latest, 42);
+    assert!(!held.epoch.is_empty());
+    assert_eq!(held.entries.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), (33..=42).collect::<Vec<u64>>());
+    assert_eq!(held.entries[9].1, envelope("a", 19), "the envelope as published");
+    let after = b.history(&floored, 40, 100).await.unwrap();
+    assert_eq!((after.epoch.as_str(), after.latest), (held.epoch.as_str(), 42));
+    assert_eq!(after.entries.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [41, 42]);
+    assert_eq!(b.history(&floored, 30, 3).await.unwrap().entries.len(), 3, "limit");
+    assert!(b.history(&floored, 0, 0).await.unwrap().entries.is_empty(), "no entries asked");
+    // A channel never published to has an epoch too, which stays.
+    let quiet = Channel::Room("quiet".into());
+    let first = a.history(&quiet, 0, 10).await.unwrap();
+    assert_eq!((first.latest, first.entries.len()), (0, 0));
+    assert_eq!(b.history(&quiet, 0, 10).await.unwrap().epoch, first.epoch);
+    // Without size, nothing is kept; after its TTL, the history is gone
+    // but the numbering goes on.
+    let none = Channel::Room("unkept".into());
+    a.publish_sequenced(&none, &envelope("a", 0), 0, Keep { size: 0, ttl_ms: 1 }).await.unwrap();
+    assert!(a.history(&none, 0, 10).await.unwrap().entries.is_empty());
+    let brief = Channel::Room("brief".into());
+    a.publish_sequenced(&brief, &envelope("a", 0), 0, Keep { size: 10, ttl_ms: 200 }).await.unwrap();
+    assert_eq!(a.history(&brief, 0, 10).await.unwrap().entries.len(), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let expired = a.history(&brief, 0, 10).await.unwrap();
+    assert_eq!((expired.latest, expired.entries.len()), (1, 0));
 
     // Unsubscribed: nothing more. A node's subscription changes take effect
     // in order, so once a channel it subscribes to afterwards is live, the

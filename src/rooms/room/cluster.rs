@@ -9,6 +9,8 @@ pub(crate) struct SyncOutcome {
     changes: Changes,
     /// Every user in the room on a live node, with that node.
     members: Vec<(NodeId, UserId)>,
+    /// The room's epoch and latest `seq` in Redis.
+    recorded: Recorded,
 }
 
 /// Who is waiting for the number of a publish sent to the backplane.
@@ -26,6 +28,29 @@ struct Waiting {
     acked: bool,
     /// When the publish reached the server.
     at: Instant,
+}
+
+/// A member set aside while its join waits on the backplane (its directory
+/// write, the room's history): what the room sends meanwhile is held for it,
+/// and goes out after its `joined` and replay.
+pub(super) struct Joining {
+    pub user: UserId,
+    pub outbox: Outbox,
+    pub id: Option<Box<RawValue>>,
+    pub since: Option<Box<Since>>,
+    /// The room's latest `seq` here when the join arrived: what was
+    /// delivered up to it comes from history, what came after is held.
+    pub latest: u64,
+    pub reply: RpcReplyPort<Result<JoinReply, RoomsFull>>,
+    pub held: Vec<Encoded>,
+    /// More was held than the connection's queue could take.
+    pub overflowed: bool,
+    /// Messages for this connection that arrived meanwhile (a second join),
+    /// handled once it is in.
+    pub then: Vec<RoomMsg>,
+    /// What the history read found, while the join waits for the room to
+    /// catch up here with what the client saw elsewhere.
+    pub recorded: Option<Recorded>,
 }
 
 /// A room's part in a cluster.
@@ -47,6 +72,10 @@ struct Clustered {
     /// Publishes numbered before their message came back: `(seq, when it
     /// reached the server)`, for the latency of their delivery here.
     unechoed: VecDeque<(u64, Instant)>,
+    /// Members whose join waits on the backplane.
+    joining: HashMap<ConnId, Joining>,
+    /// The room's epoch as Redis holds it, once read.
+    epoch: Option<Arc<str>>,
 }
 
 /// Whether a syncing room keeps `msg` for after the sync: everything that
@@ -122,15 +151,75 @@ impl Side {
         }
     }
 
-    /// Runs `then` once `written` is done (at once without a write).
-    pub(super) fn after(&self, written: Option<Pending<()>>, then: impl FnOnce() + Send + 'static) {
-        match (written, &self.0) {
-            (Some(written), Some(clustered)) => clustered.cluster.spawn(async move {
-                let _ = written.await;
-                then();
-            }),
-            _ => then(),
+    pub(super) fn is_clustered(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The room's epoch as Redis holds it, once read.
+    pub(super) fn epoch(&self) -> Option<Arc<str>> {
+        self.0.as_ref().and_then(|c| c.epoch.clone())
+    }
+
+    /// Whether `conn`'s join waits on the backplane.
+    pub(super) fn is_joining(&self, conn: ConnId) -> bool {
+        self.0.as_ref().is_some_and(|c| !c.joining.is_empty() && c.joining.contains_key(&conn))
+    }
+
+    /// Keeps `msg` for when `conn`'s join is done.
+    pub(super) fn queue_behind(&mut self, conn: ConnId, msg: RoomMsg) {
+        if let Some(joining) = self.0.as_mut().and_then(|c| c.joining.get_mut(&conn)) {
+            joining.then.push(msg);
         }
+    }
+
+    /// Drops `conn`'s join, if it waits: the user it was for.
+    pub(super) fn forget_joining(&mut self, conn: ConnId) -> Option<UserId> {
+        let joining = self.0.as_mut()?.joining.remove(&conn)?;
+        Some(joining.user)
+    }
+
+    /// Holds `frame` for every joining member but `except`, up to what its
+    /// connection's queue could take.
+    pub(super) fn hold(&mut self, frame: &Encoded, except: Option<ConnId>, metrics: &Metrics) {
+        let Some(clustered) = self.0.as_mut() else { return };
+        if clustered.joining.is_empty() {
+            return;
+        }
+        for (conn, joining) in &mut clustered.joining {
+            if Some(*conn) != except {
+                joining.hold(frame, metrics);
+            }
+        }
+    }
+
+    /// Holds `frame` for the joining member `conn`.
+    pub(super) fn hold_for(&mut self, conn: ConnId, frame: &Encoded, metrics: &Metrics) {
+        if let Some(joining) = self.0.as_mut().and_then(|c| c.joining.get_mut(&conn)) {
+            joining.hold(frame, metrics);
+        }
+    }
+}
+
+impl Joining {
+    fn hold(&mut self, frame: &Encoded, metrics: &Metrics) {
+        if self.overflowed || !self.outbox.carries(frame.kind) {
+            return;
+        }
+        let bounds = self.outbox.bounds();
+        let bytes: usize = self.held.iter().map(|f| f.text().len()).sum::<usize>() + frame.text().len();
+        if self.held.len() >= bounds.frames as usize || bytes > bounds.bytes as usize {
+            self.overflowed = true;
+            self.held = Vec::new();
+            metrics.frames_dropped(crate::metrics::Fault::SlowConsumer, 1);
+            return;
+        }
+        self.held.push(frame.clone());
+    }
+
+    /// Whether the held frames and replay agree with what the client saw:
+    /// a held message at or below `upto` is one it has (or gets replayed).
+    fn drop_held_upto(&mut self, upto: u64) {
+        self.held.retain(|frame| frame.message_seq().is_none_or(|seq| seq > upto));
     }
 }
 
@@ -145,11 +234,13 @@ impl Clustered {
             deferred: VecDeque::new(),
             waiting: HashMap::new(),
             unechoed: VecDeque::new(),
+            joining: HashMap::new(),
+            epoch: None,
         }
     }
 
     fn is_settled(&self) -> bool {
-        !self.syncing && self.deferred.is_empty() && self.waiting.is_empty()
+        !self.syncing && self.deferred.is_empty() && self.waiting.is_empty() && self.joining.is_empty()
     }
 }
 
@@ -176,7 +267,7 @@ impl RoomState {
         publisher: Publisher,
         at: Instant,
     ) {
-        let floor = self.seq.load(Ordering::Relaxed);
+        let floor = self.stream.latest();
         let Some(clustered) = self.cluster.0.as_mut() else { return };
         let cluster = clustered.cluster.clone();
         let token = cluster.token();
@@ -202,16 +293,138 @@ impl RoomState {
     }
 
     /// Acks a member's publish with its `seq`, once.
-    fn ack(&self, waiting: &mut Waiting, seq: u64) {
+    fn ack(&mut self, waiting: &mut Waiting, seq: u64) {
         if waiting.acked {
             return;
         }
         waiting.acked = true;
         if let Publisher::Member { conn, id: Some(id), .. } = &waiting.publisher {
-            if let Some((_, outbox)) = self.members.get(conn) {
-                outbox.deliver(&ServerFrame::Ack { seq: Some(seq), id: Some(id) }.encode(), &self.metrics);
+            self.send_to(*conn, &ServerFrame::Ack { seq: Some(seq), id: Some(id) }.encode());
+        }
+    }
+
+    /// Sets a member aside until `written` (its directory entry) is done
+    /// and, for a join with `since`, the room's history is read; then
+    /// [`Self::admitted`] lets it in.
+    pub(super) fn wait_for(&mut self, cell: &Arc<RoomCell>, conn: ConnId, joining: Joining, written: Option<Pending<()>>) {
+        let Some(clustered) = self.cluster.0.as_mut() else { return };
+        let cluster = clustered.cluster.clone();
+        let read = joining.since.as_ref().map(|since| {
+            let limit = joining.latest.saturating_sub(since.seq).min(cluster.keep.size as u64) as usize;
+            cluster.checked("history read", cluster.relay.history(&Channel::Room(self.name.clone()), since.seq, limit))
+        });
+        clustered.joining.insert(conn, joining);
+        let cell = cell.clone();
+        cluster.spawn(async move {
+            if let Some(written) = written {
+                let _ = written.await;
+            }
+            let recorded = match read {
+                Some(read) => Some(Box::new(read.await)),
+                None => None,
+            };
+            cell.send(RoomMsg::Admitted { conn, recorded });
+        });
+    }
+
+    /// The joining members that waited for the room to catch up with what
+    /// their client saw on another node, and now may come in.
+    pub(super) fn caught_up(&self) -> Vec<ConnId> {
+        let Some(clustered) = self.cluster.0.as_ref() else { return Vec::new() };
+        let latest = self.stream.latest();
+        let connected = clustered.cluster.relay.is_connected();
+        clustered
+            .joining
+            .iter()
+            .filter(|(_, j)| j.recorded.is_some() && (!connected || j.since.as_ref().is_none_or(|s| s.seq <= latest)))
+            .map(|(conn, _)| *conn)
+            .collect()
+    }
+
+    /// Lets in a member whose join waited (see [`Self::wait_for`]), with
+    /// the history read for it (`None`: none was asked, or it waited for
+    /// the room to catch up), or drops it if its connection gave up or fell
+    /// behind meanwhile. Returns what arrived for it in the meantime.
+    pub(super) fn admitted(
+        &mut self,
+        cell: &Arc<RoomCell>,
+        conn: ConnId,
+        recorded: Option<Result<Recorded, RelayError>>,
+    ) -> Vec<RoomMsg> {
+        let Some(clustered) = self.cluster.0.as_mut() else { return Vec::new() };
+        let Some(mut joining) = clustered.joining.remove(&conn) else { return Vec::new() };
+        let recorded = match recorded {
+            Some(read) => read.ok(),
+            None => joining.recorded.take(),
+        };
+        // The client saw messages elsewhere that have not reached this node
+        // yet: it comes in once they have, and they are not sent to it again.
+        if let (Some(since), Some(read)) = (&joining.since, &recorded) {
+            let wait = since.seq > self.stream.latest()
+                && since.seq <= read.latest
+                && since.epoch.as_deref().is_none_or(|e| *e == *read.epoch)
+                && clustered.cluster.relay.is_connected()
+                && joining.recorded.is_none();
+            if wait {
+                joining.recorded = recorded;
+                clustered.joining.insert(conn, joining);
+                return Vec::new();
             }
         }
+        let then = std::mem::take(&mut joining.then);
+        if joining.overflowed {
+            joining.outbox.slow_consumer(&self.metrics);
+        }
+        if joining.overflowed || joining.reply.is_closed() {
+            self.members.insert(conn, (joining.user, joining.outbox));
+            self.remove(conn);
+            return then;
+        }
+        let epoch: Arc<str> = match &recorded {
+            Some(read) => read.epoch.as_str().into(),
+            None => self.epoch(),
+        };
+        let mut latest = joining.latest;
+        let replay = match (&joining.since, recorded) {
+            (None, _) => None,
+            (Some(_), None) => Some(None),
+            (Some(since), Some(read)) => {
+                let same_epoch = since.epoch.as_deref().is_none_or(|e| *e == *read.epoch);
+                if !same_epoch || since.seq > read.latest {
+                    Some(None)
+                } else if since.seq >= latest {
+                    latest = since.seq;
+                    joining.drop_held_upto(since.seq);
+                    Some(Some(Vec::new()))
+                } else {
+                    Some(self.replayed(read.entries, since.seq, latest))
+                }
+            }
+        };
+        let Joining { user, outbox, id, since, reply, held, .. } = joining;
+        self.members.insert(conn, (user, outbox.clone()));
+        let greeting = Greeting { id: id.as_deref(), since: since.as_deref(), latest, epoch: &epoch, replay, held };
+        let users = self.greet(&outbox, greeting);
+        let _ = reply.send(Ok(JoinReply { room: cell.clone(), users }));
+        then
+    }
+
+    /// The `message` frames of the history entries numbered `(after, upto]`,
+    /// or `None` unless every one of them is there.
+    fn replayed(&self, entries: Vec<(u64, crate::cluster::codec::Envelope)>, after: u64, upto: u64) -> Option<Vec<Encoded>> {
+        let mut frames = Vec::with_capacity((upto - after) as usize);
+        let mut next = after + 1;
+        for (seq, envelope) in entries {
+            if seq > upto {
+                break;
+            }
+            if seq != next {
+                return None;
+            }
+            frames.push(super::super::message_frame(&self.name, seq, envelope.body)?);
+            next += 1;
+        }
+        (next == upto + 1).then_some(frames)
     }
 
     /// A publish of this room was numbered (or could not be): ack it; if
@@ -226,7 +439,7 @@ impl RoomState {
                 // Numbered but not back, and the subscription is down: it
                 // will not come back, so deliver it here.
                 let lost = !came_back && self.cluster.0.as_ref().is_some_and(|c| !c.cluster.relay.is_connected());
-                if lost && self.seq.fetch_max(seq, Ordering::Relaxed) < seq {
+                if lost && self.stream.seq.fetch_max(seq, Ordering::Relaxed) < seq {
                     let frame =
                         ServerFrame::Message { room: &self.name, from: &waiting.from, data: &waiting.data, seq, ts: now_ms() }
                             .encode();
@@ -304,7 +517,7 @@ impl RoomState {
                     }
                 }
                 // Only after Redis lost its counters can a number repeat.
-                if self.seq.fetch_max(seq, Ordering::Relaxed) >= seq {
+                if self.stream.seq.fetch_max(seq, Ordering::Relaxed) >= seq {
                     tracing::debug!(room = %self.name, seq, "dropped a message numbered below one delivered here");
                     return;
                 }
@@ -368,7 +581,7 @@ impl RoomState {
     /// Subscribes to the room's channel and reads the other nodes'
     /// members; membership changes wait until the answer is in.
     pub(super) fn sync(&mut self, cell: &Arc<RoomCell>, initial: bool) {
-        let floor = self.seq.load(Ordering::Relaxed);
+        let floor = self.stream.latest();
         let users: Vec<UserId> = self.users.iter().cloned().collect();
         let Some(clustered) = self.cluster.0.as_mut() else { return };
         clustered.syncing = true;
@@ -391,9 +604,10 @@ impl RoomState {
                     None => Changes::default(),
                 };
                 let members = cluster.checked("presence query", cluster.directory.room_members(&name)).await?;
-                Ok::<_, RelayError>(SyncOutcome { changes, members })
+                let recorded = cluster.checked("epoch read", cluster.relay.history(&channel, 0, 0)).await?;
+                Ok::<_, RelayError>(SyncOutcome { changes, members, recorded })
             };
-            cell.send(RoomMsg::Synced { generation, outcome: outcome.await.ok() });
+            cell.send(RoomMsg::Synced { generation, outcome: outcome.await.ok().map(Box::new) });
         });
     }
 
@@ -401,17 +615,24 @@ impl RoomState {
     /// node's entries changed, and the members who arrived or left
     /// meanwhile. Returns whether the sync is over (an older one's answer
     /// is ignored: the latest is still on its way).
-    pub(super) fn synced(&mut self, generation: u64, outcome: Option<SyncOutcome>) -> bool {
+    pub(super) fn synced(&mut self, generation: u64, outcome: Option<Box<SyncOutcome>>) -> bool {
         let Some(clustered) = self.cluster.0.as_mut() else { return true };
         if generation != clustered.generation {
             return false;
         }
         clustered.syncing = false;
         clustered.subscribed = outcome.is_some();
-        let Some(SyncOutcome { changes, members }) = outcome else {
+        let Some(SyncOutcome { changes, members, recorded }) = outcome.map(|o| *o) else {
             tracing::warn!(room = %self.name, "cluster: room sync failed; serving it locally until the backplane is back");
             return true;
         };
+        clustered.epoch = Some(recorded.epoch.into());
+        // A room new here starts where the cluster's numbering is. One with
+        // members keeps its own: what is still on its way on the channel
+        // must not be taken for a repeat.
+        if self.members.is_empty() && clustered.joining.is_empty() {
+            self.stream.seq.fetch_max(recorded.latest, Ordering::Relaxed);
+        }
         let cluster = clustered.cluster.clone();
         let channel = Channel::Room(self.name.clone());
         for (users, joined) in [(changes.removed, false), (changes.added, true)] {

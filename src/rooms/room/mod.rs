@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,12 +34,13 @@ use rustc_hash::FxBuildHasher;
 use ractor::RpcReplyPort;
 use serde_json::value::RawValue;
 
+use super::history::{Archive, Stream};
 use super::shard::ShardMsg;
 use super::users::Users;
-use super::RoomsFull;
+use super::{RoomsFull, Since};
 use crate::cluster::codec::Body;
 use crate::cluster::directory::Changes;
-use crate::cluster::relay::{Channel, Pending, RelayError};
+use crate::cluster::relay::{Channel, Pending, Recorded, RelayError};
 use crate::cluster::Membership;
 use crate::delivery::{ConnId, Delivery, Member, Outbox};
 use crate::ids::{NodeId, RoomName, UserId};
@@ -51,7 +52,7 @@ use crate::supervisor::{Actor, Supervised, Failure, Mailbox};
 
 mod cluster;
 
-use cluster::{Publisher, Side};
+use cluster::{Joining, Publisher, Side};
 pub(crate) use cluster::SyncOutcome;
 
 /// A publish on its way to a room.
@@ -76,8 +77,16 @@ pub(crate) struct JoinReply {
 /// Messages of a room. Joins, leaves and server publishes arrive through the
 /// registry shard.
 pub(crate) enum RoomMsg {
-    /// `id` is the join request's, echoed in the `joined` the room writes.
-    Join { member: Member, id: Option<Box<RawValue>>, reply: RpcReplyPort<Result<JoinReply, RoomsFull>> },
+    /// `id` is the join request's, echoed in the `joined` the room writes;
+    /// with `since`, the messages after it are replayed.
+    Join {
+        member: Member,
+        id: Option<Box<RawValue>>,
+        since: Option<Box<Since>>,
+        reply: RpcReplyPort<Result<JoinReply, RoomsFull>>,
+    },
+    /// Cluster: a join set aside may come in (with the history read for it).
+    Admitted { conn: ConnId, recorded: Option<Box<Result<Recorded, RelayError>>> },
     /// The users in the room (always `Some`: the shard answers `None` for a
     /// room that is not alive).
     Presence { reply: RpcReplyPort<Option<UserList>> },
@@ -110,7 +119,7 @@ pub(crate) enum RoomMsg {
         initial: bool,
     },
     /// Cluster: how sync number `generation` went (`None`: it failed).
-    Synced { generation: u64, outcome: Option<SyncOutcome> },
+    Synced { generation: u64, outcome: Option<Box<SyncOutcome>> },
     /// Cluster: the number a publish of this room was given, or why none.
     Numbered {
         token: u64,
@@ -141,7 +150,9 @@ pub(crate) struct RoomCell {
 /// A room's members and bookkeeping.
 pub(crate) struct RoomState {
     name: RoomName,
-    seq: Arc<AtomicU64>,
+    /// Its numbering and (on a single node) its history.
+    stream: Arc<Stream>,
+    archive: Arc<Archive>,
     presence: Presence,
     metrics: Arc<Metrics>,
     /// Keyed by connection ids, which the node hands out in sequence: a
@@ -166,7 +177,8 @@ pub(crate) struct RoomState {
 impl RoomCell {
     pub(crate) fn new(
         name: RoomName,
-        seq: Arc<AtomicU64>,
+        stream: Arc<Stream>,
+        archive: Arc<Archive>,
         shard: Arc<Mailbox<ShardMsg>>,
         presence: Presence,
         metrics: Arc<Metrics>,
@@ -175,7 +187,8 @@ impl RoomCell {
         let cluster = Side::new(cluster);
         let state = RoomState {
             name: name.clone(),
-            seq,
+            stream,
+            archive,
             presence,
             metrics,
             members: HashMap::default(),
@@ -220,6 +233,12 @@ impl RoomCell {
             if let Some(error) = failure {
                 failed(self, error)?;
                 self.lives.fetch_add(1, Ordering::AcqRel);
+                // The failed step may have left the room empty before it
+                // could say so.
+                let state = self.state.lock();
+                if state.is_empty() {
+                    self.shard.send(ShardMsg::Empty { room: self.clone(), seen: state.seen });
+                }
             }
         }
         if turn.rescheduled() {
@@ -267,7 +286,7 @@ impl RoomCell {
         if let Some(msg) = state.cluster.defer(msg) {
             self.apply_to(&mut state, msg);
         }
-        if state.members.is_empty() && state.cluster.is_settled() {
+        if state.is_empty() {
             let empty = ShardMsg::Empty { room: self.clone(), seen: state.seen };
             self.shard.send(empty);
         }
@@ -279,43 +298,16 @@ impl RoomCell {
             // `INTERNAL`: the room was too busy) does not happen, so the
             // members hear nothing of it.
             RoomMsg::Join { reply, .. } if reply.is_closed() => {}
-            RoomMsg::Join { member, id, reply } => {
-                // Only a transport that writes `joined` needs the user list.
-                let outbox = member.outbox.clone();
-                let users_wanted = outbox.carries(ServerKind::Joined);
-                let written = state.join(member);
-                let users = if users_wanted { state.listing() } else { UserList::empty() };
-                let joined = users_wanted.then(|| {
-                    ServerFrame::Joined { room: &state.name, count: users.len(), users: &users, id: id.as_deref() }.encode()
-                });
-                let answer = JoinReply { room: self.clone(), users };
-                let Some(written) = written else {
-                    // `joined` is written here, in the step that made the
-                    // member: it comes before anything the room sends it.
-                    if let Some(joined) = joined {
-                        outbox.deliver(&joined, &state.metrics);
-                    }
-                    let _ = reply.send(Ok(answer));
-                    return;
-                };
-                // With clustering, a user new to the room is answered once
-                // the other nodes can see them. What the room sends the
-                // connection meanwhile waits behind its `joined`.
-                // (A transport without `joined`, SSE, is not corked: its
-                // stream is corked already until every room of it is joined.)
-                if joined.is_some() {
-                    outbox.cork();
+            // A second join while the first waits goes after it.
+            RoomMsg::Join { member, id, since, reply } if state.cluster.is_joining(member.conn) => {
+                let conn = member.conn;
+                state.cluster.queue_behind(conn, RoomMsg::Join { member, id, since, reply });
+            }
+            RoomMsg::Join { member, id, since, reply } => state.join_request(self, member, id, since, reply),
+            RoomMsg::Admitted { conn, recorded } => {
+                for msg in state.admitted(self, conn, recorded.map(|read| *read)) {
+                    self.apply_to(state, msg);
                 }
-                let metrics = state.metrics.clone();
-                state.cluster.after(Some(written), move || {
-                    match joined {
-                        // Given up on meanwhile: the connection said INTERNAL.
-                        Some(_) if reply.is_closed() => outbox.uncork(None),
-                        Some(joined) => outbox.uncork_with(&joined, &metrics),
-                        None => {}
-                    }
-                    let _ = reply.send(Ok(answer));
-                });
             }
             RoomMsg::Presence { reply } => {
                 let _ = reply.send(Some(state.listing()));
@@ -339,10 +331,14 @@ impl RoomCell {
                 state.fan_out(&frame, Some(conn));
                 state.cluster.typing(&state.name, user, typing);
             }
-            RoomMsg::Relayed { seq, origin, body } => state.relayed(seq, origin, body),
+            RoomMsg::Relayed { seq, origin, body } => {
+                state.relayed(seq, origin, body);
+                self.admit_caught_up(state);
+            }
             RoomMsg::Sync { initial } => state.sync(self, initial),
             RoomMsg::Synced { generation, outcome } => {
                 if state.synced(generation, outcome) {
+                    self.admit_caught_up(state);
                     while let Some(msg) = state.cluster.next_deferred() {
                         self.apply_to(state, msg);
                     }
@@ -352,6 +348,17 @@ impl RoomCell {
             RoomMsg::NodesGone(nodes) => state.nodes_gone(&nodes),
             RoomMsg::Crash => {}
             RoomMsg::Stall(time) => std::thread::sleep(time),
+        }
+    }
+}
+
+impl RoomCell {
+    /// Lets in the joining members the room has caught up with.
+    fn admit_caught_up(self: &Arc<Self>, state: &mut RoomState) {
+        for conn in state.caught_up() {
+            for msg in state.admitted(self, conn, None) {
+                self.apply_to(state, msg);
+            }
         }
     }
 }
@@ -377,7 +384,26 @@ impl Supervised for Arc<RoomCell> {
     }
 }
 
+/// What a new member is sent first (see [`RoomState::greet`]).
+struct Greeting<'a> {
+    id: Option<&'a RawValue>,
+    since: Option<&'a Since>,
+    /// The room's latest `seq` as of the join.
+    latest: u64,
+    epoch: &'a str,
+    /// For a join with `since`: the messages after it, or `None` when they
+    /// cannot all be replayed.
+    replay: Option<Option<Vec<Encoded>>>,
+    /// What the room sent the member while it waited.
+    held: Vec<Encoded>,
+}
+
 impl RoomState {
+    /// No member, none joining, nothing awaited: the room may retire.
+    fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.cluster.is_settled()
+    }
+
     /// The users in the room (on every node, with clustering), each once and
     /// sorted: the list built since the set last changed, or a new one.
     fn listing(&mut self) -> UserList {
@@ -445,6 +471,7 @@ impl RoomState {
         if frame.kind == ServerKind::Message {
             self.metrics.delivered.inc_by(queued);
         }
+        self.cluster.hold(frame, except, &self.metrics);
         for conn in gone {
             self.remove(conn);
         }
@@ -476,8 +503,16 @@ impl RoomState {
     }
 
     fn remove(&mut self, conn: ConnId) {
-        let Some((user, _)) = self.members.remove(&conn) else { return };
-        crate::memory::shrink_sparse(&mut self.members);
+        let user = match self.members.remove(&conn) {
+            Some((user, _)) => {
+                crate::memory::shrink_sparse(&mut self.members);
+                user
+            }
+            None => match self.cluster.forget_joining(conn) {
+                Some(user) => user,
+                None => return,
+            },
+        };
         self.metrics.memberships.dec();
         if self.users.remove(&user) {
             self.presence.room_left(self.name.clone(), user.clone());
@@ -487,16 +522,123 @@ impl RoomState {
         }
     }
 
-    /// Takes the next `seq` and encodes the `message` frame that carries it.
+    /// Takes the next `seq` and encodes the `message` frame that carries
+    /// it; on a single node, keeps it in the room's history too.
     fn message(&self, from: &str, data: &RawValue) -> (u64, Encoded) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        (seq, ServerFrame::Message { room: &self.name, from, data, seq, ts: now_ms() }.encode())
+        let build = |seq| ServerFrame::Message { room: &self.name, from, data, seq, ts: now_ms() }.encode();
+        if self.cluster.is_clustered() {
+            // Numbered here only while the cluster is away: such a message
+            // is in no history, and a replay across it sees the hole.
+            let seq = self.stream.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            return (seq, build(seq));
+        }
+        self.archive.publish(&self.stream, build)
+    }
+
+    /// Handles a join: at once, or (with clustering) once what it waits for
+    /// is done, the member meanwhile kept aside (see `cluster`).
+    fn join_request(
+        &mut self,
+        cell: &Arc<RoomCell>,
+        member: Member,
+        id: Option<Box<RawValue>>,
+        since: Option<Box<Since>>,
+        reply: RpcReplyPort<Result<JoinReply, RoomsFull>>,
+    ) {
+        let (conn, outbox) = (member.conn, member.outbox.clone());
+        let written = self.join(member);
+        if self.cluster.is_clustered() && (written.is_some() || since.is_some()) {
+            let (user, outbox) = self.members.remove(&conn).expect("the member was just added");
+            let latest = self.stream.latest();
+                let joining = Joining {
+                user,
+                outbox,
+                id,
+                since,
+                latest,
+                reply,
+                held: Vec::new(),
+                overflowed: false,
+                then: Vec::new(),
+                recorded: None,
+            };
+            return self.wait_for(cell, conn, joining, written);
+        }
+        // A single node: the snapshot of history and the join are this one step.
+        let epoch = self.epoch();
+        let (latest, replay) = match &since {
+            None => (self.stream.latest(), None),
+            Some(since) => {
+                let replay = self.archive.replay(&self.stream, since.seq);
+                let same_epoch = since.epoch.as_deref().is_none_or(|e| *e == *epoch);
+                (replay.latest, Some(replay.frames.filter(|_| same_epoch)))
+            }
+        };
+        let greeting = Greeting { id: id.as_deref(), since: since.as_deref(), latest, epoch: &epoch, replay, held: Vec::new() };
+        let users = self.greet(&outbox, greeting);
+        let _ = reply.send(Ok(JoinReply { room: cell.clone(), users }));
+    }
+
+    /// The room's epoch: the node's on a single node; with clustering, the
+    /// one Redis holds for the room (this node's while it could not be read).
+    fn epoch(&self) -> Arc<str> {
+        self.cluster.epoch().unwrap_or_else(|| self.archive.epoch().clone())
+    }
+
+    /// Writes a new member's first frames: `joined` (on an SSE stream, only
+    /// the event of a room it could not recover, and its position), then
+    /// the messages replayed, then what the room sent it while it waited.
+    /// Returns the users as `joined` listed them.
+    fn greet(&mut self, outbox: &Outbox, greeting: Greeting<'_>) -> UserList {
+        let Greeting { id, since, latest, epoch, replay, held } = greeting;
+        let recovered = replay.as_ref().map(Option::is_some);
+        let stream = outbox.keeps_positions();
+        let users = if stream { UserList::empty() } else { self.listing() };
+        if stream {
+            let from = match (since, recovered) {
+                (Some(since), Some(true)) => since.seq,
+                _ => latest,
+            };
+            outbox.track(&self.name, epoch, from);
+            if recovered == Some(false) {
+                let frame = ServerFrame::Unrecovered { room: &self.name, recovered: false, seq: latest, epoch };
+                outbox.deliver(&frame.encode(), &self.metrics);
+            }
+        } else {
+            let joined =
+                ServerFrame::Joined { room: &self.name, count: users.len(), users: &users, seq: latest, epoch, recovered, id };
+            outbox.deliver(&joined.encode(), &self.metrics);
+        }
+        if let Some(recovered) = recovered {
+            self.metrics.recovery(recovered);
+        }
+        if let Some(Some(frames)) = replay {
+            self.metrics.replayed.inc_by(frames.len() as u64);
+            for frame in &frames {
+                outbox.deliver(frame, &self.metrics);
+            }
+        }
+        for frame in &held {
+            outbox.deliver(frame, &self.metrics);
+        }
+        users
+    }
+
+    /// Sends `frame` to the member `conn`, or keeps it for a member still
+    /// joining.
+    fn send_to(&mut self, conn: ConnId, frame: &Encoded) {
+        match self.members.get(&conn) {
+            Some((_, outbox)) => {
+                outbox.deliver(frame, &self.metrics);
+            }
+            None => self.cluster.hold_for(conn, frame, &self.metrics),
+        }
     }
 
     fn publish(&mut self, publication: Publication) {
         let (seq, frame) = self.message(&publication.user, &publication.data);
-        if let (Some(id), Some((_, outbox))) = (&publication.id, self.members.get(&publication.conn)) {
-            outbox.deliver(&ServerFrame::Ack { seq: Some(seq), id: Some(id) }.encode(), &self.metrics);
+        if let Some(id) = &publication.id {
+            self.send_to(publication.conn, &ServerFrame::Ack { seq: Some(seq), id: Some(id) }.encode());
         }
         let except = (!publication.echo).then_some(publication.conn);
         self.fan_out(&frame, except);

@@ -18,8 +18,16 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let metrics = Arc::new(Metrics::new());
-    let tree = tree::start(4, usize::MAX, metrics.clone(), &Default::default(), Arc::new(|_| {}), None).await.unwrap();
+    let tree = tree::start(4, usize::MAX, archive(&metrics), metrics.clone(), &Default::default(), Arc::new(|_| {}), None).await.unwrap();
     Fixture { rooms: tree.rooms, metrics }
+}
+
+fn archive(metrics: &Arc<Metrics>) -> Arc<crate::rooms::Archive> {
+    Arc::new(crate::rooms::Archive::new(Default::default(), metrics.clone()))
+}
+
+fn keep() -> crate::cluster::Keep {
+    crate::cluster::Keep { size: 100, ttl_ms: 60_000 }
 }
 
 fn member(conn: u64, user: &str, capacity: usize) -> (Member, Arc<Mutex<Vec<String>>>) {
@@ -63,9 +71,9 @@ async fn clustered_pair() -> (Fixture, Fixture) {
     for id in ["a", "b"] {
         let metrics = Arc::new(Metrics::new());
         let relay = Arc::new(MemoryRelay::new(hub.clone()));
-        let cluster = Membership::new(id.into(), relay, directory.clone(), metrics.clone(), Duration::from_secs(60));
+        let cluster = Membership::new(id.into(), relay, directory.clone(), metrics.clone(), Duration::from_secs(60), keep());
         let clustering = Clustering { cluster, connections: Arc::new(Registry::default()) };
-        let tree = tree::start(2, usize::MAX, metrics.clone(), &Default::default(), Arc::new(|_| {}), Some(clustering))
+        let tree = tree::start(2, usize::MAX, archive(&metrics), metrics.clone(), &Default::default(), Arc::new(|_| {}), Some(clustering))
             .await
             .unwrap();
         nodes.push(Fixture { rooms: tree.rooms, metrics });
@@ -80,12 +88,12 @@ async fn clustered_rooms_share_seq_and_users_and_drop_dead_nodes() {
     let (alice, alice_frames) = member(1, "alice", 64);
     let (bob, bob_frames) = member(1, "bob", 64);
     let (alice_tab, _) = member(2, "alice", 64);
-    let (room_a, users) = a.rooms.join("r".into(), alice, None).await.unwrap();
+    let (room_a, users) = a.rooms.join("r".into(), alice, None, None).await.unwrap();
     assert_eq!(names(&users), ["alice"]);
-    let (room_b, users) = b.rooms.join("r".into(), bob, None).await.unwrap();
+    let (room_b, users) = b.rooms.join("r".into(), bob, None, None).await.unwrap();
     assert_eq!(names(&users), ["alice", "bob"], "the join lists the other node's users");
     // A second tab of alice, on b: still one alice, no user_joined for her.
-    let (_, users) = b.rooms.join("r".into(), alice_tab, None).await.unwrap();
+    let (_, users) = b.rooms.join("r".into(), alice_tab, None, None).await.unwrap();
     assert_eq!(names(&users), ["alice", "bob"]);
     settle().await;
     let joined: Vec<_> = taken(&alice_frames).into_iter().filter(|f| f["type"] == "user_joined").collect();
@@ -118,9 +126,9 @@ async fn fans_out_with_increasing_seq_and_acks_the_publisher() {
     let f = fixture().await;
     let (alice, alice_frames) = member(1, "alice", 16);
     let (bob, bob_frames) = member(2, "bob", 16);
-    let (room, users) = f.rooms.join("r".into(), alice, None).await.unwrap();
+    let (room, users) = f.rooms.join("r".into(), alice, None, None).await.unwrap();
     assert_eq!(names(&users), ["alice"]);
-    let (_, users) = f.rooms.join("r".into(), bob, None).await.unwrap();
+    let (_, users) = f.rooms.join("r".into(), bob, None, None).await.unwrap();
     assert_eq!(names(&users), ["alice", "bob"]);
     let id = data("\"p1\"");
     room.publish(ConnId(1), "alice".into(), data(r#"{"n":1}"#), true, Some(id));
@@ -142,7 +150,7 @@ async fn fans_out_with_increasing_seq_and_acks_the_publisher() {
 async fn an_idle_room_keeps_no_queue_and_stays_small() {
     let f = fixture().await;
     let (alice, _) = member(1, "alice", 16);
-    let (handle, _) = f.rooms.join("r".into(), alice, None).await.unwrap();
+    let (handle, _) = f.rooms.join("r".into(), alice, None, None).await.unwrap();
     handle.publish(ConnId(1), "alice".into(), data("1"), true, None);
     settle().await;
     assert_eq!(handle.room.mailbox.buffered(), 0, "the queue's buffer went with its last message");
@@ -157,10 +165,10 @@ async fn an_idle_room_keeps_no_queue_and_stays_small() {
 async fn counts_users_not_connections() {
     let f = fixture().await;
     let (watcher, watcher_frames) = member(1, "watcher", 16);
-    f.rooms.join("r".into(), watcher, None).await.unwrap();
+    f.rooms.join("r".into(), watcher, None, None).await.unwrap();
     for conn in 2..5 {
         let (tab, _) = member(conn, "alice", 16);
-        let (_, users) = f.rooms.join("r".into(), tab, None).await.unwrap();
+        let (_, users) = f.rooms.join("r".into(), tab, None, None).await.unwrap();
         assert_eq!(names(&users), ["alice", "watcher"]);
     }
     f.rooms.leave("r".into(), ConnId(2));
@@ -178,7 +186,7 @@ async fn counts_users_not_connections() {
 async fn empty_rooms_retire_but_seq_lives_on() {
     let f = fixture().await;
     let (alice, _) = member(1, "alice", 16);
-    let (room, _) = f.rooms.join("r".into(), alice, None).await.unwrap();
+    let (room, _) = f.rooms.join("r".into(), alice, None, None).await.unwrap();
     room.publish(ConnId(1), "alice".into(), data("1"), true, None);
     room.publish(ConnId(1), "alice".into(), data("2"), true, None);
     f.rooms.leave("r".into(), ConnId(1));
@@ -186,7 +194,7 @@ async fn empty_rooms_retire_but_seq_lives_on() {
     assert_eq!(f.metrics.rooms.get(), 0, "the empty room stopped");
     assert_eq!(f.rooms.last_seq("r".into()).await.unwrap(), 2);
     let (bob, bob_frames) = member(2, "bob", 16);
-    let (room, _) = f.rooms.join("r".into(), bob, None).await.unwrap();
+    let (room, _) = f.rooms.join("r".into(), bob, None, None).await.unwrap();
     assert_eq!(f.metrics.rooms.get(), 1);
     room.publish(ConnId(2), "bob".into(), data("3"), true, None);
     settle().await;
@@ -199,9 +207,9 @@ async fn a_join_racing_the_last_leave_is_not_lost() {
     for round in 0..50u64 {
         let (a, _) = member(round * 2, "a", 16);
         let (b, _) = member(round * 2 + 1, "b", 16);
-        f.rooms.join("race".into(), a, None).await.unwrap();
+        f.rooms.join("race".into(), a, None, None).await.unwrap();
         f.rooms.leave("race".into(), ConnId(round * 2));
-        let (room, users) = f.rooms.join("race".into(), b, None).await.unwrap();
+        let (room, users) = f.rooms.join("race".into(), b, None, None).await.unwrap();
         assert_eq!(names(&users), ["b"], "round {round}");
         room.publish(ConnId(round * 2 + 1), "b".into(), data("0"), true, None);
         f.rooms.leave("race".into(), ConnId(round * 2 + 1));
@@ -217,7 +225,7 @@ async fn server_publishes_number_on_whether_or_not_the_room_is_alive() {
     assert_eq!(publish().await.unwrap(), 1, "a room nobody is in still counts");
     for round in 0..20u64 {
         let (a, frames) = member(round, "a", 16);
-        f.rooms.join("r".into(), a, None).await.unwrap();
+        f.rooms.join("r".into(), a, None, None).await.unwrap();
         let seq = publish().await.unwrap();
         assert_eq!(seq, round * 2 + 2);
         f.rooms.leave("r".into(), ConnId(round));
@@ -235,8 +243,8 @@ async fn a_slow_consumer_leaves_and_everyone_else_gets_everything() {
     // Room for its `joined` and fast's `user_joined`, and no more.
     let (slow, slow_frames) = member(1, "slow", 2);
     let (fast, fast_frames) = member(2, "fast", 1000);
-    let (room, _) = f.rooms.join("r".into(), slow, None).await.unwrap();
-    f.rooms.join("r".into(), fast, None).await.unwrap();
+    let (room, _) = f.rooms.join("r".into(), slow, None, None).await.unwrap();
+    f.rooms.join("r".into(), fast, None, None).await.unwrap();
     for _ in 0..200 {
         room.publish(ConnId(2), "fast".into(), data("0"), true, None);
     }
@@ -258,8 +266,8 @@ async fn members_get_only_the_frame_kinds_their_transport_carries() {
     let (outbox, listener_frames) = collector_with(4, |kind| kind == ServerKind::Message);
     let listener = Member { conn: ConnId(1), user: "listener".into(), outbox };
     let (talker, _) = member(2, "talker", 1000);
-    let (room, _) = f.rooms.join("r".into(), listener, None).await.unwrap();
-    f.rooms.join("r".into(), talker, None).await.unwrap();
+    let (room, _) = f.rooms.join("r".into(), listener, None, None).await.unwrap();
+    f.rooms.join("r".into(), talker, None, None).await.unwrap();
     // Ten times its queue in frames it does not carry: none is queued.
     for _ in 0..40 {
         room.typing(ConnId(2), "talker".into(), true);
@@ -276,13 +284,13 @@ async fn members_get_only_the_frame_kinds_their_transport_carries() {
 async fn a_rooms_user_list_is_built_once_per_change_and_shared_until_the_next() {
     let f = fixture().await;
     let (alice, _) = member(1, "alice", 64);
-    let (_, alone) = f.rooms.join("r".into(), alice, None).await.unwrap();
+    let (_, alone) = f.rooms.join("r".into(), alice, None, None).await.unwrap();
     let asked = f.rooms.presence("r".into()).await.expect("the room is alive");
     assert_eq!(names(&asked), ["alice"]);
     assert!(!asked.shares(&alone), "one name is built on each ask, not kept");
 
     let (carol, _) = member(4, "carol", 64);
-    let (_, joined) = f.rooms.join("r".into(), carol, None).await.unwrap();
+    let (_, joined) = f.rooms.join("r".into(), carol, None, None).await.unwrap();
     let asked = f.rooms.presence("r".into()).await.unwrap();
     assert!(asked.shares(&joined), "presence shares the list the join built");
     let again = f.rooms.presence("r".into()).await.unwrap();
@@ -290,12 +298,12 @@ async fn a_rooms_user_list_is_built_once_per_change_and_shared_until_the_next() 
 
     // A second connection of alice changes no user: still the same list.
     let (alice_tab, _) = member(2, "alice", 64);
-    let (_, tab_joined) = f.rooms.join("r".into(), alice_tab, None).await.unwrap();
+    let (_, tab_joined) = f.rooms.join("r".into(), alice_tab, None, None).await.unwrap();
     assert!(tab_joined.shares(&asked));
 
     // A new user is a change: one new list, shared again.
     let (bob, _) = member(3, "bob", 64);
-    let (_, bob_joined) = f.rooms.join("r".into(), bob, None).await.unwrap();
+    let (_, bob_joined) = f.rooms.join("r".into(), bob, None, None).await.unwrap();
     assert!(!bob_joined.shares(&asked));
     assert_eq!((names(&bob_joined), bob_joined.len()), (vec!["alice".to_owned(), "bob".to_owned(), "carol".to_owned()], 3));
     assert!(f.rooms.presence("r".into()).await.unwrap().shares(&bob_joined));
@@ -311,14 +319,14 @@ async fn a_rooms_user_list_is_built_once_per_change_and_shared_until_the_next() 
 #[actix_web::test]
 async fn past_max_rooms_a_join_that_would_create_a_room_is_refused() {
     let metrics = Arc::new(Metrics::new());
-    let tree = tree::start(4, 2, metrics.clone(), &Default::default(), Arc::new(|_| {}), None).await.unwrap();
+    let tree = tree::start(4, 2, archive(&metrics), metrics.clone(), &Default::default(), Arc::new(|_| {}), None).await.unwrap();
     let rooms = tree.rooms;
     for (conn, room) in [(1, "a"), (2, "b")] {
         let (m, _) = member(conn, "u", 8);
-        rooms.join(room.into(), m, None).await.unwrap();
+        rooms.join(room.into(), m, None, None).await.unwrap();
     }
     let (m, _) = member(3, "u", 8);
-    assert!(matches!(rooms.join("c".into(), m, None).await, Err(crate::rooms::JoinError::RoomsFull)));
+    assert!(matches!(rooms.join("c".into(), m, None, None).await, Err(crate::rooms::JoinError::RoomsFull)));
     let refused = || {
         let text = metrics.render();
         text.lines().find(|l| l.starts_with(r#"herald_joins_refused_total{reason="max_rooms"}"#)).map(str::to_owned)
@@ -326,13 +334,13 @@ async fn past_max_rooms_a_join_that_would_create_a_room_is_refused() {
     assert_eq!(refused().as_deref(), Some(r#"herald_joins_refused_total{reason="max_rooms"} 1"#));
     // Joining a room that exists creates nothing: allowed at the cap.
     let (m, _) = member(4, "v", 8);
-    rooms.join("a".into(), m, None).await.unwrap();
+    rooms.join("a".into(), m, None, None).await.unwrap();
     // Once a room is gone, there is room for another.
     rooms.leave("b".into(), ConnId(2));
     let (m, _) = member(5, "u", 8);
     let mut joined = false;
     for _ in 0..100 {
-        if rooms.join("c".into(), m.clone(), None).await.is_ok() {
+        if rooms.join("c".into(), m.clone(), None, None).await.is_ok() {
             joined = true;
             break;
         }
@@ -346,10 +354,10 @@ async fn past_max_rooms_a_join_that_would_create_a_room_is_refused() {
 async fn a_join_nobody_waits_for_any_more_does_not_happen() {
     let f = fixture().await;
     let (alice, alice_frames) = member(1, "alice", 64);
-    f.rooms.join("r".into(), alice, None).await.unwrap();
+    f.rooms.join("r".into(), alice, None, None).await.unwrap();
     // Queued, and given up on at once: as a connection whose call timed out.
     let (bob, _) = member(2, "bob", 64);
-    drop(f.rooms.join("r".into(), bob, None));
+    drop(f.rooms.join("r".into(), bob, None, None));
     settle().await;
     assert_eq!(names(&f.rooms.presence("r".into()).await.unwrap()), ["alice"]);
     assert!(taken(&alice_frames).is_empty(), "no user_joined for a join that did not happen");
@@ -359,7 +367,7 @@ async fn a_join_nobody_waits_for_any_more_does_not_happen() {
 async fn joined_comes_first_with_its_id() {
     let f = fixture().await;
     let (alice, _) = member(1, "alice", 4096);
-    let (room, _) = f.rooms.join("r".into(), alice, None).await.unwrap();
+    let (room, _) = f.rooms.join("r".into(), alice, None, None).await.unwrap();
     // alice publishes without pause while bob joins: whatever bob gets of
     // the room comes after his `joined`.
     let publishing = {
@@ -372,7 +380,7 @@ async fn joined_comes_first_with_its_id() {
         })
     };
     let (bob, bob_frames) = member(2, "bob", 4096);
-    f.rooms.join("r".into(), bob, Some(data("\"j1\"").to_owned())).await.unwrap();
+    f.rooms.join("r".into(), bob, Some(data("\"j1\"").to_owned()), None).await.unwrap();
     publishing.await.unwrap();
     settle().await;
     let frames = taken_all(&bob_frames);

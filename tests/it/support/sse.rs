@@ -19,6 +19,9 @@ pub struct SseClient {
     pub status: u16,
     /// Response headers, names lowercased.
     pub headers: Vec<(String, String)>,
+    /// The id of the last event dispatched, as `EventSource.lastEventId`
+    /// keeps it (an event with an `id:` and no data sets it too).
+    pub last_event_id: Option<String>,
 }
 
 /// One item of an event stream.
@@ -56,7 +59,14 @@ impl SseClient {
         request.push_str("\r\n");
         stream.write_all(request.as_bytes()).await.expect("write");
         let mut client =
-            SseClient { stream: tokio::io::BufReader::new(stream), body: Vec::new(), ended: false, status: 0, headers: Vec::new() };
+            SseClient {
+            stream: tokio::io::BufReader::new(stream),
+            body: Vec::new(),
+            ended: false,
+            status: 0,
+            headers: Vec::new(),
+            last_event_id: None,
+        };
         let status_line = client.socket_line().await;
         client.status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
         loop {
@@ -130,9 +140,15 @@ impl SseClient {
     pub async fn next_within(&mut self, wait: Duration) -> Option<SseItem> {
         tokio::time::timeout(wait, async {
             let mut data: Vec<String> = Vec::new();
+            let mut id = None;
             loop {
                 let Some(line) = self.body_line().await else { return SseItem::End };
                 if line.is_empty() {
+                    // Dispatch: the id buffer becomes the last event id,
+                    // even for an event without data.
+                    if let Some(id) = id.take() {
+                        self.last_event_id = Some(id);
+                    }
                     if !data.is_empty() {
                         return SseItem::Data(serde_json::from_str(&data.join("\n")).expect("data is JSON"));
                     }
@@ -140,6 +156,8 @@ impl SseClient {
                     return SseItem::Comment(comment.trim().to_owned());
                 } else if let Some(value) = line.strip_prefix("data:") {
                     data.push(value.strip_prefix(' ').unwrap_or(value).to_owned());
+                } else if let Some(value) = line.strip_prefix("id:") {
+                    id = Some(value.strip_prefix(' ').unwrap_or(value).to_owned());
                 }
             }
         })

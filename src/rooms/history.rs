@@ -1,0 +1,314 @@
+//! What a room keeps of its messages on this node, for clients that come
+//! back after a disconnect.
+//!
+//! Each room has a [`Stream`]: its `seq` counter and its log, the latest
+//! `history.size` messages as the very frames its members were sent (a
+//! reference count each, not a copy). The shard keeps a room's stream for
+//! the node's lifetime, so numbering and history outlive the room's actor:
+//! a room without members keeps its history until `history.ttl_ms` after
+//! its last publish.
+//!
+//! The [`Archive`] holds what every stream shares: the limits, the node's
+//! `epoch`, and the ledger that keeps all history under `history.max_bytes`
+//! by dropping the node's oldest messages first, and drops a room's history
+//! once its time to live has passed. A stream is numbered, encoded and
+//! logged under its own lock only; the ledger's lock is taken after it, to
+//! account for the change (never the other way round, so two rooms
+//! publishing never wait for each other beyond that bookkeeping).
+//!
+//! With clustering, history lives in Redis instead (see
+//! [`crate::cluster::Membership`]): only the `seq` of a stream is used.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::config::HistoryConfig;
+use crate::metrics::{Eviction, Metrics};
+use crate::protocol::Encoded;
+
+/// What one held message costs beyond its frame's bytes: its place in the log.
+const ENTRY_COST: usize = std::mem::size_of::<Entry>();
+
+/// A room's numbering and its history on this node.
+pub(crate) struct Stream {
+    /// The last `seq` given out (0 before the first message).
+    pub seq: AtomicU64,
+    /// Allocated while it holds messages.
+    log: Mutex<Option<Box<Log>>>,
+}
+
+/// A stream's held messages, oldest first, with no `seq` missing between them.
+struct Log {
+    entries: VecDeque<Entry>,
+    /// When the history runs out (ms on the archive's clock): `ttl_ms`
+    /// after the last publish.
+    expires: u64,
+    /// The stream's keys in the ledger, as the ledger last filed it.
+    filed: Option<Filed>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Filed {
+    oldest: u64,
+    expires: u64,
+}
+
+struct Entry {
+    seq: u64,
+    /// Its place in the node's order of messages kept.
+    stamp: u64,
+    frame: Encoded,
+}
+
+impl Entry {
+    fn cost(&self) -> usize {
+        ENTRY_COST + self.frame.wire().len()
+    }
+}
+
+/// What a join with `since` gets from a stream.
+pub(crate) struct Replay {
+    /// The stream's latest `seq`.
+    pub latest: u64,
+    /// The messages after `since`, in order; `None` when history does not
+    /// hold every one of them (or `since` is past `latest`).
+    pub frames: Option<Vec<Encoded>>,
+}
+
+/// A page of a stream's history.
+pub(crate) struct Page {
+    pub latest: u64,
+    pub frames: Vec<Encoded>,
+}
+
+/// Every stream's history on this node: the limits, the epoch, the ledger.
+pub struct Archive {
+    config: HistoryConfig,
+    epoch: Arc<str>,
+    started: Instant,
+    /// Orders messages across streams.
+    stamps: AtomicU64,
+    ledger: Mutex<Ledger>,
+    metrics: Arc<Metrics>,
+}
+
+/// The node-wide view: bytes held, and the streams by oldest message and by
+/// expiry (each stream filed once in each while it holds messages).
+#[derive(Default)]
+struct Ledger {
+    bytes: usize,
+    messages: usize,
+    /// The stamp of each stream's oldest message.
+    oldest: BTreeMap<u64, Arc<Stream>>,
+    /// Each stream's expiry, with its oldest stamp to keep keys apart.
+    expiries: BTreeMap<(u64, u64), Arc<Stream>>,
+}
+
+impl Stream {
+    pub(crate) fn new() -> Self {
+        Self { seq: AtomicU64::new(0), log: Mutex::new(None) }
+    }
+
+    /// The last `seq` given out.
+    pub(crate) fn latest(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
+    }
+}
+
+impl Archive {
+    pub fn new(config: HistoryConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            config,
+            epoch: crate::ids::random_token().into(),
+            started: Instant::now(),
+            stamps: AtomicU64::new(0),
+            ledger: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// This node's epoch: every stream on a single node is numbered from
+    /// its start, so one epoch names them all and a restart changes it.
+    pub fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
+    pub(crate) fn config(&self) -> &HistoryConfig {
+        &self.config
+    }
+
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Numbers the next message of `stream`, builds its frame with that
+    /// `seq`, and keeps the frame in the stream's history: one step, so
+    /// the log never lacks a `seq` given out.
+    pub(crate) fn publish(&self, stream: &Arc<Stream>, build: impl FnOnce(u64) -> Encoded) -> (u64, Encoded) {
+        if self.config.size == 0 {
+            let seq = stream.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            return (seq, build(seq));
+        }
+        let now = self.now();
+        let (seq, frame, added, dropped) = {
+            let mut log = stream.log.lock();
+            let seq = stream.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let frame = build(seq);
+            let log = log.get_or_insert_with(|| {
+                Box::new(Log { entries: VecDeque::new(), expires: 0, filed: None })
+            });
+            // An expired history the sweep has not reached yet goes first:
+            // what is kept must be unbroken.
+            let mut dropped = (0, 0, 0);
+            if log.expires <= now && !log.entries.is_empty() {
+                dropped.2 = log.entries.len();
+                dropped.0 += log.entries.iter().map(Entry::cost).sum::<usize>();
+                log.entries.clear();
+            }
+            let entry = Entry { seq, stamp: self.stamps.fetch_add(1, Ordering::Relaxed), frame: frame.clone() };
+            let added = entry.cost();
+            log.entries.push_back(entry);
+            while log.entries.len() > self.config.size {
+                let old = log.entries.pop_front().expect("over size, so not empty");
+                dropped.0 += old.cost();
+                dropped.1 += 1;
+            }
+            log.expires = now + self.config.ttl_ms;
+            (seq, frame, added, dropped)
+        };
+        let (bytes, sized_out, expired) = dropped;
+        self.metrics.evicted(Eviction::Size, sized_out as u64);
+        self.metrics.evicted(Eviction::Ttl, expired as u64);
+        let mut ledger = self.ledger.lock();
+        ledger.bytes = ledger.bytes + added - bytes;
+        ledger.messages = ledger.messages + 1 - sized_out - expired;
+        ledger.refile(stream);
+        self.sweep_locked(&mut ledger, now);
+        while ledger.bytes > self.config.max_bytes {
+            if !self.evict_oldest(&mut ledger) {
+                break;
+            }
+        }
+        self.report(&ledger);
+        (seq, frame)
+    }
+
+    /// Drops the history of every stream whose time to live has passed.
+    pub(crate) fn sweep(&self) {
+        let mut ledger = self.ledger.lock();
+        self.sweep_locked(&mut ledger, self.now());
+        self.report(&ledger);
+    }
+
+    fn sweep_locked(&self, ledger: &mut Ledger, now: u64) {
+        while let Some(entry) = ledger.expiries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let stream = entry.get().clone();
+            let mut log = stream.log.lock();
+            // Filed streams hold a log (see `Ledger::refile`).
+            let held = log.as_mut().expect("a filed stream has a log");
+            if held.expires > now {
+                // Published to since it was filed: filed again below.
+                drop(log);
+                ledger.refile(&stream);
+                continue;
+            }
+            let (bytes, messages) = (held.entries.iter().map(Entry::cost).sum::<usize>(), held.entries.len());
+            held.entries.clear();
+            drop(log);
+            ledger.bytes -= bytes;
+            ledger.messages -= messages;
+            self.metrics.evicted(Eviction::Ttl, messages as u64);
+            ledger.refile(&stream);
+        }
+    }
+
+    /// Drops the node's oldest message: false when none is held.
+    fn evict_oldest(&self, ledger: &mut Ledger) -> bool {
+        let Some(stream) = ledger.oldest.first_key_value().map(|(_, stream)| stream.clone()) else { return false };
+        if let Some(log) = stream.log.lock().as_mut() {
+            if let Some(old) = log.entries.pop_front() {
+                ledger.bytes -= old.cost();
+                ledger.messages -= 1;
+                self.metrics.evicted(Eviction::MaxBytes, 1);
+            }
+        }
+        ledger.refile(&stream);
+        true
+    }
+
+    fn report(&self, ledger: &Ledger) {
+        self.metrics.history_bytes.set(ledger.bytes as i64);
+        self.metrics.history_messages.set(ledger.messages as i64);
+    }
+
+    /// What a join with `since` replays: the messages of `stream` after
+    /// `since`, when history holds every one of them.
+    pub(crate) fn replay(&self, stream: &Stream, since: u64) -> Replay {
+        let now = self.now();
+        let log = stream.log.lock();
+        let latest = stream.latest();
+        if since > latest {
+            return Replay { latest, frames: None };
+        }
+        if since == latest {
+            return Replay { latest, frames: Some(Vec::new()) };
+        }
+        let held = log.as_ref().filter(|log| log.expires > now).map(|log| &log.entries);
+        let frames = held.and_then(|entries| {
+            let first = entries.front()?.seq;
+            if first > since + 1 {
+                return None;
+            }
+            let skip = (since + 1 - first) as usize;
+            let frames: Vec<Encoded> = entries.iter().skip(skip).map(|e| e.frame.clone()).collect();
+            (entries.back()?.seq == latest).then_some(frames)
+        });
+        Replay { latest, frames }
+    }
+
+    /// Up to `limit` held messages of `stream` after `since`, oldest first.
+    pub(crate) fn page(&self, stream: &Stream, since: u64, limit: usize) -> Page {
+        let now = self.now();
+        let log = stream.log.lock();
+        let latest = stream.latest();
+        let frames = log
+            .as_ref()
+            .filter(|log| log.expires > now)
+            .map(|log| log.entries.iter().filter(|e| e.seq > since).take(limit).map(|e| e.frame.clone()).collect())
+            .unwrap_or_default();
+        Page { latest, frames }
+    }
+}
+
+impl Ledger {
+    /// Files `stream` again under its current oldest message and expiry
+    /// (or nowhere, when it holds none: its log then goes back). A stream
+    /// is filed exactly while its log exists and holds a message.
+    fn refile(&mut self, stream: &Arc<Stream>) {
+        let mut log = stream.log.lock();
+        let Some(held) = log.as_mut() else { return };
+        let now = held.entries.front().map(|oldest| Filed { oldest: oldest.stamp, expires: held.expires });
+        if now == held.filed {
+            return;
+        }
+        if let Some(old) = held.filed.take() {
+            self.oldest.remove(&old.oldest);
+            self.expiries.remove(&(old.expires, old.oldest));
+        }
+        if let Some(new) = now {
+            self.oldest.insert(new.oldest, stream.clone());
+            self.expiries.insert((new.expires, new.oldest), stream.clone());
+            held.filed = Some(new);
+        } else {
+            // Nothing held: the log goes back.
+            *log = None;
+        }
+    }
+}
