@@ -312,3 +312,90 @@ impl Ledger {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ServerKind;
+
+    fn archive(size: usize, ttl_ms: u64, max_bytes: usize) -> (Archive, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        (Archive::new(HistoryConfig { size, ttl_ms, max_bytes }, metrics.clone()), metrics)
+    }
+
+    fn publish(archive: &Archive, stream: &Arc<Stream>) -> (u64, Encoded) {
+        archive.publish(stream, |seq| Encoded::new(ServerKind::Message, &format!(r#"{{"seq":{seq}}}"#)))
+    }
+
+    fn seqs(frames: &[Encoded]) -> Vec<String> {
+        frames.iter().map(|f| f.text().to_owned()).collect()
+    }
+
+    #[test]
+    fn a_held_message_is_the_frame_that_went_out_not_a_copy() {
+        let (archive, _) = archive(10, 60_000, usize::MAX);
+        let stream = Arc::new(Stream::new());
+        let (seq, sent) = publish(&archive, &stream);
+        let replayed = archive.replay(&stream, 0).frames.unwrap();
+        assert_eq!(seq, 1);
+        assert_eq!(replayed[0].wire().as_ptr(), sent.wire().as_ptr(), "the same bytes, shared");
+    }
+
+    #[test]
+    fn replay_is_whole_or_nothing() {
+        let (archive, metrics) = archive(3, 60_000, usize::MAX);
+        let stream = Arc::new(Stream::new());
+        for _ in 0..5 {
+            publish(&archive, &stream);
+        }
+        let replay = archive.replay(&stream, 2);
+        assert_eq!((replay.latest, seqs(&replay.frames.unwrap())), (5, vec![r#"{"seq":3}"#.into(), r#"{"seq":4}"#.into(), r#"{"seq":5}"#.into()]));
+        assert!(archive.replay(&stream, 1).frames.is_none(), "4 is older than the history");
+        assert_eq!(archive.replay(&stream, 5).frames.map(|f| f.len()), Some(0), "nothing missed");
+        assert!(archive.replay(&stream, 6).frames.is_none(), "past the latest");
+        assert_eq!(metrics.history_messages.get(), 3);
+        assert_eq!(archive.page(&stream, 3, 1).frames.len(), 1);
+    }
+
+    #[test]
+    fn an_expired_history_is_dropped_and_numbering_goes_on() {
+        let (archive, metrics) = archive(10, 20, usize::MAX);
+        let stream = Arc::new(Stream::new());
+        publish(&archive, &stream);
+        publish(&archive, &stream);
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        assert!(archive.replay(&stream, 0).frames.is_none(), "expired before any sweep");
+        archive.sweep();
+        assert_eq!((metrics.history_messages.get(), metrics.history_bytes.get()), (0, 0));
+        assert!(stream.log.lock().is_none(), "an empty history keeps no log");
+        assert_eq!(publish(&archive, &stream).0, 3);
+        assert_eq!(archive.replay(&stream, 2).frames.map(|f| f.len()), Some(1));
+    }
+
+    #[test]
+    fn the_node_s_oldest_messages_go_first_past_max_bytes() {
+        let one = ENTRY_COST + Encoded::new(ServerKind::Message, r#"{"seq":1}"#).wire().len();
+        let (archive, metrics) = archive(100, 60_000, one * 4);
+        let (a, b) = (Arc::new(Stream::new()), Arc::new(Stream::new()));
+        publish(&archive, &a);
+        publish(&archive, &a);
+        publish(&archive, &b);
+        publish(&archive, &a);
+        publish(&archive, &b);
+        publish(&archive, &b);
+        // Six messages, room for four: a's first two went.
+        assert_eq!(metrics.history_messages.get(), 4);
+        assert!(metrics.history_bytes.get() as usize <= one * 4);
+        assert!(archive.replay(&a, 2).frames.is_some() && archive.replay(&a, 1).frames.is_none());
+        assert_eq!(archive.replay(&b, 0).frames.map(|f| f.len()), Some(3));
+    }
+
+    #[test]
+    fn size_zero_keeps_nothing() {
+        let (archive, metrics) = archive(0, 1, usize::MAX);
+        let stream = Arc::new(Stream::new());
+        assert_eq!(publish(&archive, &stream).0, 1);
+        assert!(archive.replay(&stream, 0).frames.is_none());
+        assert_eq!(metrics.history_messages.get(), 0);
+    }
+}

@@ -388,3 +388,214 @@ async fn joined_comes_first_with_its_id() {
     assert_eq!((&frames[0]["id"], &frames[0]["count"]), (&serde_json::json!("j1"), &serde_json::json!(2)));
     assert!(frames[1..].iter().all(|frame| frame["type"] == "message"), "then only the room's messages");
 }
+
+/// The seam between replay and live delivery, under random interleavings of
+/// publishes (by members and by the server API, on either node of a pair)
+/// and rejoins with `since` (after a drop, or in place), on one node and in
+/// a cluster: every stretch a connection gets after a `joined` is the run of
+/// `seq` right after where it asked to resume, with no gap and nothing twice,
+/// and the last one reaches the last message.
+mod seam {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A publish on node `on` (0 or 1), by a member or the server API.
+        Publish { on: usize, api: bool },
+        /// Client `client` loses its connection.
+        Drop { client: usize },
+        /// Client `client` joins again with `since` on node `on`: on a new
+        /// connection if it dropped, else on the one it has.
+        Rejoin { client: usize, on: usize },
+        /// A moment for what is in flight.
+        Pause,
+    }
+
+    const CLIENTS: usize = 3;
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..2usize, any::<bool>()).prop_map(|(on, api)| Op::Publish { on, api }),
+            1 => (0..CLIENTS).prop_map(|client| Op::Drop { client }),
+            2 => (0..CLIENTS, 0..2usize).prop_map(|(client, on)| Op::Rejoin { client, on }),
+            1 => Just(Op::Pause),
+        ]
+    }
+
+    /// One client: its connections so far, each with what it was sent.
+    struct Client {
+        user: UserId,
+        sessions: Vec<Arc<Mutex<Vec<String>>>>,
+        /// The connection it has (its id, node and outbox), if any.
+        current: Option<(ConnId, usize, Outbox)>,
+    }
+
+    /// Where a client is in the room, over every connection it had, as a
+    /// client keeps it: the last message's `seq`, or a plain `joined`'s
+    /// (the state it starts from), whichever is later.
+    fn last_seen(client: &Client) -> u64 {
+        client
+            .sessions
+            .iter()
+            .flat_map(|frames| frames.lock().clone())
+            .filter_map(|f| serde_json::from_str::<Value>(&f).ok())
+            .filter(|f| f["type"] == "message" || (f["type"] == "joined" && f.get("recovered").is_none()))
+            .filter_map(|f| f["seq"].as_u64())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Checks one connection's frames; returns the `seq` it is up to (the
+    /// last it got, or where its latest join resumed from).
+    fn check_session(frames: &[String], asked: &[Option<u64>]) -> Result<u64, TestCaseError> {
+        let mut joins = asked.iter();
+        let mut next: Option<u64> = None;
+        for frame in frames {
+            let frame: Value = serde_json::from_str(frame).unwrap();
+            match frame["type"].as_str() {
+                Some("joined") => {
+                    let since = joins.next().copied().flatten();
+                    let latest = frame["seq"].as_u64().unwrap();
+                    if since.is_some() {
+                        prop_assert_eq!(&frame["recovered"], &Value::Bool(true), "{}", frame);
+                    }
+                    next = Some(since.unwrap_or(latest) + 1);
+                }
+                Some("message") => {
+                    let seq = frame["seq"].as_u64().unwrap();
+                    let expected = next.expect("a message after joined");
+                    prop_assert_eq!(seq, expected, "a gap or a repeat at the seam: {:?}", frames);
+                    next = Some(seq + 1);
+                }
+                _ => {}
+            }
+        }
+        Ok(next.map_or(0, |n| n - 1))
+    }
+
+    async fn run(ops: Vec<Op>, clustered: bool) -> Result<(), TestCaseError> {
+        let nodes: Vec<Fixture> = if clustered {
+            let (a, b) = clustered_pair().await;
+            vec![a, b]
+        } else {
+            vec![fixture().await]
+        };
+        let node = |on: usize| &nodes[on % nodes.len()].rooms;
+        let room: RoomName = "seam".into();
+        // A publisher on each node.
+        let mut publishers = Vec::new();
+        for on in 0..nodes.len() {
+            let (member, _) = member(100 + on as u64, "publisher", usize::MAX);
+            publishers.push(node(on).join(room.clone(), member, None, None).await.unwrap().0);
+        }
+        let mut clients: Vec<Client> =
+            (0..CLIENTS).map(|i| Client { user: format!("c{i}").into(), sessions: Vec::new(), current: None }).collect();
+        // What each connection asked to resume from, join by join.
+        let mut asked: HashMap<(usize, usize), Vec<Option<u64>>> = HashMap::new();
+        let mut next_conn = 1;
+        let mut pending = Vec::new();
+        let mut published = 0u64;
+        let mut open = |client: &mut Client, index: usize, on: usize, since: Option<u64>, asked: &mut HashMap<_, _>| {
+            let (outbox, frames) = collector(usize::MAX);
+            let conn = ConnId(next_conn);
+            next_conn += 1;
+            client.sessions.push(frames);
+            client.current = Some((conn, on, outbox.clone()));
+            asked.insert((index, client.sessions.len() - 1), vec![since]);
+            let since = since.map(|seq| Since { seq, epoch: None });
+            let join = node(on).join(room.clone(), Member { conn, user: client.user.clone(), outbox }, None, since);
+            async move {
+                let _ = join.await;
+            }
+        };
+        for (index, client) in clients.iter_mut().enumerate() {
+            pending.push(tokio::spawn(open(client, index, index, None, &mut asked)));
+        }
+        for op in ops {
+            match op {
+                Op::Publish { on, api } => {
+                    published += 1;
+                    let on = on % nodes.len();
+                    if api {
+                        let call = node(on).publish_from_server(room.clone(), "api".into(), data("1").to_owned());
+                        pending.push(tokio::spawn(async move {
+                            call.await.unwrap();
+                        }));
+                    } else {
+                        publishers[on].publish(ConnId(100 + on as u64), "publisher".into(), data("1"), true, None);
+                    }
+                }
+                Op::Drop { client } => {
+                    if let Some((conn, on, _)) = clients[client].current.take() {
+                        node(on).leave(room.clone(), conn);
+                    }
+                }
+                Op::Rejoin { client: index, on } => {
+                    let client = &mut clients[index];
+                    let since = Some(last_seen(client));
+                    match client.current.clone() {
+                        // In place: the same connection, on its own node.
+                        Some((conn, on, outbox)) => {
+                            let session = client.sessions.len() - 1;
+                            asked.get_mut(&(index, session)).unwrap().push(since);
+                            let member = Member { conn, user: client.user.clone(), outbox };
+                            let since = since.map(|seq| Since { seq, epoch: None });
+                            let join = node(on).join(room.clone(), member, None, since);
+                            pending.push(tokio::spawn(async move {
+                                let _ = join.await;
+                            }));
+                        }
+                        None => {
+                            let on = on % nodes.len();
+                            pending.push(tokio::spawn(open(client, index, on, since, &mut asked)));
+                        }
+                    }
+                }
+                Op::Pause => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+        for task in pending {
+            let _ = task.await;
+        }
+        // Everything numbered reaches everyone still connected.
+        let done = async {
+            loop {
+                let all = clients.iter().filter(|c| c.current.is_some()).all(|c| last_seen(c) == published);
+                if all {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        prop_assert!(tokio::time::timeout(Duration::from_secs(5), done).await.is_ok(), "not everyone got all {} messages", published);
+        for (index, client) in clients.iter().enumerate() {
+            for (session, frames) in client.sessions.iter().enumerate() {
+                let frames = frames.lock().clone();
+                let last = check_session(&frames, &asked[&(index, session)])?;
+                if client.current.is_some() && session == client.sessions.len() - 1 {
+                    prop_assert_eq!(last, published);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        #[test]
+        fn on_one_node(ops in proptest::collection::vec(op(), 1..60)) {
+            runtime().block_on(run(ops, false))?;
+        }
+
+        #[test]
+        fn in_a_cluster(ops in proptest::collection::vec(op(), 1..60)) {
+            runtime().block_on(run(ops, true))?;
+        }
+    }
+}
