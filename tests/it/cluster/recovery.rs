@@ -178,3 +178,44 @@ async fn a_join_right_after_an_acknowledged_publish_elsewhere_sees_it() {
         carol.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_stream_resumes_on_the_other_node() {
+    let redis = RedisServer::start();
+    let (a, b) = tokio::join!(Node::start("a", redis.url(), true), Node::start("b", redis.url(), true));
+    let open = |node: &Node, last: Option<String>| {
+        let addr = node.addr;
+        async move {
+            let bearer = format!("Bearer {}", token("reader", json!({})));
+            let mut headers = vec![("Authorization", bearer.as_str())];
+            if let Some(id) = last.as_deref() {
+                headers.push(("Last-Event-ID", id));
+            }
+            let stream = SseClient::open(addr, "/sse?rooms=feed", SseOpen { headers: &headers, ..Default::default() }).await;
+            assert_eq!(stream.status, 200);
+            stream
+        }
+    };
+    let publish = |n: u64| {
+        let a = &a;
+        async move {
+            let (status, reply) = a.api("POST", "/api/publish", json!({"room": "feed", "data": n})).await;
+            assert_eq!(status, 200, "{reply}");
+        }
+    };
+    let mut stream = open(&a, None).await;
+    publish(1).await;
+    assert_eq!(stream.next_data().await["seq"], 1);
+    let last = stream.last_event_id.clone().expect("an id");
+    drop(stream);
+    for n in 2..=3 {
+        publish(n).await;
+    }
+    let mut stream = open(&b, Some(last)).await;
+    for seq in 2..=3 {
+        let event = stream.next_data().await;
+        assert_eq!((event["type"].as_str(), event["seq"].as_u64()), (Some("message"), Some(seq)), "{event}");
+    }
+    publish(4).await;
+    assert_eq!(stream.next_data().await["seq"], 4);
+}
