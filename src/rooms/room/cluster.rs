@@ -328,15 +328,17 @@ impl RoomState {
     }
 
     /// The joining members that waited for the room to catch up with what
-    /// their client saw on another node, and now may come in.
-    pub(super) fn caught_up(&self) -> Vec<ConnId> {
+    /// their client saw on another node, and now may come in: caught up,
+    /// or (`all`, after the room re-synced, or with the backplane away)
+    /// waiting for what may never come.
+    pub(super) fn caught_up(&self, all: bool) -> Vec<ConnId> {
         let Some(clustered) = self.cluster.0.as_ref() else { return Vec::new() };
         let latest = self.stream.latest();
-        let connected = clustered.cluster.relay.is_connected();
+        let all = all || !clustered.cluster.relay.is_connected();
         clustered
             .joining
             .iter()
-            .filter(|(_, j)| j.recorded.is_some() && (!connected || j.since.as_ref().is_none_or(|s| s.seq <= latest)))
+            .filter(|(_, j)| j.recorded.is_some() && (all || j.since.as_ref().is_none_or(|s| s.seq <= latest)))
             .map(|(conn, _)| *conn)
             .collect()
     }
@@ -353,6 +355,8 @@ impl RoomState {
     ) -> Vec<RoomMsg> {
         let Some(clustered) = self.cluster.0.as_mut() else { return Vec::new() };
         let Some(mut joining) = clustered.joining.remove(&conn) else { return Vec::new() };
+        // Waited already (see below): it comes in now.
+        let waited = recorded.is_none() && joining.recorded.is_some();
         let recorded = match recorded {
             Some(read) => read.ok(),
             None => joining.recorded.take(),
@@ -360,11 +364,11 @@ impl RoomState {
         // The client saw messages elsewhere that have not reached this node
         // yet: it comes in once they have, and they are not sent to it again.
         if let (Some(since), Some(read)) = (&joining.since, &recorded) {
-            let wait = since.seq > self.stream.latest()
+            let wait = !waited
+                && since.seq > self.stream.latest()
                 && since.seq <= read.latest
                 && since.epoch.as_deref().is_none_or(|e| *e == *read.epoch)
-                && clustered.cluster.relay.is_connected()
-                && joining.recorded.is_none();
+                && clustered.cluster.relay.is_connected();
             if wait {
                 joining.recorded = recorded;
                 clustered.joining.insert(conn, joining);

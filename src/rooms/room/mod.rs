@@ -333,12 +333,12 @@ impl RoomCell {
             }
             RoomMsg::Relayed { seq, origin, body } => {
                 state.relayed(seq, origin, body);
-                self.admit_caught_up(state);
+                self.admit_caught_up(state, false);
             }
             RoomMsg::Sync { initial } => state.sync(self, initial),
             RoomMsg::Synced { generation, outcome } => {
                 if state.synced(generation, outcome) {
-                    self.admit_caught_up(state);
+                    self.admit_caught_up(state, true);
                     while let Some(msg) = state.cluster.next_deferred() {
                         self.apply_to(state, msg);
                     }
@@ -353,9 +353,10 @@ impl RoomCell {
 }
 
 impl RoomCell {
-    /// Lets in the joining members the room has caught up with.
-    fn admit_caught_up(self: &Arc<Self>, state: &mut RoomState) {
-        for conn in state.caught_up() {
+    /// Lets in the joining members the room has caught up with (`all`:
+    /// every one that waits for that).
+    fn admit_caught_up(self: &Arc<Self>, state: &mut RoomState, all: bool) {
+        for conn in state.caught_up(all) {
             for msg in state.admitted(self, conn, None) {
                 self.apply_to(state, msg);
             }

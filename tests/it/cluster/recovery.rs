@@ -163,6 +163,11 @@ async fn a_join_right_after_an_acknowledged_publish_elsewhere_sees_it() {
         let joined = join_since(&mut bob, "fresh", seq - 1, &epoch).await;
         assert_eq!(joined["recovered"], true, "round {round}: {joined}");
         assert_eq!(next_message(&mut bob, "fresh").await, message, "round {round}");
+        // Since the message itself, which b may not have yet: it is not
+        // sent again when it arrives.
+        let mut dave = b.client("dave").await;
+        let joined = join_since(&mut dave, "fresh", seq, &epoch).await;
+        assert_eq!((joined["recovered"].as_bool(), joined["seq"].as_u64()), (Some(true), Some(seq)), "round {round}: {joined}");
         // Without since: joined's seq covers it, or it arrives live.
         let mut carol = b.client("carol").await;
         let joined = carol.join("fresh").await;
@@ -173,9 +178,11 @@ async fn a_join_right_after_an_acknowledged_publish_elsewhere_sees_it() {
         let next = alice.recv_type("ack").await["seq"].as_u64().unwrap();
         assert_eq!(next_message(&mut bob, "fresh").await["seq"], next, "round {round}: nothing twice, no gap");
         assert_eq!(next_message(&mut carol, "fresh").await["seq"], next, "round {round}");
+        assert_eq!(next_message(&mut dave, "fresh").await["seq"], next, "round {round}");
         next_message(&mut alice, "fresh").await;
         bob.close().await;
         carol.close().await;
+        dave.close().await;
     }
 }
 
