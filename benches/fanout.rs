@@ -164,13 +164,15 @@ fn fanout(c: &mut Criterion) {
     // and without (`history.size = 0`), the rest alike: the cost of history
     // on the fan-out path is the ratio of the two.
     let off = HistoryConfig { size: 0, ..HistoryConfig::default() };
-    for (history, config) in [("history-on", HistoryConfig::default()), ("history-off", off)] {
-        let (actors, tree) = support::start_tree_with(config);
-        for members in SIZES {
-            let room = BenchRoom::build(&actors, &tree.rooms, members);
+    let trees = [("history-on", support::start_tree_with(HistoryConfig::default())), ("history-off", support::start_tree_with(off))];
+    for members in SIZES {
+        // On and off side by side, size by size, so drift on a shared
+        // machine falls on both alike.
+        for (history, (actors, tree)) in &trees {
+            let room = BenchRoom::build(actors, &tree.rooms, members);
             room.publish_to_all();
             group.throughput(Throughput::Elements(members));
-            group.bench_function(BenchmarkId::new(history, members), |b| {
+            group.bench_function(BenchmarkId::new(*history, members), |b| {
                 b.iter_custom(|iters| {
                     let start = Instant::now();
                     for _ in 0..iters {
@@ -180,8 +182,6 @@ fn fanout(c: &mut Criterion) {
                 })
             });
         }
-        drop(tree);
-        actors.shutdown_background();
     }
     group.finish();
 }

@@ -43,6 +43,8 @@ pub(super) struct Joining {
     pub latest: u64,
     pub reply: RpcReplyPort<Result<JoinReply, RoomsFull>>,
     pub held: Vec<Encoded>,
+    /// The bytes of `held`.
+    pub held_bytes: usize,
     /// More was held than the connection's queue could take.
     pub overflowed: bool,
     /// Messages for this connection that arrived meanwhile (a second join),
@@ -206,18 +208,19 @@ impl Joining {
             return;
         }
         let bounds = self.outbox.bounds();
-        let bytes: usize = self.held.iter().map(|f| f.text().len()).sum::<usize>() + frame.text().len();
+        let bytes = self.held_bytes + frame.text().len();
         if self.held.len() >= bounds.frames as usize || bytes > bounds.bytes as usize {
             self.overflowed = true;
             self.held = Vec::new();
+            self.held_bytes = 0;
             metrics.frames_dropped(crate::metrics::Fault::SlowConsumer, 1);
             return;
         }
+        self.held_bytes = bytes;
         self.held.push(frame.clone());
     }
 
-    /// Whether the held frames and replay agree with what the client saw:
-    /// a held message at or below `upto` is one it has (or gets replayed).
+    /// Drops the held messages numbered up to `upto`: the client has them.
     fn drop_held_upto(&mut self, upto: u64) {
         self.held.retain(|frame| frame.message_seq().is_none_or(|seq| seq > upto));
     }

@@ -559,6 +559,7 @@ impl RoomState {
                 latest,
                 reply,
                 held: Vec::new(),
+                held_bytes: 0,
                 overflowed: false,
                 then: Vec::new(),
                 recorded: None,
