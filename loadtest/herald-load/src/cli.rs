@@ -1,4 +1,5 @@
-//! The command line: three measuring modes (`idle`, `fanout`, `ramp`) and the
+//! The command line: four measuring modes (`idle`, `fanout`, `ramp`,
+//! `recover`) and the
 //! hidden `worker` subcommand the coordinator runs as its child processes.
 //!
 //! Every flag here is part of a fixed interface that benchmark scripts call,
@@ -26,6 +27,8 @@ pub enum Mode {
     Fanout(FanoutArgs),
     /// Fan-out steps at growing rates on one set of connections, until a step misses its thresholds.
     Ramp(RampArgs),
+    /// A reconnect storm: every client drops at once, rejoins with `since`, and must miss nothing.
+    Recover(RecoverArgs),
     /// A child process of the coordinator; talks JSON lines over stdin/stdout.
     #[command(hide = true)]
     Worker,
@@ -160,6 +163,64 @@ pub struct RampArgs {
     /// Seconds of measured publishing per step.
     #[arg(long, alias = "duration-secs", default_value_t = 10.0)]
     pub step_secs: f64,
+}
+
+/// `recover`.
+#[derive(Debug, Clone, Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Clients; client `i` is in room `load-<i % rooms>`.
+    #[arg(long, default_value_t = 10_000)]
+    pub clients: usize,
+    /// Rooms.
+    #[arg(long, default_value_t = 100)]
+    pub rooms: usize,
+    /// Publishes per second, all rooms together (round-robin over the rooms), for the whole run.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Approximate size of each published `data` object in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// How the publishers publish: `api` (`POST /api/publish`) or `ws` (WebSocket
+    /// connections that join their rooms and publish with `echo: false`).
+    #[arg(long, value_enum, default_value_t = PublishVia::Api)]
+    pub publish_via: PublishVia,
+    /// Publishing connections (one thread each); connection `j` owns the rooms `r` with `r % n == j`.
+    #[arg(long, default_value_t = 2)]
+    pub publish_connections: usize,
+    /// Base URL of the server API; default: `http://` and the host and port of `--url`.
+    #[arg(long)]
+    pub api_url: Option<String>,
+    /// The server's `api.key`, sent as `Authorization: Bearer <key>`. Needed with
+    /// `--publish-via api`; with `ws`, without it the rooms' final `seq`s are the
+    /// last acknowledged ones instead of the history API's.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Seconds of publishing before the drop.
+    #[arg(long, default_value_t = 5.0)]
+    pub before_secs: f64,
+    /// Seconds of publishing after every client has rejoined.
+    #[arg(long, default_value_t = 5.0)]
+    pub after_secs: f64,
+    /// Longest the clients may take to rejoin after the drop; later is a failure.
+    #[arg(long, default_value_t = 60.0)]
+    pub recover_timeout_secs: f64,
+    /// Seconds between the publishers' stop and the check, for the last deliveries.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain_secs: f64,
+    /// Reconnects one worker process has in progress at once after the drop.
+    #[arg(long, default_value_t = 1000)]
+    pub reconnect_in_flight: usize,
+}
+
+/// How `recover` publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublishVia {
+    /// `POST /api/publish`, one kept-alive HTTP connection per publishing thread.
+    Api,
+    /// A WebSocket connection per publishing thread, joined to the rooms it publishes to.
+    Ws,
 }
 
 /// Local IPv4 addresses to connect from.
@@ -298,6 +359,24 @@ mod tests {
             "ws://127.0.0.1:9001/ws"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn recover_has_the_storm_defaults() {
+        let Mode::Recover(args) = parse(&["recover", "--api-key", "k"]).unwrap() else {
+            panic!("not recover")
+        };
+        assert_eq!(args.clients, 10_000);
+        assert_eq!(args.rooms, 100);
+        assert_eq!(args.api_key.as_deref(), Some("k"));
+        assert_eq!(args.api_url, None);
+        assert_eq!(args.publish_via, PublishVia::Api);
+        let Mode::Recover(ws) = parse(&["recover", "--publish-via", "ws", "--publish-connections", "4"]).unwrap() else {
+            panic!("not recover")
+        };
+        assert_eq!(ws.publish_via, PublishVia::Ws);
+        assert_eq!(ws.publish_connections, 4);
+        assert!(args.rate > 0.0 && args.before_secs > 0.0 && args.after_secs > 0.0);
     }
 
     #[test]

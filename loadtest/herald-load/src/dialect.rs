@@ -116,6 +116,71 @@ fn decode_event(text: &str) -> Inbound<'_> {
     }
 }
 
+/// A Herald frame as a `recover` client reads it: with `seq`, `epoch` and
+/// `recovered`, which fan-out does not look at.
+#[derive(Debug, PartialEq)]
+pub enum Sequenced<'a> {
+    Welcome { user: Option<Cow<'a, str>> },
+    /// `joined`; `seq` and `epoch` are missing only from a server without history.
+    Joined { room: Cow<'a, str>, seq: Option<u64>, epoch: Option<Cow<'a, str>>, recovered: Option<bool> },
+    /// A room message; `n` is the publisher's number for it in `data`, when present.
+    Message { room: Cow<'a, str>, seq: Option<u64>, n: Option<u64> },
+    Presence { room: Cow<'a, str> },
+    Other,
+}
+
+#[derive(Deserialize)]
+struct SequencedFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    room: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    user: Option<Cow<'a, str>>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default, borrow)]
+    epoch: Option<Cow<'a, str>>,
+    #[serde(default)]
+    recovered: Option<bool>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Numbered {
+    n: u64,
+}
+
+/// Parses one Herald text frame for `recover`.
+pub fn decode_sequenced(text: &str) -> Sequenced<'_> {
+    let Ok(frame) = serde_json::from_str::<SequencedFrame>(text) else {
+        return Sequenced::Other;
+    };
+    match (frame.kind.as_ref(), frame.room) {
+        ("welcome", _) => Sequenced::Welcome { user: frame.user },
+        ("joined", Some(room)) => {
+            Sequenced::Joined { room, seq: frame.seq, epoch: frame.epoch, recovered: frame.recovered }
+        }
+        ("message", Some(room)) => Sequenced::Message {
+            room,
+            seq: frame.seq,
+            n: frame.data.and_then(|d| serde_json::from_str::<Numbered>(d.get()).ok()).map(|d| d.n),
+        },
+        ("user_joined" | "user_left", Some(room)) => Sequenced::Presence { room },
+        _ => Sequenced::Other,
+    }
+}
+
+/// A join of `room` that asks for every message after `since`, in `epoch` when known.
+pub fn join_since(room: &str, since: u64, epoch: Option<&str>) -> String {
+    let mut frame = serde_json::json!({ "type": "join", "room": room, "since": since });
+    if let Some(epoch) = epoch {
+        frame["epoch"] = epoch.into();
+    }
+    frame.to_string()
+}
+
 /// The first frame a Socket.IO client sends after engine.io's open packet.
 pub const SOCKETIO_CONNECT: &str = "40";
 /// The answer to engine.io's ping.
@@ -191,6 +256,34 @@ mod tests {
         assert_eq!(s(r#"42["pong"]"#), Inbound::Other);
         assert_eq!(s(r#"44{"message":"refused"}"#), Inbound::Other);
         assert_eq!(s("42[oops"), Inbound::Other);
+    }
+
+    #[test]
+    fn sequenced_frames_carry_seq_epoch_and_recovered() {
+        let d = decode_sequenced;
+        assert_eq!(
+            d(r#"{"type":"joined","room":"r1","users":[],"count":0,"seq":7,"epoch":"e-1","recovered":true}"#),
+            Sequenced::Joined { room: room("r1"), seq: Some(7), epoch: Some(room("e-1")), recovered: Some(true) }
+        );
+        assert_eq!(
+            d(r#"{"type":"joined","room":"r1","users":[],"count":0,"seq":0,"epoch":"e"}"#),
+            Sequenced::Joined { room: room("r1"), seq: Some(0), epoch: Some(room("e")), recovered: None }
+        );
+        assert_eq!(
+            d(r#"{"type":"message","room":"r1","from":"server","data":{"n":4,"t":1,"pad":""},"seq":12,"ts":3}"#),
+            Sequenced::Message { room: room("r1"), seq: Some(12), n: Some(4) }
+        );
+        assert_eq!(
+            d(r#"{"type":"message","room":"r1","data":"x","seq":2}"#),
+            Sequenced::Message { room: room("r1"), seq: Some(2), n: None }
+        );
+        assert_eq!(d(r#"{"type":"user_left","room":"r1","user":"u"}"#), Sequenced::Presence { room: room("r1") });
+        assert_eq!(d(r#"{"type":"welcome","user":"anon:c1"}"#), Sequenced::Welcome { user: Some(room("anon:c1")) });
+        assert_eq!(d(r#"{"type":"error","code":"BAD_REQUEST"}"#), Sequenced::Other);
+        let join: serde_json::Value = serde_json::from_str(&join_since("load-1", 9, Some("a\"b"))).unwrap();
+        assert_eq!(join, serde_json::json!({"type":"join","room":"load-1","since":9,"epoch":"a\"b"}));
+        let join: serde_json::Value = serde_json::from_str(&join_since("load-1", 0, None)).unwrap();
+        assert!(join.get("epoch").is_none());
     }
 
     #[test]

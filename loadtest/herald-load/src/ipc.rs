@@ -2,7 +2,8 @@
 //! object per line, commands on the worker's stdin, events on its stdout.
 //!
 //! A run goes `setup` → `connected` → (`step` → `step_done`)* → `finish` →
-//! `finished`. Every event carries the [`Trouble`] seen since the previous
+//! `finished`; a `recover` run goes `setup` → `connected` → `drop` →
+//! `rejoined` → `verify` → `verified` → `finish` → `finished`. Every event carries the [`Trouble`] seen since the previous
 //! one, so the coordinator can attribute failures to the step they happened in.
 
 use std::io::Write;
@@ -21,6 +22,10 @@ pub enum Command {
     Setup(Setup),
     /// Run one fan-out step on the open connections.
     Step(Step),
+    /// `recover`: every client drops its connection at one instant and rejoins with `since`.
+    Drop(DropAt),
+    /// `recover`: check every client against its room's final `seq` (index: room).
+    Verify { final_seqs: Vec<u64> },
     /// Close every connection, report, exit.
     Finish,
 }
@@ -42,6 +47,30 @@ pub struct Setup {
     pub rooms: Option<RoomPlan>,
     /// Milliseconds from now until the connect phase ends.
     pub connect_timeout_ms: u64,
+    /// `recover`: the clients of a reconnect storm (then `rooms` is `None`).
+    #[serde(default)]
+    pub storm: Option<StormPlan>,
+}
+
+/// The clients of a `recover` run: client `i` is in room `i % rooms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StormPlan {
+    pub rooms: usize,
+    /// Reconnects one worker has in progress at once after the drop.
+    pub reconnect_in_flight: usize,
+}
+
+impl StormPlan {
+    pub fn room_of(&self, index: usize) -> usize {
+        index % self.rooms
+    }
+}
+
+/// When the clients drop (µs since the epoch), and by when they must have rejoined.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DropAt {
+    pub at_us: u64,
+    pub deadline_us: u64,
 }
 
 /// How global connection indices map to rooms: connection `i` is member
@@ -83,6 +112,10 @@ pub enum Event {
     Connected(Connected),
     /// A step's drain is over.
     StepDone(StepDone),
+    /// `recover`: every client has rejoined, or failed to by the deadline.
+    Rejoined(Rejoined),
+    /// `recover`: the check of every client.
+    Verified(Verified),
     /// Every connection is closed.
     Finished { trouble: Trouble },
 }
@@ -111,6 +144,50 @@ pub struct StepDone {
     pub latency_us: Vec<(u64, u64)>,
     /// Measured publishes' send time minus scheduled time, µs histogram.
     pub send_lag_us: Vec<(u64, u64)>,
+    pub trouble: Trouble,
+}
+
+/// How a worker's clients came back after the drop.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Rejoined {
+    /// Clients open when the drop came.
+    pub dropped: u64,
+    /// Clients whose rejoin got `joined` with `recovered: true`.
+    pub recovered: u64,
+    /// Clients whose rejoin got `joined` with `recovered: false` (or none).
+    pub unrecovered: u64,
+    pub unrecovered_samples: Vec<String>,
+    /// Clients that did not get `joined` again before the deadline.
+    pub not_rejoined: u64,
+    pub not_rejoined_samples: Vec<String>,
+    /// Failed reconnect attempts that were tried again.
+    pub retries: u64,
+    pub retry_samples: Vec<String>,
+    /// Rejoins whose `epoch` differs from the first `joined`'s.
+    pub epoch_changed: u64,
+    /// Per client, from the drop to `joined` with `recovered: true`, µs histogram.
+    pub recover_us: Vec<(u64, u64)>,
+    /// Per client, from the drop to its `welcome` on the new connection, µs histogram.
+    pub reconnect_us: Vec<(u64, u64)>,
+    /// Wall clock (µs) of the last `joined` with `recovered: true`, and of the last of any kind.
+    pub last_recovered_us: Option<u64>,
+    pub last_joined_us: Option<u64>,
+    pub trouble: Trouble,
+}
+
+/// The check of a worker's clients.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Verified {
+    pub tally: crate::recovery::Tally,
+    /// Clients left out of the check: their connection failed or ended early,
+    /// or they never rejoined.
+    pub unchecked: u64,
+    /// Which client missed or repeated what.
+    pub samples: Vec<String>,
+    /// Messages received after a rejoin's `joined` with `seq` up to its `seq`: the replay.
+    pub replayed: u64,
+    /// Per client, from the drop until it had every message up to its rejoin's `seq`, µs histogram.
+    pub caught_up_us: Vec<(u64, u64)>,
     pub trouble: Trouble,
 }
 
@@ -197,6 +274,22 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(matches!(serde_json::from_str::<Command>(lines[0]).unwrap(), Command::Finish));
         assert!(matches!(serde_json::from_str::<Event>(lines[1]).unwrap(), Event::Finished { .. }));
+    }
+
+    #[test]
+    fn storm_commands_round_trip() {
+        let mut out = Vec::new();
+        write_line(&mut out, &Command::Drop(DropAt { at_us: 5, deadline_us: 9 })).unwrap();
+        write_line(&mut out, &Command::Verify { final_seqs: vec![3, 4] }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(matches!(serde_json::from_str(lines[0]).unwrap(), Command::Drop(DropAt { at_us: 5, deadline_us: 9 })));
+        match serde_json::from_str(lines[1]).unwrap() {
+            Command::Verify { final_seqs } => assert_eq!(final_seqs, vec![3, 4]),
+            other => panic!("{other:?}"),
+        }
+        let plan = StormPlan { rooms: 100, reconnect_in_flight: 10 };
+        assert_eq!(plan.room_of(250), 50);
     }
 
     #[test]

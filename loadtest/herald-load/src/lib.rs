@@ -16,6 +16,7 @@
 //! - [`schedule`]: the publishers' send times (no coordinated omission).
 //! - [`histogram`]: HDR latency histograms that merge exactly across processes.
 //! - [`report`]: the report of each mode and whether it passes.
+//! - [`recovery`]: `recover`'s check that each client saw each message once.
 //! - [`server_stats`]: the server's RSS and CPU time from `/proc/<pid>`.
 //! - [`token`]: JWTs for `--secret`.
 
@@ -24,6 +25,7 @@ pub mod coordinator;
 pub mod dialect;
 pub mod histogram;
 pub mod ipc;
+pub mod recovery;
 pub mod report;
 pub mod schedule;
 pub mod server_stats;

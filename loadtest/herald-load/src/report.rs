@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::histogram::{BriefPercentiles, Percentiles};
 use crate::ipc::Trouble;
+use crate::recovery::Tally;
 
 /// How the connect phase went.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -117,6 +118,98 @@ pub struct RampReport {
     pub trouble: Trouble,
 }
 
+/// `recover`: a reconnect storm, and whether every client got every message once.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoverReport {
+    pub mode: &'static str,
+    /// `api` or `ws`: how the publishers published.
+    pub publish_via: &'static str,
+    pub rooms: usize,
+    pub rate: f64,
+    pub payload_bytes: usize,
+    pub before_secs: f64,
+    pub after_secs: f64,
+    #[serde(flatten)]
+    pub connect: ConnectSummary,
+    /// Publishes acknowledged with a `seq` (`/api/publish`'s answer, or an `ack`).
+    pub published: u64,
+    pub publish_failures: u64,
+    pub publish_failure_samples: Vec<String>,
+    /// Acknowledged `seq`s that did not follow the room's previous one.
+    pub publish_seq_jumps: u64,
+    /// From a publish's scheduled time to its acknowledgement.
+    pub publish_ack_ms: BriefPercentiles,
+    /// Rooms whose final `seq` (from the history API) is not the last acknowledged one.
+    pub final_seq_mismatches: u64,
+    pub final_seq_samples: Vec<String>,
+    /// Clients open at the drop.
+    pub dropped: u64,
+    pub recovered_true: u64,
+    pub recovered_false: u64,
+    pub recovered_false_samples: Vec<String>,
+    pub not_rejoined: u64,
+    pub not_rejoined_samples: Vec<String>,
+    /// Failed reconnect attempts (each tried again while the deadline allowed).
+    pub reconnect_retries: u64,
+    pub reconnect_retry_samples: Vec<String>,
+    pub epoch_changed: u64,
+    /// From the drop until the last client had `joined` with `recovered: true`;
+    /// `null` unless every dropped client did.
+    pub all_recovered_secs: Option<f64>,
+    /// From the drop until the last `joined` of any kind.
+    pub last_rejoin_secs: Option<f64>,
+    /// Per client, from the drop to its `welcome` on the new connection.
+    pub reconnect_ms: BriefPercentiles,
+    /// Per client, from the drop to `joined` with `recovered: true`.
+    pub recover_ms: BriefPercentiles,
+    /// Per client, from the drop until it had every message up to its rejoin's `seq`.
+    pub caught_up_ms: BriefPercentiles,
+    /// Messages replayed after the rejoins (`seq` up to each rejoin's `joined.seq`).
+    pub replayed: u64,
+    #[serde(flatten)]
+    pub check: Tally,
+    /// Clients that opened but were left out of the check (ended early, never rejoined).
+    pub unchecked: u64,
+    pub check_samples: Vec<String>,
+    /// Server CPU from the drop until every worker reported its clients back.
+    pub server_cpu_secs_storm: Option<f64>,
+    pub server_rss_before_kb: Option<u64>,
+    pub server_rss_after_kb: Option<u64>,
+    #[serde(flatten)]
+    pub trouble: Trouble,
+    pub passed: bool,
+    pub failed_because: Vec<String>,
+}
+
+impl RecoverReport {
+    /// Sets `passed` and `failed_because` from the figures.
+    pub fn judge(&mut self) {
+        let mut why = failures(self.connect.connect_failures, &self.trouble);
+        let mut count = |n: u64, what: &str| {
+            if n > 0 {
+                why.push(format!("{n} {what}"));
+            }
+        };
+        count(self.not_rejoined, "clients not rejoined");
+        count(self.recovered_false, "rejoins with recovered false");
+        count(self.unchecked, "clients left out of the check");
+        count(self.check.gaps, "messages missing (gaps)");
+        count(self.check.duplicates, "messages received more than once");
+        count(self.check.out_of_order, "messages out of order");
+        count(self.check.beyond_final, "messages past the room's final seq");
+        count(self.check.before_base, "messages before the first joined's seq");
+        count(self.check.data_mismatches, "messages whose data does not match their seq");
+        count(self.publish_failures, "publishes failed");
+        count(self.publish_seq_jumps, "acknowledged seqs out of line");
+        count(self.final_seq_mismatches, "rooms whose final seq differs from the last acknowledged");
+        if self.published == 0 {
+            why.push("nothing was published".into());
+        }
+        self.passed = why.is_empty();
+        self.failed_because = why;
+    }
+}
+
 /// The failures every mode shares.
 fn failures(connect_failures: u64, trouble: &Trouble) -> Vec<String> {
     let mut why = Vec::new();
@@ -146,6 +239,12 @@ impl Verdict for IdleReport {
 impl Verdict for FanoutReport {
     fn failures(&self) -> Vec<String> {
         self.not_held_because.clone()
+    }
+}
+
+impl Verdict for RecoverReport {
+    fn failures(&self) -> Vec<String> {
+        self.failed_because.clone()
     }
 }
 

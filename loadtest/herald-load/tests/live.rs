@@ -317,3 +317,111 @@ fn secret_authenticates_each_connection_as_its_own_user() {
     let sample = r["connect_failure_samples"][0].as_str().unwrap_or_default();
     assert!(sample.contains("4002"), "{r}");
 }
+
+const API_KEY: &str = "load-api-key";
+
+/// A config whose server API answers with [`API_KEY`].
+fn with_api() -> Config {
+    let mut config = config();
+    config.api.key = API_KEY.into();
+    config
+}
+
+/// `recover`'s short shape: 1 s of publishing before the drop and after the rejoins.
+fn storm<'a>(url: &'a str, clients: &'a str, rooms: &'a str, rate: &'a str) -> Vec<&'a str> {
+    vec![
+        "recover", "--clients", clients, "--rooms", rooms, "--rate", rate, "--before-secs", "1",
+        "--after-secs", "1", "--drain-secs", "1", "--recover-timeout-secs", "20", "--url", url,
+    ]
+}
+
+#[test]
+fn recover_storm_delivers_every_message_once() {
+    let server = start(with_api());
+    let url = ws_url(server.addr);
+    let pid = std::process::id().to_string();
+    let mut args = storm(&url, "200", "4", "200");
+    args.extend([
+        "--api-key", API_KEY, "--per-process", "100", "--sources", "127.0.0.2,127.0.0.3", "--server-pid", &pid,
+    ]);
+    let run = herald_load(&args);
+    let r = &run.report;
+    assert!(run.success, "{r}\n{}", run.stderr);
+    assert!(run.stderr.contains("2 worker process"), "{}", run.stderr);
+    assert_eq!(r["mode"], "recover");
+    assert_eq!(r["publish_via"], "api");
+    assert_eq!(u(r, "connect_failures"), 0, "{r}");
+    assert_eq!(u(r, "dropped"), 200, "{r}");
+    assert_eq!(u(r, "recovered_true"), 200, "{r}");
+    assert_eq!(u(r, "recovered_false"), 0, "{r}");
+    assert_eq!(u(r, "not_rejoined"), 0, "{r}");
+    assert_eq!(u(r, "checked"), 200, "{r}");
+    // About 3 s of publishing at 200/s.
+    assert!(u(r, "published") >= 300, "{r}");
+    assert_eq!(u(r, "publish_failures"), 0, "{r}");
+    assert_eq!(u(r, "final_seq_mismatches"), 0, "{r}");
+    // Every client joined before the first publish: it must see every one of
+    // its room's messages, once.
+    assert_eq!(u(r, "expected_messages"), u(r, "published") * 50, "{r}");
+    assert_eq!(u(r, "received_messages"), u(r, "expected_messages"), "{r}");
+    for key in ["gaps", "duplicates", "out_of_order", "beyond_final", "before_base", "data_mismatches", "unchecked"] {
+        assert_eq!(u(r, key), 0, "{key} in {r}");
+    }
+    assert!(r["all_recovered_secs"].as_f64().unwrap() > 0.0, "{r}");
+    let ms = &r["recover_ms"];
+    assert!(ms["p50"].as_f64().unwrap() <= ms["p99"].as_f64().unwrap(), "{r}");
+    assert!(ms["p99"].as_f64().unwrap() <= ms["max"].as_f64().unwrap(), "{r}");
+    assert!(r["server_cpu_secs_storm"].is_number(), "{r}");
+    assert_eq!(r["passed"], true);
+}
+
+#[test]
+fn recover_with_websocket_publishers_needs_no_api_key() {
+    let server = start(with_api());
+    let url = ws_url(server.addr);
+    let mut args = storm(&url, "100", "2", "200");
+    args.extend(["--publish-via", "ws", "--publish-connections", "2"]);
+    let run = herald_load(&args);
+    let r = &run.report;
+    assert!(run.success, "{r}\n{}", run.stderr);
+    assert_eq!(r["publish_via"], "ws");
+    assert_eq!(u(r, "recovered_true"), 100, "{r}");
+    assert!(u(r, "published") >= 300, "{r}");
+    assert_eq!(u(r, "received_messages"), u(r, "published") * 50, "{r}");
+    assert_eq!(u(r, "gaps") + u(r, "duplicates"), 0, "{r}");
+}
+
+#[test]
+fn recover_without_history_reports_unrecovered_rejoins() {
+    let mut off = with_api();
+    off.history.size = 0;
+    let server = start(off);
+    let url = ws_url(server.addr);
+    // One busy room: with no history, a client that missed anything while
+    // away cannot be recovered, and at 2,000 publishes/s every client misses some.
+    let mut args = storm(&url, "50", "1", "2000");
+    args.extend(["--publish-via", "ws", "--publish-connections", "1", "--api-key", API_KEY]);
+    let run = herald_load(&args);
+    let r = &run.report;
+    assert!(!run.success, "{r}");
+    assert!(u(r, "recovered_false") > 0, "{r}");
+    assert_eq!(u(r, "recovered_true") + u(r, "recovered_false"), 50, "{r}");
+    // What an unrecovered rejoin did not replay is accounted for, not a gap.
+    assert!(u(r, "missed_unrecovered") > 0, "{r}");
+    assert_eq!(u(r, "gaps"), 0, "{r}");
+    assert_eq!(u(r, "duplicates"), 0, "{r}");
+    let why = r["failed_because"].to_string();
+    assert!(why.contains("recovered false"), "{r}");
+    assert!(r["all_recovered_secs"].is_null(), "{r}");
+}
+
+#[test]
+fn recover_without_the_api_key_cannot_run() {
+    let server = start(with_api());
+    let url = ws_url(server.addr);
+    let run = herald_load(&storm(&url, "10", "1", "10"));
+    let r = &run.report;
+    assert!(!run.success, "{r}");
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(error.contains("401") && error.contains("--api-key"), "{r}");
+}

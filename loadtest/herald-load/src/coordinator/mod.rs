@@ -5,6 +5,9 @@
 //! receives, so publishers in different processes share one schedule. Server
 //! CPU is sampled at the start of the measured window and after the drain.
 
+mod api;
+mod publishers;
+mod recover;
 mod workers;
 
 use std::process::ExitCode;
@@ -35,6 +38,7 @@ pub fn run(mode: Mode) -> ExitCode {
         Mode::Idle(args) => (args.common.json, idle(&args).map(|r| finish(&r, args.common.json))),
         Mode::Fanout(args) => (args.common.json, fanout(&args).map(|r| finish(&r, args.common.json))),
         Mode::Ramp(args) => (args.common.json, ramp(&args).map(|r| finish(&r, args.common.json))),
+        Mode::Recover(args) => (args.common.json, recover::run(&args).map(|r| finish(&r, args.common.json))),
         Mode::Worker => unreachable!("workers are dispatched by main"),
     };
     match outcome {
@@ -99,6 +103,7 @@ fn share(
         secret,
         sources: common.sources.0.clone(),
         rooms,
+        storm: None,
         connect_timeout: Duration::from_secs(common.connect_timeout_secs),
     })
 }
@@ -111,13 +116,17 @@ fn connect(
     total: usize,
     rooms: Option<RoomPlan>,
 ) -> Result<(Workers, ConnectSummary, Trouble), String> {
+    open_share(common, share(common, publish_url, rooms)?, total)
+}
+
+/// Spawns the workers of `share` and waits until every connection has opened or failed.
+fn open_share(common: &CommonArgs, share: Share, total: usize) -> Result<(Workers, ConnectSummary, Trouble), String> {
     if total == 0 {
         return Err("nothing to connect: the run needs at least one connection".into());
     }
     if common.per_process == 0 {
         return Err("--per-process must be at least 1".into());
     }
-    let share = share(common, publish_url, rooms)?;
     let started = Instant::now();
     let mut workers = Workers::spawn(&share, total, common.per_process)?;
     eprintln!(
@@ -125,7 +134,7 @@ fn connect(
         share.url,
         workers.len()
     );
-    if let (Some(url), Some(plan)) = (&share.publish_url, rooms) {
+    if let (Some(url), Some(plan)) = (&share.publish_url, share.rooms) {
         eprintln!(
             "herald-load: the {} publishers among them connect to {url}",
             plan.total_publishers()

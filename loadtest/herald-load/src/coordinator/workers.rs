@@ -11,7 +11,7 @@ use std::process::{Child, ChildStdin, Command as Process, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::ipc::{self, Command, Event, RoomPlan, Setup};
+use crate::ipc::{self, Command, Event, RoomPlan, Setup, StormPlan};
 
 /// The children of one run.
 pub struct Workers {
@@ -31,6 +31,8 @@ pub struct Share {
     pub secret: Option<String>,
     pub sources: Vec<std::net::Ipv4Addr>,
     pub rooms: Option<RoomPlan>,
+    /// `recover`'s clients (then `rooms` is `None`).
+    pub storm: Option<StormPlan>,
     pub connect_timeout: Duration,
 }
 
@@ -95,6 +97,7 @@ impl Workers {
                 first,
                 count,
                 rooms: share.rooms,
+                storm: share.storm,
                 connect_timeout_ms: share.connect_timeout.as_millis() as u64,
             };
             workers.send_to(w, &Command::Setup(setup))?;

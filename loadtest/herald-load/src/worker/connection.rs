@@ -5,7 +5,7 @@
 //! Buffers are kept small because a worker holds thousands of these: the
 //! WebSocket read buffer starts at 2 KiB and grows only for larger frames.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -24,13 +24,13 @@ use crate::cli::Dialect;
 use crate::dialect::{self, Inbound};
 use crate::schedule::Schedule;
 
-type Ws = WebSocketStream<TcpStream>;
+pub(super) type Ws = WebSocketStream<TcpStream>;
 
 /// Most publishes sent in a row before reading again, so a publisher that
 /// fell behind still reads its deliveries while catching up.
 const SEND_BATCH: u64 = 16;
 /// How long a closing connection waits for the server's close reply.
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
+pub(super) const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Opens the connection and serves it until the `Close` phase.
 pub(super) async fn run(
@@ -72,7 +72,7 @@ impl Drop for LiveGuard {
     }
 }
 
-fn websocket_config() -> WebSocketConfig {
+pub(super) fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         // The library zeroes this much before every read, and a delivery is a
         // few hundred bytes: a small buffer is both leaner and faster here.
@@ -87,7 +87,7 @@ fn websocket_config() -> WebSocketConfig {
 /// and the join. Returns the stream and whether the welcome named a user.
 async fn open(shared: &Shared, plan: &Plan) -> Result<(Ws, bool), String> {
     let endpoint = shared.endpoint_of(plan);
-    let stream = tcp_connect(endpoint.target, plan).await?;
+    let stream = tcp_connect(endpoint.target, plan.source).await?;
     let url = match &shared.secret {
         Some(secret) => {
             let separator = if endpoint.url.contains('?') { '&' } else { '?' };
@@ -135,9 +135,9 @@ async fn open(shared: &Shared, plan: &Plan) -> Result<(Ws, bool), String> {
     Ok((ws, authenticated))
 }
 
-async fn tcp_connect(target: SocketAddr, plan: &Plan) -> Result<TcpStream, String> {
+pub(super) async fn tcp_connect(target: SocketAddr, source: Option<Ipv4Addr>) -> Result<TcpStream, String> {
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-    if let Some(source) = plan.source {
+    if let Some(source) = source {
         // Leave the port choice to connect(): then one source address can
         // reuse a local port towards different destinations, and a bind alone
         // does not use up the ephemeral range.
@@ -166,12 +166,12 @@ fn set_bind_no_port(socket: &TcpSocket) {
     }
 }
 
-async fn send(ws: &mut Ws, text: &str) -> Result<(), String> {
+pub(super) async fn send(ws: &mut Ws, text: &str) -> Result<(), String> {
     ws.send(Message::text(text)).await.map_err(|e| format!("send: {e}"))
 }
 
 /// The next text frame during the opening; a close or error ends the attempt.
-async fn next_text(ws: &mut Ws) -> Result<String, String> {
+pub(super) async fn next_text(ws: &mut Ws) -> Result<String, String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
@@ -184,7 +184,7 @@ async fn next_text(ws: &mut Ws) -> Result<String, String> {
     }
 }
 
-fn close_reason(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
+pub(super) fn close_reason(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
     match frame {
         Some(f) => format!("closed {} {}", u16::from(f.code), f.reason),
         None => "closed without a code".into(),

@@ -8,6 +8,7 @@
 //! server's accept backlog is never flooded.
 
 mod connection;
+mod storm;
 
 use std::cell::{Cell, RefCell};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -154,6 +155,9 @@ async fn serve() -> Result<(), String> {
         Some(other) => return Err(format!("expected setup first, got {other:?}")),
         None => return Ok(()),
     };
+    if let Some(plan) = setup.storm {
+        return storm::serve(setup, plan, &mut lines).await;
+    }
     let endpoint = Endpoint::resolve(&setup.url).await?;
     let publish_endpoint = match &setup.publish_url {
         Some(url) => Some(Endpoint::resolve(url).await?),
@@ -205,6 +209,9 @@ async fn serve() -> Result<(), String> {
                 return emit(&Event::Finished { trouble });
             }
             Some(Command::Setup(_)) => return Err("setup sent twice".into()),
+            Some(other @ (Command::Drop(_) | Command::Verify { .. })) => {
+                return Err(format!("only a recover worker runs {other:?}"))
+            }
             // The coordinator is gone: nobody will read a report.
             None => {
                 close_all(&shared, &phase).await;
