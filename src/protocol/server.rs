@@ -305,10 +305,25 @@ impl ServerFrame<'_> {
         }
     }
 
+    /// About how long the JSON of a `message` is (never less, unless its
+    /// user id needs escapes): its buffer is allocated once, with little
+    /// slack, which matters for a frame that rooms keep in their history.
+    /// Other frames start small and grow.
+    fn expected_len(&self) -> usize {
+        // `{"type":"message","room":"","from":"","data":,"seq":,"ts":}`, and
+        // the longest `seq` and `ts`.
+        const FIXED: usize = 59 + 20 + 13;
+        match self {
+            Self::Message { room, from, data, .. } => FIXED + room.len() + from.len() + data.get().len(),
+            _ => 0,
+        }
+    }
+
     pub fn encode(&self) -> Encoded {
         // Serialising these types cannot fail: every map key is a string and
         // raw values were valid JSON when they were received.
-        let mut buffer = vec![0u8; WS_HEADER_MAX];
+        let mut buffer = Vec::with_capacity(WS_HEADER_MAX + self.expected_len());
+        buffer.resize(WS_HEADER_MAX, 0);
         if serde_json::to_writer(&mut buffer, self).is_err() {
             buffer.truncate(WS_HEADER_MAX);
             buffer.extend_from_slice(b"{}");

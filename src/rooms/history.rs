@@ -30,8 +30,11 @@ use crate::config::HistoryConfig;
 use crate::metrics::{Eviction, Metrics};
 use crate::protocol::Encoded;
 
-/// What one held message costs beyond its frame's bytes: its place in the log.
-const ENTRY_COST: usize = std::mem::size_of::<Entry>();
+/// What one held message costs beyond its frame's bytes: its place in the
+/// log, and the header the frame's shared buffer has (32 bytes as
+/// allocated) with the few bytes of slack its buffer keeps (at most 32 for
+/// any `seq` and `ts` of this century).
+const ENTRY_COST: usize = std::mem::size_of::<Entry>() + 64;
 
 /// A room's numbering and its history on this node.
 pub(crate) struct Stream {
