@@ -253,10 +253,10 @@ impl RoomCell {
 
     /// A new life after its shard restarted, with a turn scheduled if
     /// messages wait (the shard may have lost the one it had in hand).
-    /// False, and nothing done, when the room has no members left: its
-    /// shard retires it.
+    /// False, and nothing done, when the room has no members left (none
+    /// joining, nothing awaited): its shard retires it.
     pub(crate) fn revive(self: &Arc<Self>) -> bool {
-        if self.state.lock().members.is_empty() {
+        if self.state.lock().is_empty() {
             return false;
         }
         self.lives.fetch_add(1, Ordering::AcqRel);
