@@ -25,7 +25,7 @@
 //! - [`cluster`]: the cluster engines: codec, backplane, relay, directory,
 //!   and the [`cluster::Cluster`] facade the layers above use.
 //! - The node's actors: [`presence`] (who is online, who is where) and
-//!   [`rooms`] (the sharded registry and the rooms its shards run).
+//!   [`rooms`] (the sharded registry, the rooms its shards run, and their history).
 //! - [`connection`]: the connection actor every transport shares: its core
 //!   (session, limits, frames), the services it uses, the per-worker loop
 //!   that drives connections and runs their timers. [`link`]: the cluster
