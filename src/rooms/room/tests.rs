@@ -60,12 +60,16 @@ fn data(json: &str) -> &RawValue {
 
 /// Two nodes in one process, joined by the in-memory relay and directory.
 async fn clustered_pair() -> (Fixture, Fixture) {
+    clustered_pair_on(Arc::new(crate::cluster::relay::MemoryHub::default())).await
+}
+
+/// [`clustered_pair`] over `hub`, the in-memory Redis.
+async fn clustered_pair_on(hub: Arc<crate::cluster::relay::MemoryHub>) -> (Fixture, Fixture) {
     use crate::cluster::directory::MemoryDirectory;
-    use crate::cluster::relay::{MemoryHub, MemoryRelay};
+    use crate::cluster::relay::MemoryRelay;
     use crate::cluster::Membership;
     use crate::delivery::Registry;
     use crate::server::tree::Clustering;
-    let hub = Arc::new(MemoryHub::default());
     let directory = Arc::new(MemoryDirectory::default());
     let mut nodes = Vec::new();
     for id in ["a", "b"] {
@@ -119,6 +123,60 @@ async fn clustered_rooms_share_seq_and_users_and_drop_dead_nodes() {
     let left = taken(&alice_frames);
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!((&left[0]["type"], &left[0]["user"]), (&"user_left".into(), &"bob".into()));
+}
+
+#[actix_web::test]
+async fn a_join_ahead_of_its_node_waits_for_the_room_and_not_forever() {
+    use crate::cluster::relay::{Channel, MemoryHub, MemoryRelay, Relay};
+    let hub = Arc::new(MemoryHub::default());
+    let (a, b) = clustered_pair_on(hub.clone()).await;
+    let (alice, _) = member(1, "alice", 64);
+    let (room_a, _) = a.rooms.join("r".into(), alice, None, None).await.unwrap();
+    let (bob, _) = member(1, "bob", 64);
+    b.rooms.join("r".into(), bob, None, None).await.unwrap();
+    room_a.publish(ConnId(1), "alice".into(), data("1"), true, None);
+    settle().await;
+    // The counter moves past what either node has seen, with no message
+    // (as when it is raised after an outage): a client that says it saw 5
+    // waits for b to catch up, which it never will, then comes in.
+    MemoryRelay::new(hub).raise_counter(&Channel::Room("r".into()), 5).await.unwrap();
+    let (carol, carol_frames) = member(2, "carol", 64);
+    let started = std::time::Instant::now();
+    let since = Some(Since { seq: 5, epoch: None });
+    b.rooms.join("r".into(), carol, None, since).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(900), "it waited for the room to catch up");
+    let joined = taken_all(&carol_frames);
+    assert_eq!((&joined[0]["recovered"], &joined[0]["seq"]), (&Value::Bool(true), &5.into()), "{joined:?}");
+    // Live from there.
+    room_a.publish(ConnId(1), "alice".into(), data("2"), true, None);
+    settle().await;
+    let seqs: Vec<_> = taken(&carol_frames).iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [6]);
+}
+
+#[actix_web::test]
+async fn a_join_ahead_of_its_node_comes_in_when_the_room_catches_up() {
+    use crate::cluster::relay::{Channel, MemoryHub, MemoryRelay, Relay};
+    let hub = Arc::new(MemoryHub::default());
+    let (a, b) = clustered_pair_on(hub.clone()).await;
+    let (alice, _) = member(1, "alice", 64);
+    let (room_a, _) = a.rooms.join("r".into(), alice, None, None).await.unwrap();
+    let (bob, _) = member(1, "bob", 64);
+    b.rooms.join("r".into(), bob, None, None).await.unwrap();
+    MemoryRelay::new(hub).raise_counter(&Channel::Room("r".into()), 5).await.unwrap();
+    let (carol, carol_frames) = member(2, "carol", 64);
+    let started = std::time::Instant::now();
+    let join = b.rooms.join("r".into(), carol, None, Some(Since { seq: 5, epoch: None }));
+    settle().await;
+    assert!(carol_frames.lock().is_empty(), "carol waits for b to reach 5");
+    room_a.publish(ConnId(1), "alice".into(), data("6"), true, None);
+    join.await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(900), "in as soon as the room caught up");
+    settle().await;
+    let frames = taken_all(&carol_frames);
+    assert_eq!((&frames[0]["type"], &frames[0]["recovered"], &frames[0]["seq"]), (&"joined".into(), &Value::Bool(true), &5.into()));
+    let seqs: Vec<_> = frames[1..].iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [6], "what came while it waited, once");
 }
 
 #[actix_web::test]
