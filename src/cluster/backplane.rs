@@ -268,7 +268,7 @@ impl Backplane {
         limit: usize,
     ) -> impl Future<Output = Result<History, BackplaneError>> + Send + 'static {
         let args = vec![
-            Value::Integer(after.min(i64::MAX as u64) as i64),
+            Value::String(after.to_string().into()),
             Value::Integer(limit as i64),
             Value::String(crate::ids::random_token().into()),
         ];

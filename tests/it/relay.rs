@@ -147,6 +147,9 @@ async fn conformance<R: Relay>(a: R, b: R) {
     assert_eq!(after.entries.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [41, 42]);
     assert_eq!(b.history(&floored, 30, 3).await.unwrap().entries.len(), 3, "limit");
     assert!(b.history(&floored, 0, 0).await.unwrap().entries.is_empty(), "no entries asked");
+    let far = b.history(&floored, u64::MAX - 1, 10).await.unwrap();
+    assert_eq!((far.latest, far.entries.len()), (42, 0), "after any number, even past 2^53");
+    assert_eq!(b.history(&floored, 1 << 60, 10).await.unwrap().entries.len(), 0);
     // A channel never published to has an epoch too, which stays.
     let quiet = Channel::Room("quiet".into());
     let first = a.history(&quiet, 0, 10).await.unwrap();

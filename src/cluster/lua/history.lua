@@ -9,7 +9,8 @@ local epoch = redis.call('GET', KEYS[3])
 local limit = tonumber(ARGV[2])
 local entries = {}
 if limit > 0 then
-  local first = tostring(tonumber(ARGV[1]) + 1) .. '-0'
-  entries = redis.call('XRANGE', KEYS[2], first, '+', 'COUNT', limit)
+  -- After `ARGV[1]-0`, exclusive: built from the digits as given, so a
+  -- number past Lua's exact integers still names the right entry.
+  entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1] .. '-0', '+', 'COUNT', limit)
 end
 return {latest, epoch, entries}

@@ -46,6 +46,8 @@ pub(super) struct Joining {
     /// delivered up to it comes from history, what came after is held.
     pub latest: u64,
     pub reply: RpcReplyPort<Result<JoinReply, RoomsFull>>,
+    /// It was a member already (a join again, with `since`).
+    pub was_member: bool,
     pub held: Vec<Encoded>,
     /// The bytes of `held`.
     pub held_bytes: usize,
@@ -400,6 +402,15 @@ impl RoomState {
         if joining.overflowed {
             joining.outbox.slow_consumer(&self.metrics);
         }
+        if joining.reply.is_closed() && joining.was_member && !joining.overflowed {
+            // Its connection stopped waiting for a join again: still a
+            // member, as before it asked, with what came meanwhile.
+            for frame in &joining.held {
+                joining.outbox.deliver(frame, &self.metrics);
+            }
+            self.members.insert(conn, (joining.user, joining.outbox));
+            return then;
+        }
         if joining.overflowed || joining.reply.is_closed() {
             self.members.insert(conn, (joining.user, joining.outbox));
             self.remove(conn);
@@ -437,7 +448,7 @@ impl RoomState {
     /// The `message` frames of the history entries numbered `(after, upto]`,
     /// or `None` unless every one of them is there.
     fn replayed(&self, entries: Vec<(u64, crate::cluster::codec::Envelope)>, after: u64, upto: u64) -> Option<Vec<Encoded>> {
-        let mut frames = Vec::with_capacity((upto - after) as usize);
+        let mut frames = Vec::with_capacity(entries.len());
         let mut next = after + 1;
         for (seq, envelope) in entries {
             if seq > upto {

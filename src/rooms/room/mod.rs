@@ -547,6 +547,7 @@ impl RoomState {
         reply: RpcReplyPort<Result<JoinReply, RoomsFull>>,
     ) {
         let (conn, outbox) = (member.conn, member.outbox.clone());
+        let was_member = self.members.contains_key(&conn);
         let written = self.join(member);
         if self.cluster.is_clustered() && (written.is_some() || since.is_some()) {
             let (user, outbox) = self.members.remove(&conn).expect("the member was just added");
@@ -558,6 +559,7 @@ impl RoomState {
                 since,
                 latest,
                 reply,
+                was_member,
                 held: Vec::new(),
                 held_bytes: 0,
                 overflowed: false,

@@ -180,6 +180,34 @@ async fn a_join_ahead_of_its_node_comes_in_when_the_room_catches_up() {
 }
 
 #[actix_web::test]
+async fn a_member_whose_join_again_is_given_up_on_stays_in_the_room() {
+    use crate::cluster::relay::{Channel, MemoryHub, MemoryRelay, Relay};
+    let hub = Arc::new(MemoryHub::default());
+    let (a, b) = clustered_pair_on(hub.clone()).await;
+    let (alice, alice_frames) = member(1, "alice", 64);
+    let (room_a, _) = a.rooms.join("r".into(), alice, None, None).await.unwrap();
+    let (bob, bob_frames) = member(1, "bob", 64);
+    let outbox = bob.outbox.clone();
+    b.rooms.join("r".into(), bob, None, None).await.unwrap();
+    settle().await;
+    MemoryRelay::new(hub).raise_counter(&Channel::Room("r".into()), 5).await.unwrap();
+    // Bob joins again, ahead of b (so the join waits), and his connection
+    // stops waiting for the answer.
+    let again = Member { conn: ConnId(1), user: "bob".into(), outbox };
+    let join = tokio::spawn(b.rooms.join("r".into(), again, None, Some(Since { seq: 5, epoch: None })));
+    settle().await;
+    join.abort();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    taken_all(&bob_frames);
+    taken_all(&alice_frames);
+    room_a.publish(ConnId(1), "alice".into(), data("6"), true, None);
+    settle().await;
+    let got: Vec<_> = taken_all(&bob_frames).iter().map(|f| (f["type"].clone(), f["seq"].clone())).collect();
+    assert_eq!(got, [("message".into(), 6.into())], "still in the room");
+    assert!(taken_all(&alice_frames).iter().all(|f| f["type"] != "user_left"), "nobody saw bob leave");
+}
+
+#[actix_web::test]
 async fn fans_out_with_increasing_seq_and_acks_the_publisher() {
     let f = fixture().await;
     let (alice, alice_frames) = member(1, "alice", 16);
