@@ -446,14 +446,14 @@ impl Outbox {
     }
 
     /// Opens an SSE stream: [`Self::uncork`] with its response `head`
-    /// first. When none of the events held meanwhile carries an `id:`, an
-    /// event with only the stream's id follows the head, so a client that
-    /// reconnects before its first message still resumes from here.
+    /// first. After the events held meanwhile comes an event with only the
+    /// stream's id, its position in every room once all are joined (an
+    /// event held earlier may predate a room's join), so a client that
+    /// reconnects before its next message still resumes from here.
     pub(crate) fn start(&self, head: Bytes) {
         {
             let mut out = self.shared.out.lock();
-            let idle = out.queue.as_ref().is_none_or(|q| q.is_empty());
-            if let Some(id) = out.extra.as_ref().and_then(|e| e.stream_id()).filter(|_| idle) {
+            if let Some(id) = out.extra.as_ref().and_then(|e| e.stream_id()) {
                 let event = crate::protocol::framing::id_event(&id);
                 out.queued_bytes = out.queued_bytes.saturating_add(event.len() as u32);
                 out.queue.get_or_insert_default().push_back(event);

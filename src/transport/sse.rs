@@ -74,6 +74,13 @@ impl Transport for Sse {
         let Some(opening) = conn.transport.opening.take() else { return };
         let Opening { rooms, head } = *opening;
         conn.outbox().cork();
+        // A room resuming is where the client left it until its join says
+        // otherwise: what other rooms deliver meanwhile carries that.
+        for (room, since) in &rooms {
+            if let Some(Since { seq, epoch: Some(epoch) }) = since {
+                conn.outbox().track(room, epoch, *seq);
+            }
+        }
         conn.join_all(rooms, move |conn, joined| {
             if joined {
                 conn.outbox().start(head);
