@@ -306,11 +306,16 @@ impl Backplane {
     /// Raises the counter `counter` to at least `floor`.
     pub(crate) fn raise_counter(
         &self,
-        counter: String,
+        keys: [String; 2],
         floor: u64,
+        renew: bool,
     ) -> impl Future<Output = Result<(), BackplaneError>> + Send + 'static {
-        let args = vec![Value::Integer(floor as i64)];
-        let answer = self.queue(Command::Eval { script: &script::RAISE_COUNTER, keys: vec![counter], args });
+        let args = vec![
+            Value::Integer(floor.min(i64::MAX as u64) as i64),
+            Value::String(crate::ids::random_token().into()),
+            Value::String(if renew { "1" } else { "0" }.into()),
+        ];
+        let answer = self.queue(Command::Eval { script: &script::RAISE_COUNTER, keys: keys.into(), args });
         async move { answer.await.map(drop) }
     }
 

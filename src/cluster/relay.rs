@@ -137,7 +137,9 @@ pub trait Relay: Send + Sync + 'static {
     fn history(&self, channel: &Channel, after: u64, limit: usize) -> Pending<Recorded>;
     /// Raises `channel`'s counter to at least `floor`, so numbering never
     /// goes back below what a node has seen (after Redis lost its data).
-    fn raise_counter(&self, channel: &Channel, floor: u64) -> Pending<()>;
+    /// With `renew`, or when the counter was below `floor`, the channel's
+    /// numbering is not one unbroken sequence any more: it gets a new epoch.
+    fn raise_counter(&self, channel: &Channel, floor: u64, renew: bool) -> Pending<()>;
     /// Receives `channel` from now on (again after any reconnect).
     fn subscribe(&self, channel: &Channel) -> Pending<()>;
     /// Stops receiving `channel`.
@@ -189,11 +191,12 @@ impl MemoryHub {
         let seq = counter.map(|(key, floor, keep)| {
             let mut counters = self.counters.lock();
             let next = counters.entry(key.clone()).or_insert(0);
+            let skipped = *next + 1 <= floor;
             *next = (*next + 1).max(floor + 1);
             let seq = *next;
             let mut streams = self.streams.lock();
             let stream = streams.entry(key).or_default();
-            if stream.epoch.is_empty() {
+            if stream.epoch.is_empty() || skipped {
                 stream.epoch = crate::ids::random_token();
             }
             if keep.size > 0 {
@@ -263,10 +266,14 @@ impl Relay for MemoryRelay {
         Box::pin(std::future::ready(Ok(Recorded { epoch: stream.epoch.clone(), latest, entries })))
     }
 
-    fn raise_counter(&self, channel: &Channel, floor: u64) -> Pending<()> {
+    fn raise_counter(&self, channel: &Channel, floor: u64, renew: bool) -> Pending<()> {
         let mut counters = self.hub.counters.lock();
         let now = counters.entry(channel.counter()).or_insert(0);
+        let renew = renew || *now < floor;
         *now = (*now).max(floor);
+        if renew {
+            self.hub.streams.lock().entry(channel.counter()).or_default().epoch = crate::ids::random_token();
+        }
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -394,8 +401,9 @@ impl Relay for RedisRelay {
         })
     }
 
-    fn raise_counter(&self, channel: &Channel, floor: u64) -> Pending<()> {
-        Box::pin(self.backplane.raise_counter(channel.counter(), floor).map_err(unreachable))
+    fn raise_counter(&self, channel: &Channel, floor: u64, renew: bool) -> Pending<()> {
+        let keys = [channel.counter(), channel.epoch()];
+        Box::pin(self.backplane.raise_counter(keys, floor, renew).map_err(unreachable))
     }
 
     fn subscribe(&self, channel: &Channel) -> Pending<()> {

@@ -123,9 +123,9 @@ async fn conformance<R: Relay>(a: R, b: R) {
     let floored = Channel::Room("floored".into());
     assert_eq!(a.publish_sequenced(&floored, &envelope("a", 0), 0, KEEP).await.unwrap(), 1);
     assert_eq!(a.publish_sequenced(&floored, &envelope("a", 0), 10, KEEP).await.unwrap(), 11);
-    a.raise_counter(&floored, 20).await.unwrap();
+    a.raise_counter(&floored, 20, false).await.unwrap();
     assert_eq!(b.publish_sequenced(&floored, &envelope("b", 0), 0, KEEP).await.unwrap(), 21);
-    a.raise_counter(&floored, 5).await.unwrap();
+    a.raise_counter(&floored, 5, false).await.unwrap();
     assert_eq!(b.publish_sequenced(&floored, &envelope("b", 0), 0, KEEP).await.unwrap(), 22);
     // Calls take effect in the order made, even when awaited only later.
     let calls: Vec<_> = (0..20).map(|n| a.publish_sequenced(&floored, &envelope("a", n), 0, KEEP)).collect();
@@ -150,6 +150,26 @@ async fn conformance<R: Relay>(a: R, b: R) {
     let far = b.history(&floored, u64::MAX - 1, 10).await.unwrap();
     assert_eq!((far.latest, far.entries.len()), (42, 0), "after any number, even past 2^53");
     assert_eq!(b.history(&floored, 1 << 60, 10).await.unwrap().entries.len(), 0);
+    // Raising the counter past what it gave, or saying numbers were given
+    // outside it, starts a new epoch; raising it to where it is does not.
+    let epoch = |r: &R, c: &Channel| {
+        let read = r.history(c, 0, 0);
+        async move { read.await.unwrap().epoch }
+    };
+    let before = epoch(&a, &floored).await;
+    a.raise_counter(&floored, 42, false).await.unwrap();
+    assert_eq!(epoch(&b, &floored).await, before, "nothing given outside the counter");
+    a.raise_counter(&floored, 42, true).await.unwrap();
+    let renewed = epoch(&b, &floored).await;
+    assert_ne!(renewed, before, "a node numbered on its own");
+    a.raise_counter(&floored, 50, false).await.unwrap();
+    let raised = epoch(&b, &floored).await;
+    assert_ne!(raised, renewed, "the counter was behind");
+    assert_eq!(b.publish_sequenced(&floored, &envelope("b", 0), 0, KEEP).await.unwrap(), 51);
+    assert_eq!(epoch(&a, &floored).await, raised, "numbering on from there, in that epoch");
+    assert_eq!(b.publish_sequenced(&floored, &envelope("b", 0), 60, KEEP).await.unwrap(), 61);
+    assert_ne!(epoch(&a, &floored).await, raised, "a floor above the counter");
+
     // A channel never published to has an epoch too, which stays.
     let quiet = Channel::Room("quiet".into());
     let first = a.history(&quiet, 0, 10).await.unwrap();

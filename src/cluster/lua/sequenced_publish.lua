@@ -6,11 +6,17 @@
 -- number is above it even if Redis lost the counter (a restart without
 -- persistence), `ARGV[3]` the messages to keep (0: none), `ARGV[4]` how
 -- long to keep them after this one (ms), `ARGV[5]` the epoch to take if
--- the counter has none yet (a counter lost is a new epoch).
+-- the counter has none yet, or the one it takes when the floor is above
+-- the counter (numbers were given that it did not give: a new epoch).
 local seq = redis.call('INCR', KEYS[1])
 local floor = tonumber(ARGV[2])
-if seq <= floor then seq = floor + 1 redis.call('SET', KEYS[1], seq) end
-redis.call('SET', KEYS[4], ARGV[5], 'NX')
+if seq <= floor then
+  seq = floor + 1
+  redis.call('SET', KEYS[1], seq)
+  redis.call('SET', KEYS[4], ARGV[5])
+else
+  redis.call('SET', KEYS[4], ARGV[5], 'NX')
+end
 local size = tonumber(ARGV[3])
 if size > 0 then
   -- An entry id below the stream's last (its counter was reset by hand)

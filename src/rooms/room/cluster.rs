@@ -84,6 +84,8 @@ struct Clustered {
     joining: HashMap<ConnId, Joining>,
     /// The room's epoch as Redis holds it, once read.
     epoch: Option<Arc<str>>,
+    /// The room numbered a message on its own since it last synced.
+    diverged: bool,
 }
 
 /// Whether a syncing room keeps `msg` for after the sync: everything that
@@ -161,6 +163,13 @@ impl Side {
 
     pub(super) fn is_clustered(&self) -> bool {
         self.0.is_some()
+    }
+
+    /// The room numbered a message itself, the cluster being away.
+    pub(super) fn numbered_alone(&mut self) {
+        if let Some(clustered) = self.0.as_mut() {
+            clustered.diverged = true;
+        }
     }
 
     /// The room's epoch as Redis holds it, once read.
@@ -245,6 +254,7 @@ impl Clustered {
             unechoed: VecDeque::new(),
             joining: HashMap::new(),
             epoch: None,
+            diverged: false,
         }
     }
 
@@ -628,8 +638,11 @@ impl RoomState {
         let subscribed = cluster.checked("subscribe", cluster.relay.subscribe(&channel));
         let rewrite = (!initial)
             .then(|| cluster.checked("re-sync", cluster.directory.replace_room(&cluster.node, &self.name, users)));
-        if floor > 0 {
-            cluster.background("raise counter", cluster.relay.raise_counter(&channel, floor));
+        // Numbers this room gave on its own are not the cluster's: the
+        // room's numbering goes on above them, in a new epoch.
+        let renew = std::mem::take(&mut clustered.diverged);
+        if floor > 0 || renew {
+            cluster.background("raise counter", cluster.relay.raise_counter(&channel, floor, renew));
         }
         let (cell, name) = (cell.clone(), self.name.clone());
         cluster.clone().spawn(async move {

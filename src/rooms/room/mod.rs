@@ -525,11 +525,13 @@ impl RoomState {
 
     /// Takes the next `seq` and encodes the `message` frame that carries
     /// it; on a single node, keeps it in the room's history too.
-    fn message(&self, from: &str, data: &RawValue) -> (u64, Encoded) {
+    fn message(&mut self, from: &str, data: &RawValue) -> (u64, Encoded) {
         let build = |seq| ServerFrame::Message { room: &self.name, from, data, seq, ts: now_ms() }.encode();
         if self.cluster.is_clustered() {
             // Numbered here only while the cluster is away: such a message
-            // is in no history, and a replay across it sees the hole.
+            // is in no history, and the room's numbering is no longer the
+            // cluster's (its epoch changes when the room re-syncs).
+            self.cluster.numbered_alone();
             let seq = self.stream.seq.fetch_add(1, Ordering::Relaxed) + 1;
             return (seq, build(seq));
         }

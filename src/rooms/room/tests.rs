@@ -139,7 +139,7 @@ async fn a_join_ahead_of_its_node_waits_for_the_room_and_not_forever() {
     // The counter moves past what either node has seen, with no message
     // (as when it is raised after an outage): a client that says it saw 5
     // waits for b to catch up, which it never will, then comes in.
-    MemoryRelay::new(hub).raise_counter(&Channel::Room("r".into()), 5).await.unwrap();
+    MemoryRelay::new(hub).raise_counter(&Channel::Room("r".into()), 5, false).await.unwrap();
     let (carol, carol_frames) = member(2, "carol", 64);
     let started = std::time::Instant::now();
     let since = Some(Since { seq: 5, epoch: None });
@@ -163,7 +163,7 @@ async fn a_join_ahead_of_its_node_comes_in_when_the_room_catches_up() {
     let (room_a, _) = a.rooms.join("r".into(), alice, None, None).await.unwrap();
     let (bob, _) = member(1, "bob", 64);
     b.rooms.join("r".into(), bob, None, None).await.unwrap();
-    MemoryRelay::new(hub).raise_counter(&Channel::Room("r".into()), 5).await.unwrap();
+    MemoryRelay::new(hub).raise_counter(&Channel::Room("r".into()), 5, false).await.unwrap();
     let (carol, carol_frames) = member(2, "carol", 64);
     let started = std::time::Instant::now();
     let join = b.rooms.join("r".into(), carol, None, Some(Since { seq: 5, epoch: None }));
@@ -190,7 +190,7 @@ async fn a_member_whose_join_again_is_given_up_on_stays_in_the_room() {
     let outbox = bob.outbox.clone();
     b.rooms.join("r".into(), bob, None, None).await.unwrap();
     settle().await;
-    MemoryRelay::new(hub).raise_counter(&Channel::Room("r".into()), 5).await.unwrap();
+    MemoryRelay::new(hub).raise_counter(&Channel::Room("r".into()), 5, false).await.unwrap();
     // Bob joins again, ahead of b (so the join waits), and his connection
     // stops waiting for the answer.
     let again = Member { conn: ConnId(1), user: "bob".into(), outbox };
