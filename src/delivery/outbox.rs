@@ -118,16 +118,15 @@ struct Out {
 struct Extra {
     /// Without a socket: frames kept in memory instead (tests and benches).
     record: Option<Recorder>,
-    /// An SSE stream's position in each of its rooms, which every event's
-    /// `id:` records (see [`Outbox::track`]).
+    /// An SSE stream's position in each of its rooms, by room name, which
+    /// every event's `id:` records (see [`Outbox::track`]).
     positions: Vec<Tracked>,
 }
 
-/// One room's position in an SSE stream.
+/// One room's position in an SSE stream: none until its join placed it.
 struct Tracked {
     room: crate::ids::RoomName,
-    epoch: Arc<str>,
-    seq: u64,
+    at: Option<(Arc<str>, u64)>,
 }
 
 impl Extra {
@@ -136,8 +135,13 @@ impl Extra {
         if self.positions.is_empty() {
             return None;
         }
-        let positions = self.positions.iter().map(|t| (&*t.room, &*t.epoch, t.seq));
+        let positions = self.positions.iter().map(|t| (&*t.room, t.at.as_ref().map(|(epoch, seq)| (&**epoch, *seq))));
         Some(crate::protocol::framing::stream_id(positions))
+    }
+
+    fn tracked(&mut self, room: &str) -> Option<&mut Tracked> {
+        let at = self.positions.binary_search_by(|t| (*t.room).cmp(room)).ok()?;
+        Some(&mut self.positions[at])
     }
 }
 
@@ -231,8 +235,8 @@ impl Outbox {
         let id = match out.extra.as_deref_mut() {
             Some(extra) if !extra.positions.is_empty() => {
                 if let Some((room, seq)) = frame.message_position() {
-                    if let Some(tracked) = extra.positions.iter_mut().find(|t| &*t.room == room) {
-                        tracked.seq = tracked.seq.max(seq);
+                    if let Some((_, at)) = extra.tracked(room).and_then(|t| t.at.as_mut()) {
+                        *at = (*at).max(seq);
                     }
                 }
                 extra.stream_id()
@@ -474,17 +478,23 @@ impl Outbox {
         self.shared.transport == TransportKind::Sse
     }
 
-    /// Sets the stream's position in `room`: numbering `epoch`, up to `seq`.
-    pub fn track(&self, room: &crate::ids::RoomName, epoch: &str, seq: u64) {
+    /// The rooms of an SSE stream, each to be placed by [`Self::track`]
+    /// (or, resuming, at `Some((epoch, seq))` until then).
+    pub fn expect_rooms<'a>(&self, rooms: impl Iterator<Item = (&'a crate::ids::RoomName, Option<(&'a str, u64)>)>) {
         let mut out = self.shared.out.lock();
         let extra = out.extra.get_or_insert_default();
-        match extra.positions.iter_mut().find(|t| t.room == *room) {
-            Some(tracked) => {
-                tracked.epoch = epoch.into();
-                tracked.seq = seq;
+        for (room, at) in rooms {
+            let at = at.map(|(epoch, seq)| (Arc::from(epoch), seq));
+            match extra.positions.binary_search_by(|t| t.room.cmp(room)) {
+                Ok(i) => extra.positions[i].at = at,
+                Err(i) => extra.positions.insert(i, Tracked { room: room.clone(), at }),
             }
-            None => extra.positions.push(Tracked { room: room.clone(), epoch: epoch.into(), seq }),
         }
+    }
+
+    /// Sets the stream's position in `room`: numbering `epoch`, up to `seq`.
+    pub fn track(&self, room: &crate::ids::RoomName, epoch: &str, seq: u64) {
+        self.expect_rooms(std::iter::once((room, Some((epoch, seq)))));
     }
 
     /// Drops everything held since [`Self::cork`] and writes `bytes` alone,

@@ -58,17 +58,24 @@ pub(crate) struct Position {
     pub seq: u64,
 }
 
-/// The event id of a stream at `positions`: `room,epoch,seq` for each room,
-/// joined by `;` (room names and epochs hold neither).
-pub(crate) fn stream_id<'a>(positions: impl Iterator<Item = (&'a str, &'a str, u64)>) -> String {
+/// The event id of a stream at `positions` (rooms not placed yet are left
+/// out: they start live): `room,epoch,seq` entries joined by `;`, the epoch
+/// left empty when it is the one before it (on one node, every room's), so
+/// `lobby,3k9d1mq0a7c2e,5;news,,7`. Room names and epochs hold neither
+/// separator.
+pub(crate) fn stream_id<'a>(positions: impl Iterator<Item = (&'a str, Option<(&'a str, u64)>)>) -> String {
     let mut id = String::new();
-    for (room, epoch, seq) in positions {
+    let mut last_epoch = None;
+    for (room, (epoch, seq)) in positions.filter_map(|(room, at)| Some((room, at?))) {
         if !id.is_empty() {
             id.push(';');
         }
         id.push_str(room);
         id.push(',');
-        id.push_str(epoch);
+        if last_epoch != Some(epoch) {
+            id.push_str(epoch);
+            last_epoch = Some(epoch);
+        }
         id.push(',');
         id.push_str(&seq.to_string());
     }
@@ -79,14 +86,19 @@ pub(crate) fn stream_id<'a>(positions: impl Iterator<Item = (&'a str, &'a str, u
 /// read (then the stream starts live).
 pub(crate) fn parse_stream_id(id: &str) -> Option<Vec<Position>> {
     let mut positions = Vec::new();
+    let mut last_epoch: Option<&str> = None;
     for part in id.trim().split(';') {
         let mut fields = part.split(',');
         let (room, epoch, seq) = (fields.next()?, fields.next()?, fields.next()?);
-        if fields.next().is_some() || !super::valid_room(room) || epoch.is_empty() {
+        let epoch = match epoch {
+            "" => last_epoch?,
+            epoch => epoch,
+        };
+        if fields.next().is_some() || !super::valid_room(room) {
             return None;
         }
-        let seq = seq.parse().ok()?;
-        positions.push(Position { room: room.to_owned(), epoch: epoch.to_owned(), seq });
+        last_epoch = Some(epoch);
+        positions.push(Position { room: room.to_owned(), epoch: epoch.to_owned(), seq: seq.parse().ok()? });
     }
     Some(positions)
 }

@@ -74,13 +74,12 @@ impl Transport for Sse {
         let Some(opening) = conn.transport.opening.take() else { return };
         let Opening { rooms, head } = *opening;
         conn.outbox().cork();
-        // A room resuming is where the client left it until its join says
-        // otherwise: what other rooms deliver meanwhile carries that.
-        for (room, since) in &rooms {
-            if let Some(Since { seq, epoch: Some(epoch) }) = since {
-                conn.outbox().track(room, epoch, *seq);
-            }
-        }
+        // Every room has its place in the stream's ids from the start: a
+        // room resuming is where the client left it until its join says
+        // otherwise, the others start live until theirs.
+        conn.outbox().expect_rooms(rooms.iter().map(|(room, since)| {
+            (room, since.as_ref().and_then(|s| Some((s.epoch.as_deref()?, s.seq))))
+        }));
         conn.join_all(rooms, move |conn, joined| {
             if joined {
                 conn.outbox().start(head);
@@ -177,6 +176,24 @@ mod tests {
         assert!(!line.contains(['\r', '\n']), "{line:?}");
         let value: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(value, serde_json::json!({"type": "message", "data": {"a": 1, "b": "x y"}}));
+    }
+
+    #[test]
+    fn an_event_id_names_each_placed_room_and_reads_back() {
+        use crate::protocol::framing::stream_id;
+        let id = stream_id(
+            [("a", Some(("e1", 5))), ("b", None), ("c", Some(("e1", 7))), ("d", Some(("e2", 0)))].into_iter(),
+        );
+        assert_eq!(id, "a,e1,5;c,,7;d,e2,0", "an epoch once while it repeats; a room not placed left out");
+        let rooms: Vec<RoomName> = ["a", "b", "c", "d", "z"].into_iter().map(RoomName::from).collect();
+        let resumed = resume_from(rooms, Some(&id));
+        let since: Vec<Option<(u64, &str)>> =
+            resumed.iter().map(|(_, s)| s.as_ref().map(|s| (s.seq, s.epoch.as_deref().unwrap()))).collect();
+        assert_eq!(since, [Some((5, "e1")), None, Some((7, "e1")), Some((0, "e2")), None]);
+        for bad in ["", "a", "a,e1", "a,,5", "a,e1,x", "a,e1,5,6", "a b,e1,5", "a,e1,-1"] {
+            let resumed = resume_from(vec!["a".into()], Some(bad));
+            assert!(resumed[0].1.is_none(), "{bad:?} is not readable");
+        }
     }
 
     #[test]
