@@ -191,7 +191,7 @@ impl MemoryHub {
         let seq = counter.map(|(key, floor, keep)| {
             let mut counters = self.counters.lock();
             let next = counters.entry(key.clone()).or_insert(0);
-            let skipped = *next + 1 <= floor;
+            let skipped = *next < floor;
             *next = (*next + 1).max(floor + 1);
             let seq = *next;
             let mut streams = self.streams.lock();
