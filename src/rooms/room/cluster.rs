@@ -48,6 +48,9 @@ pub(super) struct Joining {
     pub reply: RpcReplyPort<Result<JoinReply, RoomsFull>>,
     /// It was a member already (a join again, with `since`).
     pub was_member: bool,
+    /// Names this join among the connection's: what [`RoomMsg::Admitted`]
+    /// answers.
+    pub ticket: u64,
     pub held: Vec<Encoded>,
     /// The bytes of `held`.
     pub held_bytes: usize,
@@ -325,9 +328,11 @@ impl RoomState {
     /// Sets a member aside until `written` (its directory entry) is done
     /// and, for a join with `since`, the room's history is read; then
     /// [`Self::admitted`] lets it in.
-    pub(super) fn wait_for(&mut self, cell: &Arc<RoomCell>, conn: ConnId, joining: Joining, written: Option<Pending<()>>) {
+    pub(super) fn wait_for(&mut self, cell: &Arc<RoomCell>, conn: ConnId, mut joining: Joining, written: Option<Pending<()>>) {
         let Some(clustered) = self.cluster.0.as_mut() else { return };
         let cluster = clustered.cluster.clone();
+        let ticket = cluster.token();
+        joining.ticket = ticket;
         let read = joining.since.as_ref().map(|since| {
             let limit = joining.latest.saturating_sub(since.seq).min(cluster.keep.size as u64) as usize;
             cluster.checked("history read", cluster.relay.history(&Channel::Room(self.name.clone()), since.seq, limit))
@@ -342,7 +347,7 @@ impl RoomState {
                 Some(read) => Some(Box::new(read.await)),
                 None => None,
             };
-            cell.send(RoomMsg::Admitted { conn, recorded });
+            cell.send(RoomMsg::Admitted { conn, ticket, recorded });
         });
     }
 
@@ -350,7 +355,7 @@ impl RoomState {
     /// their client saw on another node, and now may come in: caught up,
     /// or (`all`, after the room re-synced, or with the backplane away)
     /// waiting for what may never come.
-    pub(super) fn caught_up(&self, all: bool) -> Vec<ConnId> {
+    pub(super) fn caught_up(&self, all: bool) -> Vec<(ConnId, u64)> {
         let Some(clustered) = self.cluster.0.as_ref() else { return Vec::new() };
         let latest = self.stream.latest();
         let all = all || !clustered.cluster.relay.is_connected();
@@ -358,7 +363,7 @@ impl RoomState {
             .joining
             .iter()
             .filter(|(_, j)| j.recorded.is_some() && (all || j.since.as_ref().is_none_or(|s| s.seq <= latest)))
-            .map(|(conn, _)| *conn)
+            .map(|(conn, joining)| (*conn, joining.ticket))
             .collect()
     }
 
@@ -370,16 +375,15 @@ impl RoomState {
         &mut self,
         cell: &Arc<RoomCell>,
         conn: ConnId,
+        ticket: u64,
         recorded: Option<Result<Recorded, RelayError>>,
     ) -> Vec<RoomMsg> {
         let Some(clustered) = self.cluster.0.as_mut() else { return Vec::new() };
-        let Some(mut joining) = clustered.joining.remove(&conn) else { return Vec::new() };
-        if recorded.is_none() && joining.since.is_some() && joining.recorded.is_none() {
-            // A timer of an earlier join of this connection: this one still
-            // waits for its history.
-            clustered.joining.insert(conn, joining);
+        if clustered.joining.get(&conn).is_none_or(|joining| joining.ticket != ticket) {
+            // For an earlier join of this connection, long done.
             return Vec::new();
         }
+        let Some(mut joining) = clustered.joining.remove(&conn) else { return Vec::new() };
         // Waited already (see below): it comes in now.
         let waited = recorded.is_none() && joining.recorded.is_some();
         let recorded = match recorded {
@@ -403,7 +407,7 @@ impl RoomState {
                 let cell = cell.clone();
                 clustered.cluster.spawn(async move {
                     tokio::time::sleep(CATCH_UP).await;
-                    cell.send(RoomMsg::Admitted { conn, recorded: None });
+                    cell.send(RoomMsg::Admitted { conn, ticket, recorded: None });
                 });
                 return Vec::new();
             }

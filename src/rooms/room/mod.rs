@@ -86,7 +86,9 @@ pub(crate) enum RoomMsg {
         reply: RpcReplyPort<Result<JoinReply, RoomsFull>>,
     },
     /// Cluster: a join set aside may come in (with the history read for it).
-    Admitted { conn: ConnId, recorded: Option<Box<Result<Recorded, RelayError>>> },
+    /// `ticket` names the join it is for (an answer for an earlier join of
+    /// the same connection is ignored).
+    Admitted { conn: ConnId, ticket: u64, recorded: Option<Box<Result<Recorded, RelayError>>> },
     /// The users in the room (always `Some`: the shard answers `None` for a
     /// room that is not alive).
     Presence { reply: RpcReplyPort<Option<UserList>> },
@@ -304,8 +306,8 @@ impl RoomCell {
                 state.cluster.queue_behind(conn, RoomMsg::Join { member, id, since, reply });
             }
             RoomMsg::Join { member, id, since, reply } => state.join_request(self, member, id, since, reply),
-            RoomMsg::Admitted { conn, recorded } => {
-                for msg in state.admitted(self, conn, recorded.map(|read| *read)) {
+            RoomMsg::Admitted { conn, ticket, recorded } => {
+                for msg in state.admitted(self, conn, ticket, recorded.map(|read| *read)) {
                     self.apply_to(state, msg);
                 }
             }
@@ -356,8 +358,8 @@ impl RoomCell {
     /// Lets in the joining members the room has caught up with (`all`:
     /// every one that waits for that).
     fn admit_caught_up(self: &Arc<Self>, state: &mut RoomState, all: bool) {
-        for conn in state.caught_up(all) {
-            for msg in state.admitted(self, conn, None) {
+        for (conn, ticket) in state.caught_up(all) {
+            for msg in state.admitted(self, conn, ticket, None) {
                 self.apply_to(state, msg);
             }
         }
@@ -562,6 +564,7 @@ impl RoomState {
                 latest,
                 reply,
                 was_member,
+                ticket: 0,
                 held: Vec::new(),
                 held_bytes: 0,
                 overflowed: false,
