@@ -89,6 +89,10 @@ struct Clustered {
     epoch: Option<Arc<str>>,
     /// The room numbered a message on its own since it last synced.
     diverged: bool,
+    /// Members let in ahead of the room (their client saw messages this
+    /// node had not received yet), with the `seq` they have up to: those
+    /// messages are not sent to them when they arrive.
+    ahead: HashMap<ConnId, u64>,
 }
 
 /// Whether a syncing room keeps `msg` for after the sync: everything that
@@ -166,6 +170,33 @@ impl Side {
 
     pub(super) fn is_clustered(&self) -> bool {
         self.0.is_some()
+    }
+
+    /// Whether `frame` is a message some members have already (they came
+    /// in ahead of the room): then which.
+    pub(super) fn seen_by(&self, frame: &Encoded) -> Option<impl Fn(ConnId) -> bool + '_> {
+        let clustered = self.0.as_ref()?;
+        if clustered.ahead.is_empty() {
+            return None;
+        }
+        let seq = frame.message_seq()?;
+        Some(move |conn| clustered.ahead.get(&conn).is_some_and(|&upto| seq <= upto))
+    }
+
+    /// Forgets the members the room has caught up with, as of `latest`.
+    fn forget_ahead(&mut self, latest: u64) {
+        if let Some(clustered) = self.0.as_mut() {
+            if !clustered.ahead.is_empty() {
+                clustered.ahead.retain(|_, upto| *upto > latest);
+            }
+        }
+    }
+
+    /// `conn` left the room.
+    pub(super) fn left(&mut self, conn: ConnId) {
+        if let Some(clustered) = self.0.as_mut() {
+            clustered.ahead.remove(&conn);
+        }
     }
 
     /// The room numbered a message itself, the cluster being away.
@@ -258,6 +289,7 @@ impl Clustered {
             joining: HashMap::new(),
             epoch: None,
             diverged: false,
+            ahead: HashMap::new(),
         }
     }
 
@@ -443,8 +475,16 @@ impl RoomState {
                 if !same_epoch || since.seq > read.latest {
                     Some(None)
                 } else if since.seq >= latest {
-                    latest = since.seq;
-                    joining.drop_held_upto(since.seq);
+                    let upto = since.seq;
+                    latest = upto;
+                    joining.drop_held_upto(upto);
+                    // Let in before the room caught up (it waited long
+                    // enough): what it has is not sent again.
+                    if upto > self.stream.latest() {
+                        if let Some(clustered) = self.cluster.0.as_mut() {
+                            clustered.ahead.insert(conn, upto);
+                        }
+                    }
                     Some(Some(Vec::new()))
                 } else {
                     Some(self.replayed(read.entries, since.seq, latest))
@@ -578,6 +618,7 @@ impl RoomState {
                 let frame = ServerFrame::Message { room: &self.name, from: &from, data: &data, seq, ts }.encode();
                 let except = if own { except.map(ConnId) } else { None };
                 self.fan_out(&frame, except);
+                self.cluster.forget_ahead(seq);
                 if let Some(at) = at {
                     self.enqueued(at);
                 }

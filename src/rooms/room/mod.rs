@@ -451,8 +451,10 @@ impl RoomState {
         // loop is one write per member and nothing else.
         let mut written = [0u64; TransportKind::ALL.len()];
         let mut queued = 0;
+        // Members that already have this message (see `Side::has_seen`).
+        let seen = self.cluster.seen_by(frame);
         for (conn, (_, outbox)) in &self.members {
-            if Some(*conn) == except {
+            if Some(*conn) == except || seen.as_ref().is_some_and(|seen| seen(*conn)) {
                 continue;
             }
             match outbox.deliver_uncounted(frame, &self.metrics) {
@@ -465,6 +467,7 @@ impl RoomState {
                 _ => gone.push(*conn),
             }
         }
+        drop(seen);
         for (transport, frames) in TransportKind::ALL.into_iter().zip(written) {
             if frames > 0 {
                 self.metrics.frames_out(frame.kind, frames);
@@ -506,6 +509,7 @@ impl RoomState {
     }
 
     fn remove(&mut self, conn: ConnId) {
+        self.cluster.left(conn);
         let user = match self.members.remove(&conn) {
             Some((user, _)) => {
                 crate::memory::shrink_sparse(&mut self.members);

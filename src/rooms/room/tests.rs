@@ -132,7 +132,7 @@ async fn a_join_ahead_of_its_node_waits_for_the_room_and_not_forever() {
     let (a, b) = clustered_pair_on(hub.clone()).await;
     let (alice, _) = member(1, "alice", 64);
     let (room_a, _) = a.rooms.join("r".into(), alice, None, None).await.unwrap();
-    let (bob, _) = member(1, "bob", 64);
+    let (bob, bob_frames) = member(1, "bob", 64);
     b.rooms.join("r".into(), bob, None, None).await.unwrap();
     room_a.publish(ConnId(1), "alice".into(), data("1"), true, None);
     settle().await;
@@ -147,6 +147,21 @@ async fn a_join_ahead_of_its_node_waits_for_the_room_and_not_forever() {
     assert!(started.elapsed() >= Duration::from_millis(900), "it waited for the room to catch up");
     let joined = taken_all(&carol_frames);
     assert_eq!((&joined[0]["recovered"], &joined[0]["seq"]), (&Value::Bool(true), &5.into()), "{joined:?}");
+    // A message it has that arrives late is not sent to it again; the
+    // others get it.
+    taken_all(&bob_frames);
+    let late = Body::Message {
+        room: "r".into(),
+        from: "dave".into(),
+        data: "3".into(),
+        ts: 0,
+        token: 0,
+        except: None,
+    };
+    b.rooms.relayed(Some(3), "elsewhere".into(), late);
+    settle().await;
+    assert!(taken(&carol_frames).is_empty(), "carol has 3 already");
+    assert_eq!(taken(&bob_frames).iter().map(|f| f["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [3]);
     // Live from there.
     room_a.publish(ConnId(1), "alice".into(), data("2"), true, None);
     settle().await;
