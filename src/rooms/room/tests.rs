@@ -687,7 +687,7 @@ mod seam {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
         #[test]
         fn on_one_node(ops in proptest::collection::vec(op(), 1..60)) {
