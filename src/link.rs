@@ -235,13 +235,19 @@ impl LinkCell {
         let rooms = self.targets.rooms.live_rooms().await;
         let retain = cluster.directory.retain_rooms(&cluster.node, rooms.clone());
         // Subscriptions dropped while Redis was away are still held by the
-        // client, which takes them again on reconnect: let them go.
-        let mut keep: BTreeSet<String> = rooms.iter().map(|r| Channel::Room(r.clone()).name()).collect();
+        // client, which takes them again on reconnect: let them go. Not a
+        // room's, though: a room created since the list above is subscribed
+        // already, and dropping it would lose what is published to it until
+        // its re-sync; a room's channel with no room here costs only the
+        // envelopes the shard then drops, until a room of that name retires.
+        let mut keep: BTreeSet<String> = BTreeSet::new();
         // Without an answer the user channels all go; the presence re-sync
         // below subscribes them again.
         let users = self.targets.presence.local_users().await.unwrap_or_default();
         keep.extend(users.into_iter().map(|u| Channel::User(u).name()));
         keep.insert(Channel::Broadcast.name());
+        let room_prefix = Channel::Room("".into()).name();
+        let keep = move |name: &str| name.starts_with(&room_prefix) || keep.contains(name);
         cluster.background("unsubscribe", cluster.relay.retain_subscriptions(&keep));
         cluster.background("subscribe", cluster.relay.subscribe(&Channel::Broadcast));
         self.targets.presence.resync();

@@ -10,7 +10,7 @@
 //! delivers a node's own envelopes back to it when it is subscribed to the
 //! channel, as Redis does: receivers drop echoes by [`Envelope::origin`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
 use futures_util::future::BoxFuture;
@@ -144,8 +144,8 @@ pub trait Relay: Send + Sync + 'static {
     fn subscribe(&self, channel: &Channel) -> Pending<()>;
     /// Stops receiving `channel`.
     fn unsubscribe(&self, channel: &Channel) -> Pending<()>;
-    /// Drops every subscription whose channel name is not in `keep`.
-    fn retain_subscriptions(&self, keep: &BTreeSet<String>) -> Pending<()>;
+    /// Drops every subscription whose channel name `keep` refuses.
+    fn retain_subscriptions(&self, keep: &dyn Fn(&str) -> bool) -> Pending<()>;
     /// Everything that arrives on the subscribed channels.
     fn incoming(&self) -> broadcast::Receiver<Incoming>;
     /// Whether envelopes can travel now.
@@ -295,11 +295,11 @@ impl Relay for MemoryRelay {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn retain_subscriptions(&self, keep: &BTreeSet<String>) -> Pending<()> {
+    fn retain_subscriptions(&self, keep: &dyn Fn(&str) -> bool) -> Pending<()> {
         let dropped: Vec<String> = {
             let mut subscribed = self.node.subscribed.lock();
-            let dropped = subscribed.iter().filter(|name| !keep.contains(*name)).cloned().collect();
-            subscribed.retain(|name| keep.contains(name));
+            let dropped = subscribed.iter().filter(|name| !keep(name)).cloned().collect();
+            subscribed.retain(|name| keep(name));
             dropped
         };
         let mut channels = self.hub.channels.lock();
@@ -414,12 +414,12 @@ impl Relay for RedisRelay {
         Box::pin(self.backplane.unsubscribe(channel.name()).map_err(unreachable))
     }
 
-    fn retain_subscriptions(&self, keep: &BTreeSet<String>) -> Pending<()> {
+    fn retain_subscriptions(&self, keep: &dyn Fn(&str) -> bool) -> Pending<()> {
         let calls: Vec<_> = self
             .backplane
             .subscriptions()
             .into_iter()
-            .filter(|name| !keep.contains(name))
+            .filter(|name| !keep(name))
             .map(|name| self.backplane.unsubscribe(name))
             .collect();
         Box::pin(async move {
