@@ -142,3 +142,30 @@ class Client:
 
     def close(self):
         self.sock.close()
+
+
+def read_answers(sock, count, deadline=None):
+    """Reads `count` pipelined HTTP answers (each with a Content-Length) from
+    `sock`; returns their statuses, in order. With `deadline` (a `time.time()`),
+    gives up past it."""
+    buf, statuses = bytearray(), []
+    while len(statuses) < count:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            head = bytes(buf[:end]).decode("latin-1").split("\r\n")
+            length = 0
+            for line in head[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if len(buf) >= end + 4 + length:
+                statuses.append(head[0].split(" ")[1])
+                del buf[: end + 4 + length]
+                continue
+        if deadline is not None and time.time() > deadline:
+            raise RuntimeError(f"{len(statuses)} of {count} answers before the deadline")
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            raise RuntimeError(f"connection closed after {len(statuses)} of {count} answers")
+        buf += chunk
+    return statuses

@@ -27,35 +27,10 @@ import sys
 import threading
 import time
 
-from herald_proc import api, metric, rss_bytes, start
+from herald_proc import api, metric, read_answers, rss_bytes, start
 
 # Requests written at once on one connection before their answers are read.
 BATCH = 200
-
-
-def read_answers(sock, count, deadline):
-    """Reads `count` HTTP answers (each with a Content-Length); returns their statuses."""
-    buf, statuses = bytearray(), []
-    while len(statuses) < count:
-        end = buf.find(b"\r\n\r\n")
-        if end >= 0:
-            head = bytes(buf[:end]).decode("latin-1").split("\r\n")
-            length = 0
-            for line in head[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            if len(buf) >= end + 4 + length:
-                statuses.append(head[0].split(" ")[1])
-                del buf[: end + 4 + length]
-                continue
-        if time.time() > deadline:
-            raise RuntimeError(f"{len(statuses)} of {count} answers before the deadline")
-        chunk = sock.recv(1 << 16)
-        if not chunk:
-            raise RuntimeError(f"connection closed after {len(statuses)} of {count} answers")
-        buf += chunk
-    return statuses
 
 
 def publish_all(port, bodies, deadline, counts, errors):

@@ -19,7 +19,7 @@ step (`steps`) and the responses counted by status.
 import argparse, json, socket, sys, threading, time
 from urllib.parse import urlsplit
 
-from herald_proc import rss_bytes
+from herald_proc import read_answers, rss_bytes
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("pid", type=int)
@@ -53,35 +53,12 @@ def rss():
     return rss_bytes(args.pid)
 
 
-def read_responses(sock, count, statuses):
-    """Reads `count` responses (each with a Content-Length) from `sock`."""
-    buf, seen = bytearray(), 0
-    while seen < count:
-        end = buf.find(b"\r\n\r\n")
-        if end >= 0:
-            head = bytes(buf[:end]).decode("latin-1").split("\r\n")
-            length = 0
-            for line in head[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            if len(buf) >= end + 4 + length:
-                status = head[0].split(" ")[1]
-                statuses[status] = statuses.get(status, 0) + 1
-                del buf[: end + 4 + length]
-                seen += 1
-                continue
-        chunk = sock.recv(1 << 16)
-        if not chunk:
-            raise RuntimeError(f"connection closed after {seen} of {count} responses")
-        buf += chunk
-
-
 def burst(count, statuses, errors):
     try:
         with socket.create_connection((host, port)) as sock:
             sock.sendall(REQUEST * count)
-            read_responses(sock, count, statuses)
+            for status in read_answers(sock, count):
+                statuses[status] = statuses.get(status, 0) + 1
     except Exception as error:  # reported in the JSON, the run carries on
         errors.append(str(error))
 
