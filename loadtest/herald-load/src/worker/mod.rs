@@ -116,6 +116,18 @@ impl ConnectStats {
         self.failures += 1;
         ipc::push_sample(&mut self.failure_samples, reason);
     }
+
+    /// What the coordinator is told once every connection is open or failed.
+    pub fn report(&self, trouble: Trouble) -> Connected {
+        Connected {
+            connected: self.connected,
+            failures: self.failures,
+            failure_samples: self.failure_samples.clone(),
+            authenticated: self.authenticated,
+            connect_us: self.latency.to_pairs(),
+            trouble,
+        }
+    }
 }
 
 /// What one connection is: its global index, where it connects from, its room.
@@ -185,17 +197,7 @@ async fn serve() -> Result<(), String> {
     });
     let (phase, phase_rx) = watch::channel(Phase::Hold);
     open_all(&shared, &setup, &phase_rx).await;
-    let connected = {
-        let c = shared.connect.borrow();
-        Connected {
-            connected: c.connected,
-            failures: c.failures,
-            failure_samples: c.failure_samples.clone(),
-            authenticated: c.authenticated,
-            connect_us: c.latency.to_pairs(),
-            trouble: std::mem::take(&mut shared.stats.borrow_mut().trouble),
-        }
-    };
+    let connected = shared.connect.borrow().report(std::mem::take(&mut shared.stats.borrow_mut().trouble));
     emit(&Event::Connected(connected))?;
     loop {
         match read_command(&mut lines).await? {

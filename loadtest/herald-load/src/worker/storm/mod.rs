@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::connection::{close_reason, next_text, send, tcp_connect, websocket_config, Ws, CLOSE_WAIT};
 use super::{emit, read_command, ConnectStats, Endpoint, ATTEMPT_LIMIT, CLOSE_LIMIT, IN_FLIGHT};
 use crate::dialect::{self, Sequenced};
-use crate::ipc::{self, Command, Connected, DropAt, Event, Setup, StormPlan, Trouble};
+use crate::ipc::{self, Command, DropAt, Event, Setup, StormPlan, Trouble};
 use crate::recovery::{Rejoin, Tracker};
 
 mod records;
@@ -95,17 +95,7 @@ pub(super) async fn serve(
     });
     let (phase, phase_rx) = watch::channel(Phase::Hold);
     open_all(&storm, &setup, &phase_rx).await;
-    let connected = {
-        let c = storm.connect.borrow();
-        Connected {
-            connected: c.connected,
-            failures: c.failures,
-            failure_samples: c.failure_samples.clone(),
-            authenticated: c.authenticated,
-            connect_us: c.latency.to_pairs(),
-            trouble: std::mem::take(&mut *storm.trouble.borrow_mut()),
-        }
-    };
+    let connected = storm.connect.borrow().report(std::mem::take(&mut *storm.trouble.borrow_mut()));
     emit(&Event::Connected(connected))?;
     loop {
         match read_command(lines).await? {
