@@ -7,6 +7,9 @@
 //! work (a zero queue, a heartbeat timeout shorter than its interval, ...).
 
 pub mod keys;
+mod namespaces;
+
+pub use namespaces::{NamespaceConfig, SlowConsumer};
 
 use std::path::Path;
 
@@ -42,6 +45,10 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     pub debug: DebugConfig,
     pub log: LogConfig,
+    /// `[[namespaces]]`: options for the rooms whose name starts with a
+    /// prefix (see [`NamespaceConfig`]). Default: none.
+    #[serde(deserialize_with = "namespaces::entries", skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<NamespaceConfig>,
 }
 
 /// `[server]`: where Herald listens and how this node names itself.
@@ -475,7 +482,8 @@ impl Config {
             return Err(invalid("cluster.node_ttl_ms", "must be at least 1000"));
         }
         check_log_level(&self.log.level).map_err(|reason| invalid("log.level", reason))?;
-        Ok(())
+        namespaces::validate(&self.namespaces, &self.history)
+
     }
 }
 

@@ -73,7 +73,6 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// `redis_url` fails.
 pub(crate) async fn join(
     config: &ClusterConfig,
-    keep: Keep,
     node: NodeId,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<Membership>, String> {
@@ -84,7 +83,7 @@ pub(crate) async fn join(
     let relay = Arc::new(relay::RedisRelay::new(backplane.clone()));
     let directory = Arc::new(directory::RedisDirectory::new(backplane));
     tracing::info!(%node, redis = %config.redis_url, "cluster: joining");
-    Ok(Membership::new(node, relay, directory, metrics, Duration::from_millis(config.node_ttl_ms), keep))
+    Ok(Membership::new(node, relay, directory, metrics, Duration::from_millis(config.node_ttl_ms)))
 }
 
 /// The cluster, as the rest of the node reaches it: this node's
@@ -189,8 +188,16 @@ impl Cluster {
 
     /// Numbers and publishes a server message to `room` for the other
     /// nodes (this one has no member in it), while the cluster can;
-    /// `floor` is the last number this node knows of.
-    pub fn publish_elsewhere(&self, room: &RoomName, from: &UserId, data: &str, floor: u64) -> Option<Pending<u64>> {
+    /// `floor` is the last number this node knows of, `keep` what the
+    /// room's history keeps.
+    pub fn publish_elsewhere(
+        &self,
+        room: &RoomName,
+        from: &UserId,
+        data: &str,
+        floor: u64,
+        keep: Keep,
+    ) -> Option<Pending<u64>> {
         let m = self.reachable()?;
         let body = Body::Message {
             room: room.clone(),
@@ -200,7 +207,7 @@ impl Cluster {
             token: m.token(),
             except: None,
         };
-        Some(m.publish_sequenced(room, body, floor))
+        Some(m.publish_sequenced(room, body, floor, keep))
     }
 
     /// Runs `task` where the cluster's background calls run; on a single
@@ -232,8 +239,6 @@ pub struct Membership {
     pub metrics: Arc<Metrics>,
     /// `cluster.node_ttl_ms`.
     pub ttl: Duration,
-    /// What each room's history keeps (`history.size`, `history.ttl_ms`).
-    pub keep: Keep,
     tokens: AtomicU64,
     /// A call failed since the link last re-synced: what it wrote may be missing.
     dirty: AtomicBool,
@@ -255,7 +260,6 @@ impl Membership {
         directory: Arc<dyn Directory>,
         metrics: Arc<Metrics>,
         ttl: Duration,
-        keep: Keep,
     ) -> Arc<Self> {
         let runtime = tokio::runtime::Handle::current();
         Arc::new(Self {
@@ -264,7 +268,6 @@ impl Membership {
             directory,
             metrics,
             ttl,
-            keep,
             tokens: AtomicU64::new(1),
             dirty: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),
@@ -346,9 +349,10 @@ impl Membership {
         );
     }
 
-    /// Numbers `body` with `room`'s next `seq` (above `floor`) and publishes it.
-    pub fn publish_sequenced(self: &Arc<Self>, room: &RoomName, body: Body, floor: u64) -> Pending<u64> {
-        let call = self.relay.publish_sequenced(&Channel::Room(room.clone()), &self.envelope(body), floor, self.keep);
+    /// Numbers `body` with `room`'s next `seq` (above `floor`), keeps it in
+    /// the room's history as `keep` says, and publishes it.
+    pub fn publish_sequenced(self: &Arc<Self>, room: &RoomName, body: Body, floor: u64, keep: Keep) -> Pending<u64> {
+        let call = self.relay.publish_sequenced(&Channel::Room(room.clone()), &self.envelope(body), floor, keep);
         let metrics = self.metrics.clone();
         self.checked(
             "numbered publish",
@@ -432,7 +436,7 @@ mod tests {
         assert!(alone.is_ready(), "readiness does not wait for a cluster there is none of");
         assert_eq!(alone.redis_connected(), None, "no Redis gauge to set");
         assert!(alone.room_users(&"lobby".into()).is_none() && alone.online(vec!["alice".into()]).is_none());
-        assert!(alone.publish_elsewhere(&"lobby".into(), &"server".into(), "1", 0).is_none());
+        assert!(alone.publish_elsewhere(&"lobby".into(), &"server".into(), "1", 0, Keep { size: 1, ttl_ms: 1 }).is_none());
         alone.user_online(&"alice".into());
         alone.direct(&"alice".into(), "{}");
         alone.broadcast("{}");

@@ -110,3 +110,66 @@ fn inconsistent_values_are_rejected() {
     let err = Config::from_toml("[server]\nnode_id = \"a b\"\n").unwrap_err().to_string();
     assert!(err.contains("server.node_id"), "{err}");
 }
+
+#[test]
+fn namespaces_take_the_defaults_an_entry_leaves_out() {
+    let config = Config::from_toml(
+        "[history]\nsize = 7\n\n[[namespaces]]\nprefix = \"live.\"\npresence = false\njoin_events = false\n\
+         client_publish = false\nhistory_size = 0\nslow_consumer = \"latest\"\n\n[[namespaces]]\nprefix = \"chat:\"\n",
+    )
+    .unwrap();
+    let [live, chat] = &config.namespaces[..] else { panic!("{:?}", config.namespaces) };
+    assert_eq!((live.presence, live.join_events, live.client_publish), (false, false, false));
+    assert_eq!((live.history_size, live.slow_consumer), (Some(0), SlowConsumer::Latest));
+    assert_eq!(*chat, NamespaceConfig::new("chat:"));
+    assert!(Config::from_toml("").unwrap().namespaces.is_empty());
+}
+
+#[test]
+fn a_bad_namespace_is_named_by_its_entry_and_key() {
+    let cases = [
+        ("[[namespaces]]\nprefix = \"a\"\npresense = false\n", "namespaces[0].presense"),
+        ("[[namespaces]]\nprefix = \"a\"\n[[namespaces]]\nprefix = \"b\"\nslow_consumer = \"fast\"\n", "namespaces[1].slow_consumer"),
+        ("[[namespaces]]\nprefix = \"a\"\npresence = \"no\"\n", "namespaces[0].presence"),
+        ("[[namespaces]]\nprefix = \"a\"\nhistory_size = -1\n", "namespaces[0].history_size"),
+        ("[[namespaces]]\npresence = false\n", "prefix"),
+        ("namespaces = [\"live.\"]\n", "namespaces[0]` is not a table"),
+        ("namespaces = 3\n", "namespaces"),
+        ("[[namespaces]]\nprefix = \"\"\n", "namespaces.prefix"),
+        ("[[namespaces]]\nprefix = \"a\"\n[[namespaces]]\nprefix = \"a\"\n", "namespaces.prefix"),
+        ("[[namespaces]]\nprefix = \"a\"\nhistory_size = 100001\n", "namespaces.history_size"),
+        ("[[namespaces]]\nprefix = \"a\"\nhistory_ttl_ms = 0\n", "namespaces.history_ttl_ms"),
+    ];
+    for (text, key) in cases {
+        let err = Config::from_toml(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    Config::from_toml("[[namespaces]]\nprefix = \"a\"\nhistory_size = 0\nhistory_ttl_ms = 0\n").unwrap();
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+fn namespaces_come_from_the_environment_by_index() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("herald.toml", "[[namespaces]]\nprefix = \"file.\"\n")?;
+        jail.set_env("HERALD_NAMESPACES__1__PREFIX", "ticker.");
+        jail.set_env("HERALD_NAMESPACES__1__SLOW_CONSUMER", "latest");
+        jail.set_env("HERALD_NAMESPACES__0__PREFIX", "live.");
+        jail.set_env("HERALD_NAMESPACES__0__PRESENCE", "false");
+        jail.set_env("HERALD_NAMESPACES__0__HISTORY_SIZE", "0");
+        let config = Config::load(Path::new("herald.toml"), true).unwrap();
+        let prefixes: Vec<&str> = config.namespaces.iter().map(|n| n.prefix.as_str()).collect();
+        assert_eq!(prefixes, ["live.", "ticker."], "the environment's entries replace the file's");
+        assert!(!config.namespaces[0].presence);
+        assert_eq!(config.namespaces[0].history_size, Some(0));
+        assert_eq!(config.namespaces[1].slow_consumer, SlowConsumer::Latest);
+        jail.set_env("HERALD_NAMESPACES__1__PRESENCE", "maybe");
+        let err = Config::load(Path::new("herald.toml"), true).unwrap_err().to_string();
+        assert!(err.contains("namespaces[1].presence"), "{err}");
+        jail.set_env("HERALD_NAMESPACES__1__PRESENCE", "true");
+        jail.set_env("HERALD_NAMESPACES__X__PREFIX", "x");
+        let err = Config::load(Path::new("herald.toml"), true).unwrap_err().to_string();
+        assert!(err.contains("namespaces.x"), "{err}");
+        Ok(())
+    });
+}

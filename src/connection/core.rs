@@ -356,6 +356,9 @@ impl<T: Transport> Connection<T> {
                 self.reply(ServerFrame::Left { room: &room, id });
             }
             ClientFrame::Publish { room, data, echo } => match self.session.room(&room) {
+                _ if !self.client_publish(&room) => {
+                    self.error(ErrorCode::Forbidden, "clients may not publish in this room's namespace", id)
+                }
                 Some(handle) => {
                     self.services.metrics.published(Source::Client);
                     handle.publish(conn, user, data, echo, id);
@@ -363,6 +366,9 @@ impl<T: Transport> Connection<T> {
                 None => self.error(ErrorCode::NotInRoom, "publish to a room this connection has not joined", id),
             },
             ClientFrame::Typing { room, typing } => match self.session.room(&room) {
+                _ if !self.client_publish(&room) => {
+                    self.error(ErrorCode::Forbidden, "clients may not send typing in this room's namespace", id)
+                }
                 Some(handle) => {
                     handle.typing(conn, user, typing);
                     if id.is_some() {
@@ -482,6 +488,17 @@ impl<T: Transport> Connection<T> {
             }
             then(conn, all)
         });
+    }
+
+    /// Whether clients may publish and send `typing` in `room`: as its
+    /// namespace says, which a joined room carries and any other room is
+    /// looked up for (a `publish` there is refused either way, and its
+    /// namespace answers first: not even a member may).
+    fn client_publish(&self, room: &str) -> bool {
+        match self.session.room(room) {
+            Some(handle) => handle.client_publish(),
+            None => self.services.rooms.namespaces().resolve(room).client_publish,
+        }
     }
 
     fn on_presence(&mut self, room: RoomName, id: Option<&RawValue>) {

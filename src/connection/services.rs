@@ -162,8 +162,13 @@ impl Services {
     /// of its members and shared by every ask until the next; with
     /// clustering, the cluster directory's, which already holds a user whose
     /// join another node has confirmed.
+    ///
+    /// A room whose namespace does not list users answers with its count
+    /// alone (`users` is `[]`): the room's own number, or the directory's
+    /// users counted.
     pub fn room_presence(&self, room: RoomName) -> impl Future<Output = Result<UserList, CallError>> + 'static {
         let local = (!self.cluster.is_clustered()).then(|| self.rooms.presence(room.clone()));
+        let listed = self.rooms.namespaces().resolve(&room).presence;
         let presence = self.presence.clone();
         async move {
             if let Some(Some(list)) = match local {
@@ -172,7 +177,11 @@ impl Services {
             } {
                 return Ok(list);
             }
-            presence.room_users(room).await.map(|users| UserList::new(&users))
+            let users = presence.room_users(room).await?;
+            Ok(match listed {
+                true => UserList::new(&users),
+                false => UserList::unlisted(users.len()),
+            })
         }
     }
 

@@ -14,6 +14,12 @@
 //! close it with 4008 (the close frame is the one write allowed past the
 //! bound), and ends it after a grace period if even that cannot get through.
 //!
+//! A room whose namespace says otherwise keeps its frames from making a
+//! slow consumer (see [`Outbox::deliver_in`]): under `drop` a frame that
+//! does not fit is skipped for this connection; under `latest` the newest
+//! message that did not fit waits in one slot per room, outside the queue,
+//! and goes in as soon as the queue has room again.
+//!
 //! The socket's descriptor sits under the same lock as the queue and is
 //! cleared by the owner before the socket is closed, so a write never lands
 //! on a descriptor number that another connection has since been given.
@@ -29,6 +35,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::{Place, Wakeups};
+use crate::config::SlowConsumer;
+use crate::ids::RoomName;
 use crate::metrics::{Fault, Metrics};
 use crate::protocol::{close, Encoded, ServerKind};
 use crate::metrics::TransportKind;
@@ -42,6 +50,11 @@ pub enum Delivery {
     Full,
     /// The connection is gone.
     Closed,
+    /// Did not fit, and was skipped under its room's `drop` (or `latest`)
+    /// policy: the connection stays.
+    Skipped,
+    /// Did not fit, and waits in its room's `latest` slot: the connection stays.
+    Kept,
 }
 
 /// The queue bounds every connection of a node shares.
@@ -121,6 +134,9 @@ struct Extra {
     /// An SSE stream's position in each of its rooms, by room name, which
     /// every event's `id:` records (see [`Outbox::track`]).
     positions: Vec<Tracked>,
+    /// The newest message of each `latest` room that did not fit, oldest
+    /// slot first: at most one per room, written once the queue has room.
+    latest: Vec<(RoomName, Encoded)>,
 }
 
 /// One room's position in an SSE stream: none until its join placed it.
@@ -143,6 +159,24 @@ impl Extra {
         let at = self.positions.binary_search_by(|t| (*t.room).cmp(room)).ok()?;
         Some(&mut self.positions[at])
     }
+}
+
+/// `frame` as an SSE event, its `id:` the stream's position in every room
+/// once `frame` (a message) is counted in: worked out under the lock that
+/// orders the writes, so ids only move forward.
+fn event_bytes(extra: Option<&mut Extra>, frame: &Encoded) -> Bytes {
+    let id = match extra {
+        Some(extra) if !extra.positions.is_empty() => {
+            if let Some((room, seq)) = frame.message_position() {
+                if let Some((_, at)) = extra.tracked(room).and_then(|t| t.at.as_mut()) {
+                    *at = (*at).max(seq);
+                }
+            }
+            extra.stream_id()
+        }
+        _ => None,
+    };
+    crate::protocol::framing::event_with_id(id.as_deref(), frame.text())
 }
 
 /// [`Out::request`] for a crash.
@@ -207,10 +241,64 @@ impl Outbox {
             TransportKind::Sse => self.write_event(frame),
         };
         if delivery == Delivery::Full {
-            metrics.frames_dropped(Fault::SlowConsumer, 1);
+            metrics.slow_consumer_drops(SlowConsumer::Disconnect, 1);
             self.slow_consumer(metrics);
         }
         delivery
+    }
+
+    /// [`Self::deliver_uncounted`] of a frame of `room`, whose namespace
+    /// says what a frame that does not fit does: under `disconnect` it
+    /// makes the connection a slow consumer, as any frame; under `drop` it
+    /// is skipped for this connection; under `latest` a message takes the
+    /// room's slot (the one it displaces is dropped) and other frames are
+    /// skipped. While a room's slot is taken, its next messages replace
+    /// the one there rather than overtake it.
+    pub fn deliver_in(&self, frame: &Encoded, room: &RoomName, policy: SlowConsumer, metrics: &Metrics) -> Delivery {
+        if policy == SlowConsumer::Disconnect {
+            return self.deliver_uncounted(frame, metrics);
+        }
+        if !self.carries(frame.kind) {
+            return Delivery::Queued;
+        }
+        let keep = policy == SlowConsumer::Latest && frame.kind == ServerKind::Message;
+        let mut out = self.shared.out.lock();
+        if keep {
+            let waiting = out.extra.as_deref_mut().and_then(|e| e.latest.iter_mut().find(|(r, _)| r == room));
+            if let Some((_, waiting)) = waiting {
+                *waiting = frame.clone();
+                drop(out);
+                metrics.slow_consumer_drops(policy, 1);
+                metrics.latest_replaced.inc();
+                return Delivery::Kept;
+            }
+        }
+        let delivery = match self.shared.transport {
+            TransportKind::WebSocket => self.write_locked(&mut out, frame.wire(), false, None),
+            TransportKind::Sse => self.write_event_locked(&mut out, frame),
+        };
+        // A connection already found slow is on its way out: its frames
+        // are lost whatever the room.
+        if delivery != Delivery::Full || out.slow {
+            return delivery;
+        }
+        if keep {
+            out.extra.get_or_insert_default().latest.push((room.clone(), frame.clone()));
+            return Delivery::Kept;
+        }
+        drop(out);
+        metrics.slow_consumer_drops(policy, 1);
+        Delivery::Skipped
+    }
+
+    /// Forgets the message waiting in `room`'s `latest` slot, if any: the
+    /// connection left the room. (A connection that never reads and goes
+    /// from room to room so holds one slot per room it is in, no more.)
+    pub fn forget_room(&self, room: &RoomName) {
+        let mut out = self.shared.out.lock();
+        if let Some(extra) = out.extra.as_deref_mut() {
+            extra.latest.retain(|(r, _)| r != room);
+        }
     }
 
     /// Writes `bytes` as they are: to the socket while nothing is queued,
@@ -227,24 +315,15 @@ impl Outbox {
         self.write_locked(&mut out, bytes, past_bounds, None)
     }
 
-    /// Writes `frame` as an SSE event, its `id:` the stream's position in
-    /// every room once `frame` (a message) is counted in: worked out under
-    /// the lock that orders the writes, so ids only move forward.
+    /// Writes `frame` as an SSE event (see [`event_bytes`]).
     fn write_event(&self, frame: &Encoded) -> Delivery {
         let mut out = self.shared.out.lock();
-        let id = match out.extra.as_deref_mut() {
-            Some(extra) if !extra.positions.is_empty() => {
-                if let Some((room, seq)) = frame.message_position() {
-                    if let Some((_, at)) = extra.tracked(room).and_then(|t| t.at.as_mut()) {
-                        *at = (*at).max(seq);
-                    }
-                }
-                extra.stream_id()
-            }
-            _ => None,
-        };
-        let bytes = crate::protocol::framing::event_with_id(id.as_deref(), frame.text());
-        self.write_locked(&mut out, &bytes, false, Some(frame.text()))
+        self.write_event_locked(&mut out, frame)
+    }
+
+    fn write_event_locked(&self, out: &mut Out, frame: &Encoded) -> Delivery {
+        let bytes = event_bytes(out.extra.as_deref_mut(), frame);
+        self.write_locked(out, &bytes, false, Some(frame.text()))
     }
 
     /// [`Self::write_shared`] under the lock; a recorder keeps `text`, or
@@ -420,6 +499,7 @@ impl Outbox {
                         out.queue = None;
                     }
                     out.queued_bytes = out.queued_bytes.saturating_sub(taken);
+                    self.release_latest(&mut out);
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Err(error),
@@ -428,6 +508,33 @@ impl Outbox {
                     return Err(error);
                 }
             }
+        }
+    }
+
+    /// Moves the messages waiting in `latest` slots into the queue, oldest
+    /// slot first, as far as the queue's bounds let them.
+    fn release_latest(&self, out: &mut Out) {
+        let Out { queue, queued_bytes, extra, .. } = out;
+        let Some(extra) = extra.as_deref_mut() else { return };
+        let bounds = self.shared.bounds;
+        while let Some((_, frame)) = extra.latest.first() {
+            let frames = queue.as_ref().map_or(0, |q| q.len());
+            let bytes = match self.shared.transport {
+                TransportKind::WebSocket => frame.wire().clone(),
+                TransportKind::Sse => {
+                    let frame = frame.clone();
+                    event_bytes(Some(extra), &frame)
+                }
+            };
+            // An empty queue takes it whatever its size, as a socket would.
+            let fits = frames == 0
+                || (frames < bounds.frames as usize && *queued_bytes as usize + bytes.len() <= bounds.bytes as usize);
+            if !fits {
+                return;
+            }
+            extra.latest.remove(0);
+            *queued_bytes = queued_bytes.saturating_add(bytes.len() as u32);
+            queue.get_or_insert_default().push_back(bytes);
         }
     }
 

@@ -17,6 +17,7 @@ use prometheus::{
 };
 
 use crate::protocol::{ClientKind, ServerKind};
+use crate::config::SlowConsumer;
 
 mod labels;
 
@@ -54,6 +55,11 @@ pub struct Metrics {
     frames_out: Vec<IntCounter>,
     /// `herald_frames_dropped_total{reason}`, by [`Fault::FRAME`].
     frames_dropped: Vec<IntCounter>,
+    /// `herald_slow_consumer_drops_total{policy}`, by [`SlowConsumer`].
+    slow_drops: Vec<IntCounter>,
+    /// `herald_slow_consumer_latest_replaced_total`: messages waiting in a
+    /// `latest` slot that a newer one replaced.
+    pub latest_replaced: IntCounter,
     bytes_in: Vec<IntCounter>,
     bytes_out: Vec<IntCounter>,
     /// `herald_rooms_active`: rooms alive on this node (rooms with local members).
@@ -234,6 +240,17 @@ impl Metrics {
                 "reason",
                 Fault::FRAME.iter().map(|f| f.as_str()),
             ),
+            slow_drops: b.counters(
+                "herald_slow_consumer_drops_total",
+                "Frames not queued to a connection whose queue was full, by the slow_consumer policy of their room \
+                 (disconnect: also frames of no room)",
+                "policy",
+                SlowConsumer::ALL.iter().map(|p| p.as_str()),
+            ),
+            latest_replaced: b.counter(
+                "herald_slow_consumer_latest_replaced_total",
+                "Messages waiting in a latest room's slot for a slow connection that a newer message replaced",
+            ),
             bytes_in: b.counters(
                 "herald_transport_received_bytes_total",
                 "Bytes of client messages received, by transport (framing not included)",
@@ -375,6 +392,18 @@ impl Metrics {
         if let Some(index) = Fault::FRAME.iter().position(|&f| f == fault) {
             self.frames_dropped[index].inc_by(n);
         }
+    }
+
+    /// Counts `n` frames not queued to a full connection under `policy`
+    /// (also in `herald_frames_dropped_total{reason="slow_consumer"}`).
+    pub fn slow_consumer_drops(&self, policy: SlowConsumer, n: u64) {
+        self.slow_drops[policy as usize].inc_by(n);
+        self.frames_dropped(Fault::SlowConsumer, n);
+    }
+
+    /// Frames dropped under `policy` so far.
+    pub fn slow_consumer_dropped(&self, policy: SlowConsumer) -> u64 {
+        self.slow_drops[policy as usize].get()
     }
 
     /// Counts one failed actor.

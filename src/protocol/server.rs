@@ -163,7 +163,13 @@ impl UserList {
         Self::new([])
     }
 
-    /// How many users it lists.
+    /// `count` users, none of them named (`[]`): a room that does not list
+    /// its users.
+    pub fn unlisted(count: usize) -> Self {
+        Self(Arc::new(Listed { json: RawValue::from_string("[]".into()).expect("[] is JSON"), count }))
+    }
+
+    /// How many users it stands for: those it lists, or its count.
     pub fn len(&self) -> usize {
         self.0.count
     }

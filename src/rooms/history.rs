@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use super::namespace::Namespace;
 use crate::config::HistoryConfig;
 use crate::metrics::{Eviction, Metrics};
 use crate::protocol::Encoded;
@@ -40,6 +41,9 @@ const ENTRY_COST: usize = std::mem::size_of::<Entry>() + 64;
 pub(crate) struct Stream {
     /// The last `seq` given out (0 before the first message).
     pub seq: AtomicU64,
+    /// The room's namespace, resolved once for the node's lifetime: its
+    /// history limits apply here, and the room reads the rest.
+    pub namespace: Arc<Namespace>,
     /// Allocated while it holds messages.
     log: Mutex<Option<Box<Log>>>,
 }
@@ -112,8 +116,8 @@ struct Ledger {
 }
 
 impl Stream {
-    pub(crate) fn new() -> Self {
-        Self { seq: AtomicU64::new(0), log: Mutex::new(None) }
+    pub(crate) fn new(namespace: Arc<Namespace>) -> Self {
+        Self { seq: AtomicU64::new(0), namespace, log: Mutex::new(None) }
     }
 
     /// The last `seq` given out.
@@ -152,7 +156,8 @@ impl Archive {
     /// `seq`, and keeps the frame in the stream's history: one step, so
     /// the log never lacks a `seq` given out.
     pub(crate) fn publish(&self, stream: &Arc<Stream>, build: impl FnOnce(u64) -> Encoded) -> (u64, Encoded) {
-        if self.config.size == 0 {
+        let keep = stream.namespace.history;
+        if keep.size == 0 {
             let seq = stream.seq.fetch_add(1, Ordering::Relaxed) + 1;
             return (seq, build(seq));
         }
@@ -175,12 +180,12 @@ impl Archive {
             let entry = Entry { seq, stamp: self.stamps.fetch_add(1, Ordering::Relaxed), frame: frame.clone() };
             let added = entry.cost();
             log.entries.push_back(entry);
-            while log.entries.len() > self.config.size {
+            while log.entries.len() > keep.size {
                 let old = log.entries.pop_front().expect("over size, so not empty");
                 dropped.0 += old.cost();
                 dropped.1 += 1;
             }
-            log.expires = now + self.config.ttl_ms;
+            log.expires = now + keep.ttl_ms;
             (seq, frame, added, dropped)
         };
         let (bytes, sized_out, expired) = dropped;
@@ -326,6 +331,12 @@ mod tests {
         (Archive::new(HistoryConfig { size, ttl_ms, max_bytes }, metrics.clone()), metrics)
     }
 
+    /// A stream whose namespace keeps what `archive` was configured with.
+    fn stream(archive: &Archive) -> Arc<Stream> {
+        let config = crate::config::Config { history: archive.config().clone(), ..Default::default() };
+        Arc::new(Stream::new(crate::rooms::Namespaces::new(&config).default_namespace().clone()))
+    }
+
     fn publish(archive: &Archive, stream: &Arc<Stream>) -> (u64, Encoded) {
         archive.publish(stream, |seq| Encoded::new(ServerKind::Message, &format!(r#"{{"seq":{seq}}}"#)))
     }
@@ -337,7 +348,7 @@ mod tests {
     #[test]
     fn a_held_message_is_the_frame_that_went_out_not_a_copy() {
         let (archive, _) = archive(10, 60_000, usize::MAX);
-        let stream = Arc::new(Stream::new());
+        let stream = stream(&archive);
         let (seq, sent) = publish(&archive, &stream);
         let replayed = archive.replay(&stream, 0).frames.unwrap();
         assert_eq!(seq, 1);
@@ -347,7 +358,7 @@ mod tests {
     #[test]
     fn replay_is_whole_or_nothing() {
         let (archive, metrics) = archive(3, 60_000, usize::MAX);
-        let stream = Arc::new(Stream::new());
+        let stream = stream(&archive);
         for _ in 0..5 {
             publish(&archive, &stream);
         }
@@ -363,7 +374,7 @@ mod tests {
     #[test]
     fn an_expired_history_is_dropped_and_numbering_goes_on() {
         let (archive, metrics) = archive(10, 20, usize::MAX);
-        let stream = Arc::new(Stream::new());
+        let stream = stream(&archive);
         publish(&archive, &stream);
         publish(&archive, &stream);
         std::thread::sleep(std::time::Duration::from_millis(40));
@@ -379,7 +390,7 @@ mod tests {
     fn the_node_s_oldest_messages_go_first_past_max_bytes() {
         let one = ENTRY_COST + Encoded::new(ServerKind::Message, r#"{"seq":1}"#).wire().len();
         let (archive, metrics) = archive(100, 60_000, one * 4);
-        let (a, b) = (Arc::new(Stream::new()), Arc::new(Stream::new()));
+        let (a, b) = (stream(&archive), stream(&archive));
         publish(&archive, &a);
         publish(&archive, &a);
         publish(&archive, &b);
@@ -396,7 +407,7 @@ mod tests {
     #[test]
     fn size_zero_keeps_nothing() {
         let (archive, metrics) = archive(0, 1, usize::MAX);
-        let stream = Arc::new(Stream::new());
+        let stream = stream(&archive);
         assert_eq!(publish(&archive, &stream).0, 1);
         assert!(archive.replay(&stream, 0).frames.is_none());
         assert_eq!(metrics.history_messages.get(), 0);

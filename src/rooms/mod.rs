@@ -3,12 +3,15 @@
 //!
 //! - [`shard`]: the registry shard actor (creates, retires and remembers rooms).
 //! - [`room`]: a room, an actor its shard runs (members, fan-out, `seq`).
+//! - [`history`]: what each room keeps of its messages, node-wide bounds.
+//! - [`namespace`]: the options a room takes from its name's prefix.
 //!
 //! [`RoomRegistry`] is the handle connections use. Joins on rooms in different
 //! shards never queue behind each other, and after a join a connection talks
 //! to its room directly through a [`RoomHandle`].
 
 pub(crate) mod history;
+pub(crate) mod namespace;
 pub(crate) mod room;
 pub(crate) mod shard;
 mod users;
@@ -33,6 +36,7 @@ use crate::supervisor::Supervised;
 pub(crate) use room::{Publication, RoomCell, RoomMsg};
 pub(crate) use shard::{RoomCap, ShardCell, ShardMsg};
 pub use history::Archive;
+pub use namespace::{Namespace, Namespaces};
 
 /// What a `join` with `since` asks for: every message of the room after
 /// `seq`, if the room is still in `epoch` (when given).
@@ -93,6 +97,7 @@ pub enum JoinError {
 pub struct RoomRegistry {
     shards: Arc<[Arc<ShardCell>]>,
     archive: Arc<Archive>,
+    namespaces: Arc<Namespaces>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -103,8 +108,13 @@ pub struct RoomHandle {
 }
 
 impl RoomRegistry {
-    pub fn new(shards: Vec<Arc<ShardCell>>, archive: Arc<Archive>) -> Self {
-        Self { shards: shards.into(), archive, hasher: Default::default() }
+    pub fn new(shards: Vec<Arc<ShardCell>>, archive: Arc<Archive>, namespaces: Arc<Namespaces>) -> Self {
+        Self { shards: shards.into(), archive, namespaces, hasher: Default::default() }
+    }
+
+    /// The node's namespaces.
+    pub fn namespaces(&self) -> &Arc<Namespaces> {
+        &self.namespaces
     }
 
     /// Every room's history on this node.
@@ -280,6 +290,11 @@ impl RoomRegistry {
 }
 
 impl RoomHandle {
+    /// Whether the room's namespace lets clients publish and send `typing`.
+    pub fn client_publish(&self) -> bool {
+        self.room.client_publish
+    }
+
     /// Publishes to the room; the room sends the `ack` when `id` is set.
     pub fn publish(&self, conn: ConnId, user: UserId, data: &RawValue, echo: bool, id: Option<&RawValue>) {
         let (data, id, at) = (data.to_owned(), id.map(ToOwned::to_owned), Instant::now());

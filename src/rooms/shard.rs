@@ -35,6 +35,7 @@ use ractor::RpcReplyPort;
 use serde_json::value::RawValue;
 
 use super::history::{Archive, Page, Stream};
+use super::namespace::{Namespace, Namespaces};
 use super::room::{JoinReply, RoomCell, RoomMsg};
 use super::Since;
 use super::RoomsFull;
@@ -59,7 +60,7 @@ pub(crate) enum ShardMsg {
     },
     Leave { room: RoomName, conn: ConnId },
     /// Sent by a room after any message that leaves it without members.
-    Empty { room: Arc<RoomCell>, seen: u64 },
+    Empty { room: Arc<RoomCell>, seen: u32 },
     /// A room has messages waiting: give it a turn.
     Run(Arc<RoomCell>),
     /// A publish from the server API; the reply is its `seq`.
@@ -93,13 +94,15 @@ struct Slot {
     /// The room's numbering and history, which outlive its actor.
     stream: Arc<Stream>,
     room: Option<Arc<RoomCell>>,
-    /// Joins and server publishes forwarded to the room.
-    forwarded: u64,
+    /// Joins and server publishes forwarded to the room (wrapping, as the
+    /// room's count of them does).
+    forwarded: u32,
 }
 
 impl Slot {
-    fn new() -> Self {
-        Self { stream: Arc::new(Stream::new()), room: None, forwarded: 0 }
+    /// A slot for a room first numbered or created here, in `namespace`.
+    fn new(namespace: &Arc<Namespace>) -> Self {
+        Self { stream: Arc::new(Stream::new(namespace.clone())), room: None, forwarded: 0 }
     }
 }
 
@@ -135,6 +138,7 @@ pub struct ShardCell {
     cluster: Cluster,
     cap: Arc<RoomCap>,
     archive: Arc<Archive>,
+    namespaces: Arc<Namespaces>,
     /// Room restarts within the current run.
     budget: Mutex<RestartBudget>,
 }
@@ -147,10 +151,11 @@ impl ShardCell {
         cluster: Cluster,
         cap: Arc<RoomCap>,
         archive: Arc<Archive>,
+        namespaces: Arc<Namespaces>,
     ) -> Self {
         let mailbox = Arc::new(Mailbox::counted(metrics.mailbox_backlog(ActorKind::Registry).clone()));
         let budget = Mutex::new(RestartBudget::new(&supervision));
-        Self { mailbox, slots: Mutex::default(), presence, metrics, supervision, cluster, cap, archive, budget }
+        Self { mailbox, slots: Mutex::default(), presence, metrics, supervision, cluster, cap, archive, namespaces, budget }
     }
 
     /// The live room named `name`, if it has one.
@@ -184,7 +189,7 @@ impl ShardCell {
                     return;
                 }
                 None => {
-                    let slot = slots.entry(name.clone()).or_insert_with(Slot::new);
+                    let slot = slots.entry(name.clone()).or_insert_with(|| Slot::new(self.namespaces.resolve(&name)));
                     let room = Arc::new(RoomCell::new(
                         name.clone(),
                         slot.stream.clone(),
@@ -206,7 +211,7 @@ impl ShardCell {
             room.send(RoomMsg::Sync { initial: true });
         }
         if let Some(slot) = self.slots.lock().get_mut(&name) {
-            slot.forwarded += 1;
+            slot.forwarded = slot.forwarded.wrapping_add(1);
         }
         room.send(RoomMsg::Join { member, id, since: since.map(Box::new), reply });
     }
@@ -217,14 +222,19 @@ impl ShardCell {
         let mut slots = self.slots.lock();
         if let Some(slot) = slots.get_mut(&name) {
             if let Some(room) = slot.room.clone() {
-                slot.forwarded += 1;
+                slot.forwarded = slot.forwarded.wrapping_add(1);
                 drop(slots);
                 room.send(RoomMsg::ServerPublish { from, data, reply, at });
                 return;
             }
         }
-        let floor = slots.get(&name).map_or(0, |slot| slot.stream.latest());
-        match self.cluster.publish_elsewhere(&name, &from, data.get(), floor) {
+        let (floor, keep) = match slots.get(&name) {
+            Some(slot) => (slot.stream.latest(), slot.stream.namespace.history),
+            // A room this node never had: its name is looked up for this
+            // one publish, as nothing here keeps it.
+            None => (0, self.namespaces.resolve(&name).history),
+        };
+        match self.cluster.publish_elsewhere(&name, &from, data.get(), floor, keep) {
             // Nobody here to deliver to: Redis numbers it for the other
             // nodes. Nothing is kept here for the room.
             Some(call) => {
@@ -237,7 +247,7 @@ impl ShardCell {
                 });
             }
             None => {
-                let slot = slots.entry(name.clone()).or_insert_with(Slot::new);
+                let slot = slots.entry(name.clone()).or_insert_with(|| Slot::new(self.namespaces.resolve(&name)));
                 let stream = slot.stream.clone();
                 drop(slots);
                 let (seq, _) = self.archive.publish(&stream, |seq| {
@@ -260,7 +270,7 @@ impl ShardCell {
         }
     }
 
-    fn empty(&self, room: &Arc<RoomCell>, seen: u64) {
+    fn empty(&self, room: &Arc<RoomCell>, seen: u32) {
         let current = self
             .slots
             .lock()

@@ -35,9 +35,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::cluster;
-use crate::cluster::Keep;
-use crate::config::{Config, HistoryConfig};
-use crate::rooms::Archive;
+use crate::config::Config;
+use crate::rooms::{Archive, Namespaces};
 use crate::delivery::Registry;
 use crate::metrics::Metrics;
 use crate::connection::services::Services;
@@ -135,17 +134,19 @@ impl Server {
         let cluster = match config.cluster.enabled {
             true => Some(
                 actors
-                    .block_on(cluster::join(&config.cluster, keep(&config.history), id.clone(), metrics.clone()))
+                    .block_on(cluster::join(&config.cluster, id.clone(), metrics.clone()))
                     .map_err(ServerError::Cluster)?,
             ),
             false => None,
         };
         let clustering = cluster.clone().map(|cluster| Clustering { cluster, connections: connections.clone() });
         let archive = Arc::new(Archive::new(config.history.clone(), metrics.clone()));
+        let namespaces = Arc::new(Namespaces::new(&config));
         let tree = actors.block_on(tree::start(
             cores() * 8,
             config.limits.max_rooms,
             archive,
+            namespaces,
             metrics.clone(),
             &config.supervision,
             give_up,
@@ -300,11 +301,6 @@ fn log_capacity(node: &Node) {
     if configured as u64 > capacity {
         tracing::warn!("limits.max_connections ({configured}) exceeds what the file limit allows ({capacity})");
     }
-}
-
-/// What each room's history keeps in Redis, with clustering.
-fn keep(history: &HistoryConfig) -> Keep {
-    Keep { size: history.size, ttl_ms: history.ttl_ms }
 }
 
 #[cfg(test)]

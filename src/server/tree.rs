@@ -10,7 +10,7 @@ use crate::delivery::Registry;
 use crate::link::{LinkCell, LinkHandle, Targets};
 use crate::metrics::Metrics;
 use crate::presence::{Presence, PresenceCell};
-use crate::rooms::{Archive, RoomCap, RoomRegistry, ShardCell};
+use crate::rooms::{Archive, Namespaces, RoomCap, RoomRegistry, ShardCell};
 use crate::supervisor::{self, Child, GiveUp, StartError};
 
 /// The handles of a started tree.
@@ -37,6 +37,7 @@ pub async fn start(
     shards: usize,
     max_rooms: usize,
     archive: Arc<Archive>,
+    namespaces: Arc<Namespaces>,
     metrics: Arc<Metrics>,
     supervision: &SupervisionConfig,
     give_up: GiveUp,
@@ -55,11 +56,12 @@ pub async fn start(
                 cluster.clone(),
                 cap.clone(),
                 archive.clone(),
+                namespaces.clone(),
             );
             Arc::new(shard)
         })
         .collect();
-    let rooms = RoomRegistry::new(shards.clone(), archive.clone());
+    let rooms = RoomRegistry::new(shards.clone(), archive.clone(), namespaces);
     tokio::spawn(sweep_history(archive));
     let link = clustering.map(|c| {
         let targets = Targets { rooms: rooms.clone(), presence: presence.clone(), connections: c.connections };
@@ -133,7 +135,7 @@ mod tests {
             let _ = tx.send(reason);
         });
         let archive = Arc::new(Archive::new(Default::default(), metrics.clone()));
-        let tree = start(2, usize::MAX, archive, metrics.clone(), &supervision, give_up, None).await.unwrap();
+        let tree = start(2, usize::MAX, archive, Default::default(), metrics.clone(), &supervision, give_up, None).await.unwrap();
         (tree, metrics, rx)
     }
 

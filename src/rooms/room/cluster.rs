@@ -54,8 +54,11 @@ pub(super) struct Joining {
     pub held: Vec<Encoded>,
     /// The bytes of `held`.
     pub held_bytes: usize,
-    /// More was held than the connection's queue could take.
+    /// More was held than the connection's queue could take (in a room
+    /// whose slow members are disconnected).
     pub overflowed: bool,
+    /// In a `latest` room: the newest message that did not fit in `held`.
+    pub newest: Option<Encoded>,
     /// Messages for this connection that arrived meanwhile (a second join),
     /// handled once it is in.
     pub then: Vec<RoomMsg>,
@@ -230,39 +233,51 @@ impl Side {
     }
 
     /// Holds `frame` for every joining member but `except`, up to what its
-    /// connection's queue could take.
-    pub(super) fn hold(&mut self, frame: &Encoded, except: Option<ConnId>, metrics: &Metrics) {
+    /// connection's queue could take; past that, as the room's `policy` says.
+    pub(super) fn hold(&mut self, frame: &Encoded, except: Option<ConnId>, policy: SlowConsumer, metrics: &Metrics) {
         let Some(clustered) = self.0.as_mut() else { return };
         if clustered.joining.is_empty() {
             return;
         }
         for (conn, joining) in &mut clustered.joining {
             if Some(*conn) != except {
-                joining.hold(frame, metrics);
+                joining.hold(frame, policy, metrics);
             }
         }
     }
 
-    /// Holds `frame` for the joining member `conn`.
+    /// Holds `frame`, a reply, for the joining member `conn`.
     pub(super) fn hold_for(&mut self, conn: ConnId, frame: &Encoded, metrics: &Metrics) {
         if let Some(joining) = self.0.as_mut().and_then(|c| c.joining.get_mut(&conn)) {
-            joining.hold(frame, metrics);
+            joining.hold(frame, SlowConsumer::Disconnect, metrics);
         }
     }
 }
 
 impl Joining {
-    fn hold(&mut self, frame: &Encoded, metrics: &Metrics) {
+    fn hold(&mut self, frame: &Encoded, policy: SlowConsumer, metrics: &Metrics) {
         if self.overflowed || !self.outbox.carries(frame.kind) {
             return;
         }
         let bounds = self.outbox.bounds();
         let bytes = self.held_bytes + frame.text().len();
         if self.held.len() >= bounds.frames as usize || bytes > bounds.bytes as usize {
-            self.overflowed = true;
-            self.held = Vec::new();
-            self.held_bytes = 0;
-            metrics.frames_dropped(crate::metrics::Fault::SlowConsumer, 1);
+            match policy {
+                SlowConsumer::Disconnect => {
+                    self.overflowed = true;
+                    self.held = Vec::new();
+                    self.held_bytes = 0;
+                }
+                SlowConsumer::Latest if frame.kind == ServerKind::Message => {
+                    if self.newest.replace(frame.clone()).is_some() {
+                        metrics.latest_replaced.inc();
+                    } else {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+            metrics.slow_consumer_drops(policy, 1);
             return;
         }
         self.held_bytes = bytes;
@@ -337,7 +352,7 @@ impl RoomState {
             token,
             except,
         };
-        let call = cluster.publish_sequenced(&self.name, body, floor);
+        let call = cluster.publish_sequenced(&self.name, body, floor, self.stream.namespace.history);
         clustered.waiting.insert(token, Waiting { publisher, from, data, acked: false, at });
         let cell = cell.clone();
         cluster.spawn(async move {
@@ -366,7 +381,7 @@ impl RoomState {
         let ticket = cluster.token();
         joining.ticket = ticket;
         let read = joining.since.as_ref().map(|since| {
-            let limit = joining.latest.saturating_sub(since.seq).min(cluster.keep.size as u64) as usize;
+            let limit = joining.latest.saturating_sub(since.seq).min(self.stream.namespace.history.size as u64) as usize;
             cluster.checked("history read", cluster.relay.history(&Channel::Room(self.name.clone()), since.seq, limit))
         });
         clustered.joining.insert(conn, joining);
@@ -445,6 +460,11 @@ impl RoomState {
             }
         }
         let then = std::mem::take(&mut joining.then);
+        // The newest message past the bound goes last, as a `latest` room's
+        // slot would have delivered it.
+        if let Some(newest) = joining.newest.take() {
+            joining.held.push(newest);
+        }
         if joining.overflowed {
             joining.outbox.slow_consumer(&self.metrics);
         }
@@ -452,7 +472,7 @@ impl RoomState {
             // Its connection stopped waiting for a join again: still a
             // member, as before it asked, with what came meanwhile.
             for frame in &joining.held {
-                joining.outbox.deliver(frame, &self.metrics);
+                self.deliver(&joining.outbox, frame);
             }
             self.members.insert(conn, (joining.user, joining.outbox));
             return then;

@@ -9,7 +9,15 @@
 //!
 //! The room counts connections per user, so `user_joined` goes out on a
 //! user's first connection and `user_left` on the last, and tells presence
-//! about exactly those two moments.
+//! about exactly those two moments. It keeps the number of distinct users
+//! (with clustering, on every node) as a number that those moments move,
+//! so `count` never counts a list.
+//!
+//! A room behaves as its namespace says, which its stream carries from the
+//! room's first moment on this node: whether it lists its users (without,
+//! it hashes them, and a join costs the same in a room of any size),
+//! whether members hear `user_joined`/`user_left`, and what a member whose
+//! queue is full gets from its frames (see [`Outbox::deliver_in`]).
 //!
 //! A room's members and its queue of messages live in its [`RoomCell`],
 //! which its shard keeps. A room costs no task of its own: a message for it
@@ -48,6 +56,7 @@ use crate::metrics::{ActorKind, Metrics};
 use crate::presence::Presence;
 use crate::protocol::{now_ms, Encoded, ErrorCode, ServerFrame, ServerKind, UserList};
 use crate::metrics::TransportKind;
+use crate::config::SlowConsumer;
 use crate::supervisor::{Actor, Supervised, Failure, Mailbox};
 
 mod cluster;
@@ -139,6 +148,9 @@ pub(crate) enum RoomMsg {
 /// A room: its queue and its state, which outlive any one life of it.
 pub(crate) struct RoomCell {
     pub name: RoomName,
+    /// What the room's namespace allows clients, read without the room:
+    /// whether they may publish and send `typing`.
+    pub client_publish: bool,
     mailbox: Mailbox<RoomMsg>,
     /// The shard that runs the room, and is told when it is left empty.
     shard: Arc<Mailbox<ShardMsg>>,
@@ -160,9 +172,12 @@ pub(crate) struct RoomState {
     /// Keyed by connection ids, which the node hands out in sequence: a
     /// hasher without a random state is enough, and 16 bytes smaller.
     members: HashMap<ConnId, (UserId, Outbox), FxBuildHasher>,
-    /// Connections per user in this room, kept sorted: a join in a big room
-    /// lists them without sorting.
+    /// Connections per user in this room (kept sorted when the room lists
+    /// them: a join in a big room lists them without sorting).
     users: Users,
+    /// Distinct users in the room, here and on other nodes: moved by every
+    /// arrival and departure, never counted from a list.
+    count: u32,
     /// The users (here and, with clustering, on other nodes) as `joined`
     /// and `presence` list them: built on the first ask after a change of
     /// the set, shared by every reply until the next (kept from two users
@@ -171,7 +186,9 @@ pub(crate) struct RoomState {
     /// Joins and server publishes handled so far; the shard compares it with
     /// what it forwarded before it lets an empty room stop, so nothing the
     /// shard sent is ever lost to a stop.
-    seen: u64,
+    /// Wraps around (both sides do): only equality is asked of it, and 2³²
+    /// messages are never on their way at once.
+    seen: u32,
     /// Its side in a cluster (nothing on a single node).
     cluster: Side,
 }
@@ -189,19 +206,21 @@ impl RoomCell {
         let cluster = Side::new(cluster);
         let state = RoomState {
             name: name.clone(),
+            users: Users::new(stream.namespace.presence),
+            count: 0,
             stream,
             archive,
             presence,
             metrics,
             members: HashMap::default(),
-            users: Users::default(),
             listing: None,
             seen: 0,
             cluster,
         };
         let mailbox = Mailbox::counted(state.metrics.mailbox_backlog(ActorKind::Room).clone());
         let lives = AtomicU32::new(1);
-        Self { name, mailbox, shard, lives, retired: AtomicBool::new(false), state: Mutex::new(state) }
+        let client_publish = state.stream.namespace.client_publish;
+        Self { name, client_publish, mailbox, shard, lives, retired: AtomicBool::new(false), state: Mutex::new(state) }
     }
 
     /// Queues `msg` for the room, and schedules the room on its shard
@@ -283,7 +302,7 @@ impl RoomCell {
         // Counted before anything else, so a message the room fails on still
         // counts as seen and the shard's retire check stays in step.
         if matches!(msg, RoomMsg::Join { .. } | RoomMsg::ServerPublish { .. }) {
-            state.seen += 1;
+            state.seen = state.seen.wrapping_add(1);
         }
         if let Some(msg) = state.cluster.defer(msg) {
             self.apply_to(&mut state, msg);
@@ -408,8 +427,12 @@ impl RoomState {
     }
 
     /// The users in the room (on every node, with clustering), each once and
-    /// sorted: the list built since the set last changed, or a new one.
+    /// sorted: the list built since the set last changed, or a new one. A
+    /// room that lists no one gives only its count.
     fn listing(&mut self) -> UserList {
+        if !self.stream.namespace.presence {
+            return UserList::unlisted(self.count as usize);
+        }
         if let Some(listing) = &self.listing {
             return listing.clone();
         }
@@ -420,6 +443,7 @@ impl RoomState {
             let all: BTreeSet<&UserId> = self.users.iter().chain(remote).collect();
             UserList::new(all)
         };
+        debug_assert_eq!(listing.len(), self.count as usize, "the count is the number of users listed");
         // A list of one name costs less to build than to keep (about 80
         // bytes, in every idle room of one user).
         if listing.len() > 1 {
@@ -433,14 +457,23 @@ impl RoomState {
         self.users.contains(user) || self.cluster.has_remote(user)
     }
 
-    /// Tells the members that `user` arrived or left, if that changed.
+    /// Counts `user` in or out of the room if that changed (`was` and `now`:
+    /// whether it is in, here or on another node), and tells the members
+    /// unless the room's namespace keeps join events quiet.
     fn announce(&mut self, user: &str, was: bool, now: bool) {
-        let frame = match (was, now) {
-            (false, true) => ServerFrame::UserJoined { room: &self.name, user }.encode(),
-            (true, false) => ServerFrame::UserLeft { room: &self.name, user }.encode(),
+        match (was, now) {
+            (false, true) => self.count += 1,
+            (true, false) => self.count -= 1,
             _ => return,
-        };
+        }
         self.listing = None;
+        if !self.stream.namespace.join_events {
+            return;
+        }
+        let frame = match now {
+            true => ServerFrame::UserJoined { room: &self.name, user }.encode(),
+            false => ServerFrame::UserLeft { room: &self.name, user }.encode(),
+        };
         self.fan_out(&frame, None);
     }
     /// Queues `frame` for every member but `except`. Members that cannot take
@@ -453,18 +486,21 @@ impl RoomState {
         let mut queued = 0;
         // Members that already have this message (see `Side::has_seen`).
         let seen = self.cluster.seen_by(frame);
+        let policy = self.stream.namespace.slow_consumer;
         for (conn, (_, outbox)) in &self.members {
             if Some(*conn) == except || seen.as_ref().is_some_and(|seen| seen(*conn)) {
                 continue;
             }
-            match outbox.deliver_uncounted(frame, &self.metrics) {
+            match outbox.deliver_in(frame, &self.name, policy, &self.metrics) {
                 Delivery::Queued => {
                     queued += 1;
                     if outbox.carries(frame.kind) {
                         written[outbox.transport() as usize] += 1;
                     }
                 }
-                _ => gone.push(*conn),
+                // Slow, and staying: its room's policy dealt with the frame.
+                Delivery::Skipped | Delivery::Kept => {}
+                Delivery::Full | Delivery::Closed => gone.push(*conn),
             }
         }
         drop(seen);
@@ -477,7 +513,7 @@ impl RoomState {
         if frame.kind == ServerKind::Message {
             self.metrics.delivered.inc_by(queued);
         }
-        self.cluster.hold(frame, except, &self.metrics);
+        self.cluster.hold(frame, except, policy, &self.metrics);
         for conn in gone {
             self.remove(conn);
         }
@@ -498,10 +534,7 @@ impl RoomState {
             self.listing = None;
             self.presence.room_joined(self.name.clone(), member.user.clone());
             written = self.cluster.user_joined(&self.name, &member.user);
-            if !elsewhere {
-                let frame = ServerFrame::UserJoined { room: &self.name, user: &member.user }.encode();
-                self.fan_out(&frame, None);
-            }
+            self.announce(&member.user, elsewhere, true);
         }
         self.members.insert(member.conn, (member.user, member.outbox));
         self.metrics.memberships.inc();
@@ -511,8 +544,11 @@ impl RoomState {
     fn remove(&mut self, conn: ConnId) {
         self.cluster.left(conn);
         let user = match self.members.remove(&conn) {
-            Some((user, _)) => {
+            Some((user, outbox)) => {
                 crate::memory::shrink_sparse(&mut self.members);
+                if self.stream.namespace.slow_consumer == SlowConsumer::Latest {
+                    outbox.forget_room(&self.name);
+                }
                 user
             }
             None => match self.cluster.forget_joining(conn) {
@@ -572,6 +608,7 @@ impl RoomState {
                 held: Vec::new(),
                 held_bytes: 0,
                 overflowed: false,
+                newest: None,
                 then: Vec::new(),
                 recorded: None,
             };
@@ -618,8 +655,8 @@ impl RoomState {
                 outbox.deliver(&frame.encode(), &self.metrics);
             }
         } else {
-            let joined =
-                ServerFrame::Joined { room: &self.name, count: users.len(), users: &users, seq: latest, epoch, recovered, id };
+            let count = self.count as usize;
+            let joined = ServerFrame::Joined { room: &self.name, count, users: &users, seq: latest, epoch, recovered, id };
             outbox.deliver(&joined.encode(), &self.metrics);
         }
         if let Some(recovered) = recovered {
@@ -628,13 +665,23 @@ impl RoomState {
         if let Some(Some(frames)) = replay {
             self.metrics.replayed.inc_by(frames.len() as u64);
             for frame in &frames {
-                outbox.deliver(frame, &self.metrics);
+                self.deliver(outbox, frame);
             }
         }
         for frame in &held {
-            outbox.deliver(frame, &self.metrics);
+            self.deliver(outbox, frame);
         }
         users
+    }
+
+    /// Queues one of the room's frames for one member, as its namespace's
+    /// `slow_consumer` policy says.
+    fn deliver(&self, outbox: &Outbox, frame: &Encoded) {
+        let policy = self.stream.namespace.slow_consumer;
+        if outbox.deliver_in(frame, &self.name, policy, &self.metrics) == Delivery::Queued && outbox.carries(frame.kind) {
+            self.metrics.frames_out(frame.kind, 1);
+            self.metrics.bytes_out(outbox.transport(), frame.text().len());
+        }
     }
 
     /// Sends `frame` to the member `conn`, or keeps it for a member still

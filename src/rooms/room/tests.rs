@@ -17,17 +17,25 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with("").await
+}
+
+/// A node whose config has `toml` (its `[[namespaces]]`).
+async fn fixture_with(toml: &str) -> Fixture {
     let metrics = Arc::new(Metrics::new());
-    let tree = tree::start(4, usize::MAX, archive(&metrics), metrics.clone(), &Default::default(), Arc::new(|_| {}), None).await.unwrap();
+    let namespaces = namespaces(toml);
+    let tree = tree::start(4, usize::MAX, archive(&metrics), namespaces, metrics.clone(), &Default::default(), Arc::new(|_| {}), None)
+        .await
+        .unwrap();
     Fixture { rooms: tree.rooms, metrics }
+}
+
+fn namespaces(toml: &str) -> Arc<crate::rooms::Namespaces> {
+    Arc::new(crate::rooms::Namespaces::new(&crate::config::Config::from_toml(toml).unwrap()))
 }
 
 fn archive(metrics: &Arc<Metrics>) -> Arc<crate::rooms::Archive> {
     Arc::new(crate::rooms::Archive::new(Default::default(), metrics.clone()))
-}
-
-fn keep() -> crate::cluster::Keep {
-    crate::cluster::Keep { size: 100, ttl_ms: 60_000 }
 }
 
 fn member(conn: u64, user: &str, capacity: usize) -> (Member, Arc<Mutex<Vec<String>>>) {
@@ -65,6 +73,11 @@ async fn clustered_pair() -> (Fixture, Fixture) {
 
 /// [`clustered_pair`] over `hub`, the in-memory Redis.
 async fn clustered_pair_on(hub: Arc<crate::cluster::relay::MemoryHub>) -> (Fixture, Fixture) {
+    clustered_pair_with(hub, "").await
+}
+
+/// [`clustered_pair_on`], both nodes configured with `toml`.
+async fn clustered_pair_with(hub: Arc<crate::cluster::relay::MemoryHub>, toml: &str) -> (Fixture, Fixture) {
     use crate::cluster::directory::MemoryDirectory;
     use crate::cluster::relay::MemoryRelay;
     use crate::cluster::Membership;
@@ -75,9 +88,10 @@ async fn clustered_pair_on(hub: Arc<crate::cluster::relay::MemoryHub>) -> (Fixtu
     for id in ["a", "b"] {
         let metrics = Arc::new(Metrics::new());
         let relay = Arc::new(MemoryRelay::new(hub.clone()));
-        let cluster = Membership::new(id.into(), relay, directory.clone(), metrics.clone(), Duration::from_secs(60), keep());
+        let cluster = Membership::new(id.into(), relay, directory.clone(), metrics.clone(), Duration::from_secs(60));
         let clustering = Clustering { cluster, connections: Arc::new(Registry::default()) };
-        let tree = tree::start(2, usize::MAX, archive(&metrics), metrics.clone(), &Default::default(), Arc::new(|_| {}), Some(clustering))
+        let namespaces = namespaces(toml);
+        let tree = tree::start(2, usize::MAX, archive(&metrics), namespaces, metrics.clone(), &Default::default(), Arc::new(|_| {}), Some(clustering))
             .await
             .unwrap();
         nodes.push(Fixture { rooms: tree.rooms, metrics });
@@ -420,7 +434,9 @@ async fn a_rooms_user_list_is_built_once_per_change_and_shared_until_the_next() 
 #[actix_web::test]
 async fn past_max_rooms_a_join_that_would_create_a_room_is_refused() {
     let metrics = Arc::new(Metrics::new());
-    let tree = tree::start(4, 2, archive(&metrics), metrics.clone(), &Default::default(), Arc::new(|_| {}), None).await.unwrap();
+    let tree = tree::start(4, 2, archive(&metrics), Default::default(), metrics.clone(), &Default::default(), Arc::new(|_| {}), None)
+        .await
+        .unwrap();
     let rooms = tree.rooms;
     for (conn, room) in [(1, "a"), (2, "b")] {
         let (m, _) = member(conn, "u", 8);
