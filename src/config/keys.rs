@@ -107,6 +107,23 @@ const KEYS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The options of a `[[namespaces]]` entry, with their defaults, in the
+/// order `--help` shows them.
+const NAMESPACE_KEYS: &[(&str, &str, &str)] = &[
+    ("prefix", "(required)", "Rooms whose name starts with this; the longest matching prefix wins."),
+    ("presence", "true", "false: joined and presence list no users ([]), count still counts; joins cost the same at any size."),
+    ("join_events", "true", "false: no user_joined / user_left for these rooms."),
+    ("client_publish", "true", "false: publish and typing from clients are FORBIDDEN; /api/publish still works."),
+    ("history_size", "history.size", "Messages each room keeps; 0: none."),
+    ("history_ttl_ms", "history.ttl_ms", "A room's history is dropped this long after its last publish."),
+    (
+        "slow_consumer",
+        "\"disconnect\"",
+        "What a member whose queue is full gets: \"disconnect\" (4008), \"drop\" (the room's frames that do not fit are \
+         skipped) or \"latest\" (the newest message is kept and delivered once there is room).",
+    ),
+];
+
 /// Every key of `config` as (`section.key`, its value as TOML), sorted.
 pub(crate) fn values(config: &Config) -> Vec<(String, String)> {
     let Ok(toml::Value::Table(sections)) = toml::Value::try_from(config) else {
@@ -138,6 +155,11 @@ pub fn reference(width: usize) -> String {
             text.push_str(&format!("  [{section}]\n"));
         }
         let default = defaults.iter().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str());
+        text.push_str(&format!("  {name} = {default}\n"));
+        text.push_str(&wrap(meaning, "      ", width));
+    }
+    text.push_str("\n  [[namespaces]]  (none by default; env: HERALD_NAMESPACES__<n>__<KEY>)\n");
+    for (name, default, meaning) in NAMESPACE_KEYS {
         text.push_str(&format!("  {name} = {default}\n"));
         text.push_str(&wrap(meaning, "      ", width));
     }
@@ -189,6 +211,7 @@ mod tests {
         assert!(text.contains("  port = 8080\n"), "{text}");
         assert!(text.contains("  allowed_origins = []\n"), "{text}");
         assert!(text.contains("  [log]\n  format = \"text\"\n"), "{text}");
+        assert!(text.contains("  [[namespaces]]") && text.contains("  slow_consumer = \"disconnect\"\n"), "{text}");
         assert!(text.lines().all(|l| l.len() <= 80 || !l.trim().contains(' ')), "{text}");
         for (key, default) in values(&Config::default()) {
             let name = key.split_once('.').unwrap().1;

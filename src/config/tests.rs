@@ -173,3 +173,29 @@ fn namespaces_come_from_the_environment_by_index() {
         Ok(())
     });
 }
+
+#[test]
+fn the_shipped_config_s_commented_namespaces_parse_and_mean_what_they_say() {
+    // `key = value` on a line of its own: a commented-out setting, not prose.
+    fn is_setting(line: &str) -> bool {
+        line.split_once(" = ").is_some_and(|(key, _)| !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    }
+    let shipped = include_str!("../../config.toml");
+    let uncommented: String = shipped
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if rest.starts_with("[[namespaces]]") || is_setting(rest) => rest,
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = Config::from_toml(&uncommented).unwrap();
+    let prefixes: Vec<&str> = config.namespaces.iter().map(|n| n.prefix.as_str()).collect();
+    assert_eq!(prefixes, ["dm:", "live.", "ticker.", "notify:"]);
+    let [dm, live, ticker, notify] = &config.namespaces[..] else { unreachable!() };
+    assert!(dm.presence && dm.join_events && dm.client_publish);
+    assert!(!live.presence && !live.join_events && !live.client_publish && live.history_size == Some(0));
+    assert_eq!(ticker.slow_consumer, SlowConsumer::Latest);
+    assert_eq!((notify.client_publish, notify.slow_consumer), (false, SlowConsumer::Drop));
+    assert!(Config::from_toml(shipped).unwrap().namespaces.is_empty(), "none by default");
+}

@@ -69,6 +69,45 @@ fn unknown_key_from_the_environment_stops_start_up() {
 }
 
 #[test]
+fn a_bad_namespace_stops_start_up_naming_its_key() {
+    let cases = [
+        ("[[namespaces]]\nprefix = \"live.\"\npresense = false\n", "presense"),
+        ("[[namespaces]]\nprefix = \"live.\"\nslow_consumer = \"sometimes\"\n", "slow_consumer"),
+        ("[[namespaces]]\nprefix = \"live.\"\njoin_events = \"no\"\n", "join_events"),
+        ("[[namespaces]]\nprefix = \"live.\"\nhistory_size = -1\n", "history_size"),
+        ("[[namespaces]]\npresence = false\n", "prefix"),
+        ("[[namespaces]]\nprefix = \"\"\n", "prefix"),
+        ("[[namespaces]]\nprefix = \"a.\"\n[[namespaces]]\nprefix = \"a.\"\n", "prefix"),
+        ("namespaces = [\"live.\"]\n", "namespaces[0]"),
+    ];
+    for (contents, key) in cases {
+        let output = HeraldCommand::new().config(&format!("{contents}\n[server]\nport = 0\n")).run_to_exit();
+        assert_fails_naming(&output, key);
+    }
+    let output = HeraldCommand::new()
+        .config("[server]\nport = 0\n")
+        .env("HERALD_NAMESPACES__0__PREFIX", "live.")
+        .env("HERALD_NAMESPACES__0__PRESENCE", "sometimes")
+        .run_to_exit();
+    assert_fails_naming(&output, "namespaces[0].presence");
+}
+
+#[tokio::test]
+async fn namespaces_come_from_the_environment() {
+    let herald = HeraldCommand::new()
+        .config("[server]\nport = 0\n")
+        .env("HERALD_NAMESPACES__0__PREFIX", "live.")
+        .env("HERALD_NAMESPACES__0__PRESENCE", "false")
+        .start()
+        .await;
+    let (mut client, _) = ws_connect(&herald).await;
+    let joined = client.join("live.show").await;
+    assert_eq!((joined["users"].clone(), joined["count"].clone()), (json!([]), json!(1)), "{joined}");
+    let joined = client.join("lobby").await;
+    assert_eq!(joined["users"].as_array().map(Vec::len), Some(1), "{joined}");
+}
+
+#[test]
 fn missing_config_file_stops_start_up() {
     let path = std::env::temp_dir().join(format!("herald-cli-test-{}-missing.toml", std::process::id()));
     let path = path.to_str().unwrap();

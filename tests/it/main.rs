@@ -25,6 +25,7 @@ mod k6;
 mod layers;
 mod lean;
 mod metrics;
+mod namespaces;
 mod process;
 mod protocol;
 mod relay;
