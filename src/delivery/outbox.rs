@@ -711,3 +711,6 @@ fn writev(fd: RawFd, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
 pub(crate) fn shared_size() -> usize {
     std::mem::size_of::<Shared>()
 }
+
+#[cfg(test)]
+mod tests;

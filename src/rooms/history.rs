@@ -405,6 +405,29 @@ mod tests {
     }
 
     #[test]
+    fn each_stream_keeps_what_its_namespace_says() {
+        let (archive, _) = archive(3, 60_000, usize::MAX);
+        let config = crate::config::Config::from_toml(
+            "[history]\nsize = 3\n[[namespaces]]\nprefix = \"one.\"\nhistory_size = 1\n[[namespaces]]\nprefix = \"brief.\"\nhistory_ttl_ms = 20\n",
+        )
+        .unwrap();
+        let namespaces = crate::rooms::Namespaces::new(&config);
+        let stream = |name: &str| Arc::new(Stream::new(namespaces.resolve(name).clone()));
+        let (one, brief, other) = (stream("one.a"), stream("brief.a"), stream("lobby"));
+        for stream in [&one, &brief, &other] {
+            for _ in 0..4 {
+                publish(&archive, stream);
+            }
+        }
+        assert!(archive.replay(&one, 3).frames.is_some() && archive.replay(&one, 2).frames.is_none());
+        assert!(archive.replay(&other, 1).frames.is_some() && archive.replay(&other, 0).frames.is_none());
+        assert!(archive.replay(&brief, 1).frames.is_some());
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        assert!(archive.replay(&brief, 1).frames.is_none(), "brief.'s history expired");
+        assert!(archive.replay(&other, 1).frames.is_some(), "the default's did not");
+    }
+
+    #[test]
     fn size_zero_keeps_nothing() {
         let (archive, metrics) = archive(0, 1, usize::MAX);
         let stream = stream(&archive);

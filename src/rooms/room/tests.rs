@@ -716,3 +716,5 @@ mod seam {
         }
     }
 }
+
+mod namespaces;

@@ -5,6 +5,7 @@
 //! going away, subscriptions, metrics and supervision.
 
 mod failures;
+mod namespaces;
 mod recovery;
 mod relaying;
 
