@@ -206,7 +206,9 @@ pub struct RecoverArgs {
     /// Longest the clients may take to rejoin after the drop; later is a failure.
     #[arg(long, default_value_t = 60.0)]
     pub recover_timeout_secs: f64,
-    /// Seconds between the publishers' stop and the check, for the last deliveries.
+    /// Seconds between the publishers' stop and the check, for the last
+    /// deliveries; the check then waits up to 30 s more for any client
+    /// still short of its room's final `seq`.
     #[arg(long, default_value_t = 2.0)]
     pub drain_secs: f64,
     /// Reconnects one worker process has in progress at once after the drop.

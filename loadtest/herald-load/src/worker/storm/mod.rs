@@ -111,7 +111,10 @@ pub(super) async fn serve(
                 .await;
                 emit(&Event::Rejoined(storm.rejoined(dropped)))?;
             }
-            Some(Command::Verify { final_seqs }) => emit(&Event::Verified(storm.verify(&final_seqs)))?,
+            Some(Command::Verify { final_seqs }) => {
+                storm.until_caught_up(&final_seqs).await;
+                emit(&Event::Verified(storm.verify(&final_seqs)))?
+            }
             Some(Command::Finish) => {
                 close_all(&storm, &phase).await;
                 let trouble = std::mem::take(&mut *storm.trouble.borrow_mut());

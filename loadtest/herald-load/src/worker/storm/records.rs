@@ -82,6 +82,25 @@ impl Storm {
     }
 
     /// Checks every client that rejoined against its room's final `seq`.
+    /// Waits until every rejoined client has its room's final `seq`, or
+    /// [`CATCH_UP_LIMIT`] passed: a server short of CPU (the machine is
+    /// shared with this generator) may still be delivering after the
+    /// drain, and what arrives late is not missing.
+    pub(super) async fn until_caught_up(&self, final_seqs: &[u64]) {
+        let deadline = tokio::time::Instant::now() + CATCH_UP_LIMIT;
+        while tokio::time::Instant::now() < deadline {
+            let behind = self.clients.borrow().iter().enumerate().any(|(local, c)| {
+                let room = self.plan.room_of(self.first + local);
+                matches!((&c.tracker, c.state, final_seqs.get(room)),
+                    (Some(tracker), State::Rejoined(_), Some(&final_seq)) if tracker.last() < final_seq)
+            });
+            if !behind {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub(super) fn verify(&self, final_seqs: &[u64]) -> Verified {
         let clients = self.clients.borrow();
         let mut v = Verified::default();
@@ -137,3 +156,6 @@ impl Storm {
         v
     }
 }
+
+/// The longest [`Storm::until_caught_up`] waits past the drain.
+const CATCH_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
