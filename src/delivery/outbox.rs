@@ -275,7 +275,18 @@ impl Outbox {
         }
         let delivery = match self.shared.transport {
             TransportKind::WebSocket => self.write_locked(&mut out, frame.wire(), false, None),
-            TransportKind::Sse => self.write_event_locked(&mut out, frame),
+            TransportKind::Sse => {
+                // An SSE stream's ids must not claim a message it did not
+                // get: its position in the room goes back if it is skipped.
+                let before = out.extra.as_deref_mut().and_then(|e| e.tracked(room)).and_then(|t| t.at.clone());
+                let delivery = self.write_event_locked(&mut out, frame);
+                if delivery == Delivery::Full {
+                    if let Some(tracked) = out.extra.as_deref_mut().and_then(|e| e.tracked(room)) {
+                        tracked.at = before;
+                    }
+                }
+                delivery
+            }
         };
         // A connection already found slow is on its way out: its frames
         // are lost whatever the room.

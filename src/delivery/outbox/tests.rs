@@ -10,9 +10,13 @@ use super::*;
 /// An outbox over one end of a socket pair whose queue holds `frames`,
 /// with the other end to read from.
 fn outbox(frames: usize) -> (Outbox, UnixStream, UnixStream) {
+    outbox_over(TransportKind::WebSocket, frames)
+}
+
+fn outbox_over(transport: TransportKind, frames: usize) -> (Outbox, UnixStream, UnixStream) {
     let (ours, theirs) = UnixStream::pair().unwrap();
     ours.set_nonblocking(true).unwrap();
-    let outbox = Outbox::new(ours.as_raw_fd(), TransportKind::WebSocket, |_| true, Bounds::new(frames, usize::MAX));
+    let outbox = Outbox::new(ours.as_raw_fd(), transport, |_| true, Bounds::new(frames, usize::MAX));
     (outbox, ours, theirs)
 }
 
@@ -29,7 +33,11 @@ fn fill(outbox: &Outbox, room: &RoomName, policy: SlowConsumer, metrics: &Metric
 
 /// Reads everything the outbox writes, flushing as the reader drains it,
 /// and returns the `seq` of every message of `room`, in order.
-fn drain(outbox: &Outbox, mut theirs: UnixStream, room: &str) -> Vec<u64> {
+fn drain(outbox: &Outbox, theirs: UnixStream, room: &str) -> Vec<u64> {
+    seqs_in(&read_all(outbox, theirs), room)
+}
+
+fn read_all(outbox: &Outbox, mut theirs: UnixStream) -> String {
     theirs.set_read_timeout(Some(std::time::Duration::from_millis(100))).unwrap();
     let mut bytes = Vec::new();
     let mut chunk = vec![0; 1 << 16];
@@ -41,7 +49,11 @@ fn drain(outbox: &Outbox, mut theirs: UnixStream, room: &str) -> Vec<u64> {
             _ => {}
         }
     }
-    let text = String::from_utf8_lossy(&bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The `seq` of every message of `room` in `text`, in order.
+fn seqs_in(text: &str, room: &str) -> Vec<u64> {
     let marker = format!(r#""room":"{room}""#);
     text.match_indices(&marker)
         .map(|(at, _)| {
@@ -103,4 +115,21 @@ fn a_room_left_takes_its_slot_along_and_a_disconnect_frame_still_closes() {
     assert_eq!(metrics.slow_consumer_dropped(SlowConsumer::Disconnect), 1);
     // Slow now: a drop room's frame is lost with the connection, not kept.
     assert_eq!(outbox.deliver_in(&message(&ticker, 99), &ticker, SlowConsumer::Latest, &metrics), Delivery::Full);
+}
+
+#[test]
+fn an_sse_stream_s_latest_slot_goes_out_with_the_id_of_its_position() {
+    let metrics = Metrics::new();
+    let (outbox, _ours, theirs) = outbox_over(TransportKind::Sse, 4);
+    let ticker = RoomName::from("ticker");
+    outbox.track(&ticker, "e", 0);
+    let kept = fill(&outbox, &ticker, SlowConsumer::Latest, &metrics);
+    for seq in kept + 1..kept + 10 {
+        outbox.deliver_in(&message(&ticker, seq), &ticker, SlowConsumer::Latest, &metrics);
+    }
+    let text = read_all(&outbox, theirs);
+    assert_eq!(seqs_in(&text, "ticker").last(), Some(&(kept + 9)));
+    let ids: Vec<&str> = text.lines().filter_map(|line| line.strip_prefix("id: ")).collect();
+    assert_eq!(ids.last().copied(), Some(format!("ticker,e,{}", kept + 9).as_str()), "{ids:?}");
+    assert!(ids.iter().all(|id| !id.ends_with(&format!(",{kept}"))), "no id claims a message that was skipped");
 }
