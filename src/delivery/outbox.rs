@@ -428,6 +428,10 @@ impl Outbox {
                 return;
             }
             out.slow = true;
+            // What waited in `latest` slots goes with the connection.
+            if let Some(extra) = out.extra.as_deref_mut() {
+                extra.latest = Vec::new();
+            }
         }
         metrics.connection_dropped(Fault::SlowConsumer);
         self.close(close::SLOW_CONSUMER);
@@ -524,23 +528,31 @@ impl Outbox {
 
     /// Moves the messages waiting in `latest` slots into the queue, oldest
     /// slot first, as far as the queue's bounds let them.
+    /// Nothing goes after a close: a connection found slow (its 4008 is
+    /// queued) or sealed releases nothing.
     fn release_latest(&self, out: &mut Out) {
+        if out.slow || out.sealed {
+            return;
+        }
         let Out { queue, queued_bytes, extra, .. } = out;
         let Some(extra) = extra.as_deref_mut() else { return };
         let bounds = self.shared.bounds;
-        while let Some((_, frame)) = extra.latest.first() {
+        while let Some((room, frame)) = extra.latest.first() {
             let frames = queue.as_ref().map_or(0, |q| q.len());
+            let (room, frame) = (room.clone(), frame.clone());
+            // An SSE event's id counts the message in: put back if it waits on.
+            let before = extra.tracked(&room).and_then(|t| t.at.clone());
             let bytes = match self.shared.transport {
                 TransportKind::WebSocket => frame.wire().clone(),
-                TransportKind::Sse => {
-                    let frame = frame.clone();
-                    event_bytes(Some(extra), &frame)
-                }
+                TransportKind::Sse => event_bytes(Some(extra), &frame),
             };
             // An empty queue takes it whatever its size, as a socket would.
             let fits = frames == 0
                 || (frames < bounds.frames as usize && *queued_bytes as usize + bytes.len() <= bounds.bytes as usize);
             if !fits {
+                if let Some(tracked) = extra.tracked(&room) {
+                    tracked.at = before;
+                }
                 return;
             }
             extra.latest.remove(0);

@@ -216,7 +216,8 @@ async fn the_longest_matching_prefix_wins_and_unmatched_rooms_take_the_defaults(
 // ---- slow consumers ------------------------------------------------------
 
 /// A server whose `feed.` rooms have slow-consumer `policy`, with small
-/// outbound queues (8 frames).
+/// outbound queues (8 frames) and a ping every 50 ms: a heartbeat that
+/// finds the queue full is no reason to close.
 fn slow_server(policy: SlowConsumer) -> TestServer {
     let namespaces = vec![namespace("feed.", |n| {
         n.slow_consumer = policy;
@@ -225,6 +226,8 @@ fn slow_server(policy: SlowConsumer) -> TestServer {
     ns_server(namespaces, |config| {
         config.limits.outbound_queue = 8;
         config.limits.max_message_bytes = 1 << 20;
+        config.heartbeat.interval_ms = 50;
+        config.heartbeat.timeout_ms = 60_000;
     })
 }
 

@@ -108,9 +108,14 @@ fn a_room_left_takes_its_slot_along_and_a_disconnect_frame_still_closes() {
     fill(&outbox, &ticker, SlowConsumer::Latest, &metrics);
     outbox.forget_room(&ticker);
     assert!(outbox.shared.out.lock().extra.as_ref().is_some_and(|e| e.latest.is_empty()));
+    assert_eq!(outbox.deliver_in(&message(&ticker, 50), &ticker, SlowConsumer::Latest, &metrics), Delivery::Kept);
     let chat = RoomName::from("chat");
     assert_eq!(outbox.deliver_in(&message(&chat, 1), &chat, SlowConsumer::Disconnect, &metrics), Delivery::Full);
     assert!(outbox.is_slow());
+    assert!(
+        outbox.shared.out.lock().extra.as_ref().is_some_and(|e| e.latest.is_empty()),
+        "nothing waits to go out after the close"
+    );
     assert_eq!(outbox.take_msg(), Some(ConnMsg::Close { code: close::SLOW_CONSUMER, reason: close::reason(close::SLOW_CONSUMER) }));
     assert_eq!(metrics.slow_consumer_dropped(SlowConsumer::Disconnect), 1);
     // Slow now: a drop room's frame is lost with the connection, not kept.

@@ -226,10 +226,10 @@ impl Side {
         }
     }
 
-    /// Drops `conn`'s join, if it waits: the user it was for.
-    pub(super) fn forget_joining(&mut self, conn: ConnId) -> Option<UserId> {
+    /// Drops `conn`'s join, if it waits: the user it was for, and its outbox.
+    pub(super) fn forget_joining(&mut self, conn: ConnId) -> Option<(UserId, Outbox)> {
         let joining = self.0.as_mut()?.joining.remove(&conn)?;
-        Some(joining.user)
+        Some((joining.user, joining.outbox))
     }
 
     /// Holds `frame` for every joining member but `except`, up to what its
@@ -683,9 +683,15 @@ impl RoomState {
             }
             !on.is_empty()
         });
-        for user in changed {
-            let now = self.present(&user);
-            self.announce(&user, true, now);
+        let told: Vec<Encoded> = changed
+            .into_iter()
+            .filter_map(|user| {
+                let now = self.present(&user);
+                self.counted(&user, true, now)
+            })
+            .collect();
+        for frame in told {
+            self.fan_out(&frame, None);
         }
     }
 
@@ -763,10 +769,16 @@ impl RoomState {
         let old = std::mem::replace(&mut clustered.remote, remote);
         let affected: BTreeSet<UserId> =
             old.keys().chain(self.cluster.0.as_ref().map(|c| c.remote.keys()).into_iter().flatten()).cloned().collect();
-        for user in affected {
-            let was = self.users.contains(&user) || old.contains_key(&user);
-            let now = self.present(&user);
-            self.announce(&user, was, now);
+        let told: Vec<Encoded> = affected
+            .into_iter()
+            .filter_map(|user| {
+                let was = self.users.contains(&user) || old.contains_key(&user);
+                let now = self.present(&user);
+                self.counted(&user, was, now)
+            })
+            .collect();
+        for frame in told {
+            self.fan_out(&frame, None);
         }
         true
     }

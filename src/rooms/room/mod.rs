@@ -461,20 +461,32 @@ impl RoomState {
     /// whether it is in, here or on another node), and tells the members
     /// unless the room's namespace keeps join events quiet.
     fn announce(&mut self, user: &str, was: bool, now: bool) {
+        if let Some(frame) = self.counted(user, was, now) {
+            self.fan_out(&frame, None);
+        }
+    }
+
+    /// The counting half of [`Self::announce`]: returns the frame to tell
+    /// the members, if any. A change of many users counts them all before
+    /// telling anyone, as telling may remove members (a full queue, a
+    /// closed connection), which counts them out on the spot.
+    fn counted(&mut self, user: &str, was: bool, now: bool) -> Option<Encoded> {
         match (was, now) {
             (false, true) => self.count += 1,
-            (true, false) => self.count -= 1,
-            _ => return,
+            (true, false) => {
+                debug_assert!(self.count > 0, "{user} counted out of an empty room");
+                self.count = self.count.saturating_sub(1);
+            }
+            _ => return None,
         }
         self.listing = None;
         if !self.stream.namespace.join_events {
-            return;
+            return None;
         }
-        let frame = match now {
+        Some(match now {
             true => ServerFrame::UserJoined { room: &self.name, user }.encode(),
             false => ServerFrame::UserLeft { room: &self.name, user }.encode(),
-        };
-        self.fan_out(&frame, None);
+        })
     }
     /// Queues `frame` for every member but `except`. Members that cannot take
     /// it (slow consumers, closed connections) leave the room.
@@ -543,19 +555,19 @@ impl RoomState {
 
     fn remove(&mut self, conn: ConnId) {
         self.cluster.left(conn);
-        let user = match self.members.remove(&conn) {
-            Some((user, outbox)) => {
+        let (user, outbox) = match self.members.remove(&conn) {
+            Some(member) => {
                 crate::memory::shrink_sparse(&mut self.members);
-                if self.stream.namespace.slow_consumer == SlowConsumer::Latest {
-                    outbox.forget_room(&self.name);
-                }
-                user
+                member
             }
             None => match self.cluster.forget_joining(conn) {
-                Some(user) => user,
+                Some(member) => member,
                 None => return,
             },
         };
+        if self.stream.namespace.slow_consumer == SlowConsumer::Latest {
+            outbox.forget_room(&self.name);
+        }
         self.metrics.memberships.dec();
         if self.users.remove(&user) {
             self.presence.room_left(self.name.clone(), user.clone());

@@ -74,3 +74,29 @@ async fn in_a_cluster_the_count_takes_in_the_other_node_s_users() {
     settle().await;
     assert!(taken(&ann_frames).is_empty(), "no join events on either node");
 }
+
+#[actix_web::test]
+async fn a_member_lost_while_a_dead_node_s_users_are_told_off_is_counted_out_once() {
+    let (a, b) = clustered_pair().await;
+    let (zed, _) = member(1, "zed", 64);
+    let (bob, _) = member(2, "bob", 64);
+    b.rooms.join("r".into(), zed, None, None).await.unwrap();
+    b.rooms.join("r".into(), bob, None, None).await.unwrap();
+    let (alice, alice_frames) = member(1, "alice", 64);
+    a.rooms.join("r".into(), alice, None, None).await.unwrap();
+    // zed's second tab, on a, takes its `joined` and nothing more.
+    let (zed_tab, _) = member(2, "zed", 1);
+    assert_eq!(a.rooms.join("r".into(), zed_tab, None, None).await.unwrap().1.len(), 3);
+    settle().await;
+    taken(&alice_frames);
+    // b dies: telling alice that bob left finds zed's tab full, which takes
+    // zed out too; each is counted out once.
+    a.rooms.nodes_gone(Arc::new(std::iter::once(NodeId::from("b")).collect()));
+    settle().await;
+    let told: Vec<(Value, Value)> = taken(&alice_frames).iter().map(|f| (f["type"].clone(), f["user"].clone())).collect();
+    assert_eq!(told, [("user_left".into(), "bob".into()), ("user_left".into(), "zed".into())]);
+    let presence = a.rooms.presence("r".into()).await.unwrap();
+    assert_eq!((names(&presence), presence.len()), (vec!["alice".to_owned()], 1));
+    let (carl, _) = member(3, "carl", 64);
+    assert_eq!(a.rooms.join("r".into(), carl, None, None).await.unwrap().1.len(), 2);
+}
