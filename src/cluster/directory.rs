@@ -75,6 +75,8 @@ pub trait Directory: Send + Sync + 'static {
     fn user_offline(&self, node: &NodeId, user: &UserId) -> Pending<()>;
     /// `(node, user)` for every live node's user in `room`.
     fn room_members(&self, room: &RoomName) -> Pending<Vec<(NodeId, UserId)>>;
+    /// How many distinct users `room` has on live nodes.
+    fn room_count(&self, room: &RoomName) -> Pending<usize>;
     /// Whether each of `users` has a connection on a live node.
     fn online(&self, users: Vec<UserId>) -> Pending<Vec<bool>>;
     /// Makes `node`'s users in `room` exactly `users`, whatever they were
@@ -193,6 +195,18 @@ impl Directory for MemoryDirectory {
         }
         members.sort();
         ready(members)
+    }
+
+    fn room_count(&self, room: &RoomName) -> Pending<usize> {
+        let state = self.state.lock();
+        let now = Instant::now();
+        let users: BTreeSet<&UserId> = state
+            .rooms
+            .iter()
+            .filter(|(node, _)| state.is_alive(node, now))
+            .flat_map(|(_, entries)| entries.iter().filter(|(r, _)| r == room).map(|(_, u)| u))
+            .collect();
+        ready(users.len())
     }
 
     fn online(&self, users: Vec<UserId>) -> Pending<Vec<bool>> {
@@ -332,6 +346,10 @@ impl Directory for RedisDirectory {
             members.sort();
             Ok(members)
         })
+    }
+
+    fn room_count(&self, room: &RoomName) -> Pending<usize> {
+        self.eval(&script::ROOM_COUNT, vec![text(room)], |v| Ok(v.convert::<i64>()?.max(0) as usize))
     }
 
     fn online(&self, users: Vec<UserId>) -> Pending<Vec<bool>> {

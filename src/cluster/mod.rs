@@ -181,6 +181,11 @@ impl Cluster {
         self.reachable().map(|m| m.room_users(room))
     }
 
+    /// How many distinct users `room` has on every live node, while the cluster can say.
+    pub fn room_count(&self, room: &RoomName) -> Option<Pending<usize>> {
+        self.reachable().map(|m| m.checked("presence count", m.directory.room_count(room)))
+    }
+
     /// Whether each of `users` is online on a live node, while the cluster can say.
     pub fn online(&self, users: Vec<UserId>) -> Option<Pending<Vec<bool>>> {
         self.reachable().map(|m| m.online(users))

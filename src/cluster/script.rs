@@ -45,13 +45,14 @@ pub(super) static FORGET: Script = Script::new(include_str!("lua/forget.lua"));
 pub(super) static ROOM: Script = Script::new(include_str!("lua/room.lua"));
 pub(super) static USER: Script = Script::new(include_str!("lua/user.lua"));
 pub(super) static MEMBERS: Script = Script::new(include_str!("lua/members.lua"));
+pub(super) static ROOM_COUNT: Script = Script::new(include_str!("lua/room_count.lua"));
 pub(super) static ONLINE: Script = Script::new(include_str!("lua/online.lua"));
 pub(super) static REPLACE_ROOM: Script = Script::new(include_str!("lua/replace_room.lua"));
 pub(super) static RETAIN_ROOMS: Script = Script::new(include_str!("lua/retain_rooms.lua"));
 pub(super) static REPLACE_USERS: Script = Script::new(include_str!("lua/replace_users.lua"));
 
 /// Every script, as the backplane loads them.
-pub(super) static ALL: [&Script; 13] = [
+pub(super) static ALL: [&Script; 14] = [
     &SEQUENCED_PUBLISH,
     &HISTORY,
     &RAISE_COUNTER,
@@ -61,6 +62,7 @@ pub(super) static ALL: [&Script; 13] = [
     &ROOM,
     &USER,
     &MEMBERS,
+    &ROOM_COUNT,
     &ONLINE,
     &REPLACE_ROOM,
     &RETAIN_ROOMS,

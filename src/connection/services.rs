@@ -164,8 +164,8 @@ impl Services {
     /// join another node has confirmed.
     ///
     /// A room whose namespace does not list users answers with its count
-    /// alone (`users` is `[]`): the room's own number, or the directory's
-    /// users counted.
+    /// alone (`users` is `[]`): the room's own number, or the number the
+    /// directory counts (no list crosses the network).
     pub fn room_presence(&self, room: RoomName) -> impl Future<Output = Result<UserList, CallError>> + 'static {
         let local = (!self.cluster.is_clustered()).then(|| self.rooms.presence(room.clone()));
         let listed = self.rooms.namespaces().resolve(&room).presence;
@@ -177,11 +177,10 @@ impl Services {
             } {
                 return Ok(list);
             }
-            let users = presence.room_users(room).await?;
-            Ok(match listed {
-                true => UserList::new(&users),
-                false => UserList::unlisted(users.len()),
-            })
+            match listed {
+                true => presence.room_users(room).await.map(|users| UserList::new(&users)),
+                false => presence.room_count(room).await.map(UserList::unlisted),
+            }
         }
     }
 

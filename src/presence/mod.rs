@@ -88,6 +88,23 @@ impl Presence {
         }
     }
 
+    /// How many distinct users `room` has: on every node with clustering
+    /// (counted where the directory is, not listed here), this node's own
+    /// count while the backplane is away.
+    pub fn room_count(&self, room: RoomName) -> impl Future<Output = Result<usize, CallError>> + 'static {
+        let cluster = self.cell.cluster.room_count(&room);
+        let local = self.clone();
+        async move {
+            if let Some(Ok(count)) = match cluster {
+                Some(query) => Some(query.await),
+                None => None,
+            } {
+                return Ok(count);
+            }
+            local.ask(|reply| PresenceMsg::RoomUsers { room, reply }).await.map(|users| users.len())
+        }
+    }
+
     /// The connections, rooms and users this registry holds.
     pub fn counts(&self) -> impl Future<Output = Result<Counts, CallError>> + 'static {
         self.ask(|reply| PresenceMsg::Counts { reply })

@@ -60,9 +60,11 @@ async fn conformance(d: Arc<dyn Directory>) {
     d.room_joined(&b, &hall, &user("bob")).await.unwrap();
     d.room_joined(&a, &other, &user("carol")).await.unwrap();
     assert_eq!(d.room_members(&hall).await.unwrap(), [member("a", "alice"), member("b", "alice"), member("b", "bob")]);
+    assert_eq!(d.room_count(&hall).await.unwrap(), 2, "alice counts once");
     d.room_left(&a, &hall, &user("alice")).await.unwrap();
     assert_eq!(d.room_members(&hall).await.unwrap(), [member("b", "alice"), member("b", "bob")]);
     assert!(d.room_members(&room("nowhere")).await.unwrap().is_empty());
+    assert_eq!(d.room_count(&room("nowhere")).await.unwrap(), 0);
 
     // Online status is any live node's.
     d.user_online(&a, &user("alice")).await.unwrap();
@@ -121,6 +123,7 @@ async fn conformance(d: Arc<dyn Directory>) {
     d.heartbeat(&a, TTL).await.unwrap();
     assert_eq!(d.nodes().await.unwrap(), nodes(&["a", "c"], &["b"]));
     assert_eq!(d.room_members(&hall).await.unwrap(), [member("a", "frank"), member("c", "carl")]);
+    assert_eq!(d.room_count(&hall).await.unwrap(), 2, "b's users no longer count");
     assert_eq!(d.online(users(&["zed"])).await.unwrap(), [false]);
 
     // One sweep wins; a live node is never swept.
