@@ -489,8 +489,22 @@ impl RoomState {
         })
     }
     /// Queues `frame` for every member but `except`. Members that cannot take
-    /// it (slow consumers, closed connections) leave the room.
+    /// it (slow consumers, closed connections) leave the room, and the
+    /// `user_left` that may tell of it goes out the same way: one loop over
+    /// a list of the departed, never a call within a call, however many
+    /// members are found gone in turn.
     fn fan_out(&mut self, frame: &Encoded, except: Option<ConnId>) {
+        let mut gone = self.deliver_all(frame, except);
+        while let Some(conn) = gone.pop() {
+            if let Some(told) = self.drop_member(conn) {
+                gone.extend(self.deliver_all(&told, None));
+            }
+        }
+    }
+
+    /// Queues `frame` for every member but `except`; returns the members
+    /// that could not take it.
+    fn deliver_all(&mut self, frame: &Encoded, except: Option<ConnId>) -> Vec<ConnId> {
         let mut gone = Vec::new();
         // Counted once per publish rather than once per member: the fan-out
         // loop is one write per member and nothing else.
@@ -526,9 +540,7 @@ impl RoomState {
             self.metrics.delivered.inc_by(queued);
         }
         self.cluster.hold(frame, except, policy, &self.metrics);
-        for conn in gone {
-            self.remove(conn);
-        }
+        gone
     }
 
     /// Adds a member. With clustering, returns the directory write of a
@@ -553,28 +565,36 @@ impl RoomState {
         written
     }
 
+    /// Removes the member (or joining member) `conn`, telling the others
+    /// if its user left.
     fn remove(&mut self, conn: ConnId) {
+        if let Some(told) = self.drop_member(conn) {
+            self.fan_out(&told, None);
+        }
+    }
+
+    /// [`Self::remove`] but for the telling: returns the `user_left` to
+    /// send, if any.
+    fn drop_member(&mut self, conn: ConnId) -> Option<Encoded> {
         self.cluster.left(conn);
         let (user, outbox) = match self.members.remove(&conn) {
             Some(member) => {
                 crate::memory::shrink_sparse(&mut self.members);
                 member
             }
-            None => match self.cluster.forget_joining(conn) {
-                Some(member) => member,
-                None => return,
-            },
+            None => self.cluster.forget_joining(conn)?,
         };
         if self.stream.namespace.slow_consumer == SlowConsumer::Latest {
             outbox.forget_room(&self.name);
         }
         self.metrics.memberships.dec();
-        if self.users.remove(&user) {
-            self.presence.room_left(self.name.clone(), user.clone());
-            self.cluster.user_left(&self.name, &user);
-            let now = self.present(&user);
-            self.announce(&user, true, now);
+        if !self.users.remove(&user) {
+            return None;
         }
+        self.presence.room_left(self.name.clone(), user.clone());
+        self.cluster.user_left(&self.name, &user);
+        let now = self.present(&user);
+        self.counted(&user, true, now)
     }
 
     /// Takes the next `seq` and encodes the `message` frame that carries

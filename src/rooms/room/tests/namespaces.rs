@@ -100,3 +100,29 @@ async fn a_member_lost_while_a_dead_node_s_users_are_told_off_is_counted_out_onc
     let (carl, _) = member(3, "carl", 64);
     assert_eq!(a.rooms.join("r".into(), carl, None, None).await.unwrap().1.len(), 2);
 }
+
+#[test]
+fn members_found_gone_one_after_another_leave_in_a_loop_not_a_call_per_member() {
+    // On a thread with a small stack, as a call per member found gone
+    // (each one's `user_left` finding the next gone) would overflow it.
+    let run = || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            use crate::delivery::testing::collector_with;
+            let f = fixture().await;
+            // Members that take their `joined`, then nothing: each `user_left`
+            // of one that goes finds every other one full.
+            for conn in 1..=2000u64 {
+                let (outbox, _) = collector_with(1, |kind| kind != ServerKind::UserJoined);
+                let member = Member { conn: ConnId(conn), user: format!("u{conn}").into(), outbox };
+                f.rooms.join("crowd".into(), member, None, None).await.unwrap();
+            }
+            f.rooms.publish_from_server("crowd".into(), "server".into(), data("1").to_owned()).await.unwrap();
+            settle().await;
+            assert_eq!(f.metrics.memberships.get(), 0, "every member left");
+            let (late, _) = member(9999, "late", 4);
+            assert_eq!(f.rooms.join("crowd".into(), late, None, None).await.unwrap().1.len(), 1, "counted right");
+        })
+    };
+    std::thread::Builder::new().stack_size(512 << 10).spawn(run).unwrap().join().unwrap();
+}
