@@ -110,6 +110,10 @@ pub struct ShapeArgs {
     /// Largest fraction of lost deliveries for a run to count as held.
     #[arg(long, default_value_t = 0.001)]
     pub max_loss: f64,
+    /// Put before every room's name: `--room-prefix live.` makes the rooms
+    /// `live.load-<r>`, so they fall in the server's namespace of that prefix.
+    #[arg(long, default_value = "", value_parser = parse_room_prefix)]
+    pub room_prefix: String,
 }
 
 /// Where the publishers of `fanout` and `ramp` connect, when not to `--url`:
@@ -223,6 +227,16 @@ pub enum PublishVia {
     Api,
     /// A WebSocket connection per publishing thread, joined to the rooms it publishes to.
     Ws,
+}
+
+/// Accepts what may start a Herald room name: `[A-Za-z0-9_.:-]`, at most
+/// 64 bytes (a name is at most 128), so it can go into a frame unescaped.
+pub fn parse_room_prefix(text: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_.:-".contains(c);
+    match text.len() <= 64 && text.chars().all(allowed) {
+        true => Ok(text.to_string()),
+        false => Err(format!("{text:?}: a room prefix is at most 64 characters of [A-Za-z0-9_.:-]")),
+    }
 }
 
 /// Local IPv4 addresses to connect from.
@@ -379,6 +393,27 @@ mod tests {
         assert_eq!(ws.publish_via, PublishVia::Ws);
         assert_eq!(ws.publish_connections, 4);
         assert!(args.rate > 0.0 && args.before_secs > 0.0 && args.after_secs > 0.0);
+    }
+
+    #[test]
+    fn rooms_take_a_prefix_in_fanout_and_ramp() {
+        let Mode::Fanout(plain) = parse(FANOUT).unwrap() else {
+            panic!("not fanout")
+        };
+        assert_eq!(plain.shape.room_prefix, "");
+        let Mode::Fanout(live) = parse(&[FANOUT, &["--room-prefix", "live."]].concat()).unwrap() else {
+            panic!("not fanout")
+        };
+        assert_eq!(live.shape.room_prefix, "live.");
+        let ramp = ["ramp", "--rooms", "1", "--members", "2", "--publishers", "1", "--start-rate", "10", "--room-prefix", "ns:a-b_c."];
+        let Mode::Ramp(ramp) = parse(&ramp).unwrap() else {
+            panic!("not ramp")
+        };
+        assert_eq!(ramp.shape.room_prefix, "ns:a-b_c.");
+        for bad in ["live/", "a b", "quote\"", "ünï", &"x".repeat(65)] {
+            assert!(parse(&[FANOUT, &["--room-prefix", bad]].concat()).is_err(), "{bad}");
+        }
+        assert!(parse(&["recover", "--room-prefix", "live."]).is_err(), "recover names its own rooms");
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Setup {
     pub count: usize,
     /// Rooms to join, for `fanout` and `ramp`.
     pub rooms: Option<RoomPlan>,
+    /// Put before each room's name (`--room-prefix`).
+    pub room_prefix: String,
     /// Milliseconds from now until the connect phase ends.
     pub connect_timeout_ms: u64,
     /// `recover`: the clients of a reconnect storm (then `rooms` is `None`).
@@ -101,7 +103,19 @@ impl RoomPlan {
 
 /// Name of room `r` in every dialect.
 pub fn room_name(r: usize) -> String {
-    format!("load-{r}")
+    prefixed_room_name("", r)
+}
+
+/// Name of room `r` after `prefix`: `live.load-3`.
+pub fn prefixed_room_name(prefix: &str, r: usize) -> String {
+    format!("{prefix}load-{r}")
+}
+
+impl Setup {
+    /// The room connection `index` joins, if this run has rooms.
+    pub fn room_of(&self, index: usize) -> Option<String> {
+        self.rooms.map(|plan| prefixed_room_name(&self.room_prefix, plan.room_of(index)))
+    }
 }
 
 /// Worker → coordinator.
@@ -262,6 +276,27 @@ mod tests {
         assert_eq!(plan.publisher_of(10), Some(2));
         assert_eq!(plan.publisher_of(11), Some(3));
         assert_eq!(plan.publisher_of(12), None);
+    }
+
+    #[test]
+    fn rooms_are_named_after_the_prefix() {
+        let setup = |prefix: &str, rooms| Setup {
+            url: "ws://127.0.0.1:1/ws".into(),
+            publish_url: None,
+            dialect: Dialect::Herald,
+            secret: None,
+            sources: Vec::new(),
+            first: 0,
+            count: 20,
+            rooms,
+            room_prefix: prefix.into(),
+            connect_timeout_ms: 1,
+            storm: None,
+        };
+        let plan = RoomPlan { rooms: 2, members: 10, publishers: 1, payload_bytes: 100 };
+        assert_eq!(setup("", Some(plan)).room_of(3).as_deref(), Some("load-0"));
+        assert_eq!(setup("live.", Some(plan)).room_of(13).as_deref(), Some("live.load-1"));
+        assert_eq!(setup("live.", None).room_of(13), None);
     }
 
     #[test]

@@ -103,6 +103,7 @@ fn share(
         secret,
         sources: common.sources.0.clone(),
         rooms,
+        room_prefix: String::new(),
         storm: None,
         connect_timeout: Duration::from_secs(common.connect_timeout_secs),
     })
@@ -388,8 +389,9 @@ fn connect_rooms(
 ) -> Result<(Servers, Workers, ConnectSummary, Trouble), String> {
     let plan = room_plan(shape)?;
     let servers = Servers::new(common, publish);
-    let (workers, connect, before) =
-        connect(common, publish.publish_url.as_deref(), plan.rooms * plan.members, Some(plan))?;
+    let mut share = share(common, publish.publish_url.as_deref(), Some(plan))?;
+    share.room_prefix = shape.room_prefix.clone();
+    let (workers, connect, before) = open_share(common, share, plan.rooms * plan.members)?;
     Ok((servers, workers, connect, before))
 }
 

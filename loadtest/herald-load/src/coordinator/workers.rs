@@ -31,6 +31,8 @@ pub struct Share {
     pub secret: Option<String>,
     pub sources: Vec<std::net::Ipv4Addr>,
     pub rooms: Option<RoomPlan>,
+    /// Put before each room's name.
+    pub room_prefix: String,
     /// `recover`'s clients (then `rooms` is `None`).
     pub storm: Option<StormPlan>,
     pub connect_timeout: Duration,
@@ -97,6 +99,7 @@ impl Workers {
                 first,
                 count,
                 rooms: share.rooms,
+                room_prefix: share.room_prefix.clone(),
                 storm: share.storm,
                 connect_timeout_ms: share.connect_timeout.as_millis() as u64,
             };

@@ -262,7 +262,7 @@ async fn open_all(shared: &Rc<Shared>, setup: &Setup, phase: &watch::Receiver<Ph
                 true => None,
                 false => Some(setup.sources[index % setup.sources.len()]),
             },
-            room: setup.rooms.map(|r| ipc::room_name(r.room_of(index))),
+            room: setup.room_of(index),
             publisher: setup.rooms.and_then(|r| r.publisher_of(index)),
         };
         let attempt_deadline = deadline.min(Instant::now() + ATTEMPT_LIMIT);
