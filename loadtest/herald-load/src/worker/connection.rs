@@ -79,9 +79,14 @@ pub(super) fn websocket_config() -> WebSocketConfig {
         .read_buffer_size(2048)
         .write_buffer_size(0)
         .max_write_buffer_size(1 << 20)
-        .max_message_size(Some(1 << 20))
-        .max_frame_size(Some(1 << 20))
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
 }
+
+/// The largest frame a connection accepts. A `joined` lists every user in
+/// the room: one of 19,000 anonymous users is about 420 KB, and named users
+/// may be longer.
+const MAX_FRAME_BYTES: usize = 16 << 20;
 
 /// TCP connect from the plan's source address, WebSocket handshake, welcome,
 /// and the join. Returns the stream and whether the welcome named a user.
