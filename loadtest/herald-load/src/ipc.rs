@@ -143,6 +143,8 @@ pub struct Connected {
     pub authenticated: u64,
     /// Per-connection time from TCP connect to `welcome` (and `joined`), µs histogram.
     pub connect_us: Vec<(u64, u64)>,
+    /// Presence frames received while this worker's connections were joining.
+    pub presence: PresenceSeen,
     pub trouble: Trouble,
 }
 
@@ -158,6 +160,8 @@ pub struct StepDone {
     pub latency_us: Vec<(u64, u64)>,
     /// Measured publishes' send time minus scheduled time, µs histogram.
     pub send_lag_us: Vec<(u64, u64)>,
+    /// Presence frames received since the previous report, until the drain ended.
+    pub presence: PresenceSeen,
     pub trouble: Trouble,
 }
 
@@ -203,6 +207,29 @@ pub struct Verified {
     /// Per client, from the drop until it had every message up to its rejoin's `seq`, µs histogram.
     pub caught_up_us: Vec<(u64, u64)>,
     pub trouble: Trouble,
+}
+
+/// `user_joined` and `user_left` frames for the members' own rooms. They are
+/// expected, never trouble, but counted: in a big room with presence on,
+/// they are most of what the server sends while members join.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PresenceSeen {
+    pub frames: u64,
+    /// When the last one arrived, µs since the epoch.
+    pub last_us: Option<u64>,
+}
+
+impl PresenceSeen {
+    /// Counts one frame arriving now.
+    pub fn record(&mut self) {
+        self.frames += 1;
+        self.last_us = Some(crate::now_us());
+    }
+
+    pub fn add(&mut self, other: &PresenceSeen) {
+        self.frames += other.frames;
+        self.last_us = self.last_us.max(other.last_us);
+    }
 }
 
 /// Frames nobody expected and connections that ended before their time.
@@ -297,6 +324,21 @@ mod tests {
         assert_eq!(setup("", Some(plan)).room_of(3).as_deref(), Some("load-0"));
         assert_eq!(setup("live.", Some(plan)).room_of(13).as_deref(), Some("live.load-1"));
         assert_eq!(setup("live.", None).room_of(13), None);
+    }
+
+    #[test]
+    fn presence_counts_add_up_and_keep_the_latest() {
+        let mut total = PresenceSeen::default();
+        let mut a = PresenceSeen::default();
+        a.record();
+        a.record();
+        let b = PresenceSeen { frames: 3, last_us: Some(1) };
+        total.add(&a);
+        total.add(&b);
+        assert_eq!(total.frames, 5);
+        assert_eq!(total.last_us, a.last_us);
+        total.add(&PresenceSeen::default());
+        assert_eq!(total.last_us, a.last_us);
     }
 
     #[test]

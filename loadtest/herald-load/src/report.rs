@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use crate::histogram::{BriefPercentiles, Percentiles};
-use crate::ipc::Trouble;
+use crate::ipc::{PresenceSeen, Trouble};
 use crate::recovery::Tally;
 
 /// How the connect phase went.
@@ -19,8 +19,38 @@ pub struct ConnectSummary {
     pub connect_failure_samples: Vec<String>,
     /// Connections whose welcome named a user (a token was accepted).
     pub authenticated: u64,
+    /// From spawning the workers until each connection had opened (in
+    /// `fanout` and `ramp`: had its `joined`) or failed.
     pub connect_secs_total: f64,
     pub connect_ms: BriefPercentiles,
+    /// When connecting started, µs since the epoch.
+    #[serde(skip)]
+    pub started_us: u64,
+    /// Presence frames received while joining; `fanout` and `ramp` report them.
+    #[serde(skip)]
+    pub presence: PresenceSeen,
+}
+
+/// How `fanout`'s members got into their rooms (a ramp reports its connect
+/// figures once, beside its steps).
+#[derive(Debug, Clone, Serialize)]
+pub struct JoinSummary {
+    pub connections: u64,
+    pub connect_failure_samples: Vec<String>,
+    /// From spawning the workers until every member had its `joined` (or had failed).
+    pub connect_secs_total: f64,
+    /// Per member, TCP connect to `joined`.
+    pub connect_ms: BriefPercentiles,
+    /// Presence frames received before each worker's members had all joined.
+    pub presence_frames_joining: u64,
+    /// From the start of connecting until the last presence frame arrived,
+    /// up to the end of the drain; `null` when none did.
+    pub last_presence_secs: Option<f64>,
+    pub server_rss_before_kb: Option<u64>,
+    /// The server's VmRSS once every member had joined.
+    pub server_rss_joined_kb: Option<u64>,
+    /// Server CPU from the start of connecting until every member had joined.
+    pub server_cpu_secs_joining: Option<f64>,
 }
 
 /// `idle`.
@@ -67,6 +97,16 @@ pub struct FanoutReport {
     /// `server_cpu_secs`; only with `--publish-server-pid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_server_cpu_secs: Option<f64>,
+    /// `user_joined`/`user_left` frames the members received: in `fanout`,
+    /// from the first join until the drain ended; in a ramp's step, since
+    /// the previous report (the first step: since every member had joined).
+    pub presence_frames: u64,
+    /// When the last of `presence_frames` arrived, µs since the epoch.
+    #[serde(skip)]
+    pub presence_last_us: Option<u64>,
+    /// `fanout` only.
+    #[serde(flatten)]
+    pub joining: Option<JoinSummary>,
     #[serde(flatten)]
     pub trouble: Trouble,
     pub connect_failures: u64,
@@ -110,6 +150,8 @@ pub struct RampReport {
     pub mode: &'static str,
     #[serde(flatten)]
     pub connect: ConnectSummary,
+    /// Presence frames received while the members joined.
+    pub presence_frames_joining: u64,
     pub steps: Vec<FanoutReport>,
     pub max_held_rate: Option<f64>,
     pub max_held: Option<FanoutReport>,
@@ -288,6 +330,9 @@ mod tests {
             server_cpu_secs: None,
             deliveries_per_server_cpu_sec: None,
             publish_server_cpu_secs: None,
+            presence_frames: 0,
+            presence_last_us: None,
+            joining: None,
             trouble: Trouble::default(),
             connect_failures: 0,
             held: false,
@@ -337,5 +382,22 @@ mod tests {
             "only with --publish-server-pid: {v}"
         );
         assert!(v["latency_ms"]["p999"].is_number());
+        assert_eq!(v["presence_frames"], 0);
+        assert!(v.get("connect_secs_total").is_none(), "a ramp's step has no join figures: {v}");
+        r.joining = Some(JoinSummary {
+            connections: 10,
+            connect_failure_samples: Vec::new(),
+            connect_secs_total: 1.5,
+            connect_ms: BriefPercentiles::default(),
+            presence_frames_joining: 45,
+            last_presence_secs: Some(1.4),
+            server_rss_before_kb: None,
+            server_rss_joined_kb: None,
+            server_cpu_secs_joining: None,
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["connect_secs_total"], 1.5);
+        assert_eq!(v["presence_frames_joining"], 45);
+        assert_eq!(v.as_object().unwrap().keys().filter(|k| *k == "connect_failures").count(), 1);
     }
 }

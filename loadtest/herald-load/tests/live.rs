@@ -5,8 +5,10 @@
 //! Latency thresholds are set far out of reach: these tests check that the
 //! figures are complete and consistent, never how fast the machine is.
 
-use std::net::SocketAddr;
-use std::process::Command;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use herald::server::ShutdownHandle;
 use herald::{Config, Server};
@@ -71,11 +73,23 @@ struct Run {
 
 /// Runs `herald-load` with `args` plus `--json`; the report is stdout's last line.
 fn herald_load(args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_herald-load"))
+    finished(spawn_load(args))
+}
+
+/// Starts `herald-load` with `args` plus `--json`, its output piped.
+fn spawn_load(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_herald-load"))
         .args(args)
         .arg("--json")
-        .output()
-        .expect("herald-load runs");
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("herald-load runs")
+}
+
+/// Waits for a `herald-load` started by [`spawn_load`] and reads its report.
+fn finished(child: Child) -> Run {
+    let output = child.wait_with_output().expect("herald-load ends");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     let last = stdout.lines().last().unwrap_or_else(|| panic!("no report on stdout; stderr:\n{stderr}"));
@@ -319,6 +333,56 @@ fn secret_authenticates_each_connection_as_its_own_user() {
 }
 
 const API_KEY: &str = "load-api-key";
+
+/// The members of `room` as the server's API counts them.
+fn room_count(addr: SocketAddr, room: &str) -> u64 {
+    let mut stream = TcpStream::connect(addr).expect("the server accepts");
+    write!(
+        stream,
+        "GET /api/rooms/{room}/presence HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request sent");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer read");
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+    let presence: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    u(&presence, "count")
+}
+
+#[test]
+fn room_prefix_names_the_rooms_and_presence_frames_are_counted() {
+    let server = start(with_api());
+    let url = ws_url(server.addr);
+    let pid = std::process::id().to_string();
+    let child = spawn_load(&[
+        "fanout", "--rooms", "2", "--members", "6", "--publishers", "1", "--rate", "20",
+        "--duration-secs", "2", "--warmup-secs", "1", "--max-p99-ms", ANY_LATENCY,
+        "--room-prefix", "live.", "--url", &url, "--server-pid", &pid
+    ]);
+    // While it publishes, the members are in `live.load-<r>` and nobody is in `load-<r>`.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while room_count(server.addr, "live.load-0") < 6 || room_count(server.addr, "live.load-1") < 6 {
+        assert!(Instant::now() < deadline, "the members never joined live.load-0 and live.load-1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(room_count(server.addr, "load-0"), 0);
+    let run = finished(child);
+    let r = &run.report;
+    assert!(run.success, "{r}\n{}", run.stderr);
+    assert_eq!(u(r, "deliveries"), u(r, "published") * 6, "{r}");
+    // Presence is on: member i of each room saw the i members after it arrive.
+    assert_eq!(u(r, "presence_frames"), 2 * (5 + 4 + 3 + 2 + 1), "{r}");
+    assert_eq!(u(r, "unexpected_frames"), 0, "{r}");
+    assert!(u(r, "presence_frames_joining") <= u(r, "presence_frames"), "{r}");
+    assert_eq!(u(r, "connections"), 12, "{r}");
+    let joined = r["connect_secs_total"].as_f64().expect("time to join");
+    let last = r["last_presence_secs"].as_f64().expect("presence frames arrived");
+    assert!(last > 0.0 && joined > 0.0, "{r}");
+    for key in ["server_rss_before_kb", "server_rss_joined_kb"] {
+        assert!(u(r, key) > 0, "{key} in {r}");
+    }
+    assert!(r["server_cpu_secs_joining"].is_number(), "{r}");
+}
 
 /// A config whose server API answers with [`API_KEY`].
 fn with_api() -> Config {

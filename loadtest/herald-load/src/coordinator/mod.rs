@@ -17,8 +17,8 @@ use crate::cli::{
     CommonArgs, Dialect, FanoutArgs, IdleArgs, Mode, PublishArgs, RampArgs, ShapeArgs,
 };
 use crate::histogram::{round3, Micros};
-use crate::ipc::{Command, Connected, Event, RoomPlan, StepDone, Trouble};
-use crate::report::{ConnectSummary, FanoutReport, IdleReport, RampReport, Thresholds, Verdict};
+use crate::ipc::{Command, Connected, Event, PresenceSeen, RoomPlan, StepDone, Trouble};
+use crate::report::{ConnectSummary, FanoutReport, IdleReport, JoinSummary, RampReport, Thresholds, Verdict};
 use crate::schedule::Step;
 use crate::server_stats::ServerProcess;
 use workers::{Share, Workers};
@@ -129,6 +129,7 @@ fn open_share(common: &CommonArgs, share: Share, total: usize) -> Result<(Worker
         return Err("--per-process must be at least 1".into());
     }
     let started = Instant::now();
+    let started_us = crate::now_us();
     let mut workers = Workers::spawn(&share, total, common.per_process)?;
     eprintln!(
         "herald-load: opening {total} connections to {} from {} worker process(es)",
@@ -147,13 +148,18 @@ fn open_share(common: &CommonArgs, share: Share, total: usize) -> Result<(Worker
         _ => None,
     })?;
     let secs = started.elapsed().as_secs_f64();
-    let (summary, trouble) = summarise_connect(total, &reports, secs);
+    let (mut summary, trouble) = summarise_connect(total, &reports, secs);
+    summary.started_us = started_us;
     eprintln!(
-        "herald-load: {} of {total} open in {:.2} s (connect p50 {} ms, p99 {} ms)",
+        "herald-load: {} of {total} open in {:.2} s (connect p50 {} ms, p99 {} ms){}",
         total as u64 - summary.connect_failures,
         secs,
         summary.connect_ms.p50,
-        summary.connect_ms.p99
+        summary.connect_ms.p99,
+        match summary.presence.frames {
+            0 => String::new(),
+            n => format!(", {n} presence frames received meanwhile"),
+        }
     );
     for sample in &summary.connect_failure_samples {
         eprintln!("herald-load:   failed: {sample}");
@@ -169,6 +175,7 @@ fn summarise_connect(total: usize, reports: &[Connected], secs: f64) -> (Connect
         latency.add_pairs(&r.connect_us);
         summary.connect_failures += r.failures;
         summary.authenticated += r.authenticated;
+        summary.presence.add(&r.presence);
         for s in &r.failure_samples {
             crate::ipc::push_sample(&mut summary.connect_failure_samples, s);
         }
@@ -334,8 +341,10 @@ fn fanout_report(shape: &ShapeArgs, rate: f64, window_secs: f64, reports: &[Step
     let mut latency = Micros::new();
     let mut send_lag = Micros::new();
     let mut trouble = Trouble::default();
+    let mut presence = PresenceSeen::default();
     let (mut published, mut unsent, mut deliveries) = (0, 0, 0);
     for r in reports {
+        presence.add(&r.presence);
         latency.add_pairs(&r.latency_us);
         send_lag.add_pairs(&r.send_lag_us);
         trouble.add(&r.trouble);
@@ -369,6 +378,9 @@ fn fanout_report(shape: &ShapeArgs, rate: f64, window_secs: f64, reports: &[Step
             .filter(|c| *c > 0.0)
             .map(|c| (deliveries as f64 / c).round()),
         publish_server_cpu_secs: None,
+        presence_frames: presence.frames,
+        presence_last_us: presence.last_us,
+        joining: None,
         trouble,
         connect_failures: 0,
         held: false,
@@ -397,7 +409,10 @@ fn connect_rooms(
 
 fn fanout(args: &FanoutArgs) -> Result<FanoutReport, String> {
     check_rate(args.rate, args.duration_secs)?;
+    let server = args.common.server_pid.map(ServerProcess::new);
+    let (rss_before, cpu_before) = (server.and_then(|s| s.rss_kb()), server.and_then(|s| s.cpu_secs()));
     let (servers, mut workers, connect, before) = connect_rooms(&args.common, &args.publish, &args.shape)?;
+    let (rss_joined, cpu_joined) = (server.and_then(|s| s.rss_kb()), server.and_then(|s| s.cpu_secs()));
     let mut report = step(
         &mut workers,
         &args.shape,
@@ -410,6 +425,21 @@ fn fanout(args: &FanoutArgs) -> Result<FanoutReport, String> {
     // belongs to the run as much as trouble during it.
     report.trouble.add(&before);
     report.trouble.add(&close(workers)?);
+    let mut presence = connect.presence;
+    presence.add(&PresenceSeen { frames: report.presence_frames, last_us: report.presence_last_us });
+    report.presence_frames = presence.frames;
+    report.presence_last_us = presence.last_us;
+    report.joining = Some(JoinSummary {
+        connections: connect.connections,
+        connect_failure_samples: connect.connect_failure_samples,
+        connect_secs_total: connect.connect_secs_total,
+        connect_ms: connect.connect_ms,
+        presence_frames_joining: connect.presence.frames,
+        last_presence_secs: presence.last_us.map(|t| round3(t.saturating_sub(connect.started_us) as f64 / 1e6)),
+        server_rss_before_kb: rss_before,
+        server_rss_joined_kb: rss_joined,
+        server_cpu_secs_joining: cpu_between(cpu_before, cpu_joined).map(round3),
+    });
     report.judge(Thresholds { max_p99_ms: args.shape.max_p99_ms, max_loss: args.shape.max_loss });
     Ok(report)
 }
@@ -444,6 +474,7 @@ fn ramp(args: &RampArgs) -> Result<RampReport, String> {
     let max_held = steps.iter().rev().find(|s| s.held).cloned();
     Ok(RampReport {
         mode: "ramp",
+        presence_frames_joining: connect.presence.frames,
         connect,
         max_held_rate: max_held.as_ref().map(|s| s.rate),
         max_held,

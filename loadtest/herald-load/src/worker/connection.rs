@@ -131,7 +131,9 @@ async fn open(shared: &Shared, plan: &Plan) -> Result<(Ws, bool), String> {
             let text = next_text(&mut ws).await?;
             match dialect::decode(shared.dialect, &text) {
                 Inbound::Joined { room: joined } if joined == room.as_str() => break,
-                Inbound::Presence { room: other } if other == room.as_str() => {}
+                Inbound::Presence { room: other } if other == room.as_str() => {
+                    shared.stats.borrow_mut().presence.record();
+                }
                 Inbound::EnginePing => send(&mut ws, dialect::SOCKETIO_PONG).await?,
                 _ => return Err(format!("waiting for joined: {text}")),
             }
@@ -362,7 +364,7 @@ impl Live {
                     stats.latency.record(latency);
                 }
             }
-            Inbound::Presence { room: r } if Some(r.as_ref()) == room => {}
+            Inbound::Presence { room: r } if Some(r.as_ref()) == room => self.shared.stats.borrow_mut().presence.record(),
             Inbound::EnginePing => {
                 self.ws.send(Message::text(dialect::SOCKETIO_PONG)).await.map_err(|e| format!("pong: {e}"))?;
             }

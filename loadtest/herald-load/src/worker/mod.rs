@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::cli::Dialect;
 use crate::dialect;
 use crate::histogram::Micros;
-use crate::ipc::{self, Command, Connected, Event, RoomPlan, Setup, StepDone, Trouble};
+use crate::ipc::{self, Command, Connected, Event, PresenceSeen, RoomPlan, Setup, StepDone, Trouble};
 use crate::schedule::Step;
 
 /// Connections opening at once in one worker.
@@ -95,6 +95,8 @@ pub(crate) struct Stats {
     pub latency: Micros,
     /// How late publishers sent, against their schedule.
     pub send_lag: Micros,
+    /// Presence frames since the last report (taken with each, like `trouble`).
+    pub presence: PresenceSeen,
     pub trouble: Trouble,
 }
 
@@ -125,6 +127,7 @@ impl ConnectStats {
             failure_samples: self.failure_samples.clone(),
             authenticated: self.authenticated,
             connect_us: self.latency.to_pairs(),
+            presence: PresenceSeen::default(),
             trouble,
         }
     }
@@ -197,7 +200,12 @@ async fn serve() -> Result<(), String> {
     });
     let (phase, phase_rx) = watch::channel(Phase::Hold);
     open_all(&shared, &setup, &phase_rx).await;
-    let connected = shared.connect.borrow().report(std::mem::take(&mut shared.stats.borrow_mut().trouble));
+    let connected = {
+        let mut stats = shared.stats.borrow_mut();
+        let mut connected = shared.connect.borrow().report(std::mem::take(&mut stats.trouble));
+        connected.presence = std::mem::take(&mut stats.presence);
+        connected
+    };
     emit(&Event::Connected(connected))?;
     loop {
         match read_command(&mut lines).await? {
@@ -317,6 +325,7 @@ async fn run_step(
         deliveries: stats.deliveries,
         latency_us: stats.latency.to_pairs(),
         send_lag_us: stats.send_lag.to_pairs(),
+        presence: std::mem::take(&mut stats.presence),
         trouble: std::mem::take(&mut stats.trouble),
     }
 }
