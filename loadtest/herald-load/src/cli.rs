@@ -144,6 +144,12 @@ pub struct FanoutArgs {
     /// Seconds of measured publishing (after the warm-up).
     #[arg(long)]
     pub duration_secs: f64,
+    /// Once every member has joined, wait up to this many seconds for the
+    /// server to go quiet (under 5% of a core for a second) before
+    /// publishing, so that work left from the joins (presence frames still
+    /// queued) does not fall into the measurement. 0: start at once.
+    #[arg(long, default_value_t = 0.0, requires = "server_pid")]
+    pub settle_secs: f64,
 }
 
 /// `ramp`.

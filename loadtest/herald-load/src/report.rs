@@ -46,10 +46,15 @@ pub struct JoinSummary {
     /// From the start of connecting until the last presence frame arrived,
     /// up to the end of the drain; `null` when none did.
     pub last_presence_secs: Option<f64>,
+    /// With `--settle-secs`: how long the server took to go quiet after
+    /// the joins, and whether it did within the limit.
+    pub settle_secs: Option<f64>,
+    pub settled: Option<bool>,
     pub server_rss_before_kb: Option<u64>,
-    /// The server's VmRSS once every member had joined.
+    /// The server's VmRSS once every member had joined (and it had settled).
     pub server_rss_joined_kb: Option<u64>,
-    /// Server CPU from the start of connecting until every member had joined.
+    /// Server CPU from the start of connecting until every member had
+    /// joined (and the server had settled).
     pub server_cpu_secs_joining: Option<f64>,
 }
 
@@ -391,6 +396,8 @@ mod tests {
             connect_ms: BriefPercentiles::default(),
             presence_frames_joining: 45,
             last_presence_secs: Some(1.4),
+            settle_secs: None,
+            settled: None,
             server_rss_before_kb: None,
             server_rss_joined_kb: None,
             server_cpu_secs_joining: None,
@@ -398,6 +405,7 @@ mod tests {
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["connect_secs_total"], 1.5);
         assert_eq!(v["presence_frames_joining"], 45);
+        assert!(v["settled"].is_null());
         assert_eq!(v.as_object().unwrap().keys().filter(|k| *k == "connect_failures").count(), 1);
     }
 }

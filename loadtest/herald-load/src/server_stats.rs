@@ -4,6 +4,13 @@
 //! comparable across Herald and its peers, which expose nothing alike.
 
 use std::fs;
+use std::time::{Duration, Instant};
+
+/// How long the server must stay under [`QUIET_SHARE`] of a core to count as quiet.
+const QUIET_FOR: Duration = Duration::from_secs(1);
+/// Share of one core below which the server counts as quiet: what 20,000
+/// idle connections' heartbeats cost is far below it.
+const QUIET_SHARE: f64 = 0.05;
 
 /// A process whose figures are read.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +34,24 @@ impl ServerProcess {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
         let ticks = parse_cpu_ticks(&stat)?;
         Some(ticks as f64 / clock_ticks_per_sec())
+    }
+
+    /// Waits until the server has used under [`QUIET_SHARE`] of a core for
+    /// [`QUIET_FOR`], or until `limit` has passed. Returns the seconds waited
+    /// and whether it went quiet; `None` when the process is gone.
+    pub fn wait_quiet(&self, limit: Duration) -> Option<(f64, bool)> {
+        let started = Instant::now();
+        let mut before = self.cpu_secs()?;
+        loop {
+            std::thread::sleep(QUIET_FOR);
+            let now = self.cpu_secs()?;
+            let quiet = (now - before) / QUIET_FOR.as_secs_f64() < QUIET_SHARE;
+            before = now;
+            let waited = started.elapsed();
+            if quiet || waited >= limit {
+                return Some((waited.as_secs_f64(), quiet));
+            }
+        }
     }
 }
 
@@ -71,5 +96,14 @@ mod tests {
         assert!(me.rss_kb().unwrap() > 0);
         assert!(me.cpu_secs().unwrap() >= 0.0);
         assert!(ServerProcess::new(u32::MAX).rss_kb().is_none());
+    }
+
+    #[test]
+    fn an_idle_process_is_quiet_at_once_and_a_gone_one_is_none() {
+        let me = ServerProcess::new(std::process::id());
+        let (waited, quiet) = me.wait_quiet(Duration::from_secs(10)).unwrap();
+        assert!(quiet);
+        assert!(waited < 10.0, "{waited}");
+        assert!(ServerProcess::new(u32::MAX).wait_quiet(Duration::from_secs(1)).is_none());
     }
 }

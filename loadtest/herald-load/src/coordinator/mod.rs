@@ -409,9 +409,25 @@ fn connect_rooms(
 
 fn fanout(args: &FanoutArgs) -> Result<FanoutReport, String> {
     check_rate(args.rate, args.duration_secs)?;
+    if !(args.settle_secs.is_finite() && args.settle_secs >= 0.0) {
+        return Err("--settle-secs must be 0 or more".into());
+    }
     let server = args.common.server_pid.map(ServerProcess::new);
     let (rss_before, cpu_before) = (server.and_then(|s| s.rss_kb()), server.and_then(|s| s.cpu_secs()));
     let (servers, mut workers, connect, before) = connect_rooms(&args.common, &args.publish, &args.shape)?;
+    let settle = match (server, args.settle_secs > 0.0) {
+        (Some(server), true) => {
+            eprintln!("herald-load: waiting up to {} s for the server to go quiet", args.settle_secs);
+            let settle = server.wait_quiet(Duration::from_secs_f64(args.settle_secs));
+            eprintln!("herald-load: {}", match settle {
+                Some((secs, true)) => format!("quiet after {secs:.1} s"),
+                Some((secs, false)) => format!("still busy after {secs:.1} s; publishing anyway"),
+                None => "the server is gone".into(),
+            });
+            settle
+        }
+        _ => None,
+    };
     let (rss_joined, cpu_joined) = (server.and_then(|s| s.rss_kb()), server.and_then(|s| s.cpu_secs()));
     let mut report = step(
         &mut workers,
@@ -436,6 +452,8 @@ fn fanout(args: &FanoutArgs) -> Result<FanoutReport, String> {
         connect_ms: connect.connect_ms,
         presence_frames_joining: connect.presence.frames,
         last_presence_secs: presence.last_us.map(|t| round3(t.saturating_sub(connect.started_us) as f64 / 1e6)),
+        settle_secs: settle.map(|(secs, _)| round3(secs)),
+        settled: settle.map(|(_, quiet)| quiet),
         server_rss_before_kb: rss_before,
         server_rss_joined_kb: rss_joined,
         server_cpu_secs_joining: cpu_between(cpu_before, cpu_joined).map(round3),
