@@ -39,6 +39,12 @@ server's exit status: a server that died during the run says so.
 Every run is bounded: the connect phase by CONNECT seconds, the wait for a
 quiet server by SETTLE, the whole run by their sum plus the publishing and
 three minutes. Prints a table on stderr and one JSON object on stdout.
+
+Last, the kernel's floor for the same shape in the same run:
+../shared/tools/send_floor.c (built with `cc`; skipped, and said so, when
+either is missing) makes one send() per delivery of a 128-byte frame to
+MEMBERS sockets at RATE, nothing else; its deliveries per CPU-second stand
+beside the server's (`--no-floor` skips it).
 Python 3 standard library only.
 """
 import argparse
@@ -271,6 +277,27 @@ def table(results):
     return "\n".join(lines)
 
 
+def send_floor(args):
+    """The kernel's floor for this shape: deliveries per CPU-second of a
+    process that only sends, or why it was not measured."""
+    source = os.path.join(ROOT, "..", "shared", "tools", "send_floor.c")
+    binary = os.path.join(ROOT, "target", "send_floor")
+    if not os.path.exists(source):
+        return {"skipped": f"{source} not found"}
+    if subprocess.run(["cc", "-O2", "-o", binary, source], capture_output=True).returncode != 0:
+        return {"skipped": "cc could not build send_floor"}
+    command = [binary, str(free_port()), "1", str(args.members), str(max(1, round(args.rate))), str(round(args.duration_secs))]
+    print(f"live_event: floor: {' '.join(command)}", file=sys.stderr, flush=True)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.duration_secs + 120)
+    except subprocess.TimeoutExpired:
+        return {"skipped": "send_floor did not finish in time"}
+    for line in done.stdout.splitlines():
+        if "deliveries_per_cpu_s" in line:
+            return json.loads(line)
+    return {"skipped": f"send_floor said nothing usable: {done.stdout!r} {done.stderr!r}"}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("herald_bin", nargs="?", default=os.path.join(ROOT, "target/release/herald"))
@@ -286,6 +313,7 @@ def main():
     parser.add_argument("--settle-secs", type=float, default=60,
                         help="longest wait for the server to go quiet after the joins (default 60)")
     parser.add_argument("--only", choices=sorted(CONFIGS), help="run one configuration")
+    parser.add_argument("--no-floor", action="store_true", help="skip the kernel's floor (send_floor.c)")
     # For a server that does not know namespaces yet (it refuses the
     # variables): the "off" run then joins `live.load-0` with presence on.
     parser.add_argument("--without-namespace-env", action="store_true", help=argparse.SUPPRESS)
@@ -303,6 +331,7 @@ def main():
         brief = {k: v for k, v in result.items() if k != "report"}
         print(json.dumps(brief), file=sys.stderr, flush=True)
         time.sleep(2)
+    floor = None if args.no_floor else send_floor(args)
     print(table(results), file=sys.stderr)
     by = {r["config"]: r for r in results}
     out = {
@@ -317,6 +346,19 @@ def main():
         off, on = by["off"], by["on"]
         out["join_secs_on_over_off"] = round(on["join_secs"] / off["join_secs"], 2) if off["join_secs"] else None
         out["presence_frames_on_minus_off"] = on["presence_frames"] - off["presence_frames"]
+    if floor is not None:
+        out["send_floor"] = floor
+        per_cpu_s = floor.get("deliveries_per_cpu_s")
+        if per_cpu_s:
+            print(f"send_floor: {per_cpu_s:,} deliveries per CPU-second ({1e6 / per_cpu_s:.2f} µs each)", file=sys.stderr)
+            for result in results:
+                us = result.get("server_cpu_us_per_delivery")
+                if us:
+                    ratio = round(1e6 / us / per_cpu_s, 2)
+                    result["deliveries_per_cpu_s_over_floor"] = ratio
+                    print(f"{result['config']}: deliveries per server CPU-second {ratio}x the floor's", file=sys.stderr)
+        else:
+            print(f"send_floor: {floor.get('skipped')}", file=sys.stderr)
     print(json.dumps(out))
 
 
