@@ -30,7 +30,7 @@ pub fn start_tree_with(history: HistoryConfig) -> (tokio::runtime::Runtime, Tree
     let metrics = Arc::new(Metrics::new());
     let archive = Arc::new(Archive::new(history, metrics.clone()));
     let tree = actors
-        .block_on(tree::start(cores * 8, usize::MAX, archive, metrics, &Default::default(), Arc::new(|_| {}), None))
+        .block_on(tree::start(tree::RoomSetup::new(cores * 8, usize::MAX, archive), metrics, &Default::default(), Arc::new(|_| {}), None))
         .expect("the tree starts");
     (actors, tree)
 }

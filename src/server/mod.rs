@@ -141,12 +141,14 @@ impl Server {
         };
         let clustering = cluster.clone().map(|cluster| Clustering { cluster, connections: connections.clone() });
         let archive = Arc::new(Archive::new(config.history.clone(), metrics.clone()));
-        let namespaces = Arc::new(Namespaces::new(&config));
-        let tree = actors.block_on(tree::start(
-            cores() * 8,
-            config.limits.max_rooms,
+        let rooms = tree::RoomSetup {
+            shards: cores() * 8,
+            max_rooms: config.limits.max_rooms,
             archive,
-            namespaces,
+            namespaces: Arc::new(Namespaces::new(&config)),
+        };
+        let tree = actors.block_on(tree::start(
+            rooms,
             metrics.clone(),
             &config.supervision,
             give_up,

@@ -29,20 +29,38 @@ pub struct Clustering {
     pub connections: Arc<Registry>,
 }
 
-/// Starts the tree: presence first (rooms report to it), then `shards`
-/// room registry shards, then the cluster link with clustering; every one
+/// What the rooms of a tree are made of.
+pub struct RoomSetup {
+    /// Room registry shards.
+    pub shards: usize,
+    /// `limits.max_rooms`.
+    pub max_rooms: usize,
+    /// Every room's history on the node.
+    pub archive: Arc<Archive>,
+    pub namespaces: Arc<Namespaces>,
+}
+
+impl RoomSetup {
+    /// `shards` shards, at most `max_rooms` rooms, history as `archive`
+    /// is configured, and no namespace.
+    pub fn new(shards: usize, max_rooms: usize, archive: Arc<Archive>) -> Self {
+        let config = crate::config::Config { history: archive.config().clone(), ..Default::default() };
+        Self { shards, max_rooms, archive, namespaces: Arc::new(Namespaces::new(&config)) }
+    }
+}
+
+/// Starts the tree: presence first (rooms report to it), then the room
+/// registry shards, then the cluster link with clustering; every one
 /// restarted by the root within `supervision`'s limits. Must run on the
 /// actors' runtime. `give_up` is called once if the root gives up.
 pub async fn start(
-    shards: usize,
-    max_rooms: usize,
-    archive: Arc<Archive>,
-    namespaces: Arc<Namespaces>,
+    rooms: RoomSetup,
     metrics: Arc<Metrics>,
     supervision: &SupervisionConfig,
     give_up: GiveUp,
     clustering: Option<Clustering>,
 ) -> Result<Tree, StartError> {
+    let RoomSetup { shards, max_rooms, archive, namespaces } = rooms;
     let cluster = Cluster::from(clustering.as_ref().map(|c| c.cluster.clone()));
     let presence_cell = Arc::new(PresenceCell::new(metrics.clone(), cluster.clone()));
     let presence = Presence::new(presence_cell.clone());
@@ -135,7 +153,7 @@ mod tests {
             let _ = tx.send(reason);
         });
         let archive = Arc::new(Archive::new(Default::default(), metrics.clone()));
-        let tree = start(2, usize::MAX, archive, Default::default(), metrics.clone(), &supervision, give_up, None).await.unwrap();
+        let tree = start(RoomSetup::new(2, usize::MAX, archive), metrics.clone(), &supervision, give_up, None).await.unwrap();
         (tree, metrics, rx)
     }
 

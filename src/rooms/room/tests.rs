@@ -24,7 +24,8 @@ async fn fixture() -> Fixture {
 async fn fixture_with(toml: &str) -> Fixture {
     let metrics = Arc::new(Metrics::new());
     let namespaces = namespaces(toml);
-    let tree = tree::start(4, usize::MAX, archive(&metrics), namespaces, metrics.clone(), &Default::default(), Arc::new(|_| {}), None)
+    let rooms = tree::RoomSetup { namespaces, ..tree::RoomSetup::new(4, usize::MAX, archive(&metrics)) };
+    let tree = tree::start(rooms, metrics.clone(), &Default::default(), Arc::new(|_| {}), None)
         .await
         .unwrap();
     Fixture { rooms: tree.rooms, metrics }
@@ -91,7 +92,8 @@ async fn clustered_pair_with(hub: Arc<crate::cluster::relay::MemoryHub>, toml: &
         let cluster = Membership::new(id.into(), relay, directory.clone(), metrics.clone(), Duration::from_secs(60));
         let clustering = Clustering { cluster, connections: Arc::new(Registry::default()) };
         let namespaces = namespaces(toml);
-        let tree = tree::start(2, usize::MAX, archive(&metrics), namespaces, metrics.clone(), &Default::default(), Arc::new(|_| {}), Some(clustering))
+        let rooms = tree::RoomSetup { namespaces, ..tree::RoomSetup::new(2, usize::MAX, archive(&metrics)) };
+        let tree = tree::start(rooms, metrics.clone(), &Default::default(), Arc::new(|_| {}), Some(clustering))
             .await
             .unwrap();
         nodes.push(Fixture { rooms: tree.rooms, metrics });
@@ -434,7 +436,7 @@ async fn a_rooms_user_list_is_built_once_per_change_and_shared_until_the_next() 
 #[actix_web::test]
 async fn past_max_rooms_a_join_that_would_create_a_room_is_refused() {
     let metrics = Arc::new(Metrics::new());
-    let tree = tree::start(4, 2, archive(&metrics), Default::default(), metrics.clone(), &Default::default(), Arc::new(|_| {}), None)
+    let tree = tree::start(tree::RoomSetup::new(4, 2, archive(&metrics)), metrics.clone(), &Default::default(), Arc::new(|_| {}), None)
         .await
         .unwrap();
     let rooms = tree.rooms;
