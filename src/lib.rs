@@ -25,7 +25,8 @@
 //! - [`cluster`]: the cluster engines: codec, backplane, relay, directory,
 //!   and the [`cluster::Cluster`] facade the layers above use.
 //! - The node's actors: [`presence`] (who is online, who is where) and
-//!   [`rooms`] (the sharded registry, the rooms its shards run, and their history).
+//!   [`rooms`] (the sharded registry, the rooms its shards run, their history
+//!   and the namespaces that shape them).
 //! - [`connection`]: the connection actor every transport shares: its core
 //!   (session, limits, frames), the services it uses, the per-worker loop
 //!   that drives connections and runs their timers. [`link`]: the cluster
