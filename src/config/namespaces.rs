@@ -3,9 +3,10 @@
 //! Each entry is read on its own, so a mistake names its entry and key
 //! (`namespaces[1].slow_consumer`) rather than the whole list. From the
 //! environment, entries are written by index, `HERALD_NAMESPACES__<n>__<key>`
-//! (`HERALD_NAMESPACES__0__PREFIX=live.`), and replace the file's list as a
-//! whole: a list cannot be merged entry by entry without guessing which
-//! entry an index meant.
+//! (`HERALD_NAMESPACES__0__PREFIX=live.`), or as one inline list
+//! (`HERALD_NAMESPACES='[{prefix = "live.", presence = false}]'`), and
+//! replace the file's list as a whole: a list cannot be merged entry by
+//! entry without guessing which entry an index meant.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -117,7 +118,8 @@ pub(super) fn entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Name
             while let Some((key, value)) = map.next_entry::<String, Value>()? {
                 let index: usize = key.parse().map_err(|_| {
                     serde::de::Error::custom(format!(
-                        "`namespaces.{key}`: entries are numbered, as in HERALD_NAMESPACES__0__PREFIX"
+                        "`namespaces.{key}`: namespaces are a list of [[namespaces]] tables \
+                         (from the environment, entries by number: HERALD_NAMESPACES__0__PREFIX)"
                     ))
                 })?;
                 by_index.insert(index, value);

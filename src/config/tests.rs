@@ -172,6 +172,14 @@ fn namespaces_come_from_the_environment_by_index() {
         assert!(err.contains("namespaces.x"), "{err}");
         Ok(())
     });
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("HERALD_NAMESPACES", r#"[{prefix = "live.", presence = false}, {prefix = "t.", slow_consumer = "drop"}]"#);
+        let config = Config::load(Path::new("absent.toml"), false).unwrap();
+        assert_eq!(config.namespaces.len(), 2);
+        assert!(!config.namespaces[0].presence);
+        assert_eq!(config.namespaces[1].slow_consumer, SlowConsumer::Drop);
+        Ok(())
+    });
 }
 
 #[test]
