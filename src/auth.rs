@@ -94,6 +94,8 @@ struct Claims {
 /// Verifies client tokens against the configured secret.
 pub struct Authenticator {
     key: Option<DecodingKey>,
+    /// The same secret for signing (the browser demo's tokens).
+    signing: Option<jsonwebtoken::EncodingKey>,
     validation: Validation,
 }
 
@@ -107,7 +109,17 @@ impl Authenticator {
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["sub"]);
         let key = (!secret.is_empty()).then(|| DecodingKey::from_secret(secret.as_bytes()));
-        Self { key, validation }
+        let signing = (!secret.is_empty()).then(|| jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()));
+        Self { key, signing, validation }
+    }
+
+    /// A token for `user`, valid for `secs`, that [`Self::verify`] accepts;
+    /// `None` without a secret.
+    pub fn sign(&self, user: &str, secs: u64) -> Option<String> {
+        let key = self.signing.as_ref()?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        let claims = serde_json::json!({ "sub": user, "iat": now, "exp": now + secs });
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, key).ok()
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {

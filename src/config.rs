@@ -45,6 +45,7 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     pub debug: DebugConfig,
     pub log: LogConfig,
+    pub demo: DemoConfig,
     /// `[[namespaces]]`: options for the rooms whose name starts with a
     /// prefix (see [`NamespaceConfig`]). Default: none.
     #[serde(deserialize_with = "namespaces::entries", skip_serializing_if = "Vec::is_empty")]
@@ -214,6 +215,27 @@ pub struct DebugConfig {
     /// Mounts `POST /api/debug/crash`, which makes a chosen actor panic.
     /// Default `false`: the route does not exist.
     pub fault_injection: bool,
+}
+
+/// `[demo]`: the browser chat demo (`examples/chat/`) and the JavaScript
+/// client (`clients/js/src/`), served from a checkout of the repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Serves the demo at `/demo/`, the client at `/demo/client/`, and
+    /// `POST /demo/token`, which signs a token for any name: for trying
+    /// Herald out, never for production. Default `false`.
+    pub enabled: bool,
+    /// The repository checkout the files are read from (relative to the
+    /// working directory). Default `"."`.
+    #[serde(deserialize_with = "scalar_string")]
+    pub root: String,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self { enabled: false, root: ".".into() }
+    }
 }
 
 /// `[log]`: what the server writes to stderr.

@@ -98,6 +98,12 @@ const KEYS: &[(&str, &str)] = &[
          parent, and past the root's limit the process exits with status 70.",
     ),
     ("supervision.window_ms", "The sliding window of supervision.max_restarts."),
+    (
+        "demo.enabled",
+        "true serves the browser chat demo at /demo/ and the JavaScript client at /demo/client/, and POST /demo/token \
+         signs a token for any name (with a per-process key when auth.jwt_secret is empty). For trying Herald out only.",
+    ),
+    ("demo.root", "The repository checkout the demo's files are read from (examples/chat, clients/js/src)."),
     ("debug.fault_injection", "true mounts POST /api/debug/crash, which makes a chosen actor panic (drills and tests)."),
     ("log.format", "\"text\": one human-readable line per event; \"json\": one JSON object per line."),
     (

@@ -8,8 +8,11 @@ use crate::metrics::ActorKind;
 use crate::node::Node;
 
 /// Registers every route of the HTTP port; `/api/debug/*` only when
-/// `debug.fault_injection` is on.
-pub(crate) fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool) {
+/// `debug.fault_injection` is on, `/demo/*` only when `demo.enabled` is.
+pub(crate) fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool, demo: bool) {
+    if demo {
+        cfg.configure(super::demo::routes);
+    }
     cfg.route("/ws", web::get().to(reconnect))
         .route("/sse", web::get().to(reconnect))
         .route("/healthz", web::get().to(healthz))

@@ -14,8 +14,10 @@
 //! - [`admission`]: what every transport checks before it opens a connection.
 //! - [`replay`]: hands a socket whose request head was already read to actix-http.
 //! - [`http`]: the plain HTTP routes (`/healthz`, `/readyz`, `/metrics`).
+//! - [`demo`]: the browser demo and the JavaScript client, when `demo.enabled`.
 
 pub(crate) mod admission;
+pub(crate) mod demo;
 pub(crate) mod handshake;
 pub(crate) mod http;
 pub(crate) mod replay;

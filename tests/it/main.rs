@@ -15,6 +15,7 @@ mod api;
 mod auth;
 mod backplane;
 mod cli;
+mod demo;
 mod cluster;
 mod dashboards;
 mod directory;
