@@ -43,14 +43,14 @@ test("startTyping sends true at most once per throttle window while called repea
 });
 
 test("typing:false goes out by itself after idleMs without a call", async () => {
-  const { client, room, typings } = await joinedRoom({ throttleMs: 1000, idleMs: 40 });
+  const { client, room, typings } = await joinedRoom({ throttleMs: 1000, idleMs: 120 });
   room.startTyping();
-  await sleep(20);
-  room.startTyping(); // pushes the idle deadline
+  await sleep(60);
+  room.startTyping(); // pushes the idle deadline to 120 ms from now
   assert.deepEqual(typings(), [true]);
-  await sleep(30);
+  await sleep(70);
   assert.deepEqual(typings(), [true], "not yet: the second call restarted the idle timer");
-  await sleep(40);
+  await sleep(150);
   assert.deepEqual(typings(), [true, false]);
   client.close();
 });
