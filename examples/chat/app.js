@@ -80,9 +80,9 @@ async function join(name) {
     const room = client.room(name);
     const entry = { room, messages: [], unread: 0, typing: new Map() };
     rooms.set(name, entry);
-    room.on("message", (frame) => {
-      const recovered = droppedAt !== null && frame.ts < Date.now() && frame.ts > droppedAt;
-      add(entry, { from: frame.from, text: textOf(frame.data), seq: frame.seq, recovered });
+    // A message replayed after a rejoin is one this page missed while away.
+    room.on("message", (frame, { replayed }) => {
+      add(entry, { from: frame.from, text: textOf(frame.data), seq: frame.seq, recovered: replayed });
     });
     room.on("user_joined", () => show(name, "users"));
     room.on("user_left", () => show(name, "users"));
