@@ -249,7 +249,9 @@ export class HeraldClient extends Emitter {
     if (this._requests.settle(frame)) return;
     switch (frame.type) {
       case "error":
-        this.emit("error", HeraldError.fromFrame(frame));
+        // With an id it answered a request that is gone (timed out): ignored,
+        // as every reply to an unknown id is. Without one it is news.
+        if (frame.id === undefined || frame.id === null) this.emit("error", HeraldError.fromFrame(frame));
         break;
       case "direct":
         this.emit("direct", frame);

@@ -36,6 +36,7 @@ test("a reply with an unknown id is ignored, an error with one rejects, an error
   socket.receive({ type: "error", code: "NOT_IN_ROOM", message: "not in room", id: socket.last("publish").id });
   await assert.rejects(p, (err) => err.code === "NOT_IN_ROOM" && err.frame.message === "not in room");
 
+  socket.receive({ type: "error", code: "RATE_LIMITED", message: "slow down", id: "998" }); // unknown id: ignored
   socket.receive({ type: "error", code: "INVALID_JSON", message: "the frame is not valid JSON" });
   assert.equal(errors.length, 1);
   assert.equal(errors[0].code, "INVALID_JSON");
