@@ -78,7 +78,13 @@ export class Herald {
     this.dir = mkdtempSync(join(tmpdir(), "herald-js-"));
     this.proc = null;
     this.output = "";
+    // The server must not outlive the tests: on exit, and on the signals
+    // that end a test run (the runner's own timeout, Ctrl-C), kill it.
     this._onExit = () => this.proc?.kill("SIGKILL");
+    this._onSignal = (signal) => {
+      this._onExit();
+      process.exit(128 + (signal === "SIGINT" ? 2 : 15));
+    };
   }
 
   get wsUrl() {
@@ -135,6 +141,8 @@ ${this.extraToml}
     proc.stdout.on("data", (d) => (this.output += d));
     proc.stderr.on("data", (d) => (this.output += d));
     process.once("exit", this._onExit);
+    process.once("SIGINT", this._onSignal);
+    process.once("SIGTERM", this._onSignal);
     let exited = false;
     proc.once("exit", () => (exited = true));
     await eventually(
@@ -157,6 +165,8 @@ ${this.extraToml}
     if (!proc) return;
     this.proc = null;
     process.removeListener("exit", this._onExit);
+    process.removeListener("SIGINT", this._onSignal);
+    process.removeListener("SIGTERM", this._onSignal);
     if (proc.exitCode !== null || proc.signalCode !== null) return;
     const exited = new Promise((r) => proc.once("exit", r));
     proc.kill("SIGTERM");
