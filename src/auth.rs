@@ -33,6 +33,8 @@ pub enum AuthError {
     BadSubject,
     #[error("token header makes extensions critical: {0:?}")]
     Critical(Vec<String>),
+    #[error("token expired")]
+    Expired,
 }
 
 /// Who a connection is, and which rooms it may join.
@@ -87,6 +89,10 @@ const ANONYMOUS: &str = "anon:";
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// Checked again here to the millisecond: the library compares whole
+    /// seconds, which would accept a token through the second its `exp` names.
+    #[serde(default)]
+    exp: Option<f64>,
     #[serde(default)]
     rooms: Option<Vec<Box<str>>>,
 }
@@ -130,6 +136,12 @@ impl Authenticator {
         }
         if !valid_subject(&claims.sub) {
             return Err(AuthError::BadSubject);
+        }
+        if let Some(exp) = claims.exp {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            if exp <= now {
+                return Err(AuthError::Expired);
+            }
         }
         let rooms = match claims.rooms {
             Some(patterns) => Rooms::Patterns(patterns.into()),
@@ -200,6 +212,9 @@ mod tests {
         let id = auth.verify(&token(json!({"sub":"bob","rooms":["chat:*","lobby"]}), "s3cret")).unwrap();
         assert!(id.may_join("lobby") && id.may_join("chat:x") && !id.may_join("other"));
         assert!(auth.verify(&token(json!({"sub":"alice","exp":now()-5}), "s3cret")).is_err());
+        // Not even during the second `exp` names.
+        let error = auth.verify(&token(json!({"sub":"alice","exp":now()}), "s3cret")).unwrap_err();
+        assert!(matches!(error, AuthError::Expired | AuthError::Jwt(_)), "{error:?}");
         assert!(auth.verify(&token(json!({"sub":"alice","nbf":now()+60}), "s3cret")).is_err());
         assert!(auth.verify(&token(json!({"sub":"alice"}), "other")).is_err());
         assert!(auth.verify(&token(json!({"exp":now()+60}), "s3cret")).is_err());
