@@ -106,15 +106,15 @@ impl Server {
     /// started, so the bind error is all that a failed start reports (and
     /// no supervision tree is torn down after it).
     pub fn bind(mut config: Config) -> Result<Self, ServerError> {
+        let addr = format!("{}:{}", config.server.host, config.server.port);
+        let user_timeout = Duration::from_millis(config.heartbeat.timeout_ms);
+        let listener = bind(&addr, user_timeout).map_err(|error| ServerError::Bind { addr, error })?;
         if config.demo.enabled && config.auth.jwt_secret.is_empty() {
             // The demo signs its visitors' tokens; with no secret of its
             // own the node makes one up, which no one else knows.
             config.auth.jwt_secret = format!("{}{}", crate::ids::random_token(), crate::ids::random_token());
             tracing::info!("demo: tokens are signed with a key made for this process (auth.jwt_secret is empty)");
         }
-        let addr = format!("{}:{}", config.server.host, config.server.port);
-        let user_timeout = Duration::from_millis(config.heartbeat.timeout_ms);
-        let listener = bind(&addr, user_timeout).map_err(|error| ServerError::Bind { addr, error })?;
         let actors = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cores())
             .thread_name("herald-actors")
