@@ -109,6 +109,9 @@ impl Server {
         let addr = format!("{}:{}", config.server.host, config.server.port);
         let user_timeout = Duration::from_millis(config.heartbeat.timeout_ms);
         let listener = bind(&addr, user_timeout).map_err(|error| ServerError::Bind { addr, error })?;
+        if config.demo.enabled {
+            tracing::warn!("demo.enabled: /demo/ is served, and POST /demo/token signs a token for any name; turn it off outside trials");
+        }
         if config.demo.enabled && config.auth.jwt_secret.is_empty() {
             // The demo signs its visitors' tokens; with no secret of its
             // own the node makes one up, which no one else knows.
