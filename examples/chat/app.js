@@ -25,12 +25,21 @@ let droppedAt = null;
 
 $("login").addEventListener("submit", async (event) => {
   event.preventDefault();
+  if (client) return; // one sign-in per page
   const name = $("name").value.trim();
   client = new HeraldClient(wsUrl, { getToken: () => token(name), WebSocket: DroppableSocket });
   client.on("state", showState);
   client.on("authError", ({ code, reason }) => notice(`not signed in: ${code} ${reason}`));
+  client.on("error", (error) => notice(error.message));
   showState(client.state);
-  await client.connect();
+  try {
+    await client.connect();
+  } catch (error) {
+    notice(`could not connect: ${error.message}`);
+    client.close();
+    client = null;
+    return;
+  }
   $("me").textContent = `signed in as ${client.user}`;
   $("login").hidden = true;
   $("chat").hidden = false;
@@ -48,6 +57,7 @@ function showState(state) {
   $("state").textContent = state;
   $("state").dataset.state = state;
   if (state === "connected" && droppedAt !== null) {
+    droppedAt = null;
     notice("back online: what was missed follows, marked recovered");
   }
 }
@@ -71,30 +81,39 @@ $("back").addEventListener("click", () => {
 
 $("join").addEventListener("submit", async (event) => {
   event.preventDefault();
-  await join($("room-name").value.trim());
-  $("room-name").value = "";
+  if (await join($("room-name").value.trim())) $("room-name").value = "";
 });
 
+/** Joins `name` (once) and shows it; false, with a notice, when refused. */
 async function join(name) {
   if (!rooms.has(name)) {
     const room = client.room(name);
     const entry = { room, messages: [], unread: 0, typing: new Map() };
-    rooms.set(name, entry);
     // A message replayed after a rejoin is one this page missed while away.
-    room.on("message", (frame, { replayed }) => {
-      add(entry, { from: frame.from, text: textOf(frame.data), seq: frame.seq, recovered: replayed });
-    });
-    room.on("user_joined", () => show(name, "users"));
-    room.on("user_left", () => show(name, "users"));
-    room.on("joined", () => show(name, "users"));
-    room.on("reset", () => add(entry, { notice: "the server could not recover what was missed; showing from now" }));
-    room.on("gap", ({ from, to }) => add(entry, { notice: `messages ${from}–${to} were skipped` }));
-    room.on("typing", ({ user, typing }) => typingOf(entry, user, typing));
-    await room.join();
+    const offs = [
+      room.on("message", (frame, { replayed }) => {
+        add(entry, { from: frame.from, text: textOf(frame.data), seq: frame.seq, recovered: replayed });
+      }),
+      room.on("user_joined", () => show(name, "users")),
+      room.on("user_left", () => show(name, "users")),
+      room.on("joined", () => show(name, "users")),
+      room.on("reset", () => add(entry, { notice: "the server could not recover what was missed; showing from now" })),
+      room.on("gap", ({ from, to }) => add(entry, { notice: `messages ${from}–${to} were skipped` })),
+      room.on("typing", ({ user, typing }) => typingOf(entry, user, typing)),
+    ];
+    try {
+      await room.join();
+    } catch (error) {
+      for (const off of offs) off();
+      notice(`could not join ${name}: ${error.code ?? ""} ${error.message}`);
+      return false;
+    }
+    rooms.set(name, entry);
   }
   shown = name;
   renderRooms();
   show(name, "all");
+  return true;
 }
 
 function textOf(data) {
@@ -160,6 +179,7 @@ function renderMessage(item) {
 function notice(text) {
   const entry = rooms.get(shown);
   if (entry) add(entry, { notice: text });
+  else $("problem").textContent = text;
 }
 
 function show(name, what) {
@@ -192,7 +212,13 @@ $("send").addEventListener("submit", async (event) => {
   $("text").value = "";
   const room = rooms.get(shown).room;
   room.stopTyping();
-  await room.publish({ text });
+  try {
+    await room.publish({ text });
+  } catch (error) {
+    // Not sent (or not known to be): give the text back to try again.
+    if (!$("text").value) $("text").value = text;
+    notice(`not sent: ${error.code ?? ""} ${error.message}`);
+  }
 });
 
 // For the browser test: the client, the rooms, and the page's own hooks.

@@ -27,6 +27,11 @@ import { Room, ROOM_FRAME_TYPES } from "./room.js";
 import { Watchdog } from "./watchdog.js";
 import { OPEN, abandon, attach, closeQuietly, decode, defaultNetwork, detach, noop, socketUrl } from "./socket.js";
 
+/** Rejoins sent at once after a reconnect (see `HeraldClient#_rejoinAll`). */
+const REJOIN_IN_FLIGHT = 8;
+/** How long the rejoins wait after the server said to slow down. */
+const REJOIN_PAUSE_MS = 1000;
+
 /** Close codes after which reconnecting cannot help: the token or the client is at fault. */
 export const AUTH_CLOSE_CODES = Object.freeze([4001, 4002, 4003]);
 
@@ -280,15 +285,56 @@ export class HeraldClient extends Emitter {
     clearTimeout(this._stableTimer);
     this._stableTimer = setTimeout(() => this._backoff.reset(), this._stableMs);
     // Rooms first: a publish that waited for the connection must reach a room
-    // already joined again, and the server handles frames in order.
-    for (const room of this._rooms.values()) room._connected();
-    this._requests.flush();
+    // already joined again, and the server handles frames in order. The
+    // rejoins are paced (see `_rejoinAll`); what waited goes after them.
+    this._rejoinAll();
 
     const ready = this._ready;
     this._ready = null;
     ready?.resolve(frame);
     this.emit("state", "connected");
     this.emit("connected", { conn: this.conn, user: this.user, node: this.node, heartbeatMs: this.heartbeatMs });
+  }
+
+  /**
+   * Joins every room of the last connection again, at most
+   * `REJOIN_IN_FLIGHT` at once, then sends the requests that waited. A
+   * server's rate limit counts joins like any frame and closes a connection
+   * after a run of refusals (`limits.rate_strikes`), so a client in many
+   * rooms must not send them all at once: a rejoin refused with
+   * `RATE_LIMITED` pauses the queue for `REJOIN_PAUSE_MS` and goes again.
+   */
+  _rejoinAll() {
+    const socket = this._socket;
+    const queue = [...this._rooms.values()].filter((room) => room._needsRejoin());
+    let inFlight = 0;
+    let pausedUntil = 0;
+    const pump = () => {
+      if (this._socket !== socket || this.state !== "connected") return;
+      if (queue.length === 0 && inFlight === 0) {
+        this._requests.flush();
+        return;
+      }
+      const wait = pausedUntil - Date.now();
+      if (wait > 0) {
+        clearTimeout(this._rejoinTimer);
+        this._rejoinTimer = setTimeout(pump, wait);
+        return;
+      }
+      while (inFlight < REJOIN_IN_FLIGHT && queue.length > 0) {
+        const room = queue.shift();
+        inFlight += 1;
+        room._sendRejoin().then((outcome) => {
+          inFlight -= 1;
+          if (outcome === "later" && room._needsRejoin()) {
+            queue.unshift(room);
+            pausedUntil = Date.now() + REJOIN_PAUSE_MS;
+          }
+          pump();
+        });
+      }
+    };
+    pump();
   }
 
   _closed(code, reason) {
@@ -355,6 +401,8 @@ export class HeraldClient extends Emitter {
   _detach() {
     clearTimeout(this._stableTimer);
     this._stableTimer = undefined;
+    clearTimeout(this._rejoinTimer);
+    this._rejoinTimer = undefined;
     this._watchdog?.stop();
     this._watchdog = null;
     const socket = this._socket;

@@ -22,7 +22,6 @@ export const ROOM_FRAME_TYPES = new Set(["joined", "left", "message", "user_join
 /** Rejoin failures worth another try on the same connection, and how many tries. */
 const TRANSIENT = new Set(["INTERNAL", "RATE_LIMITED", ClientCodes.TIMEOUT]);
 const REJOIN_TRIES = 3;
-const REJOIN_RETRY_MS = 1000;
 
 export class Room extends Emitter {
   constructor(client, name) {
@@ -69,6 +68,9 @@ export class Room extends Emitter {
   /** Leaves the room; resolves with the `left` frame. */
   async leave(options) {
     this._rejoin = false;
+    // Until its `left` arrives: a connection lost meanwhile must not join
+    // the room again (the leave itself is sent again on the next one).
+    this._leaving = true;
     this.stopTyping();
     if (!this.joined && this._joinsPending === 0 && this._client.state !== "connected") {
       // The next connection starts in no room and no join waits to be sent:
@@ -76,7 +78,11 @@ export class Room extends Emitter {
       this._clear();
       return { type: "left", room: this.name };
     }
-    return this._client.request({ type: "leave", room: this.name }, options);
+    try {
+      return await this._client.request({ type: "leave", room: this.name }, options);
+    } finally {
+      this._leaving = false;
+    }
   }
 
   /**
@@ -243,27 +249,28 @@ export class Room extends Emitter {
 
   // ---- the client's connection events ---------------------------------
 
-  /** A new connection is up: join again, asking for what was missed. */
-  _connected() {
-    if (this._rejoin) this._sendRejoin();
+  /** Whether a new connection has to join this room again. */
+  _needsRejoin() {
+    return this._rejoin;
   }
 
+  /**
+   * Joins again on a new connection, asking for what was missed. Resolves
+   * with "done", or "later" when the server asked to slow down (rate limit,
+   * a busy room): the client's rejoin queue then pauses and tries again.
+   */
   _sendRejoin() {
     const frame = { type: "join", room: this.name };
     if (this.epoch !== null) {
       frame.since = this.seq;
       frame.epoch = this.epoch;
     }
-    this._client.request(frame, { whileDisconnected: "reject", retry: false }).catch((err) => {
+    return this._client.request(frame, { whileDisconnected: "reject", retry: false }).then(() => "done", (err) => {
       // Lost again before the answer: `_rejoin` is still set, the next connection retries.
-      if (err.code === ClientCodes.CONNECTION_LOST || err.code === ClientCodes.DISCONNECTED) return;
-      if (err.code === ClientCodes.CLOSED || !this._rejoin) return;
-      if (TRANSIENT.has(err.code) && ++this._rejoinTries < REJOIN_TRIES) {
-        setTimeout(() => {
-          if (this._rejoin && this._client.state === "connected") this._sendRejoin();
-        }, REJOIN_RETRY_MS);
-        return;
-      }
+      if (err.code === ClientCodes.CONNECTION_LOST || err.code === ClientCodes.DISCONNECTED) return "done";
+      if (err.code === ClientCodes.CLOSED || !this._rejoin) return "done";
+      if (err.code === "RATE_LIMITED") return "later";
+      if (TRANSIENT.has(err.code) && ++this._rejoinTries < REJOIN_TRIES) return "later";
       // Refused for good (the new token's `rooms` claim no longer allows it, say).
       this._rejoin = false;
       this._rejoinTries = 0;
@@ -271,11 +278,12 @@ export class Room extends Emitter {
       failure.room = this.name;
       this._client.emit("error", failure);
       this.emit("error", failure);
+      return "done";
     });
   }
 
   _disconnected() {
-    if (this.joined) this._rejoin = true;
+    if (this.joined && !this._leaving) this._rejoin = true;
     this.joined = false;
     this._replayUntil = 0;
     // The server forgets the indicator with the connection; so do we.

@@ -244,3 +244,27 @@ test("the URL keeps its query, takes the token, and http(s) becomes ws(s)", asyn
   assert.throws(() => new HeraldClient("ftp://x/ws", fakeOptions(FakeSocket)), TypeError);
   assert.throws(() => new HeraldClient("ws://x/ws", { WebSocket: undefined }), /WebSocket/);
 });
+
+test("a room left while the connection drops is not joined again on the next one", async () => {
+  const { client: c, FakeSocket } = client();
+  const ready = c.connect();
+  await eventually(() => FakeSocket.instances.length === 1);
+  const s1 = FakeSocket.last();
+  s1.welcome();
+  await ready;
+  const room = c.room("chat:gone");
+  const joined = room.join();
+  s1.reply("join", { type: "joined", room: "chat:gone", users: ["alice"], count: 1, seq: 0, epoch: "E" });
+  await joined;
+  const left = room.leave();
+  assert.equal(s1.last("leave").room, "chat:gone");
+  s1.serverClose(1006, "");
+  const s2 = await nextSocket(FakeSocket, s1);
+  s2.welcome();
+  await sleep(10);
+  assert.equal(s2.last("join"), undefined, "no rejoin of a room being left");
+  s2.reply("leave", { type: "left", room: "chat:gone" });
+  await left;
+  assert.equal(room.joined, false);
+  c.close();
+});
