@@ -113,6 +113,8 @@ export interface HeraldClientOptions {
   reconnect?: ReconnectOptions | false;
   /** Default timeout of a request, in ms, counted from the call. Default 10000. */
   requestTimeoutMs?: number;
+  /** An attempt not welcomed within this is given up and retried with backoff. Default 15000. */
+  connectTimeoutMs?: number;
   /** What a request made while not connected does. Default "wait". */
   whileDisconnected?: WhileDisconnected;
   /** Most requests waiting for a connection. Default 100. */

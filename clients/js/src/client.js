@@ -66,6 +66,9 @@ export class HeraldClient extends Emitter {
     this._stableMs = reconnect.resetAfterMs ?? 5000;
 
     this._heartbeatOptions = options.heartbeat ?? {};
+    // An attempt that has not been welcomed by then (a token provider that
+    // hangs, a connect that goes nowhere) is given up and tried again later.
+    this._connectTimeoutMs = options.connectTimeoutMs ?? 15000;
     this.typingOptions = { throttleMs: 3000, idleMs: 5000, ...options.typing };
 
     this._requests = new Requests({
@@ -199,6 +202,10 @@ export class HeraldClient extends Emitter {
     const gen = ++this._gen;
     this._setState("connecting");
     this.emit("connecting");
+    clearTimeout(this._connectTimer);
+    this._connectTimer = setTimeout(() => {
+      if (gen === this._gen && this.state === "connecting") this._abandon("no welcome in time");
+    }, this._connectTimeoutMs);
 
     let token = this._token;
     if (this._getToken) {
@@ -272,6 +279,7 @@ export class HeraldClient extends Emitter {
   _welcomed(frame) {
     this.conn = frame.conn ?? null;
     this.node = frame.node ?? null;
+    clearTimeout(this._connectTimer);
     this.heartbeatMs = typeof frame.heartbeat_ms === "number" ? frame.heartbeat_ms : null;
     this._welcome = frame;
     this._startWatchdog();
@@ -399,6 +407,7 @@ export class HeraldClient extends Emitter {
 
   /** Forgets the current socket; its late events are ignored from now on. */
   _detach() {
+    clearTimeout(this._connectTimer);
     clearTimeout(this._stableTimer);
     this._stableTimer = undefined;
     clearTimeout(this._rejoinTimer);
@@ -466,6 +475,10 @@ export class HeraldClient extends Emitter {
   _online() {
     if (!this._active) return;
     this._offline = false;
+    // The network is back: what failed before says nothing about now, so
+    // an attempt under way that fails is followed by a short delay, not a
+    // long one earned while offline.
+    this._backoff.reset();
     if (this.state === "disconnected") this._open();
   }
 

@@ -209,6 +209,8 @@ export class Room extends Emitter {
     }
     if (seq <= this.seq) return; // already delivered (a replay overlapping what we had)
     const replayed = seq <= this._replayUntil;
+    // Our own echo:false message, replayed after a rejoin: not for us.
+    const own = this._ownUnechoed.has(seq);
     if (seq > this.seq + 1) {
       let from = this.seq + 1;
       let to = seq - 1;
@@ -218,15 +220,25 @@ export class Room extends Emitter {
     }
     for (const own of this._ownUnechoed) if (own <= seq) this._ownUnechoed.delete(own);
     this.seq = seq;
+    this._skipOwn();
     if (seq >= this._replayUntil) this._replayUntil = 0;
+    if (own) return;
     this.emit("message", frame, { replayed });
   }
 
   /** Our own echo:false message took `seq`: it will never arrive here, and is no gap. */
   _unechoed(seq) {
     if (typeof seq !== "number" || seq <= this.seq) return;
-    if (seq === this.seq + 1) this.seq = seq;
-    else this._ownUnechoed.add(seq);
+    this._ownUnechoed.add(seq);
+    this._skipOwn();
+  }
+
+  /**
+   * Moves `seq` past our own echo:false messages that come next: they never
+   * arrive here, and a rejoin's `since` must not ask for them back.
+   */
+  _skipOwn() {
+    while (this._ownUnechoed.delete(this.seq + 1)) this.seq++;
   }
 
   _onUser(frame, arrived) {

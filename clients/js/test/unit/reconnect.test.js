@@ -268,3 +268,15 @@ test("a room left while the connection drops is not joined again on the next one
   assert.equal(room.joined, false);
   c.close();
 });
+
+test("an attempt that is never welcomed is given up and tried again", async () => {
+  const { client: c, FakeSocket } = client({ connectTimeoutMs: 30 });
+  const ready = c.connect();
+  await eventually(() => FakeSocket.instances.length === 1);
+  FakeSocket.last().open(); // open, but the server never says welcome
+  const s2 = await nextSocket(FakeSocket, FakeSocket.last());
+  s2.welcome();
+  await ready;
+  assert.equal(c.state, "connected");
+  c.close();
+});

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { HeraldClient } from "../../src/index.js";
-import { fakeOptions, fakeWebSocket, nextSocket } from "./fake-socket.js";
+import { eventually, fakeOptions, fakeWebSocket, nextSocket } from "./fake-socket.js";
 
 async function inRoom(joinedFields = {}) {
   const FakeSocket = fakeWebSocket();
@@ -187,4 +187,34 @@ test("a rejoin refused for good is reported as an error and not retried", async 
   sock3.welcome();
   assert.equal(sock3.ofType("join").length, 0);
   client.close();
+});
+
+test("our own echo:false messages are not asked back after a reconnect, nor delivered when replayed", async () => {
+  const FakeSocket = fakeWebSocket();
+  const c = new HeraldClient("ws://herald.test/ws", fakeOptions(FakeSocket));
+  const ready = c.connect();
+  await eventually(() => FakeSocket.instances.length === 1);
+  const s1 = FakeSocket.last();
+  s1.welcome();
+  await ready;
+  const room = c.room("chat:own");
+  const messages = [];
+  room.on("message", (f) => messages.push(f.seq));
+  const joined = room.join();
+  s1.reply("join", { type: "joined", room: "chat:own", users: ["alice"], count: 1, seq: 0, epoch: "E" });
+  await joined;
+  // Ours is 2, acked before 1 (someone else's) arrives.
+  const published = room.publish("mine", { echo: false });
+  s1.reply("publish", { type: "ack", seq: 2 });
+  assert.equal(await published, 2);
+  s1.receive({ type: "message", room: "chat:own", from: "bob", data: 1, seq: 1, ts: 1 });
+  assert.equal(room.seq, 2, "past our own message, which never comes");
+  s1.serverClose(1006, "");
+  const s2 = await nextSocket(FakeSocket, s1);
+  s2.welcome();
+  assert.equal(s2.last("join").since, 2);
+  s2.reply("join", { type: "joined", room: "chat:own", users: ["alice"], count: 1, seq: 3, epoch: "E", recovered: true });
+  s2.receive({ type: "message", room: "chat:own", from: "bob", data: 3, seq: 3, ts: 1 });
+  assert.deepEqual(messages, [1, 3]);
+  c.close();
 });
