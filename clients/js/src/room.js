@@ -283,9 +283,11 @@ export class Room extends Emitter {
       if (err.code === ClientCodes.CLOSED || !this._rejoin) return "done";
       if (err.code === "RATE_LIMITED") return "later";
       if (TRANSIENT.has(err.code) && ++this._rejoinTries < REJOIN_TRIES) return "later";
-      // Refused for good (the new token's `rooms` claim no longer allows it, say).
+      // Refused for good (the new token's `rooms` claim no longer allows it, say):
+      // its members as last seen are no longer known.
       this._rejoin = false;
       this._rejoinTries = 0;
+      this._clear();
       const failure = new HeraldError(err.code, `could not join ${this.name} again: ${err.message}`, err.frame);
       failure.room = this.name;
       this._client.emit("error", failure);
