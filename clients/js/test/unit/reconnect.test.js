@@ -178,8 +178,9 @@ test("frames keep the watchdog quiet: no probe while the server talks", async ()
   const { client: c, FakeSocket } = client({ heartbeat: { marginMs: 10, probeTimeoutMs: 30 } });
   c.connect();
   const s = FakeSocket.last();
-  s.welcome({ heartbeat_ms: 100 }); // a probe after 110 ms of quiet
-  for (let i = 0; i < 15; i++) {
+  s.welcome({ heartbeat_ms: 300 }); // a probe after 310 ms of quiet
+  // Over 400 ms in all, never quiet for more than a stalled 10 ms sleep.
+  for (let i = 0; i < 40; i++) {
     await sleep(10);
     s.receive({ type: "broadcast", data: i, ts: 1 });
   }
