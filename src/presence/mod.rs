@@ -75,34 +75,18 @@ impl Presence {
     /// The users in `room`, each once, sorted: on every node with
     /// clustering (this node's own view while the backplane is away).
     pub fn room_users(&self, room: RoomName) -> impl Future<Output = Result<Vec<UserId>, CallError>> + 'static {
-        let cluster = self.cell.cluster.room_users(&room);
         let local = self.clone();
-        async move {
-            if let Some(Ok(users)) = match cluster {
-                Some(query) => Some(query.await),
-                None => None,
-            } {
-                return Ok(users);
-            }
-            local.ask(|reply| PresenceMsg::RoomUsers { room, reply }).await
-        }
+        cluster_else(self.cell.cluster.room_users(&room), move || local.ask(|reply| PresenceMsg::RoomUsers { room, reply }))
     }
 
     /// How many distinct users `room` has: on every node with clustering
     /// (counted where the directory is, not listed here), this node's own
     /// count while the backplane is away.
     pub fn room_count(&self, room: RoomName) -> impl Future<Output = Result<usize, CallError>> + 'static {
-        let cluster = self.cell.cluster.room_count(&room);
         let local = self.clone();
-        async move {
-            if let Some(Ok(count)) = match cluster {
-                Some(query) => Some(query.await),
-                None => None,
-            } {
-                return Ok(count);
-            }
+        cluster_else(self.cell.cluster.room_count(&room), move || async move {
             local.ask(|reply| PresenceMsg::RoomUsers { room, reply }).await.map(|users| users.len())
-        }
+        })
     }
 
     /// The connections, rooms and users this registry holds.
@@ -116,16 +100,12 @@ impl Presence {
         &self,
         users: Vec<UserId>,
     ) -> impl Future<Output = Result<BTreeMap<UserId, bool>, CallError>> + 'static {
-        let cluster = self.cell.cluster.online(users.clone()).map(|query| (users.clone(), query));
+        let cluster = self.cell.cluster.online(users.clone()).map(|query| {
+            let asked = users.clone();
+            async move { query.await.map(|online| asked.into_iter().zip(online).collect()) }
+        });
         let local = self.clone();
-        async move {
-            if let Some((asked, query)) = cluster {
-                if let Ok(online) = query.await {
-                    return Ok(asked.into_iter().zip(online).collect());
-                }
-            }
-            local.ask(|reply| PresenceMsg::Status { users, reply }).await
-        }
+        cluster_else(cluster, move || local.ask(|reply| PresenceMsg::Status { users, reply }))
     }
 
     /// The users with a connection on this node now.
@@ -150,4 +130,22 @@ impl Presence {
         self.cast(PresenceMsg::Crash);
         Some(actor)
     }
+}
+
+/// The cluster's answer while it can give one (`cluster` is `None` on a
+/// single node and while the backplane is away), else this node's own,
+/// asked only then.
+async fn cluster_else<T, E, L>(
+    cluster: Option<impl Future<Output = Result<T, E>>>,
+    local: impl FnOnce() -> L,
+) -> Result<T, CallError>
+where
+    L: Future<Output = Result<T, CallError>>,
+{
+    if let Some(query) = cluster {
+        if let Ok(answer) = query.await {
+            return Ok(answer);
+        }
+    }
+    local().await
 }
