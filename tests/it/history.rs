@@ -22,10 +22,7 @@ fn history_server(edit: impl FnOnce(&mut Config)) -> TestServer {
 }
 
 async fn publish_api(server: &TestServer, room: &str, data: Value) -> u64 {
-    let body = json!({"room": room, "data": data}).to_string();
-    let (status, reply) = api(server.addr, "POST", "/api/publish", Some(KEY), &body).await;
-    assert_eq!(status, 200, "{reply}");
-    reply["seq"].as_u64().expect("seq")
+    publish_via_api(server.addr, KEY, room, data).await
 }
 
 async fn history(server: &TestServer, room: &str, query: &str) -> (u16, Value) {

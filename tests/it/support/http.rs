@@ -62,3 +62,12 @@ pub async fn api(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, 
     let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path} -> {status}: body is not JSON: {text:?}"));
     (status, json)
 }
+
+/// `POST /api/publish` `{room, data}` with `key`, which must answer 200;
+/// the message's `seq`.
+pub async fn publish_via_api(addr: SocketAddr, key: &str, room: &str, data: Value) -> u64 {
+    let body = serde_json::json!({"room": room, "data": data}).to_string();
+    let (status, reply) = api(addr, "POST", "/api/publish", Some(key), &body).await;
+    assert_eq!(status, 200, "{reply}");
+    reply["seq"].as_u64().expect("seq")
+}
