@@ -2,17 +2,11 @@
 // and refusals (4001, 4002) that are never retried.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { HeraldClient } from "../../src/index.js";
-import { Herald, eventually, nowSeconds, pastExp, recordingWebSocket, sleep } from "./herald.js";
+import { heraldForFile, eventually, nowSeconds, pastExp, recordingWebSocket, sleep } from "./herald.js";
 
-const herald = new Herald();
-const clients = [];
-before(() => herald.start());
-after(async () => {
-  for (const c of clients) c.close();
-  await herald.dispose();
-});
+const { herald, clients } = heraldForFile();
 
 function client(options) {
   const c = new HeraldClient(herald.wsUrl, { reconnect: { baseMs: 50, maxMs: 200 }, ...options });

@@ -9,6 +9,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { after, before } from "node:test";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** clients/js, whatever the directory the tests were started from. */
@@ -62,6 +63,21 @@ export const nowSeconds = () => Math.floor(Date.now() / 1000);
  */
 export async function pastExp(exp) {
   while (nowSeconds() <= exp) await sleep(20);
+}
+
+/**
+ * A Herald for the test file that calls this: started before its tests and
+ * stopped after them, once every client put in `clients` is closed.
+ */
+export function heraldForFile(options) {
+  const herald = new Herald(options);
+  const clients = [];
+  before(() => herald.start());
+  after(async () => {
+    for (const c of clients) c.close();
+    await herald.dispose();
+  });
+  return { herald, clients };
 }
 
 export class Herald {

@@ -3,28 +3,23 @@
 // instead of being closed for a run of refused frames (1008) and looping.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import WebSocket from "ws";
 import { HeraldClient } from "../../src/index.js";
-import { Herald, eventually, sleep } from "./herald.js";
+import { heraldForFile, eventually, sleep } from "./herald.js";
 
 // Herald's own defaults for the burst and the strikes; a rate a test can wait for.
-const herald = new Herald({
+const { herald, clients } = heraldForFile({
   env: { HERALD_LIMITS__RATE_PER_SEC: "40", HERALD_LIMITS__RATE_BURST: "20", HERALD_LIMITS__RATE_STRIKES: "20" },
-});
-let client;
-before(() => herald.start());
-after(async () => {
-  client?.close();
-  await herald.dispose();
 });
 
 test("45 rooms are joined again after a reconnect, without tripping the rate limit", { timeout: 30000 }, async () => {
-  client = new HeraldClient(herald.wsUrl, {
+  const client = new HeraldClient(herald.wsUrl, {
     WebSocket,
     getToken: () => herald.token("alice"),
     reconnect: { baseMs: 200, maxMs: 200, random: () => 0.5 },
   });
+  clients.push(client);
   const closes = [];
   client.on("disconnected", ({ code }) => closes.push(code));
   await client.connect();

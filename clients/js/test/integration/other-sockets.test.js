@@ -3,19 +3,13 @@
 
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { HeraldClient } from "../../src/index.js";
-import { Herald, eventually, recordingWebSocket } from "./herald.js";
+import { heraldForFile, eventually, recordingWebSocket } from "./herald.js";
 
-const herald = new Herald();
-const clients = [];
-before(() => herald.start());
-after(async () => {
-  for (const c of clients) c.close();
-  await herald.dispose();
-});
+const { herald, clients } = heraldForFile();
 
 // Node 22 has a global WebSocket; Node 20.10 to 21 behind a flag; Node 18 none.
 const [major, minor] = process.versions.node.split(".").map(Number);

@@ -3,18 +3,12 @@
 // message once, in order.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import WebSocket from "ws";
 import { HeraldClient } from "../../src/index.js";
-import { Herald, eventually, sleep } from "./herald.js";
+import { heraldForFile, eventually, sleep } from "./herald.js";
 
-const herald = new Herald();
-const clients = [];
-before(() => herald.start());
-after(async () => {
-  for (const c of clients) c.close();
-  await herald.dispose();
-});
+const { herald, clients } = heraldForFile();
 
 function client(user, extra) {
   const c = new HeraldClient(herald.wsUrl, {

@@ -3,25 +3,19 @@
 // the rejoin cannot recover, and the room says "reset").
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { HeraldClient } from "../../src/index.js";
-import { Herald, eventually, recordingWebSocket } from "./herald.js";
+import { heraldForFile, eventually, recordingWebSocket } from "./herald.js";
 
 // A small outbound queue (256 KiB), so a client that stops reading is a slow
 // consumer soon after the kernel's socket buffers are full; history long
 // enough to replay everything it missed.
-const herald = new Herald({
+const { herald, clients } = heraldForFile({
   env: { HERALD_LIMITS__OUTBOUND_QUEUE_BYTES: "262144" },
   extraToml: `
 [history]
 size = 1000
 `,
-});
-const clients = [];
-before(() => herald.start());
-after(async () => {
-  for (const c of clients) c.close();
-  await herald.dispose();
 });
 
 async function client(user) {

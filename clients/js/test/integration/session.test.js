@@ -1,18 +1,12 @@
 // A whole session against a real Herald: the API a chat page uses.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import WebSocket from "ws";
 import { HeraldClient } from "../../src/index.js";
-import { Herald, eventually } from "./herald.js";
+import { heraldForFile, eventually } from "./herald.js";
 
-const herald = new Herald();
-const clients = [];
-before(() => herald.start());
-after(async () => {
-  for (const c of clients) c.close();
-  await herald.dispose();
-});
+const { herald, clients } = heraldForFile();
 
 function client(user, extra) {
   const c = new HeraldClient(herald.wsUrl, { WebSocket, getToken: () => herald.token(user), requestTimeoutMs: 3000, ...extra });
