@@ -222,7 +222,17 @@ impl Outbox {
     /// consumer. A frame the connection's transport does not carry counts as
     /// queued, and is not.
     pub fn deliver(&self, frame: &Encoded, metrics: &Metrics) -> Delivery {
-        let delivery = self.deliver_uncounted(frame, metrics);
+        self.counted(frame, self.deliver_uncounted(frame, metrics), metrics)
+    }
+
+    /// [`Self::deliver_in_uncounted`], counted as [`Self::deliver`] counts.
+    pub fn deliver_in(&self, frame: &Encoded, room: &RoomName, policy: SlowConsumer, metrics: &Metrics) -> Delivery {
+        self.counted(frame, self.deliver_in_uncounted(frame, room, policy, metrics), metrics)
+    }
+
+    /// Counts `frame` in `herald_frames_sent_total` and the bytes sent when
+    /// `delivery` queued it for this connection's client.
+    fn counted(&self, frame: &Encoded, delivery: Delivery, metrics: &Metrics) -> Delivery {
         if delivery == Delivery::Queued && self.carries(frame.kind) {
             metrics.frames_out(frame.kind, 1);
             metrics.bytes_out(self.shared.transport, frame.text().len());
@@ -254,7 +264,13 @@ impl Outbox {
     /// room's slot (the one it displaces is dropped) and other frames are
     /// skipped. While a room's slot is taken, its next messages replace
     /// the one there rather than overtake it.
-    pub fn deliver_in(&self, frame: &Encoded, room: &RoomName, policy: SlowConsumer, metrics: &Metrics) -> Delivery {
+    pub fn deliver_in_uncounted(
+        &self,
+        frame: &Encoded,
+        room: &RoomName,
+        policy: SlowConsumer,
+        metrics: &Metrics,
+    ) -> Delivery {
         if policy == SlowConsumer::Disconnect {
             return self.deliver_uncounted(frame, metrics);
         }

@@ -517,7 +517,7 @@ impl RoomState {
             if Some(*conn) == except || seen.as_ref().is_some_and(|seen| seen(*conn)) {
                 continue;
             }
-            match outbox.deliver_in(frame, &self.name, policy, &self.metrics) {
+            match outbox.deliver_in_uncounted(frame, &self.name, policy, &self.metrics) {
                 Delivery::Queued => {
                     queued += 1;
                     if outbox.carries(frame.kind) {
@@ -709,11 +709,7 @@ impl RoomState {
     /// Queues one of the room's frames for one member, as its namespace's
     /// `slow_consumer` policy says.
     fn deliver(&self, outbox: &Outbox, frame: &Encoded) {
-        let policy = self.stream.namespace.slow_consumer;
-        if outbox.deliver_in(frame, &self.name, policy, &self.metrics) == Delivery::Queued && outbox.carries(frame.kind) {
-            self.metrics.frames_out(frame.kind, 1);
-            self.metrics.bytes_out(outbox.transport(), frame.text().len());
-        }
+        outbox.deliver_in(frame, &self.name, self.stream.namespace.slow_consumer, &self.metrics);
     }
 
     /// Sends `frame` to the member `conn`, or keeps it for a member still
