@@ -46,6 +46,7 @@ pub struct Config {
     pub debug: DebugConfig,
     pub log: LogConfig,
     pub demo: DemoConfig,
+    pub socketio: SocketIoConfig,
     /// `[[namespaces]]`: options for the rooms whose name starts with a
     /// prefix (see [`NamespaceConfig`]). Default: none.
     #[serde(deserialize_with = "namespaces::entries", skip_serializing_if = "Vec::is_empty")]
@@ -235,6 +236,26 @@ pub struct DemoConfig {
 impl Default for DemoConfig {
     fn default() -> Self {
         Self { enabled: false, root: ".".into() }
+    }
+}
+
+/// `[socketio]`: Engine.IO 4 / Socket.IO 5 at `/socket.io/`, for clients
+/// built on the official `socket.io-client` (see `crate::socketio`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoConfig {
+    /// Serves `/socket.io/` (WebSocket, HTTP long polling and the upgrade
+    /// from one to the other). Default `true`.
+    pub enabled: bool,
+    /// How long a Socket.IO session's rooms and position are kept after
+    /// its connection ends, for the client to recover them (connection
+    /// state recovery). Default 120000 (two minutes, Socket.IO's own).
+    pub recovery_ms: u64,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        Self { enabled: true, recovery_ms: 120_000 }
     }
 }
 
@@ -499,6 +520,9 @@ impl Config {
         }
         if self.history.size > 0 && self.history.ttl_ms == 0 {
             return Err(invalid("history.ttl_ms", "must be at least 1 while history.size is not 0"));
+        }
+        if self.socketio.recovery_ms > 86_400_000 {
+            return Err(invalid("socketio.recovery_ms", "must be at most 86400000 (a day)"));
         }
         if self.cluster.node_ttl_ms < 1000 {
             return Err(invalid("cluster.node_ttl_ms", "must be at least 1000"));

@@ -69,6 +69,7 @@ pub mod protocol;
 pub mod rooms;
 mod rpc;
 pub mod server;
+mod socketio;
 mod supervisor;
 mod transport;
 

@@ -104,6 +104,16 @@ const KEYS: &[(&str, &str)] = &[
          signs a token for any name (with a per-process key when auth.jwt_secret is empty). For trying Herald out only.",
     ),
     ("demo.root", "The repository checkout the demo's files are read from (examples/chat, clients/js/src)."),
+    (
+        "socketio.enabled",
+        "true serves Engine.IO 4 / Socket.IO 5 at /socket.io/ (WebSocket, HTTP long polling and the upgrade) for \
+         clients built on socket.io-client; false answers /socket.io/ 404.",
+    ),
+    (
+        "socketio.recovery_ms",
+        "How long a Socket.IO session's rooms and position are kept after it drops, for socket.io-client's \
+         connection state recovery (socket.recovered).",
+    ),
     ("debug.fault_injection", "true mounts POST /api/debug/crash, which makes a chosen actor panic (drills and tests)."),
     ("log.format", "\"text\": one human-readable line per event; \"json\": one JSON object per line."),
     (

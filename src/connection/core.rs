@@ -135,6 +135,10 @@ impl<T: Transport> Connection<T> {
         tracing::debug!(conn = %self.session.id, transport = T::KIND.as_str(), "connection opened");
         let now = clock::now();
         self.next_ping_ms = clock::deadline(now, self.services.config.heartbeat.interval_ms);
+        if !T::AUTH_AT_OPEN {
+            self.auth_deadline_ms = clock::deadline(now, self.services.config.auth.timeout_ms);
+            return T::opened(self);
+        }
         match handshake {
             Handshake::Invalid => return self.close(close::INVALID_TOKEN, close::INVALID_TOKEN_REASON),
             Handshake::Valid(identity) => {
@@ -200,14 +204,14 @@ impl<T: Transport> Connection<T> {
         self.pending = None;
         self.auth_deadline_ms = 0;
         self.next_ping_ms = 0;
-        self.outbox.write(T::close_bytes(code, reason), true);
+        self.outbox.write(self.transport.close_bytes(code, reason), true);
     }
 
     /// Records the close code the client sent, and answers it.
     pub(crate) fn closed_by_client(&mut self, code: u16) {
         if self.close_code == 0 {
             self.close_code = code;
-            self.outbox.write(T::close_bytes(code, ""), true);
+            self.outbox.write(self.transport.close_bytes(code, ""), true);
         }
     }
 
@@ -221,6 +225,7 @@ impl<T: Transport> Connection<T> {
 
     /// Leaves every room and presence and counts the close: the connection has ended.
     pub(crate) fn finish(&mut self) {
+        T::ended(self);
         self.session.leave_everything(&self.services);
         self.services.connections.remove(self.session.id);
         self.outbox.release();
@@ -257,7 +262,7 @@ impl<T: Transport> Connection<T> {
             // A queue full of frames of `drop` and `latest` rooms is no
             // reason to close: the ping waits for the next interval, and a
             // client that sends nothing still meets `heartbeat.timeout_ms`.
-            let _ = self.outbox.write(T::KIND.ping(), false);
+            let _ = self.outbox.write(self.transport.heartbeat(), false);
         }
     }
 
@@ -313,9 +318,13 @@ impl<T: Transport> Connection<T> {
 
     /// Handles one client text message.
     pub(crate) fn on_text(&mut self, text: &str) {
-        let decoded = protocol::decode(text);
+        self.on_request(protocol::decode(text), text.len());
+    }
+
+    /// Handles one decoded client frame of `len` bytes.
+    pub(crate) fn on_request(&mut self, decoded: Result<Request<'_>, protocol::Rejection<'_>>, len: usize) {
         let kind = decoded.as_ref().map_or(ClientKind::Invalid, |r| r.frame.kind());
-        self.services.metrics.frame_in(kind, T::KIND, text.len());
+        self.services.metrics.frame_in(kind, T::KIND, len);
         let id = match &decoded {
             Ok(request) => request.id,
             Err(rejection) => rejection.id,
@@ -333,14 +342,50 @@ impl<T: Transport> Connection<T> {
 
     /// Handles a client message the protocol does not carry (a binary message of `len` bytes).
     pub(crate) fn on_unsupported(&mut self, len: usize) {
+        self.refuse_binary(len, "binary frames are not supported", None);
+    }
+
+    /// Refuses a binary message of `len` bytes with `message` (echoing `id`).
+    pub(crate) fn refuse_binary(&mut self, len: usize, message: &str, id: Option<&RawValue>) {
         self.services.metrics.frame_in(ClientKind::Invalid, T::KIND, len);
-        if !self.admit(None, true) {
+        if !self.admit(id, true) {
             return;
         }
         if self.session.identity().is_none() {
             return self.close(close::NOT_AUTHENTICATED, close::NOT_AUTHENTICATED_REASON);
         }
-        self.error(ErrorCode::BadRequest, "binary frames are not supported", None);
+        self.error(ErrorCode::BadRequest, message, id);
+    }
+
+    /// Signs the connection in as `identity`, or anonymously (`None`): for
+    /// a transport that authenticates after it opens. An anonymous
+    /// connection may become a user; a user may refresh its own claims
+    /// (leaving the rooms they no longer allow); `Err` for another user.
+    pub(crate) fn sign_in(&mut self, identity: Option<Identity>) -> Result<(), &'static str> {
+        self.auth_deadline_ms = 0;
+        let outbox = self.outbox.clone();
+        match identity {
+            None if self.session.identity().is_some() => {}
+            None => {
+                let identity = Identity::anonymous(&self.services.conn_label(self.session.id));
+                self.session.authenticate(&self.services, identity, true, outbox);
+            }
+            Some(identity) if self.session.user() == Some(&identity.user) => {
+                self.session.refresh(&self.services, identity);
+            }
+            Some(_) if self.session.identity().is_some() && !self.session.is_anonymous() => {
+                return Err("this connection is already signed in as another user");
+            }
+            Some(identity) => {
+                self.session.authenticate(&self.services, identity, false, outbox);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the connection has signed in.
+    pub(crate) fn is_signed_in(&self) -> bool {
+        self.session.identity().is_some()
     }
 
     fn dispatch(&mut self, Request { id, frame }: Request<'_>) {
@@ -462,24 +507,32 @@ impl<T: Transport> Connection<T> {
 
     /// Joins every room of `rooms` at once (already checked against the
     /// session's permissions and limits), then runs `then` with whether all
-    /// of them landed (those that failed are forgotten; the others stay joined).
-    /// Each room may come with the position to recover it from.
-    pub(crate) fn join_all(&mut self, rooms: Vec<(RoomName, Option<Since>)>, then: impl FnOnce(&mut Self, bool) + 'static) {
-        let Some(user) = self.session.user().cloned() else { return then(self, false) };
+    /// of them landed (those that failed are forgotten; the others stay
+    /// joined), and whether every one asked to recover did. Each room may
+    /// come with the position to recover it from.
+    pub(crate) fn join_all(
+        &mut self,
+        rooms: Vec<(RoomName, Option<Since>)>,
+        then: impl FnOnce(&mut Self, bool, bool) + 'static,
+    ) {
+        let Some(user) = self.session.user().cloned() else { return then(self, false, false) };
         let joins: Vec<_> = rooms
             .into_iter()
             .map(|(room, since)| {
                 self.session.joining(&room);
                 let member = Member { conn: self.session.id, user: user.clone(), outbox: self.outbox.clone() };
-                let join = self.services.rooms.join(room.clone(), member, None, since);
+                let join = self.services.rooms.join_since(room.clone(), member, None, since);
                 async move { (room, join.await) }
             })
             .collect();
         self.wait(futures_util::future::join_all(joins), move |conn, results| {
-            let mut all = true;
+            let (mut all, mut recovered) = (true, true);
             for (room, result) in results {
                 match result {
-                    Ok((handle, _)) => conn.session.joined(&room, handle),
+                    Ok((handle, _, joined)) => {
+                        recovered &= joined != Some(false);
+                        conn.session.joined(&room, handle)
+                    }
                     Err(error) => {
                         tracing::warn!(%room, %error, "join failed");
                         conn.session.join_unanswered(&conn.services, &room);
@@ -487,7 +540,7 @@ impl<T: Transport> Connection<T> {
                     }
                 }
             }
-            then(conn, all)
+            then(conn, all, all && recovered)
         });
     }
 

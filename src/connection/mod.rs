@@ -120,13 +120,45 @@ pub(crate) trait Transport: Sized + Unpin + 'static {
         true
     }
 
+    /// Whether the opening request's token (or its absence) decides who
+    /// the connection is as it opens, with `welcome`. A transport that
+    /// authenticates later (Socket.IO, with its CONNECT packet) says no:
+    /// the connection then opens with `auth.timeout_ms` to sign in.
+    const AUTH_AT_OPEN: bool = true;
+
     /// The last bytes of a connection closed with `code` and `reason`.
-    fn close_bytes(code: u16, reason: &str) -> Bytes;
+    fn close_bytes(&self, code: u16, reason: &str) -> Bytes;
+
+    /// The heartbeat, as this transport writes it now.
+    fn heartbeat(&self) -> Bytes {
+        Self::KIND.ping()
+    }
 
     /// Runs once the connection is open, after `welcome`: where a transport
     /// subscribes to what its request asked.
     fn opened(conn: &mut Connection<Self>) {
         let _ = conn;
+    }
+
+    /// Runs as the connection ends, before it leaves its rooms.
+    fn ended(conn: &mut Connection<Self>) {
+        let _ = conn;
+    }
+
+    /// Runs each time the connection is polled: for a transport whose
+    /// client reaches it other than through its socket (a long-polling
+    /// session). Returns a socket the connection moves onto, with what its
+    /// client already sent on it.
+    fn service(conn: &mut Connection<Self>) -> Option<(std::net::TcpStream, Vec<u8>)> {
+        let _ = conn;
+        None
+    }
+
+    /// The socket ended: whether the connection goes on without it (it was
+    /// only being tried, as a polling session's upgrade is).
+    fn socket_lost(conn: &mut Connection<Self>) -> bool {
+        let _ = conn;
+        false
     }
 
     /// Handles bytes from the client, as many whole frames as it can while

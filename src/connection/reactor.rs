@@ -161,6 +161,24 @@ impl Reactor {
         Self::current()?.insert(fd, conn, libc::EPOLL_CTL_ADD, SOCKET_EVENTS)
     }
 
+    /// Hands `conn`, which has no socket yet, to this worker's loop and
+    /// polls it once: it is polled when woken and when its timers say.
+    pub(crate) fn spawn(conn: Box<dyn Driven>) -> std::io::Result<Place> {
+        Self::current()?.insert(-1, conn, 0, 0)
+    }
+
+    /// Watches `fd` as the socket of the entry being polled now.
+    pub(crate) fn watch(fd: RawFd) -> std::io::Result<()> {
+        let reactor = Self::current()?;
+        let place = reactor.polling.get().ok_or_else(|| std::io::Error::other("no entry is being polled"))?;
+        let mut event = libc::epoll_event { events: SOCKET_EVENTS, u64: place.pack() };
+        // SAFETY: both descriptors are open; `event` is valid for the call.
+        if unsafe { libc::epoll_ctl(reactor.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Hands `conn`, the driver of the listening socket `fd`, to this
     /// worker's loop. Every worker listens on the same socket; a connection
     /// wakes one of them.
@@ -248,7 +266,7 @@ impl Reactor {
         }
         let mut event = libc::epoll_event { events, u64: place.pack() };
         // SAFETY: both descriptors are open; `event` is valid for the call.
-        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) } != 0 {
+        if fd >= 0 && unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) } != 0 {
             let error = std::io::Error::last_os_error();
             self.remove(place);
             return Err(error);

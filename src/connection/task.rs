@@ -25,7 +25,7 @@
 //! client reads the close frame rather than a reset.
 
 use std::cell::RefCell;
-use std::io::Read as _;
+use std::os::fd::AsRawFd;
 use std::net::TcpStream;
 use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};
@@ -53,7 +53,9 @@ thread_local! {
 /// A connection and its socket.
 pub(crate) struct Task<T: Transport> {
     conn: Connection<T>,
-    stream: TcpStream,
+    /// `None` for a connection its client reaches otherwise (a Socket.IO
+    /// session that long-polls: see [`Transport::service`]).
+    stream: Option<TcpStream>,
     /// An incomplete frame, or frames not handled yet because the
     /// connection waits for an answer. `None` while idle.
     // Boxed: 8 bytes per idle connection instead of 24.
@@ -82,7 +84,7 @@ impl<T: Transport> Task<T> {
     pub(crate) fn new(conn: Connection<T>, stream: TcpStream, early: &[u8], readable: bool) -> Self {
         let mut task = Self {
             conn,
-            stream,
+            stream: Some(stream),
             input: (!early.is_empty()).then(|| Box::new(early.to_vec())),
             closing_until: 0,
             armed: 0,
@@ -94,6 +96,51 @@ impl<T: Transport> Task<T> {
         };
         task.handle_input();
         task
+    }
+
+    /// Drives `conn`, which has no socket yet: its client reaches it
+    /// through its transport (see [`Transport::service`]).
+    pub(crate) fn detached(conn: Connection<T>) -> Self {
+        Self {
+            conn,
+            stream: None,
+            input: None,
+            closing_until: 0,
+            armed: 0,
+            shut: false,
+            finished: false,
+            readable: false,
+            writable: false,
+            hangup: false,
+        }
+    }
+
+    /// Moves the connection onto `stream` (registered with this worker's
+    /// loop), `early` being what its client already sent on it.
+    fn adopt(&mut self, stream: TcpStream, early: Vec<u8>) {
+        if let Err(error) = super::reactor::Reactor::watch(stream.as_raw_fd()) {
+            tracing::warn!(%error, "could not watch a connection's new socket");
+            return;
+        }
+        self.stream = Some(stream);
+        self.readable = true;
+        self.writable = true;
+        self.hangup = false;
+        if !early.is_empty() {
+            self.input.get_or_insert_default().extend_from_slice(&early);
+        }
+        self.handle_input();
+    }
+
+    /// Drops a socket the connection goes on without.
+    fn drop_stream(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            super::reactor::Reactor::forget(stream.as_raw_fd());
+        }
+        self.input = None;
+        self.readable = false;
+        self.writable = false;
+        self.hangup = false;
     }
 
     fn finish(&mut self) -> Poll<()> {
@@ -145,6 +192,9 @@ impl<T: Transport> Task<T> {
                     panic!("{failure}");
                 }
             }
+            if let Some((stream, early)) = T::service(&mut self.conn) {
+                self.adopt(stream, early);
+            }
             if let Some(pending) = self.conn.pending.as_mut() {
                 if let Poll::Ready(then) = pending.as_mut().poll(cx) {
                     self.conn.pending = None;
@@ -169,9 +219,16 @@ impl<T: Transport> Task<T> {
                 if clock::reached(clock::now(), self.closing_until) {
                     return self.finish();
                 }
+                let Some(stream) = &self.stream else {
+                    // No socket: done once a poll has taken the last packets.
+                    if !self.conn.outbox().has_polled() {
+                        return self.finish();
+                    }
+                    return Poll::Pending;
+                };
                 if !self.shut && !self.conn.outbox().has_queued() {
                     self.shut = true;
-                    let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
+                    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
                 }
             } else if self.conn.pending.is_some() {
                 return Poll::Pending;
@@ -187,6 +244,7 @@ impl<T: Transport> Task<T> {
             match self.read() {
                 Read::Data | Read::WouldBlock => {}
                 Read::End if self.closing_until != 0 => return self.finish(),
+                Read::End if T::socket_lost(&mut self.conn) => self.drop_stream(),
                 Read::End => return self.lost(),
             }
         }
@@ -200,9 +258,16 @@ impl<T: Transport> Task<T> {
 
     /// Reads what the socket has and hands it to the transport.
     fn read(&mut self) -> Read {
+        let Some(stream) = self.stream.as_ref().map(|s| s.as_raw_fd()) else {
+            self.readable = false;
+            return Read::WouldBlock;
+        };
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let n = match (&self.stream).read(&mut scratch) {
+            // SAFETY: the descriptor is this task's open socket, and `scratch` is valid for writes.
+            let read = unsafe { libc::read(stream, scratch.as_mut_ptr().cast(), scratch.len()) };
+            let read = if read < 0 { Err(std::io::Error::last_os_error()) } else { Ok(read as usize) };
+            let n = match read {
                 Ok(0) => return Read::End,
                 // A short read emptied the socket: the next bytes bring a new
                 // edge, so no read is spent to hear "would block". Unless the

@@ -122,6 +122,10 @@ struct Out {
     /// Set once: found too slow, or the socket failed.
     slow: bool,
     broken: bool,
+    /// A Socket.IO session over HTTP long polling: no socket of its own;
+    /// what is written waits in the queue, as Engine.IO packets, for the
+    /// client's next poll ([`Outbox::take_polled`]).
+    polling: bool,
     /// What few connections need, boxed so the rest pay 8 bytes for it.
     extra: Option<Box<Extra>>,
 }
@@ -139,10 +143,14 @@ struct Extra {
     latest: Vec<(RoomName, Encoded)>,
 }
 
-/// One room's position in an SSE stream: none until its join placed it.
+/// One room's position in an SSE stream or a Socket.IO session: none
+/// until its join placed it.
 struct Tracked {
     room: crate::ids::RoomName,
     at: Option<(Arc<str>, u64)>,
+    /// Where the join placed it (a Socket.IO session recovers a room it
+    /// got no message of since from here).
+    joined: u64,
 }
 
 impl Extra {
@@ -179,6 +187,26 @@ fn event_bytes(extra: Option<&mut Extra>, frame: &Encoded) -> Bytes {
     crate::protocol::framing::event_with_id(id.as_deref(), frame.text())
 }
 
+/// `frame` as the Engine.IO packet a Socket.IO client is sent (see
+/// [`crate::socketio::packet`]), framed as a WebSocket message unless the
+/// session polls; `None` for a frame that goes to no Socket.IO client (a
+/// reply nobody asked for). A message carries the session's position in
+/// every room as its offset, worked out as [`event_bytes`] does.
+fn sio_bytes(extra: Option<&mut Extra>, polling: bool, frame: &Encoded) -> Option<Bytes> {
+    let offset = match extra {
+        Some(extra) if frame.kind == ServerKind::Message && !extra.positions.is_empty() => {
+            if let Some((room, seq)) = frame.message_position() {
+                if let Some((_, at)) = extra.tracked(room).and_then(|t| t.at.as_mut()) {
+                    *at = (*at).max(seq);
+                }
+            }
+            extra.stream_id()
+        }
+        _ => None,
+    };
+    crate::socketio::packet::server_packet(frame, offset.as_deref(), !polling)
+}
+
 /// [`Out::request`] for a crash.
 const CRASH: u16 = u16::MAX;
 
@@ -204,6 +232,7 @@ impl Outbox {
             sealed: false,
             slow: false,
             broken: false,
+            polling: false,
             extra: None,
         };
         let shared = Shared {
@@ -249,6 +278,10 @@ impl Outbox {
         let delivery = match self.shared.transport {
             TransportKind::WebSocket => self.write_shared(frame.wire(), false),
             TransportKind::Sse => self.write_event(frame),
+            TransportKind::SocketIo => {
+                let mut out = self.shared.out.lock();
+                self.write_sio_locked(&mut out, frame, None)
+            }
         };
         if delivery == Delivery::Full {
             metrics.slow_consumer_drops(SlowConsumer::Disconnect, 1);
@@ -291,6 +324,7 @@ impl Outbox {
         }
         let delivery = match self.shared.transport {
             TransportKind::WebSocket => self.write_locked(&mut out, frame.wire(), false, None),
+            TransportKind::SocketIo => self.write_sio_locked(&mut out, frame, Some(room)),
             TransportKind::Sse => {
                 // An SSE stream's ids must not claim a message it did not
                 // get: its position in the room goes back if it is skipped.
@@ -320,12 +354,32 @@ impl Outbox {
 
     /// Forgets the message waiting in `room`'s `latest` slot, if any: the
     /// connection left the room. (A connection that never reads and goes
-    /// from room to room so holds one slot per room it is in, no more.)
+    /// from room to room so holds one slot per room it is in, no more.) A
+    /// Socket.IO session forgets its position there too.
     pub fn forget_room(&self, room: &RoomName) {
         let mut out = self.shared.out.lock();
         if let Some(extra) = out.extra.as_deref_mut() {
             extra.latest.retain(|(r, _)| r != room);
+            if self.shared.transport == TransportKind::SocketIo {
+                extra.positions.retain(|t| t.room != *room);
+            }
         }
+    }
+
+    /// [`Self::write_locked`] of `frame` as a Socket.IO packet (see
+    /// [`sio_bytes`]); a frame of `room` that does not fit leaves the
+    /// session's position there as it was.
+    fn write_sio_locked(&self, out: &mut Out, frame: &Encoded, room: Option<&RoomName>) -> Delivery {
+        let before = room.and_then(|room| out.extra.as_deref_mut()?.tracked(room)?.at.clone());
+        let polling = out.polling;
+        let Some(bytes) = sio_bytes(out.extra.as_deref_mut(), polling, frame) else { return Delivery::Queued };
+        let delivery = self.write_locked(out, &bytes, false, Some(frame.text()));
+        if delivery == Delivery::Full {
+            if let Some(tracked) = room.and_then(|room| out.extra.as_deref_mut()?.tracked(room)) {
+                tracked.at = before;
+            }
+        }
+        delivery
     }
 
     /// Writes `bytes` as they are: to the socket while nothing is queued,
@@ -366,11 +420,15 @@ impl Outbox {
             let text = text.map_or_else(|| crate::protocol::framing::payload_text(bytes), str::to_owned);
             return recorder.keep(text, past_bounds);
         }
-        if out.fd < 0 || out.broken {
+        if (out.fd < 0 && !out.polling) || out.broken {
             return Delivery::Closed;
         }
         let len = bytes.len();
-        if out.queue.is_some() || out.corked {
+        if out.polling && out.queue.is_none() && !out.corked {
+            // The session's owner hands it to a waiting poll.
+            self.shared.wake_owner();
+        }
+        if out.queue.is_some() || out.corked || out.polling {
             let bounds = self.shared.bounds;
             let frames = out.queue.as_ref().map_or(0, |q| q.len());
             let fits = frames < bounds.frames as usize && out.queued_bytes as usize + len <= bounds.bytes as usize;
@@ -486,7 +544,7 @@ impl Outbox {
     /// Whether anything waits in the queue to be flushed.
     pub(crate) fn has_queued(&self) -> bool {
         let out = self.shared.out.lock();
-        out.queue.is_some() && !out.corked
+        out.queue.is_some() && !out.corked && !out.polling
     }
 
     /// Writes as much of the queue as the socket takes, in one `writev`
@@ -550,7 +608,7 @@ impl Outbox {
         if out.slow || out.sealed {
             return;
         }
-        let Out { queue, queued_bytes, extra, .. } = out;
+        let Out { queue, queued_bytes, extra, polling, .. } = out;
         let Some(extra) = extra.as_deref_mut() else { return };
         let bounds = self.shared.bounds;
         while let Some((room, frame)) = extra.latest.first() {
@@ -561,6 +619,13 @@ impl Outbox {
             let bytes = match self.shared.transport {
                 TransportKind::WebSocket => frame.wire().clone(),
                 TransportKind::Sse => event_bytes(Some(extra), &frame),
+                TransportKind::SocketIo => match sio_bytes(Some(extra), *polling, &frame) {
+                    Some(bytes) => bytes,
+                    None => {
+                        extra.latest.remove(0);
+                        continue;
+                    }
+                },
             };
             // An empty queue takes it whatever its size, as a socket would.
             let fits = frames == 0
@@ -624,6 +689,13 @@ impl Outbox {
         self.shared.transport == TransportKind::Sse
     }
 
+    /// Whether rooms tell the connection where each join placed it
+    /// ([`Self::track`]): an SSE stream, whose events' ids carry it, and a
+    /// Socket.IO session, whose messages' offsets do.
+    pub fn tracks_positions(&self) -> bool {
+        matches!(self.shared.transport, TransportKind::Sse | TransportKind::SocketIo)
+    }
+
     /// The rooms of an SSE stream, each to be placed by [`Self::track`]
     /// (or, resuming, at `Some((epoch, seq))` until then).
     pub fn expect_rooms<'a>(&self, rooms: impl Iterator<Item = (&'a crate::ids::RoomName, Option<(&'a str, u64)>)>) {
@@ -631,9 +703,13 @@ impl Outbox {
         let extra = out.extra.get_or_insert_default();
         for (room, at) in rooms {
             let at = at.map(|(epoch, seq)| (Arc::from(epoch), seq));
+            let joined = at.as_ref().map_or(0, |(_, seq)| *seq);
             match extra.positions.binary_search_by(|t| t.room.cmp(room)) {
-                Ok(i) => extra.positions[i].at = at,
-                Err(i) => extra.positions.insert(i, Tracked { room: room.clone(), at }),
+                Ok(i) => {
+                    extra.positions[i].at = at;
+                    extra.positions[i].joined = joined;
+                }
+                Err(i) => extra.positions.insert(i, Tracked { room: room.clone(), at, joined }),
             }
         }
     }
@@ -656,6 +732,84 @@ impl Outbox {
 
     pub fn transport(&self) -> TransportKind {
         self.shared.transport
+    }
+
+    // ---- Socket.IO sessions (see `crate::socketio`) ---------------------
+
+    /// Makes this outbox a long-polling session's: no socket, everything
+    /// queued for the client's polls.
+    pub(crate) fn set_polling(&self) {
+        self.shared.out.lock().polling = true;
+    }
+
+    /// Whether packets wait for a poll.
+    pub(crate) fn has_polled(&self) -> bool {
+        let out = self.shared.out.lock();
+        out.polling && out.queue.is_some()
+    }
+
+    /// Writes one Engine.IO packet of the session's own (its open packet, a
+    /// ping, a namespace reply), framed for the transport it is on now.
+    pub(crate) fn write_packet(&self, packet: &[u8], past_bounds: bool) -> Delivery {
+        let mut out = self.shared.out.lock();
+        let bytes = crate::socketio::packet::framed(packet, !out.polling);
+        self.write_locked(&mut out, &bytes, past_bounds, None)
+    }
+
+    /// Takes every packet waiting for a polling client, as one response
+    /// body (packets separated by the record separator, `0x1e`); `None`
+    /// while nothing waits. Messages waiting in `latest` slots go into the
+    /// next one.
+    pub(crate) fn take_polled(&self) -> Option<Bytes> {
+        let mut out = self.shared.out.lock();
+        if out.corked || !out.polling {
+            return None;
+        }
+        let queue = out.queue.take()?;
+        out.queued_bytes = 0;
+        self.release_latest(&mut out);
+        Some(crate::socketio::packet::payload(queue.into_iter()))
+    }
+
+    /// Puts a body the poll that took it could not deliver back in front
+    /// of the queue (its client went away mid-poll).
+    pub(crate) fn unpoll(&self, body: Bytes) {
+        let mut out = self.shared.out.lock();
+        out.queued_bytes = out.queued_bytes.saturating_add(body.len() as u32);
+        out.queue.get_or_insert_default().push_front(body);
+    }
+
+    /// Moves a polling session onto the WebSocket `fd` it upgraded to: what
+    /// waits for a poll is framed for the socket, and goes first.
+    pub(crate) fn upgrade(&self, fd: RawFd) {
+        let mut out = self.shared.out.lock();
+        out.polling = false;
+        out.fd = fd;
+        if let Some(queue) = out.queue.as_mut() {
+            for packet in queue.iter_mut() {
+                *packet = crate::socketio::packet::reframed(packet);
+            }
+            out.queued_bytes = queue.iter().map(|b| b.len() as u32).sum();
+        }
+        self.shared.wake_owner();
+    }
+
+    /// Has the connection's owner poll it.
+    pub(crate) fn wake(&self) {
+        self.shared.wake_owner();
+    }
+
+    /// Where each room's join placed the session, with the epoch: what a
+    /// Socket.IO session's recovery starts from for a room whose messages
+    /// its client's offset does not mention.
+    pub(crate) fn joined_positions(&self) -> Vec<(RoomName, Arc<str>, u64)> {
+        let out = self.shared.out.lock();
+        let Some(extra) = out.extra.as_deref() else { return Vec::new() };
+        extra
+            .positions
+            .iter()
+            .filter_map(|t| t.at.as_ref().map(|(epoch, _)| (t.room.clone(), epoch.clone(), t.joined)))
+            .collect()
     }
 
     /// Forgets the socket: called by the owner before it closes it.

@@ -196,15 +196,18 @@ impl StatusClass {
 pub enum TransportKind {
     WebSocket,
     Sse,
+    /// Socket.IO (`/socket.io/`), over WebSocket or HTTP long polling.
+    SocketIo,
 }
 
 impl TransportKind {
-    pub const ALL: [TransportKind; 2] = [Self::WebSocket, Self::Sse];
+    pub const ALL: [TransportKind; 3] = [Self::WebSocket, Self::Sse, Self::SocketIo];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::WebSocket => "ws",
             Self::Sse => "sse",
+            Self::SocketIo => "socketio",
         }
     }
 
@@ -212,7 +215,7 @@ impl TransportKind {
     /// cannot be heard from is never closed for silence; a dead peer shows
     /// up as the end of its stream or a failed write instead.
     pub fn is_duplex(self) -> bool {
-        self == Self::WebSocket
+        self != Self::Sse
     }
 
     /// The heartbeat, as this transport writes it.
@@ -220,6 +223,8 @@ impl TransportKind {
         match self {
             Self::WebSocket => bytes::Bytes::from_static(crate::protocol::framing::WS_PING),
             Self::Sse => bytes::Bytes::from_static(crate::protocol::framing::SSE_PING),
+            // Engine.IO's ping packet, over a WebSocket (see `crate::socketio`).
+            Self::SocketIo => bytes::Bytes::from_static(b"\x81\x012"),
         }
     }
 }

@@ -212,10 +212,38 @@ pub fn decode(text: &str) -> Result<Request<'_>, Rejection<'_>> {
         }
         id => id,
     };
-    let bad = |message: &'static str| reject(id, ErrorCode::BadRequest, message);
     let Some(ty) = fields.ty.and_then(string) else {
-        return Err(bad("type must be a string"));
+        return Err(reject(id, ErrorCode::BadRequest, "type must be a string"));
     };
+    decode_fields(&fields, &ty, id)
+}
+
+/// Decodes a Socket.IO event: `ty` is its name, `arg` the JSON of its
+/// argument (an object with the fields of the frame of that type; its own
+/// `type` and `id` are ignored), and `id` the acknowledgement's id, echoed
+/// in the reply as a frame's `id` is.
+pub fn decode_event<'a>(ty: &str, arg: Option<&'a str>, id: Option<&'a RawValue>) -> Result<Request<'a>, Rejection<'a>> {
+    let reject = |code, message: &'static str| Rejection { id, code, message: Cow::Borrowed(message) };
+    let arg = arg.unwrap_or("{}");
+    if !arg.trim_start().starts_with('{') {
+        return Err(reject(ErrorCode::BadRequest, "an event's argument must be an object with the frame's fields"));
+    }
+    let fields: Fields<'a> = match serde_json::from_str(arg) {
+        Ok(fields) => fields,
+        Err(e) if e.is_data() => return Err(reject(ErrorCode::BadRequest, "the argument repeats a field")),
+        Err(_) => return Err(reject(ErrorCode::InvalidJson, "the argument is not valid JSON")),
+    };
+    if ty == "auth" {
+        // A Socket.IO client authenticates with its CONNECT packet.
+        return Err(reject(ErrorCode::UnknownType, "unknown event: send the token in the connection's auth"));
+    }
+    decode_fields(&fields, ty, id)
+}
+
+/// The frame of type `ty` that `fields` make.
+fn decode_fields<'a>(fields: &Fields<'a>, ty: &str, id: Option<&'a RawValue>) -> Result<Request<'a>, Rejection<'a>> {
+    let reject = |id, code, message: &'static str| Rejection { id, code, message: Cow::Borrowed(message) };
+    let bad = |message: &'static str| reject(id, ErrorCode::BadRequest, message);
     let room = || match fields.room.and_then(string) {
         Some(room) if valid_room(&room) => Ok(room),
         _ => Err(bad("room must be 1 to 128 bytes of [A-Za-z0-9_.:-]")),
@@ -225,7 +253,7 @@ pub fn decode(text: &str) -> Result<Request<'_>, Rejection<'_>> {
         Some(data) => Ok(data),
         None => Err(bad("data is required (it may be null)")),
     };
-    let frame = match &*ty {
+    let frame = match ty {
         "auth" => ClientFrame::Auth { token: fields.token.and_then(string) },
         "join" => {
             let room = room()?;

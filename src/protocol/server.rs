@@ -212,7 +212,13 @@ pub struct Encoded {
 }
 
 /// The longest WebSocket header of an unmasked server frame.
-const WS_HEADER_MAX: usize = 10;
+pub(crate) const WS_HEADER_MAX: usize = 10;
+
+/// The text in `buffer[WS_HEADER_MAX..]` as one WebSocket text message,
+/// its header written into the bytes reserved before it.
+pub(crate) fn ws_text(buffer: Vec<u8>) -> Bytes {
+    Encoded::framed(ServerKind::Message, buffer).wire
+}
 
 impl Encoded {
     /// `text` framed as one WebSocket text message.

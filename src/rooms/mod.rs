@@ -156,10 +156,23 @@ impl RoomRegistry {
         id: Option<Box<RawValue>>,
         since: Option<Since>,
     ) -> impl Future<Output = Result<(RoomHandle, UserList), JoinError>> + 'static {
+        let join = self.join_since(room, member, id, since);
+        async move { join.await.map(|(handle, users, _)| (handle, users)) }
+    }
+
+    /// [`Self::join`], also telling, for a join with `since`, whether the
+    /// messages after it followed (`Some(true)`) or could not (`Some(false)`).
+    pub fn join_since(
+        &self,
+        room: RoomName,
+        member: Member,
+        id: Option<Box<RawValue>>,
+        since: Option<Since>,
+    ) -> impl Future<Output = Result<(RoomHandle, UserList, Option<bool>), JoinError>> + 'static {
         let reply = self.ask(&room.clone(), |reply| ShardMsg::Join { room, member, id, since, reply });
         async move {
             let reply = reply.await?.map_err(|RoomsFull| JoinError::RoomsFull)?;
-            Ok((RoomHandle { room: reply.room }, reply.users))
+            Ok((RoomHandle { room: reply.room }, reply.users, reply.recovered))
         }
     }
 

@@ -72,10 +72,11 @@ async fn serve(listener: RawFd, stop: oneshot::Receiver<()>, node: Arc<Node>, re
     let data = web::Data::from(node.clone());
     let fault_injection = node.services.config.debug.fault_injection;
     let demo = node.services.config.demo.enabled;
+    let socketio = node.services.config.socketio.enabled;
     let request_timeout = Duration::from_millis(node.services.config.server.handshake_timeout_ms);
     let services = web::Data::from(node.services.clone());
     let link = web::Data::new(node.link.clone());
-    let app = App::new().app_data(data).app_data(services).app_data(link).configure(|cfg| transport::http::routes(cfg, fault_injection, demo));
+    let app = App::new().app_data(data).app_data(services).app_data(link).configure(|cfg| transport::http::routes(cfg, fault_injection, demo, socketio));
     let factory = HttpService::<Replay, _, _, _, _>::build()
         .client_request_timeout(request_timeout)
         .finish(map_config(app, |_| AppConfig::default()));

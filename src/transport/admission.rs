@@ -55,7 +55,7 @@ pub(crate) fn admit(head: &Head, node: &Arc<Node>, kind: TransportKind) -> Resul
 /// Whether a request with `origin` may open a connection. Requests without
 /// an `Origin` (non-browser clients) are allowed: the check guards browsers
 /// against cross-site hijacking, and browsers always send one.
-fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+pub(crate) fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
     if allowed.is_empty() {
         return true;
     }

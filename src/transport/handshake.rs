@@ -34,6 +34,7 @@ use super::admission::{self, Refused};
 use super::replay::Replay;
 use super::sse::{self, Sse};
 use super::ws::Ws;
+use crate::socketio::{polling, Sio};
 use crate::connection::Transport;
 use crate::metrics::TransportKind;
 use crate::auth::Identity;
@@ -202,6 +203,9 @@ impl Handshaking {
         let opened = match (head.method.as_str(), head.path.as_str()) {
             ("GET", "/ws") => open_ws(&head, &self.node, fd).map(|opening| self.open(opening, head_len)),
             ("GET", "/sse") => open_sse(&head, &self.node, fd).map(|opening| self.open(opening, head_len)),
+            ("GET", "/socket.io/" | "/socket.io") if self.node.services.config.socketio.enabled && is_websocket(&head) => {
+                self.open_socketio(&head, head_len, fd)
+            }
             _ => {
                 Reactor::forget(fd);
                 let (Some(stream), Some(handoff)) = (self.stream.take(), HTTP.with(|http| http.borrow().clone())) else {
@@ -219,6 +223,32 @@ impl Handshaking {
             Ok(()) => Poll::Ready(()),
             Err(refusal) => self.refuse(refusal),
         }
+    }
+
+    /// A Socket.IO WebSocket: a session of its own, or (with a `sid`) the
+    /// upgrade of a polling session, handed to it with its 101 sent.
+    fn open_socketio(&mut self, head: &Head, head_len: usize, fd: RawFd) -> Result<(), Bytes> {
+        let query = polling::Query::parse(&head.query);
+        if query.eio.as_deref() != Some("4") {
+            return Err(engine_error(polling::EngineError::UnsupportedVersion));
+        }
+        let Some(sid) = &query.sid else {
+            let opening = open_sio(head, &self.node, fd)?;
+            self.open(opening, head_len);
+            return Ok(());
+        };
+        let link = self.node.services.socketio.link(sid).ok_or_else(|| engine_error(polling::EngineError::UnknownSid))?;
+        let accept = check_upgrade(head)?;
+        if !admission::origin_allowed(&self.node.services.config.server.allowed_origins, head.origin.as_deref()) {
+            return Err(engine_error(polling::EngineError::Forbidden));
+        }
+        let Some(stream) = self.stream.take() else { return Ok(()) };
+        Reactor::forget(fd);
+        // A fresh socket's buffer takes a short answer whole.
+        let _ = (&stream).write(switching(&accept).as_bytes());
+        let early = self.bytes.get(head_len..).unwrap_or_default().to_vec();
+        polling::offer_upgrade(&link, stream, early);
+        Ok(())
     }
 
     /// Hands the socket to the connection it now carries, on this worker.
@@ -337,8 +367,14 @@ fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     Ok(Some((head, len)))
 }
 
-/// Checks and admits a WebSocket upgrade: the connection, and its 101.
-fn open_ws(head: &Head, node: &Arc<Node>, fd: RawFd) -> Result<Opening<Ws>, Bytes> {
+/// Whether a `/socket.io/` request asks for the WebSocket transport
+/// (polling is actix-web's to serve).
+fn is_websocket(head: &Head) -> bool {
+    polling::Query::parse(&head.query).transport.as_deref() == Some("websocket")
+}
+
+/// Checks a WebSocket upgrade's headers: its `Sec-WebSocket-Accept`.
+fn check_upgrade(head: &Head) -> Result<String, Bytes> {
     if !head.upgrade_websocket || !head.connection_upgrade {
         return Err(response(400, "expected a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)", &[]));
     }
@@ -349,14 +385,44 @@ fn open_ws(head: &Head, node: &Arc<Node>, fd: RawFd) -> Result<Opening<Ws>, Byte
     if data_encoding::BASE64.decode(key.as_bytes()).map_or(true, |k| k.len() != 16) {
         return Err(response(400, "Sec-WebSocket-Key must be 16 bytes in base64", &[]));
     }
-    let (slot, handshake) = admission::admit(head, node, TransportKind::WebSocket).map_err(refused)?;
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let response = format!(
+    Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
+}
+
+/// The 101 that accepts a WebSocket.
+fn switching(accept: &str) -> String {
+    format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
+    )
+}
+
+/// Checks and admits a WebSocket upgrade: the connection, and its 101.
+fn open_ws(head: &Head, node: &Arc<Node>, fd: RawFd) -> Result<Opening<Ws>, Bytes> {
+    let accept = check_upgrade(head)?;
+    let (slot, handshake) = admission::admit(head, node, TransportKind::WebSocket).map_err(refused)?;
     let outbox = Outbox::new(fd, TransportKind::WebSocket, Ws::carries, node.services.bounds());
     let conn = Connection::new(node.services.clone(), node.next_conn(), slot, outbox, Ws::default());
-    Ok(Opening { conn, handshake, response: Some(Bytes::from(response)) })
+    Ok(Opening { conn, handshake, response: Some(Bytes::from(switching(&accept))) })
+}
+
+/// Checks and admits a Socket.IO session over a WebSocket: its open packet
+/// follows the 101, and it signs in with its CONNECT.
+fn open_sio(head: &Head, node: &Arc<Node>, fd: RawFd) -> Result<Opening<Sio>, Bytes> {
+    let accept = check_upgrade(head)?;
+    let (slot, handshake) = admission::admit(head, node, TransportKind::SocketIo).map_err(refused)?;
+    let outbox = Outbox::new(fd, TransportKind::SocketIo, Sio::carries, node.services.bounds());
+    let conn = Connection::new(node.services.clone(), node.next_conn(), slot, outbox, Sio::over_ws(handshake));
+    Ok(Opening { conn, handshake: Handshake::None, response: Some(Bytes::from(switching(&accept))) })
+}
+
+/// An Engine.IO error answer, after which the socket is closed.
+fn engine_error(error: polling::EngineError) -> Bytes {
+    let body = error.body();
+    let status = error.status();
+    let reason = if status == 403 { "Forbidden" } else { "Bad Request" };
+    Bytes::from(format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ))
 }
 
 /// Checks and admits a subscription: the connection, its response head

@@ -9,9 +9,12 @@ use crate::node::Node;
 
 /// Registers every route of the HTTP port; `/api/debug/*` only when
 /// `debug.fault_injection` is on, `/demo/*` only when `demo.enabled` is.
-pub(crate) fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool, demo: bool) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool, demo: bool, socketio: bool) {
     if demo {
         cfg.configure(super::demo::routes);
+    }
+    if socketio {
+        cfg.configure(crate::socketio::polling::routes);
     }
     cfg.route("/ws", web::get().to(reconnect))
         .route("/sse", web::get().to(reconnect))

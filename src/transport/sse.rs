@@ -63,7 +63,7 @@ impl Transport for Sse {
     }
 
     /// Says why in a comment, and ends the body.
-    fn close_bytes(code: u16, reason: &str) -> Bytes {
+    fn close_bytes(&self, code: u16, reason: &str) -> Bytes {
         let mut out = BytesMut::new();
         chunk(&mut out, format!(": close {code} {reason}\n\n").as_bytes());
         out.put_slice(b"0\r\n\r\n");
@@ -80,7 +80,7 @@ impl Transport for Sse {
         conn.outbox().expect_rooms(rooms.iter().map(|(room, since)| {
             (room, since.as_ref().and_then(|s| Some((s.epoch.as_deref()?, s.seq))))
         }));
-        conn.join_all(rooms, move |conn, joined| {
+        conn.join_all(rooms, move |conn, joined, _| {
             if joined {
                 conn.outbox().start(head);
             } else {

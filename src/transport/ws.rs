@@ -49,7 +49,7 @@ struct Fragments {
 impl Transport for Ws {
     const KIND: TransportKind = TransportKind::WebSocket;
 
-    fn close_bytes(code: u16, reason: &str) -> Bytes {
+    fn close_bytes(&self, code: u16, reason: &str) -> Bytes {
         // 1005 stands for a close without a code, and never goes on the wire:
         // a client's close without one is answered without one.
         if code == close::NO_STATUS {
@@ -70,70 +70,100 @@ impl Transport for Ws {
     }
 
     fn on_input(conn: &mut WsConnection, input: &mut [u8]) -> usize {
-        let max = conn.services().config.limits.max_message_bytes as u64;
-        let mut at = 0;
-        while at < input.len() && !conn.is_closing() && conn.pending.is_none() {
-            let rest = &mut input[at..];
-            let mut cursor = Cursor::new(&*rest);
-            let (header, len) = match FrameHeader::parse(&mut cursor) {
-                Ok(Some(parsed)) => parsed,
-                Ok(None) => {
-                    // The length may be known before the mask key is in.
-                    if announced_len(rest).is_some_and(|len| len > max) {
-                        too_big(conn);
-                        return input.len();
-                    }
-                    break;
-                }
-                Err(_) => {
-                    conn.close(close::PROTOCOL_ERROR, "protocol error");
-                    return input.len();
-                }
-            };
-            if len > max {
-                too_big(conn);
-                return input.len();
-            }
-            let start = cursor.position() as usize;
-            let end = start + len as usize;
-            if rest.len() < end {
-                break;
-            }
-            let payload = &mut rest[start..end];
-            at += end;
-            match header.mask {
-                Some(mask) => unmask(payload, mask),
-                None => {
-                    conn.close(close::PROTOCOL_ERROR, "client frames must be masked");
-                    return input.len();
-                }
-            }
-            if header.rsv1 || header.rsv2 || header.rsv3 {
-                conn.close(close::PROTOCOL_ERROR, "reserved bits set");
-                return input.len();
-            }
-            on_frame(conn, &header, payload);
-        }
-        at
+        read(conn, input)
     }
 }
 
+impl OverWs for Ws {
+    fn ws(&mut self) -> &mut Ws {
+        self
+    }
+
+    fn on_message(conn: &mut WsConnection, text: &str) {
+        conn.on_text(text)
+    }
+
+    fn on_binary(conn: &mut WsConnection, payload: &[u8]) {
+        conn.on_unsupported(payload.len())
+    }
+}
+
+/// A transport whose client speaks WebSocket frames (Herald's own, and
+/// Socket.IO's): what it does with a whole message.
+pub(crate) trait OverWs: Transport {
+    fn ws(&mut self) -> &mut Ws;
+    /// A whole text message.
+    fn on_message(conn: &mut Connection<Self>, text: &str);
+    /// A binary message (or its first fragment).
+    fn on_binary(conn: &mut Connection<Self>, payload: &[u8]);
+}
+
+/// Reads as many whole WebSocket frames from `input` as the connection
+/// takes now (see [`Transport::on_input`]); returns the bytes used.
+pub(crate) fn read<T: OverWs>(conn: &mut Connection<T>, input: &mut [u8]) -> usize {
+    let max = conn.services().config.limits.max_message_bytes as u64;
+    let mut at = 0;
+    while at < input.len() && !conn.is_closing() && conn.pending.is_none() {
+        let rest = &mut input[at..];
+        let mut cursor = Cursor::new(&*rest);
+        let (header, len) = match FrameHeader::parse(&mut cursor) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => {
+                // The length may be known before the mask key is in.
+                if announced_len(rest).is_some_and(|len| len > max) {
+                    too_big(conn);
+                    return input.len();
+                }
+                break;
+            }
+            Err(_) => {
+                conn.close(close::PROTOCOL_ERROR, "protocol error");
+                return input.len();
+            }
+        };
+        if len > max {
+            too_big(conn);
+            return input.len();
+        }
+        let start = cursor.position() as usize;
+        let end = start + len as usize;
+        if rest.len() < end {
+            break;
+        }
+        let payload = &mut rest[start..end];
+        at += end;
+        match header.mask {
+            Some(mask) => unmask(payload, mask),
+            None => {
+                conn.close(close::PROTOCOL_ERROR, "client frames must be masked");
+                return input.len();
+            }
+        }
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            conn.close(close::PROTOCOL_ERROR, "reserved bits set");
+            return input.len();
+        }
+        on_frame(conn, &header, payload);
+    }
+    at
+}
+
 /// Handles one whole frame.
-fn on_frame(conn: &mut WsConnection, header: &FrameHeader, payload: &[u8]) {
+fn on_frame<T: OverWs>(conn: &mut Connection<T>, header: &FrameHeader, payload: &[u8]) {
     match header.opcode {
-        OpCode::Data(Data::Text | Data::Binary) if conn.transport.fragments.is_some() => {
+        OpCode::Data(Data::Text | Data::Binary) if conn.transport.ws().fragments.is_some() => {
             conn.close(close::PROTOCOL_ERROR, "a new message inside a fragmented one")
         }
         OpCode::Data(Data::Text) if header.is_final => on_text(conn, payload),
-        OpCode::Data(Data::Binary) if header.is_final => conn.on_unsupported(payload.len()),
+        OpCode::Data(Data::Binary) if header.is_final => T::on_binary(conn, payload),
         OpCode::Data(Data::Text) => {
-            conn.transport.fragments =
+            conn.transport.ws().fragments =
                 Some(Box::new(Fragments { text: payload.to_vec(), binary: false, len: payload.len(), count: 1 }));
         }
         OpCode::Data(Data::Binary) => {
-            conn.transport.fragments =
+            conn.transport.ws().fragments =
                 Some(Box::new(Fragments { text: Vec::new(), binary: true, len: payload.len(), count: 1 }));
-            conn.on_unsupported(payload.len());
+            T::on_binary(conn, payload);
         }
         OpCode::Data(Data::Continue) => on_continuation(conn, header.is_final, payload),
         OpCode::Control(_) if !header.is_final || payload.len() > 125 => {
@@ -152,9 +182,9 @@ fn on_frame(conn: &mut WsConnection, header: &FrameHeader, payload: &[u8]) {
     }
 }
 
-fn on_continuation(conn: &mut WsConnection, last: bool, payload: &[u8]) {
+fn on_continuation<T: OverWs>(conn: &mut Connection<T>, last: bool, payload: &[u8]) {
     let max = conn.services().config.limits.max_message_bytes;
-    let Some(fragments) = conn.transport.fragments.as_mut() else {
+    let Some(fragments) = conn.transport.ws().fragments.as_mut() else {
         return conn.close(close::PROTOCOL_ERROR, "a continuation with no message under way");
     };
     fragments.count += 1;
@@ -163,32 +193,32 @@ fn on_continuation(conn: &mut WsConnection, last: bool, payload: &[u8]) {
         fragments.text.extend_from_slice(payload);
     }
     if fragments.len > max {
-        conn.transport.fragments = None;
+        conn.transport.ws().fragments = None;
         return too_big(conn);
     }
     if fragments.count > MAX_FRAGMENTS {
-        conn.transport.fragments = None;
+        conn.transport.ws().fragments = None;
         conn.services().metrics.frames_dropped(Fault::Size, 1);
         return conn.close(close::POLICY, "too many fragments");
     }
     if !last {
         return;
     }
-    if let Some(fragments) = conn.transport.fragments.take() {
+    if let Some(fragments) = conn.transport.ws().fragments.take() {
         if !fragments.binary {
             on_text(conn, &fragments.text);
         }
     }
 }
 
-fn on_text(conn: &mut WsConnection, payload: &[u8]) {
+fn on_text<T: OverWs>(conn: &mut Connection<T>, payload: &[u8]) {
     match std::str::from_utf8(payload) {
-        Ok(text) => conn.on_text(text),
+        Ok(text) => T::on_message(conn, text),
         Err(_) => conn.close(close::INVALID_UTF8, "invalid utf-8"),
     }
 }
 
-fn on_close(conn: &mut WsConnection, payload: &[u8]) {
+fn on_close<T: OverWs>(conn: &mut Connection<T>, payload: &[u8]) {
     match payload {
         [] => conn.closed_by_client(close::NO_STATUS),
         [hi, lo, reason @ ..] if std::str::from_utf8(reason).is_ok() => match u16::from_be_bytes([*hi, *lo]) {
@@ -207,7 +237,7 @@ fn sendable(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
-fn too_big(conn: &mut WsConnection) {
+fn too_big<T: Transport>(conn: &mut Connection<T>) {
     conn.services().metrics.frames_dropped(Fault::Size, 1);
     conn.close(close::TOO_BIG, close::TOO_BIG_REASON);
 }
@@ -241,11 +271,11 @@ mod tests {
 
     #[test]
     fn close_frames_carry_their_code_and_a_reason_cut_to_fit() {
-        let frame = Ws::close_bytes(4008, "slow consumer");
+        let frame = Ws::default().close_bytes(4008, "slow consumer");
         assert_eq!(&frame[..4], &[0x88, 15, 0x0f, 0xa8]);
         assert_eq!(&frame[4..], b"slow consumer");
         let long = "é".repeat(100);
-        let frame = Ws::close_bytes(1000, &long);
+        let frame = Ws::default().close_bytes(1000, &long);
         assert!(frame[1] as usize <= 125 && frame.len() == 2 + frame[1] as usize);
         assert!(std::str::from_utf8(&frame[4..]).is_ok());
     }

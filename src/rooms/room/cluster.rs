@@ -514,8 +514,8 @@ impl RoomState {
         let Joining { user, outbox, id, since, reply, held, .. } = joining;
         self.members.insert(conn, (user, outbox.clone()));
         let greeting = Greeting { id: id.as_deref(), since: since.as_deref(), latest, epoch: &epoch, replay, held };
-        let users = self.greet(&outbox, greeting);
-        let _ = reply.send(Ok(JoinReply { room: cell.clone(), users }));
+        let (users, recovered) = self.greet(&outbox, greeting);
+        let _ = reply.send(Ok(JoinReply { room: cell.clone(), users, recovered }));
         then
     }
 

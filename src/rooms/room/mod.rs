@@ -77,10 +77,12 @@ pub(crate) struct Publication {
     pub at: Instant,
 }
 
-/// What a join answers: the room to publish to, and the users now in it.
+/// What a join answers: the room to publish to, the users now in it, and
+/// for a join with `since`, whether the messages after it followed.
 pub(crate) struct JoinReply {
     pub room: Arc<RoomCell>,
     pub users: UserList,
+    pub recovered: Option<bool>,
 }
 
 /// Messages of a room. Joins, leaves and server publishes arrive through the
@@ -657,8 +659,8 @@ impl RoomState {
             }
         };
         let greeting = Greeting { id: id.as_deref(), since: since.as_deref(), latest, epoch: &epoch, replay, held: Vec::new() };
-        let users = self.greet(&outbox, greeting);
-        let _ = reply.send(Ok(JoinReply { room: cell.clone(), users }));
+        let (users, recovered) = self.greet(&outbox, greeting);
+        let _ = reply.send(Ok(JoinReply { room: cell.clone(), users, recovered }));
     }
 
     /// The room's epoch: the node's on a single node; with clustering, the
@@ -670,18 +672,21 @@ impl RoomState {
     /// Writes a new member's first frames: `joined` (on an SSE stream, only
     /// the event of a room it could not recover, and its position), then
     /// the messages replayed, then what the room sent it while it waited.
-    /// Returns the users as `joined` listed them.
-    fn greet(&mut self, outbox: &Outbox, greeting: Greeting<'_>) -> UserList {
+    /// Returns the users as `joined` listed them, and whether the join
+    /// recovered what it asked for.
+    fn greet(&mut self, outbox: &Outbox, greeting: Greeting<'_>) -> (UserList, Option<bool>) {
         let Greeting { id, since, latest, epoch, replay, held } = greeting;
         let recovered = replay.as_ref().map(Option::is_some);
         let stream = outbox.keeps_positions();
         let users = if stream { UserList::empty() } else { self.listing() };
-        if stream {
+        if outbox.tracks_positions() {
             let from = match (since, recovered) {
                 (Some(since), Some(true)) => since.seq,
                 _ => latest,
             };
             outbox.track(&self.name, epoch, from);
+        }
+        if stream {
             if recovered == Some(false) {
                 let frame = ServerFrame::Unrecovered { room: &self.name, recovered: false, seq: latest, epoch };
                 outbox.deliver(&frame.encode(), &self.metrics);
@@ -703,7 +708,7 @@ impl RoomState {
         for frame in &held {
             self.deliver(outbox, frame);
         }
-        users
+        (users, recovered)
     }
 
     /// Queues one of the room's frames for one member, as its namespace's

@@ -1,0 +1,445 @@
+//! Socket.IO compatibility: Engine.IO 4 and Socket.IO 5 at `/socket.io/`,
+//! so clients built on the official `socket.io-client` reach Herald's rooms
+//! without a change beyond their URL.
+//!
+//! A Socket.IO session is a connection like any other (`Connection<Sio>`):
+//! same rooms, `seq`, presence, limits, slow-consumer policies and cluster;
+//! only its frames look different on the wire ([`packet`]). It reaches the
+//! server over a WebSocket (`transport=websocket`: the socket is the
+//! connection's, as `/ws`'s is) or by HTTP long polling ([`polling`]: the
+//! connection has no socket; its packets wait in its outbox for the
+//! client's next `GET`, and its client's `POST`s are handed to it), and a
+//! polling session can move onto a WebSocket (the upgrade: `2probe`,
+//! `3probe`, `5`).
+//!
+//! - **Opening.** The Engine.IO open packet carries the session's `sid`,
+//!   `upgrades`, `pingInterval` (`heartbeat.interval_ms`), `pingTimeout`
+//!   (`heartbeat.timeout_ms` less the interval: a client that hears no ping
+//!   for the two together gives up, as the server gives up on a client it
+//!   does not hear from for `heartbeat.timeout_ms`) and `maxPayload`
+//!   (`limits.max_message_bytes`).
+//! - **Signing in.** The namespace `/` CONNECT: its `auth.token`, else the
+//!   opening request's `Authorization` header, else its `?token=`. A bad
+//!   or missing token is a CONNECT_ERROR (`invalid token`,
+//!   `not authenticated`), never a silent close; a session that does not
+//!   connect within `auth.timeout_ms` is closed. Other namespaces are
+//!   refused (`Invalid namespace`).
+//! - **Events.** Client events are Herald's client frames (see
+//!   [`crate::protocol::decode_event`]); an acknowledgement id becomes the
+//!   frame's `id`, so the reply (or the error) comes back as the ACK.
+//!   Binary events are refused with `BAD_REQUEST`, their attachments
+//!   dropped.
+//! - **Recovery.** The CONNECT reply carries a `pid`, and every `message`
+//!   the session's position in each of its rooms as its offset. When the
+//!   connection ends (other than by the client's own DISCONNECT), the node
+//!   keeps, for `socketio.recovery_ms`, the session's rooms and where each
+//!   join placed it. A client that reconnects with `pid` and `offset` is
+//!   put back in those rooms from Herald's history, as a `join` with
+//!   `since` would be (from the offset's position, or the join's for a
+//!   room it got no message of); when every room recovered, the reply
+//!   repeats the `pid` and `socket.recovered` is true. On a node that
+//!   does not have the record (its client moved), the rooms the offset
+//!   names are recovered.
+
+pub(crate) mod packet;
+pub(crate) mod polling;
+mod sessions;
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::connection::core::{Connection, Handshake};
+use crate::connection::Transport;
+use crate::ids::RoomName;
+use crate::metrics::TransportKind;
+use crate::protocol::{self, close, framing::parse_stream_id, ErrorCode, ServerKind};
+use crate::rooms::Since;
+use crate::transport::ws::{self, OverWs, Ws};
+use packet::{Engine, Kind};
+use polling::Link;
+pub(crate) use sessions::{Record, Sessions};
+
+/// A Socket.IO connection.
+type SioConnection = Connection<Sio>;
+
+/// What a binary event is answered with.
+const BINARY_REFUSED: &str = "binary payloads are not supported over Socket.IO: send JSON";
+
+/// What a Socket.IO connection keeps beyond the core.
+pub(crate) struct Sio {
+    ws: Ws,
+    /// The namespace `/` is connected.
+    connected: bool,
+    /// The session long-polls (as its outbox does).
+    polling: bool,
+    /// Binary attachments of a refused packet still to come, dropped.
+    skip: u32,
+    /// The session's `pid` once connected (0: none, or no recovery wanted).
+    pid: u64,
+    more: Option<Box<More>>,
+}
+
+/// What a session holds only for a while: until it connects, while it polls.
+#[derive(Default)]
+struct More {
+    /// How the opening request authenticated, until the CONNECT.
+    handshake: Option<Handshake>,
+    /// The Engine.IO session id (the open packet's `sid`).
+    sid: Option<Arc<str>>,
+    /// While the session polls: how its polls reach it.
+    link: Option<Arc<Link>>,
+    /// A WebSocket the polling session is trying, until its `5`.
+    probe: Option<RawFd>,
+}
+
+impl Sio {
+    /// A session over a WebSocket whose request authenticated as `handshake`.
+    pub(crate) fn over_ws(handshake: Handshake) -> Self {
+        Self::with(More { handshake: Some(handshake), sid: Some(new_sid()), ..More::default() }, false)
+    }
+
+    /// A long-polling session reached through `link`.
+    pub(crate) fn polling(handshake: Handshake, link: Arc<Link>) -> Self {
+        let sid = link.sid.clone();
+        Self::with(More { handshake: Some(handshake), sid: Some(sid), link: Some(link), probe: None }, true)
+    }
+
+    fn with(more: More, polling: bool) -> Self {
+        Self { ws: Ws::default(), connected: false, polling, skip: 0, pid: 0, more: Some(Box::new(more)) }
+    }
+
+    /// Drops what only the opening needed once the session no longer polls.
+    fn settle(&mut self) {
+        if self.more.as_ref().is_some_and(|m| m.link.is_none() && m.probe.is_none() && m.handshake.is_none()) {
+            self.more = None;
+        }
+    }
+}
+
+/// A new Engine.IO session id: 120 random bits.
+pub(crate) fn new_sid() -> Arc<str> {
+    let bits: [u8; 15] = rand::random();
+    data_encoding::BASE64URL_NOPAD.encode(&bits).into()
+}
+
+impl Transport for Sio {
+    const KIND: TransportKind = TransportKind::SocketIo;
+    const AUTH_AT_OPEN: bool = false;
+
+    fn carries(kind: ServerKind) -> bool {
+        kind != ServerKind::Welcome
+    }
+
+    /// Over a WebSocket, the WebSocket's close (the client reconnects, and
+    /// recovers); over polling, Engine.IO's close packet.
+    fn close_bytes(&self, code: u16, reason: &str) -> Bytes {
+        if self.polling {
+            Bytes::from_static(packet::CLOSE)
+        } else {
+            self.ws.close_bytes(code, reason)
+        }
+    }
+
+    fn heartbeat(&self) -> Bytes {
+        packet::framed(packet::PING, !self.polling)
+    }
+
+    /// Sends the open packet.
+    fn opened(conn: &mut SioConnection) {
+        let config = &conn.services().config;
+        let interval = config.heartbeat.interval_ms;
+        let timeout = config.heartbeat.timeout_ms.saturating_sub(interval).max(1);
+        let max_payload = config.limits.max_message_bytes;
+        let sid = conn.transport.more.as_ref().and_then(|m| m.sid.clone()).unwrap_or_else(new_sid);
+        let open = packet::open(&sid, conn.transport.polling, interval, timeout, max_payload);
+        conn.outbox().write_packet(&open, true);
+    }
+
+    fn on_input(conn: &mut SioConnection, input: &mut [u8]) -> usize {
+        ws::read(conn, input)
+    }
+
+    /// Keeps the session's rooms for its client to recover, and lets its
+    /// polls go.
+    fn ended(conn: &mut SioConnection) {
+        if let Some(link) = conn.transport.more.as_ref().and_then(|m| m.link.clone()) {
+            link.end(conn.outbox());
+            conn.services().socketio.remove_link(&link.sid);
+        }
+        let pid = conn.transport.pid;
+        let Some(user) = conn.session().user().cloned() else { return };
+        if pid == 0 {
+            return;
+        }
+        let rooms = conn.outbox().joined_positions();
+        let keep_ms = conn.services().config.socketio.recovery_ms;
+        conn.services().socketio.keep(pid, Record { user, rooms }, keep_ms);
+    }
+
+    fn service(conn: &mut SioConnection) -> Option<(std::net::TcpStream, Vec<u8>)> {
+        let link = conn.transport.more.as_ref()?.link.clone()?;
+        if link.heard() {
+            conn.heard(crate::connection::clock::now());
+        }
+        while conn.pending.is_none() && !conn.is_closing() {
+            let Some(packet) = link.next_packet() else { break };
+            on_packet(conn, &packet);
+        }
+        link.answer(conn.outbox());
+        let (stream, early) = link.take_upgrade()?;
+        if !conn.transport.polling {
+            return None;
+        }
+        use std::os::fd::AsRawFd;
+        if let Some(more) = conn.transport.more.as_mut() {
+            more.probe = Some(stream.as_raw_fd());
+        }
+        Some((stream, early))
+    }
+
+    /// A WebSocket tried for an upgrade closed before its `5`: the session
+    /// polls on.
+    fn socket_lost(conn: &mut SioConnection) -> bool {
+        let Some(more) = conn.transport.more.as_mut() else { return false };
+        if more.probe.take().is_none() || !conn.transport.polling {
+            return false;
+        }
+        if let Some(link) = &more.link {
+            link.set_probing(false);
+        }
+        true
+    }
+}
+
+impl OverWs for Sio {
+    fn ws(&mut self) -> &mut Ws {
+        &mut self.ws
+    }
+
+    fn on_message(conn: &mut SioConnection, text: &str) {
+        on_packet(conn, text)
+    }
+
+    /// An attachment of a binary packet (already refused), or a binary
+    /// message on its own.
+    fn on_binary(conn: &mut SioConnection, payload: &[u8]) {
+        on_attachment(conn, payload.len());
+    }
+}
+
+fn on_attachment(conn: &mut SioConnection, len: usize) {
+    if conn.transport.skip > 0 {
+        conn.transport.skip -= 1;
+        return;
+    }
+    conn.refuse_binary(len, BINARY_REFUSED, None);
+}
+
+/// Handles one Engine.IO packet from the client.
+fn on_packet(conn: &mut SioConnection, text: &str) {
+    match packet::engine(text) {
+        Engine::Message(data) => on_socket_packet(conn, data),
+        Engine::Pong | Engine::Noop => {}
+        Engine::Ping("probe") => on_probe(conn),
+        Engine::Ping(_) => {}
+        Engine::Upgrade => on_upgrade(conn),
+        Engine::Close => {
+            conn.transport.pid = 0;
+            conn.close(close::NORMAL, "client closed");
+        }
+        Engine::Binary => on_attachment(conn, text.len()),
+        Engine::Unknown => {
+            conn.services().metrics.frame_in(protocol::ClientKind::Invalid, TransportKind::SocketIo, text.len());
+            conn.error(ErrorCode::BadRequest, "not an Engine.IO packet", None);
+        }
+    }
+}
+
+/// `2probe` on the WebSocket a polling session tries: answered on that
+/// socket at once, and the poll under way is ended so that the client
+/// can pause polling and send `5`.
+fn on_probe(conn: &mut SioConnection) {
+    let Some(more) = conn.transport.more.as_ref() else { return };
+    let (Some(fd), Some(link)) = (more.probe, more.link.clone()) else { return };
+    polling::send_now(fd, &packet::framed(packet::PROBE, true));
+    link.set_probing(true);
+    link.answer(conn.outbox());
+}
+
+/// `5` on the tried WebSocket: the session moves onto it.
+fn on_upgrade(conn: &mut SioConnection) {
+    let Some(more) = conn.transport.more.as_mut() else { return };
+    let (Some(fd), Some(link)) = (more.probe.take(), more.link.take()) else { return };
+    conn.transport.polling = false;
+    link.upgraded(conn.outbox(), fd);
+    conn.services().socketio.remove_link(&link.sid);
+    conn.transport.settle();
+}
+
+/// Handles one Socket.IO packet.
+fn on_socket_packet(conn: &mut SioConnection, text: &str) {
+    let Some(packet) = packet::socket(text) else {
+        conn.services().metrics.frame_in(protocol::ClientKind::Invalid, TransportKind::SocketIo, text.len());
+        return conn.error(ErrorCode::BadRequest, "not a Socket.IO packet", None);
+    };
+    if packet.namespace != "/" {
+        if packet.kind == Kind::Connect {
+            conn.outbox().write_packet(&packet::connect_error(packet.namespace, "Invalid namespace"), false);
+        }
+        return;
+    }
+    match packet.kind {
+        Kind::Connect => on_connect(conn, packet.data),
+        Kind::Disconnect => {
+            // The client's own: nothing to recover.
+            conn.transport.pid = 0;
+            conn.close(close::NORMAL, "client disconnect");
+        }
+        Kind::Event if conn.transport.connected => on_event(conn, packet.ack, packet.data),
+        Kind::BinaryEvent | Kind::BinaryAck => {
+            conn.transport.skip = packet.attachments;
+            if packet.kind == Kind::BinaryEvent && conn.transport.connected {
+                let id = packet.ack.map(ack_id);
+                conn.refuse_binary(text.len(), BINARY_REFUSED, id.as_deref());
+            }
+        }
+        // Events before the namespace is connected, acks (the server asks
+        // for none) and CONNECT_ERRORs are not the client's to send.
+        Kind::Event | Kind::Ack | Kind::ConnectError => {}
+    }
+}
+
+/// An acknowledgement id as a frame's `id`.
+fn ack_id(ack: u64) -> Box<RawValue> {
+    RawValue::from_string(ack.to_string()).expect("an integer is JSON")
+}
+
+fn on_event(conn: &mut SioConnection, ack: Option<u64>, data: &str) {
+    let id = ack.map(ack_id);
+    match packet::event(data) {
+        Some((name, arg)) => {
+            let decoded = protocol::decode_event(&name, arg, id.as_deref());
+            conn.on_request(decoded, data.len());
+        }
+        None => {
+            let rejection = protocol::Rejection {
+                id: id.as_deref(),
+                code: ErrorCode::BadRequest,
+                message: "an event is an array that starts with its name".into(),
+            };
+            conn.on_request(Err(rejection), data.len());
+        }
+    }
+}
+
+/// What a CONNECT may carry: the client's `auth`, and what socket.io-client
+/// adds to recover.
+#[derive(Deserialize, Default)]
+struct ConnectData<'a> {
+    #[serde(default, borrow, deserialize_with = "protocol::present")]
+    token: Option<&'a RawValue>,
+    #[serde(default)]
+    pid: Option<String>,
+    #[serde(default)]
+    offset: Option<String>,
+}
+
+/// The namespace `/` CONNECT: signs the session in, and recovers it when
+/// it comes back with its `pid`.
+fn on_connect(conn: &mut SioConnection, data: &str) {
+    let connect: ConnectData<'_> = match data.trim() {
+        "" => ConnectData::default(),
+        json => match serde_json::from_str(json) {
+            Ok(connect) => connect,
+            Err(_) => return connect_error(conn, "invalid auth payload: send an object such as {\"token\": \"<jwt>\"}"),
+        },
+    };
+    let handshake = conn.transport.more.as_mut().and_then(|m| m.handshake.take());
+    let identity = match connect.token {
+        Some(raw) => match protocol::string(raw).map(|token| conn.services().auth.verify(&token)) {
+            Some(Ok(identity)) => Some(identity),
+            _ => return connect_error(conn, close::INVALID_TOKEN_REASON),
+        },
+        None => match handshake {
+            Some(Handshake::Valid(identity)) => Some(identity),
+            Some(Handshake::Invalid) => return connect_error(conn, close::INVALID_TOKEN_REASON),
+            _ if conn.services().config.auth.required && !conn.is_signed_in() => {
+                return connect_error(conn, close::NOT_AUTHENTICATED_REASON)
+            }
+            _ => None,
+        },
+    };
+    if let Err(message) = conn.sign_in(identity) {
+        return connect_error(conn, message);
+    }
+    conn.transport.connected = true;
+    conn.transport.settle();
+    let pid = connect.pid.as_deref().and_then(|pid| u64::from_str_radix(pid, 16).ok()).filter(|&pid| pid != 0);
+    match pid {
+        Some(pid) => recover(conn, pid, connect.offset.as_deref()),
+        None => connected(conn, new_pid(), false),
+    }
+}
+
+fn connect_error(conn: &mut SioConnection, message: &str) {
+    conn.outbox().write_packet(&packet::connect_error("/", message), false);
+}
+
+fn new_pid() -> u64 {
+    rand::random::<u64>().max(1)
+}
+
+/// Writes the CONNECT reply for `pid`, ahead of anything held while the
+/// session's rooms were recovered (`corked`).
+fn connected(conn: &mut SioConnection, pid: u64, corked: bool) {
+    conn.transport.pid = pid;
+    let sid = conn.services().conn_label(conn.session().id);
+    let reply = packet::connected(&sid, &format!("{pid:016x}"));
+    if corked {
+        conn.outbox().uncork(Some(packet::framed(&reply, !conn.transport.polling)));
+    } else {
+        conn.outbox().write_packet(&reply, false);
+    }
+}
+
+/// Puts a session that came back with `pid` (and the `offset` of the last
+/// message it got) back in its rooms, replaying what it missed, and
+/// answers the CONNECT: with the same `pid` when every room recovered.
+fn recover(conn: &mut SioConnection, pid: u64, offset: Option<&str>) {
+    let record = conn.services().socketio.take(pid).filter(|record| Some(&record.user) == conn.session().user());
+    let positions = match offset {
+        Some(offset) => match parse_stream_id(offset) {
+            Some(positions) => positions,
+            None => return connected(conn, new_pid(), false),
+        },
+        None => Vec::new(),
+    };
+    if record.is_none() && positions.is_empty() {
+        return connected(conn, new_pid(), false);
+    }
+    let mut rooms: Vec<(RoomName, Option<Since>)> = Vec::new();
+    for (room, epoch, seq) in record.map(|r| r.rooms).unwrap_or_default() {
+        rooms.push((room, Some(Since { seq, epoch: Some((*epoch).into()) })));
+    }
+    for position in positions {
+        let since = Since { seq: position.seq, epoch: Some(position.epoch.as_str().into()) };
+        match rooms.iter_mut().find(|(room, _)| **room == *position.room) {
+            Some((_, at)) => *at = Some(since),
+            None => rooms.push((position.room.as_str().into(), Some(since))),
+        }
+    }
+    let max_rooms = conn.services().config.limits.max_rooms_per_conn;
+    let before = rooms.len();
+    rooms.retain(|(room, _)| conn.session().check_join(room, max_rooms).is_ok());
+    let all_allowed = rooms.len() == before;
+    conn.outbox().cork();
+    conn.join_all(rooms, move |conn, joined, recovered| {
+        let pid = if joined && recovered && all_allowed { pid } else { new_pid() };
+        connected(conn, pid, true);
+    });
+}
+

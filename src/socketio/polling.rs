@@ -1,0 +1,403 @@
+//! Engine.IO's HTTP long polling: a session without a socket of its own.
+//!
+//! The handshake (`GET /socket.io/?EIO=4&transport=polling`) opens the
+//! session's connection on the worker that served it, with no socket (see
+//! `Task::detached`), and answers with its open packet. From then on:
+//!
+//! - `GET …&sid=S` takes what waits in the session's outbox, every packet
+//!   separated by the record separator. While nothing waits the request is
+//!   held (one at a time per session) until something does: a frame, or
+//!   the heartbeat's ping at the latest. A client that goes away mid-poll
+//!   loses nothing: what its poll took goes back in front of the queue.
+//! - `POST …&sid=S` hands its packets to the session, which handles them in
+//!   order on its own worker, as it would a WebSocket's frames. A body
+//!   over `limits.max_message_bytes` is answered 413 and ends the session.
+//! - A session heard from by neither (a client that stopped polling) is
+//!   ended after `heartbeat.timeout_ms` (`pingInterval + pingTimeout`),
+//!   and a client that stops reading has the same bounded queue as any
+//!   connection.
+//! - The upgrade: a WebSocket to `…&transport=websocket&sid=S` is handed to
+//!   the session (see `transport::handshake`), which answers its `2probe`
+//!   with `3probe`, ends the poll under way (`6`, a noop), and on `5`
+//!   moves onto the socket; what waited for a poll goes first on it.
+//!
+//! Every answer carries CORS headers for an origin `server.allowed_origins`
+//! allows (any, when the list is empty); another origin gets 403.
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::packet;
+use super::Sio;
+use crate::connection::Transport;
+use crate::connection::core::{Connection, Handshake};
+use crate::connection::reactor::Reactor;
+use crate::connection::task::Task;
+use crate::delivery::Outbox;
+use crate::metrics::TransportKind;
+use crate::node::Node;
+use crate::protocol::close;
+use crate::transport::admission;
+use crate::transport::handshake::Head;
+
+/// How a polling session's requests reach its connection.
+pub(crate) struct Link {
+    pub sid: Arc<str>,
+    outbox: Outbox,
+    /// A request came since the session last looked.
+    heard: AtomicBool,
+    state: Mutex<LinkState>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    /// The `GET` waiting for packets.
+    waiter: Option<oneshot::Sender<Bytes>>,
+    /// Packets `POST`ed and not handled yet, oldest first.
+    inbox: VecDeque<String>,
+    /// A WebSocket to try, and what its client sent on it after its request.
+    upgrade: Option<(std::net::TcpStream, Vec<u8>)>,
+    /// A WebSocket answered `3probe`: polls are ended at once.
+    probing: bool,
+    /// The session moved onto a WebSocket, or ended: polls are refused.
+    gone: bool,
+}
+
+impl Link {
+    fn new(sid: Arc<str>, outbox: Outbox) -> Self {
+        Self { sid, outbox, heard: AtomicBool::new(true), state: Mutex::new(LinkState::default()) }
+    }
+
+    /// Whether a request came since the last call.
+    pub(crate) fn heard(&self) -> bool {
+        self.heard.swap(false, Ordering::AcqRel)
+    }
+
+    /// The next packet `POST`ed.
+    pub(crate) fn next_packet(&self) -> Option<String> {
+        self.state.lock().inbox.pop_front()
+    }
+
+    /// Hands what waits in `outbox` to the waiting poll, if both are there;
+    /// while the session is upgrading, a poll that would wait is ended with
+    /// a noop instead.
+    pub(crate) fn answer(&self, outbox: &Outbox) {
+        let mut state = self.state.lock();
+        let Some(waiter) = state.waiter.take() else { return };
+        let body = match outbox.take_polled() {
+            Some(body) => body,
+            None if state.probing => Bytes::from_static(packet::NOOP),
+            None => {
+                state.waiter = Some(waiter);
+                return;
+            }
+        };
+        if let Err(body) = waiter.send(body) {
+            if &body[..] != packet::NOOP {
+                outbox.unpoll(body);
+            }
+        }
+    }
+
+    pub(crate) fn take_upgrade(&self) -> Option<(std::net::TcpStream, Vec<u8>)> {
+        self.state.lock().upgrade.take()
+    }
+
+    pub(crate) fn set_probing(&self, probing: bool) {
+        self.state.lock().probing = probing;
+    }
+
+    /// The session moved onto the WebSocket `fd`: the poll under way ends
+    /// with a noop, and later ones are refused.
+    pub(crate) fn upgraded(&self, outbox: &Outbox, fd: RawFd) {
+        let mut state = self.state.lock();
+        state.gone = true;
+        state.inbox.clear();
+        if let Some(waiter) = state.waiter.take() {
+            let _ = waiter.send(Bytes::from_static(packet::NOOP));
+        }
+        outbox.upgrade(fd);
+    }
+
+    /// The session ended: the poll under way gets what is left (its close
+    /// packet), and later ones are refused.
+    pub(crate) fn end(&self, outbox: &Outbox) {
+        let mut state = self.state.lock();
+        state.gone = true;
+        state.inbox.clear();
+        state.upgrade = None;
+        if let Some(waiter) = state.waiter.take() {
+            let body = outbox.take_polled().unwrap_or_else(|| Bytes::from_static(packet::CLOSE));
+            let _ = waiter.send(body);
+        }
+    }
+}
+
+/// Writes `bytes` to the socket `fd` now (a short answer on a fresh socket).
+pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) {
+    // SAFETY: `fd` is the session's open socket, and `bytes` is valid for reads.
+    unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+}
+
+/// Mounts `/socket.io/` for polling (the WebSocket transport never gets
+/// here: see `transport::handshake`).
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(["/socket.io/", "/socket.io"])
+            .route(web::get().to(get))
+            .route(web::post().to(post))
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+    );
+}
+
+/// The query parameters Engine.IO requests carry.
+#[derive(Default)]
+pub(crate) struct Query {
+    pub eio: Option<String>,
+    pub transport: Option<String>,
+    pub sid: Option<String>,
+}
+
+impl Query {
+    pub(crate) fn parse(query: &str) -> Self {
+        let mut parsed = Self::default();
+        for (key, value) in serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap_or_default() {
+            match key.as_str() {
+                "EIO" => parsed.eio = Some(value),
+                "transport" => parsed.transport = Some(value),
+                "sid" => parsed.sid = Some(value),
+                _ => {}
+            }
+        }
+        parsed
+    }
+}
+
+/// Engine.IO's errors: the HTTP status, and its code and message in the body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EngineError {
+    UnknownTransport,
+    UnknownSid,
+    BadHandshakeMethod,
+    BadRequest,
+    Forbidden,
+    UnsupportedVersion,
+}
+
+impl EngineError {
+    pub(crate) fn status(self) -> u16 {
+        match self {
+            Self::Forbidden => 403,
+            _ => 400,
+        }
+    }
+
+    pub(crate) fn body(self) -> String {
+        let (code, message) = match self {
+            Self::UnknownTransport => (0, "Transport unknown"),
+            Self::UnknownSid => (1, "Session ID unknown"),
+            Self::BadHandshakeMethod => (2, "Bad handshake method"),
+            Self::BadRequest => (3, "Bad request"),
+            Self::Forbidden => (4, "Forbidden"),
+            Self::UnsupportedVersion => (5, "Unsupported protocol version"),
+        };
+        serde_json::json!({ "code": code, "message": message }).to_string()
+    }
+}
+
+/// The CORS headers for `req`'s origin, or `Err` for an origin that may not
+/// open sessions.
+fn cors(req: &HttpRequest, node: &Node) -> Result<Vec<(header::HeaderName, String)>, EngineError> {
+    let Some(origin) = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return Ok(Vec::new()) };
+    if !admission::origin_allowed(&node.services.config.server.allowed_origins, Some(origin)) {
+        node.services.metrics.refused(crate::metrics::Refusal::Origin);
+        return Err(EngineError::Forbidden);
+    }
+    Ok(vec![
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.to_owned()),
+        (header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true".to_owned()),
+        (header::VARY, "Origin".to_owned()),
+    ])
+}
+
+fn reply(status: u16, cors: &[(header::HeaderName, String)], content_type: &str, body: impl Into<Bytes>) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
+    let mut response = HttpResponse::build(status);
+    response.content_type(content_type).insert_header((header::CACHE_CONTROL, "no-store"));
+    for (name, value) in cors {
+        response.insert_header((name.clone(), value.clone()));
+    }
+    response.body(body.into())
+}
+
+fn refuse(error: EngineError, cors: &[(header::HeaderName, String)]) -> HttpResponse {
+    reply(error.status(), cors, "application/json", error.body())
+}
+
+fn packets(body: Bytes, cors: &[(header::HeaderName, String)]) -> HttpResponse {
+    reply(200, cors, "text/plain; charset=UTF-8", body)
+}
+
+/// Checks what every Engine.IO request must say; the session it names, if any.
+fn check(req: &HttpRequest, node: &Node, query: &Query) -> Result<Option<Arc<super::polling::Link>>, EngineError> {
+    if query.eio.as_deref() != Some("4") {
+        return Err(EngineError::UnsupportedVersion);
+    }
+    if query.transport.as_deref() != Some("polling") {
+        return Err(EngineError::UnknownTransport);
+    }
+    let _ = req;
+    match &query.sid {
+        None => Ok(None),
+        Some(sid) => node.services.socketio.link(sid).map(Some).ok_or(EngineError::UnknownSid),
+    }
+}
+
+async fn get(req: HttpRequest, node: web::Data<Node>) -> HttpResponse {
+    let cors = match cors(&req, &node) {
+        Ok(cors) => cors,
+        Err(error) => return refuse(error, &[]),
+    };
+    let query = Query::parse(req.query_string());
+    let link = match check(&req, &node, &query) {
+        Ok(Some(link)) => link,
+        Ok(None) => return open(&req, &node, &cors),
+        Err(error) => return refuse(error, &cors),
+    };
+    link.heard.store(true, Ordering::Release);
+    let waiting = {
+        let mut state = link.state.lock();
+        if state.gone {
+            return refuse(EngineError::BadRequest, &cors);
+        }
+        if state.waiter.as_ref().is_some_and(|w| !w.is_closed()) {
+            // One poll at a time: Engine.IO's clients never overlap theirs.
+            return refuse(EngineError::BadRequest, &cors);
+        }
+        match link.outbox.take_polled() {
+            Some(body) => {
+                drop(state);
+                link.outbox.wake();
+                return packets(body, &cors);
+            }
+            None if state.probing => return packets(Bytes::from_static(packet::NOOP), &cors),
+            None => {
+                let (tx, rx) = oneshot::channel();
+                state.waiter = Some(tx);
+                rx
+            }
+        }
+    };
+    link.outbox.wake();
+    match waiting.await {
+        Ok(body) => packets(body, &cors),
+        // The session ended without a word.
+        Err(_) => packets(Bytes::from_static(packet::CLOSE), &cors),
+    }
+}
+
+/// The handshake: a new session's connection, on this worker, and its open packet.
+fn open(req: &HttpRequest, node: &Arc<Node>, cors: &[(header::HeaderName, String)]) -> HttpResponse {
+    let head = Head {
+        method: "GET".into(),
+        path: req.path().into(),
+        query: req.query_string().into(),
+        origin: req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_owned),
+        authorization: req.headers().get(header::AUTHORIZATION).and_then(|a| a.to_str().ok()).map(str::to_owned),
+        ..Head::default()
+    };
+    let (slot, handshake) = match admission::admit(&head, node, TransportKind::SocketIo) {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            let body = serde_json::json!({ "code": 3, "message": refused.message }).to_string();
+            return reply(refused.status, cors, "application/json", body);
+        }
+    };
+    let outbox = Outbox::new(-1, TransportKind::SocketIo, Sio::carries, node.services.bounds());
+    outbox.set_polling();
+    let link = Arc::new(Link::new(super::new_sid(), outbox.clone()));
+    let transport = Sio::polling(handshake, link.clone());
+    let mut conn = Connection::new(node.services.clone(), node.next_conn(), slot, outbox.clone(), transport);
+    conn.open(Handshake::None);
+    node.services.socketio.add_link(link.clone());
+    let body = outbox.take_polled().unwrap_or_default();
+    if let Err(error) = Reactor::spawn(Box::new(Task::detached(conn))) {
+        tracing::error!(%error, "could not start a polling session");
+        node.services.socketio.remove_link(&link.sid);
+        return refuse(EngineError::BadRequest, cors);
+    }
+    packets(body, cors)
+}
+
+async fn post(req: HttpRequest, mut payload: web::Payload, node: web::Data<Node>) -> HttpResponse {
+    let cors = match cors(&req, &node) {
+        Ok(cors) => cors,
+        Err(error) => return refuse(error, &[]),
+    };
+    let query = Query::parse(req.query_string());
+    let link = match check(&req, &node, &query) {
+        Ok(Some(link)) => link,
+        Ok(None) => return refuse(EngineError::BadHandshakeMethod, &cors),
+        Err(error) => return refuse(error, &cors),
+    };
+    let max = node.services.config.limits.max_message_bytes;
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else { return refuse(EngineError::BadRequest, &cors) };
+        if body.len() + chunk.len() > max {
+            node.services.metrics.frames_dropped(crate::metrics::Fault::Size, 1);
+            link.outbox.close(close::TOO_BIG);
+            let body = serde_json::json!({ "code": 3, "message": close::TOO_BIG_REASON }).to_string();
+            return reply(413, &cors, "application/json", body);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let Ok(text) = String::from_utf8(body) else { return refuse(EngineError::BadRequest, &cors) };
+    {
+        let mut state = link.state.lock();
+        if state.gone {
+            return refuse(EngineError::BadRequest, &cors);
+        }
+        state.inbox.extend(text.split(packet::SEPARATOR as char).map(str::to_owned));
+    }
+    link.heard.store(true, Ordering::Release);
+    link.outbox.wake();
+    reply(200, &cors, "text/html", "ok")
+}
+
+/// A browser's preflight for a cross-origin poll.
+async fn preflight(req: HttpRequest, node: web::Data<Node>) -> HttpResponse {
+    let mut cors = match cors(&req, &node) {
+        Ok(cors) => cors,
+        Err(error) => return refuse(error, &[]),
+    };
+    cors.push((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS".into()));
+    if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).and_then(|h| h.to_str().ok()) {
+        cors.push((header::ACCESS_CONTROL_ALLOW_HEADERS, asked.to_owned()));
+    }
+    cors.push((header::ACCESS_CONTROL_MAX_AGE, "86400".into()));
+    reply(204, &cors, "text/plain", Bytes::new())
+}
+
+/// Hands the WebSocket `stream` (already answered 101) to the polling
+/// session `link`, for its upgrade; `early` is what its client sent after
+/// its request. Refused (the socket closed) when the session already has
+/// one, or is gone.
+pub(crate) fn offer_upgrade(link: &Link, stream: std::net::TcpStream, early: Vec<u8>) {
+    let mut state = link.state.lock();
+    if state.gone || state.upgrade.is_some() {
+        return;
+    }
+    state.upgrade = Some((stream, early));
+    drop(state);
+    link.outbox.wake();
+}

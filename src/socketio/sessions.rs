@@ -1,0 +1,137 @@
+//! What a node keeps of its Socket.IO sessions beyond their connections:
+//! the long-polling sessions by Engine.IO `sid` (a poll finds its session
+//! here, on whichever worker it arrives), and, for
+//! `socketio.recovery_ms` after a session's connection ends, where it was
+//! in each of its rooms, by its `pid`, for its client to recover.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::polling::Link;
+use crate::connection::clock;
+use crate::ids::{RoomName, UserId};
+
+/// A session's rooms as its connection ended: each with the epoch and the
+/// `seq` its join placed it at.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Record {
+    pub user: UserId,
+    pub rooms: Vec<(RoomName, Arc<str>, u64)>,
+}
+
+#[derive(Default)]
+pub(crate) struct Sessions {
+    polling: Mutex<HashMap<Arc<str>, Arc<Link>>>,
+    records: Mutex<Records>,
+}
+
+/// Records by `pid`, and their expiry times in the order they were made
+/// (the same as the order they expire in: every record lives equally long).
+#[derive(Default)]
+struct Records {
+    by_pid: HashMap<u64, (u32, Record)>,
+    expiring: VecDeque<(u32, u64)>,
+}
+
+impl Records {
+    fn prune(&mut self, now: u32) {
+        while let Some(&(at, pid)) = self.expiring.front() {
+            if !clock::reached(now, at) {
+                break;
+            }
+            self.expiring.pop_front();
+            if self.by_pid.get(&pid).is_some_and(|(expires, _)| *expires == at) {
+                self.by_pid.remove(&pid);
+            }
+        }
+    }
+}
+
+impl Sessions {
+    /// The polling session `sid`.
+    pub(crate) fn link(&self, sid: &str) -> Option<Arc<Link>> {
+        self.polling.lock().get(sid).cloned()
+    }
+
+    pub(crate) fn add_link(&self, link: Arc<Link>) {
+        self.polling.lock().insert(link.sid.clone(), link);
+    }
+
+    pub(crate) fn remove_link(&self, sid: &str) {
+        self.polling.lock().remove(sid);
+    }
+
+    /// Keeps `record` for `pid` for `keep_ms`.
+    pub(crate) fn keep(&self, pid: u64, record: Record, keep_ms: u64) {
+        if keep_ms == 0 {
+            return;
+        }
+        let now = clock::now();
+        let expires = clock::deadline(now, keep_ms);
+        let mut records = self.records.lock();
+        records.prune(now);
+        records.by_pid.insert(pid, (expires, record));
+        records.expiring.push_back((expires, pid));
+    }
+
+    /// Takes the record kept for `pid`, if it has not expired.
+    pub(crate) fn take(&self, pid: u64) -> Option<Record> {
+        let mut records = self.records.lock();
+        records.prune(clock::now());
+        records.by_pid.remove(&pid).map(|(_, record)| record)
+    }
+
+    /// Records kept now.
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.records.lock().by_pid.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(user: &str) -> Record {
+        Record { user: user.into(), rooms: vec![("r".into(), "e".into(), 3)] }
+    }
+
+    #[test]
+    fn a_record_is_taken_once() {
+        let sessions = Sessions::default();
+        sessions.keep(7, record("a"), 60_000);
+        assert_eq!(sessions.take(7), Some(record("a")));
+        assert_eq!(sessions.take(7), None);
+        assert_eq!(sessions.take(8), None);
+    }
+
+    #[test]
+    fn records_expire_and_are_pruned() {
+        let sessions = Sessions::default();
+        sessions.keep(1, record("a"), 1);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        sessions.keep(2, record("b"), 60_000);
+        assert_eq!(sessions.kept(), 1, "the expired record went when the next was kept");
+        assert_eq!(sessions.take(1), None);
+        assert_eq!(sessions.take(2), Some(record("b")));
+    }
+
+    #[test]
+    fn a_record_kept_again_lives_from_then() {
+        let sessions = Sessions::default();
+        sessions.keep(1, record("a"), 1);
+        sessions.keep(1, record("b"), 60_000);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        sessions.keep(2, record("c"), 60_000);
+        assert_eq!(sessions.take(1), Some(record("b")), "the first expiry does not remove the second record");
+    }
+
+    #[test]
+    fn nothing_is_kept_without_a_window() {
+        let sessions = Sessions::default();
+        sessions.keep(1, record("a"), 0);
+        assert_eq!(sessions.take(1), None);
+    }
+}
