@@ -383,6 +383,13 @@ impl<T: Transport> Connection<T> {
         Ok(())
     }
 
+    /// Leaves each of `rooms` it is in.
+    pub(crate) fn leave_rooms(&mut self, rooms: &[RoomName]) {
+        for room in rooms {
+            self.session.leave(&self.services, room);
+        }
+    }
+
     /// Whether the connection has signed in.
     pub(crate) fn is_signed_in(&self) -> bool {
         self.session.identity().is_some()

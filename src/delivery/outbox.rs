@@ -355,12 +355,15 @@ impl Outbox {
     /// Forgets the message waiting in `room`'s `latest` slot, if any: the
     /// connection left the room. (A connection that never reads and goes
     /// from room to room so holds one slot per room it is in, no more.) A
-    /// Socket.IO session forgets its position there too.
+    /// Socket.IO session forgets its position there too, unless it is
+    /// ending (a room drops a member it can no longer write to): the
+    /// position is what its client recovers from.
     pub fn forget_room(&self, room: &RoomName) {
         let mut out = self.shared.out.lock();
+        let ending = out.sealed || out.slow || out.broken || (out.fd < 0 && !out.polling);
         if let Some(extra) = out.extra.as_deref_mut() {
             extra.latest.retain(|(r, _)| r != room);
-            if self.shared.transport == TransportKind::SocketIo {
+            if self.shared.transport == TransportKind::SocketIo && !ending {
                 extra.positions.retain(|t| t.room != *room);
             }
         }
@@ -699,24 +702,28 @@ impl Outbox {
     /// The rooms of an SSE stream, each to be placed by [`Self::track`]
     /// (or, resuming, at `Some((epoch, seq))` until then).
     pub fn expect_rooms<'a>(&self, rooms: impl Iterator<Item = (&'a crate::ids::RoomName, Option<(&'a str, u64)>)>) {
-        let mut out = self.shared.out.lock();
-        let extra = out.extra.get_or_insert_default();
         for (room, at) in rooms {
-            let at = at.map(|(epoch, seq)| (Arc::from(epoch), seq));
-            let joined = at.as_ref().map_or(0, |(_, seq)| *seq);
-            match extra.positions.binary_search_by(|t| t.room.cmp(room)) {
-                Ok(i) => {
-                    extra.positions[i].at = at;
-                    extra.positions[i].joined = joined;
-                }
-                Err(i) => extra.positions.insert(i, Tracked { room: room.clone(), at, joined }),
-            }
+            self.place(room, at.map(|(epoch, seq)| (Arc::from(epoch), seq)));
         }
     }
 
-    /// Sets the stream's position in `room`: numbering `epoch`, up to `seq`.
-    pub fn track(&self, room: &crate::ids::RoomName, epoch: &str, seq: u64) {
-        self.expect_rooms(std::iter::once((room, Some((epoch, seq)))));
+    /// Sets the connection's position in `room`: numbering `epoch` (the
+    /// room's own, shared), up to `seq`, where its join placed it.
+    pub fn track(&self, room: &crate::ids::RoomName, epoch: Arc<str>, seq: u64) {
+        self.place(room, Some((epoch, seq)));
+    }
+
+    fn place(&self, room: &crate::ids::RoomName, at: Option<(Arc<str>, u64)>) {
+        let mut out = self.shared.out.lock();
+        let extra = out.extra.get_or_insert_default();
+        let joined = at.as_ref().map_or(0, |(_, seq)| *seq);
+        match extra.positions.binary_search_by(|t| t.room.cmp(room)) {
+            Ok(i) => {
+                extra.positions[i].at = at;
+                extra.positions[i].joined = joined;
+            }
+            Err(i) => extra.positions.insert(i, Tracked { room: room.clone(), at, joined }),
+        }
     }
 
     /// Drops everything held since [`Self::cork`] and writes `bytes` alone,

@@ -409,37 +409,47 @@ fn connected(conn: &mut SioConnection, pid: u64, corked: bool) {
 /// Puts a session that came back with `pid` (and the `offset` of the last
 /// message it got) back in its rooms, replaying what it missed, and
 /// answers the CONNECT: with the same `pid` when every room recovered.
+/// Otherwise the session starts afresh, in no room, as Socket.IO's own do.
 fn recover(conn: &mut SioConnection, pid: u64, offset: Option<&str>) {
     let record = conn.services().socketio.take(pid).filter(|record| Some(&record.user) == conn.session().user());
-    let positions = match offset {
-        Some(offset) => match parse_stream_id(offset) {
-            Some(positions) => positions,
-            None => return connected(conn, new_pid(), false),
-        },
+    let positions = match offset.map(parse_stream_id) {
+        Some(None) => return connected(conn, new_pid(), false),
+        Some(Some(positions)) => positions,
         None => Vec::new(),
     };
-    if record.is_none() && positions.is_empty() {
+    let since = |room: &str| {
+        let position = positions.iter().find(|p| p.room == room)?;
+        Some(Since { seq: position.seq, epoch: Some(position.epoch.as_str().into()) })
+    };
+    // The record says which rooms (the offset may name one left since);
+    // without it, on a node the client did not leave, the offset does.
+    let rooms: Vec<(RoomName, Option<Since>)> = match &record {
+        Some(record) => record
+            .rooms
+            .iter()
+            .map(|(room, epoch, seq)| {
+                let at = since(room).unwrap_or(Since { seq: *seq, epoch: Some((**epoch).into()) });
+                (room.clone(), Some(at))
+            })
+            .collect(),
+        None => positions.iter().map(|p| (p.room.as_str().into(), since(&p.room))).collect(),
+    };
+    if record.is_none() && rooms.is_empty() {
         return connected(conn, new_pid(), false);
     }
-    let mut rooms: Vec<(RoomName, Option<Since>)> = Vec::new();
-    for (room, epoch, seq) in record.map(|r| r.rooms).unwrap_or_default() {
-        rooms.push((room, Some(Since { seq, epoch: Some((*epoch).into()) })));
-    }
-    for position in positions {
-        let since = Since { seq: position.seq, epoch: Some(position.epoch.as_str().into()) };
-        match rooms.iter_mut().find(|(room, _)| **room == *position.room) {
-            Some((_, at)) => *at = Some(since),
-            None => rooms.push((position.room.as_str().into(), Some(since))),
-        }
-    }
     let max_rooms = conn.services().config.limits.max_rooms_per_conn;
-    let before = rooms.len();
-    rooms.retain(|(room, _)| conn.session().check_join(room, max_rooms).is_ok());
-    let all_allowed = rooms.len() == before;
+    if rooms.iter().any(|(room, _)| conn.session().check_join(room, max_rooms).is_err()) {
+        return connected(conn, new_pid(), false);
+    }
+    let names: Vec<RoomName> = rooms.iter().map(|(room, _)| room.clone()).collect();
     conn.outbox().cork();
     conn.join_all(rooms, move |conn, joined, recovered| {
-        let pid = if joined && recovered && all_allowed { pid } else { new_pid() };
-        connected(conn, pid, true);
+        if joined && recovered {
+            return connected(conn, pid, true);
+        }
+        conn.leave_rooms(&names);
+        connected(conn, new_pid(), true);
     });
 }
+
 

@@ -127,7 +127,7 @@ fn an_sse_stream_s_latest_slot_goes_out_with_the_id_of_its_position() {
     let metrics = Metrics::new();
     let (outbox, _ours, theirs) = outbox_over(TransportKind::Sse, 4);
     let ticker = RoomName::from("ticker");
-    outbox.track(&ticker, "e", 0);
+    outbox.track(&ticker, "e".into(), 0);
     let kept = fill(&outbox, &ticker, SlowConsumer::Latest, &metrics);
     for seq in kept + 1..kept + 10 {
         outbox.deliver_in(&message(&ticker, seq), &ticker, SlowConsumer::Latest, &metrics);

@@ -414,7 +414,7 @@ struct Greeting<'a> {
     since: Option<&'a Since>,
     /// The room's latest `seq` as of the join.
     latest: u64,
-    epoch: &'a str,
+    epoch: &'a Arc<str>,
     /// For a join with `since`: the messages after it, or `None` when they
     /// cannot all be replayed.
     replay: Option<Option<Vec<Encoded>>>,
@@ -586,7 +586,7 @@ impl RoomState {
             }
             None => self.cluster.forget_joining(conn)?,
         };
-        if self.stream.namespace.slow_consumer == SlowConsumer::Latest {
+        if self.stream.namespace.slow_consumer == SlowConsumer::Latest || outbox.tracks_positions() {
             outbox.forget_room(&self.name);
         }
         self.metrics.memberships.dec();
@@ -684,7 +684,7 @@ impl RoomState {
                 (Some(since), Some(true)) => since.seq,
                 _ => latest,
             };
-            outbox.track(&self.name, epoch, from);
+            outbox.track(&self.name, epoch.clone(), from);
         }
         if stream {
             if recovered == Some(false) {
