@@ -722,7 +722,12 @@ impl Outbox {
                 extra.positions[i].at = at;
                 extra.positions[i].joined = joined;
             }
-            Err(i) => extra.positions.insert(i, Tracked { room: room.clone(), at, joined }),
+            Err(i) => {
+                // Most connections are in a room or two: room for one more,
+                // not the four a `Vec` starts with.
+                extra.positions.reserve_exact(1);
+                extra.positions.insert(i, Tracked { room: room.clone(), at, joined })
+            }
         }
     }
 
