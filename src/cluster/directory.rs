@@ -87,6 +87,12 @@ pub trait Directory: Send + Sync + 'static {
     fn retain_rooms(&self, node: &NodeId, rooms: Vec<RoomName>) -> Pending<Vec<(RoomName, UserId)>>;
     /// Makes `node`'s online users exactly `users`.
     fn replace_users(&self, node: &NodeId, users: Vec<UserId>) -> Pending<()>;
+    /// Keeps the record of Socket.IO session `pid` for `ttl` (replacing
+    /// one kept before).
+    fn keep_session(&self, pid: u64, record: String, ttl: Duration) -> Pending<()>;
+    /// Takes the record kept for Socket.IO session `pid`: only one taker
+    /// gets it.
+    fn take_session(&self, pid: u64) -> Pending<Option<String>>;
     /// Whether the directory can be reached now.
     fn is_connected(&self) -> bool;
 }
@@ -114,6 +120,8 @@ struct MemoryState {
     /// Per node: room entries and online users.
     rooms: HashMap<NodeId, BTreeSet<(RoomName, UserId)>>,
     users: HashMap<NodeId, BTreeSet<UserId>>,
+    /// Socket.IO session records, and when each lapses.
+    sessions: HashMap<u64, (Instant, String)>,
 }
 
 impl MemoryState {
@@ -240,6 +248,19 @@ impl Directory for MemoryDirectory {
         let dropped: Vec<_> = entries.iter().filter(|(r, _)| !keep.contains(r)).cloned().collect();
         entries.retain(|(r, _)| keep.contains(r));
         ready(dropped)
+    }
+
+    fn keep_session(&self, pid: u64, record: String, ttl: Duration) -> Pending<()> {
+        let mut state = self.state.lock();
+        let now = Instant::now();
+        state.sessions.retain(|_, (until, _)| *until > now);
+        state.sessions.insert(pid, (now + ttl, record));
+        ready(())
+    }
+
+    fn take_session(&self, pid: u64) -> Pending<Option<String>> {
+        let taken = self.state.lock().sessions.remove(&pid).filter(|(until, _)| *until > Instant::now());
+        ready(taken.map(|(_, record)| record))
     }
 
     fn replace_users(&self, node: &NodeId, users: Vec<UserId>) -> Pending<()> {
@@ -378,6 +399,18 @@ impl Directory for RedisDirectory {
         let mut args = vec![text(node)];
         args.extend(rooms.iter().map(|r| text(r)));
         self.eval(&script::RETAIN_ROOMS, args, |v| Ok(split(strings(v)?)))
+    }
+
+    fn keep_session(&self, pid: u64, record: String, ttl: Duration) -> Pending<()> {
+        let ttl = (ttl.as_millis() as u64).max(1).to_string();
+        self.eval(&script::SESSION_KEEP, vec![text(&pid.to_string()), text(&record), text(&ttl)], |_| Ok(()))
+    }
+
+    fn take_session(&self, pid: u64) -> Pending<Option<String>> {
+        self.eval(&script::SESSION_TAKE, vec![text(&pid.to_string())], |v| match v {
+            Value::Null => Ok(None),
+            v => Ok(Some(v.convert::<String>()?)),
+        })
     }
 
     fn replace_users(&self, node: &NodeId, users: Vec<UserId>) -> Pending<()> {

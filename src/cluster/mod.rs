@@ -186,6 +186,20 @@ impl Cluster {
         self.reachable().map(|m| m.checked("presence count", m.directory.room_count(room)))
     }
 
+    /// Keeps Socket.IO session `pid`'s record in Redis for `ttl`, in the
+    /// background, while the cluster is reachable.
+    pub fn keep_session(&self, pid: u64, record: String, ttl: Duration) {
+        if let Some(m) = self.reachable() {
+            m.background("socket.io session", m.directory.keep_session(pid, record, ttl));
+        }
+    }
+
+    /// Takes Socket.IO session `pid`'s record from Redis; `None` on a
+    /// single node, and while the cluster is unreachable.
+    pub fn take_session(&self, pid: u64) -> Option<Pending<Option<String>>> {
+        self.reachable().map(|m| m.checked("socket.io session", m.directory.take_session(pid)))
+    }
+
     /// Whether each of `users` is online on a live node, while the cluster can say.
     pub fn online(&self, users: Vec<UserId>) -> Option<Pending<Vec<bool>>> {
         self.reachable().map(|m| m.online(users))

@@ -50,9 +50,11 @@ pub(super) static ONLINE: Script = Script::new(include_str!("lua/online.lua"));
 pub(super) static REPLACE_ROOM: Script = Script::new(include_str!("lua/replace_room.lua"));
 pub(super) static RETAIN_ROOMS: Script = Script::new(include_str!("lua/retain_rooms.lua"));
 pub(super) static REPLACE_USERS: Script = Script::new(include_str!("lua/replace_users.lua"));
+pub(super) static SESSION_KEEP: Script = Script::new(include_str!("lua/session_keep.lua"));
+pub(super) static SESSION_TAKE: Script = Script::new(include_str!("lua/session_take.lua"));
 
 /// Every script, as the backplane loads them.
-pub(super) static ALL: [&Script; 14] = [
+pub(super) static ALL: [&Script; 16] = [
     &SEQUENCED_PUBLISH,
     &HISTORY,
     &RAISE_COUNTER,
@@ -67,6 +69,8 @@ pub(super) static ALL: [&Script; 14] = [
     &REPLACE_ROOM,
     &RETAIN_ROOMS,
     &REPLACE_USERS,
+    &SESSION_KEEP,
+    &SESSION_TAKE,
 ];
 
 #[cfg(test)]

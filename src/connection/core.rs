@@ -405,7 +405,9 @@ impl<T: Transport> Connection<T> {
                 self.on_join(room.into(), since, id)
             }
             ClientFrame::Leave { room } => {
-                self.session.leave(&self.services, &room);
+                if self.session.leave(&self.services, &room) {
+                    T::rooms_changed(self);
+                }
                 self.reply(ServerFrame::Left { room: &room, id });
             }
             ClientFrame::Publish { room, data, echo } => match self.session.room(&room) {
@@ -495,7 +497,12 @@ impl<T: Transport> Connection<T> {
         // The room writes `joined` itself, ahead of anything else it sends.
         let join = self.services.rooms.join(room.clone(), member, id.clone(), since);
         self.wait(join, move |conn, result| match result {
-            Ok((handle, _)) => conn.session.joined(&room, handle),
+            Ok((handle, _)) => {
+                conn.session.joined(&room, handle);
+                if is_new {
+                    T::rooms_changed(conn);
+                }
+            }
             Err(JoinError::RoomsFull) => {
                 if is_new {
                     conn.session.join_refused(&room);

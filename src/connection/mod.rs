@@ -140,6 +140,11 @@ pub(crate) trait Transport: Sized + Unpin + 'static {
         let _ = conn;
     }
 
+    /// Runs after a join of the client's was answered, and after a leave.
+    fn rooms_changed(conn: &mut Connection<Self>) {
+        let _ = conn;
+    }
+
     /// Runs as the connection ends, before it leaves its rooms.
     fn ended(conn: &mut Connection<Self>) {
         let _ = conn;

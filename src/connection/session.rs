@@ -131,6 +131,11 @@ impl Session {
         services.rooms.leave(room.clone(), self.id);
     }
 
+    /// Whether the session is in `room` (its join answered).
+    pub(crate) fn is_member(&self, room: &str) -> bool {
+        self.room(room).is_some()
+    }
+
     /// The handle of a joined room.
     pub(crate) fn room(&self, room: &str) -> Option<&RoomHandle> {
         self.rooms.iter().find(|(r, _)| &**r == room).and_then(|(_, h)| h.as_ref())

@@ -47,6 +47,7 @@ mod sessions;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -66,6 +67,11 @@ pub(crate) use sessions::{Record, Sessions};
 /// A Socket.IO connection.
 type SioConnection = Connection<Sio>;
 
+/// How long a live session's record is kept in Redis from its last join
+/// or leave: its node, should it die, cannot shorten it to
+/// `socketio.recovery_ms` as it ends.
+const LIVE_RECORD: Duration = Duration::from_secs(24 * 3600);
+
 /// What a binary event is answered with.
 const BINARY_REFUSED: &str = "binary payloads are not supported over Socket.IO: send JSON";
 
@@ -78,8 +84,10 @@ pub(crate) struct Sio {
     polling: bool,
     /// Binary attachments of a refused packet still to come, dropped.
     skip: u32,
-    /// The session's `pid` once connected (0: none, or no recovery wanted).
+    /// The session's `pid` once connected (0: none).
     pid: u64,
+    /// The client ended the session itself: there is nothing to recover.
+    forget: bool,
     more: Option<Box<More>>,
 }
 
@@ -109,7 +117,7 @@ impl Sio {
     }
 
     fn with(more: More, polling: bool) -> Self {
-        Self { ws: Ws::default(), connected: false, polling, skip: 0, pid: 0, more: Some(Box::new(more)) }
+        Self { ws: Ws::default(), connected: false, polling, forget: false, skip: 0, pid: 0, more: Some(Box::new(more)) }
     }
 
     /// Drops what only the opening needed once the session no longer polls.
@@ -163,21 +171,38 @@ impl Transport for Sio {
         ws::read(conn, input)
     }
 
-    /// Keeps the session's rooms for its client to recover, and lets its
-    /// polls go.
+    /// With clustering, the session's record follows its rooms in Redis,
+    /// so that a node's death does not take it along.
+    fn rooms_changed(conn: &mut SioConnection) {
+        let pid = conn.transport.pid;
+        if pid == 0 || !conn.services().cluster.is_clustered() {
+            return;
+        }
+        if let Some(record) = record(conn) {
+            conn.services().cluster.keep_session(pid, record.to_text(), LIVE_RECORD);
+        }
+    }
+
+    /// Keeps the session's rooms for its client to recover (in Redis, with
+    /// clustering), and lets its polls go.
     fn ended(conn: &mut SioConnection) {
         if let Some(link) = conn.transport.more.as_ref().and_then(|m| m.link.clone()) {
             link.end(conn.outbox());
             conn.services().socketio.remove_link(&link.sid);
         }
         let pid = conn.transport.pid;
-        let Some(user) = conn.session().user().cloned() else { return };
         if pid == 0 {
             return;
         }
-        let rooms = conn.outbox().joined_positions();
-        let keep_ms = conn.services().config.socketio.recovery_ms;
-        conn.services().socketio.keep(pid, Record { user, rooms }, keep_ms);
+        let services = conn.services().clone();
+        let keep = Duration::from_millis(services.config.socketio.recovery_ms);
+        let record = record(conn).filter(|_| !conn.transport.forget);
+        match record {
+            Some(record) if services.cluster.is_clustered() => services.cluster.keep_session(pid, record.to_text(), keep),
+            Some(record) => services.socketio.keep(pid, record, keep.as_millis() as u64),
+            // Nothing to recover: what Redis holds lapses at once.
+            None => services.cluster.keep_session(pid, String::new(), Duration::from_millis(1)),
+        }
     }
 
     fn service(conn: &mut SioConnection) -> Option<(std::net::TcpStream, Vec<u8>)> {
@@ -247,10 +272,8 @@ fn on_packet(conn: &mut SioConnection, text: &str) {
         Engine::Ping("probe") => on_probe(conn),
         Engine::Ping(_) => {}
         Engine::Upgrade => on_upgrade(conn),
-        Engine::Close => {
-            conn.transport.pid = 0;
-            conn.close(close::NORMAL, "client closed");
-        }
+        // The transport closed (as Socket.IO counts it, recoverable).
+        Engine::Close => conn.close(close::NORMAL, "client closed"),
         Engine::Binary => on_attachment(conn, text.len()),
         Engine::Unknown => {
             conn.services().metrics.frame_in(protocol::ClientKind::Invalid, TransportKind::SocketIo, text.len());
@@ -296,7 +319,7 @@ fn on_socket_packet(conn: &mut SioConnection, text: &str) {
         Kind::Connect => on_connect(conn, packet.data),
         Kind::Disconnect => {
             // The client's own: nothing to recover.
-            conn.transport.pid = 0;
+            conn.transport.forget = true;
             conn.close(close::NORMAL, "client disconnect");
         }
         Kind::Event if conn.transport.connected => on_event(conn, packet.ack, packet.data),
@@ -406,37 +429,49 @@ fn connected(conn: &mut SioConnection, pid: u64, corked: bool) {
     }
 }
 
-/// Puts a session that came back with `pid` (and the `offset` of the last
-/// message it got) back in its rooms, replaying what it missed, and
-/// answers the CONNECT: with the same `pid` when every room recovered.
-/// Otherwise the session starts afresh, in no room, as Socket.IO's own do.
+/// Finds the record of a session that came back with `pid` (in Redis,
+/// with clustering: it may have been on another node), then rejoins it.
 fn recover(conn: &mut SioConnection, pid: u64, offset: Option<&str>) {
-    let record = conn.services().socketio.take(pid).filter(|record| Some(&record.user) == conn.session().user());
+    let offset = offset.map(str::to_owned);
+    match conn.services().cluster.take_session(pid) {
+        Some(take) => conn.wait(take, move |conn, taken| {
+            let record = taken.ok().flatten().as_deref().and_then(Record::parse);
+            rejoin(conn, pid, offset.as_deref(), record)
+        }),
+        None => {
+            let record = conn.services().socketio.take(pid);
+            rejoin(conn, pid, offset.as_deref(), record)
+        }
+    }
+}
+
+/// Puts a session that came back with `pid` (and the `offset` of the last
+/// message it got) back in the rooms of its `record`, replaying what it
+/// missed, and answers the CONNECT: with the same `pid` when every room
+/// recovered. Otherwise (no record, another user's, a room no longer
+/// allowed or not recovered) the session starts afresh, in no room, as
+/// Socket.IO's own do.
+fn rejoin(conn: &mut SioConnection, pid: u64, offset: Option<&str>, record: Option<Record>) {
+    let Some(record) = record.filter(|record| Some(&record.user) == conn.session().user()) else {
+        return connected(conn, new_pid(), false);
+    };
     let positions = match offset.map(parse_stream_id) {
         Some(None) => return connected(conn, new_pid(), false),
         Some(Some(positions)) => positions,
         None => Vec::new(),
     };
-    let since = |room: &str| {
-        let position = positions.iter().find(|p| p.room == room)?;
-        Some(Since { seq: position.seq, epoch: Some(position.epoch.as_str().into()) })
-    };
-    // The record says which rooms (the offset may name one left since);
-    // without it, on a node the client did not leave, the offset does.
-    let rooms: Vec<(RoomName, Option<Since>)> = match &record {
-        Some(record) => record
-            .rooms
-            .iter()
-            .map(|(room, epoch, seq)| {
-                let at = since(room).unwrap_or(Since { seq: *seq, epoch: Some((**epoch).into()) });
-                (room.clone(), Some(at))
-            })
-            .collect(),
-        None => positions.iter().map(|p| (p.room.as_str().into(), since(&p.room))).collect(),
-    };
-    if record.is_none() && rooms.is_empty() {
-        return connected(conn, new_pid(), false);
-    }
+    let rooms: Vec<(RoomName, Option<Since>)> = record
+        .rooms
+        .into_iter()
+        .map(|(room, epoch, seq)| {
+            // The offset's position, for a room the client had a message of since.
+            let since = match positions.iter().find(|p| p.room == *room) {
+                Some(p) => Since { seq: p.seq, epoch: Some(p.epoch.as_str().into()) },
+                None => Since { seq, epoch: Some((*epoch).into()) },
+            };
+            (room, Some(since))
+        })
+        .collect();
     let max_rooms = conn.services().config.limits.max_rooms_per_conn;
     if rooms.iter().any(|(room, _)| conn.session().check_join(room, max_rooms).is_err()) {
         return connected(conn, new_pid(), false);
@@ -445,11 +480,20 @@ fn recover(conn: &mut SioConnection, pid: u64, offset: Option<&str>) {
     conn.outbox().cork();
     conn.join_all(rooms, move |conn, joined, recovered| {
         if joined && recovered {
-            return connected(conn, pid, true);
+            connected(conn, pid, true);
+            return Sio::rooms_changed(conn);
         }
         conn.leave_rooms(&names);
         connected(conn, new_pid(), true);
     });
+}
+
+/// The session's rooms as a record: each with where its join placed it.
+fn record(conn: &SioConnection) -> Option<Record> {
+    let user = conn.session().user()?.clone();
+    let mut rooms = conn.outbox().joined_positions();
+    rooms.retain(|(room, _, _)| conn.session().is_member(room));
+    Some(Record { user, rooms })
 }
 
 

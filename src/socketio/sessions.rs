@@ -21,6 +21,27 @@ pub(crate) struct Record {
     pub rooms: Vec<(RoomName, Arc<str>, u64)>,
 }
 
+impl Record {
+    /// The record as Redis keeps it: the user, a line break, then each
+    /// room with its epoch and `seq` as an SSE event id writes them.
+    pub(crate) fn to_text(&self) -> String {
+        let rooms = self.rooms.iter().map(|(room, epoch, seq)| (&**room, Some((&**epoch, *seq))));
+        format!("{}\n{}", self.user, crate::protocol::framing::stream_id(rooms))
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let (user, rooms) = text.split_once('\n')?;
+        let rooms = match rooms {
+            "" => Vec::new(),
+            rooms => crate::protocol::framing::parse_stream_id(rooms)?
+                .into_iter()
+                .map(|p| (p.room.as_str().into(), p.epoch.as_str().into(), p.seq))
+                .collect(),
+        };
+        Some(Self { user: user.into(), rooms })
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Sessions {
     polling: Mutex<HashMap<Arc<str>, Arc<Link>>>,
@@ -126,6 +147,16 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(5));
         sessions.keep(2, record("c"), 60_000);
         assert_eq!(sessions.take(1), Some(record("b")), "the first expiry does not remove the second record");
+    }
+
+    #[test]
+    fn a_record_reads_back_from_its_text() {
+        let two = Record { user: "a b".into(), rooms: vec![("r".into(), "e1".into(), 3), ("s".into(), "e1".into(), 0)] };
+        assert_eq!(Record::parse(&two.to_text()), Some(two));
+        let none = Record { user: "u".into(), rooms: Vec::new() };
+        assert_eq!(Record::parse(&none.to_text()), Some(none));
+        assert_eq!(Record::parse(""), None);
+        assert_eq!(Record::parse("u\nnot a position"), None);
     }
 
     #[test]

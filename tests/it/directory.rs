@@ -139,6 +139,19 @@ async fn conformance(d: Arc<dyn Directory>) {
     d.depart(&c).await.unwrap();
     assert_eq!(d.nodes().await.unwrap(), nodes(&["a", "b"], &[]));
     assert_eq!(d.room_members(&hall).await.unwrap(), [member("a", "frank")]);
+
+    // Socket.IO session records: taken once, replaced by a later keep,
+    // gone after their time.
+    d.keep_session(7, "alice\nhall,e1,3".into(), TTL).await.unwrap();
+    d.keep_session(7, "alice\nhall,e1,4".into(), TTL).await.unwrap();
+    let (first, second) = tokio::join!(d.take_session(7), d.take_session(7));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert!(first.is_some() ^ second.is_some(), "exactly one reconnect takes the record");
+    assert_eq!(first.or(second).as_deref(), Some("alice\nhall,e1,4"));
+    assert_eq!(d.take_session(8).await.unwrap(), None);
+    d.keep_session(9, "bob\n".into(), Duration::from_millis(50)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(d.take_session(9).await.unwrap(), None, "a record lapses");
 }
 
 #[tokio::test]
