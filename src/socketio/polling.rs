@@ -11,7 +11,9 @@
 //!   loses nothing: what its poll took goes back in front of the queue.
 //! - `POST …&sid=S` hands its packets to the session, which handles them in
 //!   order on its own worker, as it would a WebSocket's frames. A body
-//!   over `limits.max_message_bytes` is answered 413 and ends the session.
+//!   over `limits.max_message_bytes` is answered 413 and ends the session;
+//!   more than `limits.outbound_queue` packets waiting to be handled (a
+//!   flood while the session waits for a join) is 429 and ends it too.
 //! - A session heard from by neither (a client that stopped polling) is
 //!   ended after `heartbeat.timeout_ms` (`pingInterval + pingTimeout`),
 //!   and a client that stops reading has the same bounded queue as any
@@ -367,7 +369,17 @@ async fn post(req: HttpRequest, mut payload: web::Payload, node: web::Data<Node>
         if state.gone {
             return refuse(EngineError::BadRequest, &cors);
         }
-        state.inbox.extend(text.split(packet::SEPARATOR as char).map(str::to_owned));
+        // Packets wait here only while the session waits for an answer (a
+        // join): a client that posts faster than that is a flood.
+        let packets = text.split(packet::SEPARATOR as char);
+        if state.inbox.len() + packets.clone().count() > node.services.config.limits.outbound_queue {
+            drop(state);
+            node.services.metrics.frames_dropped(crate::metrics::Fault::RateLimit, 1);
+            link.outbox.close(close::POLICY);
+            let body = serde_json::json!({ "code": 3, "message": close::POLICY_REASON }).to_string();
+            return reply(429, &cors, "application/json", body);
+        }
+        state.inbox.extend(packets.map(str::to_owned));
     }
     link.heard.store(true, Ordering::Release);
     link.outbox.wake();
