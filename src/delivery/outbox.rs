@@ -806,6 +806,11 @@ impl Outbox {
         self.shared.wake_owner();
     }
 
+    /// Whether `other` is this very outbox.
+    pub(crate) fn is(&self, other: &Outbox) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// Has the connection's owner poll it.
     pub(crate) fn wake(&self) {
         self.shared.wake_owner();

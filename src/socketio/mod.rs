@@ -191,7 +191,8 @@ impl Transport for Sio {
             conn.services().socketio.remove_link(&link.sid);
         }
         let pid = conn.transport.pid;
-        if pid == 0 {
+        if pid == 0 || !conn.services().socketio.ended(pid, conn.outbox()) {
+            // Never connected, or its client is already back on another.
             return;
         }
         let services = conn.services().clone();
@@ -272,13 +273,16 @@ fn on_packet(conn: &mut SioConnection, text: &str) {
         Engine::Ping("probe") => on_probe(conn),
         Engine::Ping(_) => {}
         Engine::Upgrade => on_upgrade(conn),
-        // The transport closed (as Socket.IO counts it, recoverable).
-        Engine::Close => conn.close(close::NORMAL, "client closed"),
-        Engine::Binary => on_attachment(conn, text.len()),
-        Engine::Unknown => {
-            conn.services().metrics.frame_in(protocol::ClientKind::Invalid, TransportKind::SocketIo, text.len());
-            conn.error(ErrorCode::BadRequest, "not an Engine.IO packet", None);
+        // The transport closed (as Socket.IO counts it, recoverable). A
+        // polling client is gone: no poll will take a close packet.
+        Engine::Close => {
+            conn.close(close::NORMAL, "client closed");
+            if conn.transport.polling {
+                let _ = conn.outbox().take_polled();
+            }
         }
+        Engine::Binary => on_attachment(conn, text.len()),
+        Engine::Unknown => refuse(conn, "not an Engine.IO packet", None, text.len()),
     }
 }
 
@@ -306,17 +310,19 @@ fn on_upgrade(conn: &mut SioConnection) {
 /// Handles one Socket.IO packet.
 fn on_socket_packet(conn: &mut SioConnection, text: &str) {
     let Some(packet) = packet::socket(text) else {
-        conn.services().metrics.frame_in(protocol::ClientKind::Invalid, TransportKind::SocketIo, text.len());
-        return conn.error(ErrorCode::BadRequest, "not a Socket.IO packet", None);
+        return refuse(conn, "not a Socket.IO packet", None, text.len());
     };
     if packet.namespace != "/" {
-        if packet.kind == Kind::Connect {
+        // Answered, so counted against the rate limit as any frame.
+        if packet.kind == Kind::Connect && conn.admit(None, true) {
             conn.outbox().write_packet(&packet::connect_error(packet.namespace, "Invalid namespace"), false);
         }
         return;
     }
     match packet.kind {
-        Kind::Connect => on_connect(conn, packet.data),
+        // A CONNECT costs a token check: it takes a rate-limit token too.
+        Kind::Connect if conn.admit(None, true) => on_connect(conn, packet.data),
+        Kind::Connect => {}
         Kind::Disconnect => {
             // The client's own: nothing to recover.
             conn.transport.forget = true;
@@ -348,15 +354,15 @@ fn on_event(conn: &mut SioConnection, ack: Option<u64>, data: &str) {
             let decoded = protocol::decode_event(&name, arg, id.as_deref());
             conn.on_request(decoded, data.len());
         }
-        None => {
-            let rejection = protocol::Rejection {
-                id: id.as_deref(),
-                code: ErrorCode::BadRequest,
-                message: "an event is an array that starts with its name".into(),
-            };
-            conn.on_request(Err(rejection), data.len());
-        }
+        None => refuse(conn, "an event is an array that starts with its name", id.as_deref(), data.len()),
     }
+}
+
+/// Answers a packet that cannot be read with `BAD_REQUEST`, counted and
+/// rate-limited as any client frame.
+fn refuse(conn: &mut SioConnection, message: &'static str, id: Option<&RawValue>, len: usize) {
+    let rejection = protocol::Rejection { id, code: ErrorCode::BadRequest, message: message.into() };
+    conn.on_request(Err(rejection), len);
 }
 
 /// What a CONNECT may carry: the client's `auth`, and what socket.io-client
@@ -420,6 +426,9 @@ fn new_pid() -> u64 {
 /// session's rooms were recovered (`corked`).
 fn connected(conn: &mut SioConnection, pid: u64, corked: bool) {
     conn.transport.pid = pid;
+    if let Some(user) = conn.session().user().cloned() {
+        conn.services().socketio.connected(pid, user, conn.outbox().clone());
+    }
     let sid = conn.services().conn_label(conn.session().id);
     let reply = packet::connected(&sid, &format!("{pid:016x}"));
     if corked {
@@ -432,6 +441,10 @@ fn connected(conn: &mut SioConnection, pid: u64, corked: bool) {
 /// Finds the record of a session that came back with `pid` (in Redis,
 /// with clustering: it may have been on another node), then rejoins it.
 fn recover(conn: &mut SioConnection, pid: u64, offset: Option<&str>) {
+    let user = conn.session().user().cloned();
+    if let Some(record) = user.and_then(|user| conn.services().socketio.take_live(pid, &user, conn.outbox())) {
+        return rejoin(conn, pid, offset, Some(record));
+    }
     let offset = offset.map(str::to_owned);
     match conn.services().cluster.take_session(pid) {
         Some(take) => conn.wait(take, move |conn, taken| {
@@ -453,10 +466,10 @@ fn recover(conn: &mut SioConnection, pid: u64, offset: Option<&str>) {
 /// Socket.IO's own do.
 fn rejoin(conn: &mut SioConnection, pid: u64, offset: Option<&str>, record: Option<Record>) {
     let Some(record) = record.filter(|record| Some(&record.user) == conn.session().user()) else {
-        return connected(conn, new_pid(), false);
+        return fresh(conn, pid);
     };
     let positions = match offset.map(parse_stream_id) {
-        Some(None) => return connected(conn, new_pid(), false),
+        Some(None) => return fresh(conn, pid),
         Some(Some(positions)) => positions,
         None => Vec::new(),
     };
@@ -474,7 +487,7 @@ fn rejoin(conn: &mut SioConnection, pid: u64, offset: Option<&str>, record: Opti
         .collect();
     let max_rooms = conn.services().config.limits.max_rooms_per_conn;
     if rooms.iter().any(|(room, _)| conn.session().check_join(room, max_rooms).is_err()) {
-        return connected(conn, new_pid(), false);
+        return fresh(conn, pid);
     }
     let names: Vec<RoomName> = rooms.iter().map(|(room, _)| room.clone()).collect();
     conn.outbox().cork();
@@ -484,8 +497,16 @@ fn rejoin(conn: &mut SioConnection, pid: u64, offset: Option<&str>, record: Opti
             return Sio::rooms_changed(conn);
         }
         conn.leave_rooms(&names);
+        conn.services().socketio.ended(pid, conn.outbox());
         connected(conn, new_pid(), true);
     });
+}
+
+/// Answers a CONNECT that came back with `pid` as a new session: the old
+/// pid is no longer this connection's.
+fn fresh(conn: &mut SioConnection, pid: u64) {
+    conn.services().socketio.ended(pid, conn.outbox());
+    connected(conn, new_pid(), false);
 }
 
 /// The session's rooms as a record: each with where its join placed it.

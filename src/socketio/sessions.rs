@@ -1,8 +1,10 @@
 //! What a node keeps of its Socket.IO sessions beyond their connections:
 //! the long-polling sessions by Engine.IO `sid` (a poll finds its session
-//! here, on whichever worker it arrives), and, for
-//! `socketio.recovery_ms` after a session's connection ends, where it was
-//! in each of its rooms, by its `pid`, for its client to recover.
+//! here, on whichever worker it arrives); the connected sessions by `pid`,
+//! so that a client back before the node noticed its old connection is gone
+//! (a network that dropped without a word) recovers from the live one; and,
+//! for `socketio.recovery_ms` after a session's connection ends, where it
+//! was in each of its rooms, by its `pid`, for its client to recover.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -11,6 +13,8 @@ use parking_lot::Mutex;
 
 use super::polling::Link;
 use crate::connection::clock;
+use crate::delivery::Outbox;
+use crate::protocol::close;
 use crate::ids::{RoomName, UserId};
 
 /// A session's rooms as its connection ended: each with the epoch and the
@@ -45,6 +49,9 @@ impl Record {
 #[derive(Default)]
 pub(crate) struct Sessions {
     polling: Mutex<HashMap<Arc<str>, Arc<Link>>>,
+    /// Connected sessions: their user, and the outbox whose positions are
+    /// their record.
+    live: Mutex<HashMap<u64, (UserId, Outbox)>>,
     records: Mutex<Records>,
 }
 
@@ -82,6 +89,40 @@ impl Sessions {
 
     pub(crate) fn remove_link(&self, sid: &str) {
         self.polling.lock().remove(sid);
+    }
+
+    /// Session `pid` of `user` is connected, writing through `outbox`.
+    pub(crate) fn connected(&self, pid: u64, user: UserId, outbox: Outbox) {
+        self.live.lock().insert(pid, (user, outbox));
+    }
+
+    /// Session `pid`'s connection through `outbox` ended: whether it was
+    /// still the session's (not superseded by its client's reconnect).
+    pub(crate) fn ended(&self, pid: u64, outbox: &Outbox) -> bool {
+        let mut live = self.live.lock();
+        match live.get(&pid) {
+            Some((_, current)) if !current.is(outbox) => false,
+            Some(_) => {
+                live.remove(&pid);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// The record of session `pid` of `user` while it is still connected
+    /// here (its client is back, on the connection writing through
+    /// `outbox`, before this node noticed the old one was gone): the old
+    /// connection is closed, and the session is the new one's from now on.
+    pub(crate) fn take_live(&self, pid: u64, user: &UserId, outbox: &Outbox) -> Option<Record> {
+        let (old_user, old) = {
+            let mut live = self.live.lock();
+            let entry = live.get_mut(&pid).filter(|(owner, _)| owner == user)?;
+            std::mem::replace(entry, (user.clone(), outbox.clone()))
+        };
+        let rooms = old.joined_positions();
+        old.close(close::NORMAL);
+        Some(Record { user: old_user, rooms })
     }
 
     /// Keeps `record` for `pid` for `keep_ms`.

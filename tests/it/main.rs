@@ -31,6 +31,7 @@ mod process;
 mod protocol;
 mod relay;
 mod scripts;
+mod socketio;
 mod sse;
 mod startup;
 mod supervision;
