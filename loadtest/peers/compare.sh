@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side load comparison of Herald and its peers (Node ws, uWebSockets.js,
-# Socket.IO). Each server is started fresh for every load, driven by the same
+# Socket.IO). `herald-socketio` is Herald again, driven through its Socket.IO
+# endpoint (/socket.io/) in the Socket.IO dialect. Each server is started fresh for every load, driven by the same
 # herald-load invocation, and its JSON report saved under
 # loadtest/peers/results/<timestamp>/. Markdown tables (servers as columns) are
 # printed at the end; a run that failed shows as failed, with its reason.
@@ -11,7 +12,7 @@
 # Knobs (environment): SERVERS, FANOUT, ROUNDS, PORT, IDLE_SIZES, HOLD_SECS, ROOMS, MEMBERS,
 # PUBLISHERS, RATE, DURATION, PAYLOAD_BYTES, RAMP_START, RAMP_FACTOR,
 # RAMP_STEP_SECS, RAMP_MAX_RATE, FINAL, LOAD_ARGS, SKIP_BUILD, RESULTS_DIR,
-# LOAD_BIN, IDLE_TIMEOUT, FANOUT_TIMEOUT, RAMP_TIMEOUT, START_TIMEOUT. See README.md.
+# LOAD_BIN, HERALD_BIN, IDLE_TIMEOUT, FANOUT_TIMEOUT, RAMP_TIMEOUT, START_TIMEOUT. See README.md.
 
 set -uo pipefail
 
@@ -48,8 +49,10 @@ IDLE_TIMEOUT="${IDLE_TIMEOUT:-}"
 FANOUT_TIMEOUT="${FANOUT_TIMEOUT:-$((DURATION + 180))}"
 RAMP_TIMEOUT="${RAMP_TIMEOUT:-900}"
 
-HERALD_LOAD="${LOAD_BIN:-$ROOT/target/release/herald-load}"
-HERALD_BIN="$ROOT/target/release/herald"
+# cargo builds into $CARGO_TARGET_DIR when it is set.
+RELEASE_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+HERALD_LOAD="${LOAD_BIN:-$RELEASE_DIR/herald-load}"
+HERALD_BIN="${HERALD_BIN:-$RELEASE_DIR/herald}"
 RESULTS="${RESULTS_DIR:-$PEERS_DIR/results/$(date +%Y%m%d-%H%M%S)}"
 RUNS="$RESULTS/runs.tsv"
 SIZE_TAG="${ROOMS}x${MEMBERS}"
@@ -123,7 +126,7 @@ start_server() {
     return 1
   fi
   case "$server" in
-    herald)
+    herald | herald-socketio)
       (cd "$ROOT" && exec env \
         HERALD_SERVER__HOST=127.0.0.1 \
         HERALD_SERVER__PORT="$PORT" \
@@ -168,12 +171,16 @@ url_for() {
   case "$1" in
     herald) echo "ws://127.0.0.1:$PORT/ws" ;;
     ws | uws) echo "ws://127.0.0.1:$PORT/" ;;
-    socketio) echo "ws://127.0.0.1:$PORT" ;;
+    # The base URL: herald-load adds /socket.io/?EIO=4&transport=websocket.
+    socketio | herald-socketio) echo "ws://127.0.0.1:$PORT" ;;
   esac
 }
 
 dialect_for() {
-  if [ "$1" = socketio ]; then echo socketio; else echo herald; fi
+  case "$1" in
+    socketio | herald-socketio) echo socketio ;;
+    *) echo herald ;;
+  esac
 }
 
 # run_load <server> <mode-tag> <size-tag> <timeout> <herald-load args...>
@@ -509,7 +516,7 @@ main() {
   local server
   for server in $SERVERS; do
     case "$server" in
-      herald) [ -x "$HERALD_BIN" ] || { log "$HERALD_BIN is missing"; exit 2; } ;;
+      herald | herald-socketio) [ -x "$HERALD_BIN" ] || { log "$HERALD_BIN is missing"; exit 2; } ;;
       ws | uws | socketio)
         command -v node >/dev/null || { log "node is required for $server"; exit 2; }
         if [ ! -d "$PEERS_DIR/$server/node_modules" ]; then
@@ -517,7 +524,7 @@ main() {
           (cd "$PEERS_DIR/$server" && npm ci --no-audit --no-fund) || { log "npm ci failed in $server/"; exit 2; }
         fi
         ;;
-      *) log "unknown server '$server' (known: herald ws uws socketio)"; exit 2 ;;
+      *) log "unknown server '$server' (known: herald herald-socketio ws uws socketio)"; exit 2 ;;
     esac
   done
   mkdir -p "$RESULTS"

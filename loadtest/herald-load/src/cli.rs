@@ -44,6 +44,18 @@ pub enum Dialect {
     Socketio,
 }
 
+/// How a Socket.IO client reaches the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// engine.io over one WebSocket (every dialect).
+    #[default]
+    Websocket,
+    /// engine.io's HTTP long polling (Socket.IO dialect, `idle` only): a
+    /// long-poll GET always outstanding, pings answered with a POST.
+    Polling,
+}
+
 /// Flags every mode shares.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -53,7 +65,8 @@ pub struct CommonArgs {
     /// Wire dialect of the server.
     #[arg(long, value_enum, default_value_t = Dialect::Herald)]
     pub dialect: Dialect,
-    /// HS256 secret: each connection gets `?token=` with `sub = "load-<index>"` (Herald dialect only).
+    /// HS256 secret: each connection gets a token with `sub = "load-<index>"`: `?token=`
+    /// (Herald dialect) or `40{"token":...}`, the connect packet's auth (Socket.IO).
     #[arg(long)]
     pub secret: Option<String>,
     /// Local source addresses, assigned round-robin: `127.0.0.2-127.0.0.9` or `127.0.0.2,127.0.0.3`.
@@ -84,6 +97,9 @@ pub struct IdleArgs {
     /// Seconds to hold the connections idle before measuring.
     #[arg(long, default_value_t = 10)]
     pub hold_secs: u64,
+    /// engine.io transport; `polling` needs `--dialect socketio`.
+    #[arg(long, value_enum, default_value_t = Transport::Websocket)]
+    pub transport: Transport,
 }
 
 /// The rooms, members and thresholds `fanout` and `ramp` share.
@@ -420,6 +436,21 @@ mod tests {
             assert!(parse(&[FANOUT, &["--room-prefix", bad]].concat()).is_err(), "{bad}");
         }
         assert!(parse(&["recover", "--room-prefix", "live."]).is_err(), "recover names its own rooms");
+    }
+
+    #[test]
+    fn idle_takes_a_transport_and_other_modes_do_not() {
+        let Mode::Idle(ws) = parse(&["idle", "--connections", "3"]).unwrap() else {
+            panic!("not idle")
+        };
+        assert_eq!(ws.transport, Transport::Websocket);
+        let Mode::Idle(polling) =
+            parse(&["idle", "--connections", "3", "--dialect", "socketio", "--transport", "polling"]).unwrap()
+        else {
+            panic!("not idle")
+        };
+        assert_eq!(polling.transport, Transport::Polling);
+        assert!(parse(&[FANOUT, &["--transport", "polling"]].concat()).is_err());
     }
 
     #[test]

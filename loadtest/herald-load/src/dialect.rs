@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -76,16 +77,95 @@ fn decode_herald(text: &str) -> Inbound<'_> {
     }
 }
 
-/// A Socket.IO event: its name and first argument.
+/// A Socket.IO event name, borrowed when it has no escapes.
 #[derive(Deserialize)]
-struct Event<'a>(#[serde(borrow)] Cow<'a, str>, #[serde(default, borrow)] Option<&'a RawValue>);
+struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
 
+/// The first argument of a `message` event: Herald's `message` frame, or the
+/// peer's `{room, data, ts}`. Other fields are skipped.
 #[derive(Deserialize)]
 struct EventMessage<'a> {
     #[serde(borrow)]
     room: Cow<'a, str>,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
+}
+
+/// The first argument of a presence event: a frame with a room.
+#[derive(Deserialize)]
+struct EventRoom<'a> {
+    #[serde(borrow)]
+    room: Cow<'a, str>,
+}
+
+/// An event packet's array, `["name", arg, ...]`, read in one pass: the
+/// name decides how its first argument is parsed, and any further arguments
+/// (Herald's trailing recovery offset) are skipped unparsed.
+struct EventArray<'a>(Inbound<'a>);
+
+impl<'de> Deserialize<'de> for EventArray<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EventArray<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a Socket.IO event array")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let Some(Name(name)) = seq.next_element::<Name<'de>>()? else {
+                    return Ok(EventArray(Inbound::Other));
+                };
+                let inbound = match name.as_ref() {
+                    "message" => match seq.next_element::<EventMessage<'de>>()? {
+                        Some(msg) => Inbound::Message { room: msg.room, t: stamp(msg.data) },
+                        None => Inbound::Other,
+                    },
+                    "user_joined" | "user_left" => match seq.next_element::<EventRoom<'de>>()? {
+                        Some(arg) => Inbound::Presence { room: arg.room },
+                        None => Inbound::Other,
+                    },
+                    // The older peer's reply to a join: `42["joined","<room>"]`.
+                    "joined" => match seq.next_element::<Name<'de>>()? {
+                        Some(Name(room)) => Inbound::Joined { room },
+                        None => Inbound::Other,
+                    },
+                    _ => Inbound::Other,
+                };
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(EventArray(inbound))
+            }
+        }
+        deserializer.deserialize_seq(Visitor)
+    }
+}
+
+/// An acknowledgement's arguments, `[reply, ...]`: Herald answers with its
+/// native reply frame (`joined`, `ack`, `error`, ...) as the one argument.
+struct AckArray<'a>(Inbound<'a>);
+
+impl<'de> Deserialize<'de> for AckArray<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = AckArray<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a Socket.IO acknowledgement array")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let inbound = match seq.next_element::<HeraldFrame<'de>>()? {
+                    Some(HeraldFrame { kind, room: Some(room), .. }) if kind == "joined" => Inbound::Joined { room },
+                    _ => Inbound::Other,
+                };
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(AckArray(inbound))
+            }
+        }
+        deserializer.deserialize_seq(Visitor)
+    }
 }
 
 fn decode_socketio(text: &str) -> Inbound<'_> {
@@ -95,25 +175,23 @@ fn decode_socketio(text: &str) -> Inbound<'_> {
         [b'2'] => Inbound::EnginePing,
         [b'4', b'0', ..] => Inbound::Welcome { user: None },
         [b'4', b'2', ..] => decode_event(&text[2..]),
+        [b'4', b'3', ..] => decode_ack(&text[2..]),
         _ => Inbound::Other,
     }
 }
 
+/// The arguments after an event's or an ack's optional id (`42` / `43`
+/// already taken off): `17["message",...]` → `["message",...]`.
+fn after_id(text: &str) -> &str {
+    text.trim_start_matches(|c: char| c.is_ascii_digit())
+}
+
 fn decode_event(text: &str) -> Inbound<'_> {
-    let Ok(Event(name, arg)) = serde_json::from_str::<Event>(text) else {
-        return Inbound::Other;
-    };
-    match (name.as_ref(), arg) {
-        ("joined", Some(arg)) => match serde_json::from_str::<Cow<str>>(arg.get()) {
-            Ok(room) => Inbound::Joined { room },
-            Err(_) => Inbound::Other,
-        },
-        ("message", Some(arg)) => match serde_json::from_str::<EventMessage>(arg.get()) {
-            Ok(msg) => Inbound::Message { room: msg.room, t: stamp(msg.data) },
-            Err(_) => Inbound::Other,
-        },
-        _ => Inbound::Other,
-    }
+    serde_json::from_str::<EventArray>(after_id(text)).map_or(Inbound::Other, |e| e.0)
+}
+
+fn decode_ack(text: &str) -> Inbound<'_> {
+    serde_json::from_str::<AckArray>(after_id(text)).map_or(Inbound::Other, |a| a.0)
 }
 
 /// A Herald frame as a `recover` client reads it: with `seq`, `epoch` and
@@ -181,8 +259,18 @@ pub fn join_since(room: &str, since: u64, epoch: Option<&str>) -> String {
     frame.to_string()
 }
 
-/// The first frame a Socket.IO client sends after engine.io's open packet.
-pub const SOCKETIO_CONNECT: &str = "40";
+/// The first packet a Socket.IO client sends after engine.io's open packet:
+/// a connect to the default namespace, with `{"token": ...}` as its auth
+/// payload when the client has one.
+pub fn socketio_connect(token: Option<&str>) -> String {
+    match token {
+        Some(token) => format!(r#"40{{"token":{}}}"#, serde_json::Value::from(token)),
+        None => "40".into(),
+    }
+}
+
+/// The acknowledgement id of a Socket.IO join; a load client joins once.
+pub const SOCKETIO_JOIN_ACK: u32 = 1;
 /// The answer to engine.io's ping.
 pub const SOCKETIO_PONG: &str = "3";
 
@@ -190,7 +278,8 @@ pub const SOCKETIO_PONG: &str = "3";
 pub fn join(dialect: Dialect, room: &str) -> String {
     match dialect {
         Dialect::Herald => format!(r#"{{"type":"join","room":"{room}"}}"#),
-        Dialect::Socketio => format!(r#"42["join","{room}"]"#),
+        // Herald's shape: one object argument, and the reply (`joined`) comes as the ack.
+        Dialect::Socketio => format!(r#"42{SOCKETIO_JOIN_ACK}["join",{{"room":"{room}"}}]"#),
     }
 }
 
@@ -259,6 +348,62 @@ mod tests {
     }
 
     #[test]
+    fn socketio_packets_in_herald_shape_are_classified() {
+        let s = |t| decode(Dialect::Socketio, t);
+        assert_eq!(s(r#"40{"sid":"s1","pid":"p1"}"#), Inbound::Welcome { user: None });
+        // A join's reply is its acknowledgement, carrying the native `joined` frame.
+        assert_eq!(
+            s(r#"431[{"type":"joined","room":"r1","users":["anon:c1"],"count":1,"seq":0,"epoch":"e"}]"#),
+            Inbound::Joined { room: room("r1") }
+        );
+        assert_eq!(s(r#"4317[{"type":"joined","room":"r\"q"}]"#), Inbound::Joined { room: room("r\"q") });
+        assert_eq!(s(r#"431[{"type":"ack","seq":7}]"#), Inbound::Other);
+        assert_eq!(s(r#"431[{"type":"error","code":"FORBIDDEN","message":"no"}]"#), Inbound::Other);
+        assert_eq!(s(r#"431[]"#), Inbound::Other);
+        assert_eq!(s(r#"431[{"room":"r1"}]"#), Inbound::Other);
+        // A message's first argument is the native frame; the trailing offset is skipped.
+        assert_eq!(
+            s(r#"42["message",{"type":"message","room":"r1","from":"u","data":{"t":99,"n":3,"pad":"xx"},"seq":7,"ts":5},"e:7"]"#),
+            Inbound::Message { room: room("r1"), t: Some(99) }
+        );
+        assert_eq!(
+            s(r#"42["message",{"type":"message","room":"r1","data":{"t":99}},"e:7",{"more":[1,2]}]"#),
+            Inbound::Message { room: room("r1"), t: Some(99) }
+        );
+        assert_eq!(
+            s(r#"42["message",{"type":"message","room":"r1","data":"plain"}]"#),
+            Inbound::Message { room: room("r1"), t: None }
+        );
+        assert_eq!(s(r#"42["message",{"type":"message","data":{"t":1}},"o"]"#), Inbound::Other);
+        assert_eq!(s(r#"42["message"]"#), Inbound::Other);
+        assert_eq!(s(r#"42["user_joined",{"type":"user_joined","room":"r1","user":"u"}]"#), Inbound::Presence { room: room("r1") });
+        assert_eq!(s(r#"42["user_left",{"type":"user_left","room":"r1","user":"u"},"x"]"#), Inbound::Presence { room: room("r1") });
+        assert_eq!(s(r#"42["error",{"type":"error","code":"RATE_LIMITED","message":"slow down"}]"#), Inbound::Other);
+        // An event with an ack id.
+        assert_eq!(s(r#"4212["message",{"room":"r1","data":{"t":4}}]"#), Inbound::Message { room: room("r1"), t: Some(4) });
+        assert_eq!(s(r#"44{"message":"invalid token"}"#), Inbound::Other);
+        assert_eq!(s(r#"43["#), Inbound::Other);
+    }
+
+    #[test]
+    fn socketio_messages_borrow_from_the_packet() {
+        let text = r#"42["message",{"type":"message","room":"load-3","data":{"t":1,"n":0,"pad":""},"seq":2},"o"]"#;
+        match decode(Dialect::Socketio, text) {
+            Inbound::Message { room: Cow::Borrowed(r), .. } => assert_eq!(r, "load-3"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn socketio_connect_carries_the_token_as_auth() {
+        assert_eq!(socketio_connect(None), "40");
+        let with = socketio_connect(Some("a.b\"c"));
+        assert!(with.starts_with("40{"));
+        let auth: serde_json::Value = serde_json::from_str(&with[2..]).unwrap();
+        assert_eq!(auth, serde_json::json!({"token": "a.b\"c"}));
+    }
+
+    #[test]
     fn sequenced_frames_carry_seq_epoch_and_recovered() {
         let d = decode_sequenced;
         assert_eq!(
@@ -302,6 +447,8 @@ mod tests {
         assert_eq!(value[1]["room"], "load-1");
         let join_frame: serde_json::Value = serde_json::from_str(&join(Dialect::Herald, "load-1")).unwrap();
         assert_eq!(join_frame["type"], "join");
-        assert_eq!(join(Dialect::Socketio, "r"), r#"42["join","r"]"#);
+        assert_eq!(join(Dialect::Socketio, "r"), r#"421["join",{"room":"r"}]"#);
+        let value: serde_json::Value = serde_json::from_str(&join(Dialect::Socketio, "load-1")[3..]).unwrap();
+        assert_eq!(value, serde_json::json!(["join", {"room": "load-1"}]));
     }
 }

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::Dialect;
+use crate::cli::{Dialect, Transport};
 use crate::schedule::Step;
 
 /// Coordinator → worker.
@@ -38,6 +38,9 @@ pub struct Setup {
     /// The exact URL publishers connect to instead of `url`, without a token.
     pub publish_url: Option<String>,
     pub dialect: Dialect,
+    /// How Socket.IO clients connect (`url` is made for it).
+    #[serde(default)]
+    pub transport: Transport,
     pub secret: Option<String>,
     pub sources: Vec<Ipv4Addr>,
     /// Global index of this worker's first connection; it opens `count` from there.
@@ -311,6 +314,7 @@ mod tests {
             url: "ws://127.0.0.1:1/ws".into(),
             publish_url: None,
             dialect: Dialect::Herald,
+            transport: Transport::Websocket,
             secret: None,
             sources: Vec::new(),
             first: 0,

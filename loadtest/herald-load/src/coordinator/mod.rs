@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::cli::{
-    CommonArgs, Dialect, FanoutArgs, IdleArgs, Mode, PublishArgs, RampArgs, ShapeArgs,
+    CommonArgs, Dialect, FanoutArgs, IdleArgs, Mode, PublishArgs, RampArgs, ShapeArgs, Transport,
 };
 use crate::histogram::{round3, Micros};
 use crate::ipc::{Command, Connected, Event, PresenceSeen, RoomPlan, StepDone, Trouble};
@@ -69,15 +69,22 @@ fn finish<R: Verdict>(report: &R, json: bool) -> ExitCode {
 }
 
 /// The URL workers connect to for the `url` given on the command line.
-fn target_url(url: &str, dialect: Dialect) -> Result<String, String> {
-    if !url.starts_with("ws://") {
+fn target_url(url: &str, dialect: Dialect, transport: Transport) -> Result<String, String> {
+    let Some(rest) = url.strip_prefix("ws://") else {
         return Err(format!("{url}: only ws:// URLs are supported"));
-    }
-    Ok(match dialect {
-        Dialect::Herald => url.to_string(),
-        Dialect::Socketio => format!(
+    };
+    Ok(match (dialect, transport) {
+        (Dialect::Herald, Transport::Websocket) => url.to_string(),
+        (Dialect::Herald, Transport::Polling) => {
+            return Err("--transport polling needs --dialect socketio".into())
+        }
+        (Dialect::Socketio, Transport::Websocket) => format!(
             "{}/socket.io/?EIO=4&transport=websocket",
             url.trim_end_matches('/')
+        ),
+        (Dialect::Socketio, Transport::Polling) => format!(
+            "http://{}/socket.io/?EIO=4&transport=polling",
+            rest.trim_end_matches('/')
         ),
     })
 }
@@ -87,37 +94,20 @@ fn share(
     publish_url: Option<&str>,
     rooms: Option<RoomPlan>,
 ) -> Result<Share, String> {
-    let secret = match (common.dialect, &common.secret) {
-        (Dialect::Socketio, Some(_)) => {
-            eprintln!("herald-load: --secret applies to the Herald dialect only; ignored");
-            None
-        }
-        (_, secret) => secret.clone(),
-    };
     Ok(Share {
-        url: target_url(&common.url, common.dialect)?,
+        url: target_url(&common.url, common.dialect, Transport::Websocket)?,
         publish_url: publish_url
-            .map(|url| target_url(url, common.dialect))
+            .map(|url| target_url(url, common.dialect, Transport::Websocket))
             .transpose()?,
         dialect: common.dialect,
-        secret,
+        transport: Transport::Websocket,
+        secret: common.secret.clone(),
         sources: common.sources.0.clone(),
         rooms,
         room_prefix: String::new(),
         storm: None,
         connect_timeout: Duration::from_secs(common.connect_timeout_secs),
     })
-}
-
-/// Spawns the workers and waits until every connection has opened or failed.
-/// With `publish_url`, the publishers of `rooms` connect there instead of to `--url`.
-fn connect(
-    common: &CommonArgs,
-    publish_url: Option<&str>,
-    total: usize,
-    rooms: Option<RoomPlan>,
-) -> Result<(Workers, ConnectSummary, Trouble), String> {
-    open_share(common, share(common, publish_url, rooms)?, total)
 }
 
 /// Spawns the workers of `share` and waits until every connection has opened or failed.
@@ -201,7 +191,10 @@ fn close(mut workers: Workers) -> Result<Trouble, String> {
 fn idle(args: &IdleArgs) -> Result<IdleReport, String> {
     let server = args.common.server_pid.map(ServerProcess::new);
     let rss_before = server.and_then(|s| s.rss_kb());
-    let (workers, connect, mut trouble) = connect(&args.common, None, args.connections, None)?;
+    let mut share = share(&args.common, None, None)?;
+    share.url = target_url(&args.common.url, args.common.dialect, args.transport)?;
+    share.transport = args.transport;
+    let (workers, connect, mut trouble) = open_share(&args.common, share, args.connections)?;
     eprintln!("herald-load: holding for {} s", args.hold_secs);
     let cpu_before = server.and_then(|s| s.cpu_secs());
     std::thread::sleep(Duration::from_secs(args.hold_secs));
@@ -545,5 +538,14 @@ mod tests {
             Some("ws://127.0.0.1:3001/socket.io/?EIO=4&transport=websocket")
         );
         assert!(share(&common("herald"), Some("http://127.0.0.1:3001/ws"), None).is_err());
+    }
+
+    #[test]
+    fn polling_reaches_the_socketio_path_over_http() {
+        assert_eq!(
+            target_url("ws://127.0.0.1:3000/", Dialect::Socketio, Transport::Polling).unwrap(),
+            "http://127.0.0.1:3000/socket.io/?EIO=4&transport=polling"
+        );
+        assert!(target_url("ws://127.0.0.1:3000/ws", Dialect::Herald, Transport::Polling).is_err());
     }
 }

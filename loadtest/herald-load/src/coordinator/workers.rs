@@ -28,6 +28,7 @@ pub struct Share {
     /// Where the publishers connect instead of `url`.
     pub publish_url: Option<String>,
     pub dialect: crate::cli::Dialect,
+    pub transport: crate::cli::Transport,
     pub secret: Option<String>,
     pub sources: Vec<std::net::Ipv4Addr>,
     pub rooms: Option<RoomPlan>,
@@ -94,6 +95,7 @@ impl Workers {
                 url: share.url.clone(),
                 publish_url: share.publish_url.clone(),
                 dialect: share.dialect,
+                transport: share.transport,
                 secret: share.secret.clone(),
                 sources: share.sources.clone(),
                 first,

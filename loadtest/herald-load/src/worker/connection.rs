@@ -42,28 +42,42 @@ pub(super) async fn run(
 ) {
     let _live = LiveGuard(shared.clone());
     let started = Instant::now();
-    let opened = tokio::time::timeout_at(deadline, open(&shared, &plan)).await;
+    let attempt = tokio::time::timeout_at(deadline, open(&shared, &plan)).await;
     drop(permit);
-    let ws = {
-        let mut connect = shared.connect.borrow_mut();
-        let (ws, authenticated) = match opened {
-            Ok(Ok(opened)) => opened,
-            Ok(Err(reason)) => return connect.failed(&format!("#{}: {reason}", plan.index)),
-            Err(_) => {
-                return connect.failed(&format!("#{}: no welcome before the deadline", plan.index))
-            }
-        };
-        connect.connected += 1;
-        connect.authenticated += authenticated as u64;
-        connect.latency.record(started.elapsed().as_micros() as u64);
-        shared.progress.notify_one();
-        ws
-    };
+    let Some(ws) = opened(&shared, &plan, started, attempt) else { return };
     Live { shared, plan, ws, phase, publishing: None }.serve().await;
 }
 
+/// Counts an attempt to open, begun at `started`, as connected or failed;
+/// the opened connection when it did open. The attempt yields the
+/// connection and whether it was authenticated.
+pub(super) fn opened<T>(
+    shared: &Shared,
+    plan: &Plan,
+    started: Instant,
+    attempt: Result<Result<(T, bool), String>, tokio::time::error::Elapsed>,
+) -> Option<T> {
+    let mut connect = shared.connect.borrow_mut();
+    let (conn, authenticated) = match attempt {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(reason)) => {
+            connect.failed(&format!("#{}: {reason}", plan.index));
+            return None;
+        }
+        Err(_) => {
+            connect.failed(&format!("#{}: no welcome before the deadline", plan.index));
+            return None;
+        }
+    };
+    connect.connected += 1;
+    connect.authenticated += authenticated as u64;
+    connect.latency.record(started.elapsed().as_micros() as u64);
+    shared.progress.notify_one();
+    Some(conn)
+}
+
 /// Counts the task as ended however it ends.
-struct LiveGuard(Rc<Shared>);
+pub(super) struct LiveGuard(pub(super) Rc<Shared>);
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
@@ -93,16 +107,14 @@ const MAX_FRAME_BYTES: usize = 16 << 20;
 async fn open(shared: &Shared, plan: &Plan) -> Result<(Ws, bool), String> {
     let endpoint = shared.endpoint_of(plan);
     let stream = tcp_connect(endpoint.target, plan.source).await?;
-    let url = match &shared.secret {
-        Some(secret) => {
+    let token = shared.secret.as_deref().map(|secret| crate::token::mint(secret, plan.index)).transpose()?;
+    let url = match (&token, shared.dialect) {
+        // Socket.IO carries the token in its connect packet instead.
+        (Some(token), Dialect::Herald) => {
             let separator = if endpoint.url.contains('?') { '&' } else { '?' };
-            format!(
-                "{}{separator}token={}",
-                endpoint.url,
-                crate::token::mint(secret, plan.index)?
-            )
+            format!("{}{separator}token={token}", endpoint.url)
         }
-        None => endpoint.url.clone(),
+        _ => endpoint.url.clone(),
     };
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(websocket_config()))
         .await
@@ -110,7 +122,7 @@ async fn open(shared: &Shared, plan: &Plan) -> Result<(Ws, bool), String> {
     let authenticated = loop {
         let text = next_text(&mut ws).await?;
         match dialect::decode(shared.dialect, &text) {
-            Inbound::Open => send(&mut ws, dialect::SOCKETIO_CONNECT).await?,
+            Inbound::Open => send(&mut ws, &dialect::socketio_connect(token.as_deref())).await?,
             Inbound::EnginePing => send(&mut ws, dialect::SOCKETIO_PONG).await?,
             Inbound::Welcome { user } => {
                 if shared.secret.is_some() && shared.dialect == Dialect::Herald {
@@ -120,7 +132,12 @@ async fn open(shared: &Shared, plan: &Plan) -> Result<(Ws, bool), String> {
                     }
                 }
                 // Anonymous Herald users are `anon:<conn>`; peers send null.
-                break user.is_some_and(|u| !u.starts_with("anon:"));
+                // Socket.IO's connect reply names no user: a connect that
+                // carried a token and was accepted counts as authenticated.
+                break match shared.dialect {
+                    Dialect::Herald => user.is_some_and(|u| !u.starts_with("anon:")),
+                    Dialect::Socketio => token.is_some(),
+                };
             }
             _ => return Err(format!("before welcome: {text}")),
         }

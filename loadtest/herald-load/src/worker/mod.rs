@@ -8,6 +8,7 @@
 //! server's accept backlog is never flooded.
 
 mod connection;
+mod polling;
 mod storm;
 
 use std::cell::{Cell, RefCell};
@@ -20,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 
-use crate::cli::Dialect;
+use crate::cli::{Dialect, Transport};
 use crate::dialect;
 use crate::histogram::Micros;
 use crate::ipc::{self, Command, Connected, Event, PresenceSeen, RoomPlan, Setup, StepDone, Trouble};
@@ -275,7 +276,14 @@ async fn open_all(shared: &Rc<Shared>, setup: &Setup, phase: &watch::Receiver<Ph
         };
         let attempt_deadline = deadline.min(Instant::now() + ATTEMPT_LIMIT);
         shared.live.set(shared.live.get() + 1);
-        tokio::task::spawn_local(connection::run(shared.clone(), plan, attempt_deadline, permit, phase.clone()));
+        match setup.transport {
+            Transport::Websocket => {
+                tokio::task::spawn_local(connection::run(shared.clone(), plan, attempt_deadline, permit, phase.clone()))
+            }
+            Transport::Polling => {
+                tokio::task::spawn_local(polling::run(shared.clone(), plan, attempt_deadline, permit, phase.clone()))
+            }
+        };
         spawned += 1;
     }
     let never_tried = setup.count as u64 - spawned;
