@@ -200,6 +200,24 @@ def idle_cell(report, key, digits=0, unit=""):
     return cell + (" ✗" if trouble or report.get("error") else "")
 
 
+def problem_of(report):
+    """Why a load did not pass, with a sample of what went wrong; None if it did."""
+    if not report:
+        return None
+    if report.get("error"):
+        return report["error"]
+    if report.get("exit", 0) == 0:
+        return None
+    why = [f"herald-load exit {report['exit']}"]
+    for count, samples in [("connect_failures", "connect_failure_samples"), ("closed_early", "closed_samples"),
+                           ("unexpected_frames", "unexpected_samples")]:
+        if report.get(count):
+            sample = (report.get(samples) or ["?"])[0]
+            why.append(f"{report[count]:,} {count.replace('_', ' ')} (e.g. `{sample}`)")
+    why.extend(report.get("not_held_because") or [])
+    return "; ".join(why)
+
+
 def ratio(a, b):
     return a / b if a and b else None
 
@@ -307,7 +325,9 @@ def print_tables(args, command, version, idle, fanout):
             for k, *_ in IDLE:
                 r = idle.get(k)
                 if key is None:
-                    cells.append("skipped" if r is None else fmt((r.get("connect_ms") or {}).get("p99"), 1))
+                    opened = r and (r.get("connections") or 0) > (r.get("connect_failures") or 0)
+                    cells.append("skipped" if r is None else
+                                 fmt((r.get("connect_ms") or {}).get("p99"), 1) if opened else "n/a")
                 else:
                     cells.append(idle_cell(r, key, digits, unit))
             out.append(f"| {title} | " + " | ".join(cells) + " |")
@@ -380,10 +400,10 @@ def print_tables(args, command, version, idle, fanout):
                 "skipped" if last[k] is None else ("failed" if "error" in last[k] and "loss" not in last[k]
                                                    else get(last[k])) for k, *_ in FANOUT) + " |")
         out.append("")
-    failures = [f"{name}: {r['error']}" for name, r in
-                list(idle.items()) + [(f"fanout {k} round {i + 1}", r) for k, rs in fanout.items()
-                                      for i, r in enumerate(rs)]
-                if r and r.get("error")]
+    failures = [f"{name}: {problem}" for name, r in
+                [(f"idle {k}", r) for k, r in idle.items()]
+                + [(f"fanout {k} round {i + 1}", r) for k, rs in fanout.items() for i, r in enumerate(rs)]
+                if (problem := problem_of(r))]
     if failures:
         out.append("Problems:\n")
         out.extend(f"- {f}" for f in failures)
