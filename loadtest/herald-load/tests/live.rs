@@ -332,6 +332,82 @@ fn secret_authenticates_each_connection_as_its_own_user() {
     assert!(sample.contains("4002"), "{r}");
 }
 
+/// Herald's Socket.IO endpoint is reached from the server's base URL.
+fn sio_url(addr: SocketAddr) -> String {
+    format!("ws://{addr}")
+}
+
+#[test]
+fn socketio_fanout_through_herald_delivers_every_message() {
+    let server = start(config());
+    let url = sio_url(server.addr);
+    let run = herald_load(&[
+        "fanout", "--dialect", "socketio", "--rooms", "3", "--members", "8", "--publishers", "1", "--rate", "150",
+        "--duration-secs", "1", "--warmup-secs", "0.5", "--max-p99-ms", ANY_LATENCY, "--url", &url,
+    ]);
+    let r = &run.report;
+    // Joins are acknowledged with `joined`, messages carry a trailing offset:
+    // anything the client did not expect would be an unexpected frame.
+    assert!(run.success, "{r}\n{}", run.stderr);
+    assert_eq!(u(r, "connect_failures"), 0, "{r}");
+    assert_eq!(u(r, "unexpected_frames"), 0, "{r}");
+    let published = u(r, "published");
+    assert!(published > 0, "{r}");
+    assert_eq!(u(r, "deliveries"), published * 8, "{r}");
+    // Each member's join is announced to the members already in.
+    assert!(u(r, "presence_frames") > 0, "{r}");
+}
+
+#[test]
+fn socketio_idle_over_websocket_and_polling_answers_heartbeats() {
+    let mut fast = config();
+    fast.heartbeat.interval_ms = 200;
+    fast.heartbeat.timeout_ms = 1000;
+    let server = start(fast);
+    let url = sio_url(server.addr);
+    let pid = std::process::id().to_string();
+    for transport in ["websocket", "polling"] {
+        // Several heartbeat timeouts long: a client that did not answer pings would be dropped.
+        let run = herald_load(&[
+            "idle", "--dialect", "socketio", "--transport", transport, "--connections", "40", "--hold-secs", "3",
+            "--per-process", "20", "--sources", "127.0.0.2,127.0.0.3", "--url", &url, "--server-pid", &pid,
+        ]);
+        let r = &run.report;
+        assert!(run.success, "{transport}: {r}\n{}", run.stderr);
+        assert_eq!(u(r, "connect_failures"), 0, "{transport}: {r}");
+        assert_eq!(u(r, "closed_early"), 0, "{transport}: {r}");
+        assert_eq!(u(r, "unexpected_frames"), 0, "{transport}: {r}");
+        assert!(r["rss_per_connection_bytes"].is_number(), "{transport}: {r}");
+    }
+}
+
+#[test]
+fn socketio_secret_goes_in_the_connect_packet() {
+    let mut auth = config();
+    auth.auth.required = true;
+    let server = start(auth);
+    let url = sio_url(server.addr);
+    for transport in ["websocket", "polling"] {
+        let run = herald_load(&[
+            "idle", "--dialect", "socketio", "--transport", transport, "--connections", "10", "--hold-secs", "0",
+            "--secret", SECRET, "--url", &url,
+        ]);
+        let r = &run.report;
+        assert!(run.success, "{transport}: {r}\n{}", run.stderr);
+        assert_eq!(u(r, "authenticated"), 10, "{transport}: {r}");
+
+        let run = herald_load(&[
+            "idle", "--dialect", "socketio", "--transport", transport, "--connections", "10", "--hold-secs", "0",
+            "--secret", "wrong", "--url", &url,
+        ]);
+        let r = &run.report;
+        assert!(!run.success, "{transport}: {r}");
+        assert_eq!(u(r, "connect_failures"), 10, "{transport}: {r}");
+        let sample = r["connect_failure_samples"][0].as_str().unwrap_or_default();
+        assert!(sample.contains("invalid token"), "{transport}: {r}");
+    }
+}
+
 const API_KEY: &str = "load-api-key";
 
 /// The members of `room` as the server's API counts them.
