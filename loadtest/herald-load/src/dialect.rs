@@ -271,6 +271,9 @@ pub fn socketio_connect(token: Option<&str>) -> String {
 
 /// The acknowledgement id of a Socket.IO join; a load client joins once.
 pub const SOCKETIO_JOIN_ACK: u32 = 1;
+/// What a Socket.IO client sends when it leaves on purpose: a disconnect
+/// from the default namespace (a server then keeps nothing for its return).
+pub const SOCKETIO_DISCONNECT: &str = "41";
 /// The answer to engine.io's ping.
 pub const SOCKETIO_PONG: &str = "3";
 

@@ -391,9 +391,13 @@ impl Live {
         Ok(())
     }
 
-    /// Closes politely and waits a little for the server's answer, so the
-    /// server sees a clean close rather than a reset.
+    /// Closes politely (a Socket.IO client disconnects its namespace first)
+    /// and waits a little for the server's answer, so the server sees a
+    /// clean close rather than a reset.
     async fn close(mut self) {
+        if self.shared.dialect == Dialect::Socketio {
+            let _ = self.ws.send(Message::text(dialect::SOCKETIO_DISCONNECT)).await;
+        }
         let _ = self.ws.close(None).await;
         let _ = tokio::time::timeout(CLOSE_WAIT, async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
     }
