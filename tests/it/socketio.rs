@@ -971,6 +971,42 @@ async fn a_polling_session_that_never_polls_is_dropped_with_its_queue_bounded() 
     assert!(eventually(WAIT, || async { is_unknown_sid(&poller.get().await) }).await);
 }
 
+#[tokio::test]
+async fn a_polling_session_that_lags_in_a_latest_room_stays_and_ends_on_the_newest_message() {
+    // A ticker's namespace keeps only the newest message for a reader whose
+    // queue is full: a polling session that polls late is not closed, and
+    // its last message is the room's last, with `seq` only going up.
+    const QUEUE: usize = 8;
+    let server = server_with(|c| {
+        c.api.key = API_KEY.into();
+        c.limits.outbound_queue = QUEUE;
+        let mut ticker = herald::config::NamespaceConfig::new("tick.");
+        ticker.slow_consumer = herald::config::SlowConsumer::Latest;
+        c.namespaces = vec![ticker];
+    });
+    let mut poller = Poller::connect_as(server.addr, "late").await;
+    poller.post(&[&emit("join", json!({"room": "tick.eur"}), Some(1))]).await;
+    poller.until(|p| p.starts_with("431")).await;
+    let last = QUEUE as u64 * 4;
+    for n in 1..=last {
+        assert_eq!(publish(&server, "tick.eur", json!(n)).await, n);
+    }
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&last) {
+        for packet in poller.until(|p| p.starts_with("42")).await {
+            if let Some(("message", args)) = event(&packet).as_ref().map(|(name, args)| (name.as_str(), args)) {
+                seqs.push(args[0]["seq"].as_u64().unwrap());
+            }
+        }
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq only goes up: {seqs:?}");
+    assert!(seqs.len() <= QUEUE + 1, "what did not fit was not kept: {seqs:?}");
+    let after = Snapshot::take(&server).await;
+    assert_eq!(after.get(OPEN_SIO), 1.0, "the session stays");
+    assert_eq!(after.get(r#"herald_connections_closed_total{code="4008"}"#), 0.0);
+    assert!(after.get(r#"herald_slow_consumer_drops_total{policy="latest"}"#) > 0.0);
+}
+
 // ---- metrics and shared rooms ------------------------------------------------------
 
 #[tokio::test]
