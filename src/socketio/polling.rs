@@ -216,9 +216,12 @@ impl EngineError {
     }
 }
 
+/// The CORS headers an answer carries.
+type Cors = Vec<(header::HeaderName, String)>;
+
 /// The CORS headers for `req`'s origin, or `Err` for an origin that may not
 /// open sessions.
-fn cors(req: &HttpRequest, node: &Node) -> Result<Vec<(header::HeaderName, String)>, EngineError> {
+fn cors(req: &HttpRequest, node: &Node) -> Result<Cors, EngineError> {
     let Some(origin) = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return Ok(Vec::new()) };
     if !admission::origin_allowed(&node.services.config.server.allowed_origins, Some(origin)) {
         node.services.metrics.refused(crate::metrics::Refusal::Origin);
@@ -249,32 +252,35 @@ fn packets(body: Bytes, cors: &[(header::HeaderName, String)]) -> HttpResponse {
     reply(200, cors, "text/plain; charset=UTF-8", body)
 }
 
-/// Checks what every Engine.IO request must say; the session it names, if any.
-fn check(req: &HttpRequest, node: &Node, query: &Query) -> Result<Option<Arc<super::polling::Link>>, EngineError> {
+/// What every Engine.IO request is checked for: an allowed origin (its
+/// CORS headers), `EIO=4`, the polling transport, and a session that
+/// exists if it names one; `Err` is the answer to a request that fails.
+fn check(req: &HttpRequest, node: &Node) -> Result<(Cors, Option<Arc<Link>>), HttpResponse> {
+    let cors = cors(req, node).map_err(|error| refuse(error, &[]))?;
+    let query = Query::parse(req.query_string());
+    let failed = |error| Err(refuse(error, &cors));
     if query.eio.as_deref() != Some("4") {
-        return Err(EngineError::UnsupportedVersion);
+        return failed(EngineError::UnsupportedVersion);
     }
     if query.transport.as_deref() != Some("polling") {
-        return Err(EngineError::UnknownTransport);
+        return failed(EngineError::UnknownTransport);
     }
-    let _ = req;
-    match &query.sid {
-        None => Ok(None),
-        Some(sid) => node.services.socketio.link(sid).map(Some).ok_or(EngineError::UnknownSid),
-    }
+    let link = match &query.sid {
+        None => None,
+        Some(sid) => match node.services.socketio.link(sid) {
+            Some(link) => Some(link),
+            None => return failed(EngineError::UnknownSid),
+        },
+    };
+    Ok((cors, link))
 }
 
 async fn get(req: HttpRequest, node: web::Data<Node>) -> HttpResponse {
-    let cors = match cors(&req, &node) {
-        Ok(cors) => cors,
-        Err(error) => return refuse(error, &[]),
+    let (cors, link) = match check(&req, &node) {
+        Ok(checked) => checked,
+        Err(response) => return response,
     };
-    let query = Query::parse(req.query_string());
-    let link = match check(&req, &node, &query) {
-        Ok(Some(link)) => link,
-        Ok(None) => return open(&req, &node, &cors),
-        Err(error) => return refuse(error, &cors),
-    };
+    let Some(link) = link else { return open(&req, &node, &cors) };
     link.heard.store(true, Ordering::Release);
     let waiting = {
         let mut state = link.state.lock();
@@ -341,16 +347,11 @@ fn open(req: &HttpRequest, node: &Arc<Node>, cors: &[(header::HeaderName, String
 }
 
 async fn post(req: HttpRequest, mut payload: web::Payload, node: web::Data<Node>) -> HttpResponse {
-    let cors = match cors(&req, &node) {
-        Ok(cors) => cors,
-        Err(error) => return refuse(error, &[]),
+    let (cors, link) = match check(&req, &node) {
+        Ok(checked) => checked,
+        Err(response) => return response,
     };
-    let query = Query::parse(req.query_string());
-    let link = match check(&req, &node, &query) {
-        Ok(Some(link)) => link,
-        Ok(None) => return refuse(EngineError::BadHandshakeMethod, &cors),
-        Err(error) => return refuse(error, &cors),
-    };
+    let Some(link) = link else { return refuse(EngineError::BadHandshakeMethod, &cors) };
     let max = node.services.config.limits.max_message_bytes;
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {

@@ -8,77 +8,30 @@
 // herald binary (HERALD_BIN, default target/debug/herald).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { launchChromium, root, startHerald, WAIT } from "./setup.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, "..", "..");
-const shots = join(here, "screenshots");
-const WAIT = 10_000;
+const shots = join(dirname(fileURLToPath(import.meta.url)), "screenshots");
 
 let herald;
 let base;
 let browser;
 
-function freePort() {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.on("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => done(port));
-    });
-  });
-}
-
-async function untilUp(url, deadline) {
-  for (;;) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`${url} never answered`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 before(async () => {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), "herald-browser-"));
-  const config = join(dir, "config.toml");
-  writeFileSync(
-    config,
-    `[server]\nport = ${port}\nnode_id = "browser"\n[limits]\nrate_per_sec = 1000\nrate_burst = 1000\n` +
-      `[demo]\nenabled = true\nroot = ${JSON.stringify(root)}\n[log]\nlevel = "warn"\n`,
+  herald = await startHerald(
+    "browser",
+    `[limits]\nrate_per_sec = 1000\nrate_burst = 1000\n[demo]\nenabled = true\nroot = ${JSON.stringify(root)}\n[log]\nlevel = "warn"\n`,
   );
-  const binary = process.env.HERALD_BIN ?? join(root, "target", "debug", "herald");
-  herald = spawn(binary, ["--config", config], { stdio: ["ignore", "ignore", "inherit"] });
-  base = `http://127.0.0.1:${port}`;
-  await untilUp(`${base}/healthz`, Date.now() + WAIT);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  base = herald.base;
+  browser = await launchChromium();
   mkdirSync(shots, { recursive: true });
 });
 
 after(async () => {
   await browser?.close();
-  herald?.kill("SIGKILL");
+  herald?.stop();
 });
 
 /** A page signed in as `name`, in the lobby. */

@@ -8,50 +8,18 @@
 // herald binary (HERALD_BIN, default target/debug/herald).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { dirname, join } from "node:path";
+import { launchChromium, startHerald, WAIT } from "./setup.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, "..", "..");
 const bundle = join(dirname(createRequire(import.meta.url).resolve("socket.io-client/package.json")), "dist", "socket.io.min.js");
-const WAIT = 10_000;
 const secret = randomBytes(16).toString("hex");
 const apiKey = randomBytes(16).toString("hex");
 
 let herald;
-let dir;
 let base;
 let browser;
-
-function freePort() {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.on("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => done(port));
-    });
-  });
-}
-
-async function untilUp(url, deadline) {
-  for (;;) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`${url} never answered`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** An HS256 JWT for `sub`, valid for ten minutes. */
 function token(sub) {
@@ -73,39 +41,19 @@ async function publish(room, data) {
 }
 
 before(async () => {
-  const port = await freePort();
-  dir = mkdtempSync(join(tmpdir(), "herald-browser-sio-"));
-  const config = join(dir, "config.toml");
-  writeFileSync(
-    config,
-    `[server]\nport = ${port}\nnode_id = "browser-sio"\n` +
-      `[auth]\nrequired = true\njwt_secret = "${secret}"\n[api]\nkey = "${apiKey}"\n` +
+  herald = await startHerald(
+    "browser-sio",
+    `[auth]\nrequired = true\njwt_secret = "${secret}"\n[api]\nkey = "${apiKey}"\n` +
       `[heartbeat]\ninterval_ms = 1000\ntimeout_ms = 5000\n` +
       `[limits]\nrate_per_sec = 1000\nrate_burst = 1000\n[log]\nlevel = "warn"\n`,
   );
-  const binary = process.env.HERALD_BIN ?? join(root, "target", "debug", "herald");
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("HERALD_") || k.includes("__")));
-  herald = spawn(binary, ["--config", config], { stdio: ["ignore", "ignore", "inherit"], env });
-  base = `http://127.0.0.1:${port}`;
-  await untilUp(`${base}/healthz`, Date.now() + WAIT);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  base = herald.base;
+  browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
-  herald?.kill("SIGKILL");
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  herald?.stop();
 });
 
 /**
