@@ -69,7 +69,6 @@ pub mod protocol;
 pub mod rooms;
 mod rpc;
 pub mod server;
-mod socketio;
 mod supervisor;
 mod transport;
 

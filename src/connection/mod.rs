@@ -9,6 +9,7 @@ pub(crate) mod rate;
 pub(crate) mod reactor;
 pub(crate) mod services;
 pub(crate) mod session;
+pub(crate) mod socketio;
 pub(crate) mod task;
 
 use std::time::Duration;

@@ -33,7 +33,7 @@ pub struct Services {
     /// The cluster, or none on a single node.
     pub cluster: Cluster,
     /// Socket.IO sessions that poll, and those kept for recovery.
-    pub(crate) socketio: crate::socketio::Sessions,
+    pub(crate) socketio: super::socketio::Sessions,
     /// Connections holding an [`OpenSlot`].
     open: AtomicUsize,
     /// The most connections open at once (`limits.max_connections`, or
@@ -101,7 +101,7 @@ impl Services {
             metrics,
             connections,
             cluster,
-            socketio: crate::socketio::Sessions::default(),
+            socketio: super::socketio::Sessions::default(),
             open: AtomicUsize::new(0),
             max_open: AtomicUsize::new(match config.limits.max_connections {
                 0 => connection_capacity().map_or(usize::MAX, |n| n as usize),

@@ -10,6 +10,7 @@
 //! owns an outbox is woken through its worker's [`Wakeups`].
 
 pub(crate) mod outbox;
+pub(crate) mod polling;
 pub(crate) mod registry;
 pub(crate) mod wake;
 

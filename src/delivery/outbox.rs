@@ -188,7 +188,7 @@ fn event_bytes(extra: Option<&mut Extra>, frame: &Encoded) -> Bytes {
 }
 
 /// `frame` as the Engine.IO packet a Socket.IO client is sent (see
-/// [`crate::socketio::packet`]), framed as a WebSocket message unless the
+/// [`crate::protocol::socketio`]), framed as a WebSocket message unless the
 /// session polls; `None` for a frame that goes to no Socket.IO client (a
 /// reply nobody asked for). A message carries the session's position in
 /// every room as its offset, worked out as [`event_bytes`] does.
@@ -204,7 +204,7 @@ fn sio_bytes(extra: Option<&mut Extra>, polling: bool, frame: &Encoded) -> Optio
         }
         _ => None,
     };
-    crate::socketio::packet::server_packet(frame, offset.as_deref(), !polling)
+    crate::protocol::socketio::server_packet(frame, offset.as_deref(), !polling)
 }
 
 /// [`Out::request`] for a crash.
@@ -764,7 +764,7 @@ impl Outbox {
     /// ping, a namespace reply), framed for the transport it is on now.
     pub(crate) fn write_packet(&self, packet: &[u8], past_bounds: bool) -> Delivery {
         let mut out = self.shared.out.lock();
-        let bytes = crate::socketio::packet::framed(packet, !out.polling);
+        let bytes = crate::protocol::socketio::framed(packet, !out.polling);
         self.write_locked(&mut out, &bytes, past_bounds, None)
     }
 
@@ -780,7 +780,7 @@ impl Outbox {
         let queue = out.queue.take()?;
         out.queued_bytes = 0;
         self.release_latest(&mut out);
-        Some(crate::socketio::packet::payload(queue.into_iter()))
+        Some(crate::protocol::socketio::payload(queue.into_iter()))
     }
 
     /// Puts a body the poll that took it could not deliver back in front
@@ -799,7 +799,7 @@ impl Outbox {
         out.fd = fd;
         if let Some(queue) = out.queue.as_mut() {
             for packet in queue.iter_mut() {
-                *packet = crate::socketio::packet::reframed(packet);
+                *packet = crate::protocol::socketio::reframed(packet);
             }
             out.queued_bytes = queue.iter().map(|b| b.len() as u32).sum();
         }

@@ -118,6 +118,7 @@ pub fn now_ms() -> u64 {
 mod client;
 pub(crate) mod framing;
 mod server;
+pub(crate) mod socketio;
 #[cfg(test)]
 mod tests;
 

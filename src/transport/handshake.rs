@@ -34,7 +34,7 @@ use super::admission::{self, Refused};
 use super::replay::Replay;
 use super::sse::{self, Sse};
 use super::ws::Ws;
-use crate::socketio::{polling, Sio};
+use super::socketio::{polling, Sio};
 use crate::connection::Transport;
 use crate::metrics::TransportKind;
 use crate::auth::Identity;
@@ -247,7 +247,7 @@ impl Handshaking {
         // A fresh socket's buffer takes a short answer whole.
         let _ = (&stream).write(switching(&accept).as_bytes());
         let early = self.bytes.get(head_len..).unwrap_or_default().to_vec();
-        polling::offer_upgrade(&link, stream, early);
+        link.offer_upgrade(stream, early);
         Ok(())
     }
 

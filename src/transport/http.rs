@@ -14,7 +14,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig, fault_injection: bool, demo: 
         cfg.configure(super::demo::routes);
     }
     if socketio {
-        cfg.configure(crate::socketio::polling::routes);
+        cfg.configure(super::socketio::polling::routes);
     }
     cfg.route("/ws", web::get().to(reconnect))
         .route("/sse", web::get().to(reconnect))

@@ -11,6 +11,8 @@
 //!   rest goes to actix-web.
 //! - [`ws`]: WebSocket (`GET /ws`): frames, fragments, control frames, limits.
 //! - [`sse`]: Server-Sent Events (`GET /sse`): read-only subscriptions to rooms.
+//! - [`socketio`]: Socket.IO clients (`/socket.io/`): Engine.IO over a
+//!   WebSocket or long polling, Herald's frames as events.
 //! - [`admission`]: what every transport checks before it opens a connection.
 //! - [`replay`]: hands a socket whose request head was already read to actix-http.
 //! - [`http`]: the plain HTTP routes (`/healthz`, `/readyz`, `/metrics`).
@@ -21,6 +23,7 @@ pub(crate) mod demo;
 pub(crate) mod handshake;
 pub(crate) mod http;
 pub(crate) mod replay;
+pub(crate) mod socketio;
 pub(crate) mod sse;
 pub(crate) mod ws;
 
@@ -41,7 +44,7 @@ mod tests {
     fn connection_state_stays_small() {
         let ws = std::mem::size_of::<Task<Ws>>();
         let sse = std::mem::size_of::<Task<Sse>>();
-        let sio = std::mem::size_of::<Task<crate::socketio::Sio>>();
+        let sio = std::mem::size_of::<Task<super::socketio::Sio>>();
         let conn = std::mem::size_of::<Connection<Ws>>();
         let outbox = crate::delivery::outbox::shared_size();
         let handshaking = std::mem::size_of::<Handshaking>();

@@ -4,11 +4,12 @@
 //!
 //! A Socket.IO session is a connection like any other (`Connection<Sio>`):
 //! same rooms, `seq`, presence, limits, slow-consumer policies and cluster;
-//! only its frames look different on the wire ([`packet`]). It reaches the
+//! only its frames look different on the wire ([`crate::protocol::socketio`]). It reaches the
 //! server over a WebSocket (`transport=websocket`: the socket is the
 //! connection's, as `/ws`'s is) or by HTTP long polling ([`polling`]: the
 //! connection has no socket; its packets wait in its outbox for the
-//! client's next `GET`, and its client's `POST`s are handed to it), and a
+//! client's next `GET`, and its client's `POST`s are handed to it through
+//! its [`Link`]), and a
 //! polling session can move onto a WebSocket (the upgrade: `2probe`,
 //! `3probe`, `5`).
 //!
@@ -41,9 +42,7 @@
 //!   does not have the record (its client moved), the rooms the offset
 //!   names are recovered.
 
-pub(crate) mod packet;
 pub(crate) mod polling;
-mod sessions;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -60,9 +59,9 @@ use crate::metrics::TransportKind;
 use crate::protocol::{self, close, framing::parse_stream_id, ErrorCode, ServerKind};
 use crate::rooms::Since;
 use crate::transport::ws::{self, OverWs, Ws};
-use packet::{Engine, Kind};
-use polling::Link;
-pub(crate) use sessions::{Record, Sessions};
+use crate::connection::socketio::Record;
+use crate::delivery::polling::Link;
+use crate::protocol::socketio::{self as packet, Engine, Kind};
 
 /// A Socket.IO connection.
 type SioConnection = Connection<Sio>;
@@ -187,7 +186,7 @@ impl Transport for Sio {
     /// clustering), and lets its polls go.
     fn ended(conn: &mut SioConnection) {
         if let Some(link) = conn.transport.more.as_ref().and_then(|m| m.link.clone()) {
-            link.end(conn.outbox());
+            link.end();
             conn.services().socketio.remove_link(&link.sid);
         }
         let pid = conn.transport.pid;
@@ -215,7 +214,7 @@ impl Transport for Sio {
             let Some(packet) = link.next_packet() else { break };
             on_packet(conn, &packet);
         }
-        link.answer(conn.outbox());
+        link.answer();
         let (stream, early) = link.take_upgrade()?;
         if !conn.transport.polling {
             return None;
@@ -294,7 +293,7 @@ fn on_probe(conn: &mut SioConnection) {
     let (Some(fd), Some(link)) = (more.probe, more.link.clone()) else { return };
     polling::send_now(fd, &packet::framed(packet::PROBE, true));
     link.set_probing(true);
-    link.answer(conn.outbox());
+    link.answer();
 }
 
 /// `5` on the tried WebSocket: the session moves onto it.
@@ -302,7 +301,7 @@ fn on_upgrade(conn: &mut SioConnection) {
     let Some(more) = conn.transport.more.as_mut() else { return };
     let (Some(fd), Some(link)) = (more.probe.take(), more.link.take()) else { return };
     conn.transport.polling = false;
-    link.upgraded(conn.outbox(), fd);
+    link.upgraded(fd);
     conn.services().socketio.remove_link(&link.sid);
     conn.transport.settle();
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::polling::Link;
-use crate::connection::clock;
+use super::clock;
+use crate::delivery::polling::Link;
 use crate::delivery::Outbox;
 use crate::protocol::close;
 use crate::ids::{RoomName, UserId};

@@ -24,7 +24,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::{ws_text, Encoded, ServerKind, WS_HEADER_MAX};
+use super::{ws_text, Encoded, ServerKind, WS_HEADER_MAX};
 
 /// The record separator between the packets of a polling body.
 pub(crate) const SEPARATOR: u8 = 0x1e;

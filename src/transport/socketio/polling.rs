@@ -26,123 +26,27 @@
 //! Every answer carries CORS headers for an origin `server.allowed_origins`
 //! allows (any, when the list is empty); another origin gets 403.
 
-use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use parking_lot::Mutex;
-use tokio::sync::oneshot;
 
-use super::packet;
 use super::Sio;
 use crate::connection::Transport;
 use crate::connection::core::{Connection, Handshake};
 use crate::connection::reactor::Reactor;
 use crate::connection::task::Task;
+use crate::delivery::polling::{Link, Poll, Posted};
 use crate::delivery::Outbox;
 use crate::metrics::TransportKind;
 use crate::node::Node;
 use crate::protocol::close;
+use crate::protocol::socketio as packet;
 use crate::transport::admission;
 use crate::transport::handshake::Head;
-
-/// How a polling session's requests reach its connection.
-pub(crate) struct Link {
-    pub sid: Arc<str>,
-    outbox: Outbox,
-    /// A request came since the session last looked.
-    heard: AtomicBool,
-    state: Mutex<LinkState>,
-}
-
-#[derive(Default)]
-struct LinkState {
-    /// The `GET` waiting for packets.
-    waiter: Option<oneshot::Sender<Bytes>>,
-    /// Packets `POST`ed and not handled yet, oldest first.
-    inbox: VecDeque<String>,
-    /// A WebSocket to try, and what its client sent on it after its request.
-    upgrade: Option<(std::net::TcpStream, Vec<u8>)>,
-    /// A WebSocket answered `3probe`: polls are ended at once.
-    probing: bool,
-    /// The session moved onto a WebSocket, or ended: polls are refused.
-    gone: bool,
-}
-
-impl Link {
-    fn new(sid: Arc<str>, outbox: Outbox) -> Self {
-        Self { sid, outbox, heard: AtomicBool::new(true), state: Mutex::new(LinkState::default()) }
-    }
-
-    /// Whether a request came since the last call.
-    pub(crate) fn heard(&self) -> bool {
-        self.heard.swap(false, Ordering::AcqRel)
-    }
-
-    /// The next packet `POST`ed.
-    pub(crate) fn next_packet(&self) -> Option<String> {
-        self.state.lock().inbox.pop_front()
-    }
-
-    /// Hands what waits in `outbox` to the waiting poll, if both are there;
-    /// while the session is upgrading, a poll that would wait is ended with
-    /// a noop instead.
-    pub(crate) fn answer(&self, outbox: &Outbox) {
-        let mut state = self.state.lock();
-        let Some(waiter) = state.waiter.take() else { return };
-        let body = match outbox.take_polled() {
-            Some(body) => body,
-            None if state.probing => Bytes::from_static(packet::NOOP),
-            None => {
-                state.waiter = Some(waiter);
-                return;
-            }
-        };
-        if let Err(body) = waiter.send(body) {
-            if &body[..] != packet::NOOP {
-                outbox.unpoll(body);
-            }
-        }
-    }
-
-    pub(crate) fn take_upgrade(&self) -> Option<(std::net::TcpStream, Vec<u8>)> {
-        self.state.lock().upgrade.take()
-    }
-
-    pub(crate) fn set_probing(&self, probing: bool) {
-        self.state.lock().probing = probing;
-    }
-
-    /// The session moved onto the WebSocket `fd`: the poll under way ends
-    /// with a noop, and later ones are refused.
-    pub(crate) fn upgraded(&self, outbox: &Outbox, fd: RawFd) {
-        let mut state = self.state.lock();
-        state.gone = true;
-        state.inbox.clear();
-        if let Some(waiter) = state.waiter.take() {
-            let _ = waiter.send(Bytes::from_static(packet::NOOP));
-        }
-        outbox.upgrade(fd);
-    }
-
-    /// The session ended: the poll under way gets what is left (its close
-    /// packet), and later ones are refused.
-    pub(crate) fn end(&self, outbox: &Outbox) {
-        let mut state = self.state.lock();
-        state.gone = true;
-        state.inbox.clear();
-        state.upgrade = None;
-        if let Some(waiter) = state.waiter.take() {
-            let body = outbox.take_polled().unwrap_or_else(|| Bytes::from_static(packet::CLOSE));
-            let _ = waiter.send(body);
-        }
-    }
-}
 
 /// Writes `bytes` to the socket `fd` now (a short answer on a fresh socket).
 pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) {
@@ -252,64 +156,45 @@ fn packets(body: Bytes, cors: &[(header::HeaderName, String)]) -> HttpResponse {
     reply(200, cors, "text/plain; charset=UTF-8", body)
 }
 
+/// A request that passed [`check`]: its CORS headers, and its session.
+type Checked = (Cors, Option<Arc<Link>>);
+
 /// What every Engine.IO request is checked for: an allowed origin (its
 /// CORS headers), `EIO=4`, the polling transport, and a session that
-/// exists if it names one; `Err` is the answer to a request that fails.
-fn check(req: &HttpRequest, node: &Node) -> Result<(Cors, Option<Arc<Link>>), HttpResponse> {
-    let cors = cors(req, node).map_err(|error| refuse(error, &[]))?;
+/// exists if it names one; `Err` says why not, with the headers to answer with.
+fn check(req: &HttpRequest, node: &Node) -> Result<Checked, (EngineError, Cors)> {
+    let cors = cors(req, node).map_err(|error| (error, Vec::new()))?;
     let query = Query::parse(req.query_string());
-    let failed = |error| Err(refuse(error, &cors));
-    if query.eio.as_deref() != Some("4") {
-        return failed(EngineError::UnsupportedVersion);
-    }
-    if query.transport.as_deref() != Some("polling") {
-        return failed(EngineError::UnknownTransport);
-    }
-    let link = match &query.sid {
-        None => None,
-        Some(sid) => match node.services.socketio.link(sid) {
-            Some(link) => Some(link),
-            None => return failed(EngineError::UnknownSid),
-        },
+    let error = if query.eio.as_deref() != Some("4") {
+        EngineError::UnsupportedVersion
+    } else if query.transport.as_deref() != Some("polling") {
+        EngineError::UnknownTransport
+    } else {
+        match &query.sid {
+            None => return Ok((cors, None)),
+            Some(sid) => match node.services.socketio.link(sid) {
+                Some(link) => return Ok((cors, Some(link))),
+                None => EngineError::UnknownSid,
+            },
+        }
     };
-    Ok((cors, link))
+    Err((error, cors))
 }
 
 async fn get(req: HttpRequest, node: web::Data<Node>) -> HttpResponse {
     let (cors, link) = match check(&req, &node) {
         Ok(checked) => checked,
-        Err(response) => return response,
+        Err((error, cors)) => return refuse(error, &cors),
     };
     let Some(link) = link else { return open(&req, &node, &cors) };
-    link.heard.store(true, Ordering::Release);
-    let waiting = {
-        let mut state = link.state.lock();
-        if state.gone {
-            return refuse(EngineError::BadRequest, &cors);
-        }
-        if state.waiter.as_ref().is_some_and(|w| !w.is_closed()) {
-            // One poll at a time: Engine.IO's clients never overlap theirs.
-            return refuse(EngineError::BadRequest, &cors);
-        }
-        match link.outbox.take_polled() {
-            Some(body) => {
-                drop(state);
-                link.outbox.wake();
-                return packets(body, &cors);
-            }
-            None if state.probing => return packets(Bytes::from_static(packet::NOOP), &cors),
-            None => {
-                let (tx, rx) = oneshot::channel();
-                state.waiter = Some(tx);
-                rx
-            }
-        }
-    };
-    link.outbox.wake();
-    match waiting.await {
-        Ok(body) => packets(body, &cors),
-        // The session ended without a word.
-        Err(_) => packets(Bytes::from_static(packet::CLOSE), &cors),
+    match link.poll() {
+        Poll::Ready(body) => packets(body, &cors),
+        Poll::Wait(waiting) => match waiting.await {
+            Ok(body) => packets(body, &cors),
+            // The session ended without a word.
+            Err(_) => packets(Bytes::from_static(packet::CLOSE), &cors),
+        },
+        Poll::Busy | Poll::Gone => refuse(EngineError::BadRequest, &cors),
     }
 }
 
@@ -349,7 +234,7 @@ fn open(req: &HttpRequest, node: &Arc<Node>, cors: &[(header::HeaderName, String
 async fn post(req: HttpRequest, mut payload: web::Payload, node: web::Data<Node>) -> HttpResponse {
     let (cors, link) = match check(&req, &node) {
         Ok(checked) => checked,
-        Err(response) => return response,
+        Err((error, cors)) => return refuse(error, &cors),
     };
     let Some(link) = link else { return refuse(EngineError::BadHandshakeMethod, &cors) };
     let max = node.services.config.limits.max_message_bytes;
@@ -358,33 +243,26 @@ async fn post(req: HttpRequest, mut payload: web::Payload, node: web::Data<Node>
         let Ok(chunk) = chunk else { return refuse(EngineError::BadRequest, &cors) };
         if body.len() + chunk.len() > max {
             node.services.metrics.frames_dropped(crate::metrics::Fault::Size, 1);
-            link.outbox.close(close::TOO_BIG);
+            link.outbox().close(close::TOO_BIG);
             let body = serde_json::json!({ "code": 3, "message": close::TOO_BIG_REASON }).to_string();
             return reply(413, &cors, "application/json", body);
         }
         body.extend_from_slice(&chunk);
     }
     let Ok(text) = String::from_utf8(body) else { return refuse(EngineError::BadRequest, &cors) };
-    {
-        let mut state = link.state.lock();
-        if state.gone {
-            return refuse(EngineError::BadRequest, &cors);
-        }
-        // Packets wait here only while the session waits for an answer (a
-        // join): a client that posts faster than that is a flood.
-        let packets = text.split(packet::SEPARATOR as char);
-        if state.inbox.len() + packets.clone().count() > node.services.config.limits.outbound_queue {
-            drop(state);
+    // Packets wait here only while the session waits for an answer (a
+    // join): a client that posts faster than that is a flood.
+    let packets = text.split(packet::SEPARATOR as char).map(str::to_owned).collect();
+    match link.post(packets, node.services.config.limits.outbound_queue) {
+        Posted::Taken => reply(200, &cors, "text/html", "ok"),
+        Posted::Gone => refuse(EngineError::BadRequest, &cors),
+        Posted::Flood => {
             node.services.metrics.frames_dropped(crate::metrics::Fault::RateLimit, 1);
-            link.outbox.close(close::POLICY);
+            link.outbox().close(close::POLICY);
             let body = serde_json::json!({ "code": 3, "message": close::POLICY_REASON }).to_string();
-            return reply(429, &cors, "application/json", body);
+            reply(429, &cors, "application/json", body)
         }
-        state.inbox.extend(packets.map(str::to_owned));
     }
-    link.heard.store(true, Ordering::Release);
-    link.outbox.wake();
-    reply(200, &cors, "text/html", "ok")
 }
 
 /// A browser's preflight for a cross-origin poll.
@@ -399,18 +277,4 @@ async fn preflight(req: HttpRequest, node: web::Data<Node>) -> HttpResponse {
     }
     cors.push((header::ACCESS_CONTROL_MAX_AGE, "86400".into()));
     reply(204, &cors, "text/plain", Bytes::new())
-}
-
-/// Hands the WebSocket `stream` (already answered 101) to the polling
-/// session `link`, for its upgrade; `early` is what its client sent after
-/// its request. Refused (the socket closed) when the session already has
-/// one, or is gone.
-pub(crate) fn offer_upgrade(link: &Link, stream: std::net::TcpStream, early: Vec<u8>) {
-    let mut state = link.state.lock();
-    if state.gone || state.upgrade.is_some() {
-        return;
-    }
-    state.upgrade = Some((stream, early));
-    drop(state);
-    link.outbox.wake();
 }
