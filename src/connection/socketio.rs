@@ -96,18 +96,20 @@ impl Sessions {
         self.live.lock().insert(pid, (user, outbox));
     }
 
-    /// Session `pid`'s connection through `outbox` ended: whether it was
-    /// still the session's (not superseded by its client's reconnect).
-    pub(crate) fn ended(&self, pid: u64, outbox: &Outbox) -> bool {
+    /// Session `pid`'s connection through `outbox` ended (or gave the pid
+    /// up): whether it was still the session's, not superseded by its
+    /// client's reconnect. If it was, `record` is kept for `keep_ms`, in
+    /// the same step, so that a reconnect finds it live or kept.
+    pub(crate) fn end(&self, pid: u64, outbox: &Outbox, record: Option<Record>, keep_ms: u64) -> bool {
         let mut live = self.live.lock();
-        match live.get(&pid) {
-            Some((_, current)) if !current.is(outbox) => false,
-            Some(_) => {
-                live.remove(&pid);
-                true
-            }
-            None => true,
+        if live.get(&pid).is_some_and(|(_, current)| !current.is(outbox)) {
+            return false;
         }
+        live.remove(&pid);
+        if let Some(record) = record {
+            self.keep(pid, record, keep_ms);
+        }
+        true
     }
 
     /// The record of session `pid` of `user` while it is still connected

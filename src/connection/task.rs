@@ -120,6 +120,8 @@ impl<T: Transport> Task<T> {
     fn adopt(&mut self, stream: TcpStream, early: Vec<u8>) {
         if let Err(error) = super::reactor::Reactor::watch(stream.as_raw_fd()) {
             tracing::warn!(%error, "could not watch a connection's new socket");
+            // The transport forgets it was offered one.
+            T::socket_lost(&mut self.conn);
             return;
         }
         self.stream = Some(stream);

@@ -784,11 +784,25 @@ impl Outbox {
     }
 
     /// Puts a body the poll that took it could not deliver back in front
-    /// of the queue (its client went away mid-poll).
+    /// of the queue (its client went away mid-poll), packet by packet.
     pub(crate) fn unpoll(&self, body: Bytes) {
         let mut out = self.shared.out.lock();
         out.queued_bytes = out.queued_bytes.saturating_add(body.len() as u32);
-        out.queue.get_or_insert_default().push_front(body);
+        let queue = out.queue.get_or_insert_default();
+        let packets = crate::protocol::socketio::packets(&body);
+        for packet in packets.into_iter().rev() {
+            queue.push_front(packet);
+        }
+    }
+
+    /// Drops what is held since [`Self::cork`] (a Socket.IO session that
+    /// was not recovered: what its rooms replayed is not for it).
+    pub(crate) fn discard_held(&self) {
+        let mut out = self.shared.out.lock();
+        if out.corked {
+            out.queue = None;
+            out.queued_bytes = 0;
+        }
     }
 
     /// Moves a polling session onto the WebSocket `fd` it upgraded to: what

@@ -33,8 +33,9 @@ pub(crate) struct Link {
 struct LinkState {
     /// The poll waiting for packets.
     waiter: Option<oneshot::Sender<Bytes>>,
-    /// Packets posted and not handled yet, oldest first.
+    /// Packets posted and not handled yet, oldest first, and their bytes.
     inbox: VecDeque<String>,
+    inbox_bytes: usize,
     /// A WebSocket to try, and what its client sent on it after its request.
     upgrade: Option<(std::net::TcpStream, Vec<u8>)>,
     /// A WebSocket answered `3probe`: polls are ended at once.
@@ -59,7 +60,7 @@ pub(crate) enum Poll {
 /// What a post did.
 pub(crate) enum Posted {
     Taken,
-    /// More packets wait than `limit`: a flood.
+    /// More packets (or bytes) would wait than the limits: a flood.
     Flood,
     Gone,
 }
@@ -106,16 +107,18 @@ impl Link {
     }
 
     /// A post's packets, for the session to handle; refused when more than
-    /// `limit` would wait.
-    pub(crate) fn post(&self, packets: Vec<String>, limit: usize) -> Posted {
+    /// `packets_limit` packets or `bytes_limit` bytes would wait.
+    pub(crate) fn post(&self, packets: Vec<String>, packets_limit: usize, bytes_limit: usize) -> Posted {
         self.heard.store(true, Ordering::Release);
         let mut state = self.state.lock();
         if state.gone {
             return Posted::Gone;
         }
-        if state.inbox.len() + packets.len() > limit {
+        let bytes: usize = packets.iter().map(String::len).sum();
+        if state.inbox.len() + packets.len() > packets_limit || state.inbox_bytes + bytes > bytes_limit {
             return Posted::Flood;
         }
+        state.inbox_bytes += bytes;
         state.inbox.extend(packets);
         drop(state);
         self.outbox.wake();
@@ -124,7 +127,10 @@ impl Link {
 
     /// The next packet posted.
     pub(crate) fn next_packet(&self) -> Option<String> {
-        self.state.lock().inbox.pop_front()
+        let mut state = self.state.lock();
+        let packet = state.inbox.pop_front()?;
+        state.inbox_bytes -= packet.len();
+        Some(packet)
     }
 
     /// Hands what waits in the outbox to the waiting poll, if both are
@@ -176,6 +182,7 @@ impl Link {
         let mut state = self.state.lock();
         state.gone = true;
         state.inbox.clear();
+        state.inbox_bytes = 0;
         if let Some(waiter) = state.waiter.take() {
             let _ = waiter.send(Bytes::from_static(packet::NOOP));
         }
@@ -188,6 +195,7 @@ impl Link {
         let mut state = self.state.lock();
         state.gone = true;
         state.inbox.clear();
+        state.inbox_bytes = 0;
         state.upgrade = None;
         if let Some(waiter) = state.waiter.take() {
             let body = self.outbox.take_polled().unwrap_or_else(|| Bytes::from_static(packet::CLOSE));

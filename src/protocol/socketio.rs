@@ -48,7 +48,9 @@ pub(crate) enum Engine<'a> {
 /// Reads one Engine.IO packet.
 pub(crate) fn engine(text: &str) -> Engine<'_> {
     let Some(kind) = text.bytes().next() else { return Engine::Unknown };
-    let data = &text[1..];
+    // Every packet type is one ASCII digit (or `b`); anything else, a
+    // multi-byte character included, is no packet.
+    let Some(data) = text.get(1..) else { return Engine::Unknown };
     match kind {
         b'1' => Engine::Close,
         b'2' => Engine::Ping(data),
@@ -157,6 +159,11 @@ pub(crate) fn payload(packets: impl Iterator<Item = Bytes>) -> Bytes {
         body.put_slice(&packet);
     }
     body.freeze()
+}
+
+/// The packets of a poll's body, each its own slice of it.
+pub(crate) fn packets(body: &Bytes) -> Vec<Bytes> {
+    body.split(|&b| b == SEPARATOR).map(|packet| body.slice_ref(packet)).collect()
 }
 
 /// The Engine.IO packet a Socket.IO client is sent for `frame` (see the
@@ -292,6 +299,8 @@ mod tests {
         assert_eq!(engine("bAQID"), Engine::Binary);
         assert_eq!(engine(""), Engine::Unknown);
         assert_eq!(engine("9"), Engine::Unknown);
+        assert_eq!(engine("é"), Engine::Unknown, "a first byte that starts a wider character");
+        assert_eq!(engine("4é"), Engine::Message("é"));
     }
 
     #[test]
@@ -311,6 +320,10 @@ mod tests {
         assert!(socket("9").is_none());
         assert!(socket("5x-[]").is_none());
         assert!(socket("299999999999999999999999[]").is_none(), "an id past u64 is refused, not wrapped");
+        assert!(socket("é").is_none());
+        assert!(socket("2é").is_some_and(|p| p.data == "é"));
+        assert!(socket("5é-[]").is_none());
+        assert!(socket("2/é").is_some_and(|p| p.namespace == "/é"));
     }
 
     #[test]
@@ -365,6 +378,7 @@ mod tests {
     fn a_poll_body_separates_its_packets() {
         let body = payload([Bytes::from_static(b"2"), Bytes::from_static(b"42[\"x\"]")].into_iter());
         assert_eq!(&body[..], b"2\x1e42[\"x\"]");
+        assert_eq!(packets(&body), [Bytes::from_static(b"2"), Bytes::from_static(b"42[\"x\"]")]);
         assert_eq!(crate::protocol::framing::payload_text(&reframed(&Bytes::from_static(b"6"))), "6");
     }
 

@@ -1156,3 +1156,47 @@ async fn a_client_back_before_its_old_connection_ended_recovers_from_the_live_se
     assert_ne!(serde_json::from_str::<Value>(&reply[2..]).unwrap()["pid"], json!(pid), "{reply}");
     assert!(new.next_within(Duration::from_millis(300)).await.is_none(), "the session is untouched");
 }
+
+#[tokio::test]
+async fn odd_bytes_and_a_second_connect_leave_the_session_as_it_was() {
+    let server = start(config());
+    let (mut client, _) = SioWs::open(server.addr, "", &[]).await;
+    let auth = connect_with(&token("odd", json!({})));
+    let first = connected(&client.request(&auth).await);
+    // A packet whose first character is wider than a byte is no packet.
+    let refused = client.request("é").await;
+    assert_eq!(error_event(&refused)["code"], "BAD_REQUEST", "{refused}");
+    // Connected already: the same answer, the same pid.
+    let again = connected(&client.request(&auth).await);
+    assert_eq!(again, first);
+    assert_eq!(client.request(&emit("ping", json!({}), Some(1))).await, r#"431[{"type":"pong"}]"#);
+}
+
+#[tokio::test]
+async fn a_session_not_recovered_gets_nothing_its_rooms_replayed() {
+    // One room recovers, the other's gap is longer than its history: the
+    // session comes back new and in no room, and nothing is replayed to it.
+    let server = server_with(|c| {
+        c.api.key = API_KEY.into();
+        c.history.size = 2;
+    });
+    let (mut old, _) = SioWs::open(server.addr, "", &[]).await;
+    let pid = connected(&old.request(&connect_with(&token("gap", json!({})))).await)["pid"].clone();
+    old.join("kept", 1).await;
+    old.join("gone", 2).await;
+    drop(old);
+    // Its node sees it go (a close without a close frame) and keeps its record.
+    assert!(eventually(WAIT, || async { Snapshot::take(&server).await.get(OPEN_SIO) == 0.0 }).await);
+    publish(&server, "kept", json!("k1")).await;
+    for n in 1..=5 {
+        publish(&server, "gone", json!(n)).await;
+    }
+    let (mut back, _) = SioWs::open(server.addr, "", &[]).await;
+    back.send(&format!("40{}", json!({"token": token("gap", json!({})), "pid": pid}))).await;
+    let reply = connected(&back.recv().await);
+    assert_ne!(reply["pid"], pid, "not recovered: {reply}");
+    let pong = back.request(&emit("ping", json!({}), Some(3))).await;
+    assert_eq!(pong, r#"433[{"type":"pong"}]"#, "nothing came before the pong");
+    let refused = back.request(&emit("publish", json!({"room": "kept", "data": 1}), Some(4))).await;
+    assert_eq!(ack_arg(&refused, 4)["code"], "NOT_IN_ROOM");
+}

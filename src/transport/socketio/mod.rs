@@ -32,15 +32,17 @@
 //!   dropped.
 //! - **Recovery.** The CONNECT reply carries a `pid`, and every `message`
 //!   the session's position in each of its rooms as its offset. When the
-//!   connection ends (other than by the client's own DISCONNECT), the node
-//!   keeps, for `socketio.recovery_ms`, the session's rooms and where each
-//!   join placed it. A client that reconnects with `pid` and `offset` is
-//!   put back in those rooms from Herald's history, as a `join` with
-//!   `since` would be (from the offset's position, or the join's for a
-//!   room it got no message of); when every room recovered, the reply
-//!   repeats the `pid` and `socket.recovered` is true. On a node that
-//!   does not have the record (its client moved), the rooms the offset
-//!   names are recovered.
+//!   connection ends (other than by the client's own DISCONNECT), the
+//!   session's rooms and where each join placed it are kept for
+//!   `socketio.recovery_ms`: by the node, or with clustering in Redis,
+//!   where the record is also rewritten at each join and leave so that a
+//!   node's death does not lose it. A client that reconnects with `pid`
+//!   and `offset` is put back in those rooms from Herald's history, as a
+//!   `join` with `since` would be (from the offset's position, or the
+//!   join's for a room it got no message of); when every room recovered,
+//!   the reply repeats the `pid` and `socket.recovered` is true. A client
+//!   back while its old connection is still open here recovers from that
+//!   connection, which is closed.
 
 pub(crate) mod polling;
 
@@ -87,6 +89,9 @@ pub(crate) struct Sio {
     pid: u64,
     /// The client ended the session itself: there is nothing to recover.
     forget: bool,
+    /// The record of the session being recovered, until its rooms are
+    /// back: kept again if the connection ends first.
+    recovering: Option<Box<Record>>,
     more: Option<Box<More>>,
 }
 
@@ -116,7 +121,16 @@ impl Sio {
     }
 
     fn with(more: More, polling: bool) -> Self {
-        Self { ws: Ws::default(), connected: false, polling, forget: false, skip: 0, pid: 0, more: Some(Box::new(more)) }
+        Self {
+            ws: Ws::default(),
+            connected: false,
+            polling,
+            forget: false,
+            skip: 0,
+            pid: 0,
+            recovering: None,
+            more: Some(Box::new(more)),
+        }
     }
 
     /// Drops what only the opening needed once the session no longer polls.
@@ -190,16 +204,24 @@ impl Transport for Sio {
             conn.services().socketio.remove_link(&link.sid);
         }
         let pid = conn.transport.pid;
-        if pid == 0 || !conn.services().socketio.ended(pid, conn.outbox()) {
-            // Never connected, or its client is already back on another.
+        if pid == 0 {
             return;
         }
         let services = conn.services().clone();
         let keep = Duration::from_millis(services.config.socketio.recovery_ms);
-        let record = record(conn).filter(|_| !conn.transport.forget);
+        // A session still being recovered keeps the record it came back with.
+        let recovering = conn.transport.recovering.take().map(|record| *record);
+        let record = recovering.or_else(|| record(conn)).filter(|_| !conn.transport.forget);
+        if !services.cluster.is_clustered() {
+            services.socketio.end(pid, conn.outbox(), record, keep.as_millis() as u64);
+            return;
+        }
+        if !services.socketio.end(pid, conn.outbox(), None, 0) {
+            // Its client is already back on another connection.
+            return;
+        }
         match record {
-            Some(record) if services.cluster.is_clustered() => services.cluster.keep_session(pid, record.to_text(), keep),
-            Some(record) => services.socketio.keep(pid, record, keep.as_millis() as u64),
+            Some(record) => services.cluster.keep_session(pid, record.to_text(), keep),
             // Nothing to recover: what Redis holds lapses at once.
             None => services.cluster.keep_session(pid, String::new(), Duration::from_millis(1)),
         }
@@ -379,6 +401,13 @@ struct ConnectData<'a> {
 /// The namespace `/` CONNECT: signs the session in, and recovers it when
 /// it comes back with its `pid`.
 fn on_connect(conn: &mut SioConnection, data: &str) {
+    if conn.transport.connected {
+        // Connected already: the same answer, and nothing more.
+        let sid = conn.services().conn_label(conn.session().id);
+        let reply = packet::connected(&sid, &format!("{:016x}", conn.transport.pid));
+        conn.outbox().write_packet(&reply, false);
+        return;
+    }
     let connect: ConnectData<'_> = match data.trim() {
         "" => ConnectData::default(),
         json => match serde_json::from_str(json) {
@@ -474,14 +503,14 @@ fn rejoin(conn: &mut SioConnection, pid: u64, offset: Option<&str>, record: Opti
     };
     let rooms: Vec<(RoomName, Option<Since>)> = record
         .rooms
-        .into_iter()
+        .iter()
         .map(|(room, epoch, seq)| {
             // The offset's position, for a room the client had a message of since.
-            let since = match positions.iter().find(|p| p.room == *room) {
+            let since = match positions.iter().find(|p| p.room == **room) {
                 Some(p) => Since { seq: p.seq, epoch: Some(p.epoch.as_str().into()) },
-                None => Since { seq, epoch: Some((*epoch).into()) },
+                None => Since { seq: *seq, epoch: Some((**epoch).into()) },
             };
-            (room, Some(since))
+            (room.clone(), Some(since))
         })
         .collect();
     let max_rooms = conn.services().config.limits.max_rooms_per_conn;
@@ -489,14 +518,20 @@ fn rejoin(conn: &mut SioConnection, pid: u64, offset: Option<&str>, record: Opti
         return fresh(conn, pid);
     }
     let names: Vec<RoomName> = rooms.iter().map(|(room, _)| room.clone()).collect();
+    conn.transport.pid = pid;
+    conn.transport.recovering = Some(Box::new(record));
     conn.outbox().cork();
     conn.join_all(rooms, move |conn, joined, recovered| {
+        conn.transport.recovering = None;
         if joined && recovered {
             connected(conn, pid, true);
             return Sio::rooms_changed(conn);
         }
+        // A new session, in no room: what the rooms that did recover
+        // replayed is not for it.
         conn.leave_rooms(&names);
-        conn.services().socketio.ended(pid, conn.outbox());
+        conn.outbox().discard_held();
+        conn.services().socketio.end(pid, conn.outbox(), None, 0);
         connected(conn, new_pid(), true);
     });
 }
@@ -504,7 +539,7 @@ fn rejoin(conn: &mut SioConnection, pid: u64, offset: Option<&str>, record: Opti
 /// Answers a CONNECT that came back with `pid` as a new session: the old
 /// pid is no longer this connection's.
 fn fresh(conn: &mut SioConnection, pid: u64) {
-    conn.services().socketio.ended(pid, conn.outbox());
+    conn.services().socketio.end(pid, conn.outbox(), None, 0);
     connected(conn, new_pid(), false);
 }
 

@@ -7,13 +7,15 @@
 //! - `GET …&sid=S` takes what waits in the session's outbox, every packet
 //!   separated by the record separator. While nothing waits the request is
 //!   held (one at a time per session) until something does: a frame, or
-//!   the heartbeat's ping at the latest. A client that goes away mid-poll
-//!   loses nothing: what its poll took goes back in front of the queue.
+//!   the heartbeat's ping at the latest. What a poll whose client is seen
+//!   gone could not take goes back in front of the queue (a client that
+//!   vanishes unseen loses that body: its messages come back with recovery).
 //! - `POST …&sid=S` hands its packets to the session, which handles them in
 //!   order on its own worker, as it would a WebSocket's frames. A body
 //!   over `limits.max_message_bytes` is answered 413 and ends the session;
-//!   more than `limits.outbound_queue` packets waiting to be handled (a
-//!   flood while the session waits for a join) is 429 and ends it too.
+//!   more than `limits.outbound_queue` packets or
+//!   `limits.outbound_queue_bytes` bytes waiting to be handled (a flood
+//!   while the session waits for a join) is 429 and ends it too.
 //! - A session heard from by neither (a client that stopped polling) is
 //!   ended after `heartbeat.timeout_ms` (`pingInterval + pingTimeout`),
 //!   and a client that stops reading has the same bounded queue as any
@@ -253,7 +255,8 @@ async fn post(req: HttpRequest, mut payload: web::Payload, node: web::Data<Node>
     // Packets wait here only while the session waits for an answer (a
     // join): a client that posts faster than that is a flood.
     let packets = text.split(packet::SEPARATOR as char).map(str::to_owned).collect();
-    match link.post(packets, node.services.config.limits.outbound_queue) {
+    let limits = &node.services.config.limits;
+    match link.post(packets, limits.outbound_queue, limits.outbound_queue_bytes) {
         Posted::Taken => reply(200, &cors, "text/html", "ok"),
         Posted::Gone => refuse(EngineError::BadRequest, &cors),
         Posted::Flood => {
