@@ -251,13 +251,13 @@ fn announced_len(bytes: &[u8]) -> Option<u64> {
     }
 }
 
-fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+pub(crate) fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     for (i, byte) in payload.iter_mut().enumerate() {
         *byte ^= mask[i & 3];
     }
 }
 
-fn pong(payload: &[u8]) -> Bytes {
+pub(crate) fn pong(payload: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(2 + payload.len());
     frame.put_u8(0x8a);
     frame.put_u8(payload.len() as u8);

@@ -1200,3 +1200,53 @@ async fn a_session_not_recovered_gets_nothing_its_rooms_replayed() {
     let refused = back.request(&emit("publish", json!({"room": "kept", "data": 1}), Some(4))).await;
     assert_eq!(ack_arg(&refused, 4)["code"], "NOT_IN_ROOM");
 }
+
+/// A WebSocket to upgrade polling session `sid` to.
+async fn probe(addr: SocketAddr, sid: &str) -> Stream {
+    let url = sio_url(addr, &format!("&sid={sid}"));
+    tokio_tungstenite::connect_async(url).await.expect("the upgrade's WebSocket").0
+}
+
+/// The next text message on `ws`, within [`WAIT`].
+async fn next_text(ws: &mut Stream) -> String {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("a message in time") {
+            Some(Ok(Message::Text(text))) => return text.to_string(),
+            Some(Ok(Message::Pong(_))) => return "<pong>".into(),
+            Some(Ok(_)) => continue,
+            other => panic!("the socket ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_polling_session_upgrades_and_a_failed_try_leaves_it_polling() {
+    let server = start(config());
+    let mut poller = Poller::connect_as(server.addr, "up").await;
+
+    // A try the client gives up (a close frame): the session polls on.
+    let mut tried = probe(server.addr, &poller.sid).await;
+    tried.send(Message::Ping(b"hi".to_vec().into())).await.unwrap();
+    assert_eq!(next_text(&mut tried).await, "<pong>", "a ping on the tried socket is answered there");
+    tried.send(Message::Close(None)).await.unwrap();
+    poller.post(&[&emit("ping", json!({}), Some(1))]).await;
+    let polled = poller.until(|p| p.starts_with("43")).await;
+    assert_eq!(polled.last().map(String::as_str), Some(r#"431[{"type":"pong"}]"#), "{polled:?}");
+    assert!(polled.iter().all(|p| p.is_ascii()), "no WebSocket bytes in a poll: {polled:?}");
+
+    // The upgrade: 2probe, 3probe, the poll under way ends with a noop, 5.
+    let held = tokio::spawn({
+        let (addr, query) = (poller.addr, poller.query());
+        async move { eio(addr, "GET", &query, &[], "").await }
+    });
+    let mut ws = probe(server.addr, &poller.sid).await;
+    ws.send(Message::Text("2probe".into())).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "3probe");
+    let (status, body) = held.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "6"), "the held poll ends with a noop");
+    ws.send(Message::Text("5".into())).await.unwrap();
+    ws.send(Message::Text(emit("ping", json!({}), Some(2)).into())).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, r#"432[{"type":"pong"}]"#, "the session answers on its WebSocket");
+    assert!(is_unknown_sid(&poller.get().await), "the session polls no more");
+    settle(&server, &[(OPEN_SIO, 1.0)]).await;
+}

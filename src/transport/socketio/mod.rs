@@ -133,6 +133,11 @@ impl Sio {
         }
     }
 
+    /// The WebSocket a polling session is trying, until its `5`.
+    fn probe(&self) -> Option<RawFd> {
+        self.more.as_ref().and_then(|m| m.probe).filter(|_| self.polling)
+    }
+
     /// Drops what only the opening needed once the session no longer polls.
     fn settle(&mut self) {
         if self.more.as_ref().is_some_and(|m| m.link.is_none() && m.probe.is_none() && m.handshake.is_none()) {
@@ -181,7 +186,10 @@ impl Transport for Sio {
     }
 
     fn on_input(conn: &mut SioConnection, input: &mut [u8]) -> usize {
-        ws::read(conn, input)
+        match conn.transport.probe() {
+            Some(fd) => read_probe(conn, fd, input),
+            None => ws::read(conn, input),
+        }
     }
 
     /// With clustering, the session's record follows its rooms in Redis,
@@ -305,6 +313,59 @@ fn on_packet(conn: &mut SioConnection, text: &str) {
         Engine::Binary => on_attachment(conn, text.len()),
         Engine::Unknown => refuse(conn, "not an Engine.IO packet", None, text.len()),
     }
+}
+
+/// Reads the WebSocket a polling session tries: `2probe`, then `5`, and
+/// pings. Anything else (a close, a binary or another message, a protocol
+/// error) gives it up, not the session: its socket is shut, and the
+/// session polls on (see [`Sio::socket_lost`]). After `5` the rest is the
+/// session's own WebSocket's.
+fn read_probe(conn: &mut SioConnection, fd: RawFd, input: &mut [u8]) -> usize {
+    use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+    use tungstenite::protocol::frame::FrameHeader;
+    let give_up = || {
+        // SAFETY: `fd` is the tried socket, open while the session holds it.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    };
+    let mut at = 0;
+    while at < input.len() && conn.transport.probe().is_some() && conn.pending.is_none() {
+        let rest = &mut input[at..];
+        let mut cursor = std::io::Cursor::new(&*rest);
+        let (header, len) = match FrameHeader::parse(&mut cursor) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return at,
+            Err(_) => {
+                give_up();
+                return input.len();
+            }
+        };
+        let start = cursor.position() as usize;
+        let end = start + len as usize;
+        let Some(mask) = header.mask.filter(|_| len <= 125 && header.is_final) else {
+            give_up();
+            return input.len();
+        };
+        if rest.len() < end {
+            return at;
+        }
+        let payload = &mut rest[start..end];
+        ws::unmask(payload, mask);
+        at += end;
+        match (header.opcode, &*payload) {
+            (OpCode::Data(Data::Text), b"2probe") => on_probe(conn),
+            (OpCode::Data(Data::Text), b"5") => on_upgrade(conn),
+            (OpCode::Control(Control::Ping), payload) => polling::send_now(fd, &ws::pong(payload)),
+            (OpCode::Control(Control::Pong), _) => {}
+            _ => {
+                give_up();
+                return input.len();
+            }
+        }
+    }
+    if conn.transport.probe().is_none() && !conn.transport.polling {
+        return at + ws::read(conn, &mut input[at..]);
+    }
+    at
 }
 
 /// `2probe` on the WebSocket a polling session tries: answered on that
