@@ -1250,3 +1250,31 @@ async fn a_polling_session_upgrades_and_a_failed_try_leaves_it_polling() {
     assert!(is_unknown_sid(&poller.get().await), "the session polls no more");
     settle(&server, &[(OPEN_SIO, 1.0)]).await;
 }
+
+#[tokio::test]
+async fn a_recovery_that_does_not_fit_the_queue_ends_and_the_next_starts_afresh() {
+    // What a session missed is replayed into its queue before the CONNECT
+    // reply goes out; more than the queue holds makes it a slow consumer,
+    // and its client, back again, starts afresh rather than fail the same way.
+    let server = server_with(|c| {
+        c.api.key = API_KEY.into();
+        c.limits.outbound_queue = 8;
+    });
+    let (mut old, _) = SioWs::open(server.addr, "", &[]).await;
+    let pid = connected(&old.request(&connect_with(&token("far", json!({})))).await)["pid"].clone();
+    old.join("busy", 1).await;
+    drop(old);
+    assert!(eventually(WAIT, || async { Snapshot::take(&server).await.get(OPEN_SIO) == 0.0 }).await);
+    for n in 1..=20 {
+        publish(&server, "busy", json!(n)).await;
+    }
+    let comeback = json!({"token": token("far", json!({})), "pid": pid});
+    let (mut back, _) = SioWs::open(server.addr, "", &[]).await;
+    back.send(&format!("40{comeback}")).await;
+    assert!(back.until_closed(WAIT).await.is_none_or(|(code, _)| code == 4008), "a slow consumer");
+    settle(&server, &[(OPEN_SIO, 0.0), (r#"herald_connections_closed_total{code="4008"}"#, 1.0)]).await;
+    let (mut again, _) = SioWs::open(server.addr, "", &[]).await;
+    again.send(&format!("40{comeback}")).await;
+    let reply = connected(&again.recv().await);
+    assert_ne!(reply["pid"], pid, "afresh: {reply}");
+}

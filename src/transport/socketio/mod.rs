@@ -217,9 +217,15 @@ impl Transport for Sio {
         }
         let services = conn.services().clone();
         let keep = Duration::from_millis(services.config.socketio.recovery_ms);
-        // A session still being recovered keeps the record it came back with.
-        let recovering = conn.transport.recovering.take().map(|record| *record);
-        let record = recovering.or_else(|| record(conn)).filter(|_| !conn.transport.forget);
+        // A session still being recovered keeps the record it came back
+        // with, unless what it missed did not fit its queue: the next try
+        // would end the same way, so the client starts afresh.
+        let record = match conn.transport.recovering.take() {
+            Some(_) if conn.outbox().is_slow() => None,
+            Some(recovering) => Some(*recovering),
+            None => record(conn),
+        };
+        let record = record.filter(|_| !conn.transport.forget);
         if !services.cluster.is_clustered() {
             services.socketio.end(pid, conn.outbox(), record, keep.as_millis() as u64);
             return;
