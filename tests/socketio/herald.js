@@ -87,6 +87,29 @@ for (const signal of ["SIGINT", "SIGTERM"]) {
   process.once(signal, () => process.exit(128 + (signal === "SIGINT" ? 2 : 15)));
 }
 
+/**
+ * Starts `bin` with `args` for `owner` (its output collected in
+ * `owner.output`) and waits until `ready()`; fails at once if it exits
+ * first. Resolves with the child process.
+ */
+async function launch(owner, name, bin, args, options, ready, what) {
+  owner.output = "";
+  const proc = track(spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], ...options }));
+  proc.stdout.on("data", (d) => (owner.output += d));
+  proc.stderr.on("data", (d) => (owner.output += d));
+  let exited = false;
+  proc.once("exit", () => (exited = true));
+  await eventually(
+    async () => {
+      if (exited) throw new Error(`${name} exited at start-up:\n${owner.output}`);
+      return ready();
+    },
+    WAIT,
+    what,
+  );
+  return proc;
+}
+
 function track(child) {
   children.add(child);
   child.once("exit", () => children.delete(child));
@@ -170,27 +193,13 @@ export class Herald {
     );
     const file = join(this.dir, "config.toml");
     writeFileSync(file, toToml(config));
-    this.output = "";
-    const proc = track(
-      spawn(HERALD_BIN, ["--config", file], { stdio: ["ignore", "pipe", "pipe"], env: { ...inheritedEnv(), ...this.env } }),
-    );
-    this.proc = proc;
-    proc.stdout.on("data", (d) => (this.output += d));
-    proc.stderr.on("data", (d) => (this.output += d));
-    let exited = false;
-    proc.once("exit", () => (exited = true));
-    await eventually(
-      async () => {
-        if (exited) throw new Error(`herald exited at start-up:\n${this.output}`);
-        try {
-          return (await fetch(`${this.url}/healthz`)).status === 200;
-        } catch {
-          return false;
-        }
-      },
-      WAIT,
-      "GET /healthz 200",
-    );
+    this.proc = await launch(this, "herald", HERALD_BIN, ["--config", file], { env: { ...inheritedEnv(), ...this.env } }, async () => {
+      try {
+        return (await fetch(`${this.url}/healthz`)).status === 200;
+      } catch {
+        return false;
+      }
+    }, "GET /healthz 200");
   }
 
   /** Stops the server: SIGTERM (SIGKILL with `kill`, or after `graceMs`), and waits for it to exit. */
@@ -242,25 +251,8 @@ export class Herald {
 export class Redis {
   async start() {
     this.port = await freePort();
-    this.output = "";
-    const proc = track(
-      spawn(REDIS_BIN, ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-        stdio: ["ignore", "pipe", "pipe"],
-      }),
-    );
-    this.proc = proc;
-    proc.stdout.on("data", (d) => (this.output += d));
-    proc.stderr.on("data", (d) => (this.output += d));
-    let exited = false;
-    proc.once("exit", () => (exited = true));
-    await eventually(
-      async () => {
-        if (exited) throw new Error(`redis-server exited at start-up:\n${this.output}`);
-        return this.ping();
-      },
-      WAIT,
-      "redis PONG",
-    );
+    const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+    this.proc = await launch(this, "redis-server", REDIS_BIN, args, {}, () => this.ping(), "redis PONG");
   }
 
   get url() {
